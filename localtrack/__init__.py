@@ -1,0 +1,55 @@
+"""localtrack: a W&B-shaped experiment tracker that keeps runs in plain local files.
+
+``localtrack.run``, ``localtrack.config`` and ``localtrack.summary`` follow the
+active run (None before init()).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._query import Api, ApiRun
+from ._run import Run
+from ._session import init
+from .errors import LocaltrackError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Api",
+    "ApiRun",
+    "LocaltrackError",
+    "Run",
+    "__version__",
+    "finish",
+    "init",
+    "log",
+]
+
+
+def log(data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+    """Log to the active run (see Run.log)."""
+    from . import _session
+    from .errors import UsageError
+
+    run = _session.current()
+    if run is None:
+        raise UsageError("localtrack.log() needs an active run: call localtrack.init() first.")
+    run.log(data, step=step, commit=commit)
+
+
+def finish(exit_code: int = 0) -> None:
+    """Finish the active run, if any."""
+    from . import _session
+
+    run = _session.current()
+    if run is not None:
+        run.finish(exit_code=exit_code)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run", "config", "summary"):
+        from . import _session
+
+        return _session.module_attr(name)
+    raise AttributeError(f"module 'localtrack' has no attribute {name!r}")

@@ -1,0 +1,105 @@
+"""The command line: ``localtrack runs``, ``show`` and ``demo``. Only this module prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from . import __version__
+from ._query import Api
+from .errors import LocaltrackError, UsageError
+
+
+def _fmt_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _table(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def _api(dir: str | None) -> Api:
+    api = Api(dir)
+    if not api.root.is_dir():
+        raise UsageError(f"No localtrack store at {str(api.root)!r}: log a run there first, or "
+                         "pass --dir / set LOCALTRACK_DIR.")
+    return api
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = _api(args.dir).runs(args.project)
+    if not runs:
+        print("no runs" + (f" in project {args.project!r}" if args.project else ""))
+        return 0
+    rows = [(r.path, r.name, r.state, r.last_step + 1, _fmt_time(r.created), _fmt_time(r.updated))
+            for r in runs]
+    print(_table(("RUN", "NAME", "STATE", "STEPS", "CREATED", "UPDATED"), rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = _api(args.dir).run(args.path)
+    print(f"run      {run.path}  ({run.name})")
+    print(f"state    {run.state}")
+    print(f"steps    {run.last_step + 1}")
+    print(f"created  {_fmt_time(run.created)}")
+    for e in run.events:
+        extra = f" exit_code={e['exit_code']}" if "exit_code" in e else ""
+        extra += f" signal={e['signal']}" if "signal" in e else ""
+        print(f"event    {_fmt_time(e.get('time', 0))}  {e.get('event')} at step {e.get('step')}{extra}")
+    print("config")
+    for key, value in sorted(run.config.items()):
+        print(f"  {key}: {value!r}")
+    print("summary")
+    for key, value in sorted(run.summary.items()):
+        print(f"  {key}: {value!r}")
+    table = run.history()
+    if args.rows and table.num_rows:
+        tail = table.slice(max(0, table.num_rows - args.rows)).drop_columns(["_timestamp"])
+        print(f"last {tail.num_rows} of {table.num_rows} rows")
+        print(_table(tail.column_names, [list(r.values()) for r in tail.to_pylist()]))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(args.dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="localtrack",
+                                     description="Experiment runs in plain local files.")
+    parser.add_argument("--version", action="version", version=f"localtrack {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", help="store root (default: $LOCALTRACK_DIR or ./localtrack-runs)")
+    p = sub.add_parser("runs", parents=[common], help="list runs with state, steps, last update")
+    p.add_argument("project", nargs="?", help="only this project")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("show", parents=[common], help="config, summary, events and last rows")
+    p.add_argument("path", metavar="PROJECT/ID")
+    p.add_argument("--rows", type=int, default=5, help="how many last history rows (default 5)")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("demo", parents=[common],
+                       help="log a run, SIGKILL it, auto-resume it, show it")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="localtrack: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LocaltrackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,170 @@
+"""Values -> storable JSON and back, exactly.
+
+History rows are flat: nested dicts become ``a/b`` keys. Values are None,
+bool, int64, float, str; numpy/torch scalars and 0-d arrays/tensors become
+Python scalars. Plain JSON has no NaN/Inf, so non-finite floats are written
+as the tag ``{"$f": "NaN" | "Infinity" | "-Infinity"}`` and decoded back.
+Errors name the key and the run; nothing is written before a row is valid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from .errors import InvalidValueError, UnsupportedTypeError
+
+RESERVED_KEYS = frozenset({"_step", "_timestamp", "_crc"})
+_TAG = "$f"
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_NONE = type(None)
+_PLAIN = frozenset({int, str, bool, _NONE})
+_FROM_TAG = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+dumps = orjson.dumps
+loads = orjson.loads
+
+
+def _tag(value: float) -> dict[str, str]:
+    if value != value:
+        return {_TAG: "NaN"}
+    return {_TAG: "Infinity" if value > 0 else "-Infinity"}
+
+
+def untag(value: Any) -> Any:
+    """Decode a stored scalar: the non-finite tag becomes a float again."""
+    if type(value) is dict and len(value) == 1 and _TAG in value:
+        return _FROM_TAG[value[_TAG]]
+    return value
+
+
+def _scalar(key: str, value: Any, where: str) -> Any:
+    """Coerce one non-plain value to a plain scalar, or explain why not."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        value = int(value)
+    elif isinstance(value, float):
+        value = float(value)
+    elif isinstance(value, str):
+        return str(value)
+    elif getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return _scalar(key, value.item(), where)  # numpy scalars, 0-d arrays and tensors
+    else:
+        shape = getattr(value, "shape", None)
+        extra = f" with shape {tuple(shape)}" if shape is not None else ""
+        raise UnsupportedTypeError(
+            f"Cannot log key {key!r} in {where}: a value of type {type(value).__name__}{extra} "
+            "cannot be stored. Log int, float, bool, str, None or a nested dict of them "
+            "(use .item() for one-element arrays and tensors)."
+        )
+    if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+        raise InvalidValueError(
+            f"Cannot log key {key!r} in {where}: the integer {value} does not fit in 64 bits; "
+            "log it as a float or a string."
+        )
+    return value
+
+
+def _check_key(key: Any, where: str) -> str:
+    if type(key) is not str:
+        raise InvalidValueError(f"Cannot log key {key!r} in {where}: keys must be strings.")
+    if not key or key in RESERVED_KEYS or key == _TAG:
+        raise InvalidValueError(
+            f"Cannot log key {key!r} in {where}: keys must be non-empty and not one of "
+            f"{sorted(RESERVED_KEYS | {_TAG})}."
+        )
+    return key
+
+
+def _flatten(data: dict[Any, Any], prefix: str, where: str,
+             enc: dict[str, Any], raw: dict[str, Any]) -> None:
+    for key, value in data.items():
+        name = prefix + _check_key(key, where)
+        if isinstance(value, dict):
+            if not value:
+                continue
+            _flatten(value, name + "/", where, enc, raw)
+            continue
+        if name in raw:
+            raise InvalidValueError(
+                f"Cannot log key {name!r} in {where}: it is given twice once nested dicts are "
+                "flattened to 'a/b' keys; log it once."
+            )
+        t = type(value)
+        if t is not float and t not in _PLAIN:
+            value = _scalar(name, value, where)
+        raw[name] = value
+        enc[name] = _tag(value) if type(value) is float and not math.isfinite(value) else value
+
+
+def encode_row(data: dict[Any, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (JSON-ready flat row, flat row of Python values) for one log() call.
+
+    The fast path returns ``data`` itself when every key is a plain string and
+    every value a finite float or plain scalar: no copy on the hot path.
+    """
+    for key, value in data.items():
+        t = type(value)
+        if t is float:
+            if value - value != 0.0:  # NaN or +/-Inf
+                break
+        elif t not in _PLAIN or (t is int and not _INT64_MIN <= value <= _INT64_MAX):
+            break
+        if type(key) is not str or key in RESERVED_KEYS or not key or key == _TAG:
+            break
+    else:
+        return data, data
+    enc: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    _flatten(data, "", where, enc, raw)
+    return enc, raw
+
+
+def encode_tree(value: Any, where: str, path: str = "") -> Any:
+    """Encode a config/summary value, keeping nesting; lists and tuples become lists."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str or key == _TAG:
+                raise InvalidValueError(f"Cannot store key {path + repr(key)} in {where}: "
+                                        "keys must be strings other than '$f'.")
+            out[key] = encode_tree(item, where, f"{path}{key}/")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [encode_tree(item, where, path) for item in value]
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) != 0:
+        return encode_tree(value.tolist(), where, path)
+    value = _scalar(path.rstrip("/") or "value", value, where) if type(value) not in _PLAIN else value
+    if type(value) is float and not math.isfinite(value):
+        return _tag(value)
+    return value
+
+
+def decode_tree(value: Any) -> Any:
+    """Inverse of encode_tree."""
+    if type(value) is dict:
+        if len(value) == 1 and _TAG in value:
+            return _FROM_TAG[value[_TAG]]
+        return {key: decode_tree(item) for key, item in value.items()}
+    if type(value) is list:
+        return [decode_tree(item) for item in value]
+    return value
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"a/b": 1}`` -> ``{"a": {"b": 1}}`` (for the default summary)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split("/")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = value
+    return out

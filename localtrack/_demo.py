@@ -1,0 +1,62 @@
+"""``localtrack demo``: log a run in a child process, SIGKILL it, auto-resume it, show it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from . import _settings
+from ._query import Api
+
+STEPS = 600
+
+TRAIN = f"""
+import math, time, localtrack
+run = localtrack.init(project="demo", resume="auto", config={{"lr": 0.01, "epochs": 3}})
+print(("resumed" if run.resumed else "started") + f" run {{run.id}} at step {{run.starting_step}}",
+      flush=True)
+for step in range(run.step, {STEPS}):
+    loss = math.exp(-step / 150) + 0.02 * math.sin(step / 7)
+    run.log({{"loss": loss, "acc": 1 - loss / 2, "epoch": step // 200}})
+    time.sleep(0.002)
+run.summary["final_loss"] = loss
+run.finish()
+"""
+
+
+def _child(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", TRAIN], env=env)
+
+
+def run_demo(dir: str | None) -> int:
+    root = _settings.root_dir(dir)
+    env = {**os.environ, "LOCALTRACK_DIR": str(root)}
+    print(f"1. training in a child process, logging to {root}")
+    child = _child(env)
+    api = Api(root)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = [r for r in api.runs("demo") if r.state == "running"] if root.is_dir() else []
+        if runs and runs[-1].last_step >= 200:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    crashed = api.runs("demo")[-1]
+    print(f"2. SIGKILLed it: run {crashed.id} is {crashed.state} with {crashed.last_step + 1} "
+          "steps on disk")
+    print("3. starting the same script again with resume='auto'")
+    if _child(env).wait() != 0:
+        print("the resumed child failed", file=sys.stderr)
+        return 1
+    run = api.run(f"demo/{crashed.id}")
+    table = run.history(["loss"])
+    steps = table.column("_step").to_pylist()
+    contiguous = steps == list(range(STEPS))
+    print(f"4. run {run.id} is {run.state}: {len(steps)} steps, contiguous and duplicate-free: "
+          f"{contiguous}")
+    print(f"   see it with: localtrack show demo/{run.id} --dir {root}")
+    return 0 if contiguous and run.state == "finished" else 1

@@ -1,0 +1,108 @@
+"""Durability primitives: the only module that calls fsync, rename and unlink.
+
+Every rewritten file is replaced atomically: write a temp file in the same
+directory, fsync it, rename it over the target, fsync the directory. A reader
+or a crash at any instant sees the old content or the new one, never a mix.
+OS errors are mapped to StorageError here, naming the path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import StorageError
+
+TMP_PREFIX = ".tmp-"
+
+
+def storage_error(what: str, path: Path | str, exc: OSError, **ctx: str) -> StorageError:
+    """A StorageError that says what failed, where, and what to do about it."""
+    hint = ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = " The disk is full: free space and retry; nothing stored was lost."
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = " The store is not writable: choose another dir= or fix its permissions."
+    elif exc.errno == errno.EFBIG:
+        hint = " A file size limit was hit (ulimit -f)."
+    return StorageError(f"Could not {what} {str(path)!r}: {exc.strerror or exc}.{hint}",
+                        path=str(path), **ctx)  # type: ignore[arg-type]
+
+
+@contextmanager
+def storage_errors(what: str, path: Path | str, **ctx: str) -> Iterator[None]:
+    """Map an OSError raised inside the block to a StorageError."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        raise storage_error(what, path, exc, **ctx) from exc
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(path: Path) -> None:
+    """mkdir -p, fsyncing each parent whose entry was created, so the dir survives power loss."""
+    if path.is_dir():
+        return
+    ensure_dir(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (durably when ``sync``)."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if sync:
+                os.fsync(fh.fileno())
+        # If we die here: the target is intact; the tmp file is swept by the next writer.
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if sync:
+        fsync_dir(path.parent)
+
+
+def rename_durable(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+    fsync_dir(dst.parent)
+
+
+def unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def sweep_tmp(directory: Path) -> None:
+    """Remove temp files a dead writer left behind (only the lock holder calls this)."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if entry.name.startswith(TMP_PREFIX) and entry.is_file():
+            entry.unlink(missing_ok=True)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,59 @@
+"""The on-disk format version and pure path arithmetic (no I/O).
+
+    <root>/<project>/runs/<id>/run.json            identity and static metadata
+                               config.json         the run config (atomically replaced)
+                               summary.json        values the user set in run.summary
+                               events.jsonl        framed lifecycle events (append-only)
+                               manifest.json       sealed segments (atomically replaced)
+                               wal/<seq>.jsonl     framed history records (append-only)
+                               segments/<seq>.parquet   sealed, immutable history
+    <root>/<project>/locks/<id>.lock               writer lock; holds the holder's pid/host
+    <root>/<project>/auto/<cwd-hash>.json          auto-resume pointer for one working directory
+
+See docs/format.md; bump FORMAT_VERSION on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ._naming import ProjectName, RunId
+
+FORMAT_VERSION = 1
+DEFAULT_DIR = "localtrack-runs"
+
+
+def project_dir(root: Path, project: ProjectName) -> Path:
+    return root / project
+
+
+def runs_dir(root: Path, project: ProjectName) -> Path:
+    return root / project / "runs"
+
+
+def run_dir(root: Path, project: ProjectName, rid: RunId) -> Path:
+    return root / project / "runs" / rid
+
+
+def lock_path(root: Path, project: ProjectName, rid: RunId) -> Path:
+    return root / project / "locks" / f"{rid}.lock"
+
+
+def auto_pointer_path(root: Path, project: ProjectName, cwd: str) -> Path:
+    digest = hashlib.sha256(cwd.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return root / project / "auto" / f"{digest}.json"
+
+
+def wal_path(rdir: Path, seq: int) -> Path:
+    return rdir / "wal" / f"{seq:08d}.jsonl"
+
+
+def segment_name(seq: int) -> str:
+    return f"{seq:08d}.parquet"
+
+
+def seq_of(path: Path) -> int | None:
+    """Sequence number of a wal/segment file name, or None for anything else."""
+    stem = path.name.split(".", 1)[0]
+    return int(stem) if stem.isdigit() and len(stem) == 8 else None

@@ -1,0 +1,150 @@
+"""The per-run writer lock, with an owner record in the lock file.
+
+portalocker takes an exclusive ``flock`` that the kernel drops when the holder
+dies, so a SIGKILLed writer never blocks the next resume. ``flock`` records no
+owner, so, like Mercurial's lock, the holder writes ``host``/``pid``/``since``
+(plus boot id and process start time against pid reuse) into the file; that
+is what a second process is told, and what readers use to tell a live run
+from a crashed one without touching the lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import portalocker
+
+from . import _fsutil
+from ._codec import dumps, loads
+from .errors import LockUnavailableError, RunLockedError
+
+_RETRY_SECONDS = 0.25
+_NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Process start time in clock ticks since boot (Linux), to detect pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def this_process() -> dict[str, Any]:
+    now = time.time()
+    return {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id(),
+            "start_ticks": _start_ticks(os.getpid()), "since": now}
+
+
+def describe(holder: dict[str, Any]) -> str:
+    if not holder.get("pid"):
+        return "another process (it has not written its name yet)"
+    since = datetime.fromtimestamp(holder.get("since", 0)).strftime("%Y-%m-%d %H:%M:%S")
+    return f"pid {holder['pid']} on {holder.get('host', '?')} since {since}"
+
+
+def read_holder(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+        holder = loads(data) if data else {}
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def holder_alive(holder: dict[str, Any]) -> bool | None:
+    """True/False when this host can tell; None for a holder on another host."""
+    if not holder.get("pid"):
+        return False
+    if holder.get("host") != socket.gethostname() or holder.get("boot_id") != _boot_id():
+        return None
+    ticks = _start_ticks(int(holder["pid"]))
+    return ticks is not None and ticks == holder.get("start_ticks")
+
+
+def probe_free(path: Path) -> bool:
+    """Whether nobody holds the lock (a shared, non-blocking probe; used for remote holders)."""
+    try:
+        with open(path, "rb") as fh:
+            portalocker.lock(fh, portalocker.LOCK_SH | portalocker.LOCK_NB)
+            portalocker.unlock(fh)
+        return True
+    except FileNotFoundError:
+        return True
+    except portalocker.exceptions.LockException:
+        return False
+
+
+class RunLock:
+    """Exclusive writer lock for one run; ``describe`` strings go into every error."""
+
+    def __init__(self, path: Path, **ctx: str) -> None:
+        self.path = path
+        self._ctx = ctx
+        self._fh: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        with _fsutil.storage_errors("create the lock file", self.path, **self._ctx):
+            _fsutil.ensure_dir(self.path.parent)
+            fh = open(self.path, "a+b")
+        deadline = time.monotonic() + _RETRY_SECONDS
+        while True:
+            try:
+                portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                break
+            except portalocker.exceptions.AlreadyLocked as exc:
+                if time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                fh.close()
+                self._raise_locked(exc)
+            except portalocker.exceptions.LockException as exc:
+                fh.close()
+                cause = exc.__cause__
+                if isinstance(cause, OSError) and cause.errno in _NO_LOCKS:
+                    raise LockUnavailableError(
+                        f"The file system under {str(self.path.parent)!r} does not support file "
+                        f"locks ({os.strerror(cause.errno)}), so localtrack cannot keep two "
+                        "writers apart. Mount it with locking enabled (Lustre: -o flock) or use "
+                        "a local dir=.", path=str(self.path), **self._ctx) from exc
+                raise
+        fh.seek(0)
+        fh.truncate()
+        fh.write(dumps(this_process()))
+        fh.flush()
+        self._fh = fh
+
+    def _raise_locked(self, exc: Exception) -> None:
+        holder = read_holder(self.path)
+        run = self._ctx.get("run_id")
+        project = self._ctx.get("project")
+        raise RunLockedError(
+            f"Run {run!r} in project {project!r} is being written by {describe(holder)}; finish "
+            "that process or choose another id.", holder=holder, path=str(self.path),
+            **self._ctx) from exc
+
+    def release(self) -> None:
+        """Clear the owner record, then unlock (so nobody reads a stale owner)."""
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        try:
+            fh.truncate(0)
+            fh.flush()
+        finally:
+            portalocker.unlock(fh)
+            fh.close()

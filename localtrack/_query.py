@@ -1,0 +1,133 @@
+"""The read side: Api, runs as stored, history as pyarrow tables.
+
+Readers never take the writer lock and never repair anything, so reading a
+live run is safe; a torn tail is ignored (the writer may be mid-append).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _layout, _naming, _segments, _settings, _store, _wal
+from ._codec import unflatten
+from .errors import RunNotFoundError, UsageError
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow as pa
+
+
+class ApiRun:
+    """A stored run, read from disk (a snapshot: call ``Api.run`` again to refresh)."""
+
+    def __init__(self, root: Path, project: _naming.ProjectName, rid: _naming.RunId) -> None:
+        self._root = root
+        self._rdir = _layout.run_dir(root, project, rid)
+        self._ctx = {"project": project, "run_id": rid}
+        self.project: str = project
+        self.id: str = rid
+        meta = _store.read_meta(self._rdir, **self._ctx)
+        self.meta = meta
+        self.name: str = meta.get("name") or rid
+        self.tags: list[str] = meta.get("tags") or []
+        self.group: str | None = meta.get("group")
+        self.job_type: str | None = meta.get("job_type")
+        self.notes: str | None = meta.get("notes")
+        self.created: float = meta.get("created", 0.0)
+        self.events = _store.events(self._rdir, **self._ctx)
+        self.state: str = _store.state(root, project, rid, self.events)
+
+    @property
+    def path(self) -> str:
+        return f"{self.project}/{self.id}"
+
+    @property
+    def dir(self) -> str:
+        return str(self._rdir)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return _store.read_tree(self._rdir / _store.CONFIG_JSON, "config", **self._ctx)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Last logged value of each key, overridden by run.summary values; nested on '/'."""
+        last = _segments.summary_last(self._rdir, **self._ctx)
+        explicit = _store.read_tree(self._rdir / _store.SUMMARY_JSON, "summary", **self._ctx)
+        return unflatten({**last, **explicit})
+
+    @property
+    def last_step(self) -> int:
+        """The last step on disk (-1 when nothing was logged), from the log's tail only."""
+        manifest = _segments.load_manifest(self._rdir, **self._ctx)
+        for seq in reversed(_segments.wal_seqs(self._rdir)):
+            if seq <= manifest["sealed_through"]:
+                break
+            try:
+                record, _ = _wal.last_record(_layout.wal_path(self._rdir, seq))
+            except FileNotFoundError:  # sealed under our feet: the manifest below has it
+                return int(_segments.load_manifest(self._rdir, **self._ctx)["last_step"])
+            if record is not None:
+                return int(record["_step"])
+        return int(manifest["last_step"])
+
+    @property
+    def updated(self) -> float:
+        """When anything of the run last changed on disk (seconds since the epoch)."""
+        paths = [self._rdir / "wal", self._rdir / _store.EVENTS, self._rdir / "manifest.json"]
+        wal = self._rdir / "wal"
+        if wal.is_dir():
+            paths += list(wal.iterdir())
+        return max((p.stat().st_mtime for p in paths if p.exists()), default=self.created)
+
+    def history(self, keys: list[str] | None = None) -> pa.Table:
+        """Every step as a pyarrow Table: ``_step``, ``_timestamp`` and one column per key."""
+        return _segments.read_history(self._rdir, keys, **self._ctx)
+
+    def history_df(self, keys: list[str] | None = None) -> pandas.DataFrame:
+        """history() as a pandas DataFrame (needs pandas)."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise UsageError("history_df() needs pandas: pip install pandas") from None
+        return self.history(keys).to_pandas()
+
+    def __repr__(self) -> str:
+        return f"<localtrack.ApiRun {self.path} {self.state}>"
+
+
+class Api:
+    """Read runs from a store: ``Api(dir=None)`` uses the same default as init()."""
+
+    def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
+        self.root = _settings.root_dir(dir)
+
+    def projects(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "runs").is_dir())
+
+    def runs(self, project: str | None = None) -> list[ApiRun]:
+        """Runs of one project (or of every project), oldest first."""
+        projects = [_naming.project_name(project)] if project else [
+            _naming.ProjectName(p) for p in self.projects()]
+        runs = []
+        for name in projects:
+            rdir = _layout.runs_dir(self.root, name)
+            if not rdir.is_dir():
+                continue
+            for entry in rdir.iterdir():
+                if entry.name.startswith(".") or not (entry / _store.RUN_JSON).exists():
+                    continue
+                runs.append(ApiRun(self.root, name, _naming.run_id(entry.name)))
+        return sorted(runs, key=lambda r: (r.project, r.created))
+
+    def run(self, path: str) -> ApiRun:
+        """One run by ``"project/id"``."""
+        project, rid = _naming.parse_path(path)
+        if not (_layout.run_dir(self.root, project, rid) / _store.RUN_JSON).exists():
+            raise RunNotFoundError(f"No run {rid!r} in project {project!r} under {str(self.root)!r}.",
+                                   project=project, run_id=rid)
+        return ApiRun(self.root, project, rid)

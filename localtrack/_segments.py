@@ -1,0 +1,238 @@
+"""Sealing closed log files into immutable Parquet segments, and reading history.
+
+Only the run's writer seals. The order makes every crash harmless:
+  1. write ``segments/.tmp-<seq>`` and fsync it; rename to ``<seq>.parquet``; fsync the dir;
+  2. replace ``manifest.json`` atomically, naming the segment and ``sealed_through = seq``;
+  3. unlink ``wal/<seq>.jsonl``.
+Die after 1: the segment is an orphan (not in the manifest) and the log still
+holds the steps; the next writer deletes the orphan. Die after 2: the log file
+is covered by the manifest; the next writer deletes it. A reader sees either
+the log file or the manifest entry; when a sealer races it, it retries.
+pyarrow is imported here only, lazily, to keep ``import localtrack`` light.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _fsutil, _layout, _wal
+from ._codec import dumps, loads, untag
+from .errors import CorruptRunError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+MANIFEST = "manifest.json"
+_JSON_META = {b"localtrack.encoding": b"json"}
+
+
+def empty_manifest() -> dict[str, Any]:
+    return {"format": _layout.FORMAT_VERSION, "sealed_through": -1, "last_step": -1,
+            "segments": [], "last": {}}
+
+
+def load_manifest(rdir: Path, **ctx: str) -> dict[str, Any]:
+    path = rdir / MANIFEST
+    try:
+        manifest = loads(path.read_bytes())
+    except FileNotFoundError:
+        return empty_manifest()
+    except ValueError as exc:
+        raise CorruptRunError(f"{path} is not valid JSON ({exc}); run `localtrack doctor`.",
+                              path=str(path), **ctx) from exc
+    if not isinstance(manifest, dict) or "segments" not in manifest:
+        raise CorruptRunError(f"{path} is not a localtrack manifest.", path=str(path), **ctx)
+    return manifest
+
+
+def wal_seqs(rdir: Path) -> list[int]:
+    wal_dir = rdir / "wal"
+    if not wal_dir.is_dir():
+        return []
+    seqs = (_layout.seq_of(p) for p in wal_dir.iterdir() if p.suffix == ".jsonl")
+    return sorted(s for s in seqs if s is not None)
+
+
+def merge_steps(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge consecutive records of one step (commit=False partials), later keys winning."""
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        if rows and rows[-1]["_step"] == record["_step"]:
+            rows[-1].update(record)
+        else:
+            rows.append(dict(record))
+    return rows
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Columns from rows; a key whose values mix kinds (number and string) is kept as JSON text."""
+    import pyarrow as pa
+
+    keys: dict[str, None] = {"_step": None, "_timestamp": None}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    fields, arrays = [], []
+    for key in keys:
+        values = [untag(row.get(key)) for row in rows]
+        try:
+            array = pa.array(values)
+            meta = None
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            array = pa.array([None if v is None else dumps(v).decode() for v in values], pa.string())
+            meta = _JSON_META
+        if key == "_step":
+            array = array.cast(pa.int64())
+        elif key == "_timestamp":
+            array = array.cast(pa.float64())
+        fields.append(pa.field(key, array.type, metadata=meta))
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _last_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    for row in rows:
+        last.update(row)
+    for key in ("_step", "_timestamp"):
+        last.pop(key, None)
+    return last
+
+
+def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any], **ctx: str) -> dict[str, Any]:
+    """Seal the closed log files ``seqs`` (ascending) and return the new manifest."""
+    import pyarrow.parquet as pq
+
+    seg_dir = rdir / "segments"
+    _fsutil.ensure_dir(seg_dir)
+    for seq in seqs:
+        if seq <= manifest["sealed_through"]:
+            continue
+        wal = _layout.wal_path(rdir, seq)
+        records, _ = _wal.scan(wal, allow_torn_tail=False, **ctx)
+        rows = merge_steps(records)
+        manifest = dict(manifest, sealed_through=seq, segments=list(manifest["segments"]))
+        if rows:
+            name = _layout.segment_name(seq)
+            tmp = seg_dir / f"{_fsutil.TMP_PREFIX}{name}"
+            pq.write_table(rows_to_table(rows), tmp, compression="zstd")
+            _fsutil.fsync_file(tmp)
+            _fsutil.rename_durable(tmp, seg_dir / name)
+            manifest["segments"].append({"file": name, "seq": seq, "rows": len(rows),
+                                         "first_step": rows[0]["_step"],
+                                         "last_step": rows[-1]["_step"]})
+            manifest["last_step"] = rows[-1]["_step"]
+            manifest["last"] = {**manifest["last"], **_last_values(rows)}
+        # If we die here: the segment is an orphan and the log still holds its steps.
+        _fsutil.atomic_write(rdir / MANIFEST, dumps(manifest))
+        # If we die here: the manifest covers this log file; the next writer deletes it.
+        _fsutil.unlink(wal)
+    return manifest
+
+
+def cleanup(rdir: Path, manifest: dict[str, Any]) -> None:
+    """Finish what a dead sealer left half done (writer only)."""
+    seg_dir = rdir / "segments"
+    _fsutil.sweep_tmp(seg_dir)
+    _fsutil.sweep_tmp(rdir)
+    named = {seg["file"] for seg in manifest["segments"]}
+    if seg_dir.is_dir():
+        for path in seg_dir.iterdir():
+            if path.suffix == ".parquet" and path.name not in named:
+                _fsutil.unlink(path)
+    for seq in wal_seqs(rdir):
+        if seq <= manifest["sealed_through"]:
+            _fsutil.unlink(_layout.wal_path(rdir, seq))
+
+
+def _snapshot(rdir: Path, ctx: dict[str, str]) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+    """A consistent (manifest, unsealed records per log file), retrying if a sealer races us."""
+    for _ in range(50):
+        manifest = load_manifest(rdir, **ctx)
+        seqs = [s for s in wal_seqs(rdir) if s > manifest["sealed_through"]]
+        if seqs and seqs != list(range(manifest["sealed_through"] + 1, seqs[-1] + 1)):
+            continue  # a sealer moved on between our two reads
+        try:
+            logs = [_wal.scan(_layout.wal_path(rdir, s), **ctx)[0] for s in seqs]
+        except FileNotFoundError:
+            continue
+        return manifest, logs
+    raise CorruptRunError(f"Could not get a consistent view of {rdir}: its log files keep "
+                          "changing or a sequence number is missing.", path=str(rdir), **ctx)
+
+
+def summary_last(rdir: Path, **ctx: str) -> dict[str, Any]:
+    """The last logged value of every key (flat, decoded)."""
+    manifest, logs = _snapshot(rdir, ctx)
+    last = dict(manifest["last"])
+    for records in logs:
+        last.update(_last_values(records))
+    return {k: untag(v) for k, v in last.items()}
+
+
+def read_history(rdir: Path, keys: list[str] | None = None, **ctx: str) -> pa.Table:
+    """The whole history as one table: sealed segments, then the unsealed log."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest, logs = _snapshot(rdir, ctx)
+    wanted = None if keys is None else ["_step", "_timestamp", *keys]
+    tables = []
+    for seg in manifest["segments"]:
+        path = rdir / "segments" / seg["file"]
+        try:
+            pf = pq.ParquetFile(path)
+            cols = None if wanted is None else [c for c in wanted if c in pf.schema_arrow.names]
+            tables.append(pf.read(columns=cols))
+        except FileNotFoundError as exc:
+            raise CorruptRunError(f"Segment {path} named in the manifest is missing; steps "
+                                  f"{seg['first_step']}..{seg['last_step']} are lost. Restore it "
+                                  "from a sync remote or backup.", path=str(path), **ctx) from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptRunError(f"Segment {path} cannot be read ({exc}).",
+                                  path=str(path), **ctx) from exc
+    rows = merge_steps([r for records in logs for r in records])
+    if rows:
+        table = rows_to_table(rows)
+        if wanted is not None:
+            table = table.select([c for c in wanted if c in table.column_names])
+        tables.append(table)
+    return _concat(tables, wanted)
+
+
+def _concat(tables: list[pa.Table], wanted: list[str] | None) -> pa.Table:
+    import pyarrow as pa
+
+    if not tables:
+        tables = [rows_to_table([])]
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = pa.concat_tables([_as_json_text(t) for t in tables], promote_options="permissive")
+    for key in wanted or []:
+        if key not in table.column_names:
+            table = table.append_column(key, pa.nulls(len(table)))
+    return table if wanted is None else table.select(wanted)
+
+
+def _as_json_text(table: pa.Table) -> pa.Table:
+    """Fallback when a key changed kind between segments: every user column as JSON text."""
+    import pyarrow as pa
+
+    cols, fields = [], []
+    for field, column in zip(table.schema, table.columns):
+        if field.name in ("_step", "_timestamp") or field.metadata == _JSON_META:
+            cols.append(column)
+            fields.append(field)
+            continue
+        values = [None if v is None else _json_text(v) for v in column.to_pylist()]
+        cols.append(pa.array(values, pa.string()))
+        fields.append(pa.field(field.name, pa.string(), metadata=_JSON_META))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    return dumps(value).decode()

@@ -1,0 +1,166 @@
+"""The process side: init(), the active run behind localtrack.log/config/summary, and exit hooks.
+
+Exit paths and what they record:
+  finish() / normal exit         "finished" with the exit code (sys.exit(n) is seen)
+  uncaught exception             "finished" with exit code 1 (state "failed")
+  SIGTERM, SIGINT, SIGUSR1       log fsynced, "preempted" recorded, then the handler that was
+                                 installed before runs (default: the process dies by the signal)
+  SIGKILL, power loss            nothing runs; the lock dies with the process: state "crashed"
+A signal never makes a run "finished".
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import sys
+import threading
+from types import FrameType, TracebackType
+from typing import Any
+
+from . import _run, _settings
+from ._config import Config, Summary
+from ._naming import new_run_id
+
+log = logging.getLogger("localtrack")
+
+_active: list[Any] = []
+_installed = False
+_exit_code: int | None = None
+_signaled = False
+_previous: dict[int, Any] = {}
+_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+
+
+class DisabledRun:
+    """mode="disabled": the same API, nothing written anywhere."""
+
+    resumed = False
+    starting_step = 0
+    state = "disabled"
+
+    def __init__(self, project: str, rid: str, name: str | None, config: dict[str, Any]) -> None:
+        self.project, self.id, self.name, self.step = project, rid, name or rid, 0
+        self.dir = ""
+        self.path = f"{project}/{rid}"
+        self.config = Config(config, lambda data: None)
+        self.summary = Summary(dict, {}, lambda data: None)
+
+    def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+        if step is not None:
+            self.step = max(self.step, step)
+        if commit or (commit is None and step is None):
+            self.step += 1
+
+    def finish(self, exit_code: int = 0) -> None:
+        forget(self)
+
+    def mark_preempting(self) -> None:
+        pass
+
+    def __enter__(self) -> DisabledRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish(0 if exc[0] is None else 1)
+
+
+def init(project: str | None = None, id: str | None = None, resume: object = None,
+         name: str | None = None, config: dict[str, Any] | None = None,
+         tags: list[str] | None = None, group: str | None = None, job_type: str | None = None,
+         notes: str | None = None, dir: str | None = None, mode: str | None = None,
+         fsync: str | None = None) -> Any:
+    """Start a new run or resume one, W&B style; see the README for the resume modes."""
+    settings = _settings.resolve(project=project, run_id=id, resume=resume, dir=dir, mode=mode,
+                                 fsync=fsync)
+    if _active:
+        log.warning("init() finishes the active run %s first", _active[-1].path)
+        _active[-1].finish()
+    if settings.mode == "disabled":
+        run: Any = DisabledRun(settings.project, settings.run_id or new_run_id(), name,
+                               dict(config or {}))
+    else:
+        fields = {"name": name, "tags": list(tags) if tags else None, "group": group,
+                  "job_type": job_type, "notes": notes}
+        run = _run.start(settings, fields, config)
+        _install_hooks()
+    _active.append(run)
+    return run
+
+
+def forget(run: Any) -> None:
+    if run in _active:
+        _active.remove(run)
+
+
+def current() -> Any:
+    return _active[-1] if _active else None
+
+
+# -- exit and signal hooks ----------------------------------------------------------------
+
+
+def _install_hooks() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    atexit.register(_at_exit)
+    real_exit = sys.exit
+
+    def exit_hook(code: object = None) -> None:
+        global _exit_code
+        _exit_code = 0 if code is None else code if isinstance(code, int) else 1
+        real_exit(code)
+
+    sys.exit = exit_hook
+    previous_hook = sys.excepthook
+
+    def excepthook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        global _exit_code
+        _exit_code = 1
+        previous_hook(tp, value, tb)
+
+    sys.excepthook = excepthook
+    if threading.current_thread() is threading.main_thread():
+        for name in _SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                _previous[signum] = signal.signal(signum, _on_signal)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    global _signaled
+    _signaled = True
+    name = signal.Signals(signum).name
+    for run in list(_active):
+        try:
+            run._on_signal(name)
+        except Exception:
+            log.error("could not record %s for %s", name, run.path, exc_info=True)
+    previous = _previous.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        # Die by the signal as if we were never here: the parent sees the real cause.
+        _at_exit()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+
+def _at_exit() -> None:
+    code = _exit_code if _exit_code is not None else 0
+    for run in list(reversed(_active)):
+        try:
+            run.finish(exit_code=1 if _signaled and code == 0 else code)
+        except Exception:
+            log.error("could not finish %s at exit", run.path, exc_info=True)
+
+
+def module_attr(name: str) -> Any:
+    run = current()
+    if name == "run":
+        return run
+    return None if run is None else getattr(run, name)
+

@@ -1,0 +1,85 @@
+"""Settings resolved when init() is called: defaults < LOCALTRACK_* env < arguments.
+
+Nothing is read at import time, so tests and users can change the
+environment between runs. docs/env.md lists every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _layout, _naming
+from .errors import UsageError
+
+RESUME_MODES = ("must", "allow", "never", "auto")
+MODES = ("offline", "disabled")
+DEFAULT_PROJECT = "uncategorized"
+_TRUE = ("true", "1", "yes", "auto")
+_FALSE = ("false", "0", "no", "", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    project: _naming.ProjectName
+    run_id: _naming.RunId | None
+    resume: str | None
+    mode: str
+    fsync: str
+    fsync_interval: float
+
+
+def resume_mode(value: object, source: str = "resume") -> str | None:
+    """W&B's resume values: True means "auto", False/None mean a new run."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "auto"
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in RESUME_MODES:
+            return low
+        if low in _TRUE:
+            return "auto"
+        if low in _FALSE:
+            return None
+    raise UsageError(f"Invalid {source}={value!r}: use one of {', '.join(map(repr, RESUME_MODES))}, "
+                     "True (= 'auto'), False or None.")
+
+
+def root_dir(dir: str | os.PathLike[str] | None = None) -> Path:
+    value = dir if dir is not None else os.environ.get("LOCALTRACK_DIR") or _layout.DEFAULT_DIR
+    return Path(value).expanduser().absolute()
+
+
+def resolve(*, project: str | None, run_id: str | None, resume: object,
+            dir: str | os.PathLike[str] | None, mode: str | None, fsync: str | None) -> Settings:
+    env = os.environ
+    mode = (mode if mode is not None else env.get("LOCALTRACK_MODE") or "offline").lower()
+    if mode == "online":
+        mode = "offline"  # there is nothing online: the W&B value keeps ported code working
+    if mode not in MODES:
+        raise UsageError(f"Invalid mode={mode!r}: use 'offline' (the default) or 'disabled'.")
+    fsync = (fsync if fsync is not None else env.get("LOCALTRACK_FSYNC") or "periodic").lower()
+    if fsync not in ("periodic", "always", "never"):
+        raise UsageError(f"Invalid fsync={fsync!r}: use 'periodic' (default), 'always' or 'never'.")
+    interval_text = env.get("LOCALTRACK_FSYNC_INTERVAL", "1.0")
+    try:
+        interval = float(interval_text)
+    except ValueError:
+        raise UsageError(f"Invalid LOCALTRACK_FSYNC_INTERVAL={interval_text!r}: "
+                         "give seconds as a number.") from None
+    if resume is None and env.get("LOCALTRACK_RESUME") is not None:
+        resume = resume_mode(env["LOCALTRACK_RESUME"], "LOCALTRACK_RESUME")
+    rid = run_id if run_id is not None else env.get("LOCALTRACK_RUN_ID") or None
+    return Settings(
+        root=root_dir(dir),
+        project=_naming.project_name(project or env.get("LOCALTRACK_PROJECT") or DEFAULT_PROJECT),
+        run_id=_naming.run_id(rid) if rid is not None else None,
+        resume=resume_mode(resume),
+        mode=mode,
+        fsync=fsync,
+        fsync_interval=interval,
+    )

@@ -1,0 +1,106 @@
+"""The one exception tree of localtrack.
+
+    LocaltrackError
+    ├── UsageError                  a call that cannot work as written
+    │   ├── InvalidNameError        (also ValueError) a bad project/run id or name
+    │   ├── InvalidValueError       (also ValueError) a logged key or value that cannot be stored
+    │   ├── UnsupportedTypeError    (also TypeError) a logged value of a type that cannot be stored
+    │   └── RunStateError           a method called in the wrong run state
+    ├── RunNotFoundError            resume="must" or Api.run() on a missing run
+    ├── RunExistsError              resume="never" on an existing run
+    ├── RunLockedError              another live process writes that run
+    ├── LockUnavailableError        the file system cannot lock (e.g. Lustre noflock)
+    ├── StorageError                an OS error while writing (disk full, read-only)
+    └── CorruptRunError             a file of a run fails its checksum or cannot be parsed
+
+Context (project, run, path, holder) travels as keyword-only attributes so
+callers can act on it without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CorruptRunError",
+    "InvalidNameError",
+    "InvalidValueError",
+    "LocaltrackError",
+    "LockUnavailableError",
+    "RunExistsError",
+    "RunLockedError",
+    "RunNotFoundError",
+    "RunStateError",
+    "StorageError",
+    "UnsupportedTypeError",
+    "UsageError",
+]
+
+
+class LocaltrackError(Exception):
+    """Root of every error localtrack raises on purpose."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        project: str | None = None,
+        run_id: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.project = project
+        self.run_id = run_id
+        self.path = path
+
+
+class UsageError(LocaltrackError):
+    """The call cannot work as written (bad argument combination, no active run)."""
+
+
+class InvalidNameError(UsageError, ValueError):
+    """A project name, run id or key is not allowed."""
+
+
+class InvalidValueError(UsageError, ValueError):
+    """A logged key or value cannot be stored (bad key, int out of range, key collision)."""
+
+
+class UnsupportedTypeError(UsageError, TypeError):
+    """A logged value has a type localtrack cannot store."""
+
+
+class RunStateError(UsageError):
+    """A method was called in a state that does not allow it (e.g. log after finish)."""
+
+
+class RunNotFoundError(LocaltrackError):
+    """The run asked for does not exist in the store."""
+
+
+class RunExistsError(LocaltrackError):
+    """resume="never" was asked for an id that already exists."""
+
+
+class RunLockedError(LocaltrackError):
+    """Another live process holds the run's writer lock."""
+
+    def __init__(self, message: str, *, holder: dict[str, Any] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.holder = holder or {}
+
+
+class LockUnavailableError(LocaltrackError):
+    """The file system refuses file locks, so exclusion cannot be guaranteed."""
+
+
+class StorageError(LocaltrackError, OSError):
+    """Writing to the store failed (disk full, read-only, quota); stored data is intact."""
+
+
+class CorruptRunError(LocaltrackError):
+    """A file of a run is damaged in a way that cannot be repaired silently."""
+
+    def __init__(self, message: str, *, offset: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.offset = offset
