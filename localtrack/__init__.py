@@ -6,7 +6,7 @@ active run (None before init()).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any as _Any
 
 from ._query import Api, ApiRun
 from ._run import Run
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 
-def log(data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+def log(data: dict[str, _Any], step: int | None = None, commit: bool | None = None) -> None:
     """Log to the active run (see Run.log)."""
     from . import _session
     from .errors import UsageError
@@ -47,7 +47,7 @@ def finish(exit_code: int = 0) -> None:
         run.finish(exit_code=exit_code)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in ("run", "config", "summary"):
         from . import _session
 

@@ -95,8 +95,8 @@ def _flatten(data: dict[Any, Any], prefix: str, where: str,
                 "flattened to 'a/b' keys; log it once."
             )
         t = type(value)
-        if t is not float and t not in _PLAIN:
-            value = _scalar(name, value, where)
+        if t is not float and t is not str and t is not bool and value is not None:
+            value = _scalar(name, value, where)  # also range-checks ints
         raw[name] = value
         enc[name] = _tag(value) if type(value) is float and not math.isfinite(value) else value
 

@@ -76,7 +76,8 @@ def resolve(*, project: str | None, run_id: str | None, resume: object,
     rid = run_id if run_id is not None else env.get("LOCALTRACK_RUN_ID") or None
     return Settings(
         root=root_dir(dir),
-        project=_naming.project_name(project or env.get("LOCALTRACK_PROJECT") or DEFAULT_PROJECT),
+        project=_naming.project_name(
+            project if project is not None else env.get("LOCALTRACK_PROJECT") or DEFAULT_PROJECT),
         run_id=_naming.run_id(rid) if rid is not None else None,
         resume=resume_mode(resume),
         mode=mode,

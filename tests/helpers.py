@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import localtrack
+
+def script(code: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+           **popen) -> subprocess.Popen:
+    """Start ``code`` as a user script in a real Python subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALTRACK_")}
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=cwd,
+                            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            **popen)
+
+
+def run_script(code: str, *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    proc = script(code, *args, **kw)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def steps_of(store: Path, path: str) -> list[int]:
+    return localtrack.Api(store).run(path).history([]).column("_step").to_pylist()

@@ -1,0 +1,263 @@
+"""Real processes: SIGKILL at any instant, locks between processes, signals and exit codes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+import localtrack
+from localtrack.errors import RunLockedError
+
+from .helpers import run_script, script, steps_of, wait_for
+
+WRITER = """
+import sys, localtrack
+from localtrack import _run
+_run.ROTATE_BYTES = int(sys.argv[3])           # small log files: kills land in sealing too
+run = localtrack.init(project="p", id="k", resume="allow", dir=sys.argv[1])
+print("start", run.step, flush=True)
+for i in range(int(sys.argv[2])):
+    run.log({"loss": 1.0 / (run.step + 1), "step_copy": run.step, "s": "x" * (run.step % 50)})
+    print(run.step - 1, flush=True)             # acknowledged: log() returned
+run.finish()
+print("done", flush=True)
+"""
+
+
+def _acked(proc) -> list[int]:
+    out, _ = proc.communicate(timeout=30)
+    return [int(line) for line in out.decode().split() if line.lstrip("-").isdigit()]
+
+
+def test_sigkill_at_random_instants_loses_no_acknowledged_step(store):
+    rng = random.Random(1234)
+    acked_max = -1
+    for _ in range(12):
+        proc = script(WRITER, str(store), "100000", "3000")
+        assert proc.stdout.readline().startswith(b"start")
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        acked = _acked(proc)
+        if acked:
+            acked_max = max(acked_max, acked[-1])
+        steps = steps_of(store, "p/k")
+        assert steps == list(range(len(steps))), "history must stay contiguous and duplicate-free"
+        assert steps[-1] >= acked_max, "an acknowledged step was lost"
+    stored = localtrack.Api(store).run("p/k")
+    assert stored.state == "crashed"
+    table = stored.history(["step_copy"])
+    assert table.column("step_copy").to_pylist() == table.column("_step").to_pylist()
+    # and the run finishes cleanly afterwards
+    done = run_script(WRITER, str(store), "10", "3000")
+    assert done.returncode == 0, done.stderr
+    assert localtrack.Api(store).run("p/k").state == "finished"
+
+
+def test_torn_tail_is_cut_with_a_warning_and_a_copy(store):
+    run = localtrack.init(project="p", id="t", dir=store)
+    for i in range(3):
+        run.log({"a": i})
+    wal = next((store / "p" / "runs" / "t" / "wal").glob("*.jsonl"))
+    run._wal.close()  # simulate death without finish: nothing else is written
+    run._lock.release()
+    localtrack._session.forget(run)
+    with open(wal, "ab") as fh:
+        fh.write(b'{"_step":3,"_timestamp":1.0,"a":3,"_cr')  # cut mid-record
+    with pytest.warns(RuntimeWarning, match="torn tail"):
+        again = localtrack.init(project="p", id="t", resume="must", dir=store)
+    assert again.step == 3
+    assert wal.with_name(wal.name + ".broken").read_bytes().startswith(b'{"_step":3')
+    again.log({"a": 30})
+    again.finish()
+    assert localtrack.Api(store).run("p/t").history(["a"]).column("a").to_pylist() == [0, 1, 2, 30]
+
+
+def test_damaged_record_in_the_middle_is_reported_not_skipped(store):
+    run = localtrack.init(project="p", id="c", dir=store)
+    for i in range(5):
+        run.log({"a": i})
+    wal = next((store / "p" / "runs" / "c" / "wal").glob("*.jsonl"))
+    data = bytearray(wal.read_bytes())
+    data[data.index(b'"a":2') + 4] = ord("7")  # flip a digit: the checksum no longer matches
+    wal.write_bytes(bytes(data))
+    with pytest.raises(localtrack.errors.CorruptRunError) as info:
+        localtrack.Api(store).run("p/c").history()
+    assert str(wal) in str(info.value) and info.value.offset is not None
+    run.finish()  # sealing refuses the damaged file; the log stays as it was
+    assert wal.exists()
+
+
+def test_second_process_gets_locked_error_naming_the_holder(store):
+    holder = script("""
+        import sys, time, localtrack
+        run = localtrack.init(project="p", id="busy", dir=sys.argv[1])
+        print("ready", flush=True)
+        time.sleep(60)
+    """, str(store))
+    assert holder.stdout.readline() == b"ready\n"
+    try:
+        with pytest.raises(RunLockedError) as info:
+            localtrack.init(project="p", id="busy", resume="allow", dir=store)
+        msg = str(info.value)
+        assert f"pid {holder.pid}" in msg and "'busy'" in msg and "since" in msg
+        assert info.value.holder["pid"] == holder.pid
+        assert localtrack.Api(store).run("p/busy").state == "running"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.communicate(timeout=30)
+    assert localtrack.Api(store).run("p/busy").state == "crashed"
+    run = localtrack.init(project="p", id="busy", resume="must", dir=store)  # dead lock: no block
+    assert run.resumed
+    run.finish()
+
+
+def test_eight_processes_race_for_one_id(store):
+    go = store.parent / "go"
+    racer = """
+        import os, sys, time, localtrack
+        while not os.path.exists(sys.argv[2]):
+            time.sleep(0.001)
+        t0 = time.monotonic()
+        try:
+            run = localtrack.init(project="p", id="race", resume="allow", dir=sys.argv[1])
+        except localtrack.errors.RunLockedError:
+            print("locked", round(time.monotonic() - t0, 3), flush=True)
+        else:
+            run.log({"pid": os.getpid()})
+            print("got", flush=True)
+            time.sleep(2)
+            run.finish()
+    """
+    procs = [script(racer, str(store), str(go)) for _ in range(8)]
+    time.sleep(0.5)
+    go.touch()
+    outs = [p.communicate(timeout=60)[0].decode().split() for p in procs]
+    assert sum(o[0] == "got" for o in outs) == 1, outs
+    assert all(float(o[1]) < 1.0 for o in outs if o[0] == "locked")
+    assert localtrack.Api(store).run("p/race").history().num_rows == 1
+
+
+AUTO = """
+import os, sys, signal, localtrack
+run = localtrack.init(project="p", resume="auto", dir=sys.argv[1])
+print(run.id, run.resumed, run.starting_step, flush=True)
+for _ in range(5):
+    run.log({"x": 1.0})
+if sys.argv[2] == "crash":
+    os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[2] == "hold":
+    import time; time.sleep(60)
+run.finish()
+"""
+
+
+def _auto(store, cwd, how):
+    res = run_script(AUTO, str(store), how, cwd=cwd)
+    rid, resumed, start = res.stdout.split()
+    return rid, resumed == "True", int(start), res
+
+
+def test_auto_resume_follows_the_working_directory(store, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    rid, resumed, start, res = _auto(store, a, "crash")
+    assert res.returncode == -signal.SIGKILL and not resumed and start == 0
+    other, resumed_b, _, _ = _auto(store, b, "finish")      # another cwd never picks it up
+    assert other != rid and not resumed_b
+    again, resumed, start, res = _auto(store, a, "finish")   # same cwd resumes the crashed run
+    assert (again, resumed, start, res.returncode) == (rid, True, 5, 0)
+    fresh, resumed, start, _ = _auto(store, a, "finish")     # clean finish cleared the pointer
+    assert fresh != rid and not resumed and start == 0
+    assert steps_of(store, f"p/{rid}") == list(range(10))
+
+
+def test_auto_resume_of_a_live_run_is_locked(store, tmp_path):
+    holder = script(AUTO, str(store), "hold", cwd=tmp_path)
+    rid = holder.stdout.readline().split()[0].decode()
+    try:
+        wait_for(lambda: localtrack.Api(store).run(f"p/{rid}").last_step == 4, what="5 steps")
+        res = run_script(AUTO, str(store), "finish", cwd=tmp_path)
+        assert res.returncode == 1 and "RunLockedError" in res.stderr and rid in res.stderr
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+
+
+ENDINGS = """
+import os, sys, signal, time, localtrack
+how = sys.argv[2]
+if how == "user-handler":
+    def handler(signum, frame):
+        print("user handler ran", flush=True)
+        sys.exit(3)
+    signal.signal(signal.SIGTERM, handler)
+run = localtrack.init(project="p", id=how, dir=sys.argv[1])
+for i in range(4):
+    run.log({"x": i})
+print("ready", flush=True)
+if how == "exception":
+    raise RuntimeError("boom")
+if how == "sys-exit":
+    sys.exit(3)
+if how in ("sigterm", "user-handler", "sigint"):
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how,signum,code,state,exit_code", [
+    pytest.param("normal", None, 0, "finished", 0, id="normal-exit"),
+    pytest.param("exception", None, 1, "failed", 1, id="uncaught-exception"),
+    pytest.param("sys-exit", None, 3, "failed", 3, id="sys-exit-3"),
+    pytest.param("sigterm", signal.SIGTERM, -signal.SIGTERM, "preempted", None, id="sigterm"),
+    pytest.param("user-handler", signal.SIGTERM, 3, "preempted", None, id="sigterm-chained"),
+    pytest.param("sigint", signal.SIGINT, 1, "preempted", None, id="sigint"),
+])
+def test_how_a_process_ends_is_recorded(store, how, signum, code, state, exit_code):
+    proc = script(ENDINGS, str(store), how)
+    assert proc.stdout.readline() == b"ready\n"
+    if signum:
+        proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err.decode()
+    if how == "user-handler":
+        assert b"user handler ran" in out
+    stored = localtrack.Api(store).run(f"p/{how}")
+    assert stored.state == state
+    last = stored.events[-1]
+    assert last["event"] == ("finished" if exit_code is not None else "preempted")
+    if exit_code is not None:
+        assert last["exit_code"] == exit_code
+    assert stored.history().num_rows == 4
+    run = localtrack.init(project="p", id=how, resume="must", dir=store)
+    assert run.step == 4
+    run.finish()
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
+@pytest.mark.parametrize("policy,min_syncs,max_syncs", [
+    ("always", 50, 10_000), ("never", 0, 1), ("periodic", 0, 5)])
+def test_fsync_policy_at_the_syscall_level(store, tmp_path, policy, min_syncs, max_syncs):
+    trace = tmp_path / "trace"
+    code = f"""
+import sys, localtrack
+run = localtrack.init(project="p", id="f", dir=sys.argv[1], fsync={policy!r})
+for i in range(50):
+    run.log({{"x": i}})
+import os; os._exit(0)   # no finish: only the policy's own fsyncs happen
+"""
+    import subprocess
+    import sys
+    subprocess.run(["strace", "-f", "-e", "trace=openat,fsync,fdatasync", "-o", str(trace),
+                    sys.executable, "-c", code, str(store)], check=True, timeout=60)
+    wal_fds = set()
+    syncs = 0
+    for line in trace.read_text().splitlines():
+        if "openat(" in line and "/wal/" in line and "= " in line:
+            wal_fds.add(line.rsplit("= ", 1)[1].split()[0])
+        elif "fsync(" in line and line.split("fsync(", 1)[1].split(")")[0] in wal_fds:
+            syncs += 1
+    assert wal_fds and min_syncs <= syncs <= max_syncs

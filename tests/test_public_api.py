@@ -1,0 +1,81 @@
+"""The public surface: names, error tree, and a cheap import."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import localtrack
+import localtrack.errors as errors
+
+
+def test_all_is_sorted_and_exact():
+    public = {n for n in vars(localtrack) if not n.startswith("_")} - {"annotations", "errors"}
+    assert localtrack.__all__ == sorted(localtrack.__all__)
+    assert set(localtrack.__all__) - {"__version__"} == public
+
+
+def test_every_error_is_rooted_at_localtrack_error():
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+               if c.__module__ == errors.__name__]
+    assert len(classes) >= 8
+    for cls in classes:
+        assert issubclass(cls, localtrack.LocaltrackError), cls
+    assert localtrack.LocaltrackError is errors.LocaltrackError
+    assert issubclass(errors.InvalidNameError, ValueError)
+    assert issubclass(errors.UnsupportedTypeError, TypeError)
+    assert issubclass(errors.StorageError, OSError)
+
+
+def test_import_stays_light():
+    code = ("import sys, localtrack; heavy = [m for m in ('pyarrow', 'watchdog', 'pandas', 'numpy')"
+            " if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_module_level_follows_active_run(store):
+    assert localtrack.run is None and localtrack.config is None and localtrack.summary is None
+    run = localtrack.init(project="p", dir=store, config={"lr": 0.5})
+    assert localtrack.run is run
+    assert localtrack.config.lr == 0.5
+    localtrack.log({"x": 1.0})
+    localtrack.summary["best"] = 2
+    localtrack.finish()
+    assert localtrack.run is None
+    stored = localtrack.Api(store).run(f"p/{run.id}")
+    assert stored.summary == {"x": 1.0, "best": 2}
+    assert stored.state == "finished"
+
+
+def test_log_without_run_is_a_usage_error():
+    try:
+        localtrack.log({"a": 1})
+    except errors.UsageError as exc:
+        assert "init()" in str(exc)
+    else:
+        raise AssertionError("expected UsageError")
+
+
+def test_context_manager_records_failure(store):
+    try:
+        with localtrack.init(project="p", dir=store) as run:
+            run.log({"a": 1})
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    stored = localtrack.Api(store).run(f"p/{run.id}")
+    assert stored.state == "failed"
+    assert stored.events[-1]["exit_code"] == 1
+
+
+def test_disabled_mode_writes_nothing(store, monkeypatch):
+    monkeypatch.setenv("LOCALTRACK_MODE", "disabled")
+    run = localtrack.init(project="p", dir=store, config={"a": 1})
+    run.log({"x": 1.0})
+    run.config.update({"b": 2})
+    run.summary["s"] = 1
+    assert run.step == 1 and run.config.b == 2
+    run.finish()
+    assert not store.exists()
