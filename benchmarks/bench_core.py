@@ -241,8 +241,19 @@ def bench_log(steps: int, repeats: int, tmp: str, say) -> list[tuple[str, str, s
     return rows
 
 
+def _unsealed_logs(rdir: str) -> tuple[int, int]:
+    """(number, total bytes) of history log files a crashed run left (its wal/ dir)."""
+    wal = os.path.join(rdir, "wal")
+    try:
+        names = [n for n in os.listdir(wal) if n.endswith(".jsonl")]
+    except FileNotFoundError:
+        return 0, 0
+    return len(names), sum(os.path.getsize(os.path.join(wal, n)) for n in names)
+
+
 def bench_resume(sizes: list[int], repeats: int, tmp: str, say) -> list[tuple[str, str, str]]:
     pristine: dict[tuple[int, str], str] = {}
+    unsealed: dict[int, tuple[int, int]] = {}
     for n in sizes:
         for kind in ("finished", "crashed"):
             root = tempfile.mkdtemp(prefix=f"build-{kind}-{n}-", dir=tmp)
@@ -251,6 +262,8 @@ def bench_resume(sizes: list[int], repeats: int, tmp: str, say) -> list[tuple[st
                             "crash": kind == "crashed"}, expect_kill=kind == "crashed")
             say(f"  built {kind} run of {n} steps in {time.perf_counter() - t:.1f} s")
             pristine[(n, kind)] = root
+            if kind == "crashed":
+                unsealed[n] = _unsealed_logs(os.path.join(root, PROJECT, "runs", f"r{n}-{kind}"))
     results: dict[tuple[int, str], list[dict]] = {key: [] for key in pristine}
     for r in range(repeats):
         for n in sizes:
@@ -281,6 +294,10 @@ def bench_resume(sizes: list[int], repeats: int, tmp: str, say) -> list[tuple[st
                          spread(inits, fmt_ms)))
             rows.append((f"resume {kind} run of {n:,} steps: finish()", fmt_ms(med(fins)),
                          spread(fins, fmt_ms)))
+            if kind == "crashed":
+                files, size = unsealed[n]
+                rows.append((f"  unsealed log left by the crash ({n:,} steps)",
+                             f"{files} file(s)", f"{size / 2**20:.1f} MiB"))
         if len(sizes) > 1:
             lo, hi = min(sizes), max(sizes)
             ratio = [b["init"] / a["init"] for a, b in zip(results[(lo, kind)], results[(hi, kind)])]

@@ -45,7 +45,7 @@ class Config(MutableMapping[str, Any]):
     def __setattr__(self, name: str, value: Any) -> None:
         self.update({name: value})
 
-    def update(self, other: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kw: Any) -> None:
         """Set many keys with one write of config.json."""
         data = dict(self._data)
         data.update(dict(other), **kw)
@@ -99,7 +99,7 @@ class Summary(MutableMapping[str, Any]):
         self._persist(explicit)
         self._explicit = explicit
 
-    def update(self, other: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kw: Any) -> None:
         explicit = dict(self._explicit)
         explicit.update(_flat(dict(other, **kw)))
         self._persist(explicit)

@@ -14,13 +14,18 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ._naming import Ctx
 from .errors import StorageError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 TMP_PREFIX = ".tmp-"
 
 
-def storage_error(what: str, path: Path | str, exc: OSError, **ctx: str) -> StorageError:
+def storage_error(what: str, path: Path | str, exc: OSError, **ctx: Unpack[Ctx]) -> StorageError:
     """A StorageError that says what failed, where, and what to do about it."""
     hint = ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -29,12 +34,13 @@ def storage_error(what: str, path: Path | str, exc: OSError, **ctx: str) -> Stor
         hint = " The store is not writable: choose another dir= or fix its permissions."
     elif exc.errno == errno.EFBIG:
         hint = " A file size limit was hit (ulimit -f)."
-    return StorageError(f"Could not {what} {str(path)!r}: {exc.strerror or exc}.{hint}",
-                        path=str(path), **ctx)  # type: ignore[arg-type]
+    run = f" of run {ctx['run_id']!r} in project {ctx['project']!r}" if "run_id" in ctx else ""
+    return StorageError(f"Could not {what} {str(path)!r}{run}: {exc.strerror or exc}.{hint}",
+                        path=str(path), **ctx)
 
 
 @contextmanager
-def storage_errors(what: str, path: Path | str, **ctx: str) -> Iterator[None]:
+def storage_errors(what: str, path: Path | str, **ctx: Unpack[Ctx]) -> Iterator[None]:
     """Map an OSError raised inside the block to a StorageError."""
     try:
         yield

@@ -16,13 +16,17 @@ import socket
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import portalocker
 
 from . import _fsutil
 from ._codec import dumps, loads
+from ._naming import Ctx
 from .errors import LockUnavailableError, RunLockedError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _RETRY_SECONDS = 0.25
 _NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
@@ -92,7 +96,7 @@ def probe_free(path: Path) -> bool:
 class RunLock:
     """Exclusive writer lock for one run; ``describe`` strings go into every error."""
 
-    def __init__(self, path: Path, **ctx: str) -> None:
+    def __init__(self, path: Path, **ctx: Unpack[Ctx]) -> None:
         self.path = path
         self._ctx = ctx
         self._fh: IO[bytes] | None = None

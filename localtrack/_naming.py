@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import NewType
+from typing import NewType, TypedDict
 
 from .errors import InvalidNameError
 
@@ -18,6 +18,13 @@ RunId = NewType("RunId", str)
 MAX_LEN = 128
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+class Ctx(TypedDict, total=False):
+    """Which run an error is about; passed along as ``**ctx`` down to the error."""
+
+    project: str
+    run_id: str
 
 
 def _check(kind: str, value: object) -> str:

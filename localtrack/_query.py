@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _layout, _naming, _segments, _settings, _store, _wal
 from ._codec import unflatten
+from ._naming import Ctx
 from .errors import RunNotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ class ApiRun:
     def __init__(self, root: Path, project: _naming.ProjectName, rid: _naming.RunId) -> None:
         self._root = root
         self._rdir = _layout.run_dir(root, project, rid)
-        self._ctx = {"project": project, "run_id": rid}
+        self._ctx: Ctx = {"project": project, "run_id": rid}
         self.project: str = project
         self.id: str = rid
         meta = _store.read_meta(self._rdir, **self._ctx)

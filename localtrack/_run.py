@@ -1,7 +1,7 @@
 """Run: the writer of one run, and ``start()``, which opens or creates it.
 
-A Run is RUNNING until finish() (FINISHED) or a preemption signal
-(PREEMPTED); every public method checks the state. log() encodes once with
+A Run is RUNNING until finish() (FINISHED); every public method checks the
+state. A preemption signal is recorded on the side: the run ends "preempted". log() encodes once with
 orjson and appends one framed line with one write(): once it returns, the
 step survives SIGKILL. Closed log files are sealed into Parquet by a
 background thread and at finish().
@@ -24,6 +24,7 @@ from . import _fsutil, _layout, _naming, _resume, _segments, _store, _wal
 from ._codec import dumps, encode_row, encode_tree
 from ._config import Config, Summary
 from ._locks import RunLock
+from ._naming import Ctx
 from ._settings import Settings
 from .errors import RunStateError, StorageError, UsageError
 
@@ -35,7 +36,6 @@ ROTATE_BYTES = 16 << 20
 class State(enum.Enum):
     RUNNING = "running"
     FINISHED = "finished"
-    PREEMPTED = "preempted"
 
 
 class Run:
@@ -44,6 +44,7 @@ class Run:
     def __init__(self, *, settings: Settings, rid: _naming.RunId, rdir: Path, meta: dict[str, Any],
                  lock: RunLock, pointer: Path, resumed: bool) -> None:
         self.id: str = rid
+        self._rid = rid
         self.project: str = settings.project
         self.name: str = meta.get("name") or rid
         self.resumed = resumed
@@ -52,7 +53,7 @@ class Run:
         self._meta = meta
         self._lock = lock
         self._pointer = pointer
-        self._ctx = {"project": settings.project, "run_id": rid}
+        self._ctx: Ctx = {"project": settings.project, "run_id": rid}
         self._where = f"run {rid!r} in project {settings.project!r}"
         self._state = State.RUNNING
         self._warned_step = False
@@ -61,6 +62,7 @@ class Run:
         self._seal_lock = threading.Lock()
         self._sealer: threading.Thread | None = None
         self._preempting = False
+        self._preempted_by: str | None = None
 
         self._manifest = _segments.load_manifest(rdir, **self._ctx)
         _segments.cleanup(rdir, self._manifest)
@@ -143,14 +145,13 @@ class Run:
         """Flush and seal everything, record the exit code, release the run."""
         if self._state is State.FINISHED:
             return
-        preempted = self._state is State.PREEMPTED
         self._state = State.FINISHED
         try:
             self._close_log_and_seal()
-            if not (preempted and exit_code != 0):
+            if self._preempted_by is None:  # a signal never makes a run finished (wandb#9568)
                 self._event("finished", exit_code=int(exit_code))
-            if exit_code == 0:
-                _store.clear_pointer(self._pointer, self.id)  # type: ignore[arg-type]
+                if exit_code == 0:
+                    _store.clear_pointer(self._pointer, self._rid)
         finally:
             self._events.close()
             self._lock.release()
@@ -176,10 +177,14 @@ class Run:
     # -- lifecycle hooks (called by _session) ----------------------------------------------
 
     def _on_signal(self, signame: str) -> None:
-        """Make everything durable and record the preemption; the run stays resumable."""
-        if self._state is not State.RUNNING:
+        """Make everything durable and record the preemption; the run stays resumable.
+
+        Logging stays allowed (a user's handler may checkpoint and log before exiting), but
+        the run will end as preempted whatever exit code follows.
+        """
+        if self._state is not State.RUNNING or self._preempted_by is not None:
             return
-        self._state = State.PREEMPTED
+        self._preempted_by = signame
         self._wal.sync()
         self._event("preempted", signal=signame)
 

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import _fsutil, _layout, _wal
 from ._codec import dumps, loads, untag
+from ._naming import Ctx
 from .errors import CorruptRunError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from typing_extensions import Unpack
 
 MANIFEST = "manifest.json"
 _JSON_META = {b"localtrack.encoding": b"json"}
@@ -33,7 +35,7 @@ def empty_manifest() -> dict[str, Any]:
             "segments": [], "last": {}}
 
 
-def load_manifest(rdir: Path, **ctx: str) -> dict[str, Any]:
+def load_manifest(rdir: Path, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     path = rdir / MANIFEST
     try:
         manifest = loads(path.read_bytes())
@@ -100,7 +102,7 @@ def _last_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return last
 
 
-def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any], **ctx: str) -> dict[str, Any]:
+def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """Seal the closed log files ``seqs`` (ascending) and return the new manifest."""
     import pyarrow.parquet as pq
 
@@ -146,7 +148,7 @@ def cleanup(rdir: Path, manifest: dict[str, Any]) -> None:
             _fsutil.unlink(_layout.wal_path(rdir, seq))
 
 
-def _snapshot(rdir: Path, ctx: dict[str, str]) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+def _snapshot(rdir: Path, ctx: Ctx) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
     """A consistent (manifest, unsealed records per log file), retrying if a sealer races us."""
     for _ in range(50):
         manifest = load_manifest(rdir, **ctx)
@@ -162,7 +164,7 @@ def _snapshot(rdir: Path, ctx: dict[str, str]) -> tuple[dict[str, Any], list[lis
                           "changing or a sequence number is missing.", path=str(rdir), **ctx)
 
 
-def summary_last(rdir: Path, **ctx: str) -> dict[str, Any]:
+def summary_last(rdir: Path, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """The last logged value of every key (flat, decoded)."""
     manifest, logs = _snapshot(rdir, ctx)
     last = dict(manifest["last"])
@@ -171,7 +173,7 @@ def summary_last(rdir: Path, **ctx: str) -> dict[str, Any]:
     return {k: untag(v) for k, v in last.items()}
 
 
-def read_history(rdir: Path, keys: list[str] | None = None, **ctx: str) -> pa.Table:
+def read_history(rdir: Path, keys: list[str] | None = None, **ctx: Unpack[Ctx]) -> pa.Table:
     """The whole history as one table: sealed segments, then the unsealed log."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -221,7 +223,7 @@ def _as_json_text(table: pa.Table) -> pa.Table:
     import pyarrow as pa
 
     cols, fields = [], []
-    for field, column in zip(table.schema, table.columns):
+    for field, column in zip(table.schema, table.columns, strict=True):
         if field.name in ("_step", "_timestamp") or field.metadata == _JSON_META:
             cols.append(column)
             fields.append(field)

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _run, _settings
 from ._config import Config, Summary
@@ -28,7 +28,6 @@ log = logging.getLogger("localtrack")
 _active: list[Any] = []
 _installed = False
 _exit_code: int | None = None
-_signaled = False
 _previous: dict[int, Any] = {}
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 
@@ -109,12 +108,12 @@ def _install_hooks() -> None:
     atexit.register(_at_exit)
     real_exit = sys.exit
 
-    def exit_hook(code: object = None) -> None:
+    def exit_hook(code: str | int | None = None) -> NoReturn:
         global _exit_code
         _exit_code = 0 if code is None else code if isinstance(code, int) else 1
         real_exit(code)
 
-    sys.exit = exit_hook
+    sys.exit = exit_hook  # as wandb does: atexit cannot see the code sys.exit() was given
     previous_hook = sys.excepthook
 
     def excepthook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
@@ -131,8 +130,6 @@ def _install_hooks() -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    global _signaled
-    _signaled = True
     name = signal.Signals(signum).name
     for run in list(_active):
         try:
@@ -153,7 +150,7 @@ def _at_exit() -> None:
     code = _exit_code if _exit_code is not None else 0
     for run in list(reversed(_active)):
         try:
-            run.finish(exit_code=1 if _signaled and code == 0 else code)
+            run.finish(exit_code=code)
         except Exception:
             log.error("could not finish %s at exit", run.path, exc_info=True)
 

@@ -14,12 +14,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _fsutil, _layout, _locks, _wal
 from ._codec import decode_tree, dumps, encode_tree, loads
-from ._naming import ProjectName, RunId
+from ._naming import Ctx, ProjectName, RunId
 from .errors import CorruptRunError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 RUN_JSON = "run.json"
 CONFIG_JSON = "config.json"
@@ -73,7 +76,7 @@ def new_meta(project: ProjectName, rid: RunId, fields: dict[str, Any]) -> dict[s
             "program": sys.argv[0] if sys.argv else "", **fields}
 
 
-def read_json(path: Path, what: str, **ctx: str) -> Any:
+def read_json(path: Path, what: str, **ctx: Unpack[Ctx]) -> Any:
     try:
         return loads(path.read_bytes())
     except FileNotFoundError:
@@ -83,7 +86,7 @@ def read_json(path: Path, what: str, **ctx: str) -> Any:
                               "run `localtrack doctor`.", path=str(path), **ctx) from exc
 
 
-def read_meta(rdir: Path, **ctx: str) -> dict[str, Any]:
+def read_meta(rdir: Path, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     meta = read_json(rdir / RUN_JSON, "run", **ctx)
     if not isinstance(meta, dict) or "id" not in meta:
         raise CorruptRunError(f"{rdir / RUN_JSON} is missing or not a localtrack run file.",
@@ -95,7 +98,7 @@ def read_meta(rdir: Path, **ctx: str) -> dict[str, Any]:
     return meta
 
 
-def read_tree(path: Path, what: str, **ctx: str) -> dict[str, Any]:
+def read_tree(path: Path, what: str, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     value = read_json(path, what, **ctx)
     if value is None:
         return {}
@@ -105,7 +108,7 @@ def read_tree(path: Path, what: str, **ctx: str) -> dict[str, Any]:
     return dict(decode_tree(value))
 
 
-def events(rdir: Path, **ctx: str) -> list[dict[str, Any]]:
+def events(rdir: Path, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
     path = rdir / EVENTS
     if not path.exists():
         return []

@@ -17,10 +17,14 @@ import time
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._codec import dumps, loads
+from ._naming import Ctx
 from .errors import CorruptRunError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger("localtrack")
 
@@ -55,7 +59,7 @@ def parse(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def scan(path: Path, *, allow_torn_tail: bool = True, **ctx: str) -> tuple[list[dict[str, Any]], int]:
+def scan(path: Path, *, allow_torn_tail: bool = True, **ctx: Unpack[Ctx]) -> tuple[list[dict[str, Any]], int]:
     """All records of a log file and the offset just past the last good one.
 
     A bad record followed by a good one raises CorruptRunError. A bad tail
@@ -117,7 +121,7 @@ def last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
             window *= 4
 
 
-def cut_torn_tail(path: Path, good_end: int, **ctx: str) -> None:
+def cut_torn_tail(path: Path, good_end: int, **ctx: Unpack[Ctx]) -> None:
     """Truncate ``path`` to ``good_end``, keeping the cut bytes in ``<path>.broken``."""
     size = path.stat().st_size
     if size <= good_end:

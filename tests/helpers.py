@@ -9,6 +9,7 @@ from pathlib import Path
 
 import localtrack
 
+
 def script(code: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
            **popen) -> subprocess.Popen:
     """Start ``code`` as a user script in a real Python subprocess."""

@@ -207,6 +207,31 @@ if how in ("sigterm", "user-handler", "sigint"):
     time.sleep(60)
 """
 
+CHECKPOINT = """
+import signal, sys, time, localtrack
+got = []
+signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))   # SLURM's early warning
+run = localtrack.init(project="p", id="usr1", dir=sys.argv[1])
+run.log({"x": 0})
+print("ready", flush=True)
+while not got:
+    time.sleep(0.01)
+run.log({"x": 1})            # checkpoint and log after the signal, then exit 0
+sys.exit(0)
+"""
+
+
+def test_signal_then_clean_exit_stays_preempted(store):
+    proc = script(CHECKPOINT, str(store))
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    stored = localtrack.Api(store).run("p/usr1")
+    assert stored.state == "preempted"
+    assert stored.events[-1]["signal"] == "SIGUSR1"
+    assert stored.history(["x"]).column("x").to_pylist() == [0, 1]
+
 
 @pytest.mark.parametrize("how,signum,code,state,exit_code", [
     pytest.param("normal", None, 0, "finished", 0, id="normal-exit"),

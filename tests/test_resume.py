@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import localtrack
-from localtrack.errors import (InvalidNameError, RunExistsError, RunNotFoundError, UsageError)
+from localtrack.errors import InvalidNameError, RunExistsError, RunNotFoundError, UsageError
 
 
 def _make(store, rid="r1", steps=3):
