@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _fsutil, _layout, _naming, _resume, _segments, _store, _wal
-from ._codec import dumps, encode_row, encode_tree
+from ._codec import dumps, encode_fast, encode_row, encode_tree
 from ._config import Config, Summary
 from ._locks import RunLock
 from ._naming import Ctx
@@ -31,6 +31,7 @@ from .errors import RunStateError, StorageError, UsageError
 log = logging.getLogger("localtrack")
 
 ROTATE_BYTES = 16 << 20
+SEAL_MIN_BYTES = 1 << 20
 
 
 class State(enum.Enum):
@@ -118,28 +119,37 @@ class Run:
         if self._state is not State.RUNNING:
             raise RunStateError(f"Cannot log to {self._where}: it is {self._state.value}. "
                                 "Start or resume it with localtrack.init().", **self._ctx)
-        if not isinstance(data, dict):
-            raise UsageError(f"run.log() takes a dict of values, got {type(data).__name__} "
-                             f"({self._where}).", **self._ctx)
         if step is not None:
             step = self._check_step(step)
             if step < self.step:
                 self._warn_old_step(step)
                 return
             self.step = step
-        enc, raw = encode_row(data, self._where)
         s = self.step
+        out = encode_fast(data)
+        if out is None:
+            body, data = self._encode_slow(data, s)
+        else:
+            body = b'{"_step":%d,"_timestamp":%.6f,%s' % (s, time.time(), out[1:-1])
         if self._wal.offset >= ROTATE_BYTES and s > self._wal_last_step:
             self._rotate()
-        line = _wal.frame({"_step": s, "_timestamp": time.time(), **enc})
         try:
-            self._wal.append(line)
+            self._wal.append(_wal.frame_body(body))
         except OSError as exc:
             raise self._storage_error("append to the history log", exc) from exc
         self._wal_last_step = s
-        self._last.update(raw)
+        self._last.update(data)
         if commit or (commit is None and step is None):
             self.step = s + 1
+
+    def _encode_slow(self, data: Any, s: int) -> tuple[bytes, dict[str, Any]]:
+        """Validate and convert a row the fast path refused; raises naming the key."""
+        if not isinstance(data, dict):
+            raise UsageError(f"run.log() takes a dict of values, got {type(data).__name__} "
+                             f"({self._where}).", **self._ctx)
+        enc, raw = encode_row(data, self._where)
+        raw = {k: v for k, v in raw.items() if v is not None}  # None never replaces a summary value
+        return dumps({"_step": s, "_timestamp": round(time.time(), 6), **enc})[:-1], raw
 
     def finish(self, exit_code: int = 0) -> None:
         """Flush and seal everything, record the exit code, release the run."""
@@ -269,11 +279,20 @@ class Run:
             self._manifest = _segments.seal(self._rdir, seqs, self._manifest, **self._ctx)
 
     def _close_log_and_seal(self) -> None:
+        """Close the log; seal what is closed, and the active file if it is worth a segment.
+
+        A small tail stays JSONL (readers handle it, the next writer appends to it): a short
+        script then never pays for importing pyarrow.
+        """
         if self._sealer is not None:
             self._sealer.join()
         self._wal.close()
+        below = self._seq + 1 if self._wal.offset >= SEAL_MIN_BYTES else self._seq
+        if not any(s < below for s in _segments.wal_seqs(self._rdir)
+                   if s > self._manifest["sealed_through"]):
+            return
         try:
-            self._seal_below(self._seq + 1)
+            self._seal_below(below)
         except Exception:
             log.warning("sealing %s at finish failed; its history stays in the log", self._where,
                         exc_info=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _fsutil, _layout, _wal
-from ._codec import dumps, loads, untag
+from ._codec import dumps, encode_tree, loads, untag
 from ._naming import Ctx
 from .errors import CorruptRunError
 
@@ -94,38 +94,100 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def _last_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Last non-null value of each key: a logged None is the same as a key not logged."""
     last: dict[str, Any] = {}
     for row in rows:
         last.update(row)
     for key in ("_step", "_timestamp"):
         last.pop(key, None)
+    return {k: v for k, v in last.items() if v is not None} if None in last.values() else last
+
+
+_TAG_LITERALS = ((b'{"$f":"NaN"}', b"NaN"), (b'{"$f":"Infinity"}', b"Infinity"),
+                 (b'{"$f":"-Infinity"}', b"-Infinity"))
+
+
+def log_table(data: bytes) -> pa.Table | None:
+    """Checked log bytes as a table, one row per step, parsed by pyarrow's C++ JSON reader.
+
+    Non-finite tags become the NaN/Infinity literals that reader accepts (inside
+    JSON strings the quotes are escaped, so no string can match). Records that
+    share a step are merged with a group-by keeping each key's last non-null
+    value. Returns None when a key mixes numbers and strings: rows_to_table
+    handles that.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    for tag, literal in _TAG_LITERALS:
+        if tag in data:
+            data = data.replace(tag, literal)
+    if b'"$f"' in data:
+        return None
+    try:
+        table = pj.read_json(pa.BufferReader(data))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    table = table.drop_columns(["_crc"])
+    steps = table["_step"]
+    n = len(steps)
+    if n > 1 and not pc.all(pc.greater(steps.slice(1), steps.slice(0, n - 1))).as_py():
+        keys = [c for c in table.column_names if c != "_step"]
+        table = table.group_by("_step", use_threads=False).aggregate([(k, "last") for k in keys])
+        table = table.rename_columns([c.removesuffix("_last") for c in table.column_names])
+    rest = [c for c in table.column_names if c not in ("_step", "_timestamp")]
+    return table.select(["_step", "_timestamp", *rest])
+
+
+def _table_last(table: pa.Table) -> dict[str, Any]:
+    """Last non-null value of each key, encoded for JSON (non-finite floats tagged)."""
+    import pyarrow.compute as pc
+
+    last: dict[str, Any] = {}
+    for name in table.column_names[2:]:
+        values = pc.drop_null(table[name])
+        if len(values):
+            last[name] = encode_tree(values[-1].as_py(), "a segment")
     return last
+
+
+def _log_to_table(path: Path, **ctx: Unpack[Ctx]) -> pa.Table | None:
+    """A closed log file as a table (None when it holds no record); it must be intact."""
+    data = path.read_bytes()
+    bodies, good_end = _wal.check(data, path, allow_torn_tail=False, **ctx)
+    if not bodies:
+        return None
+    table = log_table(data[:good_end])
+    if table is None:
+        table = rows_to_table(merge_steps([loads(body + b"}") for body in bodies]))
+    return table
 
 
 def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """Seal the closed log files ``seqs`` (ascending) and return the new manifest."""
-    import pyarrow.parquet as pq
-
     seg_dir = rdir / "segments"
-    _fsutil.ensure_dir(seg_dir)
     for seq in seqs:
         if seq <= manifest["sealed_through"]:
             continue
         wal = _layout.wal_path(rdir, seq)
-        records, _ = _wal.scan(wal, allow_torn_tail=False, **ctx)
-        rows = merge_steps(records)
+        table = _log_to_table(wal, **ctx)
         manifest = dict(manifest, sealed_through=seq, segments=list(manifest["segments"]))
-        if rows:
+        if table is not None:
+            import pyarrow.parquet as pq
+
+            _fsutil.ensure_dir(seg_dir)
             name = _layout.segment_name(seq)
             tmp = seg_dir / f"{_fsutil.TMP_PREFIX}{name}"
-            pq.write_table(rows_to_table(rows), tmp, compression="zstd")
+            pq.write_table(table, tmp, compression="zstd")
             _fsutil.fsync_file(tmp)
             _fsutil.rename_durable(tmp, seg_dir / name)
-            manifest["segments"].append({"file": name, "seq": seq, "rows": len(rows),
-                                         "first_step": rows[0]["_step"],
-                                         "last_step": rows[-1]["_step"]})
-            manifest["last_step"] = rows[-1]["_step"]
-            manifest["last"] = {**manifest["last"], **_last_values(rows)}
+            steps = table["_step"]
+            manifest["segments"].append({"file": name, "seq": seq, "rows": table.num_rows,
+                                         "first_step": steps[0].as_py(),
+                                         "last_step": steps[-1].as_py()})
+            manifest["last_step"] = steps[-1].as_py()
+            manifest["last"] = {**manifest["last"], **_table_last(table)}
         # If we die here: the segment is an orphan and the log still holds its steps.
         _fsutil.atomic_write(rdir / MANIFEST, dumps(manifest))
         # If we die here: the manifest covers this log file; the next writer deletes it.

@@ -36,12 +36,16 @@ FSYNC_POLICIES = ("periodic", "always", "never")
 
 def frame(record: dict[str, Any]) -> bytes:
     """One framed line for ``record`` (which must not hold ``_crc``)."""
-    body = dumps(record)[:-1]
+    return frame_body(dumps(record)[:-1])
+
+
+def frame_body(body: bytes) -> bytes:
+    """Close ``body`` (a JSON object without its final ``}``) with its checksum."""
     return body + b',"_crc":%d}\n' % zlib.crc32(body)
 
 
-def parse(line: bytes) -> dict[str, Any] | None:
-    """The record of one line (without its newline), or None when the frame is bad."""
+def _body(line: bytes) -> bytes | None:
+    """The checksummed part of one line (without its newline), or None when the frame is bad."""
     cut = line.rfind(_CRC_MARK)
     if cut < 0 or not line.endswith(b"}"):
         return None
@@ -50,7 +54,13 @@ def parse(line: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     body = line[:cut]
-    if zlib.crc32(body) != crc:
+    return body if zlib.crc32(body) == crc else None
+
+
+def parse(line: bytes) -> dict[str, Any] | None:
+    """The record of one line (without its newline), or None when the frame is bad."""
+    body = _body(line)
+    if body is None:
         return None
     try:
         record = loads(body + b"}")
@@ -59,14 +69,14 @@ def parse(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def scan(path: Path, *, allow_torn_tail: bool = True, **ctx: Unpack[Ctx]) -> tuple[list[dict[str, Any]], int]:
-    """All records of a log file and the offset just past the last good one.
+def check(data: bytes, path: Path, *, allow_torn_tail: bool = True,
+          **ctx: Unpack[Ctx]) -> tuple[list[bytes], int]:
+    """The checksummed bodies of a log's records and the offset just past the last good one.
 
     A bad record followed by a good one raises CorruptRunError. A bad tail
     raises too unless ``allow_torn_tail`` (a live writer may be mid-append).
     """
-    data = path.read_bytes()
-    records: list[dict[str, Any]] = []
+    bodies: list[bytes] = []
     good_end = 0
     bad_at: int | None = None
     pos = 0
@@ -74,24 +84,37 @@ def scan(path: Path, *, allow_torn_tail: bool = True, **ctx: Unpack[Ctx]) -> tup
     while pos < size:
         nl = data.find(b"\n", pos)
         end = size if nl < 0 else nl
-        record = parse(data[pos:end]) if nl >= 0 else None
-        if record is None:
+        body = _body(data[pos:end]) if nl >= 0 else None
+        if body is None:
             if bad_at is None:
                 bad_at = pos
         else:
             if bad_at is not None:
                 raise CorruptRunError(
                     f"{path} is corrupt: the record at byte {bad_at} fails its checksum but later "
-                    "records are intact. Run `localtrack doctor` to inspect it; nothing was changed.",
+                    "records are intact. Nothing was changed: restore the file from a sync "
+                    "remote or a backup, or cut it at that offset to keep what comes before.",
                     path=str(path), offset=bad_at, **ctx)
-            records.append(record)
+            bodies.append(body)
             good_end = end + 1
         pos = end + 1
     if bad_at is not None and not allow_torn_tail:
         raise CorruptRunError(
-            f"{path} ends in a damaged record at byte {bad_at}; it should be complete.",
-            path=str(path), offset=bad_at, **ctx)
-    return records, good_end
+            f"{path} ends in a damaged record at byte {bad_at}; a closed log file should be "
+            "complete. Nothing was changed.", path=str(path), offset=bad_at, **ctx)
+    return bodies, good_end
+
+
+def scan(path: Path, *, allow_torn_tail: bool = True,
+         **ctx: Unpack[Ctx]) -> tuple[list[dict[str, Any]], int]:
+    """All records of a log file (see check) and the offset just past the last good one."""
+    bodies, good_end = check(path.read_bytes(), path, allow_torn_tail=allow_torn_tail, **ctx)
+    try:
+        return [loads(body + b"}") for body in bodies], good_end
+    except ValueError as exc:
+        raise CorruptRunError(f"{path} holds a record with a valid checksum that is not JSON "
+                              f"({exc}); it was not written by localtrack.", path=str(path),
+                              **ctx) from exc
 
 
 def last_record(path: Path) -> tuple[dict[str, Any] | None, int]:

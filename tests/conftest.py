@@ -25,3 +25,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     return tmp_path / "store"
+
+
+@pytest.fixture(params=["parquet", "jsonl"])
+def sealing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test twice: finish() seals every tail into Parquet, or leaves small tails as JSONL."""
+    from localtrack import _run
+
+    monkeypatch.setattr(_run, "SEAL_MIN_BYTES", 0 if request.param == "parquet" else 1 << 40)
+    return str(request.param)

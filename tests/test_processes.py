@@ -239,7 +239,8 @@ def test_signal_then_clean_exit_stays_preempted(store):
     pytest.param("sys-exit", None, 3, "failed", 3, id="sys-exit-3"),
     pytest.param("sigterm", signal.SIGTERM, -signal.SIGTERM, "preempted", None, id="sigterm"),
     pytest.param("user-handler", signal.SIGTERM, 3, "preempted", None, id="sigterm-chained"),
-    pytest.param("sigint", signal.SIGINT, 1, "preempted", None, id="sigint"),
+    # an uncaught KeyboardInterrupt exits with 1 or, since 3.8 when it reaches the top, by SIGINT
+    pytest.param("sigint", signal.SIGINT, (1, -signal.SIGINT), "preempted", None, id="sigint"),
 ])
 def test_how_a_process_ends_is_recorded(store, how, signum, code, state, exit_code):
     proc = script(ENDINGS, str(store), how)
@@ -247,7 +248,7 @@ def test_how_a_process_ends_is_recorded(store, how, signum, code, state, exit_co
     if signum:
         proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err.decode()
+    assert proc.returncode in (code if isinstance(code, tuple) else (code,)), err.decode()
     if how == "user-handler":
         assert b"user handler ran" in out
     stored = localtrack.Api(store).run(f"p/{how}")

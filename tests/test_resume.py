@@ -58,7 +58,7 @@ def test_bad_resume_value(store):
         localtrack.init(project="p", resume="sometimes", dir=store)
 
 
-def test_resumed_run_continues_exactly(store):
+def test_resumed_run_continues_exactly(store, sealing):
     _make(store, steps=5)
     run = localtrack.init(project="p", id="r1", resume="must", dir=store)
     assert (run.resumed, run.starting_step, run.step) == (True, 5, 5)
@@ -120,7 +120,7 @@ def test_hostile_names_are_rejected_before_writing(store, bad, what):
     assert not store.exists()
 
 
-def test_steps_explicit_commit_and_going_back(store):
+def test_steps_explicit_commit_and_going_back(store, sealing):
     run = localtrack.init(project="p", dir=store)
     run.log({"a": 1.0})                          # step 0
     run.log({"val": 0.5}, step=run.step)         # accumulates into step 1
@@ -165,7 +165,7 @@ def test_many_segments_and_resume(store, monkeypatch):
     run.finish()
     segs = list((store / "p" / "runs" / "seg" / "segments").glob("*.parquet"))
     assert len(segs) > 10
-    assert not list((store / "p" / "runs" / "seg" / "wal").glob("*.jsonl"))
+    assert len(list((store / "p" / "runs" / "seg" / "wal").glob("*.jsonl"))) <= 1  # small tail
     run = localtrack.init(project="p", id="seg", resume="must", dir=store)
     assert run.step == 500
     run.log({"i": 500})

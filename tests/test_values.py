@@ -30,8 +30,8 @@ def _roundtrip_unsealed(store, rows):
     return table, summary
 
 
-@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "live-log"])
-def test_non_finite_floats_round_trip(store, sealed):
+@pytest.mark.parametrize("sealed", [True, False], ids=["finished", "live-log"])
+def test_non_finite_floats_round_trip(store, sealed, sealing):
     rows = [{"x": math.nan}, {"x": math.inf}, {"x": -math.inf}, {"x": 1.5}]
     if sealed:
         stored = _roundtrip(store, rows)
@@ -43,7 +43,7 @@ def test_non_finite_floats_round_trip(store, sealed):
     assert summary["x"] == 1.5
 
 
-def test_summary_keeps_non_finite(store):
+def test_summary_keeps_non_finite(store, sealing):
     run = localtrack.init(project="p", dir=store)
     run.log({"x": -math.inf})
     run.summary["best"] = math.nan
@@ -52,7 +52,7 @@ def test_summary_keeps_non_finite(store):
     assert summary["x"] == -math.inf and math.isnan(summary["best"])
 
 
-def test_scalars_of_every_kind(store):
+def test_scalars_of_every_kind(store, sealing):
     big = 2**62 + 1  # beyond 2**53: a float would round it
     stored = _roundtrip(store, [{"i": big, "b": True, "s": "héllo ✓", "n": None, "f": 0.1}])
     row = stored.history().to_pylist()[0]
@@ -60,7 +60,7 @@ def test_scalars_of_every_kind(store):
     assert row["n"] is None and row["f"] == 0.1
 
 
-def test_numpy_scalars_and_zero_d_arrays(store):
+def test_numpy_scalars_and_zero_d_arrays(store, sealing):
     stored = _roundtrip(store, [{
         "f32": np.float32(0.25), "f64": np.float64(np.nan), "i64": np.int64(7),
         "b": np.bool_(True), "arr0": np.array(3.5), "s": np.str_("x"),
@@ -77,7 +77,7 @@ def test_torch_zero_d_tensor(store):
     assert row["t"] == 0.5 and row["ti"] == 3
 
 
-def test_nested_dicts_flatten_in_history_and_nest_in_summary(store):
+def test_nested_dicts_flatten_in_history_and_nest_in_summary(store, sealing):
     stored = _roundtrip(store, [{"val": {"loss": 0.5, "acc": {"top1": 0.9}}, "train/loss": 0.7}])
     assert set(stored.history().column_names) == {
         "_step", "_timestamp", "val/loss", "val/acc/top1", "train/loss"}
@@ -116,7 +116,7 @@ def test_bad_keys(store, row):
     assert run.step == 0
 
 
-def test_type_change_between_steps_is_unified(store):
+def test_type_change_between_steps_is_unified(store, sealing):
     run = localtrack.init(project="p", dir=store)
     run.log({"a": 1})
     run.log({"a": 2.5, "b": "x"})
