@@ -21,9 +21,11 @@ __all__ = [
     "LocaltrackError",
     "Run",
     "__version__",
+    "agent",
     "finish",
     "init",
     "log",
+    "sweep",
 ]
 
 
@@ -45,6 +47,21 @@ def finish(exit_code: int = 0) -> None:
     run = _session.current()
     if run is not None:
         run.finish(exit_code=exit_code)
+
+
+def sweep(config: dict[str, _Any], project: str | None = None, dir: str | None = None) -> str:
+    """Create a sweep from a W&B-style config; returns its id (see docs/sweeps.md)."""
+    from ._sweeps import _queue
+
+    return _queue.create(config, project=project, dir=dir)
+
+
+def agent(sweep_id: str, function: _Any = None, count: int | None = None,
+          project: str | None = None, dir: str | None = None) -> int:
+    """Run jobs of a sweep (``function`` in this process, else the sweep's program)."""
+    from ._sweeps import _agent
+
+    return _agent.agent(sweep_id, function=function, count=count, project=project, dir=dir)
 
 
 def __getattr__(name: str) -> _Any:

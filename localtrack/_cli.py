@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from . import __version__
+from . import __version__, _settings
 from ._query import Api
 from .errors import LocaltrackError, UsageError
 
@@ -73,6 +73,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.dir)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ._sweeps import _agent, _queue
+
+    if args.status:
+        return _print_sweep(args.dir, args.status)
+    if not args.config:
+        raise UsageError("localtrack sweep needs a YAML file (or --status PROJECT/SWEEP_ID).")
+    config = _agent.load_yaml(args.config)
+    sweep_id = _queue.create(config, project=args.project, dir=args.dir)
+    project = args.project or config.get("project") or _settings.DEFAULT_PROJECT
+    print(sweep_id)
+    print(f"run agents with: localtrack agent {project}/{sweep_id}", file=sys.stderr)
+    return 0
+
+
+def _print_sweep(dir: str | None, path: str) -> int:
+    sweep = _api(dir).sweep(path)
+    metric = sweep.metric["name"] if sweep.metric else "-"
+    print(f"sweep    {sweep.project}/{sweep.id}  method={sweep.config['method']}  metric={metric}")
+    counts = sweep.counts()
+    print("jobs     " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none yet"))
+    print(f"queue    {' '.join(sweep.queue) or '-'}")
+    rows = [(r["id"], r["status"], r["requeues"], "-" if r["metric"] is None else r["metric"],
+             " ".join(f"{k}={v}" for k, v in r["params"].items())) for r in sweep.runs]
+    if rows:
+        print(_table(("RUN", "STATUS", "REQUEUES", metric.upper(), "PARAMS"), rows))
+    best = sweep.best_run()
+    print(f"best     {best['id']} {metric}={best['metric']}" if best else "best     -")
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from ._sweeps import _agent
+
+    logging.getLogger("localtrack").setLevel(logging.INFO)  # say which job runs, and how it ended
+    _agent.agent(args.sweep, count=args.count, project=args.project, dir=args.dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localtrack",
                                      description="Experiment runs in plain local files.")
@@ -90,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common],
                        help="log a run, SIGKILL it, auto-resume it, show it")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("sweep", parents=[common],
+                       help="create a sweep from W&B-style YAML (prints its id), or --status")
+    p.add_argument("config", nargs="?", help="sweep YAML file")
+    p.add_argument("--project", help="project (default: the YAML's, $LOCALTRACK_PROJECT)")
+    p.add_argument("--status", metavar="PROJECT/SWEEP_ID", help="show a sweep's jobs and best run")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("agent", parents=[common], help="run jobs of a sweep on this node")
+    p.add_argument("sweep", metavar="PROJECT/SWEEP_ID")
+    p.add_argument("--count", type=int, help="run at most this many jobs")
+    p.add_argument("--project", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_agent)
     return parser
 
 

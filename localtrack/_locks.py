@@ -40,12 +40,19 @@ def _boot_id() -> str:
 
 
 def _start_ticks(pid: int) -> int | None:
-    """Process start time in clock ticks since boot (Linux), to detect pid reuse."""
+    """Process start time in clock ticks since boot (Linux), to detect pid reuse.
+
+    None for a missing process and for a zombie: a killed process whose parent
+    died stays a zombie where nothing reaps orphans (PID 1 of many containers).
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
 
 def this_process() -> dict[str, Any]:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow as pa
 
+    from ._sweeps._view import Sweep
+
 
 class ApiRun:
     """A stored run, read from disk (a snapshot: call ``Api.run`` again to refresh)."""
@@ -132,3 +134,13 @@ class Api:
             raise RunNotFoundError(f"No run {rid!r} in project {project!r} under {str(self.root)!r}.",
                                    project=project, run_id=rid)
         return ApiRun(self.root, project, rid)
+
+    def sweep(self, path: str) -> Sweep:
+        """One sweep by ``"project/SWEEP_ID"``: its jobs, states and best run."""
+        from ._sweeps._view import Sweep
+
+        project, sweep_id = _naming.parse_path(path)
+        if not isinstance(self.root, Path):
+            raise UsageError("Sweeps are read from a local (or mounted) store, not from "
+                             f"{str(self.root)!r}.")
+        return Sweep(self.root, project, sweep_id)

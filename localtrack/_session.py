@@ -71,6 +71,15 @@ def init(project: str | None = None, id: str | None = None, resume: object = Non
          notes: str | None = None, dir: str | None = None, mode: str | None = None,
          fsync: str | None = None) -> Any:
     """Start a new run or resume one, W&B style; see the README for the resume modes."""
+    sweep = _settings.sweep_context()
+    if sweep is not None:  # under an agent the job's id, project, store and resume mode win
+        given = {"project": project, "id": id, "resume": resume, "dir": dir}
+        ignored = [k for k, v in given.items() if v is not None]
+        if ignored:
+            log.warning("init() runs as a job of sweep %s: ignoring %s", sweep.sweep_id,
+                        ", ".join(ignored))
+        project = id = resume = dir = None
+        config = {**(config or {}), **sweep.params}
     settings = _settings.resolve(project=project, run_id=id, resume=resume, dir=dir, mode=mode,
                                  fsync=fsync)
     if _active:
@@ -81,7 +90,8 @@ def init(project: str | None = None, id: str | None = None, resume: object = Non
                                dict(config or {}))
     else:
         fields = {"name": name, "tags": list(tags) if tags else None, "group": group,
-                  "job_type": job_type, "notes": notes}
+                  "job_type": job_type, "notes": notes,
+                  "sweep": sweep.sweep_id if sweep is not None else None}
         run = _run.start(settings, fields, config)
         _install_hooks()
     _active.append(run)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from . import _layout, _naming
 from .errors import UsageError
@@ -29,6 +32,26 @@ class Settings:
     mode: str
     fsync: str
     fsync_interval: float
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What an agent hands a job: the sweep wins over init() arguments, config is merged."""
+
+    sweep_id: str
+    params: dict[str, Any]
+
+
+def sweep_context() -> SweepContext | None:
+    sweep_id = os.environ.get("LOCALTRACK_SWEEP_ID")
+    if not sweep_id:
+        return None
+    text = os.environ.get("LOCALTRACK_SWEEP_PARAMS", "{}")
+    try:
+        params = orjson.loads(text)
+    except ValueError:
+        raise UsageError(f"LOCALTRACK_SWEEP_PARAMS is not JSON: {text[:80]!r}") from None
+    return SweepContext(sweep_id, params if isinstance(params, dict) else {})
 
 
 def resume_mode(value: object, source: str = "resume") -> str | None:

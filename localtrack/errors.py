@@ -5,8 +5,10 @@
     │   ├── InvalidNameError        (also ValueError) a bad project/run id or name
     │   ├── InvalidValueError       (also ValueError) a logged key or value that cannot be stored
     │   ├── UnsupportedTypeError    (also TypeError) a logged value of a type that cannot be stored
-    │   └── RunStateError           a method called in the wrong run state
+    │   ├── RunStateError           a method called in the wrong run state
+    │   └── SweepConfigError        (also ValueError) a sweep config that cannot run
     ├── RunNotFoundError            resume="must" or Api.run() on a missing run
+    ├── SweepNotFoundError          an agent or Api.sweep() on a missing sweep
     ├── RunExistsError              resume="never" on an existing run
     ├── RunLockedError              another live process writes that run
     ├── LockUnavailableError        the file system cannot lock (e.g. Lustre noflock)
@@ -32,6 +34,8 @@ __all__ = [
     "RunNotFoundError",
     "RunStateError",
     "StorageError",
+    "SweepConfigError",
+    "SweepNotFoundError",
     "UnsupportedTypeError",
     "UsageError",
 ]
@@ -72,6 +76,14 @@ class UnsupportedTypeError(UsageError, TypeError):
 
 class RunStateError(UsageError):
     """A method was called in a state that does not allow it (e.g. log after finish)."""
+
+
+class SweepConfigError(UsageError, ValueError):
+    """A sweep config is invalid; the message names the offending key."""
+
+
+class SweepNotFoundError(LocaltrackError):
+    """The sweep asked for does not exist in the store."""
 
 
 class RunNotFoundError(LocaltrackError):

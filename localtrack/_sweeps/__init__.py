@@ -1,0 +1,1 @@
+"""Preemptible sweeps: a search over configs shared by agents through files."""

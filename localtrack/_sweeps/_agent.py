@@ -1,0 +1,185 @@
+"""The agent: claim a job, run it (a function in this process or a program), settle it.
+
+A job runs with LOCALTRACK_RUN_ID / LOCALTRACK_RESUME=allow / LOCALTRACK_SWEEP_*
+in its environment, so ``localtrack.init()`` inside picks up the run id, the
+parameters as config, and resumes a requeued run from its last step. The exit
+status decides the job's fate (see _queue._settle): 0 finished; otherwise
+requeued if the run called mark_preempting(), else failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .. import _naming, _session, _settings
+from .._codec import dumps
+from ..errors import UsageError
+from ._queue import LEASE_SECONDS, SweepStore
+
+log = logging.getLogger("localtrack")
+
+
+def parse_sweep_path(value: str, project: str | None) -> tuple[_naming.ProjectName, str]:
+    """``"p/SWEEP_ID"`` or a bare id with ``project=``."""
+    if "/" in value:
+        proj, _, sweep_id = value.partition("/")
+    else:
+        proj, sweep_id = project or os.environ.get("LOCALTRACK_PROJECT") or "", value
+    if not proj:
+        raise UsageError(f"Sweep {value!r} needs a project: pass 'PROJECT/SWEEP_ID' or project=.")
+    return _naming.project_name(proj), str(_naming.run_id(sweep_id))
+
+
+def job_env(store: SweepStore, run_id: str, params: dict[str, Any]) -> dict[str, str]:
+    return {"LOCALTRACK_DIR": str(store.root), "LOCALTRACK_PROJECT": store.project,
+            "LOCALTRACK_RUN_ID": run_id, "LOCALTRACK_RESUME": "allow",
+            "LOCALTRACK_SWEEP_ID": store.id,
+            "LOCALTRACK_SWEEP_PARAMS": dumps(store.spec.nest(params)).decode()}
+
+
+@contextmanager
+def _heartbeat(store: SweepStore, agent_id: str) -> Any:
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(LEASE_SECONDS / 4):
+            try:
+                store.heartbeat(agent_id)
+            except OSError:
+                log.warning("agent %s could not write its heartbeat", agent_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name="localtrack-agent-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_function(function: Callable[[], Any], env: dict[str, str]) -> int:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        function()
+        code = 0
+    except Exception:
+        log.error("sweep run %s raised", env["LOCALTRACK_RUN_ID"], exc_info=True)
+        code = 1
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    run = _session.current()
+    if run is not None and getattr(run, "id", None) == env["LOCALTRACK_RUN_ID"]:
+        run.finish(exit_code=code)
+    return code
+
+
+def build_command(store: SweepStore, params: dict[str, Any]) -> list[str]:
+    """W&B's command macros: ${env} ${interpreter} ${program} ${args} ${args_no_hyphens} ${args_json}."""
+    spec = store.spec
+    if spec.program is None and spec.command is None:
+        raise UsageError(f"Sweep {store.id!r} has no 'program' or 'command' to run; pass "
+                         "function= to localtrack.agent() or add program: to the YAML.")
+    template = spec.command or ["${env}", "${interpreter}", "${program}", "${args}"]
+    flat = [(k, v) for k, v in params.items()]
+    macros: dict[str, list[str]] = {
+        "${env}": ["/usr/bin/env"], "${interpreter}": [sys.executable],
+        "${program}": [spec.program or ""],
+        "${args}": [f"--{k}={_arg(v)}" for k, v in flat],
+        "${args_no_hyphens}": [f"{k}={_arg(v)}" for k, v in flat],
+        "${args_json}": [dumps(spec.nest(params)).decode()],
+    }
+    out: list[str] = []
+    for part in template:
+        out.extend(macros.get(part, [part]))
+    return out
+
+
+def _arg(value: Any) -> str:
+    return dumps(value).decode() if isinstance(value, (list, dict, bool)) or value is None \
+        else str(value)
+
+
+class _ProgramRunner:
+    """Runs one job's program; SIGTERM/SIGINT to the agent is passed on, then the agent stops."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)
+
+    def run(self, cmd: list[str], env: dict[str, str]) -> int:
+        log.info("agent runs: %s", shlex.join(cmd))
+        self.child = subprocess.Popen(cmd, env={**os.environ, **env})
+        code = self.child.wait()
+        self.child = None
+        return code
+
+
+def agent(sweep_id: str, function: Callable[[], Any] | None = None, count: int | None = None,
+          project: str | None = None, dir: str | None = None) -> int:
+    """Run jobs of a sweep until it is done or ``count`` jobs ran; returns how many ran."""
+    proj, sid = parse_sweep_path(sweep_id, project)
+    store = SweepStore(_settings.root_dir(dir), proj, sid)
+    if count is not None and count < 1:
+        raise UsageError(f"count must be >= 1, got {count}.")
+    agent_id = store.register_agent()
+    runner = _ProgramRunner()
+    previous: dict[int, Any] = {}
+    if function is None and threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, runner.on_signal)
+    ran = 0
+    try:
+        with _heartbeat(store, agent_id):
+            while (count is None or ran < count) and not runner.stopping:
+                job = store.claim(agent_id)
+                if job is None:
+                    break
+                run_id, params = job
+                env = job_env(store, run_id, params)
+                if function is not None:
+                    code = _run_function(function, env)
+                else:
+                    code = runner.run(build_command(store, params), env)
+                status = store.finish_job(run_id, code)
+                log.info("sweep %s: run %s ended with %s -> %s", sid, run_id, code, status)
+                ran += 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        (store.dir / "agents" / f"{agent_id}.json").unlink(missing_ok=True)
+    return ran
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"Cannot read sweep config {str(path)!r}: {exc.strerror}.") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"Sweep config {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"Sweep config {str(path)!r} must be a mapping at the top level.")
+    return data

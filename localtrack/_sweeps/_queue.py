@@ -1,0 +1,202 @@
+"""The sweep's shared state on disk: the jobs, the run queue, and who runs what.
+
+    <root>/<project>/sweeps/<sweep_id>/sweep.json     the validated config (immutable)
+                                       state.json     jobs and queue (atomically replaced)
+                                       lock           flock held for each short transaction
+                                       agents/<id>.json   an agent's owner record; its mtime
+                                                          is the agent's heartbeat
+
+Every change is read-modify-write of state.json under the lock, so any number
+of agents on any number of nodes (with flock-coherent shared storage) claim
+work without two running the same job. A job whose agent died (same host: its
+pid is gone; other host: no heartbeat for LEASE seconds) and whose run lock is
+free is settled as "no status": requeued if the run called mark_preempting().
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import portalocker
+
+from .. import _fsutil, _layout, _locks, _naming, _settings, _store
+from .._codec import decode_tree, dumps, encode_tree, loads
+from ..errors import LockUnavailableError, SweepNotFoundError
+from . import _search, _spec
+
+LEASE_SECONDS = 60.0
+_LOCK_TIMEOUT = 60.0
+
+
+def sweep_dir(root: Path, project: _naming.ProjectName, sweep_id: str) -> Path:
+    return root / project / "sweeps" / sweep_id
+
+
+def create(config: dict[str, Any], project: str | None = None, dir: str | None = None) -> str:
+    """Validate ``config`` and create the sweep; returns its id."""
+    spec = _spec.parse(config)
+    root = _settings.root_dir(dir)
+    proj = _naming.project_name(project or os.environ.get("LOCALTRACK_PROJECT")
+                                or config.get("project") or _settings.DEFAULT_PROJECT)
+    sweep_id = _naming.new_run_id()
+    sdir = sweep_dir(root, proj, sweep_id)
+    where = f"sweep {sweep_id!r}"
+    with _fsutil.storage_errors("create the sweep", sdir):
+        _fsutil.ensure_dir(sdir / "agents")
+        _fsutil.atomic_write(sdir / "state.json", dumps({"created": 0, "jobs": {}, "queue": []}))
+        # sweep.json last: a sweep exists once it has its config.
+        _fsutil.atomic_write(sdir / "sweep.json", dumps({
+            "format": _layout.FORMAT_VERSION, "id": sweep_id, "project": proj,
+            "created": time.time(), "config": encode_tree(spec.raw, where)}))
+    return sweep_id
+
+
+class SweepStore:
+    """One sweep's files; every mutation is a short transaction under the sweep lock."""
+
+    def __init__(self, root: Path, project: _naming.ProjectName, sweep_id: str) -> None:
+        self.root, self.project, self.id = root, project, _naming.run_id(sweep_id)
+        self.dir = sweep_dir(root, project, sweep_id)
+        meta = _store.read_json(self.dir / "sweep.json", "sweep")
+        if not isinstance(meta, dict):
+            raise SweepNotFoundError(f"No sweep {sweep_id!r} in project {project!r} under "
+                                     f"{str(root)!r}; create it with localtrack.sweep().",
+                                     project=project)
+        self.config: dict[str, Any] = decode_tree(meta["config"])
+        self.spec = _spec.parse(self.config)
+
+    @contextmanager
+    def transaction(self) -> Iterator[dict[str, Any]]:
+        """Hold the sweep lock; yield the state; write it back atomically if no error."""
+        path = self.dir / "lock"
+        try:
+            with portalocker.Lock(path, mode="a", timeout=_LOCK_TIMEOUT, check_interval=0.01,
+                                  flags=portalocker.LOCK_EX | portalocker.LOCK_NB):
+                state = loads((self.dir / "state.json").read_bytes())
+                yield state
+                _fsutil.atomic_write(self.dir / "state.json", dumps(state))
+        except portalocker.exceptions.LockException as exc:
+            raise LockUnavailableError(
+                f"Could not lock sweep {self.id!r} ({path}) within {_LOCK_TIMEOUT:.0f} s: {exc}. "
+                "Another agent may hang inside a transaction, or the file system has no locks.",
+                project=self.project) from exc
+
+    def read_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = loads((self.dir / "state.json").read_bytes())
+        return state
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def register_agent(self) -> str:
+        agent_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.heartbeat(agent_id)
+        return agent_id
+
+    def heartbeat(self, agent_id: str) -> None:
+        path = self.dir / "agents" / f"{agent_id}.json"
+        _fsutil.atomic_write(path, dumps({"agent": agent_id, **_locks.this_process()}), sync=False)
+
+    def _agent_alive(self, agent_id: str) -> bool:
+        path = self.dir / "agents" / f"{agent_id}.json"
+        try:
+            record = loads(path.read_bytes())
+            age = time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            return False
+        alive = _locks.holder_alive(record)
+        return alive if alive is not None else age < LEASE_SECONDS
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def _run_alive(self, run_id: str) -> bool:
+        lock = _layout.lock_path(self.root, self.project, _naming.run_id(run_id))
+        holder = _locks.read_holder(lock)
+        alive = _locks.holder_alive(holder)
+        return (not _locks.probe_free(lock)) if alive is None else alive
+
+    def preempting(self, run_id: str) -> bool:
+        """Whether the run called mark_preempting() (recorded in its events)."""
+        rdir = _layout.run_dir(self.root, self.project, _naming.run_id(run_id))
+        return any(e.get("event") == "preempting" for e in _store.events(rdir))
+
+    def _settle(self, state: dict[str, Any], run_id: str, exit_status: int | None) -> str:
+        """Apply the requeue table to a job that ended; returns its new status."""
+        job = state["jobs"][run_id]
+        job["exit_status"] = exit_status
+        job["updated"] = time.time()
+        job.pop("agent", None)
+        if exit_status == 0:
+            job["status"] = "finished"
+        elif self.preempting(run_id) and job["requeues"] < self.spec.max_requeues:
+            job["status"] = "queued"
+            job["requeues"] += 1
+            state["queue"].append(run_id)
+        else:
+            job["status"] = "failed" if exit_status is not None else "crashed"
+        return str(job["status"])
+
+    def _reap(self, state: dict[str, Any]) -> None:
+        for run_id, job in state["jobs"].items():
+            if job["status"] == "running" and not self._agent_alive(job.get("agent", "")) \
+                    and not self._run_alive(run_id):
+                self._settle(state, run_id, None)
+
+    def claim(self, agent_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The next job for this agent: the run queue first, then a new suggestion."""
+        with self.transaction() as state:
+            self._reap(state)
+            if state["queue"]:
+                run_id = state["queue"].pop(0)
+            else:
+                if self.spec.run_cap is not None and state["created"] >= self.spec.run_cap:
+                    return None
+                params = _search.suggest(self.spec, state, self._results(state),
+                                         random.Random(f"{self.id}:{state['created']}"))
+                if params is None:
+                    return None
+                run_id = _naming.new_run_id()
+                state["jobs"][run_id] = {"params": params, "requeues": 0, "index": state["created"]}
+                state["created"] += 1
+            job = state["jobs"][run_id]
+            job.update(status="running", agent=agent_id, claimed=time.time())
+            return run_id, dict(job["params"])
+
+    def finish_job(self, run_id: str, exit_status: int | None) -> str:
+        with self.transaction() as state:
+            return self._settle(state, run_id, exit_status)
+
+    def _results(self, state: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+        """(params, metric) of finished jobs, for bayes."""
+        if self.spec.metric is None:
+            return []
+        out = []
+        for run_id, job in state["jobs"].items():
+            if job["status"] == "finished":
+                value = self.metric_of(run_id)
+                if value is not None:
+                    out.append((job["params"], value))
+        return out
+
+    def metric_of(self, run_id: str) -> float | None:
+        if self.spec.metric is None:
+            return None
+        from .._query import ApiRun
+
+        try:
+            summary = ApiRun(self.root, self.project, _naming.run_id(run_id)).summary
+        except Exception:  # a run that never started has no files
+            return None
+        value: Any = summary
+        for part in self.spec.metric["name"].split("/"):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)

@@ -1,0 +1,233 @@
+"""Sweeps: config validation, search methods, agents in real processes, requeue on preemption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import localtrack
+from localtrack._sweeps import _spec
+from localtrack.errors import SweepConfigError
+
+from .helpers import steps_of, wait_for
+
+GRID = {"method": "grid", "metric": {"name": "loss", "goal": "minimize"},
+        "parameters": {"lr": {"values": [0.1, 0.2, 0.3]}, "bs": {"values": [16, 32]}}}
+
+
+@pytest.mark.parametrize("config,key", [
+    pytest.param({"method": "sideways", "parameters": {"a": {"value": 1}}}, "method", id="method"),
+    pytest.param({"method": "random", "parameters": {}}, "parameters", id="no-params"),
+    pytest.param({"method": "random", "parameters": {"lr": {"min": 1, "max": 0.5}}},
+                 "parameters.lr", id="min-above-max"),
+    pytest.param({"method": "random", "parameters": {"lr": {"distribution": "zipf"}}},
+                 "parameters.lr.distribution", id="unknown-distribution"),
+    pytest.param({"method": "random", "parameters": {"lr": {"min": 0, "max": 1,
+                  "distribution": "log_uniform_values"}}}, "parameters.lr.min", id="log-of-zero"),
+    pytest.param({"method": "grid", "parameters": {"lr": {"min": 0.1, "max": 1.0}}},
+                 "parameters.lr", id="grid-continuous"),
+    pytest.param({"method": "bayes", "parameters": {"a": {"value": 1}}}, "metric", id="bayes-no-metric"),
+    pytest.param({"method": "random", "metric": {"name": "x", "goal": "up"},
+                  "parameters": {"a": {"value": 1}}}, "metric.goal", id="bad-goal"),
+    pytest.param({"method": "random", "run_cap": 0, "parameters": {"a": {"value": 1}}}, "run_cap",
+                 id="run-cap"),
+    pytest.param({"method": "random", "parmeters": {}}, "parmeters", id="typo"),
+    pytest.param({"method": "random", "parameters": {"opt": {"parameters": {"lr": {"values": 3}}}}},
+                 "parameters.opt.lr.values", id="nested"),
+])
+def test_invalid_configs_name_the_key(store, config, key):
+    with pytest.raises(SweepConfigError) as info:
+        localtrack.sweep(config, project="p", dir=str(store))
+    assert repr(key) in str(info.value)
+    assert not (store / "p" / "sweeps").exists()
+
+
+def test_distributions_sample_in_range():
+    import random
+    spec = _spec.parse({"method": "random", "parameters": {
+        "a": {"min": 1e-4, "max": 1e-1, "distribution": "log_uniform_values"},
+        "b": {"min": 2, "max": 5}, "c": {"min": 0.0, "max": 1.0, "distribution": "q_uniform", "q": 0.25},
+        "d": {"distribution": "normal", "mu": 10, "sigma": 0.1}, "e": {"values": ["x", "y"]},
+        "f": {"value": 7}, "opt": {"parameters": {"lr": {"values": [1, 2]}}}}})
+    rng = random.Random(0)
+    for _ in range(200):
+        v = {p.name: p.sample(rng) for p in spec.params}
+        assert 1e-4 <= v["a"] <= 1e-1 and v["b"] in range(2, 6) and v["c"] in (0, .25, .5, .75, 1)
+        assert 9 < v["d"] < 11 and v["e"] in "xy" and v["f"] == 7 and v["opt.lr"] in (1, 2)
+    assert spec.nest({"opt.lr": 1, "f": 7}) == {"opt": {"lr": 1}, "f": 7}
+
+
+def _train():
+    run = localtrack.init()
+    for step in range(run.step, 3):
+        run.log({"loss": run.config.lr * run.config.bs / (step + 1)})
+    run.finish()
+
+
+def test_function_agent_covers_the_grid_once(store):
+    sweep_id = localtrack.sweep(GRID, project="p", dir=str(store))
+    assert localtrack.agent(sweep_id, function=_train, count=100, project="p", dir=str(store)) == 6
+    sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert sweep.counts() == {"finished": 6}
+    seen = sorted((r["params"]["lr"], r["params"]["bs"]) for r in sweep.runs)
+    assert seen == sorted((lr, bs) for lr in (0.1, 0.2, 0.3) for bs in (16, 32))
+    for r in sweep.runs:
+        stored = localtrack.Api(store).run(f"p/{r['id']}")
+        assert stored.config == r["params"] and stored.state == "finished"
+        assert stored.meta["sweep"] == sweep_id
+    assert sweep.best_run()["params"] == {"lr": 0.1, "bs": 16}
+
+
+def test_count_and_run_cap_hold(store):
+    config = {"method": "random", "run_cap": 3, "parameters": {"lr": {"min": 0.0, "max": 1.0},
+                                                                "bs": {"value": 1}}}
+    sweep_id = localtrack.sweep(config, project="p", dir=str(store))
+    assert localtrack.agent(f"p/{sweep_id}", function=_train, count=2, dir=str(store)) == 2
+    assert localtrack.agent(f"p/{sweep_id}", function=_train, count=5, dir=str(store)) == 1
+    assert localtrack.agent(f"p/{sweep_id}", function=_train, dir=str(store)) == 0
+    assert len(localtrack.Api(store).sweep(f"p/{sweep_id}").runs) == 3
+
+
+def test_bayes_uses_results(store):
+    pytest.importorskip("optuna")
+    config = {"method": "bayes", "metric": {"name": "loss", "goal": "minimize"}, "run_cap": 8,
+              "parameters": {"lr": {"min": 0.0, "max": 1.0}, "bs": {"values": [1, 2]}}}
+    sweep_id = localtrack.sweep(config, project="p", dir=str(store))
+    assert localtrack.agent(sweep_id, function=_train, project="p", dir=str(store)) == 8
+    sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert sweep.counts() == {"finished": 8} and sweep.best_run() is not None
+
+
+PROGRAM = """
+import argparse, os, signal, sys, time, localtrack
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float, required=True)
+p.add_argument("--bs", type=int, required=True)
+args = p.parse_args()
+run = localtrack.init()
+assert (run.config.lr, run.config.bs) == (args.lr, args.bs)
+how = os.environ.get("HOW", "ok") if args.bs == 32 else "ok"
+if how != "fail-plain":
+    run.mark_preempting()
+with open(os.environ["ATTEMPTS"], "a") as fh:
+    fh.write(f"{run.id} {run.starting_step} {args.lr} {args.bs}\\n")
+for step in range(run.step, 8):
+    run.log({"loss": args.lr / (step + 1)})
+    if step == 3 and not run.resumed:
+        if how == "term":
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif how in ("fail", "fail-plain"):
+            sys.exit(3)
+        elif how == "hang":
+            print("hanging", flush=True)
+            time.sleep(60)
+run.finish()
+"""
+
+
+def _yaml_sweep(store: Path, tmp_path: Path, extra: str = "") -> str:
+    (tmp_path / "train.py").write_text(textwrap.dedent(PROGRAM))
+    (tmp_path / "sweep.yaml").write_text(textwrap.dedent(f"""
+        program: train.py
+        method: grid
+        metric: {{name: loss, goal: minimize}}
+        parameters:
+          lr: {{values: [0.1, 0.2]}}
+          bs: {{values: [16, 32]}}
+        {extra}
+    """))
+    res = subprocess.run([sys.executable, "-m", "localtrack", "sweep", "sweep.yaml", "--project", "p",
+                          "--dir", str(store)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def _agent_proc(store, tmp_path, sweep_id, env, *extra):
+    return subprocess.Popen([sys.executable, "-m", "localtrack", "agent", f"p/{sweep_id}", "--dir",
+                             str(store), *extra], cwd=tmp_path, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _attempts(path: Path) -> list[tuple[str, int, float, int]]:
+    rows = [line.split() for line in path.read_text().splitlines()]
+    return [(r[0], int(r[1]), float(r[2]), int(r[3])) for r in rows]
+
+
+@pytest.mark.parametrize("how", ["term", "kill", "fail"])
+def test_preempted_runs_are_requeued_and_resumed(store, tmp_path, how):
+    sweep_id = _yaml_sweep(store, tmp_path)
+    attempts = tmp_path / "attempts"
+    env = {"HOW": how, "ATTEMPTS": str(attempts)}
+    procs = [_agent_proc(store, tmp_path, sweep_id, env) for _ in range(3)]
+    outs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert sweep.counts() == {"finished": 4}, (sweep.runs, outs)
+    grid = sorted((r["params"]["lr"], r["params"]["bs"]) for r in sweep.runs)
+    assert grid == [(0.1, 16), (0.1, 32), (0.2, 16), (0.2, 32)]   # every point exactly once
+    runs = {r["id"]: r for r in sweep.runs}
+    tried = _attempts(attempts)
+    for rid, r in runs.items():
+        starts = [a[1] for a in tried if a[0] == rid]
+        if r["params"]["bs"] == 32:   # preempted once at step 3, resumed with the same id at 4
+            assert starts == [0, 4] and r["requeues"] == 1
+        else:
+            assert starts == [0] and r["requeues"] == 0
+        assert steps_of(store, f"p/{rid}") == list(range(8))
+    assert sweep.best_run()["params"]["lr"] == 0.1
+
+
+def test_failure_without_mark_preempting_is_not_requeued(store, tmp_path):
+    sweep_id = _yaml_sweep(store, tmp_path)
+    env = {"HOW": "fail-plain", "ATTEMPTS": str(tmp_path / "attempts")}
+    proc = _agent_proc(store, tmp_path, sweep_id, env)
+    proc.communicate(timeout=120)
+    sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert sweep.counts() == {"finished": 2, "failed": 2}
+    assert all(r["requeues"] == 0 for r in sweep.runs)
+
+
+def test_requeue_limit(store, tmp_path):
+    sweep_id = _yaml_sweep(store, tmp_path, "max_requeues: 0")
+    env = {"HOW": "fail", "ATTEMPTS": str(tmp_path / "attempts")}
+    _agent_proc(store, tmp_path, sweep_id, env).communicate(timeout=120)
+    assert localtrack.Api(store).sweep(f"p/{sweep_id}").counts() == {"finished": 2, "failed": 2}
+
+
+def test_agent_killed_with_its_job_is_reaped_and_resumed(store, tmp_path):
+    """A node lost: agent and run die together; the next agent requeues and resumes the run."""
+    sweep_id = _yaml_sweep(store, tmp_path)
+    env = {"HOW": "hang", "ATTEMPTS": str(tmp_path / "attempts")}
+    first = subprocess.Popen([sys.executable, "-m", "localtrack", "agent", f"p/{sweep_id}", "--dir",
+                              str(store)], cwd=tmp_path, env={**os.environ, **env},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: (tmp_path / "attempts").exists()
+             and any(a[3] == 32 for a in _attempts(tmp_path / "attempts")), what="a bs=32 job")
+    time.sleep(0.3)
+    os.killpg(first.pid, signal.SIGKILL)   # the whole node goes: agent and program
+    first.communicate(timeout=30)
+    second = _agent_proc(store, tmp_path, sweep_id, {**env, "HOW": "ok"})
+    out = second.communicate(timeout=120)[0].decode()
+    sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert sweep.counts() == {"finished": 4}, out
+    hung = [r for r in sweep.runs if r["requeues"] == 1]
+    assert len(hung) == 1 and steps_of(store, f"p/{hung[0]['id']}") == list(range(8))
+
+
+def test_status_command(store, tmp_path):
+    sweep_id = _yaml_sweep(store, tmp_path)
+    env = {"HOW": "ok", "ATTEMPTS": str(tmp_path / "attempts")}
+    _agent_proc(store, tmp_path, sweep_id, env, "--count", "2").communicate(timeout=120)
+    res = subprocess.run([sys.executable, "-m", "localtrack", "sweep", "--status", f"p/{sweep_id}",
+                          "--dir", str(store)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "finished=2" in res.stdout and "best" in res.stdout and "lr=0.1" in res.stdout
