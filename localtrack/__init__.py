@@ -26,6 +26,7 @@ __all__ = [
     "init",
     "log",
     "sweep",
+    "sync",
 ]
 
 
@@ -62,6 +63,19 @@ def agent(sweep_id: str, function: _Any = None, count: int | None = None,
     from ._sweeps import _agent
 
     return _agent.agent(sweep_id, function=function, count=count, project=project, dir=dir)
+
+
+def sync(to: str, dir: str | None = None, runs: list[str] | str | None = None, *, watch: bool = False,
+         poll: float | None = None, clean: bool = False) -> _Any:
+    """Upload runs of the store ``dir`` to ``to`` (a directory, or an s3://, gs:// or hdfs:// URI).
+
+    Incremental and safe to interrupt: only what is new goes up. ``runs`` limits it to
+    ``"project"`` or ``"project/id"`` entries. Returns a report; raises SyncError when
+    something is left pending. ``watch=True`` keeps syncing until interrupted. See docs/sync.md.
+    """
+    from ._sync import sync as _sync
+
+    return _sync(to, dir, runs, watch=watch, poll=poll, clean=clean)
 
 
 def __getattr__(name: str) -> _Any:

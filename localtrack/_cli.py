@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from . import __version__, _settings
@@ -112,6 +113,21 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ._doctor import check_store
+
+    root = _api(args.dir).root
+    if not isinstance(root, Path):
+        raise UsageError("doctor checks a local (or mounted) store; sync a copy down first.")
+    found = check_store(root, args.targets, fix=args.fix)
+    for f in found:
+        status = "fixed" if f.fixed else "fixable with --fix" if f.fixable else "NEEDS ATTENTION"
+        print(f"{f.run}  {status}: {f.problem}  ({f.path})")
+    left = [f for f in found if not f.fixed]
+    print(f"{len(found)} problem(s), {len(found) - len(left)} fixed, {len(left)} left")
+    return 1 if left else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localtrack",
                                      description="Experiment runs in plain local files.")
@@ -129,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common],
                        help="log a run, SIGKILL it, auto-resume it, show it")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("doctor", parents=[common],
+                       help="check stored runs for damage; --fix repairs what is safe to repair")
+    p.add_argument("targets", nargs="*", metavar="PROJECT[/ID]", help="only these (default: all)")
+    p.add_argument("--fix", action="store_true",
+                   help="cut torn tails, delete orphan/stale/temp files (never drops good data)")
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("sweep", parents=[common],
                        help="create a sweep from W&B-style YAML (prints its id), or --status")
     p.add_argument("config", nargs="?", help="sweep YAML file")

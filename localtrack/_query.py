@@ -2,6 +2,9 @@
 
 Readers never take the writer lock and never repair anything, so reading a
 live run is safe; a torn tail is ignored (the writer may be mid-append).
+A store may be local or remote (``Api(dir="s3://bucket/team")``): a remote
+store, written by sync, has the same layout with logs as folders of chunks;
+it is read through localtrack._remotes, and a directory remote as a path.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _layout, _naming, _segments, _settings, _store, _wal
+from . import _layout, _naming, _remotes, _segments, _settings, _store, _wal
 from ._codec import unflatten
 from ._naming import Ctx
+from ._remotes import _chunks
+from ._remotes._base import RemotePath
+from ._remotes._dir import DirRemote
 from .errors import RunNotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -21,13 +27,23 @@ if TYPE_CHECKING:
 
     from ._sweeps._view import Sweep
 
+StorePath = Path | RemotePath
+
+
+def _runs_dir(root: StorePath, project: _naming.ProjectName) -> StorePath:
+    return _layout.runs_dir(root, project) if isinstance(root, Path) else root / project / "runs"
+
+
+def _run_dir(root: StorePath, project: _naming.ProjectName, rid: _naming.RunId) -> StorePath:
+    return _layout.run_dir(root, project, rid) if isinstance(root, Path) else _runs_dir(root, project) / rid
+
 
 class ApiRun:
     """A stored run, read from disk (a snapshot: call ``Api.run`` again to refresh)."""
 
-    def __init__(self, root: Path, project: _naming.ProjectName, rid: _naming.RunId) -> None:
+    def __init__(self, root: StorePath, project: _naming.ProjectName, rid: _naming.RunId) -> None:
         self._root = root
-        self._rdir = _layout.run_dir(root, project, rid)
+        self._rdir = _run_dir(root, project, rid)
         self._ctx: Ctx = {"project": project, "run_id": rid}
         self.project: str = project
         self.id: str = rid
@@ -69,18 +85,36 @@ class ApiRun:
             if seq <= manifest["sealed_through"]:
                 break
             try:
-                record, _ = _wal.last_record(_layout.wal_path(self._rdir, seq))
+                record = self._last_record(_segments.wal_log(self._rdir, seq))
             except FileNotFoundError:  # sealed under our feet: the manifest below has it
                 return int(_segments.load_manifest(self._rdir, **self._ctx)["last_step"])
             if record is not None:
                 return int(record["_step"])
         return int(manifest["last_step"])
 
+    def _last_record(self, path: StorePath) -> dict[str, Any] | None:
+        if isinstance(path, Path):
+            try:
+                return _wal.last_record(path)[0]  # reads only the tail
+            except IsADirectoryError:
+                pass
+        records = _chunks.read_records(path, **self._ctx)
+        return records[-1] if records else None
+
     @property
     def updated(self) -> float:
         """When anything of the run last changed on disk (seconds since the epoch)."""
-        paths = [self._rdir / "wal", self._rdir / _store.EVENTS, self._rdir / "manifest.json"]
-        wal = self._rdir / "wal"
+        rdir = self._rdir
+        if isinstance(rdir, RemotePath):  # object stores have no directory times: list the objects
+            times = [e.mtime for e in rdir.entries().values()]
+            for folder in (rdir / "wal", rdir / _store.EVENTS):
+                for name, entry in folder.entries().items():
+                    times.append(entry.mtime)
+                    if entry.is_dir:
+                        times += [e.mtime for e in (folder / name).entries().values()]
+            return max([t for t in times if t], default=self.created)
+        paths = [rdir / "wal", rdir / _store.EVENTS, rdir / "manifest.json"]
+        wal = rdir / "wal"
         if wal.is_dir():
             paths += list(wal.iterdir())
         return max((p.stat().st_mtime for p in paths if p.exists()), default=self.created)
@@ -105,12 +139,19 @@ class Api:
     """Read runs from a store: ``Api(dir=None)`` uses the same default as init()."""
 
     def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
-        self.root = _settings.root_dir(dir)
+        raw = os.fspath(dir) if dir is not None else os.environ.get("LOCALTRACK_DIR")
+        self.root: StorePath
+        if raw is not None and _remotes.is_uri(raw):
+            remote = _remotes.open_remote(raw)
+            self.root = remote.root if isinstance(remote, DirRemote) else RemotePath(remote)
+        else:
+            self.root = _settings.root_dir(dir)
 
     def projects(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "runs").is_dir())
+        return sorted(p.name for p in self.root.iterdir()
+                      if not p.name.startswith(".") and (p / "runs").is_dir())
 
     def runs(self, project: str | None = None) -> list[ApiRun]:
         """Runs of one project (or of every project), oldest first."""
@@ -118,8 +159,8 @@ class Api:
             _naming.ProjectName(p) for p in self.projects()]
         runs = []
         for name in projects:
-            rdir = _layout.runs_dir(self.root, name)
-            if not rdir.is_dir():
+            rdir = _runs_dir(self.root, name)
+            if isinstance(rdir, Path) and not rdir.is_dir():
                 continue
             for entry in rdir.iterdir():
                 if entry.name.startswith(".") or not (entry / _store.RUN_JSON).exists():
@@ -130,7 +171,7 @@ class Api:
     def run(self, path: str) -> ApiRun:
         """One run by ``"project/id"``."""
         project, rid = _naming.parse_path(path)
-        if not (_layout.run_dir(self.root, project, rid) / _store.RUN_JSON).exists():
+        if not (_run_dir(self.root, project, rid) / _store.RUN_JSON).exists():
             raise RunNotFoundError(f"No run {rid!r} in project {project!r} under {str(self.root)!r}.",
                                    project=project, run_id=rid)
         return ApiRun(self.root, project, rid)

@@ -74,7 +74,10 @@ class Run:
         self._wal = _wal.Appender(_layout.wal_path(rdir, self._seq), settings.fsync,
                                   settings.fsync_interval)
         _fsutil.fsync_dir(rdir / "wal")
-        self._events = _wal.Appender(rdir / _store.EVENTS, "always")
+        events = rdir / _store.EVENTS
+        if events.exists():  # a writer killed mid-event leaves a torn tail: cut it before appending
+            _wal.cut_torn_tail(events, _wal.last_record(events)[1], **self._ctx)
+        self._events = _wal.Appender(events, "always")
         self.config = Config(_store.read_tree(rdir / _store.CONFIG_JSON, "config", **self._ctx),
                              self._write_config)
         self.summary = Summary(self._summary_last,

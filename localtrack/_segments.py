@@ -20,13 +20,16 @@ from typing import TYPE_CHECKING, Any
 from . import _fsutil, _layout, _wal
 from ._codec import dumps, encode_tree, loads, untag
 from ._naming import Ctx
-from .errors import CorruptRunError
+from ._remotes import _chunks
+from ._remotes._base import RemotePath
+from .errors import CorruptRunError, RemoteError
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from typing_extensions import Unpack
 
 MANIFEST = "manifest.json"
+StorePath = Path | RemotePath  # a local directory, or one in a remote store (read side only)
 _JSON_META = {b"localtrack.encoding": b"json"}
 
 
@@ -35,7 +38,7 @@ def empty_manifest() -> dict[str, Any]:
             "segments": [], "last": {}}
 
 
-def load_manifest(rdir: Path, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def load_manifest(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     path = rdir / MANIFEST
     try:
         manifest = loads(path.read_bytes())
@@ -44,17 +47,25 @@ def load_manifest(rdir: Path, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     except ValueError as exc:
         raise CorruptRunError(f"{path} is not valid JSON ({exc}); run `localtrack doctor`.",
                               path=str(path), **ctx) from exc
+    except IsADirectoryError as exc:
+        raise CorruptRunError(f"{path} is a directory, not a manifest.", path=str(path), **ctx) from exc
     if not isinstance(manifest, dict) or "segments" not in manifest:
         raise CorruptRunError(f"{path} is not a localtrack manifest.", path=str(path), **ctx)
     return manifest
 
 
-def wal_seqs(rdir: Path) -> list[int]:
+def wal_seqs(rdir: StorePath) -> list[int]:
+    """Sequence numbers of the log files (in a synced store a log may be a folder of chunks)."""
     wal_dir = rdir / "wal"
-    if not wal_dir.is_dir():
+    if isinstance(wal_dir, Path) and not wal_dir.is_dir():
         return []
-    seqs = (_layout.seq_of(p) for p in wal_dir.iterdir() if p.suffix == ".jsonl")
+    seqs = (_layout.seq_of(Path(p.name)) for p in wal_dir.iterdir() if p.suffix == ".jsonl")
     return sorted(s for s in seqs if s is not None)
+
+
+def wal_log(rdir: StorePath, seq: int) -> StorePath:
+    """The log file (or chunk folder) ``seq`` of a run."""
+    return _layout.wal_path(rdir, seq) if isinstance(rdir, Path) else rdir / "wal" / f"{seq:08d}.jsonl"
 
 
 def merge_steps(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -210,7 +221,7 @@ def cleanup(rdir: Path, manifest: dict[str, Any]) -> None:
             _fsutil.unlink(_layout.wal_path(rdir, seq))
 
 
-def _snapshot(rdir: Path, ctx: Ctx) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
     """A consistent (manifest, unsealed records per log file), retrying if a sealer races us."""
     for _ in range(50):
         manifest = load_manifest(rdir, **ctx)
@@ -218,15 +229,15 @@ def _snapshot(rdir: Path, ctx: Ctx) -> tuple[dict[str, Any], list[list[dict[str,
         if seqs and seqs != list(range(manifest["sealed_through"] + 1, seqs[-1] + 1)):
             continue  # a sealer moved on between our two reads
         try:
-            logs = [_wal.scan(_layout.wal_path(rdir, s), **ctx)[0] for s in seqs]
-        except FileNotFoundError:
+            logs = [_chunks.read_records(wal_log(rdir, s), **ctx) for s in seqs]
+        except FileNotFoundError:  # sealed (or, remotely, dropped) while we read: read again
             continue
         return manifest, logs
     raise CorruptRunError(f"Could not get a consistent view of {rdir}: its log files keep "
                           "changing or a sequence number is missing.", path=str(rdir), **ctx)
 
 
-def summary_last(rdir: Path, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """The last logged value of every key (flat, decoded)."""
     manifest, logs = _snapshot(rdir, ctx)
     last = dict(manifest["last"])
@@ -235,10 +246,9 @@ def summary_last(rdir: Path, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     return {k: untag(v) for k, v in last.items()}
 
 
-def read_history(rdir: Path, keys: list[str] | None = None, **ctx: Unpack[Ctx]) -> pa.Table:
+def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[Ctx]) -> pa.Table:
     """The whole history as one table: sealed segments, then the unsealed log."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     manifest, logs = _snapshot(rdir, ctx)
     wanted = None if keys is None else ["_step", "_timestamp", *keys]
@@ -246,14 +256,15 @@ def read_history(rdir: Path, keys: list[str] | None = None, **ctx: Unpack[Ctx]) 
     for seg in manifest["segments"]:
         path = rdir / "segments" / seg["file"]
         try:
-            pf = pq.ParquetFile(path)
-            cols = None if wanted is None else [c for c in wanted if c in pf.schema_arrow.names]
-            tables.append(pf.read(columns=cols))
+            tables.append(_read_segment(path, wanted))
         except FileNotFoundError as exc:
             raise CorruptRunError(f"Segment {path} named in the manifest is missing; steps "
                                   f"{seg['first_step']}..{seg['last_step']} are lost. Restore it "
                                   "from a sync remote or backup.", path=str(path), **ctx) from exc
         except (pa.ArrowException, OSError) as exc:
+            if isinstance(path, RemotePath):  # a network failure, not a damaged file
+                raise RemoteError(f"Could not read {path}: {exc}", url=path.remote.url,
+                                  path=str(path), transient=True, **ctx) from exc
             raise CorruptRunError(f"Segment {path} cannot be read ({exc}).",
                                   path=str(path), **ctx) from exc
     rows = merge_steps([r for records in logs for r in records])
@@ -263,6 +274,20 @@ def read_history(rdir: Path, keys: list[str] | None = None, **ctx: Unpack[Ctx]) 
             table = table.select([c for c in wanted if c in table.column_names])
         tables.append(table)
     return _concat(tables, wanted)
+
+
+def _read_segment(path: StorePath, wanted: list[str] | None) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    def read(source: Any) -> pa.Table:
+        pf = pq.ParquetFile(source)
+        cols = None if wanted is None else [c for c in wanted if c in pf.schema_arrow.names]
+        return pf.read(columns=cols)
+
+    if isinstance(path, Path):
+        return read(path)
+    with path.open_input() as fh:
+        return read(fh)
 
 
 def _concat(tables: list[pa.Table], wanted: list[str] | None) -> pa.Table:

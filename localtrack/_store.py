@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _fsutil, _layout, _locks, _wal
+from . import _fsutil, _layout, _locks
 from ._codec import decode_tree, dumps, encode_tree, loads
 from ._naming import Ctx, ProjectName, RunId
+from ._remotes import _chunks
+from ._remotes._base import RemotePath
 from .errors import CorruptRunError
 
 if TYPE_CHECKING:
@@ -76,7 +78,7 @@ def new_meta(project: ProjectName, rid: RunId, fields: dict[str, Any]) -> dict[s
             "program": sys.argv[0] if sys.argv else "", **fields}
 
 
-def read_json(path: Path, what: str, **ctx: Unpack[Ctx]) -> Any:
+def read_json(path: Path | RemotePath, what: str, **ctx: Unpack[Ctx]) -> Any:
     try:
         return loads(path.read_bytes())
     except FileNotFoundError:
@@ -86,7 +88,7 @@ def read_json(path: Path, what: str, **ctx: Unpack[Ctx]) -> Any:
                               "run `localtrack doctor`.", path=str(path), **ctx) from exc
 
 
-def read_meta(rdir: Path, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def read_meta(rdir: Path | RemotePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     meta = read_json(rdir / RUN_JSON, "run", **ctx)
     if not isinstance(meta, dict) or "id" not in meta:
         raise CorruptRunError(f"{rdir / RUN_JSON} is missing or not a localtrack run file.",
@@ -98,7 +100,7 @@ def read_meta(rdir: Path, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     return meta
 
 
-def read_tree(path: Path, what: str, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def read_tree(path: Path | RemotePath, what: str, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     value = read_json(path, what, **ctx)
     if value is None:
         return {}
@@ -108,20 +110,31 @@ def read_tree(path: Path, what: str, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     return dict(decode_tree(value))
 
 
-def events(rdir: Path, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
-    path = rdir / EVENTS
-    if not path.exists():
+def events(rdir: Path | RemotePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
+    try:
+        return _chunks.read_records(rdir / EVENTS, **ctx)
+    except FileNotFoundError:
         return []
-    return _wal.scan(path, **ctx)[0]
 
 
-def state(root: Path, project: ProjectName, rid: RunId, evs: list[dict[str, Any]]) -> str:
-    """running / finished / failed / crashed / preempted, from events and the lock's owner."""
-    lock = _layout.lock_path(root, project, rid)
-    holder = _locks.read_holder(lock)
-    alive = _locks.holder_alive(holder)
-    if alive is None:
-        alive = not _locks.probe_free(lock)
+def state(root: Path | RemotePath, project: ProjectName, rid: RunId, evs: list[dict[str, Any]]) -> str:
+    """running / finished / failed / crashed / preempted, from events and the lock's owner.
+
+    A lock record that sync copied to a remote store (it has ``synced_at``) cannot be probed:
+    its writer was alive when it was copied, and sync removes the copy once the writer is gone.
+    """
+    if isinstance(root, Path):
+        lock = _layout.lock_path(root, project, rid)
+        holder = _locks.read_holder(lock)
+        alive = None if holder.get("synced_at") else _locks.holder_alive(holder)
+        if alive is None:
+            alive = bool(holder.get("pid")) if holder.get("synced_at") else not _locks.probe_free(lock)
+    else:
+        try:
+            holder = loads((root / project / "locks" / f"{rid}.lock").read_bytes())
+        except (FileNotFoundError, ValueError):
+            holder = {}
+        alive = isinstance(holder, dict) and bool(holder.get("pid"))
     if alive:
         return "running"
     ends = [e for e in evs if e.get("event") in ("finished", "preempted", "started", "resumed")]

@@ -144,7 +144,7 @@ def last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
             window *= 4
 
 
-def cut_torn_tail(path: Path, good_end: int, **ctx: Unpack[Ctx]) -> None:
+def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack[Ctx]) -> None:
     """Truncate ``path`` to ``good_end``, keeping the cut bytes in ``<path>.broken``."""
     size = path.stat().st_size
     if size <= good_end:
@@ -164,7 +164,8 @@ def cut_torn_tail(path: Path, good_end: int, **ctx: Unpack[Ctx]) -> None:
                "died mid-append; those bytes were never acknowledged. A copy is in "
                f"{path.name}.broken.")
     log.warning(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    if warn:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 class Appender:

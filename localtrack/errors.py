@@ -13,7 +13,9 @@
     ├── RunLockedError              another live process writes that run
     ├── LockUnavailableError        the file system cannot lock (e.g. Lustre noflock)
     ├── StorageError                an OS error while writing (disk full, read-only)
-    └── CorruptRunError             a file of a run fails its checksum or cannot be parsed
+    ├── CorruptRunError             a file of a run fails its checksum or cannot be parsed
+    ├── RemoteError                 a sync remote or remote store cannot be reached or refused a request
+    └── SyncError                   sync left runs pending, or another sync to that remote is running
 
 Context (project, run, path, holder) travels as keyword-only attributes so
 callers can act on it without parsing messages.
@@ -29,6 +31,7 @@ __all__ = [
     "InvalidValueError",
     "LocaltrackError",
     "LockUnavailableError",
+    "RemoteError",
     "RunExistsError",
     "RunLockedError",
     "RunNotFoundError",
@@ -36,6 +39,7 @@ __all__ = [
     "StorageError",
     "SweepConfigError",
     "SweepNotFoundError",
+    "SyncError",
     "UnsupportedTypeError",
     "UsageError",
 ]
@@ -116,3 +120,24 @@ class CorruptRunError(LocaltrackError):
     def __init__(self, message: str, *, offset: int | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.offset = offset
+
+
+class RemoteError(LocaltrackError):
+    """A remote store failed (unreachable, missing bucket, refused credentials); local data is intact.
+
+    ``url`` is the remote without credentials; ``transient`` says whether a retry may help.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, transient: bool = False,
+                 **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.url = url
+        self.transient = transient
+
+
+class SyncError(LocaltrackError):
+    """Sync could not finish: ``pending`` maps each run still pending to the reason."""
+
+    def __init__(self, message: str, *, pending: dict[str, str] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.pending = pending or {}

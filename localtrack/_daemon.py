@@ -1,0 +1,190 @@
+"""The watching daemon: keep a remote in step with a store while runs are being written.
+
+It only ever calls Syncer passes, so everything _sync guarantees holds here:
+it can be killed at any instant and restarted. File events (watchdog) mark
+the runs they touch, which are synced at most once a second; a full pass
+every ``poll`` seconds catches what events miss (a writer that died changes
+no file). Where events cannot be trusted (NFS, Lustre, GPFS and other
+network file systems do not report writes made on other nodes) or when
+``poll`` is given, it polls only. An unreachable remote is retried with
+exponential backoff (capped at 30 s) and logged; the daemon never gives up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ._naming import ProjectName, RunId, project_name, run_id
+from ._sync import STATE_DIR, Syncer, SyncReport
+from .errors import LocaltrackError, RemoteError
+
+log = logging.getLogger("localtrack")
+
+DEFAULT_POLL = 10.0
+_TICK = 1.0
+_BACKOFF_BASE = 1.0
+_BACKOFF_CAP = 30.0
+# File systems whose change events miss writes made on other hosts.
+NETWORK_FS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "ceph", "beegfs",
+                        "glusterfs", "fuse.glusterfs", "fuse.sshfs", "fuse.s3fs", "9p", "afs",
+                        "panfs", "orangefs", "pvfs2", "fuse.gcsfuse", "fuse.juicefs"})
+
+
+def mount_type(path: Path, mounts: str | None = None) -> str | None:
+    """The file system type of the mount holding ``path``, from /proc/mounts (None if unknown)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    real = os.path.realpath(path)
+    best, fstype = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, fields[2]
+    return fstype
+
+
+class _Dirty:
+    """Runs touched by file events since the last pass (the watchdog thread adds, the loop takes)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self.runs: set[tuple[ProjectName, RunId]] = set()
+        self.cond = threading.Condition()
+
+    def touched(self, path: str) -> None:
+        rel = os.path.relpath(os.path.realpath(path), self.root).split(os.sep)
+        if len(rel) >= 3 and rel[1] == "runs" and not (len(rel) >= 4 and rel[3] == STATE_DIR):
+            rid = rel[2]
+        elif len(rel) == 3 and rel[1] == "locks" and rel[2].endswith(".lock"):
+            rid = rel[2][:-5]
+        else:
+            return
+        try:
+            key = (project_name(rel[0]), run_id(rid))
+        except LocaltrackError:
+            return  # .tmp- directories of a creator, and anything not a run
+        with self.cond:
+            self.runs.add(key)
+            self.cond.notify()
+
+    def take(self) -> set[tuple[ProjectName, RunId]]:
+        with self.cond:
+            runs, self.runs = self.runs, set()
+            return runs
+
+    def wait(self, timeout: float) -> None:
+        with self.cond:
+            if not self.runs:
+                self.cond.wait(timeout)
+
+
+def _start_observer(root: Path, dirty: _Dirty) -> Any:
+    """A watchdog observer feeding ``dirty``, or None when events cannot be had."""
+    try:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+    except ImportError:
+        return None
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            for path in (event.src_path, getattr(event, "dest_path", "")):
+                if path:
+                    dirty.touched(os.fsdecode(path))
+
+    observer = Observer()
+    try:
+        observer.schedule(Handler(), str(root), recursive=True)
+        observer.start()
+    except OSError as exc:  # e.g. the inotify watch limit
+        log.warning("cannot watch %s for changes (%s); polling instead", root, exc)
+        return None
+    return observer
+
+
+def watch(syncer: Syncer, poll: float | None = None) -> SyncReport:
+    """Sync until ``syncer.stop`` is set; returns the totals."""
+    interval = DEFAULT_POLL if poll is None else max(0.1, float(poll))
+    fstype = mount_type(syncer.root)
+    dirty = _Dirty(syncer.root)
+    observer = None
+    if poll is not None:
+        mode = f"polling every {interval:g} s"
+    elif fstype in NETWORK_FS:
+        mode = f"polling every {interval:g} s ({fstype} does not report other hosts' writes)"
+    else:
+        observer = _start_observer(syncer.root, dirty)
+        mode = "watching file events" if observer is not None else f"polling every {interval:g} s"
+    log.info("sync daemon: %s -> %s, %s", syncer.root, syncer.remote.url, mode)
+    syncer.retries = min(syncer.retries, 1)  # this loop retries, with backoff
+    total = SyncReport(remote=syncer.remote.url)
+    failures = 0
+    retry_at = next_full = 0.0
+    checked = False
+    try:
+        while not syncer.stop.is_set():
+            now = time.monotonic()
+            if now >= retry_at and (now >= next_full or dirty.runs):
+                full = now >= next_full
+                runs = None if full else sorted(dirty.take())
+                try:
+                    if not checked:
+                        syncer.check()
+                        checked = True
+                    report = syncer.run_once(runs)
+                    error = syncer._down
+                except RemoteError as exc:
+                    if not exc.transient and failures == 0 and not checked:
+                        raise  # a bad bucket or credentials: say so once, do not spin
+                    report, error = None, exc
+                _add(total, report)
+                if error is not None:
+                    failures += 1
+                    delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (failures - 1))
+                    retry_at = next_full = time.monotonic() + delay
+                    checked = False
+                    pending = len(report.pending) if report is not None else "all"
+                    log.warning("cannot sync to %s: %s; retrying in %.0f s (%s run(s) pending)",
+                                syncer.remote.url, error, delay, pending)
+                else:
+                    if failures:
+                        log.warning("%s is reachable again; syncing", syncer.remote.url)
+                    failures = 0
+                    if full:
+                        next_full = time.monotonic() + interval
+            wait = max(0.05, min(retry_at, next_full) - time.monotonic())
+            if observer is not None:
+                dirty.wait(min(wait, _TICK))
+                syncer.stop.wait(0.0 if syncer.stop.is_set() else min(_TICK, 0.3))
+            else:
+                syncer.stop.wait(min(wait, _TICK))
+    finally:
+        if observer is not None:
+            observer.stop()
+            observer.join()
+    return total
+
+
+def _add(total: SyncReport, report: SyncReport | None) -> None:
+    if report is None:
+        return
+    total.runs = max(total.runs, report.runs)
+    total.uploaded_files += report.uploaded_files
+    total.uploaded_bytes += report.uploaded_bytes
+    total.deleted += report.deleted
+    total.synced_runs += [r for r in report.synced_runs if r not in total.synced_runs]
+    total.cleaned += report.cleaned
+    total.pending = dict(report.pending)

@@ -1,0 +1,142 @@
+"""``localtrack doctor``: report what is wrong with stored runs and, with --fix, repair what can be.
+
+Repairs are the ones a writer makes on open anyway, done for runs nobody will
+reopen: cut a torn log tail (keeping a ``.broken`` copy), delete orphan
+segments, log files a manifest already covers, and temp files. Damage with
+good data after it (a bad record in the middle, a missing segment, a garbled
+metadata file) is reported with the file and offset, never "fixed" by
+dropping data. A live run is only inspected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _fsutil, _layout, _locks, _naming, _segments, _store, _wal
+from .errors import CorruptRunError
+
+
+@dataclass
+class Finding:
+    run: str
+    path: str
+    problem: str
+    fixable: bool
+    fixed: bool = False
+
+
+def _live(root: Path, project: _naming.ProjectName, rid: _naming.RunId) -> bool:
+    lock = _layout.lock_path(root, project, rid)
+    alive = _locks.holder_alive(_locks.read_holder(lock))
+    return (not _locks.probe_free(lock)) if alive is None else alive
+
+
+def check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId,
+              fix: bool = False) -> list[Finding]:
+    """Everything wrong with one run; with ``fix``, repair the fixable part (not for live runs)."""
+    rdir = _layout.run_dir(root, project, rid)
+    name = f"{project}/{rid}"
+    found: list[Finding] = []
+
+    def report(path: Path, problem: str, fixable: bool) -> Finding:
+        finding = Finding(name, str(path), problem, fixable)
+        found.append(finding)
+        return finding
+
+    for file, what in ((_store.RUN_JSON, "run"), (_store.CONFIG_JSON, "config"),
+                       (_store.SUMMARY_JSON, "summary")):
+        try:
+            _store.read_json(rdir / file, what)
+        except CorruptRunError as exc:
+            report(rdir / file, str(exc), False)
+    try:
+        manifest = _segments.load_manifest(rdir)
+    except CorruptRunError as exc:
+        report(rdir / _segments.MANIFEST, str(exc), False)
+        return found
+    named = set()
+    for seg in manifest["segments"]:
+        path = rdir / "segments" / seg["file"]
+        named.add(seg["file"])
+        problem = _segment_problem(path, seg["rows"])
+        if problem:
+            report(path, f"{problem}; steps {seg['first_step']}..{seg['last_step']} need a copy "
+                   "from a sync remote or a backup", False)
+    seg_dir = rdir / "segments"
+    stray = [p for p in seg_dir.iterdir() if p.suffix == ".parquet" and p.name not in named] \
+        if seg_dir.is_dir() else []
+    for path in stray:
+        report(path, "orphan segment (a sealer died before the manifest named it; the log "
+               "still holds its steps)", True)
+    for seq in _segments.wal_seqs(rdir):
+        path = _layout.wal_path(rdir, seq)
+        if seq <= manifest["sealed_through"]:
+            report(path, "log file already sealed (a sealer died before deleting it)", True)
+    temps = [p for d in (rdir, seg_dir, rdir / "wal") if d.is_dir() for p in d.iterdir()
+             if p.name.startswith(_fsutil.TMP_PREFIX)]
+    for path in temps:
+        report(path, "temp file of a writer that died", True)
+    torn: list[tuple[Path, int]] = []
+    logs = [_layout.wal_path(rdir, s) for s in _segments.wal_seqs(rdir)
+            if s > manifest["sealed_through"]] + [rdir / _store.EVENTS]
+    for path in logs:
+        if not path.exists():
+            continue
+        data = path.read_bytes()
+        try:
+            _, good_end = _wal.check(data, path)
+        except CorruptRunError as exc:
+            report(path, str(exc), False)
+            continue
+        if good_end < len(data):
+            report(path, f"torn tail of {len(data) - good_end} bytes at byte {good_end} (a writer "
+                   "died mid-append; those bytes were never acknowledged)", True)
+            torn.append((path, good_end))
+    if fix and any(f.fixable for f in found):
+        if _live(root, project, rid):
+            for f in found:
+                f.problem += " [not repaired: the run is live]"
+        else:
+            for path, good_end in torn:
+                _wal.cut_torn_tail(path, good_end, project=project, run_id=rid, warn=False)
+            _segments.cleanup(rdir, manifest)
+            for path in temps:
+                _fsutil.unlink(path)
+            for f in found:
+                f.fixed = f.fixable
+    return found
+
+
+def _segment_problem(path: Path, rows: int) -> str | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        return "segment named in the manifest is missing"
+    try:
+        got = pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        return f"segment cannot be read ({exc})"
+    return None if got == rows else f"segment holds {got} rows, the manifest says {rows}"
+
+
+def check_store(root: Path, targets: list[str] | None = None, fix: bool = False) -> list[Finding]:
+    """Check every run under ``root`` (or the given ``project`` / ``project/id`` targets)."""
+    found: list[Finding] = []
+    runs: list[tuple[_naming.ProjectName, _naming.RunId]] = []
+    projects = [t for t in targets or [] if "/" not in t]
+    for target in targets or []:
+        if "/" in target:
+            runs.append(_naming.parse_path(target))
+    if not targets:
+        projects = sorted(p.name for p in root.iterdir() if (p / "runs").is_dir())
+    for proj in projects:
+        pname = _naming.project_name(proj)
+        rdir = _layout.runs_dir(root, pname)
+        if rdir.is_dir():
+            runs += [(pname, _naming.run_id(e.name)) for e in sorted(rdir.iterdir())
+                     if not e.name.startswith(".")]
+    for project, rid in runs:
+        found += check_run(root, project, rid, fix)
+    return found

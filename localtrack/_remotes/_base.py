@@ -1,0 +1,129 @@
+"""The sync seam: a remote is four primitives over keys below its root.
+
+Keys are POSIX paths relative to the remote's root, laid out like a local store
+(docs/format.md, "Remote stores"). ``put`` is atomic: a reader sees the old
+object or the new one, never part of one; that is what lets sync order its
+uploads so that no reader meets a manifest naming a segment not yet there.
+Implementations map their foreign errors to RemoteError at this boundary;
+FileNotFoundError passes through, because it means "not there" to callers.
+``url`` never holds a credential: it is the only form shown, logged or stored.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+
+class Entry(NamedTuple):
+    is_dir: bool
+    size: int
+    mtime: float
+
+
+class Remote(abc.ABC):
+    """A place runs are copied to and read from."""
+
+    url: str
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object's bytes; FileNotFoundError when it does not exist."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Create or replace the object atomically (parents are implied)."""
+
+    @abc.abstractmethod
+    def list(self, key: str) -> dict[str, Entry]:
+        """The children of a directory (``{}`` when there is none); temporaries are left out."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object or a whole directory; a missing one is fine."""
+
+    def info(self, key: str) -> Entry | None:
+        parent, _, name = key.rpartition("/")
+        return self.list(parent).get(name)
+
+    def open_input(self, key: str) -> Any:
+        """A random-access file for pyarrow (Parquet footers are read first)."""
+        return io.BytesIO(self.get(key))
+
+    def check(self) -> None:
+        """Fail with one clear RemoteError when the remote cannot be used at all."""
+        self.list("")
+
+    def describe(self, key: str) -> str:
+        return f"{self.url.rstrip('/')}/{key}" if key else self.url
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+
+class _Stat(NamedTuple):
+    st_size: int
+    st_mtime: float
+
+
+class RemotePath:
+    """The subset of pathlib.Path the read side uses, over a remote (read-only)."""
+
+    __slots__ = ("key", "remote")
+
+    def __init__(self, remote: Remote, key: str = "") -> None:
+        self.remote = remote
+        self.key = key.strip("/")
+
+    def __truediv__(self, name: str) -> RemotePath:
+        return RemotePath(self.remote, f"{self.key}/{name}" if self.key else name)
+
+    @property
+    def name(self) -> str:
+        return self.key.rpartition("/")[2]
+
+    @property
+    def suffix(self) -> str:
+        name = self.name
+        dot = name.rfind(".")
+        return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+    def read_bytes(self) -> bytes:
+        return self.remote.get(self.key)
+
+    def iterdir(self) -> Iterator[RemotePath]:
+        for name in self.remote.list(self.key):
+            yield self / name
+
+    def entries(self) -> dict[str, Entry]:
+        return self.remote.list(self.key)
+
+    def is_dir(self) -> bool:
+        entry = self.remote.info(self.key) if self.key else Entry(True, 0, 0.0)
+        return entry is not None and entry.is_dir
+
+    def exists(self) -> bool:
+        return not self.key or self.remote.info(self.key) is not None
+
+    def stat(self) -> _Stat:
+        entry = self.remote.info(self.key)
+        if entry is None:
+            raise FileNotFoundError(self.remote.describe(self.key))
+        return _Stat(entry.size, entry.mtime)
+
+    def open_input(self) -> Any:
+        return self.remote.open_input(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemotePath) and (self.remote, self.key) == (other.remote, other.key)
+
+    def __hash__(self) -> int:
+        return hash((id(self.remote), self.key))
+
+    def __str__(self) -> str:
+        return self.remote.describe(self.key)
+
+    def __repr__(self) -> str:
+        return f"RemotePath({str(self)!r})"

@@ -1,0 +1,106 @@
+"""Append-only logs where nothing can be appended: a log as a folder of chunks.
+
+Object stores cannot append, so on a remote store a log (``wal/<seq>.jsonl``,
+``events.jsonl``) may be a *folder* of that name holding ``<offset>.jsonl``
+objects: each holds the log's bytes from ``offset`` (16 digits) on, and ends
+at a record boundary. The log is their concatenation in offset order. Since
+the log is append-only, two chunks that overlap hold the same bytes there: a
+chunk rewritten longer, or merged over smaller ones, is harmless. A gap (a
+chunk missing) ends what can be read: the bytes after it are not there yet.
+Only sync writes chunks; this module is the one place that reads them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import _wal
+from .._naming import Ctx
+from ..errors import CorruptRunError
+from ._base import Entry, RemotePath
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+CHUNK_SUFFIX = ".jsonl"
+_DIGITS = 16
+
+
+def chunk_name(offset: int) -> str:
+    return f"{offset:0{_DIGITS}d}{CHUNK_SUFFIX}"
+
+
+def chunk_offset(name: str) -> int | None:
+    stem = name[:-len(CHUNK_SUFFIX)] if name.endswith(CHUNK_SUFFIX) else ""
+    return int(stem) if len(stem) == _DIGITS and stem.isdigit() else None
+
+
+def join(chunks: list[tuple[int, bytes]]) -> bytes:
+    """The log bytes from offset 0, up to the first gap."""
+    out = bytearray()
+    for offset, data in sorted(chunks, key=lambda c: c[0]):
+        if offset > len(out):
+            break
+        out += data[len(out) - offset:]
+    return bytes(out)
+
+
+def chain_end(entries: dict[str, Entry]) -> int:
+    """How many bytes of the log the chunks listed cover contiguously from 0."""
+    end = 0
+    for offset, size in sorted((o, e.size) for n, e in entries.items()
+                               if (o := chunk_offset(n)) is not None):
+        if offset > end:
+            break
+        end = max(end, offset + size)
+    return end
+
+
+def read_log(path: Path | RemotePath) -> bytes:
+    """A log's bytes, stored as a plain file or as a folder of chunks.
+
+    FileNotFoundError when neither exists, or when a chunk vanished while
+    reading (sync dropped a folder the manifest now covers): callers retry.
+    """
+    if isinstance(path, Path):
+        try:
+            return path.read_bytes()
+        except IsADirectoryError:
+            names = [p.name for p in path.iterdir()]
+            return join([(o, (path / n).read_bytes()) for n in names
+                         if (o := chunk_offset(n)) is not None])
+    entries = path.entries()
+    if not entries:
+        return path.read_bytes()
+    return join([(o, (path / n).read_bytes()) for n in entries
+                 if (o := chunk_offset(n)) is not None])
+
+
+def read_records(path: Path | RemotePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
+    """The records of a framed log, plain or chunked; a torn tail is ignored (a writer may be mid-append).
+
+    A plain local file is read by _wal.scan, exactly as before there were remotes.
+    """
+    if isinstance(path, Path):
+        try:
+            return _wal.scan(path, **ctx)[0]
+        except IsADirectoryError:
+            pass
+    data = read_log(path)
+    records: list[dict[str, Any]] = []
+    bad_at: int | None = None
+    pos = 0
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        record = _wal.parse(line) if i < len(lines) - 1 else None
+        if record is None:
+            if bad_at is None and line:
+                bad_at = pos
+        elif bad_at is not None:
+            raise CorruptRunError(f"{path} is corrupt: the record at byte {bad_at} fails its checksum "
+                                  "but later records are intact.", path=str(path), offset=bad_at, **ctx)
+        else:
+            records.append(record)
+        pos += len(line) + 1
+    return records

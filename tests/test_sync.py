@@ -1,0 +1,325 @@
+"""Sync to a directory remote and to a real S3 server on loopback; the remote reads as a store."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import localtrack
+from localtrack import _daemon, _sync
+from localtrack._remotes import _chunks, open_remote, redact
+from localtrack._remotes._base import Entry
+from localtrack.errors import RemoteError, SyncError, UsageError
+
+from . import s3server
+from .s3server import ACCESS_KEY, SECRET_KEY, S3Server
+
+s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
+
+PAD = "x" * 90  # ~1.2 MiB over 10k steps: finish() seals it into a Parquet segment
+
+
+def make_store(store: Path) -> None:
+    """Runs of every shape: sealed + unsealed history, resumed, crashed, NaN, strings, summary."""
+    run = localtrack.init(project="p", id="big", dir=store, config={"lr": 0.1, "opt": {"b": 2}},
+                          name="big one", tags=["t"])
+    for i in range(10_000):
+        run.log({"loss": 1.0 / (i + 1), "pad": PAD})
+    run.finish()
+    run = localtrack.init(project="p", id="big", dir=store, resume="must")
+    for i in range(300):
+        run.log({"loss": math.nan if i == 5 else -i, "acc": i, "tag": f"s{i}"})
+    run.summary["best"] = 0.5
+    run.finish()
+    run = localtrack.init(project="p", id="small", dir=store)
+    run.log({"a": 1, "b": {"c": "x"}})
+    run.log({"a": math.inf}, commit=False)
+    run.log({"d": None})
+    run.finish(exit_code=3)
+    run = localtrack.init(project="q", id="crashed", dir=store)
+    for i in range(50):
+        run.log({"x": i})
+    run._wal.close()  # no finish(): the run reads as crashed once this process lets go of its lock
+    run._lock.release()
+    from localtrack import _session
+
+    _session.forget(run)
+
+
+def assert_same(local_dir, remote_dir) -> None:
+    local, remote = localtrack.Api(local_dir), localtrack.Api(remote_dir)
+    lruns = {r.path: r for r in local.runs()}
+    rruns = {r.path: r for r in remote.runs()}
+    assert sorted(lruns) == sorted(rruns)
+    for path, lr in lruns.items():
+        rr = rruns[path]
+        assert (rr.name, rr.tags, rr.state, rr.last_step) == (lr.name, lr.tags, lr.state, lr.last_step)
+        assert rr.config == lr.config and rr.summary == lr.summary
+        assert [e["event"] for e in rr.events] == [e["event"] for e in lr.events]
+        assert same_table(rr.history(), lr.history()), path
+
+
+def same_table(a, b) -> bool:
+    """Equal schema and values, NaN equal to NaN (Table.equals says NaN != NaN)."""
+    return a.schema == b.schema and repr(a.to_pylist()) == repr(b.to_pylist())
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "AWS_"))}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "localtrack", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full)
+
+
+@pytest.fixture
+def remote_uri(request, tmp_path):
+    """A directory remote or a fresh bucket on the loopback S3 server."""
+    if request.param == "dir":
+        return str(tmp_path / "remote")
+    server = request.getfixturevalue("s3")
+    return server.uri(server.new_bucket())
+
+
+@pytest.mark.parametrize("remote_uri", ["dir", "s3"], indirect=True)
+def test_remote_is_a_store_equal_to_the_local_one(store, remote_uri):
+    make_store(store)
+    report = localtrack.sync(remote_uri, dir=store)
+    assert report.ok and report.runs == 3 and report.uploaded_files > 10
+    assert_same(store, remote_uri)
+    assert localtrack.Api(store).run("p/big").history().num_rows == 10_300
+    again = localtrack.sync(remote_uri, dir=store)
+    assert again.ok and again.uploaded_files == 0 and again.uploaded_bytes == 0
+
+
+def test_live_run_goes_up_incrementally_with_few_chunks(store, tmp_path):
+    remote = tmp_path / "remote"
+    run = localtrack.init(project="p", id="live", dir=store)
+    sizes = []
+    for round_ in range(40):
+        run.log({"x": round_, "y": "z" * round_})
+        report = localtrack.sync(str(remote), dir=store)
+        sizes.append(report.uploaded_bytes)
+        remote_steps = localtrack.Api(remote).run("p/live").history().column("_step").to_pylist()
+        assert remote_steps == list(range(round_ + 1))
+        assert localtrack.Api(remote).run("p/live").state == "running"
+    chunks = os.listdir(remote / "p/runs/live/wal/00000000.jsonl")
+    assert len(chunks) <= 8, chunks  # merged as a binary counter, not one per pass
+    assert max(sizes[-5:]) < 3000  # a pass sends the new record (and some merging), not the log
+    run.finish()
+    localtrack.sync(str(remote), dir=store)
+    assert_same(store, remote)
+    assert localtrack.Api(remote).run("p/live").state == "finished"
+
+
+def test_status_lists_pending_then_up_to_date(store, tmp_path):
+    make_store(store)
+    remote = str(tmp_path / "remote")
+    res = cli("sync", "--to", remote, "--dir", str(store), "--status")
+    assert res.returncode == 0, res.stderr
+    assert "3 of 3 run(s) pending" in res.stdout and "never" in res.stdout
+    res = cli("sync", "--to", remote, "--dir", str(store), "p")
+    assert res.returncode == 0, res.stderr
+    assert "synced 2 of 2 run(s)" in res.stdout
+    res = cli("sync", "--to", remote, "--dir", str(store), "--status")
+    assert "1 of 3 run(s) pending" in res.stdout
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("q/crashed"))
+    assert "crashed" in line and "file(s)" in line
+    res = cli("sync", "--to", remote, "--dir", str(store))
+    assert res.returncode == 0 and "synced 1 of 3" in res.stdout
+    res = cli("sync", "--to", remote, "--dir", str(store))
+    assert res.returncode == 0 and "nothing to upload: 3 run(s) up to date" in res.stdout
+
+
+def test_remote_store_read_by_the_cli(store, s3):
+    make_store(store)
+    uri = s3.uri(s3.new_bucket())
+    res = cli("sync", "--to", uri, "--dir", str(store), env=s3.env())
+    assert res.returncode == 0, res.stderr
+    res = cli("runs", "--dir", uri, env=s3.env())
+    assert res.returncode == 0, res.stderr
+    assert "p/big" in res.stdout and "10300" in res.stdout and "crashed" in res.stdout
+    res = cli("show", "p/small", "--dir", uri, env=s3.env())
+    assert res.returncode == 0, res.stderr
+    assert "failed" in res.stdout and "a: inf" in res.stdout
+
+
+def test_unreachable_remote_is_pending_and_exits_non_zero(store):
+    make_store(store)
+    uri = "s3://nobucket/x?endpoint_override=127.0.0.1:9&scheme=http"
+    env = {**S3Server().env()}
+    res = cli("sync", "--to", uri, "--dir", str(store), "--retries", "0", env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Could not reach" in res.stderr and "Traceback" not in res.stderr
+    with pytest.raises(RemoteError) as info:
+        localtrack.Api(uri).runs()
+    assert info.value.transient
+
+
+def test_missing_bucket_and_bad_uris_are_one_clear_error(store, s3):
+    make_store(store)
+    res = cli("sync", "--to", s3.uri("no-such-bucket"), "--dir", str(store), env=s3.env())
+    assert res.returncode == 2 and "bucket 'no-such-bucket'" in res.stderr and "does not exist" in res.stderr
+    res = cli("sync", "--to", "s3://b/x?colour=red", "--dir", str(store), env=s3.env())
+    assert res.returncode == 2 and "unknown query parameter(s) colour" in res.stderr
+    res = cli("sync", "--to", "nosuchscheme://b/x", "--dir", str(store))
+    assert res.returncode == 2 and "Cannot open the remote" in res.stderr and "Traceback" not in res.stderr
+    with pytest.raises(UsageError):
+        localtrack.sync(str(store), dir=store)  # a store is not its own remote
+
+
+def test_no_credential_is_printed_or_written(store, s3, tmp_path):
+    make_store(store)
+    bucket = s3.new_bucket()
+    uri = (f"s3://{ACCESS_KEY}:{SECRET_KEY}@{bucket}/team?endpoint_override=127.0.0.1:{s3.port}"
+           "&scheme=http")
+    outputs = []
+    for args in (["sync", "--to", uri], ["sync", "--to", uri, "--status"], ["runs", "--dir", uri],
+                 ["sync", "--to", uri.replace(bucket, "missing-bucket")],
+                 ["sync", "--to", uri.replace(str(s3.port), "9"), "--retries", "0"]):
+        res = cli(*args, *(["--dir", str(store)] if args[0] == "sync" else []),
+                  env={"AWS_EC2_METADATA_DISABLED": "true"})
+        outputs.append(res.stdout + res.stderr)
+    assert "synced 3 of 3" in outputs[0] and "p/big" in outputs[2]
+    assert "Could not reach" in outputs[4]
+    for text in outputs:
+        assert SECRET_KEY not in text and ACCESS_KEY not in text, text
+    fs = s3.filesystem()
+    import pyarrow.fs as pafs
+
+    remote_files = [i.path for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True))
+                    if i.type == pafs.FileType.File]
+    blobs = [p.read_bytes() for p in store.rglob("*") if p.is_file()]
+    blobs += [fs.open_input_stream(p).read() for p in remote_files]
+    assert len(blobs) > 20
+    for blob in blobs:
+        assert SECRET_KEY.encode() not in blob and ACCESS_KEY.encode() not in blob
+    assert redact(uri) == f"s3://{bucket}/team?endpoint_override=127.0.0.1:{s3.port}&scheme=http"
+
+
+def test_clean_removes_only_finished_runs_complete_on_the_remote(store, tmp_path):
+    make_store(store)
+    remote = tmp_path / "remote"
+    localtrack.sync(str(remote), dir=store)
+    before = {r.path: r.history() for r in localtrack.Api(remote).runs()}
+    (remote / "p/runs/small/config.json").write_text('{"tampered": 1}')  # sizes differ now
+    res = cli("sync", "--to", str(remote), "--dir", str(store), "--clean")
+    assert res.returncode == 0, res.stderr
+    assert "removed local copy of p/big" in res.stdout
+    assert "not cleaning p/small: config.json differs" in res.stderr
+    left = sorted(r.path for r in localtrack.Api(store).runs())
+    assert left == ["p/small", "q/crashed"]  # a changed copy is kept; a crashed run may resume
+    assert same_table(localtrack.Api(remote).run("p/big").history(), before["p/big"])
+    again = localtrack.init(project="p", id="big", dir=store, resume="allow")
+    assert again.step == 0 and not again.resumed  # the id is free again
+    again.finish()
+
+
+def test_store_to_store(store, tmp_path, s3):
+    make_store(store)
+    usb = tmp_path / "usb"
+    localtrack.sync(str(usb), dir=store)
+    uri = s3.uri(s3.new_bucket())
+    localtrack.sync(uri, dir=usb)
+    assert_same(store, uri)
+    assert localtrack.sync(uri, dir=usb).uploaded_files == 0
+
+
+def test_rewritten_local_log_is_uploaded_again(store, tmp_path):
+    remote = tmp_path / "remote"
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(20):
+        run.log({"x": i})
+    localtrack.sync(str(remote), dir=store)
+    run.finish()
+    wal = store / "p/runs/r/wal/00000000.jsonl"
+    data = wal.read_bytes()
+    lines = data.splitlines(keepends=True)
+    wal.write_bytes(b"".join(lines[:10]))  # as if power was lost after sync read the page cache
+    run = localtrack.init(project="p", id="r", dir=store, resume="must")
+    for i in range(3):
+        run.log({"x": -i})
+    run.finish()
+    report = localtrack.sync(str(remote), dir=store)
+    assert report.ok
+    assert_same(store, remote)
+
+
+def test_another_sync_to_the_same_remote_is_refused(store, tmp_path):
+    make_store(store)
+    remote = str(tmp_path / "remote")
+    with _sync.open_syncer(remote, store):
+        with pytest.raises(SyncError, match="Another localtrack sync"):
+            localtrack.sync(remote, dir=store)
+        res = cli("sync", "--to", remote, "--dir", str(store))
+        assert res.returncode == 2 and "Another localtrack sync" in res.stderr
+    assert localtrack.sync(remote, dir=store).ok
+
+
+def test_damaged_log_stops_at_the_damage(store, tmp_path):
+    remote = tmp_path / "remote"
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(10):
+        run.log({"x": i})
+    run.finish()
+    wal = store / "p/runs/r/wal/00000000.jsonl"
+    data = bytearray(wal.read_bytes())
+    cut = data.index(b'"x":4')
+    data[cut + 4] = ord("9")  # record 4 fails its checksum, 5..9 are intact
+    wal.write_bytes(bytes(data))
+    with pytest.raises(SyncError) as info:
+        localtrack.sync(str(remote), dir=store)
+    assert "damaged record" in info.value.pending["p/r"]
+    chunk = next((remote / "p/runs/r/wal/00000000.jsonl").iterdir()).read_bytes()
+    assert chunk.count(b"\n") == 4  # steps 0..3 went up, nothing past the damage
+
+
+def test_chunks_join_overlaps_and_stop_at_gaps():
+    assert _chunks.join([(0, b"abc"), (3, b"de")]) == b"abcde"
+    assert _chunks.join([(3, b"de"), (0, b"abcde"), (1, b"bc")]) == b"abcde"
+    assert _chunks.join([(0, b"ab"), (3, b"de")]) == b"ab"
+    assert _chunks.join([(1, b"b")]) == b""
+    entries = {_chunks.chunk_name(0): Entry(False, 3, 0), _chunks.chunk_name(3): Entry(False, 2, 0),
+               _chunks.chunk_name(9): Entry(False, 2, 0), ".tmp-x": Entry(False, 5, 0)}
+    assert _chunks.chain_end(entries) == 5
+
+
+def test_merge_counts_like_a_binary_counter():
+    assert _sync._merge_count([[0, 10]]) == 1
+    assert _sync._merge_count([[0, 10], [10, 10]]) == 2
+    assert _sync._merge_count([[0, 20], [20, 10]]) == 1
+    assert _sync._merge_count([[0, 20], [20, 10], [30, 10]]) == 3
+    assert _sync._merge_count([[0, 2 << 20], [2 << 20, 3 << 20]]) == 1  # big chunks stay
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    pytest.param("/mnt/lustre/store", "lustre", id="lustre"),
+    pytest.param("/home/u/store", "nfs4", id="nfs-home"),
+    pytest.param("/tmp/x", "ext4", id="local"),
+    pytest.param("/mnt/my disk/s", "gpfs", id="escaped-space"),
+])
+def test_mount_type_from_proc_mounts(path, expected, monkeypatch):
+    mounts = ("/dev/sda1 / ext4 rw 0 0\nserver:/home /home nfs4 rw 0 0\n"
+              "10.0.0.1@o2ib:/fs /mnt/lustre lustre rw 0 0\nfs1 /mnt/my\\040disk gpfs rw 0 0\n")
+    monkeypatch.setattr(os.path, "realpath", lambda p: str(p))
+    assert _daemon.mount_type(Path(path), mounts) == expected
+    assert (expected in _daemon.NETWORK_FS) == (expected != "ext4")
+
+
+def test_dirty_runs_from_event_paths(tmp_path):
+    dirty = _daemon._Dirty(tmp_path)
+    for rel in ("p/runs/a/wal/00000000.jsonl", "p/locks/b.lock", "p/runs/c/sync/k.json",
+                "p/runs/.tmp-d-1/run.json", "p/auto/x.json", ".sync/k.lock"):
+        dirty.touched(str(tmp_path / rel))
+    assert sorted(dirty.take()) == [("p", "a"), ("p", "b")]
+
+
+def test_open_remote_kinds(tmp_path):
+    assert open_remote(str(tmp_path)).url == str(tmp_path)
+    assert open_remote(f"file://{tmp_path}").url == str(tmp_path)
+    with pytest.raises(UsageError, match="both an access key and a secret key"):
+        open_remote("s3://b/p?access_key=only")

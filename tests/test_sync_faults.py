@@ -1,0 +1,178 @@
+"""Sync under faults, with real processes: SIGKILL at random instants, and a remote that goes away."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import localtrack
+
+from . import s3server
+from .helpers import run_script, script, wait_for
+from .test_sync import PAD, assert_same, make_store, same_table
+
+s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
+
+
+def sync_cmd(remote, store, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "localtrack", "sync", "--to", str(remote), "--dir", str(store), *extra]
+
+
+def env_without_localtrack(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALTRACK_")}
+    env.update(extra)
+    return env
+
+
+def assert_remote_is_a_prefix(store, remote) -> None:
+    """What a reader of the remote sees at any instant: each run's history is a prefix of the local one."""
+    local = {r.path: r for r in localtrack.Api(store).runs()}
+    for rr in localtrack.Api(remote).runs():
+        remote_rows = rr.history().to_pylist()
+        local_rows = local[rr.path].history().to_pylist()
+        assert repr(remote_rows) == repr(local_rows[:len(remote_rows)]), rr.path
+
+
+RESUME_BIG = """
+import sys, localtrack
+with localtrack.init(project="p", id="big", dir=sys.argv[1], resume="must") as run:
+    for _ in range(10_000):  # over 1 MiB: finish() seals a new segment
+        run.log({"loss": float(sys.argv[2]), "pad": sys.argv[3]})
+"""
+
+
+def test_sigkill_at_random_instants_then_rerun_leaves_the_remote_complete(store, tmp_path):
+    make_store(store)
+    for i in range(30):  # many small runs: many uploads for a kill to land between
+        with localtrack.init(project="many", id=f"r{i:02d}", dir=store, config={"i": i}) as run:
+            for step in range(20):
+                run.log({"v": step * i})
+    remote = tmp_path / "remote"
+    started = time.monotonic()
+    subprocess.run(sync_cmd(tmp_path / "scratch", store), check=True, capture_output=True, timeout=60)
+    full = time.monotonic() - started  # how long an uninterrupted sync lives: kill inside that
+
+    rng = random.Random(20261126)
+    live = localtrack.init(project="p", id="live", dir=store)
+    kills = []
+    deadline = time.monotonic() + 60
+    for i in range(10):
+        assert time.monotonic() < deadline, "the kill loop is taking too long"
+        for _ in range(300):  # the store keeps changing between (and during) kills
+            live.log({"i": i, "pad": PAD})
+        if i % 4 == 1:  # another process resumes a run and seals a new segment
+            res = run_script(RESUME_BIG, str(store), str(i), PAD)
+            assert res.returncode == 0, res.stderr
+        proc = subprocess.Popen(sync_cmd(remote, store), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env_without_localtrack())
+        delay = rng.uniform(0.0, full)
+        kills.append(round(delay, 3))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert_remote_is_a_prefix(store, remote)
+    live.finish()
+    res = subprocess.run(sync_cmd(remote, store), capture_output=True, text=True, timeout=120,
+                         env=env_without_localtrack())
+    assert res.returncode == 0, (kills, res.stderr)
+    assert_same(store, remote)
+    res = subprocess.run(sync_cmd(remote, store), capture_output=True, text=True, timeout=60,
+                         env=env_without_localtrack())
+    assert "nothing to upload" in res.stdout, res.stdout + res.stderr
+
+
+WRITER = """
+import os, sys, time, localtrack
+run = localtrack.init(project="live", id="w", dir=sys.argv[1], config={"lr": 0.1})
+stop = sys.argv[2]
+deadline = time.monotonic() + 60
+while not os.path.exists(stop) and time.monotonic() < deadline:
+    run.log({"loss": 1.0 / (run.step + 1)})
+    time.sleep(0.01)
+run.summary["done"] = True
+run.finish()
+"""
+
+
+def test_daemon_keeps_a_live_run_in_step_through_an_s3_outage(store, s3, tmp_path):
+    uri = s3.uri(s3.new_bucket())
+    stop_file = tmp_path / "stop"
+    writer = script(WRITER, str(store), str(stop_file))
+    log_path = tmp_path / "daemon.log"
+    daemon = None
+    try:
+        wait_for(lambda: (store / "live/runs/w/run.json").exists(), 30, "the run to start")
+        with open(log_path, "wb") as log_file:
+            daemon = subprocess.Popen(sync_cmd(uri, store, "--watch"), stdout=log_file, stderr=log_file,
+                                      env=env_without_localtrack(**s3.env()))
+
+        def remote_steps() -> int:
+            try:
+                return localtrack.Api(uri).run("live/w").last_step
+            except localtrack.LocaltrackError:
+                return -1
+
+        wait_for(lambda: remote_steps() >= 20, 30, "the live run on the remote")
+        assert localtrack.Api(uri).run("live/w").state == "running"
+        s3.stop()
+        time.sleep(2.5)  # the writer goes on logging; the daemon fails, backs off, retries
+        s3.start()
+        came_back = time.monotonic()
+        target = localtrack.Api(store).run("live/w").last_step
+        wait_for(lambda: remote_steps() >= target, 20, "the remote to catch up after the outage")
+        caught_up = time.monotonic() - came_back
+        stop_file.touch()
+        assert writer.wait(timeout=30) == 0
+        local = localtrack.Api(store).run("live/w")
+
+        def finished_and_equal() -> bool:
+            try:
+                remote = localtrack.Api(uri).run("live/w")
+                return remote.state == "finished" and same_table(remote.history(), local.history())
+            except localtrack.LocaltrackError:
+                return False
+
+        wait_for(finished_and_equal, 20, "the finished run on the remote")
+        assert localtrack.Api(uri).run("live/w").summary["done"] is True
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        stop_file.touch()
+        for proc in (writer, daemon):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        writer.communicate()
+        if s3._server is None:
+            s3.start()
+    text = log_path.read_text()
+    assert "watching file events" in text
+    assert "cannot sync to" in text and "retrying in" in text and "reachable again" in text, text
+    assert s3.env()["AWS_SECRET_ACCESS_KEY"] not in text
+    assert caught_up < 15, caught_up
+
+
+def test_daemon_polling_picks_up_new_runs(store, tmp_path):
+    remote = tmp_path / "remote"
+    localtrack.init(project="p", id="first", dir=store).finish()
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log_file:
+        daemon = subprocess.Popen(sync_cmd(remote, store, "--watch", "--poll", "0.3"), stdout=log_file,
+                                  stderr=log_file, env=env_without_localtrack())
+    try:
+        wait_for(lambda: (remote / "p/runs/first/run.json").exists(), 20, "the first run")
+        with localtrack.init(project="p", id="second", dir=store) as run:
+            run.log({"x": 1})
+        wait_for(lambda: (remote / "p/runs/second/run.json").exists(), 20, "the second run")
+        daemon.send_signal(signal.SIGINT)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert "polling every 0.3 s" in log_path.read_text()
+    assert_same(store, remote)
