@@ -128,6 +128,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from ._sync import main as sync_main
+
+    return sync_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localtrack",
                                      description="Experiment runs in plain local files.")
@@ -162,6 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, help="run at most this many jobs")
     p.add_argument("--project", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_agent)
+    p = sub.add_parser("sync", parents=[common],
+                       help="upload runs to a directory or an S3-compatible store, incrementally")
+    p.add_argument("targets", nargs="*", metavar="PROJECT[/RUN_ID]", help="only these (default: all)")
+    p.add_argument("--to", required=True, metavar="URI",
+                   help="a directory, file://, s3://BUCKET/PREFIX[?endpoint_override=HOST:PORT], gs://, "
+                        "hdfs://; credentials from the AWS_* variables")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--watch", action="store_true", help="keep running: upload runs as they grow")
+    mode.add_argument("--status", action="store_true", help="show what is pending per run, upload nothing")
+    p.add_argument("--poll", type=float, metavar="N",
+                   help="with --watch: poll every N seconds instead of using file events")
+    p.add_argument("--clean", action="store_true",
+                   help="delete local copies of finished runs once all their files are on the remote")
+    p.add_argument("--retries", type=int, default=4, metavar="N",
+                   help="retries of a failed upload, with exponential backoff (default 4)")
+    p.set_defaults(func=cmd_sync)
     return parser
 
 
