@@ -1,0 +1,221 @@
+"""Torture: SIGKILL at random instants (also inside sealing and finish()) while a reader lists
+the run, many writers at once, and a stateful model check of log/seal/crash/resume/finish.
+
+LOCALTRACK_TORTURE_KILLS sets the kill-loop length (default 30; the soak figures in
+docs/reliability.md come from 300)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+import localtrack
+
+from .helpers import script
+
+WRITER = """
+import random, sys, localtrack
+from localtrack import _run
+_run.ROTATE_BYTES = 20_000          # seal often, so kills land inside sealing
+_run.SEAL_MIN_BYTES = 2_000         # and finish() seals too
+rng = random.Random(int(sys.argv[2]))
+run = localtrack.init(project="p", id="t", resume="allow", dir=sys.argv[1])
+print("start", run.step, flush=True)
+for i in range(rng.randint(50, 3000)):
+    s = run.step
+    row = {"x": float(s), "pad": "z" * rng.choice((0, 10, 300, 3000))}
+    if rng.random() < 0.3:
+        row[f"sparse{rng.randint(0, 20)}"] = rng.random()
+    if rng.random() < 0.1:          # a partial step first, completed by the next log()
+        run.log({"partial": s}, commit=False)
+    if rng.random() < 0.05:
+        run.log(row, step=s, commit=True)
+    else:
+        run.log(row)
+    if rng.random() < 0.01:
+        run.config.update({"i": i})
+    if rng.random() < 0.01:
+        run.summary["best"] = s
+    print(s, flush=True)            # step s is acknowledged: log() returned
+print("finishing", flush=True)
+run.finish()                        # kills land in here too
+print("finished", flush=True)
+"""
+
+READER = """
+import sys, time, localtrack
+deadline = time.monotonic() + float(sys.argv[2])
+reads = 0
+while time.monotonic() < deadline:
+    try:
+        for r in localtrack.Api(sys.argv[1]).runs("p"):
+            steps = r.history(["x"]).column("_step").to_pylist()
+            assert steps == list(range(len(steps))), "reader saw a gap or duplicate"
+            r.summary, r.config, r.state
+            reads += 1
+    except localtrack.errors.RunNotFoundError:
+        pass
+    time.sleep(0.01)
+print(reads, flush=True)
+"""
+
+
+def test_kill_loop(store, tmp_path):
+    kills = int(os.environ.get("LOCALTRACK_TORTURE_KILLS", "30"))
+    rng = random.Random(20261126)
+    reader = script(READER, str(store), str(600))
+    acked_max, lost, unreadable, finishes, in_finish = -1, 0, 0, 0, 0
+    t0 = time.monotonic()
+    try:
+        for k in range(kills):
+            proc = script(WRITER, str(store), str(k))
+            assert proc.stdout.readline().startswith(b"start")
+            time.sleep(rng.uniform(0.0, 0.6))
+            proc.send_signal(signal.SIGKILL)
+            out, _ = proc.communicate(timeout=30)
+            words = out.decode().split()
+            finishes += "finished" in words
+            in_finish += "finishing" in words and "finished" not in words
+            acked = [int(w) for w in words if w.isdigit()]
+            if acked:
+                acked_max = max(acked_max, acked[-1])
+            try:
+                table = localtrack.Api(store).run("p/t").history(["x"])
+            except localtrack.LocaltrackError:
+                unreadable += 1
+                continue
+            steps = table.column("_step").to_pylist()
+            assert steps == list(range(len(steps))), f"gap or duplicate after kill {k}"
+            assert table.column("x").to_pylist() == [float(s) for s in steps]
+            lost += max(0, acked_max - steps[-1])
+    finally:
+        reader.send_signal(signal.SIGTERM)
+        reader.communicate(timeout=30)
+    report = {"kills": kills, "steps_lost": lost, "unreadable_runs": unreadable,
+              "killed_inside_finish": in_finish, "finished_before_kill": finishes,
+              "steps_on_disk": acked_max + 1,
+              "seconds": round(time.monotonic() - t0, 1)}
+    (tmp_path / "kill_loop.json").write_text(json.dumps(report))
+    print("kill loop:", report)
+    assert lost == 0 and unreadable == 0
+    run = localtrack.init(project="p", id="t", resume="must", dir=store)
+    assert run.step >= acked_max + 1
+    run.finish()
+    assert localtrack.Api(store).run("p/t").state == "finished"
+
+
+def test_eight_writers_and_a_reader(store):
+    code = """
+        import sys, localtrack
+        run = localtrack.init(project="p", id=f"w{sys.argv[2]}", dir=sys.argv[1])
+        for i in range(2000):
+            run.log({"x": i, "who": sys.argv[2]})
+        run.finish()
+    """
+    reader = script(READER, str(store), "8")
+    writers = [script(code, str(store), str(i)) for i in range(8)]
+    for w in writers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err.decode()
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err.decode()
+    runs = localtrack.Api(store).runs("p")
+    assert sorted(r.id for r in runs) == [f"w{i}" for i in range(8)]
+    for r in runs:
+        table = r.history()
+        assert table.column("x").to_pylist() == list(range(2000)) and r.state == "finished"
+        assert set(table.column("who").to_pylist()) == {r.id[1:]}
+
+
+class RunModel(RuleBasedStateMachine):
+    """The store against a dict of acknowledged steps, through logs, seals, crashes and resumes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.tmp = tempfile.TemporaryDirectory()
+        self.store = Path(self.tmp.name)
+        self.model: dict[int, dict[str, object]] = {}
+        self.next_step = 0
+        self.run: localtrack.Run | None = None
+
+    @initialize()
+    def start(self) -> None:
+        self.run = localtrack.init(project="p", id="m", dir=self.store)
+
+    def _open(self) -> localtrack.Run:
+        if self.run is None:
+            self.run = localtrack.init(project="p", id="m", resume="must", dir=self.store)
+            assert self.run.step == self.next_step
+        return self.run
+
+    @rule(values=st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=30))
+    def log(self, values: list[float]) -> None:
+        run = self._open()
+        for v in values:
+            self.model.setdefault(run.step, {})["v"] = v
+            run.log({"v": v})
+            self.next_step = run.step
+
+    @rule(v=st.integers(0, 9))
+    def partial_then_commit(self, v: int) -> None:
+        run = self._open()
+        self.model.setdefault(run.step, {}).update({"p": v, "v": 1.0})
+        run.log({"p": v}, commit=False)
+        run.log({"v": 1.0})
+        self.next_step = run.step
+
+    @rule(gap=st.integers(1, 5))
+    def jump(self, gap: int) -> None:
+        run = self._open()
+        step = run.step + gap
+        self.model[step] = {"v": -1.0}
+        run.log({"v": -1.0}, step=step, commit=True)
+        self.next_step = run.step
+
+    @rule()
+    def seal(self) -> None:
+        run = self._open()
+        run._rotate()
+        run._sealer.join()
+
+    @rule()
+    def crash(self) -> None:
+        """What SIGKILL leaves: the page cache, no finish, the lock dropped."""
+        if self.run is not None:
+            self.run._wal.close()
+            self.run._events.close()
+            self.run._lock.release()
+            localtrack._session.forget(self.run)
+            self.run = None
+
+    @rule()
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+    @invariant()
+    def history_matches(self) -> None:
+        table = localtrack.Api(self.store).run("p/m").history()
+        rows = {r["_step"]: {k: v for k, v in r.items() if not k.startswith("_") and v is not None}
+                for r in table.to_pylist()}
+        assert rows == self.model
+
+    def teardown(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+        self.tmp.cleanup()
+
+
+TestRunModel = RunModel.TestCase
+TestRunModel.settings = settings(max_examples=20, stateful_step_count=15, deadline=None)
