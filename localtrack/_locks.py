@@ -18,8 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import portalocker
-
 from . import _fsutil
 from ._codec import dumps, loads
 from ._naming import Ctx
@@ -89,6 +87,8 @@ def holder_alive(holder: dict[str, Any]) -> bool | None:
 
 def probe_free(path: Path) -> bool:
     """Whether nobody holds the lock (a shared, non-blocking probe; used for remote holders)."""
+    import portalocker
+
     try:
         with open(path, "rb") as fh:
             portalocker.lock(fh, portalocker.LOCK_SH | portalocker.LOCK_NB)
@@ -109,6 +109,8 @@ class RunLock:
         self._fh: IO[bytes] | None = None
 
     def acquire(self) -> None:
+        import portalocker  # here, not at import: it pulls in importlib.metadata (~40 ms)
+
         with _fsutil.storage_errors("create the lock file", self.path, **self._ctx):
             _fsutil.ensure_dir(self.path.parent)
             fh = open(self.path, "a+b")
@@ -150,6 +152,8 @@ class RunLock:
 
     def release(self) -> None:
         """Clear the owner record, then unlock (so nobody reads a stale owner)."""
+        import portalocker
+
         fh, self._fh = self._fh, None
         if fh is None:
             return

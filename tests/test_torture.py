@@ -1,7 +1,7 @@
 """Torture: SIGKILL at random instants (also inside sealing and finish()) while a reader lists
 the run, many writers at once, and a stateful model check of log/seal/crash/resume/finish.
 
-LOCALTRACK_TORTURE_KILLS sets the kill-loop length (default 30; the soak figures in
+TORTURE_KILLS sets the kill-loop length (default 30; the soak figures in
 docs/reliability.md come from 300)."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ print(reads, flush=True)
 
 
 def test_kill_loop(store, tmp_path):
-    kills = int(os.environ.get("LOCALTRACK_TORTURE_KILLS", "30"))
+    kills = int(os.environ.get("TORTURE_KILLS", "30"))
     rng = random.Random(20261126)
     reader = script(READER, str(store), str(600))
     acked_max, lost, unreadable, finishes, in_finish = -1, 0, 0, 0, 0
