@@ -93,7 +93,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
             array = pa.array(values)
             meta = None
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            array = pa.array([None if v is None else dumps(v).decode() for v in values], pa.string())
+            array = pa.array([None if v is None else _json_text(v) for v in values], pa.string())
             meta = _JSON_META
         if key == "_step":
             array = array.cast(pa.int64())
@@ -108,10 +108,13 @@ def _last_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Last non-null value of each key: a logged None is the same as a key not logged."""
     last: dict[str, Any] = {}
     for row in rows:
-        last.update(row)
-    for key in ("_step", "_timestamp"):
-        last.pop(key, None)
-    return {k: v for k, v in last.items() if v is not None} if None in last.values() else last
+        if None in row.values():
+            last.update((k, v) for k, v in row.items() if v is not None)
+        else:
+            last.update(row)
+    last.pop("_step", None)
+    last.pop("_timestamp", None)
+    return last
 
 
 _TAG_LITERALS = ((b'{"$f":"NaN"}', b"NaN"), (b'{"$f":"Infinity"}', b"Infinity"),
@@ -156,10 +159,13 @@ def _table_last(table: pa.Table) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     last: dict[str, Any] = {}
-    for name in table.column_names[2:]:
-        values = pc.drop_null(table[name])
+    for field in table.schema[2:]:
+        values = pc.drop_null(table[field.name])
         if len(values):
-            last[name] = encode_tree(values[-1].as_py(), "a segment")
+            value = values[-1].as_py()
+            if field.metadata == _JSON_META:  # a key of mixed kinds, stored as JSON text
+                value = _FROM_TEXT[value] if value in _FROM_TEXT else loads(value)
+            last[field.name] = encode_tree(value, "a segment")
     return last
 
 
@@ -248,15 +254,21 @@ def cleanup(rdir: Path, manifest: dict[str, Any]) -> None:
             _fsutil.unlink(_layout.wal_path(rdir, seq))
 
 
-def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
-    """A consistent (manifest, unsealed records per log file), retrying if a sealer races us."""
+def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[list[bytes], bytes]]]:
+    """A consistent (manifest, [(record bodies, checked bytes)] per unsealed log), retrying
+    if a sealer races us. A torn tail is left out (a writer may be mid-append)."""
     for _ in range(50):
         manifest = load_manifest(rdir, **ctx)
         seqs = [s for s in wal_seqs(rdir) if s > manifest["sealed_through"]]
         if seqs and seqs != list(range(manifest["sealed_through"] + 1, seqs[-1] + 1)):
             continue  # a sealer moved on between our two reads
         try:
-            logs = [_chunks.read_records(wal_log(rdir, s), **ctx) for s in seqs]
+            logs = []
+            for seq in seqs:
+                path = wal_log(rdir, seq)
+                data = _chunks.read_log(path)
+                bodies, good_end = _wal.check(data, str(path), **ctx)
+                logs.append((bodies, data[:good_end]))
         except FileNotFoundError:  # sealed (or, remotely, dropped) while we read: read again
             continue
         return manifest, logs
@@ -264,17 +276,21 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[list[dict
                           "changing or a sequence number is missing.", path=str(rdir), **ctx)
 
 
+def _records(bodies: list[bytes]) -> list[dict[str, Any]]:
+    return [loads(body + b"}") for body in bodies]
+
+
 def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """The last logged value of every key (flat, decoded)."""
     manifest, logs = _snapshot(rdir, ctx)
     last = dict(manifest["last"])
-    for records in logs:
-        last.update(_last_values(records))
+    for bodies, _ in logs:
+        last.update(_last_values(_records(bodies)))
     return {k: untag(v) for k, v in last.items()}
 
 
 def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[Ctx]) -> pa.Table:
-    """The whole history as one table: sealed segments, then the unsealed log."""
+    """The whole history as one table: sealed segments, then the unsealed logs."""
     import pyarrow as pa
 
     manifest, logs = _snapshot(rdir, ctx)
@@ -294,9 +310,12 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[C
                                   path=str(path), transient=True, **ctx) from exc
             raise CorruptRunError(f"Segment {path} cannot be read ({exc}).",
                                   path=str(path), **ctx) from exc
-    rows = merge_steps([r for records in logs for r in records])
-    if rows:
-        table = rows_to_table(rows)
+    for bodies, data in logs:
+        if not bodies:
+            continue
+        table = log_table(data)  # pyarrow's C++ reader; Python rows only for mixed kinds
+        if table is None:
+            table = rows_to_table(merge_steps(_records(bodies)))
         if wanted is not None:
             table = table.select([c for c in wanted if c in table.column_names])
         tables.append(table)
@@ -346,6 +365,9 @@ def _as_json_text(table: pa.Table) -> pa.Table:
         cols.append(pa.array(values, pa.string()))
         fields.append(pa.field(field.name, pa.string(), metadata=_JSON_META))
     return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+
+
+_FROM_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def _json_text(value: Any) -> str:

@@ -69,7 +69,7 @@ def parse(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def check(data: bytes, path: Path, *, allow_torn_tail: bool = True,
+def check(data: bytes, path: Path | str, *, allow_torn_tail: bool = True,
           **ctx: Unpack[Ctx]) -> tuple[list[bytes], int]:
     """The checksummed bodies of a log's records and the offset just past the last good one.
 

@@ -140,3 +140,18 @@ def test_config_round_trip_and_validation(store):
     config = localtrack.Api(store).run(f"p/{run.id}").config
     assert config == {"lr": 0.1, "layers": [64, 32], "opt": {"name": "adam", "eps": math.inf},
                       "bs": 64, "momentum": 0.9}
+
+
+@pytest.mark.parametrize("rows,expect", [
+    pytest.param([{"k": False}, {"k": 0}], 0, id="bool-then-int"),        # hypothesis found these
+    pytest.param([{"k": False}, {"k": None}], False, id="none-keeps-last"),
+    pytest.param([{"k": "a"}, {"k": math.nan}], math.nan, id="string-then-nan"),
+])
+def test_summary_of_mixed_kinds(store, sealing, rows, expect):
+    run = localtrack.init(project="p", dir=store)
+    for row in rows:
+        run.log(row)
+    run.finish()
+    got = localtrack.Api(store).run(f"p/{run.id}").summary["k"]
+    assert (math.isnan(got) and math.isnan(expect)) if isinstance(expect, float) else (
+        got == expect and type(got) is type(expect))
