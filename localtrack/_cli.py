@@ -74,6 +74,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.dir)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ._ui import make_server
+
+    server = make_server(args.dir, host=args.host, port=args.port, allow_remote=args.allow_remote)
+    print(f"localtrack ui: serving {server.root} at {server.url}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("localtrack ui: stopped", flush=True)
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ._sweeps import _agent, _queue
 
@@ -184,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=4, metavar="N",
                    help="retries of a failed upload, with exponential backoff (default 4)")
     p.set_defaults(func=cmd_sync)
+    p = sub.add_parser("ui", parents=[common], help="serve a local dashboard of runs and charts")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --host (the dashboard has no login)")
+    p.set_defaults(func=cmd_ui)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""What the dashboard's JSON API returns, built only from the public read API (Api, ApiRun).
+
+The runs list is polled every few seconds, so per-run work that reads files
+(config, summary, last step) is cached under a signature of the run's files:
+the newest mtime of its logs and events (``ApiRun.updated``), the run
+directory's own mtime (config.json and summary.json are replaced by rename,
+which touches it) and the state. A finished run is therefore read once; a live
+one again only when it wrote something. Downsampled history is cached the same
+way, so a finished 10^6-step run costs one Parquet read however often it is shown.
+Files are listed and served only for a local store.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .. import _naming
+from .._query import Api, ApiRun
+from ..errors import RunNotFoundError, UsageError
+from . import _downsample
+
+#: Strings longer than this are cut in the runs list (the run page shows them whole).
+_LIST_STR_MAX = 200
+_HISTORY_CACHE = 256
+_X_COLUMNS = {"step": "_step", "time": "_timestamp"}
+
+Signature = tuple[float, int, str]
+
+
+def flatten(tree: dict[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a<sep>b": 1}``; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, sep, name))
+        else:
+            out[name] = value
+    return out
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _LIST_STR_MAX:
+        return value[:_LIST_STR_MAX] + "…"
+    if isinstance(value, (list, dict)):
+        text = orjson.dumps(value, default=str).decode()
+        return text if len(text) <= _LIST_STR_MAX else text[:_LIST_STR_MAX] + "…"
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def signature(run: ApiRun, updated: float) -> Signature:
+    """Changes whenever anything of the run changes in the store.
+
+    A remote store has no directory times, but there ``updated`` already lists
+    every object of the run (config and summary included)."""
+    try:
+        dir_mtime = os.stat(run.dir).st_mtime_ns
+    except OSError:
+        dir_mtime = 0
+    return (updated, dir_mtime, run.state)
+
+
+def _duration(run: ApiRun, updated: float, now: float) -> float:
+    """Wall-clock seconds from creation to the last write (to now while running)."""
+    end = now if run.state == "running" else updated
+    return max(0.0, end - run.created) if run.created else 0.0
+
+
+class StoreView:
+    """The dashboard's view of one store; safe to share between request threads."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self._lock = threading.Lock()
+        self._rows: dict[str, tuple[Signature, dict[str, Any]]] = {}
+        self._listing: dict[str, threading.Lock] = {}
+        self._history: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+
+    @property
+    def root(self) -> str:
+        return str(self.api.root)
+
+    # -- lists -------------------------------------------------------------------------------
+
+    def projects(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.api.projects():
+            rows = self.runs(name)
+            out.append({"name": name, "runs": len(rows),
+                        "running": sum(r["state"] == "running" for r in rows),
+                        "updated": max((r["updated"] for r in rows), default=0.0)})
+        return out
+
+    def runs(self, project: str) -> list[dict[str, Any]]:
+        """One row per run of ``project``: what the runs table shows, config and summary flat."""
+        name = _naming.project_name(project)
+        with self._lock:
+            listing = self._listing.setdefault(name, threading.Lock())
+        # One listing of a project at a time: a second caller (the warm-up and the first
+        # page, or two tabs) waits and then finds the cache filled instead of reading twice.
+        with listing:
+            return self._runs(name)
+
+    def _runs(self, project: _naming.ProjectName) -> list[dict[str, Any]]:
+        now = time.time()
+        rows = []
+        for run in self.api.runs(project):
+            updated = run.updated
+            sig = signature(run, updated)
+            with self._lock:
+                cached = self._rows.get(run.path)
+            if cached is None or cached[0] != sig:
+                row = self._row(run, updated)
+                with self._lock:
+                    self._rows[run.path] = (sig, row)
+            else:
+                row = cached[1]
+            rows.append({**row, "duration": _duration(run, row["updated"], now)})
+        return rows
+
+    def _row(self, run: ApiRun, updated: float) -> dict[str, Any]:
+        summary = flatten(run.summary, "/")
+        return {
+            "path": run.path, "id": run.id, "name": run.name, "state": run.state,
+            "steps": run.last_step + 1, "created": run.created, "updated": updated,
+            "tags": list(run.tags), "group": run.group, "job_type": run.job_type,
+            "host": run.meta.get("host"),
+            "config": {k: _short(v) for k, v in flatten(run.config, ".").items()},
+            "summary": {k: _short(v) for k, v in summary.items()},
+            "metrics": sorted(k for k, v in summary.items() if _is_number(v)),
+        }
+
+    def status(self, paths: Iterable[str]) -> dict[str, Any]:
+        """State, steps and last write of a few runs: the cheap poll behind live charts."""
+        out: dict[str, Any] = {}
+        for path in paths:
+            try:
+                run = self.api.run(path)
+            except RunNotFoundError:
+                out[path] = None
+                continue
+            out[path] = {"state": run.state, "steps": run.last_step + 1, "updated": run.updated}
+        return out
+
+    # -- one run -----------------------------------------------------------------------------
+
+    def run(self, path: str) -> dict[str, Any]:
+        run = self.api.run(path)
+        summary = flatten(run.summary, "/")
+        updated = run.updated
+        return {
+            "path": run.path, "id": run.id, "name": run.name, "state": run.state,
+            "project": run.project, "steps": run.last_step + 1, "created": run.created,
+            "updated": updated, "duration": _duration(run, updated, time.time()),
+            "tags": list(run.tags), "group": run.group, "job_type": run.job_type, "notes": run.notes,
+            "meta": run.meta, "config": flatten(run.config, "."), "summary": summary,
+            "metrics": sorted(k for k, v in summary.items() if _is_number(v)),
+            "events": run.events, "files": self._files(run),
+        }
+
+    @staticmethod
+    def _files(run: ApiRun) -> list[dict[str, Any]]:
+        root = Path(run.dir)
+        if not root.is_dir():
+            return []
+        files = []
+        for path in sorted(root.rglob("*")):
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # sealed or swept while we listed
+                continue
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                files.append({"name": path.relative_to(root).as_posix(), "size": st.st_size,
+                              "mtime": st.st_mtime})
+        return files
+
+    def file(self, path: str, name: str) -> Path:
+        """A file inside the run's directory; anything that would leave it is not found."""
+        run = self.api.run(path)
+        root = Path(run.dir).resolve()
+        if not name or name.startswith(("/", "\\")) or "\x00" in name:
+            raise UsageError(f"Invalid file name {name!r}.")
+        target = (root / name).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            raise RunNotFoundError(f"No file {name!r} in run {path!r}.", path=name)
+        return target
+
+    def history(self, path: str, keys: list[str], *, x: str = "step", points: int = 1000,
+                xmin: float | None = None, xmax: float | None = None) -> dict[str, Any]:
+        """Downsampled series of ``keys`` of one run (see _downsample)."""
+        if x not in _X_COLUMNS:
+            raise UsageError(f"Invalid x axis {x!r}: use 'step' or 'time'.")
+        keys = [k for k in dict.fromkeys(keys) if k not in _X_COLUMNS.values()]
+        run = self.api.run(path)
+        sig = signature(run, run.updated)
+        cache_key = (path, sig, tuple(keys), x, points, xmin, xmax)
+        with self._lock:
+            hit = self._history.get(cache_key)
+            if hit is not None:
+                self._history.move_to_end(cache_key)
+                return hit
+        table = run.history(keys)
+        series = {key: _downsample.series(table, key, x=_X_COLUMNS[x], points=points,
+                                          xmin=xmin, xmax=xmax) for key in keys}
+        out = {"path": path, "state": run.state, "steps": run.last_step + 1, "rows": table.num_rows,
+               "x": x, "series": series}
+        with self._lock:
+            self._history[cache_key] = out
+            while len(self._history) > _HISTORY_CACHE:
+                self._history.popitem(last=False)
+        return out

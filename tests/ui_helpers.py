@@ -1,0 +1,150 @@
+"""Shared by the dashboard tests: a store of real runs, a live writer process, the server process."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import localtrack
+
+from .helpers import run_script, script
+
+EVIL_NAME = "<img src=x onerror=alert(1)>"
+EVIL_CONFIG = "<script>alert(2)</script>"
+
+
+def curve(step: int, lr: float, seed: int) -> dict[str, float]:
+    rnd = random.Random(step * 7919 + seed)
+    loss = 2.3 * math.exp(-step * lr / 4) + 0.08 + rnd.random() * 0.06
+    return {"loss": loss, "acc": 1 - loss / 2.5, "val/loss": loss * 1.1 + 0.02}
+
+
+def build_store(root: Path) -> dict[str, str]:
+    """Runs in every state, made through localtrack.init/log/finish; returns name -> path."""
+    paths = {}
+    specs = [("baseline", 0.1, 64, 0, ["baseline"], "sgd"), ("wide-lr", 0.3, 128, 0, ["sweep"], "sgd"),
+             ("adam-small", 0.05, 32, 0, ["sweep"], "adam"), ("diverged", 1.0, 64, 1, ["sweep"], "sgd")]
+    for i, (name, lr, batch, code, tags, group) in enumerate(specs):
+        run = localtrack.init(project="mnist", id=f"r{i}-{name}", dir=root, name=name, tags=tags,
+                              group=group, config={"lr": lr, "batch": batch, "model": {"depth": 4 + i,
+                                                                                      "act": "relu"}})
+        for step in range(40):
+            run.log(curve(step, lr, i))
+        run.summary["best_acc"] = round(0.9 + i / 100, 3)
+        run.finish(exit_code=code)
+        paths[name] = run.path
+    evil = localtrack.init(project="mnist", id="evil", dir=root, name=EVIL_NAME, tags=["<b>t</b>"],
+                           config={"lr": 0.2, "note": EVIL_CONFIG})
+    for step in range(5):
+        evil.log({"loss": 1.0 / (step + 1)})
+    evil.finish()
+    paths["evil"] = evil.path
+    crashed = run_script(f"""
+        import os, localtrack
+        run = localtrack.init(project="mnist", id="crashed", dir={str(root)!r}, name="oom-killed",
+                              config={{"lr": 0.1, "batch": 512}})
+        for s in range(25):
+            run.log({{"loss": 2.0 / (s + 1)}})
+        os._exit(137)
+    """)
+    assert crashed.returncode == 137, crashed.stderr
+    paths["crashed"] = "mnist/crashed"
+    killed = run_script(f"""
+        import os, localtrack
+        run = localtrack.init(project="mnist", id="resumed", dir={str(root)!r}, name="resumed-once",
+                              config={{"lr": 0.1}})
+        for s in range(10):
+            run.log({{"loss": 2.0 / (s + 1)}})
+        os._exit(1)
+    """)
+    assert killed.returncode == 1, killed.stderr
+    again = localtrack.init(project="mnist", id="resumed", dir=root, resume="must")
+    for step in range(10, 20):
+        again.log({"loss": 2.0 / (step + 1)})
+    again.finish()
+    paths["resumed"] = again.path
+    other = localtrack.init(project="cifar10", id="c1", dir=root, config={"lr": 0.01})
+    other.log({"loss": 1.0})
+    other.finish()
+    return paths
+
+
+class LiveWriter:
+    """A training process that logs N more steps each time it is told to (over stdin)."""
+
+    CODE = """
+        import sys, math, localtrack
+        run = localtrack.init(project="mnist", id="live", dir=sys.argv[1], name="live-run",
+                              tags=["live"], group="adam", config={"lr": 0.07, "batch": 64,
+                              "model": {"depth": 6, "act": "gelu"}})
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if line.strip() == "q":
+                break
+            for _ in range(int(line)):
+                s = run.step
+                run.log({"loss": 2.3 * math.exp(-s * 0.07 / 4) + 0.1, "acc": 0.5 + s / 200})
+            print("at", run.step, flush=True)
+        run.finish()
+        print("done", flush=True)
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.proc = script(self.CODE, str(root), stdin=subprocess.PIPE)
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        assert self.proc.stdout.readline() == b"ready\n", self.proc.stderr.read() if self.proc.stderr else ""
+
+    def log(self, n: int) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{n}\n".encode())
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("at "), line
+        return int(line.split()[1])
+
+    def close(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.write(b"q\n")
+                self.proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+        try:
+            self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+class UIProcess:
+    """`localtrack ui` as a real subprocess on a free loopback port."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALTRACK_")}
+        self.proc = subprocess.Popen([sys.executable, "-m", "localtrack", "ui", "--dir", str(root),
+                                      "--port", "0", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        if not match:
+            _, err = self.proc.communicate(timeout=10)
+            raise AssertionError(f"no URL in {line!r}; stderr: {err.decode()}")
+        self.url = match.group(1)
+
+    def stop(self) -> tuple[int, str, str]:
+        """Ctrl-C, as a user would; returns (exit code, stdout, stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, err = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return self.proc.returncode, out.decode(), err.decode()
