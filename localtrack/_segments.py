@@ -148,8 +148,13 @@ def log_table(data: bytes) -> pa.Table | None:
     n = len(steps)
     if n > 1 and not pc.all(pc.greater(steps.slice(1), steps.slice(0, n - 1))).as_py():
         keys = [c for c in table.column_names if c != "_step"]
-        table = table.group_by("_step", use_threads=False).aggregate([(k, "last") for k in keys])
+        nulls = [k for k in keys if pa.types.is_null(table[k].type)]  # "last" has no null kernel
+        table = table.group_by("_step", use_threads=False).aggregate(
+            [(k, "last") for k in keys if k not in nulls])
         table = table.rename_columns([c.removesuffix("_last") for c in table.column_names])
+        for key in nulls:
+            table = table.append_column(key, pa.nulls(len(table)))
+        table = table.select(["_step", *keys])
     rest = [c for c in table.column_names if c not in ("_step", "_timestamp")]
     return table.select(["_step", "_timestamp", *rest])
 

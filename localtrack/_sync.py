@@ -9,7 +9,7 @@ One pass over a run uploads, in this order:
   3. drops the remote log folders that manifest now covers;
   4. the new complete records of each unsealed log, oldest first, then of
      events.jsonl, as a chunk named by its byte offset (objects cannot grow);
-  5. config.json, summary.json, run.json and the writer's lock record when changed.
+  5. the writer's lock record, config.json, summary.json and run.json when changed.
 So at every instant the remote history is a prefix of the local one. The
 state is saved after each upload: a SIGKILL loses at most the record of one
 upload, and redoing it writes the same key with the same bytes (or, for a
@@ -54,6 +54,7 @@ from .errors import (
 log = logging.getLogger("localtrack")
 
 STATE_DIR = "sync"
+REMOTE_ID = ".localtrack-remote.json"
 STATE_VERSION = 1
 _TAIL = 64                # bytes before the sent offset whose CRC detects a rewritten log
 _MERGE_LIMIT = 1 << 20    # chunks this big are never merged again
@@ -113,12 +114,13 @@ def _sha(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def _stat_sig(path: Path) -> list[Any]:
+def _stat_sig(path: str, name: str) -> list[Any]:
+    """[name, size, mtime, inode], or [name] when missing (plain strings: this runs per file per pass)."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
-        return [path.name]
-    return [path.name, st.st_size, st.st_mtime_ns, st.st_ino]
+        return [name]
+    return [name, st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def _valid_length(data: bytes) -> tuple[int, int | None]:
@@ -199,7 +201,10 @@ class _RunSync:
             state = None
         if not isinstance(state, dict) or state.get("v") != STATE_VERSION:
             state = {}
-        base = {"v": STATE_VERSION, "remote": self.s.remote.url, "segments": [], "manifest": None,
+        if state.get("remote_id") != self.s.remote_id:
+            state = {}  # the remote was wiped or replaced since: what it holds is unknown
+        base = {"v": STATE_VERSION, "remote": self.s.remote.url, "remote_id": self.s.remote_id,
+                "segments": [], "manifest": None,
                 "logs": {}, "files": {}, "lock": None, "sig": None, "synced_at": None}
         return {**base, **state}
 
@@ -213,19 +218,24 @@ class _RunSync:
 
     def signature(self) -> list[Any]:
         """Cheap change detection: (size, mtime, inode) of every file sync reads."""
-        sig: list[Any] = [_stat_sig(self.rdir / n) for n in
-                          (*_METADATA, _segments.MANIFEST, _store.EVENTS)]
+        base = f"{self.rdir}{os.sep}"
+        sig: list[Any] = [_stat_sig(base + n, n) for n in (*_METADATA, _segments.MANIFEST, _store.EVENTS)]
         try:
-            with os.scandir(self.rdir / "wal") as it:
-                wal = sorted([e.name, *_stat_sig(Path(e.path))[1:]] for e in it)
+            with os.scandir(base + "wal") as it:
+                wal = sorted(_stat_sig(e.path, e.name) for e in it)
         except FileNotFoundError:
             wal = []
         sig.append(wal)
-        sig.append(_stat_sig(self.lock_path))
+        sig.append(_stat_sig(str(self.lock_path), "lock"))
         return sig
 
-    def live_holder(self) -> dict[str, Any] | None:
-        """The writer's owner record while it is alive (a synced copy's record is passed on)."""
+    def live_holder(self, sig: list[Any] | None = None) -> dict[str, Any] | None:
+        """The writer's owner record while it is alive (a synced copy's record is passed on).
+
+        With ``sig``, an empty or missing lock file (a run released cleanly) is not even opened.
+        """
+        if sig is not None and (len(sig[-1]) == 1 or sig[-1][1] == 0):
+            return None
         holder = _locks.read_holder(self.lock_path)
         if not holder.get("pid"):
             return None
@@ -260,7 +270,7 @@ class _RunSync:
         """Upload what is new; raise _Pending (or RemoteError) when something is left."""
         for _ in range(_MAX_REREADS):
             sig = self.signature()
-            holder = self.live_holder()
+            holder = self.live_holder(sig)
             if self.up_to_date(sig, holder):
                 return
             try:
@@ -282,6 +292,8 @@ class _RunSync:
                 manifest = loads(mbytes)
             except ValueError as exc:
                 raise _Pending(f"its manifest is not valid JSON ({exc})") from None
+            if not isinstance(manifest, dict) or not {"segments", "sealed_through"} <= set(manifest):
+                raise _Pending("its manifest.json is not a localtrack manifest")
         # 1. segments, each once (after a lost state, one of the same size is already there)
         done = set(st["segments"])
         there = self.s.call(self.remote.list, f"{self.prefix}/segments") if self.fresh else {}
@@ -324,9 +336,8 @@ class _RunSync:
         for seq in seqs:
             self._log(f"wal/{seq:08d}.jsonl", closed=seq != seqs[-1], required=True)
         self._log(_store.EVENTS, closed=False, required=False)
-        # 5. metadata; run.json last, so a new run shows up once its data is there
-        for name in _METADATA:
-            self._file(name)
+        # 5. the lock record after the events (a reader sees "running" until both say otherwise),
+        #    then metadata; run.json last, so a new run shows up once its data is there
         lock_id = self._lock_id(holder)
         if lock_id != st["lock"]:
             key = f"{self.project}/locks/{self.rid}.lock"
@@ -336,6 +347,9 @@ class _RunSync:
                 record = dumps({**holder, "synced_at": holder.get("synced_at") or time.time()})
                 self.s.call(self.remote.put, key, record)
             st["lock"] = lock_id
+            self._save()
+        for name in _METADATA:
+            self._file(name)
         st["sig"] = sig
         st["synced_at"] = time.time()
         self._save()
@@ -408,7 +422,8 @@ class _RunSync:
 
     def pending(self) -> tuple[int, int]:
         """(files, bytes) still to upload, from local state only (the remote is not contacted)."""
-        sig, holder = self.signature(), self.live_holder()
+        sig = self.signature()
+        holder = self.live_holder(sig)
         if self.up_to_date(sig, holder):
             return 0, 0
         files = nbytes = 0
@@ -521,6 +536,8 @@ class Syncer:
         self.progress = progress
         self.stop = stop or threading.Event()
         self._lock = _StoreLock(root / ".sync" / f"{self.key}.lock", remote.url)
+        self._id_path = root / ".sync" / f"{self.key}.json"
+        self.remote_id = self._recorded_id()
         self._down: RemoteError | None = None
         self._mutex = threading.Lock()
 
@@ -554,9 +571,35 @@ class Syncer:
             self.progress.advance(nbytes)
 
     def check(self) -> None:
-        """One clear error for a bad URI, a missing bucket or refused credentials."""
+        """One clear error for a bad URI, a missing bucket or refused credentials.
+
+        Also reads the remote's id (``.localtrack-remote.json``, created on the first sync):
+        when it differs from the one recorded here, the remote was wiped or replaced, and
+        every run's state is ignored, so everything is checked and uploaded again.
+        """
         self._down = None
         self.call(self.remote.check)
+        try:
+            found = loads(self.call(self.remote.get, REMOTE_ID))
+            remote_id = found.get("id") if isinstance(found, dict) else None
+        except (FileNotFoundError, ValueError):
+            remote_id = None
+        if not isinstance(remote_id, str):
+            remote_id = secrets.token_hex(8)
+            self.call(self.remote.put, REMOTE_ID, dumps({"id": remote_id, "created": time.time()}))
+        if remote_id != self.remote_id:
+            with _fsutil.storage_errors("record the remote's id in", self._id_path):
+                _fsutil.ensure_dir(self._id_path.parent)
+                _fsutil.atomic_write(self._id_path, dumps({"id": remote_id, "remote": self.remote.url}))
+            self.remote_id = remote_id
+
+    def _recorded_id(self) -> str | None:
+        try:
+            found = loads(self._id_path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        value = found.get("id") if isinstance(found, dict) else None
+        return value if isinstance(value, str) else None
 
     def select(self) -> list[tuple[ProjectName, RunId]]:
         """The runs to sync: every run of the store, or those the targets name."""
@@ -606,15 +649,16 @@ class Syncer:
         selected = self.select() if runs is None else list(runs)
         report = SyncReport(remote=self.remote.url, runs=len(selected))
         self._down = None
+        todo = [run for run in (self._changed(p, r, report) for p, r in selected) if run is not None]
         if self.progress is not None:
-            self.progress.start(sum(_RunSync(self, p, r).pending()[1] for p, r in selected))
+            self.progress.start(sum(run.pending()[1] for run in todo))
         try:
-            if self.workers == 1 or len(selected) < 2:
-                for project, rid in selected:
-                    self._one(project, rid, report)
-            else:
+            if self.workers == 1 or len(todo) < 2:
+                for run in todo:
+                    self._one(run, report)
+            else:  # runs are independent; each run's uploads stay in order in one thread
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="localtrack-sync") as pool:
-                    list(pool.map(lambda pr: self._one(pr[0], pr[1], report), selected))
+                    list(pool.map(lambda run: self._one(run, report), todo))
         finally:
             if self.progress is not None:
                 self.progress.close()
@@ -624,13 +668,23 @@ class Syncer:
                     self._clean(project, rid, report)
         return report
 
-    def _one(self, project: ProjectName, rid: RunId, report: SyncReport) -> None:
-        path = f"{project}/{rid}"
+    def _changed(self, project: ProjectName, rid: RunId, report: SyncReport) -> _RunSync | None:
+        """The run if it changed since its last sync (a few stat calls; no thread, no request)."""
+        try:
+            run = _RunSync(self, project, rid)
+            sig = run.signature()
+            return None if run.up_to_date(sig, run.live_holder(sig)) else run
+        except (LocaltrackError, OSError) as exc:
+            report.pending[f"{project}/{rid}"] = str(exc)
+            log.warning("run %s/%s cannot be read: %s", project, rid, exc)
+            return None
+
+    def _one(self, run: _RunSync, report: SyncReport) -> None:
+        path = run.path
         if self.stop.is_set():
             report.pending[path] = "stopped"
             return
         try:
-            run = _RunSync(self, project, rid)
             try:
                 run.sync()
             finally:
@@ -788,7 +842,14 @@ def main(args: Any) -> int:
             print(f"sync daemon stopped: {report.uploaded_files} file(s), "
                   f"{_human(report.uploaded_bytes)} uploaded to {report.remote}", file=sys.stderr)
             return 0
-        syncer.check()
+        try:
+            syncer.check()
+        except RemoteError as exc:
+            if not exc.transient:
+                raise
+            print(f"error: {exc}\nNothing was uploaded: every run is pending. Run the same command "
+                  "again when the remote is reachable.", file=sys.stderr)
+            return 1
         if progress is not None:
             from tqdm.contrib.logging import logging_redirect_tqdm
 

@@ -153,8 +153,9 @@ def test_unreachable_remote_is_pending_and_exits_non_zero(store):
     uri = "s3://nobucket/x?endpoint_override=127.0.0.1:9&scheme=http"
     env = {**S3Server().env()}
     res = cli("sync", "--to", uri, "--dir", str(store), "--retries", "0", env=env)
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "Could not reach" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Could not reach" in res.stderr and "every run is pending" in res.stderr
+    assert "Traceback" not in res.stderr
     with pytest.raises(RemoteError) as info:
         localtrack.Api(uri).runs()
     assert info.value.transient
@@ -323,3 +324,29 @@ def test_open_remote_kinds(tmp_path):
     assert open_remote(f"file://{tmp_path}").url == str(tmp_path)
     with pytest.raises(UsageError, match="both an access key and a secret key"):
         open_remote("s3://b/p?access_key=only")
+
+
+def test_a_wiped_remote_is_filled_again(store, tmp_path):
+    make_store(store)
+    remote = tmp_path / "remote"
+    first = localtrack.sync(str(remote), dir=store)
+    import shutil
+
+    shutil.rmtree(remote)  # someone emptied the bucket / formatted the disk
+    again = localtrack.sync(str(remote), dir=store)
+    assert again.uploaded_files == first.uploaded_files
+    assert_same(store, remote)
+
+
+def test_history_of_a_merged_step_with_a_key_only_ever_null(store, tmp_path):
+    """Regression: a step merged from two records plus a key logged only as None broke history()."""
+    run = localtrack.init(project="p", id="r", dir=store)
+    run.log({"a": 1})
+    run.log({"a": 2.0}, commit=False)
+    run.log({"d": None})
+    table = localtrack.Api(store).run("p/r").history()
+    assert table.column_names == ["_step", "_timestamp", "a", "d"]
+    assert table.column("a").to_pylist() == [1.0, 2.0] and table.column("d").to_pylist() == [None, None]
+    run.finish()
+    localtrack.sync(str(tmp_path / "remote"), dir=store)
+    assert_same(store, tmp_path / "remote")

@@ -104,7 +104,9 @@ def _open_s3(uri: str) -> Remote:
         fs = pafs.S3FileSystem(**{k: v for k, v in opts.items() if v is not None})
     except (ValueError, TypeError, OSError) as exc:
         raise UsageError(f"Invalid remote {shown!r}: {exc}") from None
-    return ArrowRemote(fs, f"{bucket}{parts.path}".rstrip("/"), shown)
+    secrets = (str(opts["access_key"] or ""), str(opts["secret_key"] or ""), str(opts["session_token"] or ""),
+               *(env.get(k, "") for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")))
+    return ArrowRemote(fs, f"{bucket}{parts.path}".rstrip("/"), shown, secrets)
 
 
 def _open_arrow(uri: str) -> Remote:

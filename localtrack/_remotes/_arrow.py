@@ -27,10 +27,11 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class ArrowRemote(Remote):
-    def __init__(self, fs: Any, base: str, url: str) -> None:
+    def __init__(self, fs: Any, base: str, url: str, secrets: tuple[str, ...] = ()) -> None:
         self.fs = fs
         self.base = base.rstrip("/")
         self.url = url
+        self._secrets = tuple(x for x in secrets if x)
         self._object_store = fs.type_name in _OBJECT_STORES
 
     def _path(self, key: str) -> str:
@@ -39,7 +40,10 @@ class ArrowRemote(Remote):
     def _error(self, what: str, key: str, exc: BaseException) -> RemoteError:
         transient = is_transient(exc)
         hint = "" if transient else " Check the bucket name and the credentials (AWS_* variables)."
-        return RemoteError(f"Could not {what} {self.describe(key)!r}: {exc}.{hint}", url=self.url,
+        text = str(exc)
+        for secret in self._secrets:  # some servers echo the key id; never pass a credential on
+            text = text.replace(secret, "***")
+        return RemoteError(f"Could not {what} {self.describe(key)!r}: {text}.{hint}", url=self.url,
                            path=self.describe(key), transient=transient)
 
     def get(self, key: str) -> bytes:

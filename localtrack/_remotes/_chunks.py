@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 CHUNK_SUFFIX = ".jsonl"
 _DIGITS = 16
+_REREADS = 10
 
 
 def chunk_name(offset: int) -> str:
@@ -60,21 +61,26 @@ def chain_end(entries: dict[str, Entry]) -> int:
 def read_log(path: Path | RemotePath) -> bytes:
     """A log's bytes, stored as a plain file or as a folder of chunks.
 
-    FileNotFoundError when neither exists, or when a chunk vanished while
-    reading (sync dropped a folder the manifest now covers): callers retry.
+    A chunk that vanishes between listing and reading was merged into a bigger
+    one (sync deletes chunks only after uploading what covers them): list again.
+    FileNotFoundError when the log does not exist, or its whole folder was
+    dropped (sync deletes the folders a manifest covers): callers read again.
     """
     if isinstance(path, Path):
         try:
             return path.read_bytes()
         except IsADirectoryError:
-            names = [p.name for p in path.iterdir()]
+            pass
+    for _ in range(_REREADS):
+        names = [p.name for p in path.iterdir()]
+        if not names and isinstance(path, RemotePath):
+            return path.read_bytes()  # a plain object, as an upload by hand would leave
+        try:
             return join([(o, (path / n).read_bytes()) for n in names
                          if (o := chunk_offset(n)) is not None])
-    entries = path.entries()
-    if not entries:
-        return path.read_bytes()
-    return join([(o, (path / n).read_bytes()) for n in entries
-                 if (o := chunk_offset(n)) is not None])
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"the chunks of {path} keep changing")
 
 
 def read_records(path: Path | RemotePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
