@@ -765,8 +765,9 @@ def open_syncer(to: str | os.PathLike[str], dir: str | os.PathLike[str] | None =
                          "directory the runs were logged to (or a copy of it).")
     root = _settings.root_dir(dir)
     remote = open_remote(to)
-    if isinstance(remote, DirRemote) and remote.root.resolve() == root.resolve():
-        raise UsageError(f"The remote {remote.url!r} is the store itself; choose another --to.")
+    if isinstance(remote, DirRemote) and remote.root.resolve().is_relative_to(root.resolve()):
+        raise UsageError(f"The remote {remote.url!r} is the store itself or inside it; choose a "
+                         "directory outside the store.")
     targets = [runs] if isinstance(runs, str) else list(runs or [])
     return Syncer(root, remote, targets, **kw)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import localtrack
 from localtrack import _daemon, _sync
 from localtrack._remotes import _chunks, open_remote, redact
 from localtrack._remotes._base import Entry
+from localtrack._remotes._dir import DirRemote
 from localtrack.errors import RemoteError, SyncError, UsageError
 
 from . import s3server
@@ -350,3 +353,45 @@ def test_history_of_a_merged_step_with_a_key_only_ever_null(store, tmp_path):
     run.finish()
     localtrack.sync(str(tmp_path / "remote"), dir=store)
     assert_same(store, tmp_path / "remote")
+
+
+class FlakyRemote(DirRemote):
+    """A real directory remote whose first uploads fail as a dropped connection would."""
+
+    def __init__(self, root, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+
+    def put(self, key: str, data: bytes) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RemoteError(f"Could not write {key!r}: connection reset", url=self.url, transient=True)
+        super().put(key, data)
+
+
+def test_transient_failures_are_retried_with_backoff(store, tmp_path, caplog):
+    make_store(store)
+    remote = FlakyRemote(tmp_path / "remote", failures=2)
+    caplog.set_level(logging.INFO, logger="localtrack")
+    started = time.monotonic()
+    with _sync.Syncer(store, remote, retries=3, workers=1) as syncer:
+        syncer.check()  # its first write (the remote's id) meets the two failures
+        report = syncer.run_once()
+    assert report.ok and remote.failures == 0
+    assert time.monotonic() - started >= 1.5  # waited 0.5 s, then 1 s
+    assert [r.message.split("; ")[-1] for r in caplog.records if "retrying" in r.message] == [
+        "retrying in 0.5 s", "retrying in 1.0 s"]
+    assert_same(store, tmp_path / "remote")
+    other = FlakyRemote(tmp_path / "other", failures=0)
+    with _sync.Syncer(store, other, retries=1) as syncer:
+        syncer.check()
+        other.failures = 99  # the connection drops for good after the check
+        report = syncer.run_once()
+    assert set(report.pending) == {"p/big", "p/small", "q/crashed"}  # one run failed; the rest waited
+    assert all("connection reset" in why for why in report.pending.values())
+
+
+def test_a_remote_inside_the_store_is_refused(store):
+    make_store(store)
+    with pytest.raises(UsageError, match="inside it"):
+        localtrack.sync(str(store / "backup"), dir=store)
