@@ -164,7 +164,7 @@ def _table_last(table: pa.Table) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     last: dict[str, Any] = {}
-    for field in table.schema[2:]:
+    for field in list(table.schema)[2:]:
         values = pc.drop_null(table[field.name])
         if len(values):
             value = values[-1].as_py()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import localtrack
@@ -165,6 +167,8 @@ def test_many_segments_and_resume(store, monkeypatch):
     run.finish()
     segs = list((store / "p" / "runs" / "seg" / "segments").glob("*.parquet"))
     assert len(segs) > 10
+    manifest = json.loads((store / "p" / "runs" / "seg" / "manifest.json").read_text())
+    assert sorted(s["file"] for s in manifest["segments"]) == sorted(p.name for p in segs)
     assert len(list((store / "p" / "runs" / "seg" / "wal").glob("*.jsonl"))) <= 1  # small tail
     run = localtrack.init(project="p", id="seg", resume="must", dir=store)
     assert run.step == 500
