@@ -88,6 +88,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from ._plot import plot
+
+    out = plot(_api(args.dir), args.paths, args.key, args.out, x=args.x, smooth=args.smooth, log=args.log)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ._sweeps import _agent, _queue
 
@@ -204,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a non-loopback --host (the dashboard has no login)")
     p.set_defaults(func=cmd_ui)
+    p = sub.add_parser("plot", parents=[common], help="draw metrics of runs to an image (png, svg, pdf)")
+    p.add_argument("paths", nargs="+", metavar="PROJECT/ID")
+    p.add_argument("--key", action="append", required=True, help="metric to draw (repeat for more)")
+    p.add_argument("--out", required=True, help="image file to write, e.g. loss.png")
+    p.add_argument("--x", choices=("step", "time"), default="step", help="x axis (default step)")
+    p.add_argument("--smooth", type=float, default=0.0, help="EMA smoothing weight in [0, 1)")
+    p.add_argument("--log", action="store_true", help="log-scale y axis")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 
