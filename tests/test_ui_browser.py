@@ -1,0 +1,348 @@
+"""`localtrack ui` end to end in Debian's Chromium, driven by Playwright.
+
+A real `localtrack ui` process serves a store of runs made through the real API,
+one of them written live by another process during the tests. Without Chromium
+these tests FAIL (CI installs it); set LOCALTRACK_ALLOW_NO_BROWSER=1 to skip them
+on a machine that has none. LOCALTRACK_UI_SCREENSHOT=docs/ui.png also saves the
+main page there (how docs/ui.png is made).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import localtrack
+
+from .ui_helpers import EVIL_CONFIG, EVIL_NAME, LiveWriter, UIProcess, build_store
+
+# Read at import: the autouse fixture in conftest.py clears LOCALTRACK_* before each test.
+ALLOW_NO_BROWSER = bool(os.environ.get("LOCALTRACK_ALLOW_NO_BROWSER"))
+SCREENSHOT = os.environ.get("LOCALTRACK_UI_SCREENSHOT")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 15_000
+
+
+def _no_browser(reason: str) -> None:
+    if ALLOW_NO_BROWSER:
+        pytest.skip(reason)
+    pytest.fail(f"{reason}: install Debian's chromium (apt-get install chromium) and the test extra, "
+                "or set LOCALTRACK_ALLOW_NO_BROWSER=1 to skip the browser tests", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        _no_browser(f"no Chromium at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _no_browser("playwright is not installed")
+    with sync_playwright() as pw:
+        # launch() gives the browser a new, empty --user-data-dir of its own.
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("uib") / "store"
+    build_store(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def live(store: Path):
+    writer = LiveWriter(store)
+    writer.log(30)
+    yield writer
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def ui(store: Path, live: LiveWriter):
+    proc = UIProcess(store)
+    yield proc
+    code, out, err = proc.stop()
+    assert code == 0, (out, err)
+    assert "Traceback" not in err, err
+
+
+class Page:
+    """One tab on the dashboard, shared by the tests of this module (loading plotly.js, 4.8 MB,
+    takes a second or two: the dashboard is one page, so tests move by its #fragment as a
+    user clicks), recording what could go wrong."""
+
+    def __init__(self, browser, url: str) -> None:
+        self.url = url
+        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+
+    def goto(self, fragment: str) -> None:
+        """Open ``fragment`` with the settings a first visit has (no saved selection or columns)."""
+        if self.page.url == "about:blank":
+            self.page.goto(self.url + "#/", wait_until="domcontentloaded")
+        self.page.evaluate("location.hash = '#/'; localStorage.clear()")
+        self.page.wait_for_selector("#projects")
+        self.page.evaluate("(f) => { location.hash = f; }", fragment)
+
+    def points(self, metric: str, path: str) -> int:
+        """Markers plotly drew for one run's line in one metric's panel."""
+        return self.page.evaluate("""([metric, path]) => {
+            const gd = [...document.querySelectorAll('.panel')].find(p => p.dataset.metric === metric)
+                ?.querySelector('.js-plotly-plot');
+            if (!gd || !gd.data) return -1;
+            const i = gd.data.findIndex(t => t.meta === path && t.name !== undefined);
+            if (i < 0) return -1;
+            return gd.querySelectorAll('.scatterlayer .trace')[i].querySelectorAll('path.point').length;
+        }""", [metric, path])
+
+    def lines(self, metric: str) -> list[str]:
+        """Which runs the metric's panel draws (paths of its main traces)."""
+        return self.page.evaluate("""(metric) => {
+            const gd = [...document.querySelectorAll('.panel')].find(p => p.dataset.metric === metric)
+                ?.querySelector('.js-plotly-plot');
+            return gd && gd.data ? gd.data.filter(t => t.name !== undefined).map(t => t.meta).sort() : [];
+        }""", metric)
+
+    def wait(self, what: str, predicate, timeout: float = TIMEOUT_MS / 1000) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            self.page.wait_for_timeout(100)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def check(self) -> None:
+        """What must never happen, whatever the test did."""
+        dialogs, errors, requests = self.dialogs[:], self.errors[:], self.requests[:]
+        del self.dialogs[:], self.errors[:], self.requests[:]
+        assert not dialogs, f"store data ran as code: {dialogs}"
+        assert not errors, errors
+        outside = [u for u in requests if not u.startswith(self.url)]
+        assert not outside, f"requests left the machine: {outside}"
+
+
+@pytest.fixture(scope="module")
+def tab(browser, ui):
+    p = Page(browser, ui.url)
+    yield p
+    p.context.close()
+
+
+@pytest.fixture
+def page(tab):
+    tab.check()
+    yield tab
+    tab.check()
+
+
+def row(page: Page, path: str):
+    return page.page.locator(f'#runs tbody tr[data-path="{path}"]')
+
+
+def test_runs_table_and_charts(page):
+    page.goto("#/p/mnist")
+    pg = page.page
+    pg.wait_for_selector("#runs tbody tr")
+    assert pg.inner_text("#run-count") == "8 of 8 runs"
+    live_row = row(page, "mnist/live")
+    assert live_row.locator(".state.running").count() == 1          # live runs look live
+    assert live_row.locator("td").nth(4).inner_text() == "30"       # steps
+    assert row(page, "mnist/r3-diverged").locator(".state.failed").count() == 1
+    assert row(page, "mnist/crashed").locator(".state.crashed").count() == 1
+    headers = pg.locator("#runs thead th").all_inner_texts()
+    for column in ("name", "id", "state", "steps", "duration", "tags", "group", "host", "lr", "batch"):
+        assert any(h.strip().startswith(column) for h in headers), (column, headers)
+    assert row(page, "mnist/r1-wide-lr").inner_text().count("0.3") >= 1  # a config column
+
+    # Charts: the newest runs are selected at first; every logged step is a drawn point.
+    pg.wait_for_selector('.panel[data-metric="loss"] .scatterlayer path.point')
+    page.wait("live run's loss curve", lambda: page.points("loss", "mnist/live") == 30)
+    assert page.points("loss", "mnist/crashed") == 25
+    assert pg.locator(".panel").count() >= 3 and pg.locator('.panel[data-metric="best_acc"]').count() == 0
+
+    # Switch runs: only baseline, then baseline and wide-lr.
+    pg.click("#clear-selection")
+    page.wait("empty charts", lambda: pg.locator(".panel").count() == 0)
+    row(page, "mnist/r0-baseline").locator("input.select").check()
+    page.wait("baseline alone", lambda: page.lines("loss") == ["mnist/r0-baseline"])
+    assert page.points("loss", "mnist/r0-baseline") == 40
+    row(page, "mnist/r1-wide-lr").locator("input.select").check()
+    page.wait("two runs overlaid", lambda: page.lines("loss") == ["mnist/r0-baseline", "mnist/r1-wide-lr"])
+    assert pg.locator('.panel[data-metric="loss"] .legendtext').all_text_contents() == ["baseline", "wide-lr"]
+    for path in ("mnist/r2-adam-small", "mnist/r3-diverged", "mnist/live"):
+        row(page, path).locator("input.select").check()
+    page.wait("five runs overlaid", lambda: len(page.lines("loss")) == 5)
+    colors = pg.evaluate("""() => document.querySelector('.panel[data-metric="loss"] .js-plotly-plot')
+        .data.filter(t => t.name !== undefined).map(t => t.line.color)""")
+    assert len(set(colors)) == 5, colors
+    pg.evaluate("document.activeElement.blur()")
+    shot = pg.screenshot()
+    assert shot.startswith(b"\x89PNG") and len(shot) > 50_000
+    if SCREENSHOT:
+        Path(SCREENSHOT).write_bytes(shot)
+
+    # Sort and filter.
+    pg.click('#runs thead th[data-key="steps"]')
+    assert pg.locator("#runs tbody tr").first.get_attribute("data-path") == "mnist/r0-baseline" or \
+        pg.locator("#runs tbody tr").first.locator("td").nth(4).inner_text() == "40"
+    pg.select_option("#filter-state", "failed")
+    assert pg.locator("#runs tbody tr").count() == 1 and pg.inner_text("#run-count") == "1 of 8 runs"
+    pg.select_option("#filter-state", "")
+    pg.fill("#search", "lr=0.3")
+    assert [r.get_attribute("data-path") for r in pg.locator("#runs tbody tr").all()] == ["mnist/r1-wide-lr"]
+    pg.fill("#search", "")
+    pg.select_option("#filter-tag", "sweep")
+    assert pg.locator("#runs tbody tr").count() == 3
+    pg.select_option("#filter-group", "adam")
+    shown = [r.get_attribute("data-path") for r in pg.locator("#runs tbody tr").all()]
+    assert shown == ["mnist/r2-adam-small"]
+
+
+def test_chart_controls(page):
+    page.goto("#/p/mnist")
+    pg = page.page
+    pg.wait_for_selector('.panel[data-metric="loss"] .scatterlayer path.point')
+    layout = """(key) => [...document.querySelectorAll('.panel')].find(p => p.dataset.metric === 'loss')
+                  .querySelector('.js-plotly-plot')._fullLayout[key].type"""
+    pg.select_option("#x-axis", "time")
+    page.wait("a wall-time axis", lambda: pg.evaluate(layout, "xaxis") == "date")
+    pg.select_option("#x-axis", "step")
+    page.wait("a step axis", lambda: pg.evaluate(layout, "xaxis") == "linear")
+    pg.check("#log-y")
+    assert pg.evaluate(layout, "yaxis") == "log"
+    pg.uncheck("#log-y")
+    traces = "() => document.querySelector('.panel[data-metric=\"loss\"] .js-plotly-plot').data.length"
+    before = pg.evaluate(traces)
+    pg.fill("#smoothing", "0.6")
+    page.wait("a faint raw line under each smoothed one", lambda: pg.evaluate(traces) == 2 * before)
+
+    # Zoom by dragging across the plot: the server is asked for the range at full resolution.
+    plot = pg.locator('.panel[data-metric="loss"] .nsewdrag').first
+    box = plot.bounding_box()
+    assert box
+    y = box["y"] + box["height"] / 2
+    pg.mouse.move(box["x"] + box["width"] * 0.3, y)
+    pg.mouse.down()
+    pg.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    pg.mouse.up()
+    page.wait("a zoomed request", lambda: any("xmin=" in u for u in page.requests))
+    page.wait("the zoom shown", lambda: "zoomed" in pg.inner_text('.panel[data-metric="loss"] .info'))
+    pg.locator('.panel[data-metric="loss"] .nsewdrag').first.dblclick()
+    page.wait("zoom reset", lambda: "zoomed" not in pg.inner_text('.panel[data-metric="loss"] .info'))
+
+
+def test_live_run_updates_without_reload(page, live, store):
+    page.goto("#/p/mnist")
+    pg = page.page
+    pg.wait_for_selector('.panel[data-metric="loss"] .scatterlayer path.point')
+    before = page.points("loss", "mnist/live")
+    assert before == live.log(0)
+    pg.evaluate("window.__notReloaded = true")
+    t = time.monotonic()
+    at = live.log(7)
+    page.wait("the new steps in the chart", lambda: page.points("loss", "mnist/live") == at, timeout=10)
+    took = time.monotonic() - t
+    assert row(page, "mnist/live").locator("td").nth(4).inner_text() == str(at)
+    assert pg.evaluate("window.__notReloaded") is True
+    assert took < 6, took   # the page polls every 2 s
+
+    # A run that starts while the page is open shows up in the table by itself.
+    newcomer = localtrack.init(project="mnist", id="newcomer", dir=store, name="late-arrival")
+    newcomer.log({"loss": 0.5})
+    newcomer.finish()
+    page.wait("the new run's row", lambda: row(page, "mnist/newcomer").count() == 1, timeout=10)
+    assert pg.evaluate("window.__notReloaded") is True
+
+
+def test_store_data_is_text_not_code(page):
+    page.goto("#/p/mnist")
+    pg = page.page
+    pg.wait_for_selector('#runs tbody tr[data-path="mnist/evil"]')
+    evil = row(page, "mnist/evil")
+    assert evil.locator("td.name a").inner_text() == EVIL_NAME
+    assert evil.locator(".tag").inner_text() == "<b>t</b>"
+    assert pg.evaluate("document.images.length") == 0
+    pg.click("#clear-selection")
+    evil.locator("input.select").check()
+    row(page, "mnist/r0-baseline").locator("input.select").check()
+    page.wait("the evil run charted", lambda: "mnist/evil" in page.lines("loss"))
+    legend = pg.locator('.panel[data-metric="loss"] .legendtext').all_text_contents()
+    assert EVIL_NAME in legend, legend
+    page.goto("#/p/mnist/r/evil")
+    pg.wait_for_selector("#config")
+    assert pg.inner_text("#run-name") == EVIL_NAME
+    assert EVIL_CONFIG in pg.inner_text("#config")
+    assert pg.evaluate("document.scripts.length") == 2 and pg.evaluate("document.images.length") == 0
+    pg.evaluate("document.title")   # the page is alive; close() checks no dialog ever opened
+
+
+def test_run_page(page, live):
+    page.goto("#/p/mnist/r/resumed")
+    pg = page.page
+    pg.wait_for_selector("#events")
+    assert pg.inner_text("#run-name") == "resumed-once"
+    assert "resumed 1× (at step 10)" in pg.inner_text("#lifecycle")
+    assert "finished with exit code 0" in pg.inner_text("#lifecycle")
+    assert pg.locator("#events tbody tr").count() == 3
+    assert "lr" in pg.inner_text("#config") and "loss" in pg.inner_text("#summary")
+    files = pg.locator("#files a").all_inner_texts()
+    assert "run.json" in files and "events.jsonl" in files
+    href = pg.locator("#files a", has_text="config.json").get_attribute("href")
+    assert href and pg.request.get(page.url + href.lstrip("/")).json() == {"lr": 0.1}
+    pg.wait_for_selector('.panel[data-metric="loss"] .scatterlayer path.point')
+    assert page.points("loss", "mnist/resumed") == 20
+
+    page.goto("#/p/mnist/r/live")
+    pg.wait_for_selector('.panel[data-metric="loss"] .scatterlayer path.point')
+    assert pg.locator("h1 .state.running").count() == 1
+    at = live.log(3)
+    page.wait("live steps on the run page", lambda: page.points("loss", "mnist/live") == at, timeout=10)
+
+
+def test_compare_highlights_config_differences(page):
+    page.goto("#/p/mnist")
+    pg = page.page
+    pg.wait_for_selector("#runs tbody tr")
+    pg.click("#clear-selection")
+    row(page, "mnist/r0-baseline").locator("input.select").check()
+    row(page, "mnist/r1-wide-lr").locator("input.select").check()
+    pg.click("#compare")
+    pg.wait_for_selector("#compare-table")
+    assert "compare" in pg.url
+    diff = pg.locator('#compare-table tr[data-key="config:lr"]')
+    assert "diff" in (diff.get_attribute("class") or "")
+    assert diff.locator("td").all_inner_texts()[1:] == ["0.1", "0.3"]
+    same = pg.locator('#compare-table tr[data-key="config:model.act"]')
+    assert "diff" not in (same.get_attribute("class") or "")
+    pg.check("#only-diff")
+    assert pg.locator('#compare-table tr[data-key="config:model.act"]').count() == 0
+    assert pg.locator('#compare-table tr[data-key="config:batch"]').count() == 1
+    pg.wait_for_selector('.panel[data-metric="loss"] .scatterlayer path.point')
+    assert sorted(page.lines("loss")) == ["mnist/r0-baseline", "mnist/r1-wide-lr"]
+
+
+def test_projects_page(page):
+    page.goto("#/")
+    pg = page.page
+    pg.wait_for_selector("#projects")
+    assert pg.locator("#projects tbody tr").count() == 2
+    pg.click("#projects a >> text=cifar10")
+    pg.wait_for_selector("#runs tbody tr")
+    assert pg.locator("#runs tbody tr").count() == 1
