@@ -1,4 +1,4 @@
-"""The command line: ``localtrack runs``, ``show`` and ``demo``. Only this module prints."""
+"""The command line (``localtrack --help`` lists the commands). Only this module prints."""
 
 from __future__ import annotations
 
