@@ -346,3 +346,47 @@ def test_projects_page(page):
     pg.click("#projects a >> text=cifar10")
     pg.wait_for_selector("#runs tbody tr")
     assert pg.locator("#runs tbody tr").count() == 1
+
+
+@pytest.fixture(scope="module")
+def sweep_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    from .test_ui_server import make_sweep
+
+    root = tmp_path_factory.mktemp("uis") / "store"
+    return root, make_sweep(root)
+
+
+def test_sweeps_view_shows_runs_and_best(browser, sweep_store):
+    root, sweep_id = sweep_store
+    runs = {r["params"]["lr"]: r["id"] for r in localtrack.Api(root).sweep(f"tune/{sweep_id}").runs}
+    proc = UIProcess(root)
+    tab = Page(browser, proc.url)
+    try:
+        pg = tab.page
+        pg.goto(proc.url + "#/p/tune", wait_until="domcontentloaded")
+        pg.wait_for_selector("#runs tbody tr")
+        pg.click("#tab-sweeps")
+        pg.wait_for_selector("#sweeps tbody tr")
+        listed = pg.locator("#sweeps tbody tr")
+        assert listed.count() == 1
+        text = listed.inner_text()
+        assert "lr-grid" in text and "grid" in text and "val/loss (minimize)" in text
+        assert "2 finished" in text and "1 failed" in text and runs[0.1] in text
+        listed.locator("a", has_text=sweep_id).click()
+        pg.wait_for_selector("#sweep-runs tbody tr")
+        rows = pg.locator("#sweep-runs tbody tr")
+        assert [r.get_attribute("data-id") for r in rows.all()] == [runs[0.3], runs[0.1], runs[0.5]]
+        best = pg.locator("#sweep-runs tbody tr.best")
+        assert best.count() == 1 and best.get_attribute("data-id") == runs[0.1]
+        assert "best" in best.inner_text() and "0.43333" in best.inner_text()
+        failed = pg.locator(f'#sweep-runs tbody tr[data-id="{runs[0.5]}"]')
+        assert failed.locator(".state.failed").count() == 1
+        assert "(empty" in pg.inner_text("#sweep-queue")
+        best.locator("a", has_text=runs[0.1]).click()
+        pg.wait_for_selector("#config")
+        assert "0.1" in pg.inner_text("#config") and pg.url.endswith(f"#/p/tune/r/{runs[0.1]}")
+        tab.check()
+    finally:
+        tab.context.close()
+        code, _, err = proc.stop()
+    assert code == 0 and "Traceback" not in err, err

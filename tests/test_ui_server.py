@@ -132,6 +132,80 @@ def test_errors_are_json_with_a_status(ui):
     assert status == 404
 
 
+# -- sweeps ----------------------------------------------------------------------------------
+
+SWEEP_GRID = {"method": "grid", "name": "lr-grid", "metric": {"name": "val/loss", "goal": "minimize"},
+              "parameters": {"lr": {"values": [0.3, 0.1, 0.5]}, "opt": {"value": "sgd"}}}
+
+
+def _sweep_train() -> None:
+    """Logs val/loss = lr + 1/step; the lr=0.5 point fails (an exception, no requeue)."""
+    run = localtrack.init()
+    for step in range(1, 4):
+        run.log({"val/loss": run.config.lr + 1 / step})
+    if run.config.lr == 0.5:
+        raise RuntimeError("diverged")
+    run.finish()
+
+
+def make_sweep(root: Path, project: str = "tune") -> str:
+    """A real grid sweep of three runs (two finished, one failed); returns its id."""
+    sweep_id = localtrack.sweep(SWEEP_GRID, project=project, dir=str(root))
+    ran = localtrack.agent(sweep_id, function=_sweep_train, project=project, dir=str(root))
+    assert ran == 3
+    return sweep_id
+
+
+def test_sweeps_list_and_one_sweep(tmp_path):
+    root = tmp_path / "store"
+    sweep_id = make_sweep(root)
+    by_lr = {r["params"]["lr"]: r["id"] for r in localtrack.Api(root).sweep(f"tune/{sweep_id}").runs}
+    proc = UIProcess(root)
+    try:
+        listed = get_json(proc.url, "/api/sweeps", project="tune")["sweeps"]
+        assert len(listed) == 1
+        row = listed[0]
+        assert row["id"] == sweep_id and row["method"] == "grid" and row["name"] == "lr-grid"
+        assert row["metric"] == {"name": "val/loss", "goal": "minimize"}
+        assert row["counts"] == {"finished": 2, "failed": 1} and row["runs"] == 3 and row["queue"] == 0
+        assert row["best"]["id"] == by_lr[0.1]
+        assert row["best"]["metric"] == pytest.approx(0.1 + 1 / 3)
+        assert row["created"] > 1e9
+
+        one = get_json(proc.url, "/api/sweep", path=f"tune/{sweep_id}")
+        assert one["config"]["parameters"]["lr"] == {"values": [0.3, 0.1, 0.5]}
+        assert one["queue"] == [] and one["best"] == row["best"]
+        runs = {r["params"]["lr"]: r for r in one["runs"]}
+        assert [r["params"]["lr"] for r in one["runs"]] == [0.3, 0.1, 0.5]   # grid order
+        assert runs[0.5]["status"] == "failed" and runs[0.5]["exit_status"] == 1
+        assert runs[0.3]["status"] == "finished" and runs[0.3]["requeues"] == 0
+        assert runs[0.3]["params"] == {"lr": 0.3, "opt": "sgd"}
+        assert runs[0.3]["metric"] == pytest.approx(0.3 + 1 / 3)
+        # the sweep's runs are ordinary runs of the project
+        ids = {r["id"] for r in get_json(proc.url, "/api/runs", project="tune")["runs"]}
+        assert ids == set(by_lr.values())
+
+        assert get_json(proc.url, "/api/sweeps", project="nothing-here")["sweeps"] == []
+        status, _, body = get(proc.url, "/api/sweep", path="tune/nosuchsweep")
+        assert status == 404 and "No sweep" in json.loads(body)["error"]
+        status, _, body = get(proc.url, "/api/sweep", path="tune/../x")
+        assert status == 400
+        status, _, _ = get(proc.url, "/api/sweeps")
+        assert status == 400
+    finally:
+        code, _, err = proc.stop()
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_sweeps_of_a_remote_store_are_an_empty_list(tmp_path):
+    from localtrack._ui import _sweeps
+
+    class _Remote:
+        root = object()   # not a Path: a remote store
+
+    assert _sweeps.sweeps(_Remote(), "p") == []  # type: ignore[arg-type]
+
+
 # -- what the page is made of ----------------------------------------------------------------
 
 def test_every_asset_is_local(ui):

@@ -31,7 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from .._query import Api
-from ..errors import LocaltrackError, RunNotFoundError, UsageError
+from ..errors import LocaltrackError, RunNotFoundError, SweepNotFoundError, UsageError
+from . import _sweeps
 from ._assets import Assets
 from ._data import StoreView
 
@@ -212,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._route(url.path, query)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        except RunNotFoundError as exc:
+        except (RunNotFoundError, SweepNotFoundError) as exc:
             self._error(HTTPStatus.NOT_FOUND, str(exc))
         except UsageError as exc:  # InvalidNameError among them
             self._error(HTTPStatus.BAD_REQUEST, str(exc))
@@ -245,6 +246,12 @@ class _Handler(BaseHTTPRequestHandler):
             points = int(_float(q.get("points")) or 1000)
             self._json(view.history(_required(q, "path"), keys, x=q.get("x", "step"), points=points,
                                     xmin=_float(q.get("xmin")), xmax=_float(q.get("xmax"))))
+        elif path == "/api/sweeps":
+            project = _required(q, "project")
+            self._json({"root": str(view.root), "project": project,
+                        "sweeps": _sweeps.sweeps(view.api, project)})
+        elif path == "/api/sweep":
+            self._json({"root": str(view.root), **_sweeps.sweep(view.api, _required(q, "path"))})
         elif path == "/api/file":
             self._file(_required(q, "path"), _required(q, "name"))
         else:

@@ -1,4 +1,4 @@
-// localtrack dashboard: projects, runs table, charts, run page, compare.
+// localtrack dashboard: projects, runs table, charts, run page, compare, sweeps.
 //
 // Safety rule for this file: data from the store (run names, ids, tags, config keys and
 // values) reaches the page only as text — textContent, attribute values, or plotly strings
@@ -499,7 +499,7 @@ async function showProject(project) {
   const table = h("table", {id: "runs"}, thead, tbody);
   const chartRoot = h("section", {id: "charts"});
   const app = document.getElementById("app");
-  app.replaceChildren(
+  app.replaceChildren(projectTabs(project, "runs"),
     h("div", {class: "toolbar"}, q, stateSel, tagSel, groupSel, colDetails, count, compareBtn, clearBtn),
     h("div", {class: "table-wrap"}, table), chartRoot);
 
@@ -644,6 +644,107 @@ async function showProject(project) {
     await charts.refresh();
   });
   listed = JSON.stringify(runs.map(r => ({...r, duration: 0})));
+}
+
+// ---------------------------------------------------------------- sweeps
+
+function projectTabs(project, current) {
+  const tab = (name, href) => h("a", {href, class: name === current ? "tab current" : "tab", id: `tab-${name}`}, name);
+  return h("nav", {class: "tabs"}, tab("runs", `#/p/${enc(project)}`), tab("sweeps", `#/p/${enc(project)}/sweeps`));
+}
+
+const SWEEP_STATES = ["queued", "running", "finished", "failed", "crashed", "preempted"];
+
+function countsText(counts) {
+  const keys = Object.keys(counts).sort((a, b) => (SWEEP_STATES.indexOf(a) + 99) % 99 - (SWEEP_STATES.indexOf(b) + 99) % 99 || a.localeCompare(b));
+  return keys.map(k => `${counts[k]} ${k}`).join(" · ");
+}
+
+function metricText(metric) {
+  return metric ? `${metric.name} (${metric.goal})` : "";
+}
+
+function sweepsTable(project, sweeps, current) {
+  if (!sweeps.length) return h("p", {class: "muted"}, `No sweeps in project ${project}. Create one with localtrack.sweep(…).`);
+  return h("div", {class: "table-wrap"}, h("table", {id: "sweeps"},
+    h("thead", {}, h("tr", {}, ["sweep", "name", "method", "metric", "runs", "queued", "best run", "best value", "created"].map(x => h("th", {}, x)))),
+    h("tbody", {}, sweeps.map(s => h("tr", {class: s.id === current ? "selected" : "", dataset: {id: s.id}},
+      h("td", {class: "mono"}, h("a", {href: `#/p/${enc(project)}/sweeps/${enc(s.id)}`}, s.id)),
+      h("td", {}, s.name ?? ""), h("td", {}, s.method ?? ""), h("td", {class: "mono"}, metricText(s.metric)),
+      h("td", {}, `${s.runs}`, s.runs ? h("span", {class: "muted"}, ` (${countsText(s.counts)})`) : ""),
+      h("td", {class: "num"}, s.queue),
+      h("td", {class: "mono"}, s.best ? h("a", {href: `#/p/${enc(project)}/r/${enc(s.best.id)}`}, s.best.id) : ""),
+      h("td", {class: "num"}, s.best ? fmtNum(s.best.metric) : ""),
+      h("td", {}, fmtTime(s.created)))))));
+}
+
+function sweepDetail(project, sw) {
+  const paramKeys = [...new Set(sw.runs.flatMap(r => Object.keys(flatParams(r.params))))].sort();
+  const metricName = sw.metric ? sw.metric.name : "metric";
+  const best = sw.best ? sw.best.id : null;
+  const runs = h("table", {id: "sweep-runs"},
+    h("thead", {}, h("tr", {}, h("th", {}, "run"), h("th", {}, "status"), h("th", {}, "requeues"),
+      h("th", {}, "exit status"), paramKeys.map(k => h("th", {class: "cfg"}, k)), h("th", {class: "sum"}, metricName))),
+    h("tbody", {}, sw.runs.map(r => {
+      const params = flatParams(r.params);
+      return h("tr", {class: r.id === best ? "best" : "", dataset: {id: r.id}},
+        h("td", {class: "mono"}, h("a", {href: `#/p/${enc(project)}/r/${enc(r.id)}`}, r.id),
+          r.id === best ? h("span", {class: "best-mark", title: `best by ${metricName}`}, " ★ best") : ""),
+        h("td", {}, stateBadge(r.status)), h("td", {class: "num"}, r.requeues),
+        h("td", {class: "num"}, r.exit_status ?? ""),
+        paramKeys.map(k => h("td", {class: typeof params[k] === "number" ? "num" : ""}, fmtValue(params[k]))),
+        h("td", {class: "num"}, r.metric === null || r.metric === undefined ? "" : fmtNum(r.metric)));
+    })));
+  const meta = [["sweep", sw.id], ["name", sw.name], ["method", sw.method], ["metric", metricText(sw.metric)],
+    ["runs", `${sw.runs.length}` + (sw.runs.length ? ` (${countsText(sw.counts)})` : "")],
+    ["best run", best ? `${best} (${metricName} = ${fmtNum(sw.best.metric)})` : "none yet"]]
+    .filter(([, x]) => x !== undefined && x !== null && x !== "");
+  return h("div", {id: "sweep"},
+    h("h2", {}, `Sweep ${sw.id}`),
+    h("div", {class: "grid2"},
+      h("section", {class: "card"}, h("dl", {class: "meta", id: "sweep-meta"}, meta.map(([k, x]) => [h("dt", {}, k), h("dd", {}, x)])),
+        h("h2", {}, "queue"), sw.queue.length
+          ? h("ol", {id: "sweep-queue", class: "mono"}, sw.queue.map(id => h("li", {}, h("a", {href: `#/p/${enc(project)}/r/${enc(id)}`}, id))))
+          : h("p", {class: "muted", id: "sweep-queue"}, "(empty: no run waits to be requeued)")),
+      h("section", {class: "card"}, h("h2", {}, "config"), kvTable("sweep-config", flatParams(sw.config)))),
+    h("h2", {}, "runs"),
+    sw.runs.length ? h("div", {class: "table-wrap tall"}, runs) : h("p", {class: "muted"}, "(no runs yet)"));
+}
+
+function flatParams(obj, prefix = "", out = {}) {
+  for (const [k, v] of Object.entries(obj || {})) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length) flatParams(v, key, out);
+    else out[key] = v;
+  }
+  return out;
+}
+
+async function showSweeps(project, sweepId) {
+  const v = startView();
+  crumbs(h("a", {href: `#/p/${enc(project)}`}, project), h("a", {href: `#/p/${enc(project)}/sweeps`}, "sweeps"),
+    ...(sweepId ? [h("span", {}, sweepId)] : []));
+  const load = async () => {
+    const list = await api("/api/sweeps", {project});
+    const one = sweepId ? await api("/api/sweep", {path: `${project}/${sweepId}`}) : null;
+    return {list, one};
+  };
+  let data = await load();
+  if (!v.alive) return;
+  document.getElementById("store").textContent = data.list.root;
+  const app = document.getElementById("app");
+  const render = () => app.replaceChildren(projectTabs(project, "sweeps"), h("h1", {}, "Sweeps"),
+    sweepsTable(project, data.list.sweeps, sweepId), data.one ? sweepDetail(project, data.one) : "");
+  render();
+  let shown = JSON.stringify(data);
+  every(v, LIST_EVERY_MS, async () => {
+    const fresh = await load();
+    const text = JSON.stringify(fresh);
+    if (!v.alive || text === shown) return;
+    data = fresh;
+    shown = text;
+    render();
+  });
 }
 
 // ---------------------------------------------------------------- one run
@@ -797,6 +898,7 @@ async function route() {
   try {
     if (parts[0] === "p" && parts[1]) {
       if (parts[2] === "r" && parts[3]) return await showRun(parts[1], parts[3]);
+      if (parts[2] === "sweeps") return await showSweeps(parts[1], parts[3]);
       if (parts[2] === "compare" && parts[3]) return await showCompare(parts[1], parts[3].split(",").filter(Boolean));
       return await showProject(parts[1]);
     }
