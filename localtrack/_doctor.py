@@ -26,12 +26,6 @@ class Finding:
     fixed: bool = False
 
 
-def _live(root: Path, project: _naming.ProjectName, rid: _naming.RunId) -> bool:
-    lock = _layout.lock_path(root, project, rid)
-    alive = _locks.holder_alive(_locks.read_holder(lock))
-    return (not _locks.probe_free(lock)) if alive is None else alive
-
-
 def check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId,
               fix: bool = False) -> list[Finding]:
     """Everything wrong with one run; with ``fix``, repair the fixable part (not for live runs)."""
@@ -94,7 +88,7 @@ def check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId,
                    "died mid-append; those bytes were never acknowledged)", True)
             torn.append((path, good_end))
     if fix and any(f.fixable for f in found):
-        if _live(root, project, rid):
+        if _locks.is_held(_layout.lock_path(root, project, rid)):
             for f in found:
                 f.problem += " [not repaired: the run is live]"
         else:

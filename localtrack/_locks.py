@@ -85,6 +85,13 @@ def holder_alive(holder: dict[str, Any]) -> bool | None:
     return ticks is not None and ticks == holder.get("start_ticks")
 
 
+def is_held(path: Path) -> bool:
+    """Whether a live process holds the lock at ``path``: by its owner record on this host,
+    by a shared probe for an owner on another host."""
+    alive = holder_alive(read_holder(path))
+    return (not probe_free(path)) if alive is None else alive
+
+
 def probe_free(path: Path) -> bool:
     """Whether nobody holds the lock (a shared, non-blocking probe; used for remote holders)."""
     import portalocker

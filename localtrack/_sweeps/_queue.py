@@ -117,10 +117,7 @@ class SweepStore:
     # -- jobs --------------------------------------------------------------------------------
 
     def _run_alive(self, run_id: str) -> bool:
-        lock = _layout.lock_path(self.root, self.project, _naming.run_id(run_id))
-        holder = _locks.read_holder(lock)
-        alive = _locks.holder_alive(holder)
-        return (not _locks.probe_free(lock)) if alive is None else alive
+        return _locks.is_held(_layout.lock_path(self.root, self.project, _naming.run_id(run_id)))
 
     def preempting(self, run_id: str) -> bool:
         """Whether the run called mark_preempting() (recorded in its events)."""
