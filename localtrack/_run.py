@@ -95,6 +95,10 @@ class Run:
         if not seqs:
             return sealed + 1, self._manifest["last_step"]
         newest = _layout.wal_path(rdir, seqs[-1])
+        if newest.is_dir():  # a log kept as a folder of chunks: this is a copy made by sync
+            raise UsageError(f"{self._where} is in a store written by `localtrack sync` "
+                             f"({rdir}); synced stores are read-only. Resume the original run, "
+                             "or read this one with localtrack.Api.", **self._ctx)
         record, good_end = _wal.last_record(newest)
         _wal.cut_torn_tail(newest, good_end, **self._ctx)
         for seq in reversed(seqs[:-1]):
