@@ -62,7 +62,6 @@ class Run:
         self._stored_last: dict[str, Any] | None = None if resumed else {}
         self._seal_lock = threading.Lock()
         self._sealer: threading.Thread | None = None
-        self._preempting = False
         self._preempted_by: str | None = None
 
         self._manifest = _segments.load_manifest(rdir, **self._ctx)
@@ -180,7 +179,6 @@ class Run:
     def mark_preempting(self) -> None:
         """Declare that this run may be preempted: a sweep requeues it if it dies."""
         self._require_running("mark_preempting")
-        self._preempting = True
         self._event("preempting")
 
     def __enter__(self) -> Run:

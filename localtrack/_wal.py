@@ -171,12 +171,10 @@ def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack
 class Appender:
     """An open log file that appends framed lines with the run's fsync policy."""
 
-    def __init__(self, path: Path, policy: str = "periodic", interval: float = 1.0,
-                 count: int = 0) -> None:
+    def __init__(self, path: Path, policy: str = "periodic", interval: float = 1.0) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.offset = os.fstat(self.fd).st_size
-        self.count = count
         self._always = policy == "always"
         self._periodic = policy == "periodic"
         self._interval = interval
@@ -192,7 +190,6 @@ class Appender:
             self._cut_back()
             raise
         self.offset += len(line)
-        self.count += 1
         if self._always:
             os.fsync(self.fd)
         elif self._periodic:
