@@ -1,8 +1,12 @@
 """The per-run writer lock, with an owner record in the lock file.
 
-portalocker takes an exclusive ``flock`` that the kernel drops when the holder
-dies, so a SIGKILLed writer never blocks the next resume. ``flock`` records no
-owner, so, like Mercurial's lock, the holder writes ``host``/``pid``/``since``
+An exclusive ``flock`` is dropped by the kernel when the holder dies, so a
+SIGKILLed writer never blocks the next resume. It is taken with ``fcntl``
+directly, not through portalocker: init() is on every script's start-up path
+and importing portalocker costs ~120 ms there (importlib.metadata for its
+version string), for the same one system call on POSIX, the only platform
+the store supports. The sweep queue and sync, off that path, use portalocker.
+``flock`` records no owner, so, like Mercurial's lock, the holder writes ``host``/``pid``/``since``
 (plus boot id and process start time against pid reuse) into the file; that
 is what a second process is told, and what readers use to tell a live run
 from a crashed one without touching the lock.
@@ -11,6 +15,7 @@ from a crashed one without touching the lock.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import time
@@ -92,19 +97,29 @@ def is_held(path: Path) -> bool:
     return (not probe_free(path)) if alive is None else alive
 
 
+def try_flock(fd: int, *, shared: bool = False) -> bool:
+    """Take an flock on ``fd`` without waiting: False when another open file holds it."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def unflock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def probe_free(path: Path) -> bool:
     """Whether nobody holds the lock (a shared, non-blocking probe; used for remote holders)."""
-    import portalocker
-
     try:
-        with open(path, "rb") as fh:
-            portalocker.lock(fh, portalocker.LOCK_SH | portalocker.LOCK_NB)
-            portalocker.unlock(fh)
-        return True
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return True
-    except portalocker.exceptions.LockException:
-        return False
+    try:
+        return try_flock(fd, shared=True)  # closing the descriptor drops the probe's lock
+    finally:
+        os.close(fd)
 
 
 class RunLock:
@@ -116,51 +131,45 @@ class RunLock:
         self._fh: IO[bytes] | None = None
 
     def acquire(self) -> None:
-        import portalocker  # here, not at import: it pulls in importlib.metadata (~40 ms)
-
         with _fsutil.storage_errors("create the lock file", self.path, **self._ctx):
             _fsutil.ensure_dir(self.path.parent)
             fh = open(self.path, "a+b")
         deadline = time.monotonic() + _RETRY_SECONDS
         while True:
             try:
-                portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
-                break
-            except portalocker.exceptions.AlreadyLocked as exc:
-                if time.monotonic() < deadline:
-                    time.sleep(0.02)
-                    continue
+                if try_flock(fh.fileno()):
+                    break
+            except OSError as exc:
                 fh.close()
-                self._raise_locked(exc)
-            except portalocker.exceptions.LockException as exc:
-                fh.close()
-                cause = exc.__cause__
-                if isinstance(cause, OSError) and cause.errno in _NO_LOCKS:
+                if exc.errno in _NO_LOCKS:
                     raise LockUnavailableError(
                         f"The file system under {str(self.path.parent)!r} does not support file "
-                        f"locks ({os.strerror(cause.errno)}), so localtrack cannot keep two "
+                        f"locks ({os.strerror(exc.errno)}), so localtrack cannot keep two "
                         "writers apart. Mount it with locking enabled (Lustre: -o flock) or use "
                         "a local dir=.", path=str(self.path), **self._ctx) from exc
                 raise
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            fh.close()
+            self._raise_locked()
         fh.seek(0)
         fh.truncate()
         fh.write(dumps(this_process()))
         fh.flush()
         self._fh = fh
 
-    def _raise_locked(self, exc: Exception) -> None:
+    def _raise_locked(self) -> None:
         holder = read_holder(self.path)
         run = self._ctx.get("run_id")
         project = self._ctx.get("project")
         raise RunLockedError(
             f"Run {run!r} in project {project!r} is being written by {describe(holder)}; finish "
             "that process or choose another id.", holder=holder, path=str(self.path),
-            **self._ctx) from exc
+            **self._ctx)
 
     def release(self) -> None:
         """Clear the owner record, then unlock (so nobody reads a stale owner)."""
-        import portalocker
-
         fh, self._fh = self._fh, None
         if fh is None:
             return
@@ -168,5 +177,5 @@ class RunLock:
             fh.truncate(0)
             fh.flush()
         finally:
-            portalocker.unlock(fh)
+            unflock(fh.fileno())
             fh.close()

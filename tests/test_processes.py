@@ -120,7 +120,6 @@ def test_eight_processes_race_for_one_id(store):
     go = store.parent / "go"
     racer = """
         import os, sys, time, localtrack
-        import portalocker  # imported by the first init(); keep import time out of the timing
         while not os.path.exists(sys.argv[2]):
             time.sleep(0.001)
         t0 = time.monotonic()
