@@ -56,6 +56,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 PROJECT = "bench"
@@ -169,6 +170,23 @@ def vm_hwm() -> int:
     return 0
 
 
+def settle(store: str) -> tuple[float, list[str]]:
+    """Wait for the sealer processes a run left working after finish() (outside every timed
+    region): (seconds waited, failures they reported in seal.log)."""
+    try:
+        from localtrack import _sealer
+    except ImportError:  # a localtrack that seals in its own process
+        return 0.0, []
+    t = time.perf_counter()
+    failures = []
+    for lock in Path(store).rglob(_sealer.SEAL_LOCK):
+        _sealer.wait_idle(lock.parent, timeout=WORKER_TIMEOUT)
+        log = lock.parent / _sealer.LOG
+        if log.exists() and "failed" in log.read_text():
+            failures.append(f"{log}: {log.read_text()[-500:]}")
+    return time.perf_counter() - t, failures
+
+
 class _Count:
     """Counts localtrack's warnings (a failed seal is logged, not raised: it must show here)."""
 
@@ -203,8 +221,10 @@ def _loop_localtrack(store: str, it: Iterable[dict[str, Any]], pc: Callable[[], 
     t2 = pc()
     run.finish()
     t3 = pc()
+    waited, failures = settle(store)
     return {"import": t0 - t, "init": t1 - t0, "loop": t2 - t1, "finish": t3 - t2,
-            "bytes_detail": localtrack_bytes(store), "warnings": warned.messages[:5]}
+            "sealer_after_finish": waited, "bytes_detail": localtrack_bytes(store),
+            "warnings": (warned.messages + failures)[:5]}
 
 
 def _loop_floor_buffered(store: str, it: Iterable[dict[str, Any]], pc: Callable[[], float]) -> dict:
@@ -384,6 +404,7 @@ def w_build(a: dict) -> dict:
     hwm_loop = vm_hwm()
     run.finish()
     t3 = pc()
+    waited, failures = settle(a["dir"])
     rdir = os.path.join(a["dir"], PROJECT, "runs", a["id"])
     try:
         with open(os.path.join(rdir, "manifest.json"), "rb") as fh:
@@ -396,7 +417,8 @@ def w_build(a: dict) -> dict:
             "rss_before_init": rss_before, "rss_after_init": rss_init, "samples": samples,
             "hwm_loop": hwm_loop, "hwm_end": vm_hwm(), "rss_end": rss_bytes(),
             "sealed_rows": sealed_rows, "segments_count": len(manifest["segments"]),
-            "bytes_detail": detail, "warnings": warned.messages[:5]}
+            "bytes_detail": detail, "sealer_after_finish": waited,
+            "warnings": (warned.messages + failures)[:5]}
 
 
 def w_resume(a: dict) -> dict:

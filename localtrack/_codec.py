@@ -107,7 +107,7 @@ def _flatten(data: dict[Any, Any], prefix: str, where: str,
         enc[name] = _tag(value) if type(value) is float and not math.isfinite(value) else value
 
 
-_FAST_OPTS = (orjson.OPT_STRICT_INTEGER | orjson.OPT_PASSTHROUGH_DATETIME
+FAST_OPTS = (orjson.OPT_STRICT_INTEGER | orjson.OPT_PASSTHROUGH_DATETIME
               | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS)
 
 
@@ -125,7 +125,7 @@ def encode_fast(data: Any) -> bytes | None:
             or "_crc" in data or _TAG in data or "" in data):
         return None
     try:
-        out = dumps(data, option=_FAST_OPTS)
+        out = dumps(data, option=FAST_OPTS)
     except TypeError:
         return None
     if b"null" in out or out.find(b"{", 1) >= 0 or b"[" in out:

@@ -2,7 +2,9 @@
 
 It only ever calls Syncer passes, so everything _sync guarantees holds here:
 it can be killed at any instant and restarted. File events (watchdog) mark
-the runs they touch, which are synced at most once a second; a full pass
+the runs they touch, and every run with a live writer is marked each tick
+(its mapped log changes without events); marked runs are synced at most once
+a second; a full pass
 every ``poll`` seconds catches what events miss (a writer that died changes
 no file). Where events cannot be trusted (NFS, Lustre, GPFS and other
 network file systems do not report writes made on other nodes) or when
@@ -14,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from ._fsutil import mount_type
 from ._naming import ProjectName, RunId, project_name, run_id
 from ._sync import STATE_DIR, Syncer, SyncReport
 from .errors import LocaltrackError, RemoteError
@@ -34,26 +36,6 @@ _BACKOFF_CAP = 30.0
 NETWORK_FS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "ceph", "beegfs",
                         "glusterfs", "fuse.glusterfs", "fuse.sshfs", "fuse.s3fs", "9p", "afs",
                         "panfs", "orangefs", "pvfs2", "fuse.gcsfuse", "fuse.juicefs"})
-
-
-def mount_type(path: Path, mounts: str | None = None) -> str | None:
-    """The file system type of the mount holding ``path``, from /proc/mounts (None if unknown)."""
-    if mounts is None:
-        try:
-            mounts = Path("/proc/mounts").read_text()
-        except OSError:
-            return None
-    real = os.path.realpath(path)
-    best, fstype = "", None
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, fstype = point, fields[2]
-    return fstype
 
 
 class _Dirty:
@@ -79,6 +61,16 @@ class _Dirty:
         with self.cond:
             self.runs.add(key)
             self.cond.notify()
+
+    def add_live(self) -> None:
+        """Mark the runs whose lock file holds an owner record: a live writer appends through a
+        memory map, which raises no file event, so these are looked at every tick."""
+        for lock in Path(self.root).glob("*/locks/*.lock"):
+            try:
+                if lock.stat().st_size:
+                    self.touched(str(lock))
+            except OSError:
+                continue
 
     def take(self) -> set[tuple[ProjectName, RunId]]:
         with self.cond:
@@ -136,6 +128,8 @@ def watch(syncer: Syncer, poll: float | None = None) -> SyncReport:
     checked = False
     try:
         while not syncer.stop.is_set():
+            if observer is not None:
+                dirty.add_live()
             now = time.monotonic()
             if now >= retry_at and (now >= next_full or dirty.runs):
                 full = now >= next_full

@@ -7,6 +7,7 @@
                                manifest.json       sealed segments (atomically replaced)
                                wal/<seq>.jsonl     framed history records (append-only)
                                segments/<seq>.parquet   sealed, immutable history
+                               seal.lock, seal.again, seal.log   the sealer's lock, request mark, log
     <root>/<project>/locks/<id>.lock               writer lock; holds the holder's pid/host
     <root>/<project>/auto/<cwd-hash>.json          auto-resume pointer for one working directory
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from ._naming import ProjectName, RunId
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_DIR = "localtrack-runs"
 
 
@@ -38,6 +39,11 @@ def run_dir(root: Path, project: ProjectName, rid: RunId) -> Path:
 
 def lock_path(root: Path, project: ProjectName, rid: RunId) -> Path:
     return root / project / "locks" / f"{rid}.lock"
+
+
+def lock_of_run_dir(rdir: Path) -> Path:
+    """The writer lock of the run stored in ``rdir`` (a run directory made by run_dir)."""
+    return rdir.parent.parent / "locks" / f"{rdir.name}.lock"
 
 
 def auto_pointer_path(root: Path, project: ProjectName, cwd: str) -> Path:

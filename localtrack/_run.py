@@ -1,10 +1,10 @@
 """Run: the writer of one run, and ``start()``, which opens or creates it.
 
 A Run is RUNNING until finish() (FINISHED); every public method checks the
-state. A preemption signal is recorded on the side: the run ends "preempted". log() encodes once with
-orjson and appends one framed line with one write(): once it returns, the
-step survives SIGKILL. Closed log files are sealed into Parquet by a
-background thread and at finish().
+state. A preemption signal is recorded on the side: the run ends "preempted".
+log() encodes once with orjson and copies one framed line into the mapped log
+(see _wal): once it returns, the step survives SIGKILL. Closed log files are
+sealed into Parquet by a child process (see _sealer), never in this one.
 """
 
 from __future__ import annotations
@@ -17,21 +17,26 @@ import socket
 import threading
 import time
 import warnings
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _fsutil, _layout, _naming, _resume, _segments, _store, _wal
-from ._codec import dumps, encode_fast, encode_row, encode_tree
+from . import _fsutil, _layout, _naming, _resume, _sealer, _segments, _store, _wal
+from ._codec import FAST_OPTS, dumps, encode_fast, encode_row, encode_tree, untag
 from ._config import Config, Summary
 from ._locks import RunLock
 from ._naming import Ctx
 from ._settings import Settings
-from .errors import RunStateError, StorageError, UsageError
+from .errors import LockUnavailableError, RunStateError, StorageError, UsageError
 
 log = logging.getLogger("localtrack")
 
 ROTATE_BYTES = 16 << 20
-SEAL_MIN_BYTES = 1 << 20
+SEAL_MIN_BYTES = _sealer.SEAL_MIN_BYTES  # a finished tail this big is sealed; smaller stays JSONL
+_time = time.time
+_sum = sum
+_crc32 = zlib.crc32
 
 
 class State(enum.Enum):
@@ -57,27 +62,39 @@ class Run:
         self._ctx: Ctx = {"project": settings.project, "run_id": rid}
         self._where = f"run {rid!r} in project {settings.project!r}"
         self._state = State.RUNNING
+        self._open = True  # log()'s one-attribute check of the state
         self._warned_step = False
-        self._last: dict[str, Any] = {}
-        self._stored_last: dict[str, Any] | None = None if resumed else {}
-        self._seal_lock = threading.Lock()
-        self._sealer: threading.Thread | None = None
+        self._partial_step = -1  # the step of a commit=False record not yet committed
+        self._summary_cache: tuple[int, int, dict[str, Any]] = (-1, 0, {})
         self._preempted_by: str | None = None
 
-        self._manifest = _segments.load_manifest(rdir, **self._ctx)
-        _segments.cleanup(rdir, self._manifest)
-        self._seq, last_step = self._open_log()
-        self._first_seq = self._seq + 1  # log files this process writes and closes whole
+        try:
+            with _sealer.hold(rdir):  # no sealer removes a log while we read and repair it
+                manifest = _segments.load_manifest(rdir, **self._ctx)
+                _segments.cleanup(rdir, manifest)
+                self._seq, last_step = self._open_log(manifest)
+                self._wal = _wal.open_log(_layout.wal_path(rdir, self._seq), ROTATE_BYTES)
+        except TimeoutError as exc:
+            raise LockUnavailableError(f"Cannot open {self._where}: {exc}; is a process stuck "
+                                       "on this file system?", **self._ctx) from exc
+        _fsutil.fsync_dir(rdir / "wal")
         self.starting_step: int = last_step + 1
         self.step: int = self.starting_step
-        self._wal_last_step = last_step
-        self._wal = _wal.Appender(_layout.wal_path(rdir, self._seq), settings.fsync,
-                                  settings.fsync_interval)
-        _fsutil.fsync_dir(rdir / "wal")
         events = rdir / _store.EVENTS
         if events.exists():  # a writer killed mid-event leaves a torn tail: cut it before appending
             _wal.cut_torn_tail(events, _wal.last_record(events)[1], **self._ctx)
-        self._events = _wal.Appender(events, "always")
+        self._events = _wal.Appender(events)
+        self._wal_lock = threading.Lock()  # the flusher thread and rotation/finish
+        self._put: Callable[[bytes], Any] = self._wal.put
+        self._flusher: threading.Thread | None = None
+        self._closed_unsynced: list[Path] = []  # rotated logs the flusher fsyncs
+        self._stop_flusher = threading.Event()
+        if settings.fsync == "always":
+            self._put = self._put_and_sync
+        elif settings.fsync == "periodic":
+            self._flusher = threading.Thread(target=self._flush_periodically, daemon=True,
+                                             name=f"localtrack-fsync-{rid}")
+            self._flusher.start()
         self.config = Config(_store.read_tree(rdir / _store.CONFIG_JSON, "config", **self._ctx),
                              self._write_config)
         self.summary = Summary(self._summary_last,
@@ -86,13 +103,13 @@ class Run:
 
     # -- opening ---------------------------------------------------------------------------
 
-    def _open_log(self) -> tuple[int, int]:
+    def _open_log(self, manifest: dict[str, Any]) -> tuple[int, int]:
         """(active log seq, last step on disk): reads only the tail of the newest log files."""
         rdir = self._rdir
-        sealed = self._manifest["sealed_through"]
+        sealed = manifest["sealed_through"]
         seqs = [s for s in _segments.wal_seqs(rdir) if s > sealed]
         if not seqs:
-            return sealed + 1, self._manifest["last_step"]
+            return sealed + 1, manifest["last_step"]
         newest = _layout.wal_path(rdir, seqs[-1])
         if newest.is_dir():  # a log kept as a folder of chunks: this is a copy made by sync
             raise UsageError(f"{self._where} is in a store written by `localtrack sync` "
@@ -104,7 +121,7 @@ class Run:
             if record is not None:
                 break
             record, _ = _wal.last_record(_layout.wal_path(rdir, seq))
-        last_step = record["_step"] if record is not None else self._manifest["last_step"]
+        last_step = record["_step"] if record is not None else manifest["last_step"]
         return seqs[-1], int(last_step)
 
     # -- public API ------------------------------------------------------------------------
@@ -123,6 +140,64 @@ class Run:
 
     def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
         """Append one history record. Steps below ``run.step`` are dropped with a warning."""
+        # The common call, in as few Python operations as possible: sum() rejects every value
+        # that is not a number in C (None, strings, lists, nested dicts) and its result is
+        # finite only if every value is; orjson rejects numpy, subclasses and big ints.
+        if step is None and commit is None and self._open and type(data) is dict and data:
+            try:
+                total = _sum(data.values())
+                out = dumps(data, option=FAST_OPTS)
+            except TypeError:
+                pass
+            else:
+                if (total - total == 0 and "_step" not in data and "_timestamp" not in data
+                        and "_crc" not in data and "" not in data and "$f" not in data):
+                    s = self.step
+                    body = b'%s,"_step":%d,"_timestamp":%s' % (out[:-1], s, dumps(_time()))
+                    line = b'%s,"_crc":%d}\n' % (body, _crc32(body))
+                    try:
+                        self._put(line)  # ValueError: the mapped window or the file is full
+                    except ValueError:
+                        self._append_slow(line, s)
+                    except OSError as exc:
+                        raise self._storage_error("append to the history log", exc) from exc
+                    self.step = s + 1
+                    return
+        self._log_general(data, step, commit)
+
+    def _append_slow(self, line: bytes, s: int) -> None:
+        """Rotate if the log file is big enough (never inside a step), then append ``line``."""
+        try:
+            if self._wal.offset >= ROTATE_BYTES and s != self._partial_step:
+                self._rotate()
+            self._wal.append(line)
+            if self._settings.fsync == "always":
+                self._wal.sync()
+                self._put = self._put_and_sync
+            else:
+                self._put = self._wal.put
+        except OSError as exc:
+            raise self._storage_error("append to the history log", exc) from exc
+
+    def _put_and_sync(self, line: bytes) -> None:
+        self._wal.put(line)
+        self._wal.sync()
+
+    def _flush_periodically(self) -> None:
+        """fsync the log every fsync_interval seconds (the GIL is released while it runs)."""
+        while not self._stop_flusher.wait(self._settings.fsync_interval):
+            with self._wal_lock:
+                if not self._open:
+                    return
+                paths, self._closed_unsynced = self._closed_unsynced, []
+                try:
+                    for path in paths:
+                        _wal.fsync_path(path)
+                    self._wal.sync()
+                except OSError:
+                    log.warning("fsync of %s failed", self._wal.path, exc_info=True)
+
+    def _log_general(self, data: Any, step: int | None, commit: bool | None) -> None:
         if self._state is not State.RUNNING:
             raise RunStateError(f"Cannot log to {self._where}: it is {self._state.value}. "
                                 "Start or resume it with localtrack.init().", **self._ctx)
@@ -133,38 +208,50 @@ class Run:
                 return
             self.step = step
         s = self.step
+        ts = _time()
         out = encode_fast(data)
         if out is None:
-            body, data = self._encode_slow(data, s)
-        else:
-            body = b'{"_step":%d,"_timestamp":%.6f,%s' % (s, time.time(), out[1:-1])
-        if self._wal.offset >= ROTATE_BYTES and s > self._wal_last_step:
-            self._rotate()
+            out = self._encode_slow(data)
+        body = (b'%s,"_step":%d,"_timestamp":%s' % (out[:-1], s, dumps(ts)) if len(out) > 2
+                else b'{"_step":%d,"_timestamp":%s' % (s, dumps(ts)))
+        line = _wal.frame_body(body)
         try:
-            self._wal.append(_wal.frame_body(body))
+            self._put(line)
+        except ValueError:
+            self._append_slow(line, s)
         except OSError as exc:
             raise self._storage_error("append to the history log", exc) from exc
-        self._wal_last_step = s
-        self._last.update(data)
         if commit or (commit is None and step is None):
             self.step = s + 1
+            self._partial_step = -1
+        else:
+            self._partial_step = s
 
-    def _encode_slow(self, data: Any, s: int) -> tuple[bytes, dict[str, Any]]:
+    def _encode_slow(self, data: Any) -> bytes:
         """Validate and convert a row the fast path refused; raises naming the key."""
         if not isinstance(data, dict):
             raise UsageError(f"run.log() takes a dict of values, got {type(data).__name__} "
                              f"({self._where}).", **self._ctx)
-        enc, raw = encode_row(data, self._where)
-        raw = {k: v for k, v in raw.items() if v is not None}  # None never replaces a summary value
-        return dumps({"_step": s, "_timestamp": round(time.time(), 6), **enc})[:-1], raw
+        return dumps(encode_row(data, self._where)[0])
 
     def finish(self, exit_code: int = 0) -> None:
-        """Flush and seal everything, record the exit code, release the run."""
+        """Close the log, record the exit code, release the run; a child process seals the tail.
+
+        The log is fsynced here unless a sealer is started for it: that process fsyncs the
+        logs first, off this one's exit path (within the periodic policy's promise).
+        """
         if self._state is State.FINISHED:
             return
         self._state = State.FINISHED
+        self._stop_flusher.set()
+        with self._wal_lock:
+            self._open = False
+        sealing = self._worth_sealing()
+        sync = self._settings.fsync == "periodic" and not sealing
         try:
-            self._close_log_and_seal()
+            for path in self._closed_unsynced if sync else ():
+                _wal.fsync_path(path)
+            self._wal.close(sync=sync)
             if self._preempted_by is None:  # a signal never makes a run finished (wandb#9568)
                 self._event("finished", exit_code=int(exit_code))
                 if exit_code == 0:
@@ -175,6 +262,12 @@ class Run:
             from . import _session
 
             _session.forget(self)
+        if sealing:
+            _sealer.request(self._rdir, SEAL_MIN_BYTES)  # after the release: the tail is closed now
+
+    def _worth_sealing(self) -> bool:
+        """Whether finish() leaves a log file the sealer would seal (it decides for itself)."""
+        return self._wal.offset >= SEAL_MIN_BYTES or len(_segments.wal_seqs(self._rdir)) > 1
 
     def mark_preempting(self) -> None:
         """Declare that this run may be preempted: a sweep requeues it if it dies."""
@@ -238,6 +331,7 @@ class Run:
                   **fields}
         try:
             self._events.append(_wal.frame(record))
+            self._events.sync()
         except OSError as exc:
             raise self._storage_error(f"record the {name!r} event in", exc) from exc
 
@@ -256,53 +350,46 @@ class Run:
                                  sync=self._settings.fsync == "always")
 
     def _summary_last(self) -> dict[str, Any]:
-        if self._stored_last is None:  # a resumed run: what earlier processes logged
-            self._stored_last = _segments.summary_last(self._rdir, **self._ctx)
-        return {**self._stored_last, **self._last}
+        """The last logged value of each key, read back from the run's files when asked.
+
+        log() keeps no copy (a dict update per step was a tenth of its cost); this reads
+        the manifest and the unsealed logs once, then only what was appended since.
+        """
+        for _ in range(50):
+            seq, offset, last = self._summary_cache
+            manifest = _segments.load_manifest(self._rdir, **self._ctx)
+            if seq <= manifest["sealed_through"]:  # what we read may be sealed: start over
+                seq, offset, last = manifest["sealed_through"] + 1, 0, dict(manifest["last"])
+            last = dict(last)
+            try:
+                for s in range(seq, self._seq + 1):
+                    path = _layout.wal_path(self._rdir, s)
+                    with open(path, "rb") as fh:
+                        fh.seek(offset)
+                        bodies, good_end = _wal.check(fh.read(), path, **self._ctx)
+                    last.update(_segments.last_values(_segments.records(bodies)))
+                    seq, offset = s, offset + good_end
+                    if s < self._seq:
+                        offset = 0
+            except FileNotFoundError:  # sealed while we read
+                self._summary_cache = (-1, 0, {})
+                continue
+            self._summary_cache = (seq, offset, last)
+            return {k: untag(v) for k, v in last.items()}
+        raise StorageError(f"Could not read the summary of {self._where}: its log files keep "
+                           "changing.", path=str(self._rdir), **self._ctx)
 
     def _rotate(self) -> None:
-        """Close the full log file, open the next, and seal the closed ones in the background."""
-        self._wal.close()
-        self._seq += 1
-        self._wal = _wal.Appender(_layout.wal_path(self._rdir, self._seq), self._settings.fsync,
-                                  self._settings.fsync_interval)
+        """Close the full log file, open the next, and have the closed one sealed."""
+        with self._wal_lock:
+            periodic = self._flusher is not None  # it fsyncs the closed file within a period
+            self._wal.close(sync=not periodic)
+            if periodic:
+                self._closed_unsynced.append(self._wal.path)
+            self._seq += 1
+            self._wal = _wal.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES)
         _fsutil.fsync_dir(self._rdir / "wal")
-        if self._sealer is None or not self._sealer.is_alive():
-            self._sealer = threading.Thread(target=self._seal_quietly, args=(self._seq,),
-                                            name=f"localtrack-seal-{self.id}", daemon=True)
-            self._sealer.start()
-
-    def _seal_quietly(self, active_seq: int) -> None:
-        try:
-            self._seal_below(active_seq)
-        except Exception:  # the log stays authoritative; finish() retries
-            log.warning("sealing %s failed; its history stays in the log", self._where,
-                        exc_info=True)
-
-    def _seal_below(self, active_seq: int) -> None:
-        with self._seal_lock:
-            seqs = [s for s in _segments.wal_seqs(self._rdir) if s < active_seq]
-            self._manifest = _segments.seal(self._rdir, seqs, self._manifest,
-                                            trusted_from=self._first_seq, **self._ctx)
-
-    def _close_log_and_seal(self) -> None:
-        """Close the log; seal what is closed, and the active file if it is worth a segment.
-
-        A small tail stays JSONL (readers handle it, the next writer appends to it): a short
-        script then never pays for importing pyarrow.
-        """
-        if self._sealer is not None:
-            self._sealer.join()
-        self._wal.close()
-        below = self._seq + 1 if self._wal.offset >= SEAL_MIN_BYTES else self._seq
-        if not any(s < below for s in _segments.wal_seqs(self._rdir)
-                   if s > self._manifest["sealed_through"]):
-            return
-        try:
-            self._seal_below(below)
-        except Exception:
-            log.warning("sealing %s at finish failed; its history stays in the log", self._where,
-                        exc_info=True)
+        _sealer.request(self._rdir, SEAL_MIN_BYTES)
 
 
 def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | None) -> Run:

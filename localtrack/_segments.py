@@ -104,7 +104,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _last_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def last_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Last non-null value of each key: a logged None is the same as a key not logged."""
     last: dict[str, Any] = {}
     for row in rows:
@@ -281,7 +281,7 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[lis
                           "changing or a sequence number is missing.", path=str(rdir), **ctx)
 
 
-def _records(bodies: list[bytes]) -> list[dict[str, Any]]:
+def records(bodies: list[bytes]) -> list[dict[str, Any]]:
     return [loads(body + b"}") for body in bodies]
 
 
@@ -290,7 +290,7 @@ def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     manifest, logs = _snapshot(rdir, ctx)
     last = dict(manifest["last"])
     for bodies, _ in logs:
-        last.update(_last_values(_records(bodies)))
+        last.update(last_values(records(bodies)))
     return {k: untag(v) for k, v in last.items()}
 
 
@@ -320,7 +320,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[C
             continue
         table = log_table(data)  # pyarrow's C++ reader; Python rows only for mixed kinds
         if table is None:
-            table = rows_to_table(merge_steps(_records(bodies)))
+            table = rows_to_table(merge_steps(records(bodies)))
         if wanted is not None:
             table = table.select([c for c in wanted if c in table.column_names])
         tables.append(table)

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import portalocker
 
-from . import _fsutil, _layout, _locks, _naming, _segments, _settings, _store, _wal
+from . import _fsutil, _layout, _locks, _naming, _sealer, _segments, _settings, _store, _wal
 from ._codec import dumps, loads
 from ._naming import Ctx, ProjectName, RunId
 from ._remotes import Remote, open_remote, remote_key
@@ -252,6 +252,8 @@ class _RunSync:
                                                         if k != "synced_at"}))
 
     def up_to_date(self, sig: list[Any], holder: dict[str, Any] | None) -> bool:
+        if holder is not None and not holder.get("synced_at"):
+            return False  # a live writer appends through a memory map: sizes and times lag
         return bool(sig == self.state["sig"] and self._lock_id(holder) == self.state["lock"])
 
     # -- uploads -----------------------------------------------------------------------------
@@ -381,8 +383,8 @@ class _RunSync:
             self._rewritten(name, sent)
             entry, sent, t = {"sent": 0, "chunks": [], "tail": 0}, 0, 0
             data = _read_range(local, 0)
-        new = memoryview(data)[t:]
-        n, bad = _valid_length(bytes(new))
+        new = bytes(memoryview(data)[t:]).rstrip(b"\0")  # a mapped log's unused end
+        n, bad = _valid_length(new)
         if bad is not None or (closed and n < len(new)):
             if n:
                 self._send(name, local, entry, sent, t, data, n)
@@ -471,16 +473,19 @@ class _RunSync:
         logs = [f"wal/{s:08d}.jsonl" for s in _segments.wal_seqs(self.rdir)
                 if s > manifest["sealed_through"]] + [_store.EVENTS]
         for name in logs:
-            size = len(read_log(self.rdir / name)) if (self.rdir / name).exists() else 0
+            size = len(read_log(self.rdir / name).rstrip(b"\0")) if (self.rdir / name).exists() else 0
             if chain_end(self.s.call(self.remote.list, f"{self.prefix}/{name}")) < size:
                 return f"{name} is not complete"
         return None
 
 
 def _size(path: Path) -> int:
+    """Bytes of a file (without a mapped log's NUL padding), or of a chunked log folder."""
     try:
         if path.is_dir():
             return len(read_log(path))
+        if path.suffix == ".jsonl":
+            return _wal.data_size(path)
         return path.stat().st_size
     except FileNotFoundError:
         return 0
@@ -726,10 +731,16 @@ class Syncer:
         except (RunLockedError, LocaltrackError):
             return
         try:
-            grave = _layout.runs_dir(self.root, project) / f"{_fsutil.TMP_PREFIX}{rid}-{secrets.token_hex(4)}"
-            _fsutil.rename_durable(run.rdir, grave)
+            with _sealer.hold(run.rdir, timeout=0):  # not while a sealer works on it
+                if (run.rdir / _sealer.AGAIN).exists():
+                    return  # sealing is still to come: the remote will change
+                grave = (_layout.runs_dir(self.root, project)
+                         / f"{_fsutil.TMP_PREFIX}{rid}-{secrets.token_hex(4)}")
+                _fsutil.rename_durable(run.rdir, grave)
             # If we die here: a .tmp- dir that no reader lists; the next writer of the project sweeps it.
             shutil.rmtree(grave, ignore_errors=True)
+        except TimeoutError:
+            return
         finally:
             lock.release()
         _fsutil.unlink(run.lock_path)

@@ -1,24 +1,37 @@
 """The append-only, framed JSONL log used for history and lifecycle events.
 
 Every line is one JSON object whose last member is ``"_crc"``: the CRC-32 of
-the line's bytes before ``,"_crc":``. One ``write()`` per record, so a record
-whose append returned is in the page cache and survives SIGKILL; fsync follows
-the run's policy. After a crash the tail may be cut off or hold junk: a bad
-*tail* is torn (it is cut off on the next writer open, a ``.broken`` copy is
-kept); a bad record followed by a good one is corruption and is reported with
-its offset, never skipped.
+the line's bytes before ``,"_crc":``. A record whose append returned is in the
+page cache and survives SIGKILL; fsync follows the run's policy.
+
+The history log is appended through a shared memory map of a preallocated
+window of the file (MappedLog): a record costs a memory copy, not a system
+call. So a log being written, or left by a killed writer, ends in NUL padding
+up to the window's end; readers ignore trailing NULs and a closed log has none.
+Space is reserved with posix_fallocate before a window is mapped, so a full
+disk is an error from log(), never a SIGBUS. On network and FUSE file systems,
+where a mapped page can fail later, the log is appended with one ``write()``
+per record instead (Appender), as are lifecycle events.
+
+After a crash the tail may be cut off or hold junk: a bad *tail* is torn (it
+is cut off on the next writer open, a ``.broken`` copy is kept); a bad record
+followed by a good one is corruption and is reported with its offset, never
+skipped.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import mmap
 import os
-import time
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _fsutil
 from ._codec import dumps, loads
 from ._naming import Ctx
 from .errors import CorruptRunError
@@ -30,6 +43,11 @@ log = logging.getLogger("localtrack")
 
 _CRC_MARK = b',"_crc":'
 _TAIL_CHUNK = 64 * 1024
+_WINDOW = 1 << 20  # bytes reserved and mapped at a time (a multiple of the page size)
+_PAGE = mmap.ALLOCATIONGRANULARITY
+# Local file systems where a shared writable map of a preallocated file is safe.
+MAPPABLE_FS = frozenset({"ext4", "ext3", "ext2", "xfs", "btrfs", "tmpfs", "overlay", "f2fs", "jfs",
+                         "reiserfs", "apfs"})
 
 FSYNC_POLICIES = ("periodic", "always", "never")
 
@@ -80,7 +98,7 @@ def check(data: bytes, path: Path | str, *, allow_torn_tail: bool = True,
     good_end = 0
     bad_at: int | None = None
     pos = 0
-    size = len(data)
+    size = len(data.rstrip(b"\0"))  # a mapped log's unused, preallocated end
     while pos < size:
         nl = data.find(b"\n", pos)
         end = size if nl < 0 else nl
@@ -124,7 +142,7 @@ def last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
     until a good record turns up.
     """
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+        size = _end_of_data(fh)
         window = _TAIL_CHUNK
         while True:
             start = max(0, size - window)
@@ -144,14 +162,38 @@ def last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
             window *= 4
 
 
+def data_size(path: Path) -> int:
+    """The size of a log without its NUL padding."""
+    with open(path, "rb") as fh:
+        return _end_of_data(fh)
+
+
+def _end_of_data(fh: Any) -> int:
+    """The size of an open log without its NUL padding, reading backwards from the end."""
+    end = os.fstat(fh.fileno()).st_size
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        fh.seek(start)
+        block = fh.read(end - start).rstrip(b"\0")
+        if block:
+            return start + len(block)
+        end = start
+    return 0
+
+
 def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack[Ctx]) -> None:
-    """Truncate ``path`` to ``good_end``, keeping the cut bytes in ``<path>.broken``."""
+    """Truncate ``path`` to ``good_end``, keeping cut bytes other than padding in ``<path>.broken``."""
     size = path.stat().st_size
     if size <= good_end:
         return
     with open(path, "r+b") as fh:
         fh.seek(good_end)
-        junk = fh.read()
+        junk = fh.read().rstrip(b"\0")
+        if not junk:  # only the padding of a mapped log whose writer died: nothing was lost
+            fh.truncate(good_end)
+            fh.flush()
+            os.fsync(fh.fileno())
+            return
         with open(path.with_name(path.name + ".broken"), "ab") as keep:
             keep.write(junk)
             keep.flush()
@@ -160,7 +202,7 @@ def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack
         fh.flush()
         os.fsync(fh.fileno())
     where = f"run {ctx.get('run_id')!r} in project {ctx.get('project')!r}" if ctx else str(path)
-    message = (f"Dropped a torn tail of {size - good_end} bytes from {path} ({where}): the writer "
+    message = (f"Dropped a torn tail of {len(junk)} bytes from {path} ({where}): the writer "
                "died mid-append; those bytes were never acknowledged. A copy is in "
                f"{path.name}.broken.")
     log.warning(message)
@@ -169,16 +211,22 @@ def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack
 
 
 class Appender:
-    """An open log file that appends framed lines with the run's fsync policy."""
+    """An open log file that appends framed lines with one write() each; the caller fsyncs.
 
-    def __init__(self, path: Path, policy: str = "periodic", interval: float = 1.0) -> None:
+    ``put`` is append() until the file reaches ``limit`` bytes, then raises ValueError,
+    like a full MappedLog window: that is when the writer considers rotating.
+    """
+
+    def __init__(self, path: Path, limit: int = 1 << 62) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.offset = os.fstat(self.fd).st_size
-        self._always = policy == "always"
-        self._periodic = policy == "periodic"
-        self._interval = interval
-        self._synced = time.monotonic()
+        self._limit = limit
+
+    def put(self, line: bytes) -> None:
+        if self.offset >= self._limit:
+            raise ValueError("the log file is full")
+        self.append(line)
 
     def append(self, line: bytes) -> None:
         """Write one line with one write(); on failure the file is cut back, then re-raise."""
@@ -190,13 +238,6 @@ class Appender:
             self._cut_back()
             raise
         self.offset += len(line)
-        if self._always:
-            os.fsync(self.fd)
-        elif self._periodic:
-            now = time.monotonic()
-            if now - self._synced >= self._interval:
-                os.fsync(self.fd)
-                self._synced = now
 
     def _finish_short_write(self, line: bytes, n: int) -> None:
         view = memoryview(line)
@@ -211,13 +252,115 @@ class Appender:
                       self.offset, exc_info=True)
 
     def sync(self) -> None:
-        os.fsync(self.fd)
-        self._synced = time.monotonic()
+        if self.fd >= 0:
+            os.fsync(self.fd)
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
         if self.fd >= 0:
             try:
-                os.fsync(self.fd)
+                if sync:
+                    os.fsync(self.fd)
             finally:
                 os.close(self.fd)
                 self.fd = -1
+
+
+class MappedLog:
+    """The active history log, appended by copying into a shared map of its file.
+
+    Stores into a MAP_SHARED page land in the page cache, so a step survives
+    SIGKILL as soon as log() returns, without a system call per record. The
+    file grows a window at a time: posix_fallocate reserves the blocks first
+    (ENOSPC/EFBIG surface here, as from write()), then the window is mapped.
+    close() cuts the padding, so closed logs end with their last record.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._end = os.fstat(self.fd).st_size  # the opener has cut any padding
+        self._map: mmap.mmap | None = None
+        self._base = 0  # the file offset where _map starts
+        self.put: Callable[[bytes], Any] = _full  # the map's write(): ValueError when full
+
+    @property
+    def offset(self) -> int:
+        """The end of the data: where the next record goes."""
+        return self._end if self._map is None else self._base + self._map.tell()
+
+    def append(self, line: bytes) -> None:
+        """Copy one line in; the file grows first when it must (nothing is written if that fails)."""
+        try:
+            self.put(line)
+        except ValueError:
+            self._remap(self.offset + len(line))
+            self.put(line)
+
+    def _remap(self, need: int) -> None:
+        """Reserve and map a window from the current offset's page through at least ``need``."""
+        start = self.offset
+        base = start - start % _PAGE
+        limit = max(base + _WINDOW, -(-need // _PAGE) * _PAGE)
+        try:
+            os.posix_fallocate(self.fd, base, limit - base)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            limit = need  # short of space: reserve just this record (raises if even that fails)
+            os.posix_fallocate(self.fd, base, limit - base)
+        self._unmap()
+        self._map = mmap.mmap(self.fd, limit - base, offset=base)
+        self._map.seek(start - base)
+        self._base = base
+        self.put = self._map.write
+
+    def _unmap(self) -> None:
+        if self._map is not None:
+            self._end = self.offset
+            self._map.close()
+            self._map = None
+            self.put = _full
+
+    def sync(self) -> None:
+        if self.fd >= 0:
+            os.fsync(self.fd)
+
+    def close(self, sync: bool = True) -> None:
+        """Unmap, cut the padding, fsync (unless the caller has that done later)."""
+        if self.fd < 0:
+            return
+        try:
+            self._unmap()
+            os.ftruncate(self.fd, self._end)
+            if sync:
+                os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _full(line: bytes) -> None:
+    raise ValueError("no window is mapped")
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a closed log by name; one sealed (and removed) meanwhile needs none."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_log(path: Path, limit: int) -> MappedLog | Appender:
+    """The appender for a history log: mapped on local file systems, write() elsewhere.
+
+    Its ``put`` raises ValueError when a window is full (MappedLog) or the file has
+    ``limit`` bytes (Appender); ``append`` always writes.
+    """
+    if _fsutil.mount_type(path.parent) in MAPPABLE_FS:
+        return MappedLog(path)
+    return Appender(path, limit)

@@ -5,17 +5,21 @@ from pathlib import Path
 
 import pytest
 
-from localtrack import _session
+from localtrack import _sealer, _session
+
+from .helpers import settle
 
 
 @pytest.fixture(autouse=True)
-def no_silent_seal_failure(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture):
-    """Sealing failures are only logged (the log stays authoritative): make them fail tests."""
+def no_silent_seal_failure(request: pytest.FixtureRequest, tmp_path: Path):
+    """Sealer processes only log their failures (the logs stay authoritative) to seal.log in
+    the run: wait for every sealer the test started, then fail the test if one failed."""
     yield
+    settle(tmp_path)
     if request.node.get_closest_marker("seal_may_fail"):
         return
-    failed = [r.getMessage() for r in caplog.records
-              if r.name == "localtrack" and "sealing" in r.getMessage() and "failed" in r.getMessage()]
+    failed = [f"{log}: {log.read_text()}" for log in tmp_path.rglob(_sealer.LOG)
+              if "failed" in log.read_text()]
     assert not failed, failed
 
 

@@ -37,3 +37,11 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
 
 def steps_of(store: Path, path: str) -> list[int]:
     return localtrack.Api(store).run(path).history([]).column("_step").to_pylist()
+
+
+def settle(root: Path) -> None:
+    """Wait until no sealer process works under ``root`` (sealing runs after finish() returns)."""
+    from localtrack import _sealer
+
+    for lock in Path(root).rglob(_sealer.SEAL_LOCK):
+        _sealer.wait_idle(lock.parent, timeout=120)

@@ -9,6 +9,8 @@ import pytest
 import localtrack
 from localtrack.errors import InvalidNameError, RunExistsError, RunNotFoundError, UsageError
 
+from .helpers import settle
+
 
 def _make(store, rid="r1", steps=3):
     run = localtrack.init(project="p", id=rid, dir=store, config={"lr": 0.1})
@@ -159,14 +161,16 @@ def test_log_after_finish_is_a_state_error(store):
 
 
 def test_many_segments_and_resume(store, monkeypatch):
-    from localtrack import _run
+    from localtrack import _run, _wal
     monkeypatch.setattr(_run, "ROTATE_BYTES", 2000)
+    monkeypatch.setattr(_wal, "_WINDOW", 4096)  # rotation is considered when a window fills
     run = localtrack.init(project="p", id="seg", dir=store)
     for i in range(500):
         run.log({"i": i})
     run.finish()
+    settle(store)
     segs = list((store / "p" / "runs" / "seg" / "segments").glob("*.parquet"))
-    assert len(segs) > 10
+    assert len(segs) > 5
     manifest = json.loads((store / "p" / "runs" / "seg" / "manifest.json").read_text())
     assert sorted(s["file"] for s in manifest["segments"]) == sorted(p.name for p in segs)
     assert len(list((store / "p" / "runs" / "seg" / "wal").glob("*.jsonl"))) <= 1  # small tail

@@ -20,6 +20,7 @@ from localtrack._remotes._dir import DirRemote
 from localtrack.errors import RemoteError, SyncError, UsageError
 
 from . import s3server
+from .helpers import settle
 from .s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
 s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
@@ -52,6 +53,7 @@ def make_store(store: Path) -> None:
     from localtrack import _session
 
     _session.forget(run)
+    settle(store)  # sealing runs after finish(): let it end, so passes below see a still store
 
 
 def assert_same(local_dir, remote_dir) -> None:

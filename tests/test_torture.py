@@ -18,13 +18,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import localtrack
+from localtrack import _sealer
 
 from .helpers import script
 
 WRITER = """
 import random, sys, localtrack
-from localtrack import _run
+from localtrack import _run, _wal
 _run.ROTATE_BYTES = 20_000          # seal often, so kills land inside sealing
+_wal._WINDOW = 8192                 # (rotation is considered when a mapped window fills)
 _run.SEAL_MIN_BYTES = 2_000         # and finish() seals too
 rng = random.Random(int(sys.argv[2]))
 run = localtrack.init(project="p", id="t", resume="allow", dir=sys.argv[1])
@@ -190,13 +192,17 @@ class RunModel(RuleBasedStateMachine):
     def seal(self) -> None:
         run = self._open()
         run._rotate()
-        run._sealer.join()
+        _sealer.wait_idle(Path(run.dir))
 
     @rule()
     def crash(self) -> None:
-        """What SIGKILL leaves: the page cache, no finish, the lock dropped."""
+        """What SIGKILL leaves: the page cache (the mapped log's padding too), no finish, the
+        lock dropped."""
         if self.run is not None:
-            self.run._wal.close()
+            self.run._stop_flusher.set()
+            self.run._open = False
+            self.run._wal._unmap()
+            os.close(self.run._wal.fd)
             self.run._events.close()
             self.run._lock.release()
             localtrack._session.forget(self.run)
@@ -218,6 +224,9 @@ class RunModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         if self.run is not None:
             self.run.finish()
+        rdir = Path(self.store) / "p" / "runs" / "m"
+        if rdir.exists():
+            _sealer.wait_idle(rdir)
         self.tmp.cleanup()
 
 

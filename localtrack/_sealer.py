@@ -1,0 +1,150 @@
+"""Sealing in a child process, so a training process never imports pyarrow.
+
+Sealing a 16 MiB log costs ~0.5 s of CPU and pyarrow's ~100 MiB of code and
+allocator; in the writer's process that competed with log() for the GIL and
+stayed resident. Instead a writer that closes a log file (rotation, finish)
+calls request(): it marks ``seal.again`` and, if nobody holds the run's seal
+lock, starts a child Python running main() with the run directory, handing
+over the locked descriptor. The child seals every closed log file, releases the lock,
+and looks at the mark again before it exits, so a request made while it was
+busy is never lost. Closed means: every log but the newest while a writer
+holds the run, and the newest too once the run is released (if it holds at
+least SEAL_MIN_BYTES; a small tail stays JSONL and is cheaper to read than to
+seal). A writer opening a run holds the seal lock while it reads and repairs
+the logs (hold()), so a sealer never removes a file it is opening. The child
+outlives a finished or killed writer; what it logs goes to ``seal.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import _fsutil, _layout, _locks, _segments, _wal
+from ._naming import Ctx
+
+log = logging.getLogger("localtrack")
+
+SEAL_LOCK = "seal.lock"
+AGAIN = "seal.again"
+LOG = "seal.log"
+SEAL_MIN_BYTES = 1 << 20
+_CHILD = "import sys; from localtrack._sealer import main; main(*sys.argv[1:])"
+_children: list[int] = []  # sealers this process started, reaped when it starts the next
+
+
+def _open_lock(rdir: Path) -> int:
+    return os.open(rdir / SEAL_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def request(rdir: Path, min_bytes: int = SEAL_MIN_BYTES) -> None:
+    """Ask for the closed log files of ``rdir`` to be sealed; never waits.
+
+    ``min_bytes``: the smallest newest (finished) log worth a segment.
+    """
+    _reap()
+    (rdir / AGAIN).touch()
+    fd = _open_lock(rdir)
+    try:
+        if not _locks.try_flock(fd):
+            return  # a sealer is at work: it sees the mark before it stops
+        os.set_inheritable(fd, True)
+        with open(rdir / LOG, "ab") as err:
+            pid = os.posix_spawn(sys.executable, [sys.executable, "-c", _CHILD, str(rdir), str(fd),
+                                                  str(min_bytes)], os.environ,
+                                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                               (os.POSIX_SPAWN_DUP2, err.fileno(), 1),
+                                               (os.POSIX_SPAWN_DUP2, err.fileno(), 2)],
+                                 setsid=True)
+        _children.append(pid)
+    except OSError:
+        log.warning("could not start a sealer for %s; its history stays in JSONL logs", rdir,
+                    exc_info=True)
+    finally:
+        os.close(fd)  # the child's copy of the descriptor keeps the lock
+
+
+def _reap() -> None:
+    for pid in list(_children):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _children.remove(pid)
+
+
+@contextlib.contextmanager
+def hold(rdir: Path, timeout: float = 120.0) -> Iterator[None]:
+    """Hold the seal lock (waiting for a running sealer) while a writer opens the run."""
+    fd = _open_lock(rdir)
+    try:
+        deadline = time.monotonic() + timeout
+        while not _locks.try_flock(fd):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"a sealer has held {rdir / SEAL_LOCK} for {timeout:g} s")
+            time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
+def wait_idle(rdir: Path, timeout: float = 120.0) -> None:
+    """Return once no sealer works on ``rdir`` (tests and benchmarks that inspect files)."""
+    with hold(rdir, timeout):
+        pass
+
+
+def closed_logs(rdir: Path, manifest: dict[str, Any], min_bytes: int) -> list[int]:
+    """Sequence numbers of the log files that no writer appends to any more and are worth sealing."""
+    seqs = [s for s in _segments.wal_seqs(rdir) if s > manifest["sealed_through"]]
+    if not seqs:
+        return []
+    if _locks.is_held(_layout.lock_of_run_dir(rdir)):
+        return seqs[:-1]
+    newest = _layout.wal_path(rdir, seqs[-1])
+    try:
+        small = newest.stat().st_size < min_bytes
+    except FileNotFoundError:
+        small = True
+    return seqs[:-1] if small else seqs
+
+
+def seal_closed(rdir: Path, min_bytes: int) -> None:
+    """fsync every log, then seal what is closed now (the caller holds the seal lock).
+
+    A finishing writer leaves the fsync of its logs to this process (see Run.finish).
+    """
+    ctx: Ctx = {"project": rdir.parent.parent.name, "run_id": rdir.name}
+    for seq in _segments.wal_seqs(rdir):
+        _wal.fsync_path(_layout.wal_path(rdir, seq))
+    manifest = _segments.load_manifest(rdir, **ctx)
+    seqs = closed_logs(rdir, manifest, min_bytes)
+    if seqs:
+        _segments.seal(rdir, seqs, manifest, **ctx)
+
+
+def main(run_dir: str, lock_fd: str, min_bytes: str) -> None:
+    """The child: seal until no request is left, then release the lock and exit."""
+    rdir, fd = Path(run_dir), int(lock_fd)
+    logging.basicConfig(format="%(asctime)s localtrack sealer [pid %(process)d]: %(message)s")
+    os.nice(10)  # leave the CPU to the training process while both want it
+    again = rdir / AGAIN
+    while True:
+        _fsutil.unlink(again)
+        try:
+            seal_closed(rdir, int(min_bytes))
+        except Exception:  # the logs stay authoritative; the next request retries
+            log.warning("sealing %s failed; its history stays in the log", rdir, exc_info=True)
+            _locks.unflock(fd)
+            return
+        _locks.unflock(fd)
+        if not again.exists() or not _locks.try_flock(fd):
+            return
+

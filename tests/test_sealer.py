@@ -1,0 +1,151 @@
+"""The mapped history log and the sealer child process: a writer never imports pyarrow, a killed
+writer leaves only padding, sealing survives its writer, and opening a run waits for a sealer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+import localtrack
+from localtrack import _fsutil, _sealer, _wal
+
+from .helpers import run_script, script, steps_of, wait_for
+
+ROTATING_WRITER = """
+import json, sys, localtrack
+from localtrack import _run, _wal
+_run.ROTATE_BYTES = 100_000   # rotate often: the check runs when a mapped window fills,
+_wal._WINDOW = 16 * 4096      # so make those small too
+_run.SEAL_MIN_BYTES = 0       # and have the finished tail sealed
+run = localtrack.init(project="p", id="r", dir=sys.argv[1])
+for i in range(5000):
+    run.log({"loss": 1.0 / (i + 1), "acc": i / 5000})
+run.finish()
+print(json.dumps({"pyarrow": "pyarrow" in sys.modules, "step": run.step}))
+"""
+
+
+def _rdir(store: Path) -> Path:
+    return store / "p" / "runs" / "r"
+
+
+def test_writer_never_imports_pyarrow_and_the_sealer_seals_everything(store):
+    res = run_script(ROTATING_WRITER, str(store))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out == {"pyarrow": False, "step": 5000}
+    _sealer.wait_idle(_rdir(store))
+    manifest = json.loads((_rdir(store) / "manifest.json").read_text())
+    assert len(manifest["segments"]) >= 3
+    assert manifest["last_step"] == 4999  # the finished tail was sealed too
+    assert not list((_rdir(store) / "wal").glob("*.jsonl"))
+    assert steps_of(store, "p/r") == list(range(5000))
+    summary = localtrack.Api(store).run("p/r").summary
+    assert summary["loss"] == 1.0 / 5000
+
+
+def test_a_killed_writer_leaves_only_padding_which_a_resume_cuts_silently(store):
+    proc = script("""
+        import sys, localtrack
+        run = localtrack.init(project="p", id="r", dir=sys.argv[1])
+        for i in range(300):
+            run.log({"x": i})
+        print("ready", flush=True)
+        sys.stdin.readline()
+    """, str(store), stdin=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    wal = next((_rdir(store) / "wal").glob("*.jsonl"))
+    data = wal.read_bytes()
+    assert data.endswith(b"\0" * 1000) and len(data) % 4096 == 0  # the reserved window
+    assert steps_of(store, "p/r") == list(range(300))
+    assert localtrack.Api(store).run("p/r").state == "crashed"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # padding is no torn tail: no warning
+        run = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert run.starting_step == 300
+    assert not list(wal.parent.glob("*.broken"))
+    assert wal.stat().st_size == len(data.rstrip(b"\0"))
+    run.log({"x": 300})
+    run.finish()
+    assert steps_of(store, "p/r") == list(range(301))
+
+
+def test_a_killed_writer_does_not_stop_its_sealer(store):
+    proc = script(ROTATING_WRITER.replace("run.finish()", "import os; os.kill(os.getpid(), 9)"),
+                  str(store))
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    _sealer.wait_idle(_rdir(store))
+    manifest = json.loads((_rdir(store) / "manifest.json").read_text())
+    assert manifest["segments"]  # sealed after its writer died
+    assert steps_of(store, "p/r") == list(range(5000))
+    run = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert run.starting_step == 5000
+    run.finish()
+
+
+def test_opening_a_run_waits_for_a_sealer_at_work(store):
+    run = localtrack.init(project="p", id="r", dir=store)
+    run.log({"x": 1})
+    run.finish()
+    holder = script("""
+        import os, sys, time
+        from localtrack import _locks
+        fd = os.open(sys.argv[1], os.O_RDWR)
+        assert _locks.try_flock(fd)
+        print("held", flush=True)
+        time.sleep(1.0)
+    """, str(_rdir(store) / _sealer.SEAL_LOCK))
+    assert holder.stdout.readline().strip() == b"held"
+    t0 = time.monotonic()
+    again = localtrack.init(project="p", id="r", resume="must", dir=store)
+    waited = time.monotonic() - t0
+    holder.communicate(timeout=30)
+    assert waited > 0.5, waited
+    assert again.starting_step == 1
+    again.finish()
+
+
+def test_history_is_written_with_write_where_mapping_is_unsafe(store, monkeypatch):
+    monkeypatch.setattr(_fsutil, "mount_type", lambda path: "nfs4")
+    run = localtrack.init(project="p", id="r", dir=store)
+    assert isinstance(run._wal, _wal.Appender)
+    for i in range(100):
+        run.log({"x": i})
+    wal = next((_rdir(store) / "wal").glob("*.jsonl"))
+    assert not wal.read_bytes().endswith(b"\0")  # no padding while it is written
+    run.finish()
+    assert steps_of(store, "p/r") == list(range(100))
+
+
+def test_a_live_run_is_readable_while_it_is_written(store):
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(50):
+        run.log({"x": i})
+    assert steps_of(store, "p/r") == list(range(50))  # the reader stops at the padding
+    assert localtrack.Api(store).run("p/r").last_step == 49
+    assert run.summary["x"] == 49
+    run.log({"x": 50, "y": "s"})
+    assert run.summary["x"] == 50 and run.summary["y"] == "s"  # read incrementally
+    run.finish()
+    assert os.path.getsize(next((_rdir(store) / "wal").glob("*.jsonl"))) > 0
+
+
+@pytest.mark.parametrize("policy", ["always", "periodic", "never"])
+def test_every_fsync_policy_keeps_the_data(store, monkeypatch, policy):
+    monkeypatch.setenv("LOCALTRACK_FSYNC", policy)
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(20):
+        run.log({"x": i})
+    run.finish()
+    assert steps_of(store, "p/r") == list(range(20))
+    wait_for(lambda: not (_rdir(store) / _sealer.AGAIN).exists(), what="no sealing pending")
