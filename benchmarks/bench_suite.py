@@ -787,7 +787,7 @@ class Suite:
             stat_row("localtrack log(), loop only, per step", per(lt, "loop"), f_us),
             stat_row("localtrack init + loop + finish, per step", per(lt, "total"), f_us),
             stat_row("  init()", [x["init"] for x in lt], f_ms),
-            stat_row("  finish() (seals to Parquet)", [x["finish"] for x in lt], f_s),
+            stat_row("  finish()", [x["finish"] for x in lt], f_s),
             stat_row("  import localtrack", [x["import"] for x in lt], f_ms),
             stat_row("  peak RSS of the process (incl. the precomputed rows)",
                      [x["_maxrss"] for x in lt], f_mib),
