@@ -1,6 +1,6 @@
 """Sealing closed log files into immutable Parquet segments, and reading history.
 
-Only the run's writer seals. The order makes every crash harmless:
+Only the holder of the run's seal lock seals (see _sealer). The order makes every crash harmless:
   1. write ``segments/.tmp-<seq>`` and fsync it; rename to ``<seq>.parquet``; fsync the dir;
   2. replace ``manifest.json`` atomically, naming the segment and ``sealed_through = seq``;
   3. unlink ``wal/<seq>.jsonl``.
@@ -174,17 +174,9 @@ def _table_last(table: pa.Table) -> dict[str, Any]:
     return last
 
 
-def _log_to_table(path: Path, trusted: bool, **ctx: Unpack[Ctx]) -> pa.Table | None:
-    """A closed log file as a table (None when it holds no record); it must be intact.
-
-    ``trusted``: this process wrote and closed the file, so checking every frame
-    again (a Python loop holding the GIL against the training loop) is skipped.
-    """
+def _log_to_table(path: Path, **ctx: Unpack[Ctx]) -> pa.Table | None:
+    """A closed log file as a table (None when it holds no record); it must be intact."""
     data = path.read_bytes()
-    if trusted and data:
-        table = log_table(data)
-        if table is not None:
-            return table
     bodies, good_end = _wal.check(data, path, allow_torn_tail=False, **ctx)
     if not bodies:
         return None
@@ -211,18 +203,17 @@ def _write_segment(table: pa.Table, path: Path) -> None:
                    use_byte_stream_split=floats or False)
 
 
-def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any], trusted_from: int | None = None,
+def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any],
          **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """Seal the closed log files ``seqs`` (ascending) and return the new manifest.
 
-    Files numbered ``trusted_from`` and up were written and closed by the caller.
     """
     seg_dir = rdir / "segments"
     for seq in seqs:
         if seq <= manifest["sealed_through"]:
             continue
         wal = _layout.wal_path(rdir, seq)
-        table = _log_to_table(wal, trusted_from is not None and seq >= trusted_from, **ctx)
+        table = _log_to_table(wal, **ctx)
         manifest = dict(manifest, sealed_through=seq, segments=list(manifest["segments"]))
         if table is not None:
             _fsutil.ensure_dir(seg_dir)
