@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _fsutil, _layout, _locks, _naming, _segments, _store, _wal
+from . import _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
 from .errors import CorruptRunError
+
+_SEALER_WAIT = 60.0
 
 
 @dataclass
@@ -28,8 +30,21 @@ class Finding:
 
 def check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId,
               fix: bool = False) -> list[Finding]:
-    """Everything wrong with one run; with ``fix``, repair the fixable part (not for live runs)."""
+    """Everything wrong with one run; with ``fix``, repair the fixable part (not for live runs).
+
+    A sealer process may still be at work on a run that just finished: its half-written
+    segment would look like a dead sealer's leftovers, so the check waits for it.
+    """
     rdir = _layout.run_dir(root, project, rid)
+    try:
+        with _sealer.hold(rdir, timeout=_SEALER_WAIT, create=False):
+            return _check_run(root, project, rid, rdir, fix)
+    except TimeoutError as exc:
+        return [Finding(f"{project}/{rid}", str(rdir), f"not checked: {exc}", False)]
+
+
+def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdir: Path,
+               fix: bool) -> list[Finding]:
     name = f"{project}/{rid}"
     found: list[Finding] = []
 
@@ -83,8 +98,9 @@ def check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId,
         except CorruptRunError as exc:
             report(path, str(exc), False)
             continue
-        if good_end < len(data):
-            report(path, f"torn tail of {len(data) - good_end} bytes at byte {good_end} (a writer "
+        junk = len(data[good_end:].rstrip(b"\0"))  # NUL padding of a mapped log is no damage
+        if junk:
+            report(path, f"torn tail of {junk} bytes at byte {good_end} (a writer "
                    "died mid-append; those bytes were never acknowledged)", True)
             torn.append((path, good_end))
     if fix and any(f.fixable for f in found):

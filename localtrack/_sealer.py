@@ -81,9 +81,17 @@ def _reap() -> None:
 
 
 @contextlib.contextmanager
-def hold(rdir: Path, timeout: float = 120.0) -> Iterator[None]:
-    """Hold the seal lock (waiting for a running sealer) while a writer opens the run."""
-    fd = _open_lock(rdir)
+def hold(rdir: Path, timeout: float = 120.0, create: bool = True) -> Iterator[None]:
+    """Hold the seal lock (waiting for a running sealer) while a writer opens the run.
+
+    ``create=False``: a run that never had a sealer (no lock file) needs no lock; readers
+    use this, so that a read-only store stays readable.
+    """
+    try:
+        fd = _open_lock(rdir) if create else os.open(rdir / SEAL_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        yield
+        return
     try:
         deadline = time.monotonic() + timeout
         while not _locks.try_flock(fd):

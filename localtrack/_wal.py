@@ -45,9 +45,10 @@ _CRC_MARK = b',"_crc":'
 _TAIL_CHUNK = 64 * 1024
 _WINDOW = 1 << 20  # bytes reserved and mapped at a time (a multiple of the page size)
 _PAGE = mmap.ALLOCATIONGRANULARITY
-# Local file systems where a shared writable map of a preallocated file is safe.
-MAPPABLE_FS = frozenset({"ext4", "ext3", "ext2", "xfs", "btrfs", "tmpfs", "overlay", "f2fs", "jfs",
-                         "reiserfs", "apfs"})
+# Local file systems where a store into a fallocated, shared writable map cannot fail later:
+# the blocks are reserved and page faults allocate nothing. Not copy-on-write ones (btrfs, f2fs,
+# zfs reserve space at fault time and answer a full disk with SIGBUS), not network or FUSE ones.
+MAPPABLE_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs", "overlay"})
 
 FSYNC_POLICIES = ("periodic", "always", "never")
 

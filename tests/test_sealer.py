@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack import _fsutil, _sealer, _wal
+from localtrack import _doctor, _fsutil, _sealer, _wal
 
 from .helpers import run_script, script, steps_of, wait_for
 
@@ -68,6 +68,7 @@ def test_a_killed_writer_leaves_only_padding_which_a_resume_cuts_silently(store)
     assert data.endswith(b"\0" * 1000) and len(data) % 4096 == 0  # the reserved window
     assert steps_of(store, "p/r") == list(range(300))
     assert localtrack.Api(store).run("p/r").state == "crashed"
+    assert _doctor.check_run(store, "p", "r") == []  # padding is no damage
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # padding is no torn tail: no warning
         run = localtrack.init(project="p", id="r", resume="must", dir=store)
@@ -113,6 +114,25 @@ def test_opening_a_run_waits_for_a_sealer_at_work(store):
     assert waited > 0.5, waited
     assert again.starting_step == 1
     again.finish()
+
+
+def test_doctor_waits_for_a_sealer_at_work(store):
+    run = localtrack.init(project="p", id="r", dir=store)
+    run.log({"x": 1})
+    run.finish()
+    holder = script("""
+        import os, sys, time
+        from localtrack import _locks
+        fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+        assert _locks.try_flock(fd)
+        print("held", flush=True)
+        time.sleep(1.0)
+    """, str(_rdir(store) / _sealer.SEAL_LOCK))
+    assert holder.stdout.readline().strip() == b"held"
+    t0 = time.monotonic()
+    assert _doctor.check_run(store, "p", "r", fix=True) == []
+    assert time.monotonic() - t0 > 0.5
+    holder.communicate(timeout=30)
 
 
 def test_history_is_written_with_write_where_mapping_is_unsafe(store, monkeypatch):
