@@ -12,7 +12,7 @@ import time
 import localtrack
 
 from . import s3server
-from .helpers import run_script, script, wait_for
+from .helpers import run_script, script, settle, wait_for
 from .test_sync import PAD, assert_same, make_store, same_table
 
 s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
@@ -76,6 +76,7 @@ def test_sigkill_at_random_instants_then_rerun_leaves_the_remote_complete(store,
         proc.wait(timeout=30)
         assert_remote_is_a_prefix(store, remote)
     live.finish()
+    settle(store)  # the sealers of finished runs are done: the store stands still now
     res = subprocess.run(sync_cmd(remote, store), capture_output=True, text=True, timeout=120,
                          env=env_without_localtrack())
     assert res.returncode == 0, (kills, res.stderr)
