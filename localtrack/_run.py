@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _fsutil, _layout, _naming, _resume, _sealer, _segments, _store, _wal
-from ._codec import FAST_OPTS, dumps, encode_fast, encode_row, encode_tree, untag
+from ._codec import FAST_OPTS, dumps, encode_fast, encode_row, encode_tree, plain_json, untag
 from ._config import Config, Summary
 from ._locks import RunLock
 from ._naming import Ctx
@@ -140,17 +140,22 @@ class Run:
 
     def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
         """Append one history record. Steps below ``run.step`` are dropped with a warning."""
-        # The common call, in as few Python operations as possible: sum() rejects every value
-        # that is not a number in C (None, strings, lists, nested dicts) and its result is
-        # finite only if every value is; orjson rejects numpy, subclasses and big ints.
+        # The common call, in as few Python operations as possible. orjson rejects numpy,
+        # subclasses, big ints and non-string keys; sum() of a row of numbers is finite only if
+        # every value is. A row with other values (strings) is plain unless its JSON holds null
+        # (None, or NaN/Inf written as null), a nested object or a list.
         if step is None and commit is None and self._open and type(data) is dict and data:
             try:
-                total = _sum(data.values())
                 out = dumps(data, option=FAST_OPTS)
             except TypeError:
                 pass
             else:
-                if (total - total == 0 and "_step" not in data and "_timestamp" not in data
+                try:
+                    total = _sum(data.values())
+                    plain = total - total == 0
+                except TypeError:
+                    plain = plain_json(out)
+                if (plain and "_step" not in data and "_timestamp" not in data
                         and "_crc" not in data and "" not in data and "$f" not in data):
                     s = self.step
                     body = b'%s,"_step":%d,"_timestamp":%s' % (out[:-1], s, dumps(_time()))
@@ -184,18 +189,29 @@ class Run:
         self._wal.sync()
 
     def _flush_periodically(self) -> None:
-        """fsync the log every fsync_interval seconds (the GIL is released while it runs)."""
+        """fsync the log every fsync_interval seconds (the GIL is released while it runs).
+
+        It fsyncs a duplicate of the descriptor outside the lock, so that rotation and
+        finish() never wait for an fsync in progress.
+        """
         while not self._stop_flusher.wait(self._settings.fsync_interval):
-            with self._wal_lock:
-                if not self._open:
-                    return
-                paths, self._closed_unsynced = self._closed_unsynced, []
-                try:
-                    for path in paths:
-                        _wal.fsync_path(path)
-                    self._wal.sync()
-                except OSError:
-                    log.warning("fsync of %s failed", self._wal.path, exc_info=True)
+            fd = -1
+            try:
+                with self._wal_lock:
+                    if not self._open:
+                        return
+                    paths, self._closed_unsynced = self._closed_unsynced, []
+                    if self._wal.fd >= 0:
+                        fd = os.dup(self._wal.fd)
+                for path in paths:
+                    _wal.fsync_path(path)
+                if fd >= 0:
+                    os.fsync(fd)
+            except OSError:
+                log.warning("fsync of %s failed", self._wal.path, exc_info=True)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
 
     def _log_general(self, data: Any, step: int | None, commit: bool | None) -> None:
         if self._state is not State.RUNNING:
