@@ -65,6 +65,7 @@ class Run:
         self._open = True  # log()'s one-attribute check of the state
         self._warned_step = False
         self._partial_step = -1  # the step of a commit=False record not yet committed
+        self._numeric = True  # log() checks rows with sum() while they hold only numbers
         self._summary_cache: tuple[int, int, dict[str, Any]] = (-1, 0, {})
         self._preempted_by: str | None = None
 
@@ -141,19 +142,23 @@ class Run:
     def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
         """Append one history record. Steps below ``run.step`` are dropped with a warning."""
         # The common call, in as few Python operations as possible. orjson rejects numpy,
-        # subclasses, big ints and non-string keys; sum() of a row of numbers is finite only if
-        # every value is. A row with other values (strings) is plain unless its JSON holds null
-        # (None, or NaN/Inf written as null), a nested object or a list.
+        # subclasses, big ints and non-string keys. A row is plain unless its JSON holds null
+        # (None, or NaN/Inf written as null), a nested object or a list; for a row of numbers
+        # sum() says the same more cheaply (it is finite only if every value is).
         if step is None and commit is None and self._open and type(data) is dict and data:
             try:
                 out = dumps(data, option=FAST_OPTS)
             except TypeError:
                 pass
             else:
-                try:
-                    total = _sum(data.values())
-                    plain = total - total == 0
-                except TypeError:
+                if self._numeric:  # the last row was all numbers: sum() is the cheaper check
+                    try:
+                        total = _sum(data.values())
+                        plain = total - total == 0
+                    except TypeError:  # an exception costs: look at the bytes from now on
+                        self._numeric = False
+                        plain = plain_json(out)
+                else:
                     plain = plain_json(out)
                 if (plain and "_step" not in data and "_timestamp" not in data
                         and "_crc" not in data and "" not in data and "$f" not in data):
