@@ -169,3 +169,26 @@ def test_every_fsync_policy_keeps_the_data(store, monkeypatch, policy):
     run.finish()
     assert steps_of(store, "p/r") == list(range(20))
     wait_for(lambda: not (_rdir(store) / _sealer.AGAIN).exists(), what="no sealing pending")
+
+
+def test_sync_clean_leaves_a_run_whose_sealer_is_at_work(store, tmp_path):
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(10):
+        run.log({"x": i})
+    run.finish()
+    remote = tmp_path / "remote"
+    assert localtrack.sync(str(remote), dir=store).ok
+    holder = script("""
+        import os, sys, time
+        from localtrack import _locks
+        fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+        assert _locks.try_flock(fd)
+        print("held", flush=True)
+        sys.stdin.readline()
+    """, str(_rdir(store) / _sealer.SEAL_LOCK), stdin=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"held"
+    assert localtrack.sync(str(remote), dir=store, clean=True).cleaned == []
+    assert _rdir(store).exists()
+    holder.communicate(b"\n", timeout=30)
+    assert localtrack.sync(str(remote), dir=store, clean=True).cleaned == ["p/r"]
+    assert not _rdir(store).exists()
