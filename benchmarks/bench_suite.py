@@ -421,6 +421,21 @@ def w_build(a: dict) -> dict:
             "warnings": (warned.messages + failures)[:5]}
 
 
+def w_crash(a: dict) -> dict:
+    """Log ``steps`` steps of 10 floats, print the result, then SIGKILL this process."""
+    import signal
+
+    import localtrack
+    rng = random.Random(a["seed"])
+    run = localtrack.init(project=PROJECT, id=a["id"], dir=a["dir"])
+    for _ in range(a["steps"]):
+        run.log({k: rng.random() for k in KEYS})
+    sys.stdout.write("\nRESULT " + json.dumps({"step": run.step}) + "\n")
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise SystemExit(3)  # not reached
+
+
 def w_resume(a: dict) -> dict:
     pc = time.perf_counter
     t = pc()
@@ -477,8 +492,8 @@ def w_profile(a: dict) -> dict:
     return out
 
 
-WORKERS = {"log": w_log, "probe": w_probe, "build": w_build, "resume": w_resume,
-           "history": w_history, "profile": w_profile}
+WORKERS = {"log": w_log, "probe": w_probe, "build": w_build, "crash": w_crash,
+           "resume": w_resume, "history": w_history, "profile": w_profile}
 
 
 def worker_main(name: str, arg: str) -> None:
@@ -590,10 +605,10 @@ def run_child(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | N
 
 
 def spawn(name: str, args: dict, *, env: dict[str, str] | None = None, cwd: str | None = None,
-          timeout: float = WORKER_TIMEOUT) -> dict[str, Any]:
+          timeout: float = WORKER_TIMEOUT, expect_kill: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--arg", json.dumps(args)]
     child = run_child(cmd, env=env, cwd=cwd, timeout=timeout)
-    if child["rc"] != 0:
+    if child["rc"] != (-9 if expect_kill else 0):
         tail = (child["stderr"].strip().splitlines() or ["(no stderr)"])[-1]
         raise ChildError(f"worker {name} exited {child['rc']}: {tail}")
     for line in reversed(child["stdout"].splitlines()):
@@ -976,10 +991,26 @@ class Suite:
 
     # resume -------------------------------------------------------------------------------------
 
+    def crashed(self, steps: int) -> dict[str, Any]:
+        """A pristine run of ``steps`` steps whose writer was SIGKILLed after its last log()."""
+        root = tempfile.mkdtemp(prefix=f"crashed-{steps}-", dir=self.tmp)
+        rid = f"c{steps}"
+        self.say(f"  building a crashed run of {steps:,} steps ...")
+        res = spawn("crash", {"steps": steps, "seed": steps, "id": rid, "dir": root}, cwd=root,
+                    timeout=BUILD_TIMEOUT, expect_kill=True)
+        settle(root)  # its sealer finishes what the writer closed; the tail stays unsealed
+        res["root"], res["id"] = root, rid
+        return res
+
     def bench_resume(self, sizes: list[int]) -> None:
+        """Finished runs of every size; crashed runs (resumed from a pristine copy each time,
+        since a resume repairs and finishes them) of the smallest size and of up to 10^6 steps."""
         a = self.a
         built = {n: self.build(n) for n in sizes}
+        crash_sizes = sorted({min(sizes), min(max(sizes), 1_000_000)})
+        crashed = {n: self.crashed(n) for n in crash_sizes}
         res: dict[int, list[dict]] = {n: [] for n in sizes}
+        cres: dict[int, list[dict]] = {n: [] for n in crash_sizes}
         for r in range(a.repeats):
             rot = sizes[r % len(sizes):] + sizes[:r % len(sizes)]
             for n in rot:
@@ -988,9 +1019,21 @@ class Suite:
                 if out["starting_step"] != n:
                     raise SystemExit(f"resumed run of {n} steps at {out['starting_step']}")
                 res[n].append(out)
+            for n in crash_sizes:
+                c = crashed[n]
+                copy = tempfile.mkdtemp(prefix=f"resume-crashed-{n}-", dir=self.tmp)
+                shutil.copytree(c["root"], copy, dirs_exist_ok=True)
+                out = spawn("resume", {"id": c["id"], "dir": copy}, cwd=copy)
+                settle(copy)
+                shutil.rmtree(copy)
+                if out["starting_step"] != n:
+                    raise SystemExit(f"resumed crashed run of {n} steps at {out['starting_step']}")
+                cres[n].append(out)
             self.say(f"  resume repeat {r + 1}/{a.repeats}: " + ", ".join(
-                f"{n:,}: {res[n][-1]['init'] * 1e3:.1f} ms" for n in sizes))
+                f"{n:,}: {res[n][-1]['init'] * 1e3:.1f} ms" for n in sizes) + "; crashed " +
+                ", ".join(f"{n:,}: {cres[n][-1]['init'] * 1e3:.1f} ms" for n in crash_sizes))
         self.raw["resume"] = res
+        self.raw["resume_crashed"] = cres
         rows: list[Row] = []
         for n in sizes:
             rows.append(stat_row(f"resume {n:,} steps: init(resume='must')",
@@ -1002,6 +1045,9 @@ class Suite:
             b = built[n]
             rows.append((f"  {n:,} steps: on disk", f"{b['segments_count']} segment(s)",
                          f"wal {b['bytes_detail']['wal']:,} B"))
+        for n in crash_sizes:
+            rows.append(stat_row(f"resume crashed {n:,} steps: init(resume='must')",
+                                 [x["init"] for x in cres[n]], f_ms))
         lo, hi = min(sizes), max(sizes)
         if lo != hi:
             ri = [y["init"] / x["init"] for x, y in zip(res[lo], res[hi], strict=True)]
@@ -1011,8 +1057,12 @@ class Suite:
             capped = "" if hi >= 10_000_000 else f" (CAPPED at {hi:,} steps by --max-steps)"
             self.target(f"resume {hi:,} steps vs {lo:,} steps, init() ratio{capped}", "<= 1.5",
                         f"{med(ri):.2f}x ({min(ri):.2f}x .. {max(ri):.2f}x)", med(ri) <= 1.5)
-        self.sections.append(("resume: init(resume='must') of finished runs, timed in a fresh "
-                              "process", rows))
+        if len(crash_sizes) > 1:
+            clo, chi = crash_sizes
+            rc = [y["init"] / x["init"] for x, y in zip(cres[clo], cres[chi], strict=True)]
+            rows.append(stat_row(f"ratio init(), crashed runs: {chi:,} / {clo:,} steps", rc, f_x))
+        self.sections.append(("resume: init(resume='must') of finished and crashed runs, timed "
+                              "in a fresh process", rows))
 
     # history ------------------------------------------------------------------------------------
 
