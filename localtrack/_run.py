@@ -68,6 +68,7 @@ class Run:
         self._numeric = True  # log() checks rows with sum() while they hold only numbers
         self._summary_cache: tuple[int, int, dict[str, Any]] = (-1, 0, {})
         self._preempted_by: str | None = None
+        self._owner_pid = os.getpid()  # another pid: a forked child, which must not write
 
         try:
             with _sealer.hold(rdir):  # no sealer removes a log while we read and repair it
@@ -219,6 +220,7 @@ class Run:
                     os.close(fd)
 
     def _log_general(self, data: Any, step: int | None, commit: bool | None) -> None:
+        self._require_owner()
         if self._state is not State.RUNNING:
             raise RunStateError(f"Cannot log to {self._where}: it is {self._state.value}. "
                                 "Start or resume it with localtrack.init().", **self._ctx)
@@ -261,7 +263,7 @@ class Run:
         The log is fsynced here unless a sealer is started for it: that process fsyncs the
         logs first, off this one's exit path (within the periodic policy's promise).
         """
-        if self._state is State.FINISHED:
+        if self._state is State.FINISHED or os.getpid() != self._owner_pid:
             return
         self._state = State.FINISHED
         self._stop_flusher.set()
@@ -289,6 +291,10 @@ class Run:
     def _worth_sealing(self) -> bool:
         """Whether finish() leaves a log file the sealer would seal (it decides for itself)."""
         return self._wal.offset >= SEAL_MIN_BYTES or len(_segments.wal_seqs(self._rdir)) > 1
+
+    def _disown(self) -> None:
+        """In a forked child: log() takes the slow path, which refuses (see _log_general)."""
+        self._open = False
 
     def mark_preempting(self) -> None:
         """Declare that this run may be preempted: a sweep requeues it if it dies."""
@@ -321,9 +327,17 @@ class Run:
     # -- internals -------------------------------------------------------------------------
 
     def _require_running(self, what: str) -> None:
+        self._require_owner()
         if self._state is not State.RUNNING:
             raise RunStateError(f"Cannot {what} {self._where}: it is {self._state.value}.",
                                 **self._ctx)
+
+    def _require_owner(self) -> None:
+        if os.getpid() != self._owner_pid:
+            raise UsageError(f"Cannot write {self._where} from process {os.getpid()}: it was "
+                             f"forked from the run's writer (pid {self._owner_pid}), which alone "
+                             "writes it. Log from that process, or init() a run of its own here.",
+                             **self._ctx)
 
     def _check_step(self, step: Any) -> int:
         if isinstance(step, bool):

@@ -7,12 +7,18 @@ Exit paths and what they record:
                                  installed before runs (default: the process dies by the signal)
   SIGKILL, power loss            nothing runs; the lock dies with the process: state "crashed"
 A signal never makes a run "finished".
+
+A child made by fork() inherits the Run objects, this module's hooks and the shared memory
+map of the log, but not the run: in the child the runs are disowned (logging to them is an
+error, finish() does nothing), so a child that exits normally cannot finish the parent's run,
+release its lock or cut its log file under it.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import signal
 import sys
 import threading
@@ -110,12 +116,19 @@ def current() -> Any:
 # -- exit and signal hooks ----------------------------------------------------------------
 
 
+def _after_fork_in_child() -> None:
+    for run in _active:
+        run._disown()
+    _active.clear()
+
+
 def _install_hooks() -> None:
     global _installed
     if _installed:
         return
     _installed = True
     atexit.register(_at_exit)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
     real_exit = sys.exit
 
     def exit_hook(code: str | int | None = None) -> NoReturn:

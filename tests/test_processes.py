@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -288,3 +289,42 @@ import os; os._exit(0)   # no finish: only the policy's own fsyncs happen
         elif "fsync(" in line and line.split("fsync(", 1)[1].split(")")[0] in wal_fds:
             syncs += 1
     assert wal_fds and min_syncs <= syncs <= max_syncs
+
+
+FORKER = """
+import json, os, sys, localtrack
+run = localtrack.init(project="p", id="fork", dir=sys.argv[1])
+for i in range(100):
+    run.log({"x": i})
+pid = os.fork()
+if pid == 0:   # the child: its runs are disowned; a normal exit must not finish the parent's
+    try:
+        run.log({"x": -1})
+        print("child logged", flush=True)
+    except localtrack.errors.UsageError as exc:
+        print("child refused:", "forked" in str(exc), flush=True)
+    try:
+        run.config["lr"] = 1
+    except localtrack.errors.UsageError:
+        print("child config refused", flush=True)
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+for i in range(100, 20_000):   # past the first mapped window: a cut file would SIGBUS here
+    run.log({"x": i, "pad": "y" * 50})
+run.finish()
+print(json.dumps({"child_status": status}), flush=True)
+"""
+
+
+def test_a_forked_child_that_exits_does_not_touch_the_run(store):
+    res = run_script(FORKER, str(store))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "child refused: True" in lines and "child config refused" in lines
+    assert "child logged" not in lines
+    assert json.loads(lines[-1]) == {"child_status": 0}
+    stored = localtrack.Api(store).run("p/fork")
+    assert stored.state == "finished"
+    assert [e["event"] for e in stored.events] == ["started", "finished"]
+    assert stored.history(["x"]).column("x").to_pylist() == list(range(20_000))
+    assert "lr" not in stored.config
