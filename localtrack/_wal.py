@@ -9,9 +9,10 @@ window of the file (MappedLog): a record costs a memory copy, not a system
 call. So a log being written, or left by a killed writer, ends in NUL padding
 up to the window's end; readers ignore trailing NULs and a closed log has none.
 Space is reserved with posix_fallocate before a window is mapped, so a full
-disk is an error from log(), never a SIGBUS. On network and FUSE file systems,
-where a mapped page can fail later, the log is appended with one ``write()``
-per record instead (Appender), as are lifecycle events.
+disk is an error from log(), never a SIGBUS. Where a store into a mapped page
+could still fail later (copy-on-write, network and FUSE file systems: see
+MAPPABLE_FS) the log is appended with one ``write()`` per record instead
+(Appender), as are lifecycle events.
 
 After a crash the tail may be cut off or hold junk: a bad *tail* is torn (it
 is cut off on the next writer open, a ``.broken`` copy is kept); a bad record
