@@ -110,18 +110,23 @@ def wait_idle(rdir: Path, timeout: float = 120.0) -> None:
 
 
 def closed_logs(rdir: Path, manifest: dict[str, Any], min_bytes: int) -> list[int]:
-    """Sequence numbers of the log files that no writer appends to any more and are worth sealing."""
+    """Sequence numbers of the log files that no writer appends to any more and are worth sealing.
+
+    The newest counts only once no writer holds the run and its writer closed it: a closed
+    log ends with its last record's newline, while a killed writer's still has padding or
+    a torn record, which the next writer cuts (with a warning) and appends after.
+    """
     seqs = [s for s in _segments.wal_seqs(rdir) if s > manifest["sealed_through"]]
-    if not seqs:
-        return []
-    if _locks.is_held(_layout.lock_of_run_dir(rdir)):
+    if not seqs or _locks.is_held(_layout.lock_of_run_dir(rdir)):
         return seqs[:-1]
-    newest = _layout.wal_path(rdir, seqs[-1])
     try:
-        small = newest.stat().st_size < min_bytes
+        with open(_layout.wal_path(rdir, seqs[-1]), "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - 1))
+            closed = size >= max(min_bytes, 1) and fh.read(1) == b"\n"
     except FileNotFoundError:
-        small = True
-    return seqs[:-1] if small else seqs
+        closed = False
+    return seqs if closed else seqs[:-1]
 
 
 def seal_closed(rdir: Path, min_bytes: int) -> None:

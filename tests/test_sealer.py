@@ -192,3 +192,24 @@ def test_sync_clean_leaves_a_run_whose_sealer_is_at_work(store, tmp_path):
     holder.communicate(b"\n", timeout=30)
     assert localtrack.sync(str(remote), dir=store, clean=True).cleaned == ["p/r"]
     assert not _rdir(store).exists()
+
+
+def test_the_sealer_leaves_a_killed_writers_torn_log_to_the_next_writer(store):
+    """The kill loop found this: a sealer still running after its writer was SIGKILLed mid-append
+    took the newest log for closed and failed on its torn record."""
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(10):
+        run.log({"x": i})
+    run.finish()
+    wal = next((_rdir(store) / "wal").glob("*.jsonl"))
+    with open(wal, "ab") as fh:
+        fh.write(b'{"x":10,"_st' + b"\0" * 500)  # cut short, then the window's padding
+    _sealer.seal_closed(_rdir(store), 0)  # the run is not held: only the torn log is left
+    assert wal.exists() and not (_rdir(store) / "segments").exists()
+    with pytest.warns(RuntimeWarning, match="torn tail"):
+        again = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert again.starting_step == 10
+    again.finish()
+    _sealer.seal_closed(_rdir(store), 0)  # closed by its writer now: sealed
+    assert steps_of(store, "p/r") == list(range(10))
+    assert not list((_rdir(store) / "wal").glob("*.jsonl"))
