@@ -5,14 +5,15 @@ allocator; in the writer's process that competed with log() for the GIL and
 stayed resident. Instead a writer that closes a log file (rotation, finish)
 calls request(): it marks ``seal.again`` and, if nobody holds the run's seal
 lock, starts a child Python running main() with the run directory, handing
-over the locked descriptor. The child seals every closed log file, releases the lock,
-and looks at the mark again before it exits, so a request made while it was
-busy is never lost. Closed means: every log but the newest while a writer
-holds the run, and the newest too once the run is released (if it holds at
-least SEAL_MIN_BYTES; a small tail stays JSONL and is cheaper to read than to
-seal). A writer opening a run holds the seal lock while it reads and repairs
-the logs (hold()), so a sealer never removes a file it is opening. The child
-outlives a finished or killed writer; what it logs goes to ``seal.log``.
+over the locked descriptor. The child seals every closed log file, releases
+the lock, and looks at the mark again before it exits, so a request made while
+it was busy is never lost. Closed means: every log but the newest while a
+writer holds the run, and the newest too once the run is released, if its
+writer closed it (see closed_logs) and it holds at least SEAL_MIN_BYTES (a
+small tail stays JSONL: cheaper to read than to seal). A writer opening a run,
+doctor and ``sync --clean`` hold the seal lock (hold()) while they repair,
+read or remove the run's files. The child outlives a finished or killed
+writer; what it logs goes to ``seal.log``.
 """
 
 from __future__ import annotations
