@@ -68,7 +68,13 @@ def sweep_dead_creations(root: Path, project: ProjectName) -> None:
         return
     cutoff = time.time() - 60
     for entry in runs.iterdir():
-        if entry.name.startswith(_fsutil.TMP_PREFIX) and entry.stat().st_mtime < cutoff:
+        if not entry.name.startswith(_fsutil.TMP_PREFIX):
+            continue
+        try:
+            stale = entry.stat().st_mtime < cutoff
+        except FileNotFoundError:  # another creator renamed its run into place meanwhile
+            continue
+        if stale:
             _remove_tree(entry)
 
 

@@ -128,10 +128,10 @@ def test_eight_writers_and_a_reader(store):
     """
     reader = script(READER, str(store), "8")
     writers = [script(code, str(store), str(i)) for i in range(8)]
-    for w in writers:
-        _, err = w.communicate(timeout=120)
-        assert w.returncode == 0, err.decode()
-    out, err = reader.communicate(timeout=60)
+    ended = [(w.communicate(timeout=120)[1], w.returncode) for w in writers]
+    out, err = reader.communicate(timeout=60)  # every pipe read before any assert
+    for werr, rc in ended:
+        assert rc == 0, werr.decode()
     assert reader.returncode == 0, err.decode()
     runs = localtrack.Api(store).runs("p")
     assert sorted(r.id for r in runs) == [f"w{i}" for i in range(8)]
