@@ -36,6 +36,21 @@ def _rdir(store: Path) -> Path:
     return store / "p" / "runs" / "r"
 
 
+def _hold_seal_lock(store: Path, seconds: float | None = None) -> subprocess.Popen:
+    """Another process holding run p/r's seal lock, as a sealer at work does: for ``seconds``,
+    or until its stdin gets a line (communicate() sends it)."""
+    holder = script("""
+        import os, select, sys
+        from localtrack import _locks
+        fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+        assert _locks.try_flock(fd)
+        print("held", flush=True)
+        select.select([sys.stdin], [], [], float(sys.argv[2]) if sys.argv[2] else None)
+    """, str(_rdir(store) / _sealer.SEAL_LOCK), str(seconds or ""), stdin=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"held"
+    return holder
+
+
 def test_writer_never_imports_pyarrow_and_the_sealer_seals_everything(store):
     res = run_script(ROTATING_WRITER, str(store))
     assert res.returncode == 0, res.stderr
@@ -98,15 +113,7 @@ def test_opening_a_run_waits_for_a_sealer_at_work(store):
     run = localtrack.init(project="p", id="r", dir=store)
     run.log({"x": 1})
     run.finish()
-    holder = script("""
-        import os, sys, time
-        from localtrack import _locks
-        fd = os.open(sys.argv[1], os.O_RDWR)
-        assert _locks.try_flock(fd)
-        print("held", flush=True)
-        time.sleep(1.0)
-    """, str(_rdir(store) / _sealer.SEAL_LOCK))
-    assert holder.stdout.readline().strip() == b"held"
+    holder = _hold_seal_lock(store, seconds=1.0)
     t0 = time.monotonic()
     again = localtrack.init(project="p", id="r", resume="must", dir=store)
     waited = time.monotonic() - t0
@@ -120,15 +127,7 @@ def test_doctor_waits_for_a_sealer_at_work(store):
     run = localtrack.init(project="p", id="r", dir=store)
     run.log({"x": 1})
     run.finish()
-    holder = script("""
-        import os, sys, time
-        from localtrack import _locks
-        fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-        assert _locks.try_flock(fd)
-        print("held", flush=True)
-        time.sleep(1.0)
-    """, str(_rdir(store) / _sealer.SEAL_LOCK))
-    assert holder.stdout.readline().strip() == b"held"
+    holder = _hold_seal_lock(store, seconds=1.0)
     t0 = time.monotonic()
     assert _doctor.check_run(store, "p", "r", fix=True) == []
     assert time.monotonic() - t0 > 0.5
@@ -178,18 +177,10 @@ def test_sync_clean_leaves_a_run_whose_sealer_is_at_work(store, tmp_path):
     run.finish()
     remote = tmp_path / "remote"
     assert localtrack.sync(str(remote), dir=store).ok
-    holder = script("""
-        import os, sys, time
-        from localtrack import _locks
-        fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-        assert _locks.try_flock(fd)
-        print("held", flush=True)
-        sys.stdin.readline()
-    """, str(_rdir(store) / _sealer.SEAL_LOCK), stdin=subprocess.PIPE)
-    assert holder.stdout.readline().strip() == b"held"
+    holder = _hold_seal_lock(store)
     assert localtrack.sync(str(remote), dir=store, clean=True).cleaned == []
     assert _rdir(store).exists()
-    holder.communicate(b"\n", timeout=30)
+    holder.communicate(b"\n", timeout=30)  # the "sealer" is done
     assert localtrack.sync(str(remote), dir=store, clean=True).cleaned == ["p/r"]
     assert not _rdir(store).exists()
 
