@@ -18,6 +18,7 @@ from .errors import UsageError
 
 RESUME_MODES = ("must", "allow", "never", "auto")
 MODES = ("offline", "disabled")
+FSYNC_POLICIES = ("periodic", "always", "never")
 DEFAULT_PROJECT = "uncategorized"
 _TRUE = ("true", "1", "yes", "auto")
 _FALSE = ("false", "0", "no", "", "none")
@@ -86,7 +87,7 @@ def resolve(*, project: str | None, run_id: str | None, resume: object,
     if mode not in MODES:
         raise UsageError(f"Invalid mode={mode!r}: use 'offline' (the default) or 'disabled'.")
     fsync = (fsync if fsync is not None else env.get("LOCALTRACK_FSYNC") or "periodic").lower()
-    if fsync not in ("periodic", "always", "never"):
+    if fsync not in FSYNC_POLICIES:
         raise UsageError(f"Invalid fsync={fsync!r}: use 'periodic' (default), 'always' or 'never'.")
     interval_text = env.get("LOCALTRACK_FSYNC_INTERVAL", "1.0")
     try:

@@ -51,8 +51,6 @@ _PAGE = mmap.ALLOCATIONGRANULARITY
 # zfs reserve space at fault time and answer a full disk with SIGBUS), not network or FUSE ones.
 MAPPABLE_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs", "overlay"})
 
-FSYNC_POLICIES = ("periodic", "always", "never")
-
 
 def frame(record: dict[str, Any]) -> bytes:
     """One framed line for ``record`` (which must not hold ``_crc``)."""
