@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 
 from hypothesis import settings
@@ -112,7 +113,9 @@ def test_kill_loop(store, tmp_path):
     (tmp_path / "kill_loop.json").write_text(json.dumps(report))
     print("kill loop:", report)
     assert lost == 0 and unreadable == 0
-    run = localtrack.init(project="p", id="t", resume="must", dir=store)
+    with warnings.catch_warnings():  # the last kill may have cut a copy short: a torn tail,
+        warnings.simplefilter("ignore", RuntimeWarning)  # cut (with this warning) on resume
+        run = localtrack.init(project="p", id="t", resume="must", dir=store)
     assert run.step >= acked_max + 1
     run.finish()
     assert localtrack.Api(store).run("p/t").state == "finished"
