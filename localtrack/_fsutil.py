@@ -128,7 +128,9 @@ def mount_type(path: Path, mounts: str | None = None) -> str | None:
         fields = line.split()
         if len(fields) < 3:
             continue
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        point = fields[1]
+        if "\\" in point:  # octal escapes of spaces and the like
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
         inside = real == point or real.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best):
             best, fstype = point, fields[2]

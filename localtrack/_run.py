@@ -75,11 +75,14 @@ class Run:
                 manifest = _segments.load_manifest(rdir, **self._ctx)
                 _segments.cleanup(rdir, manifest)
                 self._seq, last_step = self._open_log(manifest)
-                self._wal = _wal.open_log(_layout.wal_path(rdir, self._seq), ROTATE_BYTES)
+                self._mapped = _wal.mappable(rdir / "wal")  # decided once: /proc/mounts is long
+                self._wal = _wal.open_log(_layout.wal_path(rdir, self._seq), ROTATE_BYTES,
+                                          self._mapped)
         except TimeoutError as exc:
             raise LockUnavailableError(f"Cannot open {self._where}: {exc}; is a process stuck "
                                        "on this file system?", **self._ctx) from exc
-        _fsutil.fsync_dir(rdir / "wal")
+        if settings.fsync != "never":
+            _fsutil.fsync_dir(rdir / "wal")
         self.starting_step: int = last_step + 1
         self.step: int = self.starting_step
         events = rdir / _store.EVENTS
@@ -276,11 +279,13 @@ class Run:
                 _wal.fsync_path(path)
             self._wal.close(sync=sync)
             if self._preempted_by is None:  # a signal never makes a run finished (wandb#9568)
-                self._event("finished", exit_code=int(exit_code))
+                # The sealer fsyncs the event file after the logs, as it does the logs.
+                self._event("finished", sync=sync or self._settings.fsync == "always",
+                            exit_code=int(exit_code))
                 if exit_code == 0:
                     _store.clear_pointer(self._pointer, self._rid)
         finally:
-            self._events.close()
+            self._events.close(sync=False)  # every event was synced, or the sealer will
             self._lock.release()
             from . import _session
 
@@ -361,12 +366,13 @@ class Run:
     def _storage_error(self, what: str, exc: OSError) -> StorageError:
         return _fsutil.storage_error(what, self._wal.path, exc, **self._ctx)
 
-    def _event(self, name: str, **fields: Any) -> None:
+    def _event(self, name: str, sync: bool = True, **fields: Any) -> None:
         record = {"event": name, "time": time.time(), "step": self.step, "pid": os.getpid(),
                   **fields}
         try:
             self._events.append(_wal.frame(record))
-            self._events.sync()
+            if sync:
+                self._events.sync()
         except OSError as exc:
             raise self._storage_error(f"record the {name!r} event in", exc) from exc
 
@@ -417,13 +423,16 @@ class Run:
     def _rotate(self) -> None:
         """Close the full log file, open the next, and have the closed one sealed."""
         with self._wal_lock:
-            periodic = self._flusher is not None  # it fsyncs the closed file within a period
-            self._wal.close(sync=not periodic)
-            if periodic:
+            # No fsync here: "always" has synced every record, the flusher fsyncs the closed
+            # file within a period, and "never" leaves it to the OS.
+            self._wal.close(sync=False)
+            if self._flusher is not None:
                 self._closed_unsynced.append(self._wal.path)
             self._seq += 1
-            self._wal = _wal.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES)
-        _fsutil.fsync_dir(self._rdir / "wal")
+            self._wal = _wal.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES,
+                                      self._mapped)
+        if self._settings.fsync != "never":
+            _fsutil.fsync_dir(self._rdir / "wal")
         _sealer.request(self._rdir, SEAL_MIN_BYTES)
 
 

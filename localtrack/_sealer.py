@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import _fsutil, _layout, _locks, _segments, _wal
+from . import _fsutil, _layout, _locks, _segments, _store, _wal
 from ._naming import Ctx
 
 log = logging.getLogger("localtrack")
@@ -131,13 +131,16 @@ def closed_logs(rdir: Path, manifest: dict[str, Any], min_bytes: int) -> list[in
 
 
 def seal_closed(rdir: Path, min_bytes: int) -> None:
-    """fsync every log, then seal what is closed now (the caller holds the seal lock).
+    """fsync every log and then the events, then seal what is closed now (the caller holds the
+    seal lock).
 
-    A finishing writer leaves the fsync of its logs to this process (see Run.finish).
+    A finishing writer leaves these fsyncs to this process (see Run.finish); in this order, a
+    durable ``finished`` event means durable history.
     """
     ctx: Ctx = {"project": rdir.parent.parent.name, "run_id": rdir.name}
     for seq in _segments.wal_seqs(rdir):
         _wal.fsync_path(_layout.wal_path(rdir, seq))
+    _wal.fsync_path(rdir / _store.EVENTS)
     manifest = _segments.load_manifest(rdir, **ctx)
     seqs = closed_logs(rdir, manifest, min_bytes)
     if seqs:

@@ -45,8 +45,14 @@ def create_run_dir(root: Path, project: ProjectName, rid: RunId, meta: dict[str,
         tmp.mkdir()
         try:
             (tmp / "wal").mkdir()
-            _fsutil.atomic_write(tmp / RUN_JSON, dumps(meta))
-            _fsutil.atomic_write(tmp / CONFIG_JSON, dumps(encode_tree(config, where)))
+            # The folder is private until renamed: its files need no rename of their own, and
+            # one fsync of the folder makes all its entries durable.
+            files = {RUN_JSON: dumps(meta), CONFIG_JSON: dumps(encode_tree(config, where))}
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+            for name in files:
+                _fsutil.fsync_file(tmp / name)
+            _fsutil.fsync_dir(tmp)
             # If we die here: a .tmp- dir that no reader lists; the next writer of the project sweeps it.
             _fsutil.rename_durable(tmp, rdir)
         except BaseException:

@@ -355,12 +355,15 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def open_log(path: Path, limit: int) -> MappedLog | Appender:
-    """The appender for a history log: mapped on local file systems, write() elsewhere.
+def mappable(directory: Path) -> bool:
+    """Whether logs in ``directory`` may be appended through a shared map (see MAPPABLE_FS)."""
+    return _fsutil.mount_type(directory) in MAPPABLE_FS
+
+
+def open_log(path: Path, limit: int, mapped: bool) -> MappedLog | Appender:
+    """The appender for a history log: mapped where ``mappable`` says so, write() elsewhere.
 
     Its ``put`` raises ValueError when a window is full (MappedLog) or the file has
     ``limit`` bytes (Appender); ``append`` always writes.
     """
-    if _fsutil.mount_type(path.parent) in MAPPABLE_FS:
-        return MappedLog(path)
-    return Appender(path, limit)
+    return MappedLog(path) if mapped else Appender(path, limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import time
 
@@ -265,30 +266,59 @@ def test_how_a_process_ends_is_recorded(store, how, signum, code, state, exit_co
     run.finish()
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
-@pytest.mark.parametrize("policy,min_syncs,max_syncs", [
-    ("always", 50, 10_000), ("never", 0, 1), ("periodic", 0, 5)])
-def test_fsync_policy_at_the_syscall_level(store, tmp_path, policy, min_syncs, max_syncs):
-    trace = tmp_path / "trace"
-    code = f"""
-import sys, localtrack
-run = localtrack.init(project="p", id="f", dir=sys.argv[1], fsync={policy!r})
-for i in range(50):
-    run.log({{"x": i}})
-import os; os._exit(0)   # no finish: only the policy's own fsyncs happen
-"""
+def _traced_fsyncs(store, tmp_path, code: str) -> tuple[str, list[tuple[str, str]]]:
+    """Run ``code`` under strace -f: (the writer's pid, [(pid, file name)] of every fsync)."""
     import subprocess
     import sys
-    subprocess.run(["strace", "-f", "-e", "trace=openat,fsync,fdatasync", "-o", str(trace),
+    trace = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", str(trace),
                     sys.executable, "-c", code, str(store)], check=True, timeout=60)
-    wal_fds = set()
-    syncs = 0
-    for line in trace.read_text().splitlines():
-        if "openat(" in line and "/wal/" in line and "= " in line:
-            wal_fds.add(line.rsplit("= ", 1)[1].split()[0])
-        elif "fsync(" in line and line.split("fsync(", 1)[1].split(")")[0] in wal_fds:
-            syncs += 1
-    assert wal_fds and min_syncs <= syncs <= max_syncs
+    lines = trace.read_text().splitlines()
+    # -y names each descriptor: "fsync(5</.../wal/00000003.jsonl>)", also in "<unfinished ...>"
+    found = [re.match(r"(\d+) f(?:data)?sync\(\d+<([^>]*)>", line) for line in lines]
+    return lines[0].split()[0], [(m[1], m[2]) for m in found if m]
+
+
+ROTATING_WRITER = """
+import sys, localtrack
+from localtrack import _run, _wal
+_run.ROTATE_BYTES = 2000   # rotate every few records: rotation must keep to the policy too
+_wal._WINDOW = 4096
+run = localtrack.init(project="p", id="f", dir=sys.argv[1], fsync={policy!r})
+for i in range(600):
+    run.log({{"x": i}})
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
+@pytest.mark.parametrize("policy,min_syncs,max_syncs", [
+    ("always", 600, 10_000), ("never", 0, 0), ("periodic", 0, 5)])
+def test_fsync_policy_at_the_syscall_level(store, tmp_path, policy, min_syncs, max_syncs):
+    """The writer's fsyncs of its logs, rotation included (sealer children are not counted)."""
+    code = ROTATING_WRITER.format(policy=policy) + "import os; os._exit(0)  # only the policy's fsyncs"
+    writer, fsyncs = _traced_fsyncs(store, tmp_path, code)
+    syncs = sum(1 for pid, name in fsyncs if pid == writer and re.search(r"/wal/\d+\.jsonl$", name))
+    rdir = store / "p" / "runs" / "f"
+    assert len(list((rdir / "wal").iterdir()) + list((rdir / "segments").glob("*.parquet"))) > 3
+    assert min_syncs <= syncs <= max_syncs, syncs
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/strace"), reason="needs strace")
+def test_finish_leaves_its_fsyncs_to_the_sealer_logs_first(store, tmp_path):
+    """finish() under the periodic policy neither fsyncs the logs nor the finished event when it
+    starts a sealer: the sealer does, the logs before the events (durable event, durable history)."""
+    code = ROTATING_WRITER.format(policy="periodic") + "_run.SEAL_MIN_BYTES = 100\nrun.finish()\n"
+    writer, fsyncs = _traced_fsyncs(store, tmp_path, code)
+    assert localtrack.Api(store).run("p/f").state == "finished"
+    assert steps_of(store, "p/f") == list(range(600))
+    mine = [name for pid, name in fsyncs if pid == writer]
+    assert sum(name.endswith("/events.jsonl") for name in mine) == 1  # the "started" event
+    assert not [name for name in mine if name.endswith(".jsonl") and "/wal/" in name]
+    last_sealer = [pid for pid, name in fsyncs if name.endswith("/events.jsonl") and pid != writer]
+    assert last_sealer, fsyncs
+    theirs = [name for pid, name in fsyncs if pid == last_sealer[-1]]
+    events_at = max(i for i, name in enumerate(theirs) if name.endswith("/events.jsonl"))
+    assert any("/wal/" in name for name in theirs[:events_at])
 
 
 FORKER = """
