@@ -273,11 +273,12 @@ class Run:
         with self._wal_lock:
             self._open = False
         sealing = self._worth_sealing()
+        tail_sealed = self._wal.offset >= SEAL_MIN_BYTES  # the sealer will remove this file
         sync = self._settings.fsync == "periodic" and not sealing
         try:
             for path in self._closed_unsynced if sync else ():
                 _wal.fsync_path(path)
-            self._wal.close(sync=sync)
+            self._wal.close(sync=sync, cut=not tail_sealed)
             if self._preempted_by is None:  # a signal never makes a run finished (wandb#9568)
                 # The sealer fsyncs the event file after the logs, as it does the logs.
                 self._event("finished", sync=sync or self._settings.fsync == "always",

@@ -113,16 +113,16 @@ def wait_idle(rdir: Path, timeout: float = 120.0) -> None:
 def closed_logs(rdir: Path, manifest: dict[str, Any], min_bytes: int) -> list[int]:
     """Sequence numbers of the log files that no writer appends to any more and are worth sealing.
 
-    The newest counts only once no writer holds the run and its writer closed it: a closed
-    log ends with its last record's newline, while a killed writer's still has padding or
-    a torn record, which the next writer cuts (with a warning) and appends after.
+    The newest counts only once no writer holds the run and its data (before any padding)
+    ends with a record's newline: a killed writer's torn record is left to the next writer,
+    which cuts it (with a warning) and appends after.
     """
     seqs = [s for s in _segments.wal_seqs(rdir) if s > manifest["sealed_through"]]
     if not seqs or _locks.is_held(_layout.lock_of_run_dir(rdir)):
         return seqs[:-1]
     try:
         with open(_layout.wal_path(rdir, seqs[-1]), "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+            size = _wal.end_of_data(fh)
             fh.seek(max(0, size - 1))
             closed = size >= max(min_bytes, 1) and fh.read(1) == b"\n"
     except FileNotFoundError:
@@ -131,16 +131,21 @@ def closed_logs(rdir: Path, manifest: dict[str, Any], min_bytes: int) -> list[in
 
 
 def seal_closed(rdir: Path, min_bytes: int) -> None:
-    """fsync every log and then the events, then seal what is closed now (the caller holds the
-    seal lock).
+    """fsync the closed logs and then the events, then seal what is closed now (the caller
+    holds the seal lock).
 
     A finishing writer leaves these fsyncs to this process (see Run.finish); in this order, a
     durable ``finished`` event means durable history.
     """
     ctx: Ctx = {"project": rdir.parent.parent.name, "run_id": rdir.name}
-    for seq in _segments.wal_seqs(rdir):
+    seqs = _segments.wal_seqs(rdir)
+    writing = _locks.is_held(_layout.lock_of_run_dir(rdir))
+    # Not the log a writer appends to (its policy syncs it; an fsync from here would also make
+    # the writer's ftruncate in finish() wait for this writeback on ext4), nor its events.
+    for seq in seqs[:-1] if writing else seqs:
         _wal.fsync_path(_layout.wal_path(rdir, seq))
-    _wal.fsync_path(rdir / _store.EVENTS)
+    if not writing:
+        _wal.fsync_path(rdir / _store.EVENTS)
     manifest = _segments.load_manifest(rdir, **ctx)
     seqs = closed_logs(rdir, manifest, min_bytes)
     if seqs:

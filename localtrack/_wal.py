@@ -142,7 +142,7 @@ def last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
     until a good record turns up.
     """
     with open(path, "rb") as fh:
-        size = _end_of_data(fh)
+        size = end_of_data(fh)
         window = _TAIL_CHUNK
         while True:
             start = max(0, size - window)
@@ -165,10 +165,10 @@ def last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
 def data_size(path: Path) -> int:
     """The size of a log without its NUL padding."""
     with open(path, "rb") as fh:
-        return _end_of_data(fh)
+        return end_of_data(fh)
 
 
-def _end_of_data(fh: Any) -> int:
+def end_of_data(fh: Any) -> int:
     """The size of an open log without its NUL padding, reading backwards from the end."""
     end = os.fstat(fh.fileno()).st_size
     while end > 0:
@@ -255,7 +255,8 @@ class Appender:
         if self.fd >= 0:
             os.fsync(self.fd)
 
-    def close(self, sync: bool = True) -> None:
+    def close(self, sync: bool = True, cut: bool = True) -> None:
+        """Close, fsyncing first if ``sync`` (``cut``: as MappedLog's; this file has no padding)."""
         if self.fd >= 0:
             try:
                 if sync:
@@ -272,7 +273,7 @@ class MappedLog:
     SIGKILL as soon as log() returns, without a system call per record. The
     file grows a window at a time: posix_fallocate reserves the blocks first
     (ENOSPC/EFBIG surface here, as from write()), then the window is mapped.
-    close() cuts the padding, so closed logs end with their last record.
+    close() cuts the padding unless a sealer is to remove the file.
     """
 
     def __init__(self, path: Path) -> None:
@@ -325,13 +326,18 @@ class MappedLog:
         if self.fd >= 0:
             os.fsync(self.fd)
 
-    def close(self, sync: bool = True) -> None:
-        """Unmap, cut the padding, fsync (unless the caller has that done later)."""
+    def close(self, sync: bool = True, cut: bool = True) -> None:
+        """Unmap, cut the padding, fsync (unless the caller has that done later).
+
+        ``cut=False`` leaves the padding to whoever removes the file (a sealer): on ext4 the
+        ftruncate waits for the file's writeback whenever a journal commit is under way.
+        """
         if self.fd < 0:
             return
         try:
             self._unmap()
-            os.ftruncate(self.fd, self._end)
+            if cut:
+                os.ftruncate(self.fd, self._end)
             if sync:
                 os.fsync(self.fd)
         finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack import _doctor, _fsutil, _sealer, _wal
+from localtrack import _doctor, _fsutil, _run, _sealer, _wal
 
 from .helpers import run_script, script, steps_of, wait_for
 
@@ -183,6 +183,31 @@ def test_sync_clean_leaves_a_run_whose_sealer_is_at_work(store, tmp_path):
     holder.communicate(b"\n", timeout=30)  # the "sealer" is done
     assert localtrack.sync(str(remote), dir=store, clean=True).cleaned == ["p/r"]
     assert not _rdir(store).exists()
+
+
+def test_a_finished_tail_keeps_its_padding_for_the_sealer_to_remove(store, monkeypatch):
+    """finish() leaves the padding of a tail that its sealer will seal (on ext4 the cut waited
+    for the file's writeback whenever a journal commit was under way: finish took 20-40 ms);
+    readers and a resume ignore it silently, and the sealer seals the padded log."""
+    monkeypatch.setattr(_run, "SEAL_MIN_BYTES", 1000)
+    run = localtrack.init(project="p", id="r", dir=store)
+    holder = _hold_seal_lock(store)  # no sealer starts yet: look at what finish() left
+    for i in range(100):
+        run.log({"x": i})
+    run.finish()
+    wal = next((_rdir(store) / "wal").glob("*.jsonl"))
+    assert wal.stat().st_size > _wal.data_size(wal) > 1000
+    assert steps_of(store, "p/r") == list(range(100))
+    holder.communicate(b"\n", timeout=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the padding is no torn tail
+        run = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert run.step == 100
+    run.log({"x": 100})
+    run.finish()  # the sealer it starts seals the padded log, and removes it
+    wait_for(lambda: not wal.exists(), what="the sealer removed the log")
+    assert steps_of(store, "p/r") == list(range(101))
+    assert list((_rdir(store) / "segments").glob("*.parquet"))
 
 
 def test_the_sealer_leaves_a_killed_writers_torn_log_to_the_next_writer(store):
