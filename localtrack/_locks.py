@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -58,9 +57,14 @@ def _start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def hostname() -> str:
+    """This host's name, as socket.gethostname() gives it (without importing socket)."""
+    return os.uname().nodename
+
+
 def this_process() -> dict[str, Any]:
     now = time.time()
-    return {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id(),
+    return {"pid": os.getpid(), "host": hostname(), "boot_id": _boot_id(),
             "start_ticks": _start_ticks(os.getpid()), "since": now}
 
 
@@ -84,7 +88,7 @@ def holder_alive(holder: dict[str, Any]) -> bool | None:
     """True/False when this host can tell; None for a holder on another host."""
     if not holder.get("pid"):
         return False
-    if holder.get("host") != socket.gethostname() or holder.get("boot_id") != _boot_id():
+    if holder.get("host") != hostname() or holder.get("boot_id") != _boot_id():
         return None
     ticks = _start_ticks(int(holder["pid"]))
     return ticks is not None and ticks == holder.get("start_ticks")

@@ -13,7 +13,6 @@ import enum
 import logging
 import operator
 import os
-import socket
 import threading
 import time
 import warnings
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _fsutil, _layout, _naming, _resume, _sealer, _segments, _store, _wal
+from . import _fsutil, _layout, _locks, _naming, _resume, _sealer, _segments, _store, _wal
 from ._codec import FAST_OPTS, dumps, encode_fast, encode_row, encode_tree, plain_json, untag
 from ._config import Config, Summary
 from ._locks import RunLock
@@ -468,7 +467,7 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
                   resumed=outcome is _resume.Outcome.RESUME)
         if config and run.resumed:
             run.config.update(config)
-        run._event("resumed" if run.resumed else "started", host=socket.gethostname())
+        run._event("resumed" if run.resumed else "started", host=_locks.hostname())
         with _fsutil.storage_errors("write the auto-resume pointer", pointer, **ctx):
             _store.write_pointer(pointer, rid)
     except BaseException:

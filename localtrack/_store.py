@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import sys
 import time
 from pathlib import Path
@@ -86,7 +85,7 @@ def sweep_dead_creations(root: Path, project: ProjectName) -> None:
 
 def new_meta(project: ProjectName, rid: RunId, fields: dict[str, Any]) -> dict[str, Any]:
     return {"format": _layout.FORMAT_VERSION, "id": rid, "project": project,
-            "created": time.time(), "host": socket.gethostname(), "cwd": os.getcwd(),
+            "created": time.time(), "host": _locks.hostname(), "cwd": os.getcwd(),
             "program": sys.argv[0] if sys.argv else "", **fields}
 
 
