@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -96,6 +95,8 @@ class DirRemote(Remote):
         path = self.root / key
         try:
             if path.is_dir():
+                import shutil  # here only: import localtrack need not load it (and bz2, lzma)
+
                 shutil.rmtree(path)
             else:
                 _fsutil.unlink(path)
