@@ -110,7 +110,7 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
         else:
             for path, good_end in torn:
                 _wal.cut_torn_tail(path, good_end, project=project, run_id=rid, warn=False)
-            _segments.cleanup(rdir, manifest)
+            _segments.cleanup(rdir, manifest, everything=True)
             for path in temps:
                 _fsutil.unlink(path)
             for f in found:

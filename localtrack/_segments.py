@@ -235,19 +235,29 @@ def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any],
     return manifest
 
 
-def cleanup(rdir: Path, manifest: dict[str, Any]) -> None:
-    """Finish what a dead sealer left half done (writer only)."""
+def cleanup(rdir: Path, manifest: dict[str, Any], *, everything: bool = False) -> None:
+    """Finish what a dead sealer left half done (lock holders only).
+
+    A sealer that dies leaves segment files (or their temp files) only under names derived
+    from a log the manifest does not cover yet, and log files the manifest covers; so opening
+    a run looks at just those names, in time independent of its length. ``everything`` (for
+    doctor) also removes any other segment file the manifest does not name.
+    """
     seg_dir = rdir / "segments"
-    _fsutil.sweep_tmp(seg_dir)
     _fsutil.sweep_tmp(rdir)
-    named = {seg["file"] for seg in manifest["segments"]}
-    if seg_dir.is_dir():
-        for path in seg_dir.iterdir():
-            if path.suffix == ".parquet" and path.name not in named:
-                _fsutil.unlink(path)
     for seq in wal_seqs(rdir):
         if seq <= manifest["sealed_through"]:
             _fsutil.unlink(_layout.wal_path(rdir, seq))
+        else:
+            name = _layout.segment_name(seq)
+            _fsutil.unlink(seg_dir / name)
+            _fsutil.unlink(seg_dir / f"{_fsutil.TMP_PREFIX}{name}")
+    if everything and seg_dir.is_dir():
+        _fsutil.sweep_tmp(seg_dir)
+        named = {seg["file"] for seg in manifest["segments"]}
+        for path in seg_dir.iterdir():
+            if path.suffix == ".parquet" and path.name not in named:
+                _fsutil.unlink(path)
 
 
 def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[list[bytes], bytes]]]:

@@ -171,6 +171,23 @@ def test_doctor_reports_and_fixes_what_is_safe(tmp_path):
     assert api.run("p/good").history().num_rows == 5 and api.run("p/torn").history().num_rows == 5
 
 
+def test_opening_a_run_removes_what_a_sealer_killed_mid_seal_left(tmp_path):
+    """A sealer killed between writing a segment and the manifest leaves the segment (or its
+    temp file) under the name of a log the manifest does not cover: opening the run removes
+    those by name, without listing the segments, and the log still holds the steps."""
+    store = tmp_path / "s"
+    rdir = _run_with_log(store)  # its log stays JSONL: not sealed
+    name = _wal(rdir).name.replace(".jsonl", ".parquet")
+    (rdir / "segments").mkdir()
+    orphan, half = rdir / "segments" / name, rdir / "segments" / f".tmp-{name}"
+    orphan.write_bytes(b"PAR1 half a segment")
+    half.write_bytes(b"PAR1")
+    run = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert not orphan.exists() and not half.exists()
+    run.finish()
+    assert localtrack.Api(store).run("p/r").history().column("x").to_pylist() == [0, 1, 2, 3, 4]
+
+
 def test_events_torn_tail_is_cut_on_resume(tmp_path):
     rdir = _run_with_log(tmp_path / "s")
     with open(rdir / "events.jsonl", "ab") as fh:
