@@ -44,6 +44,7 @@ log = logging.getLogger("localtrack")
 
 _CRC_MARK = b',"_crc":'
 _TAIL_CHUNK = 64 * 1024
+_ZEROS = bytes(_TAIL_CHUNK)
 _WINDOW = 1 << 20  # bytes reserved and mapped at a time (a multiple of the page size)
 _PAGE = mmap.ALLOCATIONGRANULARITY
 # Local file systems where a store into a fallocated, shared writable map cannot fail later:
@@ -174,9 +175,9 @@ def end_of_data(fh: Any) -> int:
     while end > 0:
         start = max(0, end - _TAIL_CHUNK)
         fh.seek(start)
-        block = fh.read(end - start).rstrip(b"\0")
-        if block:
-            return start + len(block)
+        block = fh.read(end - start)
+        if block != _ZEROS[:len(block)]:  # a memcmp; rstrip takes ~100x longer on padding
+            return start + len(block.rstrip(b"\0"))
         end = start
     return 0
 
@@ -187,12 +188,11 @@ def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack
     if size <= good_end:
         return
     with open(path, "r+b") as fh:
+        end = end_of_data(fh)
         fh.seek(good_end)
-        junk = fh.read().rstrip(b"\0")
-        if not junk:  # only the padding of a mapped log whose writer died: nothing was lost
-            fh.truncate(good_end)
-            fh.flush()
-            os.fsync(fh.fileno())
+        junk = fh.read(end - good_end) if end > good_end else b""
+        if not junk:  # only the padding of a mapped log whose writer died: nothing was lost,
+            fh.truncate(good_end)  # and no fsync: padding that a power cut brings back is padding
             return
         with open(path.with_name(path.name + ".broken"), "ab") as keep:
             keep.write(junk)
