@@ -138,11 +138,11 @@ def seal_closed(rdir: Path, min_bytes: int) -> None:
     durable ``finished`` event means durable history.
     """
     ctx: Ctx = {"project": rdir.parent.parent.name, "run_id": rdir.name}
-    seqs = _segments.wal_seqs(rdir)
+    logs = _segments.wal_seqs(rdir)
     writing = _locks.is_held(_layout.lock_of_run_dir(rdir))
     # Not the log a writer appends to (its policy syncs it; an fsync from here would also make
     # the writer's ftruncate in finish() wait for this writeback on ext4), nor its events.
-    for seq in seqs[:-1] if writing else seqs:
+    for seq in logs[:-1] if writing else logs:
         _wal.fsync_path(_layout.wal_path(rdir, seq))
     if not writing:
         _wal.fsync_path(rdir / _store.EVENTS)
