@@ -271,12 +271,13 @@ def _traced_fsyncs(store, tmp_path, code: str) -> tuple[str, list[tuple[str, str
     import subprocess
     import sys
     trace = tmp_path / "trace"
-    subprocess.run(["strace", "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", str(trace),
-                    sys.executable, "-c", code, str(store)], check=True, timeout=60)
+    res = subprocess.run(["strace", "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", str(trace),
+                          sys.executable, "-c", "import os; print(os.getpid(), flush=True)\n" + code,
+                          str(store)], check=True, timeout=60, capture_output=True, text=True)
     lines = trace.read_text().splitlines()
     # -y names each descriptor: "fsync(5</.../wal/00000003.jsonl>)", also in "<unfinished ...>"
     found = [re.match(r"(\d+) f(?:data)?sync\(\d+<([^>]*)>", line) for line in lines]
-    return lines[0].split()[0], [(m[1], m[2]) for m in found if m]
+    return res.stdout.split()[0], [(m[1], m[2]) for m in found if m]
 
 
 ROTATING_WRITER = """
