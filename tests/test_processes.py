@@ -276,7 +276,7 @@ def _traced_fsyncs(store, tmp_path, code: str) -> tuple[str, list[tuple[str, str
                           str(store)], check=True, timeout=60, capture_output=True, text=True)
     lines = trace.read_text().splitlines()
     # -y names each descriptor: "fsync(5</.../wal/00000003.jsonl>)", also in "<unfinished ...>"
-    found = [re.match(r"(\d+) f(?:data)?sync\(\d+<([^>]*)>", line) for line in lines]
+    found = [re.match(r"(\d+)\s+f(?:data)?sync\(\d+<([^>]*)>", line) for line in lines]  # pids padded
     return res.stdout.split()[0], [(m[1], m[2]) for m in found if m]
 
 
