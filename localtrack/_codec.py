@@ -109,6 +109,7 @@ def _flatten(data: dict[Any, Any], prefix: str, where: str,
 
 FAST_OPTS = (orjson.OPT_STRICT_INTEGER | orjson.OPT_PASSTHROUGH_DATETIME
               | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS)
+LINE_OPTS = FAST_OPTS | orjson.OPT_APPEND_NEWLINE  # a row as a whole plain log line
 
 
 def encode_fast(data: Any) -> bytes | None:

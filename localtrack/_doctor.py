@@ -94,7 +94,7 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
             continue
         data = path.read_bytes()
         try:
-            _, good_end = _wal.check(data, path)
+            good_end = _wal.check(data, path).end
         except CorruptRunError as exc:
             report(path, str(exc), False)
             continue

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ._naming import ProjectName, RunId
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DEFAULT_DIR = "localtrack-runs"
 
 

@@ -95,7 +95,7 @@ class ApiRun:
     def _last_record(self, path: StorePath) -> dict[str, Any] | None:
         if isinstance(path, Path):
             try:
-                return _wal.last_record(path)[0]  # reads only the tail
+                return _wal.last_record(path, **self._ctx).record  # reads only the tail
             except IsADirectoryError:
                 pass
         records = _chunks.read_records(path, **self._ctx)

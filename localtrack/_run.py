@@ -16,13 +16,12 @@ import os
 import threading
 import time
 import warnings
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import _fsutil, _layout, _locks, _naming, _resume, _sealer, _segments, _store, _wal
-from ._codec import FAST_OPTS, dumps, encode_fast, encode_row, encode_tree, plain_json, untag
+from ._codec import LINE_OPTS, dumps, encode_fast, encode_row, encode_tree, plain_json, untag
 from ._config import Config, Summary
 from ._locks import RunLock
 from ._naming import Ctx
@@ -33,9 +32,10 @@ log = logging.getLogger("localtrack")
 
 ROTATE_BYTES = 16 << 20
 SEAL_MIN_BYTES = _sealer.SEAL_MIN_BYTES  # a finished tail this big is sealed; smaller stays JSONL
+STAMP_SECONDS = 0.001  # a plain row's time is that of the last framed row: at most this old
 _time = time.time
+_monotonic = time.monotonic  # when to frame: a clock stepped back must not stop the frames
 _sum = sum
-_crc32 = zlib.crc32
 
 
 class State(enum.Enum):
@@ -73,10 +73,10 @@ class Run:
             with _sealer.hold(rdir):  # no sealer removes a log while we read and repair it
                 manifest = _segments.load_manifest(rdir, **self._ctx)
                 _segments.cleanup(rdir, manifest)
-                self._seq, last_step = self._open_log(manifest)
+                self._seq, last_step, frame_at = self._open_log(manifest)
                 self._mapped = _wal.mappable(rdir / "wal")  # decided once: /proc/mounts is long
                 self._wal = _wal.open_log(_layout.wal_path(rdir, self._seq), ROTATE_BYTES,
-                                          self._mapped)
+                                          self._mapped, frame_at)
         except TimeoutError as exc:
             raise LockUnavailableError(f"Cannot open {self._where}: {exc}; is a process stuck "
                                        "on this file system?", **self._ctx) from exc
@@ -86,10 +86,11 @@ class Run:
         self.step: int = self.starting_step
         events = rdir / _store.EVENTS
         if events.exists():  # a writer killed mid-event leaves a torn tail: cut it before appending
-            _wal.cut_torn_tail(events, _wal.last_record(events)[1], **self._ctx)
+            _wal.cut_torn_tail(events, _wal.last_record(events, **self._ctx).end, **self._ctx)
         self._events = _wal.Appender(events)
         self._wal_lock = threading.Lock()  # the flusher thread and rotation/finish
         self._put: Callable[[bytes], Any] = self._wal.put
+        self._stamp_due = 0.0  # the monotonic time after which log() frames its row
         self._flusher: threading.Thread | None = None
         self._closed_unsynced: list[Path] = []  # rotated logs the flusher fsyncs
         self._stop_flusher = threading.Event()
@@ -107,26 +108,28 @@ class Run:
 
     # -- opening ---------------------------------------------------------------------------
 
-    def _open_log(self, manifest: dict[str, Any]) -> tuple[int, int]:
-        """(active log seq, last step on disk): reads only the tail of the newest log files."""
+    def _open_log(self, manifest: dict[str, Any]) -> tuple[int, int, int]:
+        """(active log seq, last step on disk, where its checksum range starts): reads only
+        the tail of the newest log files."""
         rdir = self._rdir
         sealed = manifest["sealed_through"]
         seqs = [s for s in _segments.wal_seqs(rdir) if s > sealed]
         if not seqs:
-            return sealed + 1, manifest["last_step"]
+            return sealed + 1, manifest["last_step"], 0
         newest = _layout.wal_path(rdir, seqs[-1])
         if newest.is_dir():  # a log kept as a folder of chunks: this is a copy made by sync
             raise UsageError(f"{self._where} is in a store written by `localtrack sync` "
                              f"({rdir}); synced stores are read-only. Resume the original run, "
                              "or read this one with localtrack.Api.", **self._ctx)
-        record, good_end = _wal.last_record(newest)
-        _wal.cut_torn_tail(newest, good_end, **self._ctx)
+        tail = _wal.last_record(newest, **self._ctx)
+        _wal.cut_torn_tail(newest, tail.end, **self._ctx)
+        record = tail.record
         for seq in reversed(seqs[:-1]):
             if record is not None:
                 break
-            record, _ = _wal.last_record(_layout.wal_path(rdir, seq))
+            record = _wal.last_record(_layout.wal_path(rdir, seq), **self._ctx).record
         last_step = record["_step"] if record is not None else manifest["last_step"]
-        return seqs[-1], int(last_step)
+        return seqs[-1], int(last_step), tail.frame_end
 
     # -- public API ------------------------------------------------------------------------
 
@@ -147,10 +150,12 @@ class Run:
         # The common call, in as few Python operations as possible. orjson rejects numpy,
         # subclasses, big ints and non-string keys. A row is plain unless its JSON holds null
         # (None, or NaN/Inf written as null), a nested object or a list; for a row of numbers
-        # sum() says the same more cheaply (it is finite only if every value is).
+        # sum() says the same more cheaply (it is finite only if every value is). A plain row
+        # is written as orjson's bytes alone, the next step at the same time (see _wal); one
+        # a millisecond at most carries its step and time and a checksum of the lines before.
         if step is None and commit is None and self._open and type(data) is dict and data:
             try:
-                out = dumps(data, option=FAST_OPTS)
+                out = dumps(data, option=LINE_OPTS)
             except TypeError:
                 pass
             else:
@@ -165,24 +170,45 @@ class Run:
                     plain = plain_json(out)
                 if (plain and "_step" not in data and "_timestamp" not in data
                         and "_crc" not in data and "" not in data and "$f" not in data):
-                    s = self.step
-                    body = b'%s,"_step":%d,"_timestamp":%s' % (out[:-1], s, dumps(_time()))
-                    line = b'%s,"_crc":%d}\n' % (body, _crc32(body))
-                    try:
-                        self._put(line)  # ValueError: the mapped window or the file is full
-                    except ValueError:
-                        self._append_slow(line, s)
-                    except OSError as exc:
-                        raise self._storage_error("append to the history log", exc) from exc
-                    self.step = s + 1
+                    if _monotonic() < self._stamp_due:
+                        try:
+                            self._put(out)  # ValueError: the mapped window or the file is full
+                        except ValueError:
+                            self._append_slow(out)
+                        except OSError as exc:
+                            raise self._storage_error("append to the history log", exc) from exc
+                    else:
+                        self._append_stamped(out[:-2])
+                    self.step += 1
                     return
         self._log_general(data, step, commit)
 
-    def _append_slow(self, line: bytes, s: int) -> None:
-        """Rotate if the log file is big enough (never inside a step), then append ``line``."""
+    def _append_stamped(self, row: bytes) -> None:
+        """Append a row (JSON without its closing brace) framed, with its step and time."""
+        self._stamp_due = _monotonic() + STAMP_SECONDS
+        self._append_framed(b'%s,"_step":%d,"_timestamp":%s' % (row, self.step, dumps(_time())))
+
+    def _append_framed(self, body: bytes) -> None:
+        """Append a framed line; rotate first if the log file is big enough (never inside a step)."""
         try:
-            if self._wal.offset >= ROTATE_BYTES and s != self._partial_step:
-                self._rotate()
+            try:
+                _wal.put_framed(self._wal, body)
+            except ValueError:  # the mapped window or the file is full
+                if self._wal.offset >= ROTATE_BYTES and self.step != self._partial_step:
+                    self._rotate()
+                _wal.append_framed(self._wal, body)
+                self._put = self._put_and_sync if self._settings.fsync == "always" else self._wal.put
+            if self._settings.fsync == "always":
+                self._wal.sync()
+        except OSError as exc:
+            raise self._storage_error("append to the history log", exc) from exc
+
+    def _append_slow(self, line: bytes) -> None:
+        """Append a plain line that did not fit: frame it if the log file is to rotate."""
+        if self._wal.offset >= ROTATE_BYTES and self.step != self._partial_step:
+            self._append_stamped(line[:-2])  # rotates: a log file starts with a framed line
+            return
+        try:
             self._wal.append(line)
             if self._settings.fsync == "always":
                 self._wal.sync()
@@ -233,19 +259,13 @@ class Run:
                 return
             self.step = step
         s = self.step
-        ts = _time()
         out = encode_fast(data)
         if out is None:
             out = self._encode_slow(data)
-        body = (b'%s,"_step":%d,"_timestamp":%s' % (out[:-1], s, dumps(ts)) if len(out) > 2
-                else b'{"_step":%d,"_timestamp":%s' % (s, dumps(ts)))
-        line = _wal.frame_body(body)
-        try:
-            self._put(line)
-        except ValueError:
-            self._append_slow(line, s)
-        except OSError as exc:
-            raise self._storage_error("append to the history log", exc) from exc
+        ts = dumps(_time())
+        self._append_framed(b'%s,"_step":%d,"_timestamp":%s' % (out[:-1], s, ts) if len(out) > 2
+                            else b'{"_step":%d,"_timestamp":%s' % (s, ts))
+        self._stamp_due = 0.0  # the next row may not be the next step: it carries its own
         if commit or (commit is None and step is None):
             self.step = s + 1
             self._partial_step = -1
@@ -277,6 +297,7 @@ class Run:
         try:
             for path in self._closed_unsynced if sync else ():
                 _wal.fsync_path(path)
+            self._close_frame()
             self._wal.close(sync=sync, cut=not tail_sealed)
             if self._preempted_by is None:  # a signal never makes a run finished (wandb#9568)
                 # The sealer fsyncs the event file after the logs, as it does the logs.
@@ -292,6 +313,15 @@ class Run:
             _session.forget(self)
         if sealing:
             _sealer.request(self._rdir, SEAL_MIN_BYTES)  # after the release: the tail is closed now
+
+    def _close_frame(self) -> None:
+        """Frame the plain rows at the end of a log file being closed: a closed log is checksummed
+        to its last byte. Failing to (a full disk) costs only that: the rows are written."""
+        try:
+            if _wal.close_frame(self._wal) and self._settings.fsync == "always":
+                self._wal.sync()
+        except OSError:
+            log.warning("could not write the closing checksum of %s", self._wal.path, exc_info=True)
 
     def _worth_sealing(self) -> bool:
         """Whether finish() leaves a log file the sealer would seal (it decides for itself)."""
@@ -407,9 +437,11 @@ class Run:
                     path = _layout.wal_path(self._rdir, s)
                     with open(path, "rb") as fh:
                         fh.seek(offset)
-                        bodies, good_end = _wal.check(fh.read(), path, **self._ctx)
-                    last.update(_segments.last_values(_segments.records(bodies)))
-                    seq, offset = s, offset + good_end
+                        checked = _wal.check(fh.read(), path, **self._ctx)
+                    last.update(_segments.last_values(_wal.records(checked.bodies)))
+                    # Next time from the last frame: a checksum range starts there (the plain
+                    # rows after it are read again; last values do not change for that).
+                    seq, offset = s, offset + checked.frame_end
                     if s < self._seq:
                         offset = 0
             except FileNotFoundError:  # sealed while we read
@@ -423,8 +455,9 @@ class Run:
     def _rotate(self) -> None:
         """Close the full log file, open the next, and have the closed one sealed."""
         with self._wal_lock:
-            # No fsync here: "always" has synced every record, the flusher fsyncs the closed
-            # file within a period, and "never" leaves it to the OS.
+            # No fsync here: "always" has synced every record (and syncs the closing frame),
+            # the flusher fsyncs the closed file within a period, "never" leaves it to the OS.
+            self._close_frame()
             self._wal.close(sync=False)
             if self._flusher is not None:
                 self._closed_unsynced.append(self._wal.path)
@@ -460,6 +493,8 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
         else:
             meta = _store.read_meta(rdir, **ctx)
             changed = {k: v for k, v in fields.items() if v is not None and meta.get(k) != v}
+            if meta.get("format", 1) < _layout.FORMAT_VERSION:  # this writer's lines are newer
+                changed["format"] = _layout.FORMAT_VERSION
             if changed:
                 meta = {**meta, **changed}
                 _fsutil.atomic_write(rdir / _store.RUN_JSON, dumps(meta))

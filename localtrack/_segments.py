@@ -14,6 +14,7 @@ pyarrow is imported here only, lazily, to keep ``import localtrack`` light.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +118,7 @@ def last_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return last
 
 
+_END_LINE = re.compile(re.escape(_wal.END_BODY) + rb',"_crc":\d+\}\n')
 _TAG_LITERALS = ((b'{"$f":"NaN"}', b"NaN"), (b'{"$f":"Infinity"}', b"Infinity"),
                  (b'{"$f":"-Infinity"}', b"-Infinity"))
 
@@ -134,6 +136,8 @@ def log_table(data: bytes) -> pa.Table | None:
     import pyarrow.compute as pc
     import pyarrow.json as pj
 
+    if _wal.END_BODY in data:  # the lines that close a log's last frame are not rows
+        data = _END_LINE.sub(b"", data)
     for tag, literal in _TAG_LITERALS:
         if tag in data:
             data = data.replace(tag, literal)
@@ -143,7 +147,9 @@ def log_table(data: bytes) -> pa.Table | None:
         table = pj.read_json(pa.BufferReader(data))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
-    table = table.drop_columns(["_crc"])
+    if "_crc" in table.column_names:
+        table = table.drop_columns(["_crc"])
+    table = _fill_plain(table)
     steps = table["_step"]
     n = len(steps)
     if n > 1 and not pc.all(pc.greater(steps.slice(1), steps.slice(0, n - 1))).as_py():
@@ -157,6 +163,22 @@ def log_table(data: bytes) -> pa.Table | None:
         table = table.select(["_step", *keys])
     rest = [c for c in table.column_names if c not in ("_step", "_timestamp")]
     return table.select(["_step", "_timestamp", *rest])
+
+
+def _fill_plain(table: pa.Table) -> pa.Table:
+    """Give plain rows (no ``_step``: see _wal) the step after the row before and its time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    steps = table["_step"].combine_chunks()
+    if not steps.null_count:
+        return table
+    index = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), len(steps))), 1)
+    offset = pc.fill_null_forward(pc.subtract(steps.cast(pa.int64()), index))
+    table = table.set_column(table.column_names.index("_step"), "_step", pc.add(offset, index))
+    times = table["_timestamp"].combine_chunks()
+    return table.set_column(table.column_names.index("_timestamp"), "_timestamp",
+                            pc.fill_null_forward(times))
 
 
 def _table_last(table: pa.Table) -> dict[str, Any]:
@@ -177,12 +199,12 @@ def _table_last(table: pa.Table) -> dict[str, Any]:
 def _log_to_table(path: Path, **ctx: Unpack[Ctx]) -> pa.Table | None:
     """A closed log file as a table (None when it holds no record); it must be intact."""
     data = path.read_bytes()
-    bodies, good_end = _wal.check(data, path, allow_torn_tail=False, **ctx)
-    if not bodies:
+    checked = _wal.check(data, path, allow_torn_tail=False, **ctx)
+    if not checked.bodies:
         return None
-    table = log_table(data[:good_end])
+    table = log_table(data[:checked.end])
     if table is None:
-        table = rows_to_table(merge_steps([loads(body + b"}") for body in bodies]))
+        table = rows_to_table(merge_steps(_wal.records(checked.bodies)))
     return table
 
 
@@ -273,8 +295,8 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[lis
             for seq in seqs:
                 path = wal_log(rdir, seq)
                 data = _chunks.read_log(path)
-                bodies, good_end = _wal.check(data, str(path), **ctx)
-                logs.append((bodies, data[:good_end]))
+                checked = _wal.check(data, str(path), **ctx)
+                logs.append((checked.bodies, data[:checked.end]))
         except FileNotFoundError:  # sealed (or, remotely, dropped) while we read: read again
             continue
         return manifest, logs
@@ -282,16 +304,12 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[lis
                           "changing or a sequence number is missing.", path=str(rdir), **ctx)
 
 
-def records(bodies: list[bytes]) -> list[dict[str, Any]]:
-    return [loads(body + b"}") for body in bodies]
-
-
 def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """The last logged value of every key (flat, decoded)."""
     manifest, logs = _snapshot(rdir, ctx)
     last = dict(manifest["last"])
     for bodies, _ in logs:
-        last.update(last_values(records(bodies)))
+        last.update(last_values(_wal.records(bodies)))
     return {k: untag(v) for k, v in last.items()}
 
 
@@ -321,7 +339,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[C
             continue
         table = log_table(data)  # pyarrow's C++ reader; Python rows only for mixed kinds
         if table is None:
-            table = rows_to_table(merge_steps(records(bodies)))
+            table = rows_to_table(merge_steps(_wal.records(bodies)))
         if wanted is not None:
             table = table.select([c for c in wanted if c in table.column_names])
         tables.append(table)

@@ -123,27 +123,6 @@ def _stat_sig(path: str, name: str) -> list[Any]:
     return [name, st.st_size, st.st_mtime_ns, st.st_ino]
 
 
-def _valid_length(data: bytes) -> tuple[int, int | None]:
-    """(bytes of whole, valid records from the start, offset of a damaged record followed by a good one)."""
-    pos = 0
-    size = len(data)
-    while pos < size:
-        nl = data.find(b"\n", pos)
-        if nl < 0 or _wal.parse(data[pos:nl]) is None:
-            break
-        pos = nl + 1
-    bad = pos
-    rest = data.find(b"\n", pos)
-    while 0 <= rest < size - 1:
-        nl = data.find(b"\n", rest + 1)
-        if nl < 0:
-            break
-        if _wal.parse(data[rest + 1:nl]) is not None:
-            return pos, bad
-        rest = nl
-    return pos, None
-
-
 def _merge_count(chunks: list[list[int]]) -> int:
     """How many trailing chunks to upload as one: a binary counter over small chunks.
 
@@ -370,30 +349,36 @@ class _RunSync:
     def _log(self, name: str, *, closed: bool, required: bool) -> None:
         """Send the log's new whole records as one chunk (merged with small ones before it)."""
         local = self.rdir / name
-        entry = self.state["logs"].get(name) or {"sent": 0, "chunks": [], "tail": 0}
+        entry = self.state["logs"].get(name) or {"sent": 0, "chunks": [], "tail": 0, "frame": 0}
         sent = int(entry["sent"])
-        t = min(sent, _TAIL)
+        frame = int(entry.get("frame", sent))  # where a checksum range starts (see _wal); states
+        t = min(sent, _TAIL)                   # written before format 3 sent whole frames only
+        lo = min(frame, sent - t)
         try:
-            data = _read_range(local, sent - t)
+            data = _read_range(local, lo)
         except FileNotFoundError:
             if required:
                 raise _Reread from None
             return
-        if len(data) < t or zlib.crc32(data[:t]) != entry["tail"]:
+        k = sent - lo  # data[k] is the first byte not sent
+        if len(data) < k or zlib.crc32(data[k - t:k]) != entry["tail"]:
             self._rewritten(name, sent)
-            entry, sent, t = {"sent": 0, "chunks": [], "tail": 0}, 0, 0
+            entry, sent, t, frame, lo, k = {"sent": 0, "chunks": [], "tail": 0}, 0, 0, 0, 0, 0
             data = _read_range(local, 0)
-        new = bytes(memoryview(data)[t:]).rstrip(b"\0")  # a mapped log's unused end
-        n, bad = _valid_length(new)
-        if bad is not None or (closed and n < len(new)):
+        checked = _wal.validate(data[frame - lo:])
+        frame_end = frame + checked.frame_end
+        damaged = checked.corrupt or (closed and checked.bad_at is not None)
+        # whole records not sent yet; of a damaged log only what its checksums vouch for
+        n = max(0, frame_end - sent if damaged else frame + checked.end - sent)
+        if damaged:
             if n:
-                self._send(name, local, entry, sent, t, data, n)
+                self._send(name, local, entry, sent, t, memoryview(data)[k - t:], n, frame_end)
             raise _Pending(f"{name} has a damaged record at byte {sent + n}; it was synced up to there")
         if n:
-            self._send(name, local, entry, sent, t, data, n)
+            self._send(name, local, entry, sent, t, memoryview(data)[k - t:], n, frame_end)
 
-    def _send(self, name: str, local: Path, entry: dict[str, Any], sent: int, t: int, data: bytes,
-              n: int) -> None:
+    def _send(self, name: str, local: Path, entry: dict[str, Any], sent: int, t: int,
+              data: bytes | memoryview, n: int, frame_end: int) -> None:
         new = memoryview(data)[t:]
         chunks = [*entry["chunks"], [sent, n]]
         k = _merge_count(chunks)
@@ -408,7 +393,7 @@ class _RunSync:
         end = sent + n
         tail = bytes(data[max(0, t + n - _TAIL):t + n])  # the last bytes sent, to spot a rewrite
         self.state["logs"][name] = {"sent": end, "chunks": [*chunks[:-k], [start, end - start]],
-                                    "tail": zlib.crc32(tail)}
+                                    "tail": zlib.crc32(tail), "frame": frame_end}
         self._save()
 
     def _rewritten(self, name: str, sent: int) -> None:

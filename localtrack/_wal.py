@@ -1,8 +1,15 @@
 """The append-only, framed JSONL log used for history and lifecycle events.
 
-Every line is one JSON object whose last member is ``"_crc"``: the CRC-32 of
-the line's bytes before ``,"_crc":``. A record whose append returned is in the
-page cache and survives SIGKILL; fsync follows the run's policy.
+A *framed* line is a JSON object whose last member is ``"_crc"``: the CRC-32
+of every byte from the end of the previous framed line (or the start of the
+file) up to the ``,"_crc":`` that precedes it. A *plain* line is a history
+record without ``_step``, ``_timestamp`` or ``_crc``: the step after the line
+before it, at the same time. The history writer frames one record per
+millisecond at most (and the first of a file, and every record that is not a
+plain next step), so a record costs one orjson call and a copy; a frame's
+checksum covers the plain lines before it. Lifecycle events are all framed.
+A record whose append returned is in the page cache and survives SIGKILL;
+fsync follows the run's policy.
 
 The history log is appended through a shared memory map of a preallocated
 window of the file (MappedLog): a record costs a memory copy, not a system
@@ -17,8 +24,9 @@ MAPPABLE_FS) the log is appended with one ``write()`` per record instead
 
 After a crash the tail may be cut off or hold junk: a bad *tail* is torn (it
 is cut off on the next writer open, a ``.broken`` copy is kept); a bad record
-followed by a good one is corruption and is reported with its offset, never
-skipped.
+or frame followed by a good one is corruption and is reported with its
+offset, never skipped. Plain lines after the last frame are checked by
+parsing them.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _fsutil
 from ._codec import dumps, loads
@@ -44,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("localtrack")
 
 _CRC_MARK = b',"_crc":'
+END_BODY = b'{"_end":true'  # the body of the framed line that closes a log file's last frame
+_STEP_MARK = b'"_step":'  # never in a plain line: reserved key, and quotes in strings are escaped
 _TAIL_CHUNK = 64 * 1024
 _ZEROS = bytes(_TAIL_CHUNK)
 _WINDOW = 1 << 20  # bytes reserved and mapped at a time (a multiple of the page size)
@@ -55,7 +65,7 @@ MAPPABLE_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs", "overlay"})
 
 
 def frame(record: dict[str, Any]) -> bytes:
-    """One framed line for ``record`` (which must not hold ``_crc``)."""
+    """One framed line for ``record`` (which must not hold ``_crc``) that covers only itself."""
     return frame_body(dumps(record)[:-1])
 
 
@@ -64,84 +74,153 @@ def frame_body(body: bytes) -> bytes:
     return body + b',"_crc":%d}\n' % zlib.crc32(body)
 
 
-def _body(line: bytes) -> bytes | None:
-    """The checksummed part of one line (without its newline), or None when the frame is bad."""
-    cut = line.rfind(_CRC_MARK)
-    if cut < 0 or not line.endswith(b"}"):
-        return None
-    try:
-        crc = int(line[cut + len(_CRC_MARK):-1])
-    except ValueError:
-        return None
-    body = line[:cut]
-    return body if zlib.crc32(body) == crc else None
+class Checked(NamedTuple):
+    """What ``validate`` found in a log's bytes (offsets relative to them)."""
+
+    bodies: list[bytes]  # each good record's JSON without its closing brace (and without _crc)
+    end: int  # just past the last good record
+    frame_end: int  # just past the last good framed line: where the next checksum range starts
+    bad_at: int | None  # the first damaged record or checksum range, if any
+    corrupt: bool  # a good record follows it: damage, not a torn tail
 
 
-def parse(line: bytes) -> dict[str, Any] | None:
-    """The record of one line (without its newline), or None when the frame is bad."""
-    body = _body(line)
-    if body is None:
-        return None
+def validate(data: bytes) -> Checked:
+    """Check a log's bytes, which must start where a checksum range starts (a file's start or
+    a ``frame_end``).
+
+    Whole frames are found by their checksum mark, fast. After the last good one, lines are
+    checked one by one: a plain line by parsing it, a framed one by its checksum, so that a
+    framed line torn by SIGKILL costs only itself, not the acknowledged rows before it. A
+    line torn by SIGKILL or a power cut is cut short or holds NULs (the copy into the
+    zeroed window was not finished); a framed line that is whole but fails its checksum
+    is damage, reported from the start of its range.
+    """
+    bodies: list[bytes] = []
+    view = memoryview(data)
+    size = len(data.rstrip(b"\0"))  # a mapped log's unused, preallocated end
+    pos = end = frame_end = 0  # pos: where the current checksum range starts
+    while True:
+        mark = data.find(_CRC_MARK, pos, size)
+        nl = data.find(b"\n", mark, size) if mark >= 0 else -1
+        if nl < 0:
+            break
+        start = data.rfind(b"\n", pos, mark) + 1 or pos  # the framed line's first byte
+        if not _frame_ok(view, pos, mark, nl):
+            break
+        if start > pos:
+            bodies.extend(line[:-1] for line in data[pos:start - 1].split(b"\n"))
+        if data[start:mark] != END_BODY:
+            bodies.append(data[start:mark])
+        pos = end = frame_end = nl + 1
+    bad_at: int | None = None
+    pos_range = pos
+    lines = data[pos:size].split(b"\n")
+    for line in lines[:-1]:
+        after = pos + len(line) + 1
+        cut = line.rfind(_CRC_MARK)
+        if cut >= 0:  # a framed line, good or bad, ends a checksum range
+            ok = _frame_ok(view, pos_range, pos + cut, after - 1)
+            if not ok and b"\0" not in line:  # whole yet wrong: damage, not a torn copy
+                return Checked(bodies, end, frame_end, pos_range if bad_at is None else bad_at, True)
+            pos_range = after
+        else:
+            ok = _plain_ok(line)
+        if ok:
+            if bad_at is not None:
+                return Checked(bodies, end, frame_end, bad_at, True)
+            if cut < 0:
+                bodies.append(line[:-1])
+            elif line[:cut] != END_BODY:
+                bodies.append(line[:cut])
+            end = after
+            if cut >= 0:
+                frame_end = after
+        elif bad_at is None:
+            bad_at = pos
+        pos = after
+    if lines[-1] and bad_at is None:  # cut off mid-line
+        bad_at = pos
+    return Checked(bodies, end, frame_end, bad_at, False)
+
+
+def _frame_ok(view: memoryview, pos: int, mark: int, nl: int) -> bool:
+    """Whether the framed line whose checksum mark is at ``mark`` (its newline at ``nl``)
+    matches the bytes from ``pos``."""
+    if view[nl - 1] != 0x7D:  # "}"
+        return False
     try:
-        record = loads(body + b"}")
+        crc = int(view[mark + len(_CRC_MARK):nl - 1])
     except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
+        return False
+    return zlib.crc32(view[pos:mark]) == crc
+
+
+def _plain_ok(line: bytes) -> bool:
+    try:
+        return type(loads(line)) is dict
+    except ValueError:
+        return False
 
 
 def check(data: bytes, path: Path | str, *, allow_torn_tail: bool = True,
-          **ctx: Unpack[Ctx]) -> tuple[list[bytes], int]:
-    """The checksummed bodies of a log's records and the offset just past the last good one.
-
-    A bad record followed by a good one raises CorruptRunError. A bad tail
-    raises too unless ``allow_torn_tail`` (a live writer may be mid-append).
-    """
-    bodies: list[bytes] = []
-    good_end = 0
-    bad_at: int | None = None
-    pos = 0
-    size = len(data.rstrip(b"\0"))  # a mapped log's unused, preallocated end
-    while pos < size:
-        nl = data.find(b"\n", pos)
-        end = size if nl < 0 else nl
-        body = _body(data[pos:end]) if nl >= 0 else None
-        if body is None:
-            if bad_at is None:
-                bad_at = pos
-        else:
-            if bad_at is not None:
-                raise CorruptRunError(
-                    f"{path} is corrupt: the record at byte {bad_at} fails its checksum but later "
-                    "records are intact. Nothing was changed: restore the file from a sync "
-                    "remote or a backup, or cut it at that offset to keep what comes before.",
-                    path=str(path), offset=bad_at, **ctx)
-            bodies.append(body)
-            good_end = end + 1
-        pos = end + 1
-    if bad_at is not None and not allow_torn_tail:
+          **ctx: Unpack[Ctx]) -> Checked:
+    """``validate``, raising CorruptRunError when a bad record is followed by a good one, and
+    for a bad tail too unless ``allow_torn_tail`` (a live writer may be mid-append)."""
+    checked = validate(data)
+    if checked.corrupt:
         raise CorruptRunError(
-            f"{path} ends in a damaged record at byte {bad_at}; a closed log file should be "
-            "complete. Nothing was changed.", path=str(path), offset=bad_at, **ctx)
-    return bodies, good_end
+            f"{path} is corrupt from byte {checked.bad_at}: a record there fails its checksum "
+            "and it is no torn write (later records are intact, or the framed line is whole). "
+            "Nothing was changed: restore the file from a sync remote or a backup, or cut it at "
+            "that offset to keep what comes before.",
+            path=str(path), offset=checked.bad_at, **ctx)
+    if checked.bad_at is not None and not allow_torn_tail:
+        raise CorruptRunError(
+            f"{path} ends in a damaged record at byte {checked.bad_at}; a closed log file should "
+            "be complete. Nothing was changed.", path=str(path), offset=checked.bad_at, **ctx)
+    return checked
+
+
+def records(bodies: list[bytes]) -> list[dict[str, Any]]:
+    """The records of checked bodies; a plain history record gets its ``_step`` and
+    ``_timestamp`` from the record before it (none when no framed record came before)."""
+    out = [loads(body + b"}") for body in bodies]
+    step: int | None = None
+    ts: Any = None
+    for record in out:
+        if "_step" in record:
+            step, ts = record["_step"], record.get("_timestamp")
+        elif step is not None:
+            step += 1
+            record["_step"] = step
+            record["_timestamp"] = ts
+    return out
 
 
 def scan(path: Path, *, allow_torn_tail: bool = True,
          **ctx: Unpack[Ctx]) -> tuple[list[dict[str, Any]], int]:
     """All records of a log file (see check) and the offset just past the last good one."""
-    bodies, good_end = check(path.read_bytes(), path, allow_torn_tail=allow_torn_tail, **ctx)
+    checked = check(path.read_bytes(), path, allow_torn_tail=allow_torn_tail, **ctx)
     try:
-        return [loads(body + b"}") for body in bodies], good_end
+        return records(checked.bodies), checked.end
     except ValueError as exc:
         raise CorruptRunError(f"{path} holds a record with a valid checksum that is not JSON "
                               f"({exc}); it was not written by localtrack.", path=str(path),
                               **ctx) from exc
 
 
-def last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
-    """The last good record and the offset just past it, reading only the tail.
+class Tail(NamedTuple):
+    record: dict[str, Any] | None  # the last good record, its _step and _timestamp filled in
+    end: int  # just past it
+    frame_end: int  # just past the last good framed line
 
-    Constant time in the length of the file: it reads 64 KiB windows backwards
-    until a good record turns up.
+
+def last_record(path: Path, **ctx: Unpack[Ctx]) -> Tail:
+    """The last good record of a log, reading only its tail.
+
+    Constant time in the length of the file: it reads 64 KiB windows backwards until
+    one holds a verified frame after a frame boundary. A bad record followed by a good
+    one in that tail raises CorruptRunError.
     """
     with open(path, "rb") as fh:
         size = end_of_data(fh)
@@ -150,18 +229,38 @@ def last_record(path: Path) -> tuple[dict[str, Any] | None, int]:
             start = max(0, size - window)
             fh.seek(start)
             chunk = fh.read(size - start)
-            lines = chunk.split(b"\n")
-            # lines[-1] follows the last newline: empty, or a torn tail.
-            end = size - len(lines[-1])
-            first = 0 if start == 0 else 1  # lines[0] may begin mid-record
-            for i in range(len(lines) - 2, first - 1, -1):
-                record = parse(lines[i])
-                if record is not None:
-                    return record, end
-                end -= len(lines[i]) + 1
-            if start == 0:
-                return None, 0
+            origin = 0 if start == 0 else _first_frame_end(chunk)
+            if origin is not None:
+                checked = check(chunk[origin:], path, **ctx)
+                last, known = _last(checked.bodies)
+                if start == 0 or (checked.frame_end and known):
+                    base = start + origin
+                    return Tail(last, base + checked.end, base + checked.frame_end)
             window *= 4
+
+
+def _first_frame_end(chunk: bytes) -> int | None:
+    """Just past the first whole framed line of a chunk that may begin mid-line."""
+    mark = chunk.find(_CRC_MARK, chunk.find(b"\n") + 1)
+    nl = chunk.find(b"\n", mark) if mark >= 0 else -1
+    return nl + 1 if nl >= 0 else None
+
+
+def _last(bodies: list[bytes]) -> tuple[dict[str, Any] | None, bool]:
+    """The last of ``bodies`` as a record, and whether its step is known: a plain record's is
+    counted from the last framed one before it (a log of events has no steps)."""
+    if not bodies:
+        return None, True
+    last: dict[str, Any] = loads(bodies[-1] + b"}")
+    if "_step" in last:
+        return last, True
+    for i in range(len(bodies) - 2, -1, -1):
+        if _STEP_MARK in bodies[i]:
+            anchor = loads(bodies[i] + b"}")
+            last["_step"] = anchor["_step"] + len(bodies) - 1 - i
+            last["_timestamp"] = anchor.get("_timestamp")
+            return last, True
+    return last, False
 
 
 def data_size(path: Path) -> int:
@@ -218,10 +317,11 @@ class Appender:
     like a full MappedLog window: that is when the writer considers rotating.
     """
 
-    def __init__(self, path: Path, limit: int = 1 << 62) -> None:
+    def __init__(self, path: Path, limit: int = 1 << 62, frame_at: int = 0) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         self.offset = os.fstat(self.fd).st_size
+        self.frame_at = frame_at  # where the checksum range of the next framed line starts
         self._limit = limit
 
     def put(self, line: bytes) -> None:
@@ -239,6 +339,10 @@ class Appender:
             self._cut_back()
             raise
         self.offset += len(line)
+
+    def range_crc(self) -> int:
+        """The CRC-32 of the bytes since the last framed line."""
+        return _pread_crc(self.fd, self.frame_at, self.offset)
 
     def _finish_short_write(self, line: bytes, n: int) -> None:
         view = memoryview(line)
@@ -277,10 +381,11 @@ class MappedLog:
     close() cuts the padding unless a sealer is to remove the file.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, frame_at: int = 0) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self._end = os.fstat(self.fd).st_size  # the opener has cut any padding
+        self.frame_at = frame_at  # where the checksum range of the next framed line starts
         self._map: mmap.mmap | None = None
         self._base = 0  # the file offset where _map starts
         self.put: Callable[[bytes], Any] = _full  # the map's write(): ValueError when full
@@ -297,6 +402,15 @@ class MappedLog:
         except ValueError:
             self._remap(self.offset + len(line))
             self.put(line)
+
+    def range_crc(self) -> int:
+        """The CRC-32 of the bytes since the last framed line, read through the map when it
+        holds them (a memoryview: no copy)."""
+        start, end = self.frame_at, self.offset
+        if self._map is None or start < self._base:
+            return _pread_crc(self.fd, start, end)
+        with memoryview(self._map) as view:
+            return zlib.crc32(view[start - self._base:end - self._base])
 
     def _remap(self, need: int) -> None:
         """Reserve and map a window from the current offset's page through at least ``need``."""
@@ -346,6 +460,31 @@ class MappedLog:
             self.fd = -1
 
 
+def _pread_crc(fd: int, start: int, end: int) -> int:
+    return zlib.crc32(os.pread(fd, end - start, start)) if end > start else 0
+
+
+def put_framed(log: MappedLog | Appender, body: bytes) -> None:
+    """Append ``body`` (a JSON object without its final ``}``) framed, its checksum covering
+    the plain lines since the last framed one; ValueError, with nothing written, as ``put``."""
+    log.put(b'%s,"_crc":%d}\n' % (body, zlib.crc32(body, log.range_crc())))
+    log.frame_at = log.offset
+
+
+def append_framed(log: MappedLog | Appender, body: bytes) -> None:
+    """As put_framed, growing the file (MappedLog) or going past its limit (Appender)."""
+    log.append(b'%s,"_crc":%d}\n' % (body, zlib.crc32(body, log.range_crc())))
+    log.frame_at = log.offset
+
+
+def close_frame(log: MappedLog | Appender) -> bool:
+    """Frame the plain lines at the end of a log about to be closed; whether it wrote a line."""
+    if log.offset <= log.frame_at:
+        return False
+    append_framed(log, END_BODY)
+    return True
+
+
 def _full(line: bytes) -> None:
     raise ValueError("no window is mapped")
 
@@ -367,10 +506,10 @@ def mappable(directory: Path) -> bool:
     return _fsutil.mount_type(directory) in MAPPABLE_FS
 
 
-def open_log(path: Path, limit: int, mapped: bool) -> MappedLog | Appender:
+def open_log(path: Path, limit: int, mapped: bool, frame_at: int = 0) -> MappedLog | Appender:
     """The appender for a history log: mapped where ``mappable`` says so, write() elsewhere.
 
     Its ``put`` raises ValueError when a window is full (MappedLog) or the file has
     ``limit`` bytes (Appender); ``append`` always writes.
     """
-    return MappedLog(path) if mapped else Appender(path, limit)
+    return MappedLog(path, frame_at) if mapped else Appender(path, limit, frame_at)

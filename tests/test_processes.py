@@ -80,9 +80,12 @@ def test_torn_tail_is_cut_with_a_warning_and_a_copy(store):
 
 @pytest.mark.seal_may_fail
 def test_damaged_record_in_the_middle_is_reported_not_skipped(store):
+    """A live run's rows are checksummed by the next framed row (one a millisecond at most)."""
     run = localtrack.init(project="p", id="c", dir=store)
     for i in range(5):
         run.log({"a": i})
+    time.sleep(0.01)
+    run.log({"a": 5})  # framed: its checksum covers the rows before it
     wal = next((store / "p" / "runs" / "c" / "wal").glob("*.jsonl"))
     data = bytearray(wal.read_bytes())
     data[data.index(b'"a":2') + 4] = ord("7")  # flip a digit: the checksum no longer matches
@@ -287,7 +290,7 @@ _run.ROTATE_BYTES = 2000   # rotate every few records: rotation must keep to the
 _wal._WINDOW = 4096
 run = localtrack.init(project="p", id="f", dir=sys.argv[1], fsync={policy!r})
 for i in range(600):
-    run.log({{"x": i}})
+    run.log({{"x": i, "pad": "x" * 40}})  # ~60 bytes a row: a window fills every ~70 rows
 """
 
 

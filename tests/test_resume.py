@@ -166,7 +166,7 @@ def test_many_segments_and_resume(store, monkeypatch):
     monkeypatch.setattr(_wal, "_WINDOW", 4096)  # rotation is considered when a window fills
     run = localtrack.init(project="p", id="seg", dir=store)
     for i in range(500):
-        run.log({"i": i})
+        run.log({"i": i, "pad": "x" * 40})  # ~60 bytes a row: a window fills every ~70 rows
     run.finish()
     settle(store)
     segs = list((store / "p" / "runs" / "seg" / "segments").glob("*.parquet"))

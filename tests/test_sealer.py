@@ -21,8 +21,8 @@ from .helpers import run_script, script, steps_of, wait_for
 ROTATING_WRITER = """
 import json, sys, localtrack
 from localtrack import _run, _wal
-_run.ROTATE_BYTES = 100_000   # rotate often: the check runs when a mapped window fills,
-_wal._WINDOW = 16 * 4096      # so make those small too
+_run.ROTATE_BYTES = 50_000    # rotate often: the check runs when a mapped window fills,
+_wal._WINDOW = 8 * 4096       # so make those small too
 _run.SEAL_MIN_BYTES = 0       # and have the finished tail sealed
 run = localtrack.init(project="p", id="r", dir=sys.argv[1])
 for i in range(5000):
@@ -189,14 +189,14 @@ def test_a_finished_tail_keeps_its_padding_for_the_sealer_to_remove(store, monke
     """finish() leaves the padding of a tail that its sealer will seal (on ext4 the cut waited
     for the file's writeback whenever a journal commit was under way: finish took 20-40 ms);
     readers and a resume ignore it silently, and the sealer seals the padded log."""
-    monkeypatch.setattr(_run, "SEAL_MIN_BYTES", 1000)
+    monkeypatch.setattr(_run, "SEAL_MIN_BYTES", 500)
     run = localtrack.init(project="p", id="r", dir=store)
     holder = _hold_seal_lock(store)  # no sealer starts yet: look at what finish() left
     for i in range(100):
         run.log({"x": i})
     run.finish()
     wal = next((_rdir(store) / "wal").glob("*.jsonl"))
-    assert wal.stat().st_size > _wal.data_size(wal) > 1000
+    assert wal.stat().st_size > _wal.data_size(wal) > 500
     assert steps_of(store, "p/r") == list(range(100))
     holder.communicate(b"\n", timeout=30)
     with warnings.catch_warnings():

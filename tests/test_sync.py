@@ -279,13 +279,15 @@ def test_damaged_log_stops_at_the_damage(store, tmp_path):
     wal = store / "p/runs/r/wal/00000000.jsonl"
     data = bytearray(wal.read_bytes())
     cut = data.index(b'"x":4')
-    data[cut + 4] = ord("9")  # record 4 fails its checksum, 5..9 are intact
+    data[cut + 4] = ord("9")  # the frame covering record 4 fails its checksum
     wal.write_bytes(bytes(data))
     with pytest.raises(SyncError) as info:
         localtrack.sync(str(remote), dir=store)
     assert "damaged record" in info.value.pending["p/r"]
     chunk = next((remote / "p/runs/r/wal/00000000.jsonl").iterdir()).read_bytes()
-    assert chunk.count(b"\n") == 4  # steps 0..3 went up, nothing past the damage
+    # what went up is what the checksums vouch for: whole frames before the damage
+    assert chunk == bytes(data[:len(chunk)]) and 0 < len(chunk) < cut
+    assert b'"_crc":' in chunk.splitlines()[-1]
 
 
 def test_chunks_join_overlaps_and_stop_at_gaps():

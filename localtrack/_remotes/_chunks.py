@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _wal
 from .._naming import Ctx
-from ..errors import CorruptRunError
 from ._base import Entry, RemotePath
 
 if TYPE_CHECKING:
@@ -93,20 +92,4 @@ def read_records(path: Path | RemotePath, **ctx: Unpack[Ctx]) -> list[dict[str, 
             return _wal.scan(path, **ctx)[0]
         except IsADirectoryError:
             pass
-    data = read_log(path)
-    records: list[dict[str, Any]] = []
-    bad_at: int | None = None
-    pos = 0
-    lines = data.split(b"\n")
-    for i, line in enumerate(lines):
-        record = _wal.parse(line) if i < len(lines) - 1 else None
-        if record is None:
-            if bad_at is None and line:
-                bad_at = pos
-        elif bad_at is not None:
-            raise CorruptRunError(f"{path} is corrupt: the record at byte {bad_at} fails its checksum "
-                                  "but later records are intact.", path=str(path), offset=bad_at, **ctx)
-        else:
-            records.append(record)
-        pos += len(line) + 1
-    return records
+    return _wal.records(_wal.check(read_log(path), str(path), **ctx).bodies)

@@ -1,0 +1,165 @@
+"""Format 3's history log: plain rows (orjson's bytes alone) between framed rows whose checksum
+covers them. Steps and times of plain rows, the frame that closes a log, what a torn framed
+line and a damaged one each become, a killed writer's unframed rows, and format 2 logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+import localtrack
+from localtrack import _wal
+from localtrack.errors import CorruptRunError
+
+from .helpers import script, steps_of
+
+
+def _log_file(store: Path, rid: str = "r") -> Path:
+    return next((store / "p" / "runs" / rid / "wal").glob("*.jsonl"))
+
+
+def _killed_after(store: Path, rows: int) -> None:
+    """A writer that logged ``rows`` rows as fast as it could, then was SIGKILLed."""
+    proc = script("""
+        import sys, time, localtrack
+        run = localtrack.init(project="p", id="r", dir=sys.argv[1])
+        for i in range(int(sys.argv[2])):
+            run.log({"x": i})
+        print("logged", flush=True)
+        time.sleep(60)
+    """, str(store), str(rows))
+    try:
+        assert proc.stdout.readline() == b"logged\n"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().rstrip(b"\0").splitlines()
+
+
+def test_plain_rows_get_the_next_step_and_the_last_framed_time(store):
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(2000):
+        run.log({"x": float(i)})
+        if i % 500 == 499:
+            time.sleep(0.003)  # the next row is framed
+    lines = _lines(_log_file(store))
+    plain = [line for line in lines if b"_step" not in line]
+    assert plain and plain[0] == b'{"x":1.0}'  # exactly orjson's bytes
+    assert 5 <= len(lines) - len(plain) <= 1500
+    table = localtrack.Api(store).run("p/r").history()
+    assert table.column("_step").to_pylist() == list(range(2000))
+    assert table.column("x").to_pylist() == [float(i) for i in range(2000)]
+    times = table.column("_timestamp").to_pylist()
+    assert None not in times and times == sorted(times)
+    assert run.summary["x"] == 1999.0
+    run.finish()
+    assert _lines(_log_file(store))[-1].startswith(_wal.END_BODY + b',"_crc":')
+    checked = _wal.validate(_log_file(store).read_bytes())
+    assert checked.bad_at is None and checked.frame_end == checked.end  # checksummed to the end
+    assert steps_of(store, "p/r") == list(range(2000))
+
+
+def test_rows_after_partial_explicit_and_odd_rows_carry_their_own_step(store):
+    run = localtrack.init(project="p", id="r", dir=store)
+    run.log({"a": 1.0})
+    run.log({"b": 2.0}, commit=False)
+    run.log({"c": 3.0})  # completes step 1
+    run.log({"d": 4.0})
+    run.log({"e": 5.0}, step=10)  # an explicit step stays open (W&B): the next row joins it
+    run.log({"f": 6.0})
+    run.log({"_end": True})  # the closing frame's key, as a user key: an ordinary row
+    run.log({"g": None})  # the general path
+    run.log({"h": 7.0})
+    run.finish()
+    table = localtrack.Api(store).run("p/r").history()
+    rows = {r["_step"]: {k: v for k, v in r.items() if v is not None and k != "_timestamp"}
+            for r in table.to_pylist()}
+    assert rows == {0: {"_step": 0, "a": 1.0}, 1: {"_step": 1, "b": 2.0, "c": 3.0},
+                    2: {"_step": 2, "d": 4.0}, 10: {"_step": 10, "e": 5.0, "f": 6.0},
+                    11: {"_step": 11, "_end": True}, 12: {"_step": 12}, 13: {"_step": 13, "h": 7.0}}
+
+
+def test_a_framed_line_torn_with_its_newline_costs_only_itself(store):
+    """SIGKILL in the middle of the copy of a framed line can leave its newline stored and NULs
+    inside (memcpy does not store in order): the plain rows before it were acknowledged."""
+    _killed_after(store, 5)
+    log = _log_file(store)
+    torn = b'{"x":5,"_step":5,"_timestamp":17\0\0\0\0\0,"_crc":12345}\n'
+    with open(log, "r+b") as fh:
+        fh.seek(_wal.data_size(log))
+        fh.write(torn)
+    with pytest.warns(RuntimeWarning, match="torn tail"):
+        again = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert again.step == 5
+    again.log({"x": 5})
+    again.finish()
+    assert steps_of(store, "p/r") == list(range(6))
+    assert Path(str(log) + ".broken").read_bytes() == torn
+
+
+def test_a_whole_framed_line_that_fails_its_checksum_is_damage(store):
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(10):
+        run.log({"x": i, "s": "abc"})
+    run.finish()
+    log = _log_file(store)
+    data = bytearray(log.read_bytes())
+    data[data.index(b'"s":"abc"}\n{"x":4') + 6] = ord("X")  # still JSON: only a checksum sees it
+    log.write_bytes(bytes(data))
+    with pytest.raises(CorruptRunError) as info:
+        localtrack.Api(store).run("p/r").history()
+    assert str(log) in str(info.value) and info.value.offset is not None
+    with pytest.raises(CorruptRunError):
+        localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert log.read_bytes() == bytes(data)  # nothing was cut or changed
+
+
+def test_a_killed_writers_unframed_rows_are_framed_by_the_next_writer(store):
+    _killed_after(store, 3000)
+    log = _log_file(store)
+    before = _wal.validate(log.read_bytes())
+    assert before.bad_at is None and before.end > before.frame_end  # rows after the last frame
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # padding alone is no torn tail
+        run = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert run.step == 3000
+    time.sleep(0.002)
+    run.log({"x": 3000})  # framed: its checksum covers the killed writer's plain rows too
+    after = _wal.validate(log.read_bytes())
+    assert after.bad_at is None and after.frame_end == after.end
+    data = bytearray(log.read_bytes())
+    data[before.end - 3] ^= 0x01  # a digit of the killed writer's last row: now checksummed
+    log.write_bytes(bytes(data))
+    assert _wal.validate(bytes(data)).corrupt
+    data[before.end - 3] ^= 0x01
+    log.write_bytes(bytes(data))
+    run.finish()
+    assert steps_of(store, "p/r") == list(range(3001))
+
+
+def test_a_format_2_log_is_read_and_resumed(store):
+    run = localtrack.init(project="p", id="r", dir=store)
+    run.finish()
+    rdir = store / "p" / "runs" / "r"
+    meta = json.loads((rdir / "run.json").read_text())
+    (rdir / "run.json").write_text(json.dumps({**meta, "format": 2}))
+    log = rdir / "wal" / "00000000.jsonl"  # every line framed alone, as version 2 wrote them
+    log.write_bytes(b"".join(_wal.frame({"x": float(i), "_step": i, "_timestamp": 1.0 + i})
+                             for i in range(3)))
+    assert steps_of(store, "p/r") == [0, 1, 2]
+    again = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert again.step == 3
+    for i in range(3, 50):
+        again.log({"x": float(i)})
+    again.finish()
+    assert json.loads((rdir / "run.json").read_text())["format"] == 3
+    assert steps_of(store, "p/r") == list(range(50))
+    assert _wal.validate(log.read_bytes()).bad_at is None
