@@ -66,11 +66,7 @@ MAPPABLE_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs", "overlay"})
 
 def frame(record: dict[str, Any]) -> bytes:
     """One framed line for ``record`` (which must not hold ``_crc``) that covers only itself."""
-    return frame_body(dumps(record)[:-1])
-
-
-def frame_body(body: bytes) -> bytes:
-    """Close ``body`` (a JSON object without its final ``}``) with its checksum."""
+    body = dumps(record)[:-1]
     return body + b',"_crc":%d}\n' % zlib.crc32(body)
 
 
