@@ -98,7 +98,7 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
         except CorruptRunError as exc:
             report(path, str(exc), False)
             continue
-        junk = len(data[good_end:].rstrip(b"\0"))  # NUL padding of a mapped log is no damage
+        junk = _wal.data_end(data) - good_end  # NUL padding of a mapped log is no damage
         if junk:
             report(path, f"torn tail of {junk} bytes at byte {good_end} (a writer "
                    "died mid-append; those bytes were never acknowledged)", True)

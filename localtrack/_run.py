@@ -185,8 +185,9 @@ class Run:
 
     def _append_stamped(self, row: bytes) -> None:
         """Append a row (JSON without its closing brace) framed, with its step and time."""
-        self._stamp_due = _monotonic() + STAMP_SECONDS
+        due = _monotonic() + STAMP_SECONDS
         self._append_framed(b'%s,"_step":%d,"_timestamp":%s' % (row, self.step, dumps(_time())))
+        self._stamp_due = due  # only once written: a failed append must not leave a file unanchored
 
     def _append_framed(self, body: bytes) -> None:
         """Append a framed line; rotate first if the log file is big enough (never inside a step)."""
@@ -437,7 +438,8 @@ class Run:
                     path = _layout.wal_path(self._rdir, s)
                     with open(path, "rb") as fh:
                         fh.seek(offset)
-                        checked = _wal.check(fh.read(), path, **self._ctx)
+                        checked = _wal.check(fh.read(), path, anchored=offset > 0,
+                                             **self._ctx)
                     last.update(_segments.last_values(_wal.records(checked.bodies)))
                     # Next time from the last frame: a checksum range starts there (the plain
                     # rows after it are read again; last values do not change for that).

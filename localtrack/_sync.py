@@ -365,7 +365,7 @@ class _RunSync:
             self._rewritten(name, sent)
             entry, sent, t, frame, lo, k = {"sent": 0, "chunks": [], "tail": 0}, 0, 0, 0, 0, 0
             data = _read_range(local, 0)
-        checked = _wal.validate(data[frame - lo:])
+        checked = _wal.validate(data[frame - lo:], anchored=frame > 0)
         frame_end = frame + checked.frame_end
         damaged = checked.corrupt or (closed and checked.bad_at is not None)
         # whole records not sent yet; of a damaged log only what its checksums vouch for
@@ -458,7 +458,7 @@ class _RunSync:
         logs = [f"wal/{s:08d}.jsonl" for s in _segments.wal_seqs(self.rdir)
                 if s > manifest["sealed_through"]] + [_store.EVENTS]
         for name in logs:
-            size = len(read_log(self.rdir / name).rstrip(b"\0")) if (self.rdir / name).exists() else 0
+            size = _wal.data_end(read_log(self.rdir / name)) if (self.rdir / name).exists() else 0
             if chain_end(self.s.call(self.remote.list, f"{self.prefix}/{name}")) < size:
                 return f"{name} is not complete"
         return None
