@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import re
 import signal
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import localtrack
 from localtrack import _wal
@@ -183,3 +186,45 @@ def test_rows_with_no_framed_row_before_them_are_a_clear_error(store):
         with pytest.raises(CorruptRunError) as info:
             read()
         assert str(log) in str(info.value) and info.value.offset == 0
+
+
+_values = st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=32), st.none())
+_ops = st.lists(st.tuples(st.sampled_from(["row", "row", "row", "partial", "step", "pause"]),
+                          st.dictionaries(st.sampled_from("abc"), _values, min_size=1),
+                          st.integers(0, 3)), min_size=1, max_size=40)
+
+
+@given(_ops, st.booleans())
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_mix_of_calls_reads_back_as_logged(ops, seal):
+    """Plain and framed rows in any order, against a model of log()'s step rules."""
+    from localtrack import _run
+
+    _run.SEAL_MIN_BYTES = 0 if seal else 1 << 20
+    model: dict[int, dict] = {}
+    step = 0
+    try:
+        with tempfile.TemporaryDirectory() as store:
+            run = localtrack.init(project="p", dir=store)
+            for op, row, jump in ops:
+                if op == "pause":
+                    time.sleep(0.0015)  # the next row is framed
+                    continue
+                at = step + jump if op == "step" else step
+                if op == "row":
+                    run.log(row)
+                elif op == "partial":
+                    run.log(row, commit=False)
+                else:
+                    run.log(row, step=at)
+                merged = model.setdefault(at, {})
+                merged.update({k: v for k, v in row.items() if v is not None})
+                step = at + 1 if op == "row" else at
+            assert run.step == step
+            run.finish()
+            table = localtrack.Api(store).run(f"p/{run.id}").history()
+    finally:
+        _run.SEAL_MIN_BYTES = 1 << 20
+    got = {r["_step"]: {k: v for k, v in r.items() if k in "abc" and v is not None}
+           for r in table.to_pylist()}
+    assert got == model
