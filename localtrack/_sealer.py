@@ -36,6 +36,7 @@ SEAL_LOCK = "seal.lock"
 AGAIN = "seal.again"
 LOG = "seal.log"
 SEAL_MIN_BYTES = 1 << 20
+_LAST_LINE = 64 * 1024  # how much of the newest log is read to see that its last line is whole
 _CHILD = "import sys; from localtrack._sealer import main; main(*sys.argv[1:])"
 _children: list[int] = []  # sealers this process started, reaped when it starts the next
 
@@ -114,8 +115,9 @@ def closed_logs(rdir: Path, manifest: dict[str, Any], min_bytes: int) -> list[in
     """Sequence numbers of the log files that no writer appends to any more and are worth sealing.
 
     The newest counts only once no writer holds the run and its data (before any padding)
-    ends with a record's newline: a killed writer's torn record is left to the next writer,
-    which cuts it (with a warning) and appends after.
+    ends with a whole line: a newline, and no NUL in the last line (SIGKILL in the middle of
+    a copy can leave the newline stored and zeros before it). A killed writer's torn record
+    is left to the next writer, which cuts it (with a warning) and appends after.
     """
     seqs = [s for s in _segments.wal_seqs(rdir) if s > manifest["sealed_through"]]
     if not seqs or _locks.is_held(_layout.lock_of_run_dir(rdir)):
@@ -123,10 +125,12 @@ def closed_logs(rdir: Path, manifest: dict[str, Any], min_bytes: int) -> list[in
     try:
         with open(_layout.wal_path(rdir, seqs[-1]), "rb") as fh:
             size = _wal.end_of_data(fh)
-            fh.seek(max(0, size - 1))
-            closed = size >= max(min_bytes, 1) and fh.read(1) == b"\n"
+            fh.seek(max(0, size - _LAST_LINE))
+            tail = fh.read(size - fh.tell())
     except FileNotFoundError:
-        closed = False
+        return seqs[:-1]
+    last = tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1:]
+    closed = size >= max(min_bytes, 1) and tail.endswith(b"\n") and b"\0" not in last
     return seqs if closed else seqs[:-1]
 
 

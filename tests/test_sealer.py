@@ -210,16 +210,21 @@ def test_a_finished_tail_keeps_its_padding_for_the_sealer_to_remove(store, monke
     assert list((_rdir(store) / "segments").glob("*.parquet"))
 
 
-def test_the_sealer_leaves_a_killed_writers_torn_log_to_the_next_writer(store):
+@pytest.mark.parametrize("torn", [
+    b'{"x":10,"_st' + b"\0" * 500,  # cut short, then the window's padding
+    b'{"x":10,"_step":10,"_timest' + b"\0" * 30 + b'"_crc":7}\n' + b"\0" * 500,  # stored out of order
+])
+def test_the_sealer_leaves_a_killed_writers_torn_log_to_the_next_writer(store, torn):
     """The kill loop found this: a sealer still running after its writer was SIGKILLed mid-append
-    took the newest log for closed and failed on its torn record."""
+    took the newest log for closed and failed on its torn record. memcpy may store a line's
+    end (its newline) before its middle: a line with NULs is torn too."""
     run = localtrack.init(project="p", id="r", dir=store)
     for i in range(10):
         run.log({"x": i})
     run.finish()
     wal = next((_rdir(store) / "wal").glob("*.jsonl"))
     with open(wal, "ab") as fh:
-        fh.write(b'{"x":10,"_st' + b"\0" * 500)  # cut short, then the window's padding
+        fh.write(torn)
     _sealer.seal_closed(_rdir(store), 0)  # the run is not held: only the torn log is left
     assert wal.exists() and not (_rdir(store) / "segments").exists()
     with pytest.warns(RuntimeWarning, match="torn tail"):
