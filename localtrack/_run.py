@@ -195,7 +195,7 @@ class Run:
             try:
                 _wal.put_framed(self._wal, body)
             except ValueError:  # the mapped window or the file is full
-                if self._wal.offset >= ROTATE_BYTES and self.step != self._partial_step:
+                if self._rotation_due():
                     self._rotate()
                 _wal.append_framed(self._wal, body)
                 self._put = self._put_and_sync if self._settings.fsync == "always" else self._wal.put
@@ -206,7 +206,7 @@ class Run:
 
     def _append_slow(self, line: bytes) -> None:
         """Append a plain line that did not fit: frame it if the log file is to rotate."""
-        if self._wal.offset >= ROTATE_BYTES and self.step != self._partial_step:
+        if self._rotation_due():
             self._append_stamped(line[:-2])  # rotates: a log file starts with a framed line
             return
         try:
@@ -218,6 +218,10 @@ class Run:
                 self._put = self._wal.put
         except OSError as exc:
             raise self._storage_error("append to the history log", exc) from exc
+
+    def _rotation_due(self) -> bool:
+        """Whether the full window or file is the log file's end: big enough, between steps."""
+        return self._wal.offset >= ROTATE_BYTES and self.step != self._partial_step
 
     def _put_and_sync(self, line: bytes) -> None:
         self._wal.put(line)

@@ -279,24 +279,27 @@ def end_of_data(fh: Any) -> int:
     while end > 0:
         start = max(0, end - _TAIL_CHUNK)
         fh.seek(start)
-        block = fh.read(end - start)
-        if block != _ZEROS[:len(block)]:  # a memcmp; rstrip takes ~100x longer on padding
-            return start + len(block.rstrip(b"\0"))
+        if n := _data_in(fh.read(end - start)):
+            return start + n
         end = start
     return 0
 
 
 def data_end(data: bytes) -> int:
-    """The length of a log's bytes without their NUL padding: compared a block at a time
-    (a memcmp), as end_of_data reads them; ``rstrip`` takes ~6 ms per MiB of padding here."""
+    """The length of a log's bytes without their NUL padding (see end_of_data)."""
     end = len(data)
     while end > 0:
         start = max(0, end - _TAIL_CHUNK)
-        block = data[start:end]
-        if block != _ZEROS[:len(block)]:
-            return start + len(block.rstrip(b"\0"))
+        if n := _data_in(data[start:end]):
+            return start + n
         end = start
     return 0
+
+
+def _data_in(block: bytes) -> int:
+    """How much of ``block`` comes before its NUL padding. A memcmp first: ``rstrip`` takes
+    ~100x longer on padding (~6 ms per MiB here)."""
+    return 0 if block == _ZEROS[:len(block)] else len(block.rstrip(b"\0"))
 
 
 def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack[Ctx]) -> None:
