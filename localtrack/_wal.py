@@ -222,21 +222,24 @@ class Tail(NamedTuple):
 def last_record(path: Path, **ctx: Unpack[Ctx]) -> Tail:
     """The last good record of a log, reading only its tail.
 
-    Constant time in the length of the file: it reads 64 KiB windows backwards until
-    one holds a verified frame after a frame boundary. A bad record followed by a good
-    one in that tail raises CorruptRunError.
+    Constant time in the length of the file: it reads windows backwards, 4 KiB then four
+    times larger each time, until one holds a verified frame after a frame boundary. A bad
+    record followed by a good one in that tail raises CorruptRunError.
     """
     with open(path, "rb") as fh:
         size = end_of_data(fh)
-        window = _TAIL_CHUNK
+        window = 4096  # an event or a framed row is usually in the last few lines
         while True:
             start = max(0, size - window)
             fh.seek(start)
             chunk = fh.read(size - start)
             origin = 0 if start == 0 else _first_frame_end(chunk)
             if origin is not None:
-                checked = check(chunk[origin:], path, anchored=origin > 0, **ctx)
-                last, known = _last(checked.bodies)
+                rest = chunk[origin:]
+                checked = check(rest, path, anchored=origin > 0, **ctx)
+                line = rest.rfind(b"\n", 0, checked.end - 1) + 1  # the last good line
+                framed = checked.frame_end == checked.end and not rest.startswith(END_BODY, line)
+                last, known = _last(checked.bodies, framed)
                 if start == 0 or (checked.frame_end and known):
                     base = start + origin
                     return Tail(last, base + checked.end, base + checked.frame_end)
@@ -250,13 +253,13 @@ def _first_frame_end(chunk: bytes) -> int | None:
     return nl + 1 if nl >= 0 else None
 
 
-def _last(bodies: list[bytes]) -> tuple[dict[str, Any] | None, bool]:
-    """The last of ``bodies`` as a record, and whether its step is known: a plain record's is
-    counted from the last framed one before it (a log of events has no steps)."""
+def _last(bodies: list[bytes], framed: bool) -> tuple[dict[str, Any] | None, bool]:
+    """The last of ``bodies`` as a record, and whether it is complete: a framed record is
+    (an event has no step), a plain record's step is counted from the last framed one."""
     if not bodies:
         return None, True
     last: dict[str, Any] = loads(bodies[-1] + b"}")
-    if "_step" in last:
+    if framed:
         return last, True
     for i in range(len(bodies) - 2, -1, -1):
         if _STEP_MARK in bodies[i]:

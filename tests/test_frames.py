@@ -228,3 +228,17 @@ def test_any_mix_of_calls_reads_back_as_logged(ops, seal):
     got = {r["_step"]: {k: v for k, v in r.items() if k in "abc" and v is not None}
            for r in table.to_pylist()}
     assert got == model
+
+
+def test_resume_counts_plain_rows_far_past_the_last_framed_one(store):
+    """The tail read grows backwards until it reaches a framed row to count from."""
+    run = localtrack.init(project="p", id="r", dir=store)
+    run.log({"x": 0})
+    run._stamp_due = float("inf")  # no frame after the first row, however slow the loop
+    for i in range(1, 20_000):
+        run.log({"x": i})
+    run.finish()
+    assert _log_file(store).stat().st_size > 150_000  # far beyond the first 4 KiB read
+    again = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert again.step == 20_000
+    again.finish()
