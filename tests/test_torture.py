@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -54,10 +55,11 @@ print("finished", flush=True)
 """
 
 READER = """
-import sys, time, localtrack
-deadline = time.monotonic() + float(sys.argv[2])
+import os, sys, time, localtrack
+stop, deadline = sys.argv[2], time.monotonic() + 600  # the deadline only ends an orphaned reader
 reads = 0
-while time.monotonic() < deadline:
+while True:
+    last = os.path.exists(stop)  # one whole pass after the stop file appears: reads >= 1
     try:
         for r in localtrack.Api(sys.argv[1]).runs("p"):
             steps = r.history(["x"]).column("_step").to_pylist()
@@ -66,15 +68,37 @@ while time.monotonic() < deadline:
             reads += 1
     except localtrack.errors.RunNotFoundError:
         pass
+    if last or time.monotonic() > deadline:
+        break
     time.sleep(0.01)
-print(reads, flush=True)
+print("reads", reads, flush=True)
 """
+
+
+def _stop_reader(reader: subprocess.Popen, stop: Path) -> tuple[int, str]:
+    """Ask the reader to finish its pass and exit; (exit code, stdout + stderr) for the caller
+    to check: a reader that crashed on what it saw must fail the test."""
+    stop.touch()
+    try:
+        out, err = reader.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # a hung reader fails the test too (exit code -9)
+        reader.kill()
+        out, err = reader.communicate()
+    return reader.returncode, out.decode() + err.decode()
+
+
+def _reads(code: int, output: str) -> int:
+    """How many run reads the reader made; fails the test if it crashed or printed no count."""
+    assert code == 0, f"the concurrent reader exited {code}:\n{output}"
+    counts = [int(line.split()[1]) for line in output.splitlines() if line.startswith("reads ")]
+    assert counts, f"the concurrent reader printed no count:\n{output}"
+    return counts[-1]
 
 
 def test_kill_loop(store, tmp_path):
     kills = int(os.environ.get("TORTURE_KILLS", "30"))
     rng = random.Random(20261126)
-    reader = script(READER, str(store), str(600))
+    reader = script(READER, str(store), str(tmp_path / "stop-reader"))
     acked_max, lost, unreadable, finishes, in_finish = -1, 0, 0, 0, 0
     t0 = time.monotonic()
     try:
@@ -104,15 +128,16 @@ def test_kill_loop(store, tmp_path):
                 assert x == float(s) or (x is None and partial == s), (s, x, partial)
             lost += max(0, acked_max - steps[-1])
     finally:
-        reader.send_signal(signal.SIGTERM)
-        reader.communicate(timeout=30)
+        reader_end = _stop_reader(reader, tmp_path / "stop-reader")
+    reads = _reads(*reader_end)
     report = {"kills": kills, "steps_lost": lost, "unreadable_runs": unreadable,
               "killed_inside_finish": in_finish, "finished_before_kill": finishes,
-              "steps_on_disk": acked_max + 1,
+              "steps_on_disk": acked_max + 1, "reader_reads": reads,
               "seconds": round(time.monotonic() - t0, 1)}
     (tmp_path / "kill_loop.json").write_text(json.dumps(report))
     print("kill loop:", report)
     assert lost == 0 and unreadable == 0
+    assert reads > 0 or kills == 0  # its last pass, after the kills, read the run
     with warnings.catch_warnings():  # the last kill may have cut a copy short: a torn tail,
         warnings.simplefilter("ignore", RuntimeWarning)  # cut (with this warning) on resume
         run = localtrack.init(project="p", id="t", resume="must", dir=store)
@@ -121,7 +146,7 @@ def test_kill_loop(store, tmp_path):
     assert localtrack.Api(store).run("p/t").state == "finished"
 
 
-def test_eight_writers_and_a_reader(store):
+def test_eight_writers_and_a_reader(store, tmp_path):
     code = """
         import sys, localtrack
         run = localtrack.init(project="p", id=f"w{sys.argv[2]}", dir=sys.argv[1])
@@ -129,13 +154,13 @@ def test_eight_writers_and_a_reader(store):
             run.log({"x": i, "who": sys.argv[2]})
         run.finish()
     """
-    reader = script(READER, str(store), "8")
+    reader = script(READER, str(store), str(tmp_path / "stop-reader"))
     writers = [script(code, str(store), str(i)) for i in range(8)]
     ended = [(w.communicate(timeout=120)[1], w.returncode) for w in writers]
-    out, err = reader.communicate(timeout=60)  # every pipe read before any assert
+    reader_end = _stop_reader(reader, tmp_path / "stop-reader")  # every pipe read before any assert
     for werr, rc in ended:
         assert rc == 0, werr.decode()
-    assert reader.returncode == 0, err.decode()
+    assert _reads(*reader_end) >= 8  # its last pass, after the writers, read every run
     runs = localtrack.Api(store).runs("p")
     assert sorted(r.id for r in runs) == [f"w{i}" for i in range(8)]
     for r in runs:

@@ -255,13 +255,11 @@ def test_live_run_updates_without_reload(page, live, store):
     before = page.points("loss", "mnist/live")
     assert before == live.log(0)
     pg.evaluate("window.__notReloaded = true")
-    t = time.monotonic()
     at = live.log(7)
-    page.wait("the new steps in the chart", lambda: page.points("loss", "mnist/live") == at, timeout=10)
-    took = time.monotonic() - t
+    # The page polls every 2 s; how soon the steps show is benchmarks/bench_limits.py's live-chart.
+    page.wait("the new steps in the chart", lambda: page.points("loss", "mnist/live") == at)
     assert row(page, "mnist/live").locator("td").nth(4).inner_text() == str(at)
     assert pg.evaluate("window.__notReloaded") is True
-    assert took < 6, took   # the page polls every 2 s
 
     # A run that starts while the page is open shows up in the table by itself.
     newcomer = localtrack.init(project="mnist", id="newcomer", dir=store, name="late-arrival")

@@ -1,4 +1,4 @@
-"""`localtrack ui` over HTTP: the JSON API, binding rules, headers, downsampling, speed.
+"""`localtrack ui` over HTTP: the JSON API, binding rules, headers, downsampling, a big store.
 
 The server runs as a real `localtrack ui` subprocess on a free loopback port over
 runs made through localtrack.init/log/finish; the browser tests are in test_ui_browser.py.
@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -299,15 +298,12 @@ def test_downsampling_a_million_steps_keeps_spikes():
     values[5] = float("nan")
     table = pa.table({"_step": steps, "_timestamp": pa.array([1e9 + i / 100 for i in range(n)]),
                       "loss": pa.array(values), "text": pa.array(["a"] * n)})
-    t = time.perf_counter()
-    s = series(table, "loss", points=1000)
-    took = time.perf_counter() - t
+    s = series(table, "loss", points=1000)  # how fast: benchmarks/bench_limits.py
     assert s["sampled"] and s["rows"] == n - 1 and len(s["x"]) == len(s["y"]) == 1000
     assert max(s["ymax"]) == 50.0 and min(s["ymin"]) == -40.0
     assert all(lo <= y <= hi for lo, y, hi in zip(s["ymin"], s["y"], s["ymax"], strict=True))
     assert s["x"] == sorted(s["x"]) and 0 <= s["x"][0] < 1000 and s["x"][-1] > n - 1000
     assert len(orjson.dumps(s)) < 120_000   # what the browser downloads for 10^6 steps
-    assert took < 5, took                    # ~0.1 s here; generous for a loaded CI machine
     window = series(table, "loss", points=1000, xmin=500_000, xmax=501_000)
     assert not window["sampled"] and window["x"] == list(range(500_000, 501_001))
     by_time = series(table, "loss", x="_timestamp", points=200)
@@ -339,9 +335,9 @@ def test_long_history_over_http(store, ui):
     assert loss["ymax"][0] == 1.0 and data["series"]["acc"]["ymax"][0] == 6
 
 
-# -- speed -----------------------------------------------------------------------------------
+# -- a big store (how fast: benchmarks/bench_limits.py) ----------------------------------------
 
-def test_thousand_runs_list_in_under_a_second(tmp_path):
+def test_thousand_runs_are_listed_first_and_from_the_cache(tmp_path):
     """1,000 runs: one made through the API, copied under 999 other ids (the format is a contract)."""
     root = tmp_path / "big"
     run = localtrack.init(project="big", id="seed", dir=root, config={"lr": 0.1, "model": {"depth": 3}},
@@ -358,20 +354,11 @@ def test_thousand_runs_list_in_under_a_second(tmp_path):
         (runs_dir / rid / "run.json").write_bytes(orjson.dumps({**meta, "id": rid, "name": f"run {i}"}))
     ui = UIProcess(root)
     try:
-        t = time.perf_counter()
-        first = get_json(ui.url, "/api/runs", project="big")["runs"]
-        cold = time.perf_counter() - t
-        warm = math.inf
-        for _ in range(3):   # best of three: other processes on a shared machine add noise
-            t = time.perf_counter()
-            again = get_json(ui.url, "/api/runs", project="big")["runs"]
-            warm = min(warm, time.perf_counter() - t)
+        first = get_json(ui.url, "/api/runs", project="big")["runs"]  # after the start-up read
+        again = get_json(ui.url, "/api/runs", project="big")["runs"]  # from the server's cache
     finally:
         code, _, err = ui.stop()
     assert code == 0, err
-    assert len(first) == len(again) == 1000
+    assert len(first) == len(again) == 1000 and first == again
     assert {r["steps"] for r in again} == {20} and {r["state"] for r in again} == {"finished"}
-    print(f"1,000 runs: first list {cold:.3f} s, next {warm:.3f} s")
-    assert warm < 1.0, warm   # ~0.2 s on an idle machine of CI's kind
-    # The first list waits for the server's start-up read of every run: ~0.8 s when idle.
-    assert cold < 10.0, cold
+    assert sorted(r["id"] for r in again) == sorted(["seed"] + [f"r{i:04d}" for i in range(999)])
