@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, _settings
-from ._query import Api
-from .errors import LocaltrackError, UsageError
+from ._query import Api, list_runs
+from .errors import CorruptRunError, LocaltrackError, StorageError, UsageError
 
 
 def _fmt_time(ts: float) -> str:
@@ -34,13 +34,26 @@ def _api(dir: str | None) -> Api:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = _api(args.dir).runs(args.project)
-    if not runs:
+    """The table on stdout; each folder that is not a readable run is one line on stderr
+    (as ``ls`` reports what it cannot read), and the exit code stays 0: the listing worked."""
+    runs, skipped = list_runs(_api(args.dir).root, args.project)
+    problems = [str(s) for s in skipped]
+    rows = []
+    for r in runs:
+        try:
+            rows.append((r.path, r.name, r.state, r.last_step + 1, _fmt_time(r.created),
+                         _fmt_time(r.updated)))
+        except (CorruptRunError, StorageError) as exc:
+            problems.append(f"{r.path}: {exc}")
+    if rows:
+        print(_table(("RUN", "NAME", "STATE", "STEPS", "CREATED", "UPDATED"), rows))
+    else:
         print("no runs" + (f" in project {args.project!r}" if args.project else ""))
-        return 0
-    rows = [(r.path, r.name, r.state, r.last_step + 1, _fmt_time(r.created), _fmt_time(r.updated))
-            for r in runs]
-    print(_table(("RUN", "NAME", "STATE", "STEPS", "CREATED", "UPDATED"), rows))
+    for problem in problems:
+        print(f"localtrack: skipped {problem}", file=sys.stderr)
+    if problems:
+        print(f"localtrack: {len(problems)} folder(s) skipped; `localtrack doctor` checks them",
+              file=sys.stderr)
     return 0
 
 

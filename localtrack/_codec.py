@@ -5,6 +5,9 @@ bool, int64, float, str; numpy/torch scalars and 0-d arrays/tensors become
 Python scalars. Plain JSON has no NaN/Inf, so non-finite floats are written
 as the tag ``{"$f": "NaN" | "Infinity" | "-Infinity"}`` and decoded back.
 Errors name the key and the run; nothing is written before a row is valid.
+Nesting is bounded (MAX_DEPTH): a deep or self-containing dict is a UsageError
+naming its key, never a RecursionError, and stored JSON stays within what
+orjson writes and reads back.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ _INT64_MAX = 2**63 - 1
 _NONE = type(None)
 _PLAIN = frozenset({int, str, bool, _NONE})
 _FROM_TAG = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# Levels of nested dicts/lists a value may have. orjson refuses to write more than 254 and
+# Python recurses ~1,000 deep; a config deeper than 100 is a dict that holds itself, or data.
+MAX_DEPTH = 100
 
 dumps = orjson.dumps
 loads = orjson.loads
@@ -37,10 +43,28 @@ def _tag(value: float) -> dict[str, str]:
 
 
 def untag(value: Any) -> Any:
-    """Decode a stored scalar: the non-finite tag becomes a float again."""
+    """Decode a stored scalar: the non-finite tag becomes a float again.
+
+    ValueError for a tag no writer makes (the stored file is damaged): callers name the file.
+    """
     if type(value) is dict and len(value) == 1 and _TAG in value:
-        return _FROM_TAG[value[_TAG]]
+        tag = value[_TAG]
+        if type(tag) is not str or tag not in _FROM_TAG:
+            raise ValueError(f"unknown value tag {value!r}")
+        return _FROM_TAG[tag]
     return value
+
+
+def _short(key: str) -> str:
+    """A key path short enough for a message (a path 100 levels deep is not)."""
+    return key if len(key) <= 60 else f"{key[:30]}...{key[-25:]}"
+
+
+def _too_deep(key: str, where: str) -> InvalidValueError:
+    return InvalidValueError(
+        f"Cannot store key {_short(key)!r} in {where}: it is nested more than {MAX_DEPTH} levels "
+        "deep (does a dict hold itself?). Flatten it, or store it as a string."
+    )
 
 
 def _scalar(key: str, value: Any, where: str) -> Any:
@@ -87,13 +111,15 @@ def _check_key(key: Any, where: str) -> str:
 
 
 def _flatten(data: dict[Any, Any], prefix: str, where: str,
-             enc: dict[str, Any], raw: dict[str, Any]) -> None:
+             enc: dict[str, Any], raw: dict[str, Any], depth: int = 1) -> None:
     for key, value in data.items():
         name = prefix + _check_key(key, where)
         if isinstance(value, dict):
             if not value:
                 continue
-            _flatten(value, name + "/", where, enc, raw)
+            if depth >= MAX_DEPTH:
+                raise _too_deep(name, where)
+            _flatten(value, name + "/", where, enc, raw, depth + 1)
             continue
         if name in raw:
             raise InvalidValueError(
@@ -147,34 +173,40 @@ def encode_row(data: dict[Any, Any], where: str) -> tuple[dict[str, Any], dict[s
     return enc, raw
 
 
-def encode_tree(value: Any, where: str, path: str = "") -> Any:
+def encode_tree(value: Any, where: str, path: str = "", depth: int = 0) -> Any:
     """Encode a config/summary value, keeping nesting; lists and tuples become lists."""
+    if isinstance(value, (dict, list, tuple)) and depth >= MAX_DEPTH:
+        raise _too_deep(path.rstrip("/") or "value", where)
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
             if type(key) is not str or key == _TAG:
                 raise InvalidValueError(f"Cannot store key {path + repr(key)} in {where}: "
                                         "keys must be strings other than '$f'.")
-            out[key] = encode_tree(item, where, f"{path}{key}/")
+            out[key] = encode_tree(item, where, f"{path}{key}/", depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [encode_tree(item, where, path) for item in value]
+        return [encode_tree(item, where, path, depth + 1) for item in value]
     if hasattr(value, "tolist") and getattr(value, "ndim", 0) != 0:
-        return encode_tree(value.tolist(), where, path)
+        return encode_tree(value.tolist(), where, path, depth)
     value = _scalar(path.rstrip("/") or "value", value, where) if type(value) not in _PLAIN else value
     if type(value) is float and not math.isfinite(value):
         return _tag(value)
     return value
 
 
-def decode_tree(value: Any) -> Any:
-    """Inverse of encode_tree."""
+def decode_tree(value: Any, depth: int = 0) -> Any:
+    """Inverse of encode_tree; ValueError for what encode_tree never writes (a damaged file)."""
     if type(value) is dict:
         if len(value) == 1 and _TAG in value:
-            return _FROM_TAG[value[_TAG]]
-        return {key: decode_tree(item) for key, item in value.items()}
+            return untag(value)
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+        return {key: decode_tree(item, depth + 1) for key, item in value.items()}
     if type(value) is list:
-        return [decode_tree(item) for item in value]
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+        return [decode_tree(item, depth + 1) for item in value]
     return value
 
 

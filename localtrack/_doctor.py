@@ -5,7 +5,9 @@ reopen: cut a torn log tail (keeping a ``.broken`` copy), delete orphan
 segments, log files a manifest already covers, and temp files. Damage with
 good data after it (a bad record in the middle, a missing segment, a garbled
 metadata file) is reported with the file and offset, never "fixed" by
-dropping data. A live run is only inspected.
+dropping data. A live run is only inspected. A folder that is not a run (a
+stray copy, a bad name, no run.json) and a run that cannot be read at all are
+findings too: one of them never stops the check of the others.
 """
 
 from __future__ import annotations
@@ -37,15 +39,19 @@ def check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId,
     """
     rdir = _layout.run_dir(root, project, rid)
     try:
-        with _sealer.hold(rdir, timeout=_SEALER_WAIT, create=False):
-            return _check_run(root, project, rid, rdir, fix)
+        with _store.reading(rdir, project=project, run_id=rid):
+            with _sealer.hold(rdir, timeout=_SEALER_WAIT, create=False):
+                return _check_run(root, project, rid, rdir, fix)
     except TimeoutError as exc:
         return [Finding(f"{project}/{rid}", str(rdir), f"not checked: {exc}", False)]
+    except LocaltrackError as exc:  # e.g. the run folder cannot be read: the next run can
+        return [Finding(f"{project}/{rid}", exc.path or str(rdir), f"not checked: {exc}", False)]
 
 
 def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdir: Path,
                fix: bool) -> list[Finding]:
     name = f"{project}/{rid}"
+    ctx: _naming.Ctx = {"project": project, "run_id": rid}
     found: list[Finding] = []
 
     def report(path: Path, problem: str, fixable: bool) -> Finding:
@@ -53,15 +59,18 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
         found.append(finding)
         return finding
 
-    for file, what in ((_store.RUN_JSON, "run"), (_store.CONFIG_JSON, "config"),
-                       (_store.SUMMARY_JSON, "summary")):
+    try:
+        _store.read_meta(rdir, **ctx)
+    except LocaltrackError as exc:
+        report(rdir / _store.RUN_JSON, str(exc), False)
+    for file, what in ((_store.CONFIG_JSON, "config"), (_store.SUMMARY_JSON, "summary")):
         try:
-            _store.read_json(rdir / file, what)
-        except CorruptRunError as exc:
+            _store.read_tree(rdir / file, what, **ctx)
+        except LocaltrackError as exc:
             report(rdir / file, str(exc), False)
     try:
-        manifest = _segments.load_manifest(rdir)
-    except CorruptRunError as exc:
+        manifest = _segments.load_manifest(rdir, **ctx)
+    except LocaltrackError as exc:
         report(rdir / _segments.MANIFEST, str(exc), False)
         return found
     named = set()
@@ -132,21 +141,32 @@ def _segment_problem(path: Path, rows: int) -> str | None:
 
 
 def check_store(root: Path, targets: list[str] | None = None, fix: bool = False) -> list[Finding]:
-    """Check every run under ``root`` (or the given ``project`` / ``project/id`` targets)."""
+    """Check every run under ``root`` (or the given ``project`` / ``project/id`` targets).
+
+    The runs are the ones _store lists; every folder it skips is a finding of its own.
+    """
     found: list[Finding] = []
     runs: list[tuple[_naming.ProjectName, _naming.RunId]] = []
-    projects = [t for t in targets or [] if "/" not in t]
+    projects: list[_naming.ProjectName] = []
     for target in targets or []:
         if "/" in target:
-            runs.append(_naming.parse_path(target))
+            project, rid = _naming.parse_path(target)
+            if not _store.run_exists(root, project, rid):
+                raise RunNotFoundError(f"No run {rid!r} in project {project!r} under "
+                                       f"{str(root)!r}.", project=project, run_id=rid)
+            runs.append((project, rid))
+        else:
+            project = _naming.project_name(target)
+            if not _layout.runs_dir(root, project).is_dir():
+                raise UsageError(f"No project {project!r} under {str(root)!r}.")
+            projects.append(project)
     if not targets:
-        projects = sorted(p.name for p in root.iterdir() if (p / "runs").is_dir())
-    for proj in projects:
-        pname = _naming.project_name(proj)
-        rdir = _layout.runs_dir(root, pname)
-        if rdir.is_dir():
-            runs += [(pname, _naming.run_id(e.name)) for e in sorted(rdir.iterdir())
-                     if not e.name.startswith(".")]
+        projects, skipped = _store.list_projects(root)
+        found += [Finding(s.where, s.path, s.problem, False) for s in skipped]
+    for project in projects:
+        ids, skipped = _store.list_runs(root, project)
+        found += [Finding(s.where, s.path, s.problem, False) for s in skipped]
+        runs += [(project, rid) for rid in ids]
     for project, rid in runs:
         found += check_run(root, project, rid, fix)
     return found

@@ -17,6 +17,7 @@ See docs/format.md; bump FORMAT_VERSION on any incompatible change.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from ._naming import ProjectName, RunId
@@ -47,8 +48,16 @@ def lock_of_run_dir(rdir: Path) -> Path:
 
 
 def auto_pointer_path(root: Path, project: ProjectName, cwd: str) -> Path:
-    digest = hashlib.sha256(cwd.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    """The pointer of one working directory, keyed by its bytes (the same under any locale)."""
+    digest = hashlib.sha256(os.fsencode(cwd)).hexdigest()[:24]
     return root / project / "auto" / f"{digest}.json"
+
+
+def path_text(path: str) -> str:
+    """``path`` as text that JSON can hold: a directory name that is not UTF-8 reaches Python
+    with lone surrogates (os.getcwd(), sys.argv), which orjson refuses; its bytes become
+    ``\\xff`` escapes, for people to read (nothing parses a stored path back)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def wal_path(rdir: Path, seq: int) -> Path:

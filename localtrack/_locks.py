@@ -1,26 +1,29 @@
 """The per-run writer lock, with an owner record in the lock file.
 
 An exclusive ``flock`` is dropped by the kernel when the holder dies, so a
-SIGKILLed writer never blocks the next resume. It is taken with ``fcntl``
+SIGKILLed writer never blocks the next resume, and whether it is held is the
+one answer to "is this run's writer alive" (is_held). It is taken with ``fcntl``
 directly, not through portalocker: init() is on every script's start-up path
 and importing portalocker costs ~120 ms there (importlib.metadata for its
 version string), for the same one system call on POSIX, the only platform
 the store supports. The sweep queue and sync, off that path, use portalocker.
 ``flock`` records no owner, so, like Mercurial's lock, the holder writes ``host``/``pid``/``since``
-(plus boot id and process start time against pid reuse) into the file; that
-is what a second process is told, and what readers use to tell a live run
-from a crashed one without touching the lock.
+(plus boot id, pid namespace and process start time) into the file: that is
+what a second process is told. It does not decide liveness: a writer in another
+pid namespace on this host (two containers sharing a store) has a pid this
+process cannot see.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from . import _fsutil
 from ._codec import dumps, loads
@@ -37,6 +40,14 @@ _NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_ns() -> str:
+    """This process's pid namespace (``pid:[4026531836]``): pids mean something only inside it."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""
 
@@ -64,7 +75,7 @@ def hostname() -> str:
 
 def this_process() -> dict[str, Any]:
     now = time.time()
-    return {"pid": os.getpid(), "host": hostname(), "boot_id": _boot_id(),
+    return {"pid": os.getpid(), "host": hostname(), "boot_id": _boot_id(), "pid_ns": _pid_ns(),
             "start_ticks": _start_ticks(os.getpid()), "since": now}
 
 
@@ -85,20 +96,39 @@ def read_holder(path: Path) -> dict[str, Any]:
 
 
 def holder_alive(holder: dict[str, Any]) -> bool | None:
-    """True/False when this host can tell; None for a holder on another host."""
+    """Whether the process an owner record names runs, for records with no lock to probe
+    (sweep agents): None where this process cannot tell (another host, another pid namespace,
+    or a record without one)."""
     if not holder.get("pid"):
         return False
-    if holder.get("host") != hostname() or holder.get("boot_id") != _boot_id():
+    if (holder.get("host"), holder.get("boot_id"), holder.get("pid_ns")) \
+            != (hostname(), _boot_id(), _pid_ns()):
         return None
     ticks = _start_ticks(int(holder["pid"]))
     return ticks is not None and ticks == holder.get("start_ticks")
 
 
-def is_held(path: Path) -> bool:
-    """Whether a live process holds the lock at ``path``: by its owner record on this host,
-    by a shared probe for an owner on another host."""
-    alive = holder_alive(read_holder(path))
-    return (not probe_free(path)) if alive is None else alive
+def is_held(path: Path, holder: dict[str, Any] | None = None) -> bool:
+    """Whether the run whose writer lock is ``path`` has a live writer: from the flock itself.
+
+    ``holder`` is the lock file's owner record when the caller has read it already. Two records
+    answer without a probe: this process's own (where flock is emulated with fcntl locks, as on
+    NFS, a probe from the holding process would succeed and its close would drop the writer's
+    lock), and a record sync copied from another store (``synced_at``): no process here holds
+    that lock; its writer was alive when it was copied, and sync removes the copy once the
+    writer is gone.
+    """
+    if holder is None:
+        holder = read_holder(path)
+    if holder.get("synced_at"):
+        return bool(holder.get("pid"))
+    if holder.get("pid") == os.getpid() and holder_alive(holder):
+        return True
+    try:
+        return not probe_free(path)
+    except OSError:  # an unreadable lock file, or no locks on this file system: the record is all
+        alive = holder_alive(holder)
+        return bool(holder.get("pid")) if alive is None else alive
 
 
 def try_flock(fd: int, *, shared: bool = False) -> bool:
@@ -115,7 +145,7 @@ def unflock(fd: int) -> None:
 
 
 def probe_free(path: Path) -> bool:
-    """Whether nobody holds the lock (a shared, non-blocking probe; used for remote holders)."""
+    """Whether nobody holds the lock at ``path`` (a shared, non-blocking probe)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -127,41 +157,53 @@ def probe_free(path: Path) -> bool:
 
 
 class RunLock:
-    """Exclusive writer lock for one run; ``describe`` strings go into every error."""
+    """Exclusive writer lock for one run; ``describe`` strings go into every error.
+
+    Every OSError becomes a StorageError naming the lock file and the run (a full disk strikes
+    when the owner record is written), or LockUnavailableError where the file system has no locks.
+    """
 
     def __init__(self, path: Path, **ctx: Unpack[Ctx]) -> None:
         self.path = path
         self._ctx = ctx
-        self._fh: IO[bytes] | None = None
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         with _fsutil.storage_errors("create the lock file", self.path, **self._ctx):
             _fsutil.ensure_dir(self.path.parent)
-            fh = open(self.path, "a+b")
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self._flock(fd)
+            with _fsutil.storage_errors("write the owner record into the lock file", self.path,
+                                        **self._ctx):
+                os.ftruncate(fd, 0)
+                data, done = dumps(this_process()), 0
+                while done < len(data):  # short only on a full disk, and the next write raises
+                    done += os.pwrite(fd, data[done:], done)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no half-written record outlives us
+            os.close(fd)  # drops the flock, if we took it
+            raise
+        self._fd = fd
+
+    def _flock(self, fd: int) -> None:
         deadline = time.monotonic() + _RETRY_SECONDS
         while True:
             try:
-                if try_flock(fh.fileno()):
-                    break
+                if try_flock(fd):
+                    return
             except OSError as exc:
-                fh.close()
                 if exc.errno in _NO_LOCKS:
                     raise LockUnavailableError(
                         f"The file system under {str(self.path.parent)!r} does not support file "
                         f"locks ({os.strerror(exc.errno)}), so localtrack cannot keep two "
                         "writers apart. Mount it with locking enabled (Lustre: -o flock) or use "
                         "a local dir=.", path=str(self.path), **self._ctx) from exc
-                raise
-            if time.monotonic() < deadline:
-                time.sleep(0.02)
-                continue
-            fh.close()
-            self._raise_locked()
-        fh.seek(0)
-        fh.truncate()
-        fh.write(dumps(this_process()))
-        fh.flush()
-        self._fh = fh
+                raise _fsutil.storage_error("lock", self.path, exc, **self._ctx) from exc
+            if time.monotonic() >= deadline:
+                self._raise_locked()
+            time.sleep(0.02)
 
     def _raise_locked(self) -> None:
         holder = read_holder(self.path)
@@ -174,12 +216,15 @@ class RunLock:
 
     def release(self) -> None:
         """Clear the owner record, then unlock (so nobody reads a stale owner)."""
-        fh, self._fh = self._fh, None
-        if fh is None:
+        fd, self._fd = self._fd, None
+        if fd is None:
             return
         try:
-            fh.truncate(0)
-            fh.flush()
+            with _fsutil.storage_errors("clear the owner record in the lock file", self.path,
+                                        **self._ctx):
+                try:
+                    os.ftruncate(fd, 0)
+                finally:
+                    unflock(fd)  # also for a copy of the descriptor a fork() left in a child
         finally:
-            unflock(fh.fileno())
-            fh.close()
+            os.close(fd)

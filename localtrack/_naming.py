@@ -1,7 +1,10 @@
-"""The only place a user string becomes a validated project name or run id.
+"""The only place a string becomes a validated name: a project, a run id, a store file.
 
 Validated values are distinct types (``ProjectName``, ``RunId``) so that only
-they build paths: a run id can never walk out of the store.
+they build paths: a run id can never walk out of the store. The names a store
+itself holds (log, segment and chunk file names, docs/format.md) are checked
+here too, by the exact patterns the format gives, before any of them becomes a
+path: a received store is input like any other.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ RunId = NewType("RunId", str)
 MAX_LEN = 128
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+# ASCII digits only: str.isdigit() also takes other scripts' digits, which int() reads as numbers.
+_LOG_RE = re.compile(r"([0-9]{8})\.jsonl")        # wal/<seq>.jsonl
+_SEGMENT_RE = re.compile(r"([0-9]{8})\.parquet")  # segments/<seq>.parquet
+_CHUNK_RE = re.compile(r"([0-9]{16})\.jsonl")     # <log>/<offset>.jsonl on a remote
 
 
 class Ctx(TypedDict, total=False):
@@ -25,6 +32,13 @@ class Ctx(TypedDict, total=False):
 
     project: str
     run_id: str
+
+
+def run_label(ctx: Ctx) -> str:
+    """``run 'p/id'`` for a message, or ``the run`` when the context does not name one."""
+    if "project" in ctx and "run_id" in ctx:
+        return f"run {ctx['project'] + '/' + ctx['run_id']!r}"
+    return "the run"
 
 
 def _check(kind: str, value: object) -> str:
@@ -67,3 +81,23 @@ def parse_path(value: str) -> tuple[ProjectName, RunId]:
     if not sep:
         raise InvalidNameError(f"Expected 'PROJECT/RUN_ID', got {value!r}.")
     return project_name(project), run_id(rid)
+
+
+def _number(pattern: re.Pattern[str], name: object) -> int | None:
+    match = pattern.fullmatch(name) if isinstance(name, str) else None
+    return int(match[1]) if match else None
+
+
+def log_seq(name: object) -> int | None:
+    """The sequence number of a history log file name (``<seq>.jsonl``), None for any other name."""
+    return _number(_LOG_RE, name)
+
+
+def segment_seq(name: object) -> int | None:
+    """The sequence number of a segment file name (``<seq>.parquet``), None for any other name."""
+    return _number(_SEGMENT_RE, name)
+
+
+def chunk_offset(name: object) -> int | None:
+    """The byte offset of a log chunk's name (``<offset>.jsonl``, 16 digits), None for any other."""
+    return _number(_CHUNK_RE, name)

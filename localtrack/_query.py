@@ -5,21 +5,27 @@ live run is safe; a torn tail is ignored (the writer may be mid-append).
 A store may be local or remote (``Api(dir="s3://bucket/team")``): a remote
 store, written by sync, has the same layout with logs as folders of chunks;
 it is read through localtrack._remotes, and a directory remote as a path.
+Listing is _store's (one rule for what a run is); a folder that is not a
+readable run is left out with a warning, so one damaged run never hides the
+others. Reading one run raises LocaltrackErrors only (CorruptRunError,
+StorageError), naming the file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _layout, _naming, _remotes, _segments, _settings, _store, _wal
+from . import _naming, _remotes, _segments, _settings, _store, _wal
 from ._codec import unflatten
 from ._naming import Ctx
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
 from ._remotes._dir import DirRemote
-from .errors import RunNotFoundError, UsageError
+from .errors import CorruptRunError, RunNotFoundError, StorageError, UsageError
 
 if TYPE_CHECKING:
     import pandas
@@ -27,15 +33,9 @@ if TYPE_CHECKING:
 
     from ._sweeps._view import Sweep
 
-StorePath = Path | RemotePath
+log = logging.getLogger("localtrack")
 
-
-def _runs_dir(root: StorePath, project: _naming.ProjectName) -> StorePath:
-    return _layout.runs_dir(root, project) if isinstance(root, Path) else root / project / "runs"
-
-
-def _run_dir(root: StorePath, project: _naming.ProjectName, rid: _naming.RunId) -> StorePath:
-    return _layout.run_dir(root, project, rid) if isinstance(root, Path) else _runs_dir(root, project) / rid
+StorePath = _store.StorePath
 
 
 class ApiRun:
@@ -43,7 +43,7 @@ class ApiRun:
 
     def __init__(self, root: StorePath, project: _naming.ProjectName, rid: _naming.RunId) -> None:
         self._root = root
-        self._rdir = _run_dir(root, project, rid)
+        self._rdir = _store.run_dir(root, project, rid)
         self._ctx: Ctx = {"project": project, "run_id": rid}
         self.project: str = project
         self.id: str = rid
@@ -56,7 +56,8 @@ class ApiRun:
         self.notes: str | None = meta.get("notes")
         self.created: float = meta.get("created", 0.0)
         self.events = _store.events(self._rdir, **self._ctx)
-        self.state: str = _store.state(root, project, rid, self.events)
+        with _store.reading(self._rdir, **self._ctx):
+            self.state: str = _store.state(root, project, rid, self.events)
 
     @property
     def path(self) -> str:
@@ -73,13 +74,18 @@ class ApiRun:
     @property
     def summary(self) -> dict[str, Any]:
         """Last logged value of each key, overridden by run.summary values; nested on '/'."""
-        last = _segments.summary_last(self._rdir, **self._ctx)
+        with _store.reading(self._rdir, **self._ctx):
+            last = _segments.summary_last(self._rdir, **self._ctx)
         explicit = _store.read_tree(self._rdir / _store.SUMMARY_JSON, "summary", **self._ctx)
         return unflatten({**last, **explicit})
 
     @property
     def last_step(self) -> int:
         """The last step on disk (-1 when nothing was logged), from the log's tail only."""
+        with _store.reading(self._rdir, **self._ctx):
+            return self._last_step()
+
+    def _last_step(self) -> int:
         manifest = _segments.load_manifest(self._rdir, **self._ctx)
         for seq in reversed(_segments.wal_seqs(self._rdir)):
             if seq <= manifest["sealed_through"]:
@@ -104,6 +110,10 @@ class ApiRun:
     @property
     def updated(self) -> float:
         """When anything of the run last changed on disk (seconds since the epoch)."""
+        with _store.reading(self._rdir, **self._ctx):
+            return self._updated()
+
+    def _updated(self) -> float:
         rdir = self._rdir
         if isinstance(rdir, RemotePath):  # object stores have no directory times: list the objects
             times = [e.mtime for e in rdir.entries().values()]
@@ -121,7 +131,8 @@ class ApiRun:
 
     def history(self, keys: list[str] | None = None) -> pa.Table:
         """Every step as a pyarrow Table: ``_step``, ``_timestamp`` and one column per key."""
-        return _segments.read_history(self._rdir, keys, **self._ctx)
+        with _store.reading(self._rdir, **self._ctx):
+            return _segments.read_history(self._rdir, keys, **self._ctx)
 
     def history_df(self, keys: list[str] | None = None) -> pandas.DataFrame:
         """history() as a pandas DataFrame (needs pandas)."""
@@ -146,32 +157,39 @@ class Api:
             self.root = remote.root if isinstance(remote, DirRemote) else RemotePath(remote)
         else:
             self.root = _settings.root_dir(dir)
+        self._warned: set[_store.Skipped] = set()
+        self._warned_lock = threading.Lock()
+
+    def _warn(self, skipped: list[_store.Skipped]) -> None:
+        """Warn once per damaged folder and problem (the dashboard lists runs again and again)."""
+        for item in skipped:
+            with self._warned_lock:
+                new = item not in self._warned
+                self._warned.add(item)
+            if new:
+                log.warning("skipped %s", item)
 
     def projects(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if not p.name.startswith(".") and (p / "runs").is_dir())
+        """Project names, sorted; a folder that cannot be a project is left out with a warning."""
+        names, skipped = _store.list_projects(self.root)
+        self._warn(skipped)
+        return list(names)
 
     def runs(self, project: str | None = None) -> list[ApiRun]:
-        """Runs of one project (or of every project), oldest first."""
-        projects = [_naming.project_name(project)] if project else [
-            _naming.ProjectName(p) for p in self.projects()]
-        runs = []
-        for name in projects:
-            rdir = _runs_dir(self.root, name)
-            if isinstance(rdir, Path) and not rdir.is_dir():
-                continue
-            for entry in rdir.iterdir():
-                if entry.name.startswith(".") or not (entry / _store.RUN_JSON).exists():
-                    continue
-                runs.append(ApiRun(self.root, name, _naming.run_id(entry.name)))
-        return sorted(runs, key=lambda r: (r.project, r.created))
+        """Runs of one project (or of every project), oldest first.
+
+        A folder that is not a readable run (a stray copy, a bad name, a damaged or unreadable
+        run.json) is left out with a warning on the "localtrack" logger that names it and why;
+        `localtrack doctor` says more.
+        """
+        runs, skipped = list_runs(self.root, project)
+        self._warn(skipped)
+        return runs
 
     def run(self, path: str) -> ApiRun:
         """One run by ``"project/id"``."""
         project, rid = _naming.parse_path(path)
-        if not (_run_dir(self.root, project, rid) / _store.RUN_JSON).exists():
+        if not _store.run_exists(self.root, project, rid):
             raise RunNotFoundError(f"No run {rid!r} in project {project!r} under {str(self.root)!r}.",
                                    project=project, run_id=rid)
         return ApiRun(self.root, project, rid)
@@ -185,3 +203,29 @@ class Api:
             raise UsageError("Sweeps are read from a local (or mounted) store, not from "
                              f"{str(self.root)!r}.")
         return Sweep(self.root, project, sweep_id)
+
+
+def list_runs(root: StorePath, project: str | None = None) -> tuple[list[ApiRun], list[_store.Skipped]]:
+    """The readable runs of one project (or of all), oldest first, and what was skipped and why.
+
+    A run whose files fail as it is opened (bad run.json, unreadable events) is skipped, not
+    raised: the others are still listed. The CLI prints the skipped ones; Api.runs() logs them.
+    """
+    skipped: list[_store.Skipped] = []
+    if project:
+        projects = [_naming.project_name(project)]
+    else:
+        projects, skipped = _store.list_projects(root)
+    runs = []
+    for name in projects:
+        ids, bad = _store.list_runs(root, name)
+        skipped += bad
+        for rid in ids:
+            try:
+                runs.append(ApiRun(root, name, rid))
+            except (CorruptRunError, StorageError) as exc:
+                rdir = _store.run_dir(root, name, rid)
+                if isinstance(rdir, Path) and not rdir.exists():
+                    continue  # removed since the listing (sync --clean): not there, not damaged
+                skipped.append(_store.Skipped(f"{name}/{rid}", exc.path or str(rdir), str(exc)))
+    return sorted(runs, key=lambda r: (r.project, r.created)), sorted(skipped, key=lambda s: s.where)

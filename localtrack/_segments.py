@@ -40,18 +40,54 @@ def empty_manifest() -> dict[str, Any]:
 
 
 def load_manifest(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """The run's manifest, checked (see parse_manifest); an empty one when there is none yet."""
     path = rdir / MANIFEST
     try:
-        manifest = loads(path.read_bytes())
+        data = read_file(path, **ctx) if isinstance(path, Path) else path.read_bytes()
     except FileNotFoundError:
         return empty_manifest()
+    except IsADirectoryError as exc:
+        raise CorruptRunError(f"{path} is a directory, not a manifest.", path=str(path), **ctx) from exc
+    return parse_manifest(data, path, **ctx)
+
+
+def parse_manifest(data: bytes, path: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """Manifest bytes as a dict whose segment names are segment file names and whose numbers are ints.
+
+    A store may come from elsewhere: a segment named ``/etc/hostname`` or ``../../x`` would
+    make sync upload that file and write outside the remote, so every name is checked
+    against the format (``<seq>.parquet``) before any becomes a path.
+    """
+    try:
+        manifest = loads(data)
     except ValueError as exc:
         raise CorruptRunError(f"{path} is not valid JSON ({exc}); run `localtrack doctor`.",
                               path=str(path), **ctx) from exc
-    except IsADirectoryError as exc:
-        raise CorruptRunError(f"{path} is a directory, not a manifest.", path=str(path), **ctx) from exc
-    if not isinstance(manifest, dict) or "segments" not in manifest:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("segments"), list):
         raise CorruptRunError(f"{path} is not a localtrack manifest.", path=str(path), **ctx)
+    for key in ("sealed_through", "last_step"):
+        value = manifest.get(key, -1 if key == "last_step" else None)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CorruptRunError(f"{path} of {run_label(ctx)} holds {key}={value!r}, not an "
+                                  "integer; the manifest is damaged. Restore it from a backup or "
+                                  "sync remote.", path=str(path), **ctx)
+    if not isinstance(manifest.setdefault("last", {}), dict):
+        raise CorruptRunError(f"{path} of {run_label(ctx)} holds last={manifest['last']!r}, not an "
+                              "object; the manifest is damaged. Restore it from a backup or sync "
+                              "remote.", path=str(path), **ctx)
+    for seg in manifest["segments"]:
+        name = seg.get("file") if isinstance(seg, dict) else seg
+        rows = seg.get("rows") if isinstance(seg, dict) else None
+        if isinstance(rows, bool) or not isinstance(rows, int):
+            raise CorruptRunError(f"{path} of {run_label(ctx)} lists the segment {name!r} without "
+                                  "an integer row count; the manifest is damaged. Restore it from "
+                                  "a backup or sync remote.", path=str(path), **ctx)
+        if segment_seq(name) is None:
+            raise CorruptRunError(f"{path} of {run_label(ctx)} names the segment {name!r}, which "
+                                  "is not a segment file name (8 digits and '.parquet'); nothing "
+                                  "of the run is read or synced through it. Restore the manifest "
+                                  "from a backup or sync remote, or remove the run.",
+                                  path=str(path), **ctx)
     return manifest
 
 
@@ -60,8 +96,7 @@ def wal_seqs(rdir: StorePath) -> list[int]:
     wal_dir = rdir / "wal"
     if isinstance(wal_dir, Path) and not wal_dir.is_dir():
         return []
-    seqs = (_layout.seq_of(Path(p.name)) for p in wal_dir.iterdir() if p.suffix == ".jsonl")
-    return sorted(s for s in seqs if s is not None)
+    return sorted(s for p in wal_dir.iterdir() if (s := log_seq(p.name)) is not None)
 
 
 def wal_log(rdir: StorePath, seq: int) -> StorePath:
@@ -231,6 +266,10 @@ def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any],
 
     """
     seg_dir = rdir / "segments"
+    if seg_dir.is_symlink():  # a segment would be written (and renamed over) elsewhere
+        raise CorruptRunError(f"{seg_dir} of {run_label(ctx)} is a symbolic link; segments are "
+                              "written only into the run's own folder. Replace the link with "
+                              "a folder.", path=str(seg_dir), **ctx)
     for seq in seqs:
         if seq <= manifest["sealed_through"]:
             continue
@@ -267,14 +306,15 @@ def cleanup(rdir: Path, manifest: dict[str, Any], *, everything: bool = False) -
     """
     seg_dir = rdir / "segments"
     _fsutil.sweep_tmp(rdir)
+    linked = seg_dir.is_symlink()  # nothing is removed through a link (seal() refuses it)
     for seq in wal_seqs(rdir):
         if seq <= manifest["sealed_through"]:
             _fsutil.unlink(_layout.wal_path(rdir, seq))
-        else:
+        elif not linked:
             name = _layout.segment_name(seq)
             _fsutil.unlink(seg_dir / name)
             _fsutil.unlink(seg_dir / f"{_fsutil.TMP_PREFIX}{name}")
-    if everything and seg_dir.is_dir():
+    if everything and seg_dir.is_dir() and not linked:
         _fsutil.sweep_tmp(seg_dir)
         named = {seg["file"] for seg in manifest["segments"]}
         for path in seg_dir.iterdir():
@@ -323,7 +363,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[C
     for seg in manifest["segments"]:
         path = rdir / "segments" / seg["file"]
         try:
-            tables.append(_read_segment(path, wanted))
+            tables.append(_read_segment(path, wanted, rdir, ctx))
         except FileNotFoundError as exc:
             raise CorruptRunError(f"Segment {path} named in the manifest is missing; steps "
                                   f"{seg['first_step']}..{seg['last_step']} are lost. Restore it "
@@ -346,7 +386,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[C
     return _concat(tables, wanted)
 
 
-def _read_segment(path: StorePath, wanted: list[str] | None) -> pa.Table:
+def _read_segment(path: StorePath, wanted: list[str] | None, rdir: StorePath, ctx: Ctx) -> pa.Table:
     import pyarrow.parquet as pq
 
     def read(source: Any) -> pa.Table:
@@ -355,7 +395,8 @@ def _read_segment(path: StorePath, wanted: list[str] | None) -> pa.Table:
         return pf.read(columns=cols)
 
     if isinstance(path, Path):
-        return read(path)
+        with open_file(path, rdir if isinstance(rdir, Path) else None, **ctx) as fh:
+            return read(fh)
     with path.open_input() as fh:
         return read(fh)
 

@@ -4,14 +4,25 @@ Run creation is atomic: the directory is built under a temp name and renamed
 into place, so a run either exists with its run.json or not at all. Metadata
 files are replaced atomically; events.jsonl is a framed append-only log
 fsynced on every event (events are rare and decide a run's state).
+
+This module owns listing: list_projects/list_runs are the one rule for what a
+project and a run are. A folder that is not a readable run (a stray copy, a bad
+name, no run.json, no permission) is returned as a Skipped entry, never raised,
+so one damaged run cannot hide the others. Reading a run's files raises only
+LocaltrackErrors: bad JSON or wrong types are CorruptRunError, an unreadable
+file is StorageError, each naming the file and the run.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +42,17 @@ SUMMARY_JSON = "summary.json"
 EVENTS = "events.jsonl"
 
 STATES = ("running", "finished", "failed", "crashed", "preempted")
+
+StorePath = Path | RemotePath
+
+
+def runs_dir(root: StorePath, project: ProjectName) -> StorePath:
+    """``_layout.runs_dir`` for a local store or a remote one (same layout)."""
+    return _layout.runs_dir(root, project) if isinstance(root, Path) else root / project / "runs"
+
+
+def run_dir(root: StorePath, project: ProjectName, rid: RunId) -> StorePath:
+    return _layout.run_dir(root, project, rid) if isinstance(root, Path) else runs_dir(root, project) / rid
 
 
 def create_run_dir(root: Path, project: ProjectName, rid: RunId, meta: dict[str, Any],
@@ -85,61 +107,256 @@ def sweep_dead_creations(root: Path, project: ProjectName) -> None:
 
 def new_meta(project: ProjectName, rid: RunId, fields: dict[str, Any]) -> dict[str, Any]:
     return {"format": _layout.FORMAT_VERSION, "id": rid, "project": project,
-            "created": time.time(), "host": _locks.hostname(), "cwd": os.getcwd(),
-            "program": sys.argv[0] if sys.argv else "", **fields}
+            "created": time.time(), "host": _locks.hostname(), "cwd": _layout.path_text(os.getcwd()),
+            "program": _layout.path_text(sys.argv[0] if sys.argv else ""), **fields}
 
 
-def read_json(path: Path | RemotePath, what: str, **ctx: Unpack[Ctx]) -> Any:
+def _failed_path(exc: OSError, path: StorePath | str) -> str:
+    """The file an OSError is about: its own name when absolute, else ``path`` (readers that
+    open relative to a folder with dir_fd leave only a bare name in ``exc.filename``)."""
+    name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes)) else ""
+    return name if os.path.isabs(name) else str(path)
+
+
+def read_error(path: StorePath | str, exc: OSError, **ctx: Unpack[Ctx]) -> LocaltrackError:
+    """The error for a file of a run that is there but cannot be read, naming it and the run."""
+    where = _failed_path(exc, path)
+    if isinstance(exc, IsADirectoryError):
+        return CorruptRunError(f"{where} of {run_label(ctx)} is a directory where localtrack keeps a "
+                               "file; move it away, or run `localtrack doctor`.", path=where, **ctx)
+    hint = ""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        hint = " Make it readable by this user (chmod), or read the store as its owner."
+    return StorageError(f"Could not read {where!r} of {run_label(ctx)}: {exc.strerror or exc}.{hint}",
+                        path=where, **ctx)
+
+
+@contextmanager
+def reading(path: StorePath | str, **ctx: Unpack[Ctx]) -> Iterator[None]:
+    """Map an OSError raised while reading a run to a LocaltrackError naming the file.
+
+    FileNotFoundError passes through: to every reader it means "not there (yet)".
+    """
     try:
-        return loads(path.read_bytes())
+        yield
+    except (FileNotFoundError, StorageError):
+        raise
+    except OSError as exc:
+        raise read_error(path, exc, **ctx) from exc
+
+
+def read_json(path: StorePath, what: str, **ctx: Unpack[Ctx]) -> Any:
+    """The parsed file, or None when it does not exist."""
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise read_error(path, exc, **ctx) from exc
+    try:
+        return loads(data)
     except ValueError as exc:
-        raise CorruptRunError(f"The {what} file {path} is not valid JSON ({exc}); restore it or "
-                              "run `localtrack doctor`.", path=str(path), **ctx) from exc
+        raise CorruptRunError(f"The {what} file {path} of {run_label(ctx)} is not valid JSON ({exc}); "
+                              "restore it or run `localtrack doctor`.", path=str(path), **ctx) from exc
 
 
-def read_meta(rdir: Path | RemotePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
-    meta = read_json(rdir / RUN_JSON, "run", **ctx)
-    if not isinstance(meta, dict) or "id" not in meta:
-        raise CorruptRunError(f"{rdir / RUN_JSON} is missing or not a localtrack run file.",
-                              path=str(rdir / RUN_JSON), **ctx)
+# run.json: the keys every writer since format 1 sets, and the type of each key readers use
+# (other keys are kept as they are). None is allowed where a writer may have stored "not given".
+_META_REQUIRED = ("id", "project", "created")
+_NUMBER = (int, float)
+_META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "format": ((int,), "an integer"), "id": ((str,), "a string"), "project": ((str,), "a string"),
+    "created": (_NUMBER, "a number"), "host": ((str,), "a string"), "cwd": ((str,), "a string"),
+    "program": ((str,), "a string"), "name": ((str, type(None)), "a string"),
+    "tags": ((list, type(None)), "a list of strings"), "group": ((str, type(None)), "a string"),
+    "job_type": ((str, type(None)), "a string"), "notes": ((str, type(None)), "a string"),
+    "sweep": ((str, type(None)), "a string"),
+}
+
+
+def _meta_problem(meta: Any) -> str | None:
+    if not isinstance(meta, dict):
+        return f"it holds a JSON {type(meta).__name__}, not an object"
+    for key in _META_REQUIRED:
+        if key not in meta:
+            return f"the key {key!r} is missing"
+    for key, (types, text) in _META_TYPES.items():
+        value = meta.get(key)
+        if key in meta and (not isinstance(value, types) or type(value) is bool):
+            return f"the key {key!r} holds {value!r}, not {text}"
+    tags = meta.get("tags")
+    if isinstance(tags, list) and not all(type(tag) is str for tag in tags):
+        return f"the key 'tags' holds {tags!r}, not a list of strings"
+    return None
+
+
+def read_meta(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """run.json, checked: CorruptRunError when it is missing, malformed or from a newer format."""
+    path = rdir / RUN_JSON
+    meta = read_json(path, "run", **ctx)
+    problem = "it is missing" if meta is None else _meta_problem(meta)
+    if problem:
+        raise CorruptRunError(f"{path} of {run_label(ctx)} is not a valid localtrack run file: {problem}. "
+                              "Restore it from a sync remote or a backup, or move the folder out "
+                              "of the store.", path=str(path), **ctx)
     if meta.get("format", 1) > _layout.FORMAT_VERSION:
         raise CorruptRunError(f"Run at {rdir} uses format {meta['format']}, newer than this "
                               f"localtrack understands ({_layout.FORMAT_VERSION}); upgrade localtrack.",
                               path=str(rdir), **ctx)
-    return meta
+    return dict(meta)
 
 
-def read_tree(path: Path | RemotePath, what: str, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def read_tree(path: StorePath, what: str, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """config.json or summary.json, decoded; {} when the file does not exist."""
     value = read_json(path, what, **ctx)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise CorruptRunError(f"The {what} file {path} does not hold a JSON object.",
-                              path=str(path), **ctx)
-    return dict(decode_tree(value))
-
-
-def events(rdir: Path | RemotePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
+        raise CorruptRunError(f"The {what} file {path} of {run_label(ctx)} holds a JSON "
+                              f"{type(value).__name__}, not an object; restore it or run "
+                              "`localtrack doctor`.", path=str(path), **ctx)
     try:
-        return _chunks.read_records(rdir / EVENTS, **ctx)
+        return dict(decode_tree(value))
+    except ValueError as exc:
+        raise CorruptRunError(f"The {what} file {path} of {run_label(ctx)} holds what no writer stores "
+                              f"({exc}); restore it or run `localtrack doctor`.",
+                              path=str(path), **ctx) from exc
+
+
+def events(rdir: StorePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
+    try:
+        with reading(rdir / EVENTS, **ctx):
+            return _chunks.read_records(rdir / EVENTS, **ctx)
     except FileNotFoundError:
         return []
 
 
-def state(root: Path | RemotePath, project: ProjectName, rid: RunId, evs: list[dict[str, Any]]) -> str:
-    """running / finished / failed / crashed / preempted, from events and the lock's owner.
+# -- listing ---------------------------------------------------------------------------------
 
-    A lock record that sync copied to a remote store (it has ``synced_at``) cannot be probed:
-    its writer was alive when it was copied, and sync removes the copy once the writer is gone.
+
+@dataclass(frozen=True)
+class Skipped:
+    """A folder that should be a project or a run but cannot be read as one, and why."""
+
+    where: str    # "project/name" as found on disk (the name may not be a valid id)
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}"
+
+
+_ID_RULE = "letters, digits, '-', '_' and '.', at most 128"
+
+
+def _unreadable(where: str, path: StorePath, exc: OSError) -> Skipped:
+    fix = ("make it readable by this user (chmod), or read the store as its owner"
+           if exc.errno in (errno.EACCES, errno.EPERM) else "repair it, or move it out of the store")
+    return Skipped(where, _failed_path(exc, path), f"cannot be read ({exc.strerror or exc}); {fix}")
+
+
+def _sorted_entries(folder: StorePath) -> list[StorePath]:
+    entries: list[StorePath] = list(folder.iterdir())
+    return sorted(entries, key=lambda p: p.name)
+
+
+def list_projects(root: StorePath) -> tuple[list[ProjectName], list[Skipped]]:
+    """The projects of a store (folders holding ``runs/``), sorted; plus the unusable ones.
+
+    Dot-folders (.sync, temporaries) are not projects.
+    """
+    if not root.is_dir():
+        return [], []
+    names: list[ProjectName] = []
+    skipped: list[Skipped] = []
+    for entry in _sorted_entries(root):
+        if entry.name.startswith("."):
+            continue
+        try:
+            is_project = (entry / "runs").is_dir()
+        except OSError as exc:  # a project folder this user cannot search
+            skipped.append(_unreadable(entry.name, entry, exc))
+            continue
+        if not is_project:
+            continue
+        try:
+            names.append(_naming.project_name(entry.name))
+        except LocaltrackError:
+            skipped.append(Skipped(entry.name, str(entry), f"{entry.name!r} is not a valid project "
+                                   f"name ({_ID_RULE}), so it is not a project; move the folder "
+                                   "out of the store, or rename it"))
+    return names, skipped
+
+
+_NOT_A_FOLDER = "is not a run folder (a file, or a broken link); move it out of the store"
+_NO_RUN_JSON = ("has no run.json, so it is not a run (a stray folder, or a damaged run); restore "
+                "run.json from a sync remote or a backup, or move the folder out of the store")
+
+
+def list_runs(root: StorePath, project: ProjectName) -> tuple[list[RunId], list[Skipped]]:
+    """The run ids of a project sorted by name, plus each folder there that is not a readable run.
+
+    Cheap on purpose (a listing and one stat per run): the files of a run are checked when it
+    is read. Dot-entries are a run being created (``.tmp-``) or clutter, and not listed. In a
+    remote store a folder without run.json is a run whose first upload is under way (sync puts
+    run.json last), so it is left out without a report.
+    """
+    rdir = runs_dir(root, project)
+    ids: list[RunId] = []
+    skipped: list[Skipped] = []
+    try:
+        if isinstance(rdir, Path) and not rdir.is_dir():
+            return [], []
+        entries = _sorted_entries(rdir)
+    except OSError as exc:  # e.g. runs/ itself is unreadable; a remote's errors are RemoteError
+        return [], [_unreadable(f"{project}/runs", rdir, exc)]
+    for entry in entries:
+        where = f"{project}/{entry.name}"
+        if entry.name.startswith("."):
+            continue
+        try:
+            rid = _naming.run_id(entry.name)
+        except LocaltrackError:
+            skipped.append(Skipped(where, str(entry), f"{entry.name!r} is not a valid run id "
+                                   f"({_ID_RULE}), so it is not a run; move the folder out of the "
+                                   "store, or rename it"))
+            continue
+        if isinstance(entry, RemotePath):
+            if (entry / RUN_JSON).exists():
+                ids.append(rid)
+            continue
+        try:
+            os.stat(entry / RUN_JSON)
+        except NotADirectoryError:
+            skipped.append(Skipped(where, str(entry), _NOT_A_FOLDER))
+        except FileNotFoundError:
+            if entry.is_dir():
+                skipped.append(Skipped(where, str(entry), _NO_RUN_JSON))
+            elif os.path.lexists(entry):  # a dangling link
+                skipped.append(Skipped(where, str(entry), _NOT_A_FOLDER))
+            # else: removed since the listing (sync --clean, a creator's rename): not there
+        except OSError as exc:
+            skipped.append(_unreadable(where, entry, exc))
+        else:
+            ids.append(rid)
+    return ids, skipped
+
+
+def run_exists(root: StorePath, project: ProjectName, rid: RunId) -> bool:
+    """Whether the run has its run.json (a StorageError when its folder cannot be read)."""
+    path = run_dir(root, project, rid) / RUN_JSON
+    with reading(path, project=project, run_id=rid):
+        return path.exists()
+
+
+def state(root: Path | RemotePath, project: ProjectName, rid: RunId, evs: list[dict[str, Any]]) -> str:
+    """running / finished / failed / crashed / preempted, from events and the writer lock.
+
+    A remote store has no lock to probe: there the copied owner record says it (sync removes
+    the copy once the writer is gone).
     """
     if isinstance(root, Path):
-        lock = _layout.lock_path(root, project, rid)
-        holder = _locks.read_holder(lock)
-        alive = None if holder.get("synced_at") else _locks.holder_alive(holder)
-        if alive is None:
-            alive = bool(holder.get("pid")) if holder.get("synced_at") else not _locks.probe_free(lock)
+        alive = _locks.is_held(_layout.lock_path(root, project, rid))
     else:
         try:
             holder = loads((root / project / "locks" / f"{rid}.lock").read_bytes())
@@ -168,7 +385,8 @@ def read_pointer(path: Path) -> RunId | None:
 
 def write_pointer(path: Path, rid: RunId) -> None:
     _fsutil.ensure_dir(path.parent)
-    _fsutil.atomic_write(path, dumps({"run_id": rid, "cwd": os.getcwd(), "time": time.time()}))
+    _fsutil.atomic_write(path, dumps({"run_id": rid, "cwd": _layout.path_text(os.getcwd()),
+                                         "time": time.time()}))
 
 
 def clear_pointer(path: Path, rid: RunId) -> None:

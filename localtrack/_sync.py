@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import portalocker
 
@@ -41,8 +41,9 @@ from ._codec import dumps, loads
 from ._naming import Ctx, ProjectName, RunId
 from ._remotes import Remote, open_remote, remote_key
 from ._remotes._chunks import chain_end, chunk_name, read_log
-from ._remotes._dir import DirRemote
+from ._remotes._dir import DirRemote, open_file, read_file
 from .errors import (
+    CorruptRunError,
     LocaltrackError,
     RemoteError,
     RunLockedError,
@@ -50,6 +51,9 @@ from .errors import (
     SyncError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = logging.getLogger("localtrack")
 
@@ -140,15 +144,25 @@ def _merge_count(chunks: list[list[int]]) -> int:
     return k
 
 
-def _read_range(path: Path, start: int, end: int | None = None) -> bytes:
-    """Bytes of a local log (a plain file, or chunks when the source is itself a synced store)."""
+def _read_range(path: Path, under: Path, start: int, end: int | None = None,
+                **ctx: Unpack[Ctx]) -> bytes:
+    """Bytes of a local log (a plain file, or chunks when the source is itself a synced store),
+    following no link below ``under`` (the run folder)."""
     try:
-        with open(path, "rb") as fh:
+        with open_file(path, under, **ctx) as fh:
             fh.seek(start)
             return fh.read() if end is None else fh.read(end - start)
     except IsADirectoryError:
-        data = read_log(path)
+        data = read_log(path, under, **ctx)
         return data[start:] if end is None else data[start:end]
+
+
+def _no_link(path: Path, **ctx: Unpack[Ctx]) -> None:
+    """Refuse to write into a folder of the store that is a symbolic link (it leads elsewhere)."""
+    if path.is_symlink():
+        raise CorruptRunError(f"{path} of {_naming.run_label(ctx)} is a symbolic link; sync "
+                              "writes its state only into real folders of the store. Replace "
+                              "the link with a folder, or remove it.", path=str(path), **ctx)
 
 
 class _RunSync:
@@ -175,10 +189,13 @@ class _RunSync:
 
     def _load_state(self) -> dict[str, Any]:
         try:
-            state = loads(self.state_path.read_bytes())
+            state = loads(read_file(self.state_path, self.rdir, **self.ctx))
         except (FileNotFoundError, ValueError):  # lost or torn: uploads are redone, harmlessly
             state = None
-        if not isinstance(state, dict) or state.get("v") != STATE_VERSION:
+        except (CorruptRunError, OSError) as exc:  # a link, say: treated as lost, and replaced
+            log.warning("ignoring the sync state of %s: %s", self.path, exc)
+            state = None
+        if not isinstance(state, dict) or state.get("v") != STATE_VERSION or not _valid_logs(state):
             state = {}
         if state.get("remote_id") != self.s.remote_id:
             state = {}  # the remote was wiped or replaced since: what it holds is unknown
@@ -188,6 +205,7 @@ class _RunSync:
         return {**base, **state}
 
     def _save(self) -> None:
+        _no_link(self.state_path.parent, **self.ctx)
         with _fsutil.storage_errors("write the sync state", self.state_path, **self.ctx):
             _fsutil.ensure_dir(self.state_path.parent)
             # Not fsynced: after a power loss a lost or empty state only means re-uploading.
@@ -218,12 +236,7 @@ class _RunSync:
         holder = _locks.read_holder(self.lock_path)
         if not holder.get("pid"):
             return None
-        if holder.get("synced_at"):
-            return holder
-        alive = _locks.holder_alive(holder)
-        if alive is None:
-            alive = not _locks.probe_free(self.lock_path)
-        return holder if alive else None
+        return holder if _locks.is_held(self.lock_path, holder) else None
 
     @staticmethod
     def _lock_id(holder: dict[str, Any] | None) -> str | None:
@@ -263,18 +276,9 @@ class _RunSync:
 
     def _pass(self, sig: list[Any], holder: dict[str, Any] | None) -> None:
         st = self.state
-        try:
-            mbytes: bytes | None = (self.rdir / _segments.MANIFEST).read_bytes()
-        except FileNotFoundError:
-            mbytes = None
-        manifest = _segments.empty_manifest()
-        if mbytes is not None:
-            try:
-                manifest = loads(mbytes)
-            except ValueError as exc:
-                raise _Pending(f"its manifest is not valid JSON ({exc})") from None
-            if not isinstance(manifest, dict) or not {"segments", "sealed_through"} <= set(manifest):
-                raise _Pending("its manifest.json is not a localtrack manifest")
+        # Every name the manifest gives is checked before anything is uploaded (a received
+        # store may name /etc/hostname or ../../x), and no local file is read through a link.
+        mbytes, manifest = self._manifest()
         # 1. segments, each once (after a lost state, one of the same size is already there)
         done = set(st["segments"])
         there = self.s.call(self.remote.list, f"{self.prefix}/segments") if self.fresh else {}
@@ -282,9 +286,8 @@ class _RunSync:
             name = seg["file"]
             if name in done:
                 continue
-            local = self.rdir / "segments" / name
             try:
-                data = local.read_bytes()
+                data = read_file(self.rdir / "segments" / name, self.rdir, **self.ctx)
             except FileNotFoundError:
                 raise _Pending(f"segment {name} named in its manifest is missing locally") from None
             if name not in there or there[name].size != len(data):
@@ -306,7 +309,7 @@ class _RunSync:
                 self._save()
         if self.fresh:
             for name in self.s.call(self.remote.list, f"{self.prefix}/wal"):
-                seq = _layout.seq_of(Path(name))
+                seq = _naming.log_seq(name)
                 if seq is not None and seq <= sealed and f"wal/{name}" not in st["logs"]:
                     self._delete(f"wal/{name}")
             self.fresh = False
@@ -335,9 +338,18 @@ class _RunSync:
         st["synced_at"] = time.time()
         self._save()
 
+    def _manifest(self) -> tuple[bytes | None, dict[str, Any]]:
+        """The manifest's bytes (None when there is none) and its checked content."""
+        path = self.rdir / _segments.MANIFEST
+        try:
+            mbytes = read_file(path, self.rdir, **self.ctx)
+        except FileNotFoundError:
+            return None, _segments.empty_manifest()
+        return mbytes, _segments.parse_manifest(mbytes, path, **self.ctx)
+
     def _file(self, name: str) -> None:
         try:
-            data = (self.rdir / name).read_bytes()
+            data = read_file(self.rdir / name, self.rdir, **self.ctx)
         except FileNotFoundError:
             return
         digest = _sha(data)
@@ -355,7 +367,7 @@ class _RunSync:
         t = min(sent, _TAIL)                   # written before format 3 sent whole frames only
         lo = min(frame, sent - t)
         try:
-            data = _read_range(local, lo)
+            data = _read_range(local, self.rdir, lo, **self.ctx)
         except FileNotFoundError:
             if required:
                 raise _Reread from None
@@ -364,7 +376,7 @@ class _RunSync:
         if len(data) < k or zlib.crc32(data[k - t:k]) != entry["tail"]:
             self._rewritten(name, sent)
             entry, sent, t, frame, lo, k = {"sent": 0, "chunks": [], "tail": 0}, 0, 0, 0, 0, 0
-            data = _read_range(local, 0)
+            data = _read_range(local, self.rdir, 0, **self.ctx)
         checked = _wal.validate(data[frame - lo:], anchored=frame > 0)
         frame_end = frame + checked.frame_end
         damaged = checked.corrupt or (closed and checked.bad_at is not None)
@@ -383,7 +395,8 @@ class _RunSync:
         chunks = [*entry["chunks"], [sent, n]]
         k = _merge_count(chunks)
         start = chunks[-k][0]
-        payload = bytes(new[:n]) if k == 1 else _read_range(local, start, sent + n)
+        payload = bytes(new[:n]) if k == 1 else _read_range(local, self.rdir, start, sent + n,
+                                                            **self.ctx)
         if len(payload) != sent + n - start:
             raise _Reread
         self._put(f"{name}/{chunk_name(start)}", payload)
@@ -414,11 +427,7 @@ class _RunSync:
         if self.up_to_date(sig, holder):
             return 0, 0
         files = nbytes = 0
-        try:
-            mbytes = (self.rdir / _segments.MANIFEST).read_bytes()
-            manifest = loads(mbytes)
-        except (FileNotFoundError, ValueError):
-            mbytes, manifest = None, _segments.empty_manifest()
+        mbytes, manifest = self._manifest()
         for seg in manifest["segments"]:
             if seg["file"] not in self.state["segments"]:
                 files += 1
@@ -458,15 +467,29 @@ class _RunSync:
         logs = [f"wal/{s:08d}.jsonl" for s in _segments.wal_seqs(self.rdir)
                 if s > manifest["sealed_through"]] + [_store.EVENTS]
         for name in logs:
-            size = _wal.data_end(read_log(self.rdir / name)) if (self.rdir / name).exists() else 0
+            try:
+                size = _wal.data_end(read_log(self.rdir / name, self.rdir, **self.ctx))
+            except FileNotFoundError:
+                size = 0
             if chain_end(self.s.call(self.remote.list, f"{self.prefix}/{name}")) < size:
                 return f"{name} is not complete"
         return None
 
 
+def _valid_logs(state: dict[str, Any]) -> bool:
+    """Whether the state's log names are the format's (its keys become remote keys to delete)."""
+    logs = state.get("logs")
+    return isinstance(logs, dict) and all(
+        name == _store.EVENTS or (name.startswith("wal/") and _naming.log_seq(name[4:]) is not None)
+        for name in logs)
+
+
 def _size(path: Path) -> int:
-    """Bytes of a file (without a mapped log's NUL padding), or of a chunked log folder."""
+    """Bytes of a file (without a mapped log's NUL padding), or of a chunked log folder; a link
+    counts nothing (a pass refuses it)."""
     try:
+        if path.is_symlink():
+            return 0
         if path.is_dir():
             return len(read_log(path))
         if path.suffix == ".jsonl":
@@ -485,9 +508,18 @@ class _StoreLock:
         self._fh: Any = None
 
     def acquire(self) -> None:
+        _no_link(self.path.parent)  # the remote's id is written there too
         with _fsutil.storage_errors("create the sync lock", self.path):
             _fsutil.ensure_dir(self.path.parent)
-            fh = open(self.path, "a+b")
+            try:  # not through a link: the lock file is truncated below
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                if not self.path.is_symlink():
+                    raise
+                raise SyncError(f"The sync lock {str(self.path)!r} is a symbolic link; sync does not "
+                                "open (and truncate) a file through a link. Remove the link.",
+                                path=str(self.path)) from exc
+            fh = os.fdopen(fd, "r+b")
         try:
             portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
         except portalocker.exceptions.LockException:
@@ -641,7 +673,7 @@ class Syncer:
         self._down = None
         todo = [run for run in (self._changed(p, r, report) for p, r in selected) if run is not None]
         if self.progress is not None:
-            self.progress.start(sum(run.pending()[1] for run in todo))
+            self.progress.start(sum(_pending_bytes(run) for run in todo))
         try:
             if self.workers == 1 or len(todo) < 2:
                 for run in todo:
@@ -744,6 +776,14 @@ class Syncer:
             state = _store.state(self.root, project, rid, _store.events(run.rdir, **run.ctx))
             out.append(RunStatus(run.path, state, files, nbytes, run.state["synced_at"], note))
         return out
+
+
+def _pending_bytes(run: _RunSync) -> int:
+    """For the progress bar only: a run that cannot be read counts nothing (its pass says why)."""
+    try:
+        return run.pending()[1]
+    except (LocaltrackError, OSError):
+        return 0
 
 
 def _human(n: float) -> str:

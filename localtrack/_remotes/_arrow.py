@@ -13,7 +13,7 @@ import secrets
 from typing import Any
 
 from ..errors import RemoteError
-from ._base import Entry, Remote
+from ._base import Entry, Remote, check_key
 
 _OBJECT_STORES = ("s3", "gcs")
 _PERMANENT_MARKERS = ("ACCESS_DENIED", "NO_SUCH_BUCKET", "INVALID_ACCESS_KEY", "SIGNATURE_DOES_NOT_MATCH",
@@ -35,7 +35,7 @@ class ArrowRemote(Remote):
         self._object_store = fs.type_name in _OBJECT_STORES
 
     def _path(self, key: str) -> str:
-        return f"{self.base}/{key}" if key else self.base
+        return f"{self.base}/{check_key(key, self.url)}" if key else self.base
 
     def _error(self, what: str, key: str, exc: BaseException) -> RemoteError:
         transient = is_transient(exc)

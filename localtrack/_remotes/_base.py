@@ -16,6 +16,23 @@ import io
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from ..errors import RemoteError
+
+
+def check_key(key: str, url: str) -> str:
+    """``key`` when it is a relative path of plain names; it then cannot leave the remote's root.
+
+    Keys are built from validated names (_naming), so this only fires on a bug or on a
+    damaged sync state: refusing is the last line before a write lands outside the remote.
+    """
+    parts = key.split("/")
+    if key and (key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts)):
+        raise RemoteError(f"Refusing the key {key!r} on {url!r}: a key is a relative path of plain "
+                          "names, and this one would leave the remote. Nothing was written; the "
+                          "local run's sync state is probably damaged (delete its sync/ folder).",
+                          url=url, path=key)
+    return key
+
 
 class Entry(NamedTuple):
     is_dir: bool

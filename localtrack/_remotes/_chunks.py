@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _wal
-from .._naming import Ctx
+from .._naming import Ctx, chunk_offset
 from ._base import Entry, RemotePath
+from ._dir import open_file, read_file
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -29,11 +30,6 @@ _REREADS = 10
 
 def chunk_name(offset: int) -> str:
     return f"{offset:0{_DIGITS}d}{CHUNK_SUFFIX}"
-
-
-def chunk_offset(name: str) -> int | None:
-    stem = name[:-len(CHUNK_SUFFIX)] if name.endswith(CHUNK_SUFFIX) else ""
-    return int(stem) if len(stem) == _DIGITS and stem.isdigit() else None
 
 
 def join(chunks: list[tuple[int, bytes]]) -> bytes:
@@ -57,17 +53,19 @@ def chain_end(entries: dict[str, Entry]) -> int:
     return end
 
 
-def read_log(path: Path | RemotePath) -> bytes:
+def read_log(path: Path | RemotePath, under: Path | None = None, **ctx: Unpack[Ctx]) -> bytes:
     """A log's bytes, stored as a plain file or as a folder of chunks.
 
     A chunk that vanishes between listing and reading was merged into a bigger
     one (sync deletes chunks only after uploading what covers them): list again.
     FileNotFoundError when the log does not exist, or its whole folder was
     dropped (sync deletes the folders a manifest covers): callers read again.
+    Locally no symbolic link from ``under`` (default: the log's folder) down is followed.
     """
     if isinstance(path, Path):
+        under = path.parent if under is None else under
         try:
-            return path.read_bytes()
+            return read_file(path, under, **ctx)
         except IsADirectoryError:
             pass
     for _ in range(_REREADS):
@@ -75,11 +73,15 @@ def read_log(path: Path | RemotePath) -> bytes:
         if not names and isinstance(path, RemotePath):
             return path.read_bytes()  # a plain object, as an upload by hand would leave
         try:
-            return join([(o, (path / n).read_bytes()) for n in names
+            return join([(o, _read(path / n, under, ctx)) for n in names
                          if (o := chunk_offset(n)) is not None])
         except FileNotFoundError:
             continue
     raise FileNotFoundError(f"the chunks of {path} keep changing")
+
+
+def _read(path: Path | RemotePath, under: Path | None, ctx: Ctx) -> bytes:
+    return read_file(path, under, **ctx) if isinstance(path, Path) else path.read_bytes()
 
 
 def read_records(path: Path | RemotePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
@@ -89,7 +91,9 @@ def read_records(path: Path | RemotePath, **ctx: Unpack[Ctx]) -> list[dict[str, 
     """
     if isinstance(path, Path):
         try:
+            with open_file(path, **ctx):  # a link or a FIFO is refused before _wal.scan opens it
+                pass
             return _wal.scan(path, **ctx)[0]
         except IsADirectoryError:
             pass
-    return _wal.records(_wal.check(read_log(path), str(path), **ctx).bodies)
+    return _wal.records(_wal.check(read_log(path, **ctx), str(path), **ctx).bodies)

@@ -8,9 +8,10 @@
 
 Every change is read-modify-write of state.json under the lock, so any number
 of agents on any number of nodes (with flock-coherent shared storage) claim
-work without two running the same job. A job whose agent died (same host: its
-pid is gone; other host: no heartbeat for LEASE seconds) and whose run lock is
-free is settled as "no status": requeued if the run called mark_preempting().
+work without two running the same job. A job whose agent died (same host and
+pid namespace: its pid is gone; otherwise no heartbeat for LEASE seconds) and
+whose run lock is free (no flock on it) is settled as "no status": requeued if
+the run called mark_preempting().
 """
 
 from __future__ import annotations
