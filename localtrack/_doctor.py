@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
-from .errors import CorruptRunError
+from . import _durable, _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
+from .errors import LocaltrackError, RunNotFoundError, UsageError
 
 _SEALER_WAIT = 60.0
 
@@ -96,29 +96,45 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
     for path in temps:
         report(path, "temp file of a writer that died", True)
     torn: list[tuple[Path, int]] = []
-    logs = [_layout.wal_path(rdir, s) for s in _segments.wal_seqs(rdir)
-            if s > manifest["sealed_through"]] + [rdir / _store.EVENTS]
-    for path in logs:
+    seqs = [s for s in _segments.wal_seqs(rdir) if s > manifest["sealed_through"]]
+    last_log = _layout.wal_path(rdir, seqs[-1]) if seqs else None
+    mark = _durable.read(rdir)
+    hole = False  # a history log before this one was cut short by a crash
+    for path, durable in [(_layout.wal_path(rdir, s), _durable.durable_offset(mark, s)) for s in seqs] \
+            + [(rdir / _store.EVENTS, _durable.ALL)]:
         if not path.exists():
+            continue
+        if hole and path.name != _store.EVENTS:
+            report(path, "follows a log file a crash cut short: its steps would follow a hole "
+                   "(never synced; set aside as .broken)", True)
             continue
         data = path.read_bytes()
         try:
-            good_end = _wal.check(data, path).end
-        except CorruptRunError as exc:
+            good_end = _wal.check(data, path, durable=durable).end
+        except LocaltrackError as exc:
             report(path, str(exc), False)
             continue
         junk = _wal.data_end(data) - good_end  # NUL padding of a mapped log is no damage
         if junk:
             report(path, f"torn tail of {junk} bytes at byte {good_end} (a writer "
-                   "died mid-append; those bytes were never acknowledged)", True)
+                   "died mid-append, or power was lost before an fsync; those bytes were never "
+                   "synced)", True)
             torn.append((path, good_end))
+            hole = path.name != _store.EVENTS
+        elif (durable != _durable.ALL and path.name != _store.EVENTS and path != last_log
+              and not _wal.ends_closed(data, good_end)):
+            report(path, "a closed log file lost its end to a power cut (its last pages were "
+                   "never synced)", True)
+            hole = True
     if fix and any(f.fixable for f in found):
         if _locks.is_held(_layout.lock_path(root, project, rid)):
             for f in found:
                 f.problem += " [not repaired: the run is live]"
         else:
-            for path, good_end in torn:
-                _wal.cut_torn_tail(path, good_end, project=project, run_id=rid, warn=False)
+            _durable.repair(rdir, seqs, warn=False, project=project, run_id=rid)
+            for path, good_end in torn:  # the events (the logs are repaired as a writer does)
+                if path.name == _store.EVENTS:
+                    _wal.cut_torn_tail(path, good_end, project=project, run_id=rid, warn=False)
             _segments.cleanup(rdir, manifest, everything=True)
             for path in temps:
                 _fsutil.unlink(path)

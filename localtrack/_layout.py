@@ -24,6 +24,7 @@ from ._naming import ProjectName, RunId
 
 FORMAT_VERSION = 3
 DEFAULT_DIR = "localtrack-runs"
+REMOTE_ID = ".localtrack-remote.json"  # at the root of a store that `localtrack sync` wrote
 
 
 def project_dir(root: Path, project: ProjectName) -> Path:

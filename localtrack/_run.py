@@ -10,6 +10,7 @@ sealed into Parquet by a child process (see _sealer), never in this one.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import operator
 import os
@@ -18,15 +19,15 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from . import _fsutil, _layout, _locks, _naming, _resume, _sealer, _segments, _store, _wal
+from . import _durable, _fsutil, _layout, _locks, _naming, _resume, _sealer, _segments, _store, _wal
 from ._codec import LINE_OPTS, dumps, encode_fast, encode_row, encode_tree, plain_json, untag
 from ._config import Config, Summary
 from ._locks import RunLock
 from ._naming import Ctx
 from ._settings import Settings
-from .errors import LockUnavailableError, RunStateError, StorageError, UsageError
+from .errors import LocaltrackError, LockUnavailableError, RunStateError, StorageError, UsageError
 
 log = logging.getLogger("localtrack")
 
@@ -36,6 +37,36 @@ STAMP_SECONDS = 0.001  # a plain row's time is that of the last framed row: at m
 _time = time.time
 _monotonic = time.monotonic  # when to frame: a clock stepped back must not stop the frames
 _sum = sum
+
+
+_F = TypeVar("_F", bound=Callable[..., None])
+
+
+def _critical(method: _F) -> _F:
+    """Run a writer method under the run's mutex; one re-entered by a signal handler is queued.
+
+    Any thread may call the writer: the mutex (re-entrant) keeps one call at a time. A signal
+    handler runs in the main thread between any two bytecodes, possibly in the middle of a
+    call that holds the mutex; ``_busy`` then says so, and the handler's call is queued and
+    made when the interrupted call ends, never in the middle of it.
+    """
+    @functools.wraps(method)
+    def critical(self: Run, *args: Any, **kwargs: Any) -> None:
+        mutex = self._mutex
+        mutex.acquire()
+        if self._busy:
+            mutex.release()
+            self._deferred.append(functools.partial(method, self, *args, **kwargs))
+            return
+        self._busy = True
+        try:
+            method(self, *args, **kwargs)
+        finally:
+            self._busy = False
+            mutex.release()
+            if self._deferred:
+                self._run_deferred()
+    return critical  # type: ignore[return-value]
 
 
 class State(enum.Enum):
@@ -68,27 +99,31 @@ class Run:
         self._summary_cache: tuple[int, int, dict[str, Any]] = (-1, 0, {})
         self._preempted_by: str | None = None
         self._owner_pid = os.getpid()  # another pid: a forked child, which must not write
+        self._mutex = threading.RLock()  # one writer call at a time, from any thread (_critical)
+        self._busy = False  # a writer call holds the mutex and is under way
+        self._deferred: list[Callable[[], Any]] = []  # calls a signal handler made meanwhile
+        self._signalled: str | None = None  # a signal came (perhaps still deferred): not finished
 
+        self._mapped = _wal.mappable(rdir / "wal")  # decided once: /proc/mounts is long
         try:
             with _sealer.hold(rdir):  # no sealer removes a log while we read and repair it
                 manifest = _segments.load_manifest(rdir, **self._ctx)
                 _segments.cleanup(rdir, manifest)
-                self._seq, last_step, frame_at = self._open_log(manifest)
-                self._mapped = _wal.mappable(rdir / "wal")  # decided once: /proc/mounts is long
-                self._wal = _wal.open_log(_layout.wal_path(rdir, self._seq), ROTATE_BYTES,
-                                          self._mapped, frame_at)
+                last_step = self._attach_log(manifest)
         except TimeoutError as exc:
             raise LockUnavailableError(f"Cannot open {self._where}: {exc}; is a process stuck "
                                        "on this file system?", **self._ctx) from exc
+        # The durable watermark (see _durable): the flusher records what its fsyncs made durable.
+        self._marks = _durable.Writer(rdir)
         if settings.fsync != "never":
             _fsutil.fsync_dir(rdir / "wal")
         self.starting_step: int = last_step + 1
         self.step: int = self.starting_step
         events = rdir / _store.EVENTS
+        _wal.refuse_link(events, **self._ctx)
         if events.exists():  # a writer killed mid-event leaves a torn tail: cut it before appending
             _wal.cut_torn_tail(events, _wal.last_record(events, **self._ctx).end, **self._ctx)
         self._events = _wal.Appender(events)
-        self._wal_lock = threading.Lock()  # the flusher thread and rotation/finish
         self._put: Callable[[bytes], Any] = self._wal.put
         self._stamp_due = 0.0  # the monotonic time after which log() frames its row
         self._flusher: threading.Thread | None = None
@@ -96,17 +131,52 @@ class Run:
         self._stop_flusher = threading.Event()
         if settings.fsync == "always":
             self._put = self._put_and_sync
-        elif settings.fsync == "periodic":
+        if settings.fsync != "never":
             self._flusher = threading.Thread(target=self._flush_periodically, daemon=True,
                                              name=f"localtrack-fsync-{rid}")
             self._flusher.start()
         self.config = Config(_store.read_tree(rdir / _store.CONFIG_JSON, "config", **self._ctx),
-                             self._write_config)
+                             self._write_config, self._mutex)
         self.summary = Summary(self._summary_last,
                                _store.read_tree(rdir / _store.SUMMARY_JSON, "summary", **self._ctx),
-                               self._write_summary)
+                               self._write_summary, self._mutex)
 
     # -- opening ---------------------------------------------------------------------------
+
+    def _attach_log(self, manifest: dict[str, Any]) -> int:
+        """Open the newest log file for appending, its torn tail cut; the last step on disk."""
+        self._seq, last_step, frame_at = self._open_log(manifest)
+        self._wal = _wal.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES,
+                                  self._mapped, frame_at)
+        return last_step
+
+    def _recover(self) -> None:
+        """After an exception that a signal handler raised in the middle of log(): what is on
+        disk is whole (a record is stored by one C call), but the writer's offsets and step may
+        lag behind it. Take them from the files again, as a resume does."""
+        try:
+            self._wal.abandon()
+            for seq in _segments.wal_seqs(self._rdir)[:-1]:  # a rotation may have been cut short
+                _wal.fsync_path(_layout.wal_path(self._rdir, seq))
+            self._closed_unsynced = []
+            for attempt in range(3):  # a sealer may remove a closed log file as we read it
+                try:
+                    last_step = self._attach_log(_segments.load_manifest(self._rdir, **self._ctx))
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
+        except Exception:
+            log.error("could not reopen the log of %s after an interrupted log(); logging to it "
+                      "now fails, and its files are repaired when it is resumed", self._where,
+                      exc_info=True)
+            self._state = State.FINISHED
+            self._open = False
+            return
+        self.step = max(self.step, last_step + 1)
+        self._partial_step = -1
+        self._stamp_due = 0.0  # the next row is framed
+        self._put = self._put_and_sync if self._settings.fsync == "always" else self._wal.put
 
     def _open_log(self, manifest: dict[str, Any]) -> tuple[int, int, int]:
         """(active log seq, last step on disk, where its checksum range starts): reads only
@@ -121,6 +191,10 @@ class Run:
             raise UsageError(f"{self._where} is in a store written by `localtrack sync` "
                              f"({rdir}); synced stores are read-only. Resume the original run, "
                              "or read this one with localtrack.Api.", **self._ctx)
+        for seq in seqs:
+            _wal.refuse_link(_layout.wal_path(rdir, seq), **self._ctx)
+        seqs = _durable.repair(rdir, seqs, **self._ctx)  # a crash's damage past the watermark
+        newest = _layout.wal_path(rdir, seqs[-1])
         tail = _wal.last_record(newest, **self._ctx)
         _wal.cut_torn_tail(newest, tail.end, **self._ctx)
         record = tail.record
@@ -146,42 +220,64 @@ class Run:
         return f"{self.project}/{self.id}"
 
     def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
-        """Append one history record. Steps below ``run.step`` are dropped with a warning."""
-        # The common call, in as few Python operations as possible. orjson rejects numpy,
-        # subclasses, big ints and non-string keys. A row is plain unless its JSON holds null
-        # (None, or NaN/Inf written as null), a nested object or a list; for a row of numbers
-        # sum() says the same more cheaply (it is finite only if every value is). A plain row
-        # is written as orjson's bytes alone, the next step at the same time (see _wal); one
-        # a millisecond at most carries its step and time and a checksum of the lines before.
-        if step is None and commit is None and self._open and type(data) is dict and data:
-            try:
-                out = dumps(data, option=LINE_OPTS)
-            except TypeError:
-                pass
-            else:
-                if self._numeric:  # the last row was all numbers: sum() is the cheaper check
-                    try:
-                        total = _sum(data.values())
-                        plain = total - total == 0
-                    except TypeError:  # an exception costs: look at the bytes from now on
-                        self._numeric = False
-                        plain = plain_json(out)
+        """Append one history record. Steps below ``run.step`` are dropped with a warning.
+
+        Safe from any thread: _critical's protocol, written out here (a call less per row).
+        """
+        mutex = self._mutex
+        mutex.acquire()
+        if self._busy:  # a signal handler's call, in the middle of this run's writer
+            mutex.release()
+            self._deferred.append(functools.partial(
+                self.log, dict(data) if isinstance(data, dict) else data, step, commit))
+            return
+        self._busy = True
+        try:
+            # The common call, in as few Python operations as possible. orjson rejects numpy,
+            # subclasses, big ints and non-string keys. A row is plain unless its JSON holds null
+            # (None, or NaN/Inf written as null), a nested object or a list; for a row of numbers
+            # sum() says the same more cheaply (it is finite only if every value is). A plain row
+            # is written as orjson's bytes alone, the next step at the same time (see _wal); one
+            # a millisecond at most carries its step and time and a checksum of the lines before.
+            if step is None and commit is None and self._open and type(data) is dict and data:
+                try:
+                    out = dumps(data, option=LINE_OPTS)
+                except TypeError:
+                    pass
                 else:
-                    plain = plain_json(out)
-                if (plain and "_step" not in data and "_timestamp" not in data
-                        and "_crc" not in data and "" not in data and "$f" not in data):
-                    if _monotonic() < self._stamp_due:
+                    if self._numeric:  # the last row was all numbers: sum() is the cheaper check
                         try:
-                            self._put(out)  # ValueError: the mapped window or the file is full
-                        except ValueError:
-                            self._append_slow(out)
-                        except OSError as exc:
-                            raise self._storage_error("append to the history log", exc) from exc
+                            total = _sum(data.values())
+                            plain = total - total == 0
+                        except TypeError:  # an exception costs: look at the bytes from now on
+                            self._numeric = False
+                            plain = plain_json(out)
                     else:
-                        self._append_stamped(out[:-2])
-                    self.step += 1
-                    return
-        self._log_general(data, step, commit)
+                        plain = plain_json(out)
+                    if (plain and "_step" not in data and "_timestamp" not in data
+                            and "_crc" not in data and "" not in data and "$f" not in data):
+                        if _monotonic() < self._stamp_due:
+                            try:
+                                self._put(out)  # ValueError: the mapped window or the file is full
+                            except ValueError:
+                                self._append_slow(out)
+                            except OSError as exc:
+                                raise self._storage_error("append to the history log", exc) from exc
+                        else:
+                            self._append_stamped(out[:-2])
+                        self.step += 1
+                        return
+            self._log_general(data, step, commit)
+        except LocaltrackError:  # raised where the writer is consistent (nothing or all written)
+            raise
+        except BaseException:  # a signal handler's exception, at any bytecode: see _recover
+            self._recover()
+            raise
+        finally:
+            self._busy = False
+            mutex.release()
+            if self._deferred:
+                self._run_deferred()
 
     def _append_stamped(self, row: bytes) -> None:
         """Append a row (JSON without its closing brace) framed, with its step and time."""
@@ -228,24 +324,30 @@ class Run:
         self._wal.sync()
 
     def _flush_periodically(self) -> None:
-        """fsync the log every fsync_interval seconds (the GIL is released while it runs).
+        """fsync the log every fsync_interval seconds (the GIL is released while it runs), then
+        record in the durable watermark how far that made it durable (fsync="always": records
+        are synced as written; only the watermark is left to do).
 
         It fsyncs a duplicate of the descriptor outside the lock, so that rotation and
-        finish() never wait for an fsync in progress.
+        finish() never wait for an fsync in progress. The mark is taken before the fsync: the
+        fsync covers at least the bytes before it, so the mark is never ahead of the disk.
         """
+        periodic = self._settings.fsync == "periodic"
         while not self._stop_flusher.wait(self._settings.fsync_interval):
             fd = -1
             try:
-                with self._wal_lock:
+                with self._mutex:
                     if not self._open:
                         return
                     paths, self._closed_unsynced = self._closed_unsynced, []
-                    if self._wal.fd >= 0:
+                    if self._wal.fd >= 0 and periodic:
                         fd = os.dup(self._wal.fd)
+                    mark = _durable.Mark(self._seq, self._wal.frame_at)
                 for path in paths:
                     _wal.fsync_path(path)
                 if fd >= 0:
                     os.fsync(fd)
+                self._marks.record(mark)
             except OSError:
                 log.warning("fsync of %s failed", self._wal.path, exc_info=True)
             finally:
@@ -284,6 +386,7 @@ class Run:
                              f"({self._where}).", **self._ctx)
         return dumps(encode_row(data, self._where)[0])
 
+    @_critical
     def finish(self, exit_code: int = 0) -> None:
         """Close the log, record the exit code, release the run; a child process seals the tail.
 
@@ -294,8 +397,7 @@ class Run:
             return
         self._state = State.FINISHED
         self._stop_flusher.set()
-        with self._wal_lock:
-            self._open = False
+        self._open = False
         sealing = self._worth_sealing()
         tail_sealed = self._wal.offset >= SEAL_MIN_BYTES  # the sealer will remove this file
         sync = self._settings.fsync == "periodic" and not sealing
@@ -304,7 +406,14 @@ class Run:
                 _wal.fsync_path(path)
             self._close_frame()
             self._wal.close(sync=sync, cut=not tail_sealed)
-            if self._preempted_by is None:  # a signal never makes a run finished (wandb#9568)
+            if sync or self._settings.fsync == "always":
+                self._record_mark()
+            # A signal never makes a run finished (wandb#9568), also one that came during
+            # finish() and waits for it to end (_critical): then this records the preemption.
+            if self._preempted_by is None and self._signalled is not None:
+                self._preempted_by = self._signalled
+                self._event("preempted", sync=True, signal=self._signalled)
+            elif self._preempted_by is None:
                 # The sealer fsyncs the event file after the logs, as it does the logs.
                 self._event("finished", sync=sync or self._settings.fsync == "always",
                             exit_code=int(exit_code))
@@ -312,12 +421,18 @@ class Run:
                     _store.clear_pointer(self._pointer, self._rid)
         finally:
             self._events.close(sync=False)  # every event was synced, or the sealer will
+            self._marks.close()
             self._lock.release()
             from . import _session
 
             _session.forget(self)
         if sealing:
             _sealer.request(self._rdir, SEAL_MIN_BYTES)  # after the release: the tail is closed now
+
+    def _record_mark(self) -> None:
+        """Record the end of the last framed line as durable: the caller has fsynced every log."""
+        if self._settings.fsync != "never":
+            self._marks.record(_durable.Mark(self._seq, self._wal.frame_at))
 
     def _close_frame(self) -> None:
         """Frame the plain rows at the end of a log file being closed: a closed log is checksummed
@@ -333,9 +448,16 @@ class Run:
         return self._wal.offset >= SEAL_MIN_BYTES or len(_segments.wal_seqs(self._rdir)) > 1
 
     def _disown(self) -> None:
-        """In a forked child: log() takes the slow path, which refuses (see _log_general)."""
+        """In a forked child: log() takes the slow path, which refuses (see _log_general).
+        The mutex may have been held by a thread that does not exist here: a new one."""
+        self._mutex = threading.RLock()
+        object.__setattr__(self.config, "_lock", self._mutex)  # (Config's setattr writes keys)
+        self.summary._lock = self._mutex
+        self._busy = False
+        self._deferred = []
         self._open = False
 
+    @_critical
     def mark_preempting(self) -> None:
         """Declare that this run may be preempted: a sweep requeues it if it dies."""
         self._require_running("mark_preempting")
@@ -352,6 +474,7 @@ class Run:
 
     # -- lifecycle hooks (called by _session) ----------------------------------------------
 
+    @_critical
     def _on_signal(self, signame: str) -> None:
         """Make everything durable and record the preemption; the run stays resumable.
 
@@ -361,8 +484,33 @@ class Run:
         if self._state is not State.RUNNING or self._preempted_by is not None:
             return
         self._preempted_by = signame
+        for path in self._closed_unsynced:
+            _wal.fsync_path(path)
+        self._closed_unsynced = []
         self._wal.sync()
+        self._record_mark()
         self._event("preempted", signal=signame)
+
+    def _interrupted(self) -> bool:
+        """In a signal handler (main thread): whether it interrupted a writer call of this run.
+
+        Taking the mutex waits for another thread's call to end; it is taken at once when
+        the interrupted main thread holds it, and then ``_busy`` tells whether a call is
+        under way (not just entering or leaving)."""
+        with self._mutex:
+            return self._busy
+
+    def _defer(self, call: Callable[[], Any]) -> None:
+        """Queue ``call`` for the end of the interrupted writer call (see _interrupted)."""
+        self._deferred.append(call)
+
+    def _run_deferred(self) -> None:
+        """Make the calls queued while a writer call was interrupted, in order, in the main
+        thread (the one signal handlers run in), after that call released the mutex."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        while self._deferred:
+            self._deferred.pop(0)()
 
     # -- internals -------------------------------------------------------------------------
 
@@ -411,19 +559,19 @@ class Run:
         except OSError as exc:
             raise self._storage_error(f"record the {name!r} event in", exc) from exc
 
+    @_critical
     def _write_config(self, data: dict[str, Any]) -> None:
         self._require_running("change the config of")
         payload = dumps(encode_tree(data, self._where))
         with _fsutil.storage_errors("write", self._rdir / _store.CONFIG_JSON, **self._ctx):
-            _fsutil.atomic_write(self._rdir / _store.CONFIG_JSON, payload,
-                                 sync=self._settings.fsync == "always")
+            _fsutil.atomic_write(self._rdir / _store.CONFIG_JSON, payload)
 
+    @_critical
     def _write_summary(self, explicit: dict[str, Any]) -> None:
         self._require_running("change the summary of")
         payload = dumps(encode_tree(explicit, self._where))
         with _fsutil.storage_errors("write", self._rdir / _store.SUMMARY_JSON, **self._ctx):
-            _fsutil.atomic_write(self._rdir / _store.SUMMARY_JSON, payload,
-                                 sync=self._settings.fsync == "always")
+            _fsutil.atomic_write(self._rdir / _store.SUMMARY_JSON, payload)
 
     def _summary_last(self) -> dict[str, Any]:
         """The last logged value of each key, read back from the run's files when asked.
@@ -431,6 +579,10 @@ class Run:
         log() keeps no copy (a dict update per step was a tenth of its cost); this reads
         the manifest and the unsealed logs once, then only what was appended since.
         """
+        with self._mutex:
+            return self._read_summary_last()
+
+    def _read_summary_last(self) -> dict[str, Any]:
         for _ in range(50):
             seq, offset, last = self._summary_cache
             manifest = _segments.load_manifest(self._rdir, **self._ctx)
@@ -460,16 +612,15 @@ class Run:
 
     def _rotate(self) -> None:
         """Close the full log file, open the next, and have the closed one sealed."""
-        with self._wal_lock:
-            # No fsync here: "always" has synced every record (and syncs the closing frame),
-            # the flusher fsyncs the closed file within a period, "never" leaves it to the OS.
-            self._close_frame()
-            self._wal.close(sync=False)
-            if self._flusher is not None:
-                self._closed_unsynced.append(self._wal.path)
-            self._seq += 1
-            self._wal = _wal.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES,
-                                      self._mapped)
+        # No fsync here: "always" has synced every record (and syncs the closing frame),
+        # the flusher fsyncs the closed file within a period, "never" leaves it to the OS.
+        self._close_frame()
+        self._wal.close(sync=False)
+        if self._settings.fsync == "periodic":
+            self._closed_unsynced.append(self._wal.path)
+        self._seq += 1
+        self._wal = _wal.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES,
+                                  self._mapped)
         if self._settings.fsync != "never":
             _fsutil.fsync_dir(self._rdir / "wal")
         _sealer.request(self._rdir, SEAL_MIN_BYTES)
@@ -485,6 +636,12 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
     _resume.check_mode(mode, rid is not None)
     rid = rid or _naming.new_run_id()
     ctx = {"project": project, "run_id": rid}
+    if (root / _layout.REMOTE_ID).exists():  # refused before the lock file is created there
+        raise UsageError(f"{root} is a store written by `localtrack sync`; synced stores are "
+                         "read-only. Resume the original run, or read this one with "
+                         "localtrack.Api.", **ctx)
+    if mode == "must":  # a typo'd id must leave nothing behind, not even a lock file
+        _resume.decide(mode, _layout.run_dir(root, project, rid).exists(), **ctx)
     lock = RunLock(_layout.lock_path(root, project, rid), **ctx)
     lock.acquire()
     try:

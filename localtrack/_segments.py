@@ -18,11 +18,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _fsutil, _layout, _wal
+from . import _durable, _fsutil, _layout, _wal
 from ._codec import dumps, encode_tree, loads, untag
-from ._naming import Ctx
+from ._naming import Ctx, log_seq, run_label, segment_seq
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
+from ._remotes._dir import open_file, read_file
 from .errors import CorruptRunError, RemoteError
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def last_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return last
 
 
-_END_LINE = re.compile(re.escape(_wal.END_BODY) + rb',"_crc":\d+\}\n')
+_END_LINE = re.compile(rb'(?m)^' + re.escape(_wal.END_BODY) + rb',"_crc":\d+\}\n')
 _TAG_LITERALS = ((b'{"$f":"NaN"}', b"NaN"), (b'{"$f":"Infinity"}', b"Infinity"),
                  (b'{"$f":"-Infinity"}', b"-Infinity"))
 
@@ -330,13 +331,20 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[lis
         seqs = [s for s in wal_seqs(rdir) if s > manifest["sealed_through"]]
         if seqs and seqs != list(range(manifest["sealed_through"] + 1, seqs[-1] + 1)):
             continue  # a sealer moved on between our two reads
+        # A crash's damage past the durable watermark is a torn tail wherever it lies, and the
+        # logs after a torn one follow a hole: left out, as the next writer sets them aside.
+        mark = _durable.read(rdir) if isinstance(rdir, Path) else _durable.Mark(_durable.ALL, 0)
         try:
             logs = []
             for seq in seqs:
                 path = wal_log(rdir, seq)
-                data = _chunks.read_log(path)
-                checked = _wal.check(data, str(path), **ctx)
+                data = _chunks.read_log(path, rdir if isinstance(rdir, Path) else None, **ctx)
+                durable = _durable.durable_offset(mark, seq)
+                checked = _wal.check(data, str(path), durable=durable, **ctx)
                 logs.append((checked.bodies, data[:checked.end]))
+                if checked.bad_at is not None or (durable != _durable.ALL and seq != seqs[-1]
+                                                  and not _wal.ends_closed(data, checked.end)):
+                    break
         except FileNotFoundError:  # sealed (or, remotely, dropped) while we read: read again
             continue
         return manifest, logs

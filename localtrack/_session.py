@@ -3,10 +3,16 @@
 Exit paths and what they record:
   finish() / normal exit         "finished" with the exit code (sys.exit(n) is seen)
   uncaught exception             "finished" with exit code 1 (state "failed")
-  SIGTERM, SIGINT, SIGUSR1       log fsynced, "preempted" recorded, then the handler that was
-                                 installed before runs (default: the process dies by the signal)
+  SIGTERM, SIGINT, SIGUSR1,       log fsynced, "preempted" recorded, then the handler that was
+  SIGHUP                         installed before runs (default: the process dies by the signal)
   SIGKILL, power loss            nothing runs; the lock dies with the process: state "crashed"
 A signal never makes a run "finished".
+
+The signal handler never does the writer's work in the middle of the writer: a Python handler
+runs between any two bytecodes of the main thread, perhaps inside log() or finish() holding the
+run's mutex. It only records the signal there, and the interrupted call acts on it as it ends
+(Run._interrupted, Run._defer); the same holds while init() is under way (_starting). A user
+handler installed later that calls log() or finish() is deferred the same way by the run.
 
 A child made by fork() inherits the Run objects, this module's hooks and the shared memory
 map of the log, but not the run: in the child the runs are disowned (logging to them is an
@@ -35,7 +41,9 @@ _active: list[Any] = []
 _installed = False
 _exit_code: int | None = None
 _previous: dict[int, Any] = {}
-_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGHUP")
+_starting = 0  # init() calls under way in the main thread: a signal waits for them
+_pending: list[tuple[int, FrameType | None]] = []  # signals that came meanwhile
 
 
 class DisabledRun:
@@ -94,13 +102,22 @@ def init(project: str | None = None, id: str | None = None, resume: object = Non
     if settings.mode == "disabled":
         run: Any = DisabledRun(settings.project, settings.run_id or new_run_id(), name,
                                dict(config or {}))
-    else:
-        fields = {"name": name, "tags": list(tags) if tags else None, "group": group,
-                  "job_type": job_type, "notes": notes,
-                  "sweep": sweep.sweep_id if sweep is not None else None}
+        _active.append(run)
+        return run
+    fields = {"name": name, "tags": list(tags) if tags else None, "group": group,
+              "job_type": job_type, "notes": notes,
+              "sweep": sweep.sweep_id if sweep is not None else None}
+    global _starting
+    _install_hooks()  # before the run exists: a signal during init() waits for it (_starting)
+    main = threading.current_thread() is threading.main_thread()  # where handlers run
+    _starting += main
+    try:
         run = _run.start(settings, fields, config)
-        _install_hooks()
-    _active.append(run)
+        _active.append(run)
+    finally:
+        _starting -= main
+        if _pending and not _starting:
+            _deliver_pending()
     return run
 
 
@@ -148,11 +165,35 @@ def _install_hooks() -> None:
     if threading.current_thread() is threading.main_thread():
         for name in _SIGNALS:
             signum = getattr(signal, name, None)
-            if signum is not None:
+            # A signal the process ignores (SIGHUP under nohup, SIGINT in a background job)
+            # stays ignored: it is no preemption.
+            if signum is not None and signal.getsignal(signum) != signal.SIG_IGN:
                 _previous[signum] = signal.signal(signum, _on_signal)
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Record the signal; act on it now unless it interrupted init() or a run's writer."""
+    name = signal.Signals(signum).name
+    runs = [run for run in _active if isinstance(run, _run.Run)]
+    for run in runs:
+        run._signalled = name  # finish() under way ends the run as preempted
+    if _starting:
+        _pending.append((signum, frame))
+        return
+    for run in runs:
+        if run._interrupted():
+            run._defer(lambda: _act(signum, frame))
+            return
+    _act(signum, frame)
+
+
+def _deliver_pending() -> None:
+    while _pending:
+        _act(*_pending.pop(0))
+
+
+def _act(signum: int, frame: FrameType | None) -> None:
+    """Make every active run durable and preempted, then run the handler installed before."""
     name = signal.Signals(signum).name
     for run in list(_active):
         try:

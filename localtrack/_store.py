@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _fsutil, _layout, _locks
+from . import _durable, _fsutil, _layout, _locks, _naming
 from ._codec import decode_tree, dumps, encode_tree, loads
-from ._naming import Ctx, ProjectName, RunId
+from ._naming import Ctx, ProjectName, RunId, run_label
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
-from .errors import CorruptRunError
+from .errors import CorruptRunError, LocaltrackError, StorageError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -66,6 +66,8 @@ def create_run_dir(root: Path, project: ProjectName, rid: RunId, meta: dict[str,
         tmp.mkdir()
         try:
             (tmp / "wal").mkdir()
+            (tmp / "wal" / _durable.NAME).touch()  # nothing is durable yet (see _durable)
+            _fsutil.fsync_dir(tmp / "wal")
             # The folder is private until renamed: its files need no rename of their own, and
             # one fsync of the folder makes all its entries durable.
             files = {RUN_JSON: dumps(meta), CONFIG_JSON: dumps(encode_tree(config, where))}

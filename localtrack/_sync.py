@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("localtrack")
 
 STATE_DIR = "sync"
-REMOTE_ID = ".localtrack-remote.json"
 STATE_VERSION = 1
 _TAIL = 64                # bytes before the sent offset whose CRC detects a rewritten log
 _MERGE_LIMIT = 1 << 20    # chunks this big are never merged again
@@ -602,13 +601,13 @@ class Syncer:
         self._down = None
         self.call(self.remote.check)
         try:
-            found = loads(self.call(self.remote.get, REMOTE_ID))
+            found = loads(self.call(self.remote.get, _layout.REMOTE_ID))
             remote_id = found.get("id") if isinstance(found, dict) else None
         except (FileNotFoundError, ValueError):
             remote_id = None
         if not isinstance(remote_id, str):
             remote_id = secrets.token_hex(8)
-            self.call(self.remote.put, REMOTE_ID, dumps({"id": remote_id, "created": time.time()}))
+            self.call(self.remote.put, _layout.REMOTE_ID, dumps({"id": remote_id, "created": time.time()}))
         if remote_id != self.remote_id:
             with _fsutil.storage_errors("record the remote's id in", self._id_path):
                 _fsutil.ensure_dir(self._id_path.parent)

@@ -31,10 +31,13 @@ parsing them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import mmap
 import os
+import stat
+import sys
 import warnings
 import zlib
 from collections.abc import Callable
@@ -166,22 +169,30 @@ def _plain_ok(line: bytes) -> bool:
 
 
 def check(data: bytes, path: Path | str, *, allow_torn_tail: bool = True, anchored: bool = False,
-          **ctx: Unpack[Ctx]) -> Checked:
+          base: int = 0, durable: int = sys.maxsize, **ctx: Unpack[Ctx]) -> Checked:
     """``validate``, raising CorruptRunError when a bad record is followed by a good one, and
-    for a bad tail too unless ``allow_torn_tail`` (a live writer may be mid-append)."""
+    for a bad tail too unless ``allow_torn_tail`` (a live writer may be mid-append).
+
+    ``data`` starts at byte ``base`` of the file (errors give file offsets). Damage at or after
+    byte ``durable`` (the durable watermark, see _durable) is a power cut's torn tail, not
+    corruption, wherever good records follow it: only what comes before it is returned.
+    """
     checked = validate(data, anchored)
+    if checked.corrupt and checked.bad_at is not None and base + checked.bad_at >= durable:
+        checked = checked._replace(corrupt=False)
     if checked.corrupt:
         raise CorruptRunError(
-            f"{path} is corrupt from byte {checked.bad_at}: a record there fails its checksum "
-            "and it is no torn write (later records are intact, or the framed line is whole), "
-            "or rows there have no framed row before them. "
-            "Nothing was changed: restore the file from a sync remote or a backup, or cut it at "
-            "that offset to keep what comes before.",
-            path=str(path), offset=checked.bad_at, **ctx)
+            f"{path} is corrupt from byte {base + (checked.bad_at or 0)}: a record there fails "
+            "its checksum and it is no torn write (later records are intact, or the framed line "
+            "is whole, in data that was fsynced), or rows there have no framed row before them. "
+            "Nothing was changed: restore the file from a sync remote or a backup, or move the "
+            "run out of the store; `localtrack doctor` lists what else is damaged.",
+            path=str(path), offset=base + (checked.bad_at or 0), **ctx)
     if checked.bad_at is not None and not allow_torn_tail:
         raise CorruptRunError(
-            f"{path} ends in a damaged record at byte {checked.bad_at}; a closed log file should "
-            "be complete. Nothing was changed.", path=str(path), offset=checked.bad_at, **ctx)
+            f"{path} ends in a damaged record at byte {base + checked.bad_at}; a closed log file "
+            "should be complete. Nothing was changed.", path=str(path),
+            offset=base + checked.bad_at, **ctx)
     return checked
 
 
@@ -219,7 +230,7 @@ class Tail(NamedTuple):
     frame_end: int  # just past the last good framed line
 
 
-def last_record(path: Path, **ctx: Unpack[Ctx]) -> Tail:
+def last_record(path: Path, durable: int = sys.maxsize, **ctx: Unpack[Ctx]) -> Tail:
     """The last good record of a log, reading only its tail.
 
     Constant time in the length of the file: it reads windows backwards, 4 KiB then four
@@ -236,9 +247,11 @@ def last_record(path: Path, **ctx: Unpack[Ctx]) -> Tail:
             origin = 0 if start == 0 else _first_frame_end(chunk)
             if origin is not None:
                 rest = chunk[origin:]
-                checked = check(rest, path, anchored=origin > 0, **ctx)
+                checked = check(rest, path, anchored=origin > 0, base=start + origin,
+                                durable=durable, **ctx)
                 line = rest.rfind(b"\n", 0, checked.end - 1) + 1  # the last good line
-                framed = checked.frame_end == checked.end and not rest.startswith(END_BODY, line)
+                framed = (checked.frame_end == checked.end
+                          and not rest.startswith(END_BODY + _CRC_MARK, line))
                 last, known = _last(checked.bodies, framed)
                 if start == 0 or (checked.frame_end and known):
                     base = start + origin
@@ -305,12 +318,26 @@ def _data_in(block: bytes) -> int:
     return 0 if block == _ZEROS[:len(block)] else len(block.rstrip(b"\0"))
 
 
+def refuse_link(path: Path, **ctx: Unpack[Ctx]) -> None:
+    """CorruptRunError if ``path`` is a symbolic link or not a regular file: a writer cuts and
+    appends to its logs, and must never do that to a file outside the store."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise CorruptRunError(f"{path} of run {ctx.get('run_id')!r} in project {ctx.get('project')!r} "
+                              "is a symbolic link or not a regular file; localtrack writes only "
+                              "files it created. Replace it with the file itself, or move the "
+                              "run out of the store.", path=str(path), **ctx)
+
+
 def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack[Ctx]) -> None:
     """Truncate ``path`` to ``good_end``, keeping cut bytes other than padding in ``<path>.broken``."""
     size = path.stat().st_size
     if size <= good_end:
         return
-    with open(path, "r+b") as fh:
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_NOFOLLOW), "r+b") as fh:
         end = end_of_data(fh)
         fh.seek(good_end)
         junk = fh.read(end - good_end) if end > good_end else b""
@@ -326,8 +353,8 @@ def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack
         os.fsync(fh.fileno())
     where = f"run {ctx.get('run_id')!r} in project {ctx.get('project')!r}" if ctx else str(path)
     message = (f"Dropped a torn tail of {len(junk)} bytes from {path} ({where}): the writer "
-               "died mid-append; those bytes were never acknowledged. A copy is in "
-               f"{path.name}.broken.")
+               "died mid-append (those bytes were never acknowledged) or the power went before "
+               f"an fsync (they were never synced). A copy is in {path.name}.broken.")
     log.warning(message)
     if warn:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -342,7 +369,7 @@ class Appender:
 
     def __init__(self, path: Path, limit: int = 1 << 62, frame_at: int = 0) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         self.offset = os.fstat(self.fd).st_size
         self.frame_at = frame_at  # where the checksum range of the next framed line starts
         self._limit = limit
@@ -383,6 +410,12 @@ class Appender:
         if self.fd >= 0:
             os.fsync(self.fd)
 
+    def abandon(self) -> None:
+        """Close without anything else (see MappedLog.abandon)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def close(self, sync: bool = True, cut: bool = True) -> None:
         """Close, fsyncing first if ``sync`` (``cut``: as MappedLog's; this file has no padding)."""
         if self.fd >= 0:
@@ -406,7 +439,7 @@ class MappedLog:
 
     def __init__(self, path: Path, frame_at: int = 0) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         self._end = os.fstat(self.fd).st_size  # the opener has cut any padding
         self.frame_at = frame_at  # where the checksum range of the next framed line starts
         self._map: mmap.mmap | None = None
@@ -464,6 +497,17 @@ class MappedLog:
         if self.fd >= 0:
             os.fsync(self.fd)
 
+    def abandon(self) -> None:
+        """Drop the map and the descriptor whatever state an interrupted call left them in
+        (the file is left as it is: the caller reopens it)."""
+        with contextlib.suppress(ValueError, BufferError):
+            if self._map is not None:
+                self._map.close()
+        self._map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     def close(self, sync: bool = True, cut: bool = True) -> None:
         """Unmap, cut the padding, fsync (unless the caller has that done later).
 
@@ -498,6 +542,15 @@ def append_framed(log: MappedLog | Appender, body: bytes) -> None:
     """As put_framed, growing the file (MappedLog) or going past its limit (Appender)."""
     log.append(b'%s,"_crc":%d}\n' % (body, zlib.crc32(body, log.range_crc())))
     log.frame_at = log.offset
+
+
+def ends_closed(data: bytes, end: int) -> bool:
+    """Whether the good bytes ``data[:end]`` end with the line that closes a log file.
+
+    Every log but the newest was closed at rotation, so one that does not end so lost its end:
+    a power cut can drop a closed log's last unsynced pages whole, and if they ended at a line
+    boundary nothing else shows it."""
+    return data.startswith(END_BODY + _CRC_MARK, data.rfind(b"\n", 0, end - 1) + 1)
 
 
 def close_frame(log: MappedLog | Appender) -> bool:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import localtrack
+import localtrack._durable
 from localtrack.errors import InvalidNameError, RunExistsError, RunNotFoundError, UsageError
 
 from .helpers import settle
@@ -181,3 +182,51 @@ def test_many_segments_and_resume(store, monkeypatch):
     assert stored.history(["i"]).column("i").to_pylist() == list(range(501))
     assert stored.summary["i"] == 500
     run.finish()
+
+
+def test_must_on_a_missing_id_leaves_nothing_behind(store):
+    """A typo'd id is an error, and no lock file (or anything else) is left in the store."""
+    localtrack.init(project="p", id="real", dir=store).finish()
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    with pytest.raises(RunNotFoundError):
+        localtrack.init(project="p", id="raal", resume="must", dir=store)
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
+def test_a_row_whose_first_key_is_end_keeps_its_step(store):
+    """``_end`` is a legal key; a framed row that starts with it is no closing line."""
+    run = localtrack.init(project="p", id="e", dir=store)
+    run.log({"a": 1.0})
+    run.log({"_end": True, "b": 2.0}, step=7)
+    run.log({"_end": True}, step=9)
+    run._wal.close(cut=False)  # the writer dies: no closing line, no finish
+    run._stop_flusher.set()
+    run._lock.release()
+    localtrack._session.forget(run)
+    again = localtrack.init(project="p", id="e", resume="must", dir=store)
+    assert again.step == 10
+    again.log({"a": 3.0})
+    again.finish()
+    assert localtrack.Api(store).run("p/e").history(["a"]).column("_step").to_pylist() == [0, 7, 9, 10]
+
+
+def test_corruption_found_on_resume_names_the_file_offset(store, monkeypatch):
+    """The offset of damage found in a log's tail window is the file's, not the window's."""
+    monkeypatch.setenv("LOCALTRACK_FSYNC", "always")  # every row is synced: damage is corruption
+    run = localtrack.init(project="p", id="o", dir=store)
+    for i in range(3000):
+        run.log({"x": float(i)}, step=i)  # framed rows: the tail window holds whole frames
+    run._marks.record(localtrack._durable.Mark(run._seq, run._wal.frame_at))  # (the flusher's job)
+    run._wal.close(cut=False)
+    run._stop_flusher.set()
+    run._lock.release()
+    localtrack._session.forget(run)
+    wal = next((store / "p" / "runs" / "o" / "wal").glob("*.jsonl"))
+    data = bytearray(wal.read_bytes().rstrip(b"\0"))
+    at = data.rindex(b'"x":2990.0')
+    data[at + 5] = ord("7")
+    wal.write_bytes(bytes(data))
+    with pytest.raises(localtrack.errors.CorruptRunError) as info:
+        localtrack.init(project="p", id="o", resume="must", dir=store)
+    line_start = data.rindex(b"\n", 0, at) + 1
+    assert info.value.offset == line_start > 100_000

@@ -7,6 +7,8 @@ import pytest
 import localtrack
 from localtrack.errors import UsageError
 
+from .helpers import settle
+
 
 def test_resuming_inside_a_synced_copy_is_refused(store, tmp_path):
     run = localtrack.init(project="p", id="r", dir=store)
@@ -21,3 +23,19 @@ def test_resuming_inside_a_synced_copy_is_refused(store, tmp_path):
     again = localtrack.init(project="p", id="r", resume="must", dir=store)   # the original is fine
     assert again.step == 5
     again.finish()
+
+
+@pytest.mark.parametrize("sealing", ["parquet", "jsonl"], indirect=True)
+def test_resuming_a_sealed_run_in_a_synced_copy_writes_nothing_there(store, tmp_path, sealing):
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(5):
+        run.log({"x": i})
+    run.finish()
+    settle(store)
+    remote = tmp_path / "remote"
+    localtrack.sync(str(remote), dir=str(store))
+    before = sorted(p.relative_to(remote) for p in remote.rglob("*"))
+    for mode in ("must", "allow", "auto"):
+        with pytest.raises(UsageError, match="read-only"):
+            localtrack.init(project="p", id="r", resume=mode, dir=remote)
+    assert sorted(p.relative_to(remote) for p in remote.rglob("*")) == before
