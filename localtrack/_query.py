@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _naming, _remotes, _segments, _settings, _store, _wal
+from . import _durable, _layout, _naming, _remotes, _segments, _settings, _store, _wal
 from ._codec import unflatten
 from ._naming import Ctx
 from ._remotes import _chunks
@@ -99,9 +99,11 @@ class ApiRun:
         return int(manifest["last_step"])
 
     def _last_record(self, path: StorePath) -> dict[str, Any] | None:
-        if isinstance(path, Path):
+        if isinstance(path, Path) and isinstance(self._rdir, Path):
             try:
-                return _wal.last_record(path, **self._ctx).record  # reads only the tail
+                # Reads only the tail; a power cut's damage past the watermark is a torn tail.
+                durable = _durable.durable_offset(_durable.read(self._rdir), _layout.seq_of(path) or 0)
+                return _wal.last_record(path, durable=durable, **self._ctx).record
             except IsADirectoryError:
                 pass
         records = _chunks.read_records(path, **self._ctx)

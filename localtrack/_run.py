@@ -114,7 +114,12 @@ class Run:
             raise LockUnavailableError(f"Cannot open {self._where}: {exc}; is a process stuck "
                                        "on this file system?", **self._ctx) from exc
         # The durable watermark (see _durable): the flusher records what its fsyncs made durable.
+        legacy = not _durable.path_of(rdir).exists()
         self._marks = _durable.Writer(rdir)
+        if legacy:  # a run from before the watermark: its logs were read as synced, and are now
+            for seq in _segments.wal_seqs(rdir):
+                _wal.fsync_path(_layout.wal_path(rdir, seq))
+            self._marks.record(_durable.Mark(self._seq, self._wal.frame_at))
         if settings.fsync != "never":
             _fsutil.fsync_dir(rdir / "wal")
         self.starting_step: int = last_step + 1
@@ -434,12 +439,14 @@ class Run:
         if self._settings.fsync != "never":
             self._marks.record(_durable.Mark(self._seq, self._wal.frame_at))
 
-    def _close_frame(self) -> None:
+    def _close_frame(self, rotating: bool = False) -> None:
         """Frame the plain rows at the end of a log file being closed: a closed log is checksummed
         to its last byte. Failing to (a full disk) costs only that: the rows are written."""
         try:
-            if _wal.close_frame(self._wal) and self._settings.fsync == "always":
-                self._wal.sync()
+            if self._wal.offset > 0 or rotating:  # (an empty newest log stays empty)
+                _wal.close_frame(self._wal)
+                if self._settings.fsync == "always":
+                    self._wal.sync()
         except OSError:
             log.warning("could not write the closing checksum of %s", self._wal.path, exc_info=True)
 
@@ -614,7 +621,7 @@ class Run:
         """Close the full log file, open the next, and have the closed one sealed."""
         # No fsync here: "always" has synced every record (and syncs the closing frame),
         # the flusher fsyncs the closed file within a period, "never" leaves it to the OS.
-        self._close_frame()
+        self._close_frame(rotating=True)
         self._wal.close(sync=False)
         if self._settings.fsync == "periodic":
             self._closed_unsynced.append(self._wal.path)

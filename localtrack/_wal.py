@@ -553,12 +553,11 @@ def ends_closed(data: bytes, end: int) -> bool:
     return data.startswith(END_BODY + _CRC_MARK, data.rfind(b"\n", 0, end - 1) + 1)
 
 
-def close_frame(log: MappedLog | Appender) -> bool:
-    """Frame the plain lines at the end of a log about to be closed; whether it wrote a line."""
-    if log.offset <= log.frame_at:
-        return False
+def close_frame(log: MappedLog | Appender) -> None:
+    """End a log file being closed with the closing line, which frames the plain lines before
+    it (if any): a closed log is checksummed to its last byte, and one that does not end with
+    this line lost its end (see ends_closed)."""
     append_framed(log, END_BODY)
-    return True
 
 
 def _full(line: bytes) -> None:
