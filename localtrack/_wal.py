@@ -272,7 +272,7 @@ def _last(bodies: list[bytes], framed: bool) -> tuple[dict[str, Any] | None, boo
     if not bodies:
         return None, True
     last: dict[str, Any] = loads(bodies[-1] + b"}")
-    if framed:
+    if framed or "_step" in last:  # (a framed row before a log's closing line)
         return last, True
     for i in range(len(bodies) - 2, -1, -1):
         if _STEP_MARK in bodies[i]:
