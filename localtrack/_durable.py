@@ -23,11 +23,9 @@ after it aside, so the history stays contiguous.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
-import warnings
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -38,8 +36,6 @@ from ._naming import Ctx
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-log = logging.getLogger("localtrack")
 
 NAME = "durable"
 _SLOT = 64
@@ -174,17 +170,10 @@ def _tail_start(path: Path, end: int) -> int:
 def _set_aside(path: Path, *, warn: bool, **ctx: Unpack[Ctx]) -> None:
     """Move a whole log that follows a torn one into ``<log>.broken`` (appended, fsynced)."""
     data = path.read_bytes().rstrip(b"\0")
-    keep = path.with_name(path.name + ".broken")
-    with open(keep, "ab") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    _wal.keep_broken(path, data)
     _fsutil.unlink(path)
     _fsutil.fsync_dir(path.parent)
-    message = (f"Set aside {path} ({len(data)} bytes) of run {ctx.get('run_id')!r}: it follows "
-               "a log file that a crash cut short, so its steps would follow a hole; they were "
-               f"never synced. A copy is in {keep.name}.")
-    log.warning(message)
-    if warn:
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    _wal.report_repair(f"Set aside {path} ({len(data)} bytes) of run {ctx.get('run_id')!r}: it "
+                       "follows a log file that a crash cut short, so its steps would follow a "
+                       f"hole; they were never synced. A copy is in {path.name}.broken.", warn)
 

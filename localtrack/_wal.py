@@ -344,10 +344,7 @@ def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack
         if not junk:  # only the padding of a mapped log whose writer died: nothing was lost,
             fh.truncate(good_end)  # and no fsync: padding that a power cut brings back is padding
             return
-        with open(path.with_name(path.name + ".broken"), "ab") as keep:
-            keep.write(junk)
-            keep.flush()
-            os.fsync(keep.fileno())
+        keep_broken(path, junk)
         fh.truncate(good_end)
         fh.flush()
         os.fsync(fh.fileno())
@@ -355,9 +352,22 @@ def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack
     message = (f"Dropped a torn tail of {len(junk)} bytes from {path} ({where}): the writer "
                "died mid-append (those bytes were never acknowledged) or the power went before "
                f"an fsync (they were never synced). A copy is in {path.name}.broken.")
+    report_repair(message, warn)
+
+
+def keep_broken(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``<path>.broken``, fsynced: what a repair cuts off is kept for people."""
+    with open(path.with_name(path.name + ".broken"), "ab") as keep:
+        keep.write(data)
+        keep.flush()
+        os.fsync(keep.fileno())
+
+
+def report_repair(message: str, warn: bool) -> None:
+    """Log a repair, and warn the caller of the public call that made it (if ``warn``)."""
     log.warning(message)
     if warn:
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 class Appender:

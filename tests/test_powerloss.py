@@ -177,6 +177,8 @@ def test_power_loss_images(tmp_path):
             if not list(image.rglob(_sealer.LOG)):  # (the fixture checks the sealers' logs)
                 shutil.rmtree(image)
             checked += 1
+    print(f"\npower loss: {checked} crash images of {w + 1} killed writers, each opened, "
+          "resumed and read back contiguous")
     assert checked == images
 
 

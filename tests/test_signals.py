@@ -108,6 +108,8 @@ def test_signal_loop(store):
     with localtrack.init(project="p", id="t", resume="must", dir=store) as run:
         assert run.step == on_disk
         run.log({"x": float(run.step)})
+    print(f"\nsignal loop: {trials} signals, {preempted} runs ended preempted, exit codes {deaths}, "
+          f"{on_disk} steps on disk")
     assert preempted >= trials // 2, (preempted, deaths)
 
 
