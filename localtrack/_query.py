@@ -86,8 +86,9 @@ class ApiRun:
             return self._last_step()
 
     def _last_step(self) -> int:
+        listed = _segments.wal_seqs(self._rdir)  # before the manifest: see _segments._snapshot
         manifest = _segments.load_manifest(self._rdir, **self._ctx)
-        for seq in reversed(_segments.wal_seqs(self._rdir)):
+        for seq in reversed(listed):
             if seq <= manifest["sealed_through"]:
                 break
             try:

@@ -324,32 +324,44 @@ def cleanup(rdir: Path, manifest: dict[str, Any], *, everything: bool = False) -
 
 
 def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[list[bytes], bytes]]]:
-    """A consistent (manifest, [(record bodies, checked bytes)] per unsealed log), retrying
-    if a sealer races us. A torn tail is left out (a writer may be mid-append)."""
+    """A consistent (manifest, [(record bodies, checked bytes)] per unsealed log), however fast
+    a sealer works. A torn tail is left out (a writer may be mid-append).
+
+    The logs are read first, then the manifest: a sealer deletes a log only after a manifest
+    covers it, so a log that vanished while we read is in that manifest, and a log we read
+    that it covers is dropped (its steps are in a segment now). Reading the manifest first
+    raced: a listing taken after the sealer deleted the last logs was empty, and the older
+    manifest lacked their steps; with a backlog of logs, every pass lost its first log.
+    """
     for _ in range(50):
+        read: dict[int, bytes] = {}
+        for seq in wal_seqs(rdir):
+            try:
+                read[seq] = _chunks.read_log(wal_log(rdir, seq), rdir if isinstance(rdir, Path)
+                                             else None, **ctx)
+            except FileNotFoundError:  # sealed (or, remotely, dropped) while we read
+                continue
         manifest = load_manifest(rdir, **ctx)
-        seqs = [s for s in wal_seqs(rdir) if s > manifest["sealed_through"]]
-        if seqs and seqs != list(range(manifest["sealed_through"] + 1, seqs[-1] + 1)):
-            continue  # a sealer moved on between our two reads
+        sealed = manifest["sealed_through"]
+        seqs = sorted(s for s in read if s > sealed)
+        if seqs != list(range(sealed + 1, sealed + 1 + len(seqs))):
+            continue  # a log the manifest does not cover vanished: read again
         # A crash's damage past the durable watermark is a torn tail wherever it lies, and the
         # logs after a torn one follow a hole: left out, as the next writer sets them aside.
         mark = _durable.read(rdir) if isinstance(rdir, Path) else _durable.Mark(_durable.ALL, 0)
-        try:
-            logs = []
-            for seq in seqs:
-                path = wal_log(rdir, seq)
-                data = _chunks.read_log(path, rdir if isinstance(rdir, Path) else None, **ctx)
-                durable = _durable.durable_offset(mark, seq)
-                checked = _wal.check(data, str(path), durable=durable, **ctx)
-                logs.append((checked.bodies, data[:checked.end]))
-                if checked.bad_at is not None or (durable != _durable.ALL and seq != seqs[-1]
-                                                  and not _wal.ends_closed(data, checked.end)):
-                    break
-        except FileNotFoundError:  # sealed (or, remotely, dropped) while we read: read again
-            continue
+        logs = []
+        for seq in seqs:
+            data = read[seq]
+            durable = _durable.durable_offset(mark, seq)
+            checked = _wal.check(data, str(wal_log(rdir, seq)), durable=durable, **ctx)
+            logs.append((checked.bodies, data[:checked.end]))
+            if checked.bad_at is not None or (durable != _durable.ALL and seq != seqs[-1]
+                                              and not _wal.ends_closed(data, checked.end)):
+                break
         return manifest, logs
-    raise CorruptRunError(f"Could not get a consistent view of {rdir}: its log files keep "
-                          "changing or a sequence number is missing.", path=str(rdir), **ctx)
+    raise CorruptRunError(f"Could not get a consistent view of {rdir}: a log file that the "
+                          "manifest does not cover keeps vanishing, or a sequence number is "
+                          "missing.", path=str(rdir), **ctx)
 
 
 def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:

@@ -253,3 +253,29 @@ def test_the_sealer_leaves_a_killed_writers_torn_log_to_the_next_writer(store, t
     _sealer.seal_closed(_rdir(store), 0)  # closed by its writer now: sealed
     assert steps_of(store, "p/r") == list(range(10))
     assert not list((_rdir(store) / "wal").glob("*.jsonl"))
+
+
+def test_readers_see_every_step_while_a_sealer_works_through_a_backlog(store, monkeypatch):
+    """A finished run with dozens of closed logs: while its sealer seals and deletes them one by one,
+    every read of the history, the summary and the last step sees all of it. (Reading the
+    manifest before the listing missed the last logs once the sealer deleted them; with a
+    backlog, each read lost its first log to the sealer and gave up after 50 tries.)"""
+    monkeypatch.setattr(_run, "ROTATE_BYTES", 4_000)
+    monkeypatch.setattr(_wal, "_WINDOW", 4096)
+    monkeypatch.setattr(_sealer, "request", lambda *a, **k: None)  # a backlog builds up
+    run = localtrack.init(project="p", id="b", dir=store)
+    for i in range(3000):
+        run.log({"x": float(i), "pad": "z" * 40})
+    run.finish()
+    rdir = store / "p" / "runs" / "b"
+    assert len(list((rdir / "wal").glob("*.jsonl"))) > 40
+    monkeypatch.undo()
+    _sealer.request(rdir, 0)  # a real sealer process, while we read
+    api = localtrack.Api(store)
+    reads = 0
+    while reads == 0 or list((rdir / "wal").glob("*.jsonl")):
+        stored = api.run("p/b")
+        assert stored.history(["x"]).column("_step").to_pylist() == list(range(3000))
+        assert stored.last_step == 2999 and stored.summary["x"] == 2999.0
+        reads += 1
+    assert reads > 1
