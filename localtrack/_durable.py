@@ -119,7 +119,7 @@ class Writer:
             line = b'%s,"crc":%d}' % (body, zlib.crc32(body))
             # If we die here: this slot is torn or old, the other one holds the previous mark.
             os.pwrite(self._fd, line.ljust(_SLOT - 1) + b"\n", (n % 2) * _SLOT)
-            os.fsync(self._fd)
+            _fsutil.fsync(self._fd)
             self._n, self.mark = n, mark
 
     def close(self) -> None:

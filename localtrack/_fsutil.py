@@ -1,5 +1,8 @@
 """Durability primitives: the only module that calls fsync, rename and unlink.
 
+Everything the store makes durable goes through fsync() here, so that a fault-injection
+layer (tests/test_powerloss.py snapshots each file at every fsync) sees every one of them.
+
 Every rewritten file is replaced atomically: write a temp file in the same
 directory, fsync it, rename it over the target, fsync the directory. A reader
 or a crash at any instant sees the old content or the new one, never a mix.
@@ -49,6 +52,11 @@ def storage_errors(what: str, path: Path | str, **ctx: Unpack[Ctx]) -> Iterator[
         raise
     except OSError as exc:
         raise storage_error(what, path, exc, **ctx) from exc
+
+
+def fsync(fd: int) -> None:
+    """fsync an open file: the store's one call of os.fsync besides the helpers below."""
+    os.fsync(fd)
 
 
 def fsync_dir(path: Path) -> None:
@@ -107,12 +115,27 @@ def sweep_tmp(directory: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def fsync_file(path: Path, *, missing_ok: bool = False) -> None:
+    """fsync a file by name; with ``missing_ok`` a file removed meanwhile (a log that a sealer
+    sealed and deleted) needs none."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def append_durable(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (created if need be) and fsync it."""
+    with open(path, "ab") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def mount_type(path: Path, mounts: str | None = None) -> str | None:

@@ -118,7 +118,7 @@ class Run:
         self._marks = _durable.Writer(rdir)
         if legacy:  # a run from before the watermark: its logs were read as synced, and are now
             for seq in _segments.wal_seqs(rdir):
-                _wal.fsync_path(_layout.wal_path(rdir, seq))
+                _fsutil.fsync_file(_layout.wal_path(rdir, seq), missing_ok=True)
             self._marks.record(_durable.Mark(self._seq, self._wal.frame_at))
         if settings.fsync != "never":
             _fsutil.fsync_dir(rdir / "wal")
@@ -162,7 +162,7 @@ class Run:
         try:
             self._wal.abandon()
             for seq in _segments.wal_seqs(self._rdir)[:-1]:  # a rotation may have been cut short
-                _wal.fsync_path(_layout.wal_path(self._rdir, seq))
+                _fsutil.fsync_file(_layout.wal_path(self._rdir, seq), missing_ok=True)
             self._closed_unsynced = []
             for attempt in range(3):  # a sealer may remove a closed log file as we read it
                 try:
@@ -349,9 +349,9 @@ class Run:
                         fd = os.dup(self._wal.fd)
                     mark = _durable.Mark(self._seq, self._wal.frame_at)
                 for path in paths:
-                    _wal.fsync_path(path)
+                    _fsutil.fsync_file(path, missing_ok=True)
                 if fd >= 0:
-                    os.fsync(fd)
+                    _fsutil.fsync(fd)
                 self._marks.record(mark)
             except OSError:
                 log.warning("fsync of %s failed", self._wal.path, exc_info=True)
@@ -408,7 +408,7 @@ class Run:
         sync = self._settings.fsync == "periodic" and not sealing
         try:
             for path in self._closed_unsynced if sync else ():
-                _wal.fsync_path(path)
+                _fsutil.fsync_file(path, missing_ok=True)
             self._close_frame()
             self._wal.close(sync=sync, cut=not tail_sealed)
             if sync or self._settings.fsync == "always":
@@ -492,7 +492,7 @@ class Run:
             return
         self._preempted_by = signame
         for path in self._closed_unsynced:
-            _wal.fsync_path(path)
+            _fsutil.fsync_file(path, missing_ok=True)
         self._closed_unsynced = []
         self._wal.sync()
         self._record_mark()

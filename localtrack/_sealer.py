@@ -147,9 +147,9 @@ def seal_closed(rdir: Path, min_bytes: int) -> None:
     # Not the log a writer appends to (its policy syncs it; an fsync from here would also make
     # the writer's ftruncate in finish() wait for this writeback on ext4), nor its events.
     for seq in logs[:-1] if writing else logs:
-        _wal.fsync_path(_layout.wal_path(rdir, seq))
+        _fsutil.fsync_file(_layout.wal_path(rdir, seq), missing_ok=True)
     if not writing:
-        _wal.fsync_path(rdir / _store.EVENTS)
+        _fsutil.fsync_file(rdir / _store.EVENTS, missing_ok=True)
     manifest = _segments.load_manifest(rdir, **ctx)
     seqs = closed_logs(rdir, manifest, min_bytes)
     if seqs:

@@ -347,7 +347,7 @@ def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack
         keep_broken(path, junk)
         fh.truncate(good_end)
         fh.flush()
-        os.fsync(fh.fileno())
+        _fsutil.fsync(fh.fileno())
     where = f"run {ctx.get('run_id')!r} in project {ctx.get('project')!r}" if ctx else str(path)
     message = (f"Dropped a torn tail of {len(junk)} bytes from {path} ({where}): the writer "
                "died mid-append (those bytes were never acknowledged) or the power went before "
@@ -357,10 +357,7 @@ def cut_torn_tail(path: Path, good_end: int, *, warn: bool = True, **ctx: Unpack
 
 def keep_broken(path: Path, data: bytes) -> None:
     """Append ``data`` to ``<path>.broken``, fsynced: what a repair cuts off is kept for people."""
-    with open(path.with_name(path.name + ".broken"), "ab") as keep:
-        keep.write(data)
-        keep.flush()
-        os.fsync(keep.fileno())
+    _fsutil.append_durable(path.with_name(path.name + ".broken"), data)
 
 
 def report_repair(message: str, warn: bool) -> None:
@@ -418,7 +415,7 @@ class Appender:
 
     def sync(self) -> None:
         if self.fd >= 0:
-            os.fsync(self.fd)
+            _fsutil.fsync(self.fd)
 
     def abandon(self) -> None:
         """Close without anything else (see MappedLog.abandon)."""
@@ -431,7 +428,7 @@ class Appender:
         if self.fd >= 0:
             try:
                 if sync:
-                    os.fsync(self.fd)
+                    _fsutil.fsync(self.fd)
             finally:
                 os.close(self.fd)
                 self.fd = -1
@@ -505,7 +502,7 @@ class MappedLog:
 
     def sync(self) -> None:
         if self.fd >= 0:
-            os.fsync(self.fd)
+            _fsutil.fsync(self.fd)
 
     def abandon(self) -> None:
         """Drop the map and the descriptor whatever state an interrupted call left them in
@@ -531,7 +528,7 @@ class MappedLog:
             if cut:
                 os.ftruncate(self.fd, self._end)
             if sync:
-                os.fsync(self.fd)
+                _fsutil.fsync(self.fd)
         finally:
             os.close(self.fd)
             self.fd = -1
@@ -572,18 +569,6 @@ def close_frame(log: MappedLog | Appender) -> None:
 
 def _full(line: bytes) -> None:
     raise ValueError("no window is mapped")
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a closed log by name; one sealed (and removed) meanwhile needs none."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def mappable(directory: Path) -> bool:
