@@ -200,31 +200,28 @@ def test_any_mix_of_calls_reads_back_as_logged(ops, seal):
     """Plain and framed rows in any order, against a model of log()'s step rules."""
     from localtrack import _run
 
-    _run.SEAL_MIN_BYTES = 0 if seal else 1 << 20
     model: dict[int, dict] = {}
     step = 0
-    try:
-        with tempfile.TemporaryDirectory() as store:
-            run = localtrack.init(project="p", dir=store)
-            for op, row, jump in ops:
-                if op == "pause":
-                    time.sleep(0.0015)  # the next row is framed
-                    continue
-                at = step + jump if op == "step" else step
-                if op == "row":
-                    run.log(row)
-                elif op == "partial":
-                    run.log(row, commit=False)
-                else:
-                    run.log(row, step=at)
-                merged = model.setdefault(at, {})
-                merged.update({k: v for k, v in row.items() if v is not None})
-                step = at + 1 if op == "row" else at
-            assert run.step == step
-            run.finish()
-            table = localtrack.Api(store).run(f"p/{run.id}").history()
-    finally:
-        _run.SEAL_MIN_BYTES = 1 << 20
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as store:
+        patch.setattr(_run, "SEAL_MIN_BYTES", 0 if seal else 1 << 40)
+        run = localtrack.init(project="p", dir=store)
+        for op, row, jump in ops:
+            if op == "pause":
+                time.sleep(0.0015)  # the next row is framed
+                continue
+            at = step + jump if op == "step" else step
+            if op == "row":
+                run.log(row)
+            elif op == "partial":
+                run.log(row, commit=False)
+            else:
+                run.log(row, step=at)
+            merged = model.setdefault(at, {})
+            merged.update({k: v for k, v in row.items() if v is not None})
+            step = at + 1 if op == "row" else at
+        assert run.step == step
+        run.finish()
+        table = localtrack.Api(store).run(f"p/{run.id}").history()
     got = {r["_step"]: {k: v for k, v in r.items() if k in "abc" and v is not None}
            for r in table.to_pylist()}
     assert got == model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,8 +41,8 @@ def test_fast_path_agrees_with_the_slow_path(row):
 def test_log_history_summary_round_trip(logged, sealed, to_parquet):
     from localtrack import _run
 
-    _run.SEAL_MIN_BYTES = 0 if to_parquet else 1 << 20
-    with tempfile.TemporaryDirectory() as store:
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as store:
+        patch.setattr(_run, "SEAL_MIN_BYTES", 0 if to_parquet else 1 << 40)
         run = localtrack.init(project="p", dir=store)
         for row in logged:
             run.log(row)
@@ -52,7 +53,6 @@ def test_log_history_summary_round_trip(logged, sealed, to_parquet):
         summary = stored.summary
         if not sealed:
             run.finish()
-    _run.SEAL_MIN_BYTES = 1 << 20
     by_step = table.to_pylist()
     assert [r["_step"] for r in by_step] == list(range(len(logged)))
     kinds: dict[str, set[type]] = {}
