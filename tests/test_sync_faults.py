@@ -118,7 +118,8 @@ def test_daemon_keeps_a_live_run_in_step_through_an_s3_outage(store, s3, tmp_pat
         wait_for(lambda: remote_steps() >= 20, 30, "the live run on the remote")
         assert localtrack.Api(uri).run("live/w").state == "running"
         s3.stop()
-        time.sleep(2.5)  # the writer goes on logging; the daemon fails, backs off, retries
+        # The writer goes on logging; the daemon fails and backs off: wait until it says so.
+        wait_for(lambda: "cannot sync to" in log_path.read_text(), 60, "the daemon to give up a pass")
         s3.start()
         target = localtrack.Api(store).run("live/w").last_step
         # A bound on a hang, not a speed target: how fast is benchmarks/bench_limits.py's catch-up.
