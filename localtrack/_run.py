@@ -78,12 +78,14 @@ class Run:
     """A run being written by this process. Create it with ``localtrack.init()``."""
 
     def __init__(self, *, settings: Settings, rid: _naming.RunId, rdir: Path, meta: dict[str, Any],
-                 lock: RunLock, pointer: Path, resumed: bool) -> None:
+                 lock: RunLock, pointer: Path, resumed: bool,
+                 on_close: Callable[[Run], None] = lambda run: None) -> None:
         self.id: str = rid
         self._rid = rid
         self.project: str = settings.project
         self.name: str = meta.get("name") or rid
         self.resumed = resumed
+        self._on_close = on_close  # the session forgets the run (no import of _session here)
         self._settings = settings
         self._rdir = rdir
         self._meta = meta
@@ -428,9 +430,7 @@ class Run:
             self._events.close(sync=False)  # every event was synced, or the sealer will
             self._marks.close()
             self._lock.release()
-            from . import _session
-
-            _session.forget(self)
+            self._on_close(self)
         if sealing:
             _sealer.request(self._rdir, SEAL_MIN_BYTES)  # after the release: the tail is closed now
 
@@ -633,8 +633,10 @@ class Run:
         _sealer.request(self._rdir, SEAL_MIN_BYTES)
 
 
-def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | None) -> Run:
-    """Open or create the run the settings ask for, holding its lock."""
+def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | None,
+          on_close: Callable[[Run], None]) -> Run:
+    """Open or create the run the settings ask for, holding its lock; ``on_close(run)`` is
+    called when finish() has released it."""
     root, project = settings.root, settings.project
     mode, rid = settings.resume, settings.run_id
     pointer = _layout.auto_pointer_path(root, project, os.getcwd())
@@ -669,7 +671,7 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
                 meta = {**meta, **changed}
                 _fsutil.atomic_write(rdir / _store.RUN_JSON, dumps(meta))
         run = Run(settings=settings, rid=rid, rdir=rdir, meta=meta, lock=lock, pointer=pointer,
-                  resumed=outcome is _resume.Outcome.RESUME)
+                  resumed=outcome is _resume.Outcome.RESUME, on_close=on_close)
         if config and run.resumed:
             run.config.update(config)
         run._event("resumed" if run.resumed else "started", host=_locks.hostname())

@@ -112,7 +112,7 @@ def init(project: str | None = None, id: str | None = None, resume: object = Non
     main = threading.current_thread() is threading.main_thread()  # where handlers run
     _starting += main
     try:
-        run = _run.start(settings, fields, config)
+        run = _run.start(settings, fields, config, forget)
         _active.append(run)
     finally:
         _starting -= main
