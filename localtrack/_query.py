@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _durable, _layout, _naming, _remotes, _segments, _settings, _store, _wal
-from ._codec import unflatten
 from ._naming import Ctx
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
@@ -74,10 +73,7 @@ class ApiRun:
     @property
     def summary(self) -> dict[str, Any]:
         """Last logged value of each key, overridden by run.summary values; nested on '/'."""
-        with _store.reading(self._rdir, **self._ctx):
-            last = _segments.summary_last(self._rdir, **self._ctx)
-        explicit = _store.read_tree(self._rdir / _store.SUMMARY_JSON, "summary", **self._ctx)
-        return unflatten({**last, **explicit})
+        return _store.summary(self._rdir, **self._ctx)
 
     @property
     def last_step(self) -> int:

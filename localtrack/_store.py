@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _durable, _fsutil, _layout, _locks, _naming
-from ._codec import decode_tree, dumps, encode_tree, loads
+from . import _durable, _fsutil, _layout, _locks, _naming, _segments
+from ._codec import decode_tree, dumps, encode_tree, loads, unflatten
 from ._naming import Ctx, ProjectName, RunId, run_label
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
@@ -223,6 +223,15 @@ def read_tree(path: StorePath, what: str, **ctx: Unpack[Ctx]) -> dict[str, Any]:
         raise CorruptRunError(f"The {what} file {path} of {run_label(ctx)} holds what no writer stores "
                               f"({exc}); restore it or run `localtrack doctor`.",
                               path=str(path), **ctx) from exc
+
+
+def summary(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """A run's summary: the last logged value of each key, overridden by the values set
+    through run.summary; nested on '/'."""
+    with reading(rdir, **ctx):
+        last = _segments.summary_last(rdir, **ctx)
+    explicit = read_tree(rdir / SUMMARY_JSON, "summary", **ctx)
+    return unflatten({**last, **explicit})
 
 
 def events(rdir: StorePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ the run called mark_preempting().
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import secrets
@@ -30,8 +31,10 @@ import portalocker
 
 from .. import _fsutil, _layout, _locks, _naming, _settings, _store
 from .._codec import decode_tree, dumps, encode_tree, loads
-from ..errors import LockUnavailableError, SweepNotFoundError
+from ..errors import LocaltrackError, LockUnavailableError, SweepNotFoundError
 from . import _search, _spec
+
+log = logging.getLogger("localtrack")
 
 LEASE_SECONDS = 60.0
 _LOCK_TIMEOUT = 60.0
@@ -186,11 +189,14 @@ class SweepStore:
     def metric_of(self, run_id: str) -> float | None:
         if self.spec.metric is None:
             return None
-        from .._query import ApiRun
-
+        rid = _naming.run_id(run_id)
         try:
-            summary = ApiRun(self.root, self.project, _naming.run_id(run_id)).summary
-        except Exception:  # a run that never started has no files
+            summary = _store.summary(_layout.run_dir(self.root, self.project, rid),
+                                     project=self.project, run_id=rid)
+        except FileNotFoundError:  # a run that never started has no files
+            return None
+        except LocaltrackError as exc:  # a damaged run: the search goes on without its metric
+            log.warning("sweep %s: no metric from run %s: %s", self.id, run_id, exc)
             return None
         value: Any = summary
         for part in self.spec.metric["name"].split("/"):
