@@ -149,7 +149,7 @@ class Api:
     """Read runs from a store: ``Api(dir=None)`` uses the same default as init()."""
 
     def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
-        raw = os.fspath(dir) if dir is not None else os.environ.get("LOCALTRACK_DIR")
+        raw = _settings.store_location(dir)
         self.root: StorePath
         if raw is not None and _remotes.is_uri(raw):
             remote = _remotes.open_remote(raw)

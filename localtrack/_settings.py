@@ -73,9 +73,18 @@ def resume_mode(value: object, source: str = "resume") -> str | None:
                      "True (= 'auto'), False or None.")
 
 
+def store_location(dir: str | os.PathLike[str] | None = None) -> str | None:
+    """``dir``, else LOCALTRACK_DIR, as given (a path or a remote URI); None for the default."""
+    return os.fspath(dir) if dir is not None else os.environ.get("LOCALTRACK_DIR") or None
+
+
 def root_dir(dir: str | os.PathLike[str] | None = None) -> Path:
-    value = dir if dir is not None else os.environ.get("LOCALTRACK_DIR") or _layout.DEFAULT_DIR
-    return Path(value).expanduser().absolute()
+    return Path(store_location(dir) or _layout.DEFAULT_DIR).expanduser().absolute()
+
+
+def default_project(project: str | None = None) -> str | None:
+    """``project``, else LOCALTRACK_PROJECT (None when neither is set)."""
+    return project or os.environ.get("LOCALTRACK_PROJECT") or None
 
 
 def resolve(*, project: str | None, run_id: str | None, resume: object,

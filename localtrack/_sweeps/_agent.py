@@ -35,7 +35,7 @@ def parse_sweep_path(value: str, project: str | None) -> tuple[_naming.ProjectNa
     if "/" in value:
         proj, _, sweep_id = value.partition("/")
     else:
-        proj, sweep_id = project or os.environ.get("LOCALTRACK_PROJECT") or "", value
+        proj, sweep_id = _settings.default_project(project) or "", value
     if not proj:
         raise UsageError(f"Sweep {value!r} needs a project: pass 'PROJECT/SWEEP_ID' or project=.")
     return _naming.project_name(proj), str(_naming.run_id(sweep_id))

@@ -48,8 +48,8 @@ def create(config: dict[str, Any], project: str | None = None, dir: str | None =
     """Validate ``config`` and create the sweep; returns its id."""
     spec = _spec.parse(config)
     root = _settings.root_dir(dir)
-    proj = _naming.project_name(project or os.environ.get("LOCALTRACK_PROJECT")
-                                or config.get("project") or _settings.DEFAULT_PROJECT)
+    proj = _naming.project_name(_settings.default_project(project) or config.get("project")
+                                or _settings.DEFAULT_PROJECT)
     sweep_id = _naming.new_run_id()
     sdir = sweep_dir(root, proj, sweep_id)
     where = f"sweep {sweep_id!r}"
