@@ -2,10 +2,14 @@
 
 ``localtrack.run``, ``localtrack.config`` and ``localtrack.summary`` follow the
 active run (None before init()).
+
+Only the first argument of init(), sweep(), agent() and sync() is positional: W&B's
+``init("team", "proj")`` (entity, project) would otherwise silently make "proj" the run id.
 """
 
 from __future__ import annotations
 
+import os as _os
 from typing import Any as _Any
 
 from ._query import Api, ApiRun
@@ -50,23 +54,25 @@ def finish(exit_code: int = 0) -> None:
         run.finish(exit_code=exit_code)
 
 
-def sweep(config: dict[str, _Any], project: str | None = None, dir: str | None = None) -> str:
+def sweep(config: dict[str, _Any], *, project: str | None = None,
+          dir: str | _os.PathLike[str] | None = None) -> str:
     """Create a sweep from a W&B-style config; returns its id (see docs/sweeps.md)."""
     from ._sweeps import _queue
 
     return _queue.create(config, project=project, dir=dir)
 
 
-def agent(sweep_id: str, function: _Any = None, count: int | None = None,
-          project: str | None = None, dir: str | None = None) -> int:
+def agent(sweep_id: str, *, function: _Any = None, count: int | None = None,
+          project: str | None = None, dir: str | _os.PathLike[str] | None = None) -> int:
     """Run jobs of a sweep (``function`` in this process, else the sweep's program)."""
     from ._sweeps import _agent
 
     return _agent.agent(sweep_id, function=function, count=count, project=project, dir=dir)
 
 
-def sync(to: str, dir: str | None = None, runs: list[str] | str | None = None, *, watch: bool = False,
-         poll: float | None = None, clean: bool = False) -> _Any:
+def sync(to: str | _os.PathLike[str], *, dir: str | _os.PathLike[str] | None = None,
+         runs: list[str] | str | None = None, watch: bool = False, poll: float | None = None,
+         clean: bool = False) -> _Any:
     """Upload runs of the store ``dir`` to ``to`` (a directory, or an s3://, gs:// or hdfs:// URI).
 
     Incremental and safe to interrupt: only what is new goes up. ``runs`` limits it to
@@ -75,7 +81,7 @@ def sync(to: str, dir: str | None = None, runs: list[str] | str | None = None, *
     """
     from ._sync import sync as _sync
 
-    return _sync(to, dir, runs, watch=watch, poll=poll, clean=clean)
+    return _sync(to, dir=dir, runs=runs, watch=watch, poll=poll, clean=clean)
 
 
 def __getattr__(name: str) -> _Any:

@@ -79,12 +79,16 @@ class DisabledRun:
         self.finish(0 if exc[0] is None else 1)
 
 
-def init(project: str | None = None, id: str | None = None, resume: object = None,
+def init(project: str | None = None, *, id: str | None = None, resume: _settings.Resume = None,
          name: str | None = None, config: dict[str, Any] | None = None,
          tags: list[str] | None = None, group: str | None = None, job_type: str | None = None,
-         notes: str | None = None, dir: str | None = None, mode: str | None = None,
-         fsync: str | None = None) -> Any:
-    """Start a new run or resume one, W&B style; see the README for the resume modes."""
+         notes: str | None = None, dir: str | os.PathLike[str] | None = None,
+         mode: _settings.Mode | None = None, fsync: _settings.FsyncPolicy | None = None) -> Any:
+    """Start a new run or resume one, W&B style; see the README for the resume modes.
+
+    Only ``project`` is positional: W&B's ``init("team", "proj")`` (entity, project) would
+    otherwise mean project="team", id="proj" here.
+    """
     sweep = _settings.sweep_context()
     if sweep is not None:  # under an agent the job's id, project, store and resume mode win
         given = {"project": project, "id": id, "resume": resume, "dir": dir}

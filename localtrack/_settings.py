@@ -9,16 +9,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeAlias, get_args
 
 import orjson
 
 from . import _layout, _naming
 from .errors import UsageError
 
-RESUME_MODES = ("must", "allow", "never", "auto")
-MODES = ("offline", "disabled")
-FSYNC_POLICIES = ("periodic", "always", "never")
+# The values init() documents, spelled out for users' type checkers. The checks below stay the
+# rule at runtime: they also take any case, and "true"/"yes"/"1" for resume, as env vars give.
+Mode: TypeAlias = Literal["offline", "disabled", "online"]
+FsyncPolicy: TypeAlias = Literal["periodic", "always", "never"]
+ResumeMode: TypeAlias = Literal["must", "allow", "never", "auto"]
+Resume: TypeAlias = ResumeMode | bool | None
+
+RESUME_MODES: tuple[str, ...] = get_args(ResumeMode)
+MODES = ("offline", "disabled")  # "online" is read as "offline"
+FSYNC_POLICIES: tuple[str, ...] = get_args(FsyncPolicy)
 DEFAULT_PROJECT = "uncategorized"
 _TRUE = ("true", "1", "yes", "auto")
 _FALSE = ("false", "0", "no", "", "none")

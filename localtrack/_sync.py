@@ -807,8 +807,8 @@ def open_syncer(to: str | os.PathLike[str], dir: str | os.PathLike[str] | None =
     return Syncer(root, remote, targets, **kw)
 
 
-def sync(to: str | os.PathLike[str], dir: str | os.PathLike[str] | None = None,
-         runs: Iterable[str] | str | None = None, *, watch: bool = False, poll: float | None = None,
+def sync(to: str | os.PathLike[str], *, dir: str | os.PathLike[str] | None = None,
+         runs: Iterable[str] | str | None = None, watch: bool = False, poll: float | None = None,
          clean: bool = False, retries: int = 4, progress: Progress | None = None,
          stop: threading.Event | None = None) -> SyncReport:
     """Upload what is pending (or keep uploading, with ``watch``); see localtrack.sync."""

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import shutil
 import subprocess
 import sys
+import typing
+from pathlib import Path
+
+import pytest
 
 import localtrack
 import localtrack.errors as errors
+from localtrack import _settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_all_is_sorted_and_exact():
@@ -79,3 +88,47 @@ def test_disabled_mode_writes_nothing(store, monkeypatch):
     assert run.step == 1 and run.config.b == 2
     run.finish()
     assert not store.exists()
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(lambda: localtrack.init("team", "proj"), id="init-entity-project"),
+    pytest.param(lambda: localtrack.sweep({"method": "grid"}, "team", "proj"), id="sweep-project-dir"),
+    pytest.param(lambda: localtrack.agent("p/abc", lambda: None), id="agent-function"),
+    pytest.param(lambda: localtrack.sync("remote", "store"), id="sync-dir"),
+])
+def test_only_the_first_argument_is_positional(call):
+    # Ported W&B code passes (entity, project): a silent rebinding would be worse than an error.
+    with pytest.raises(TypeError, match="positional"):
+        call()
+    assert not Path("localtrack-runs").exists()
+
+
+def test_init_signature_offers_the_literal_values():
+    hints = typing.get_type_hints(localtrack.init)
+    assert hints["mode"] == _settings.Mode | None
+    assert hints["fsync"] == _settings.FsyncPolicy | None
+    assert hints["resume"] == _settings.Resume
+    assert set(typing.get_args(_settings.Mode)) == {*_settings.MODES, "online"}
+
+
+def test_py_typed_is_in_the_package_and_its_package_data():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    assert (ROOT / "localtrack" / "py.typed").is_file()
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "py.typed" in data["tool"]["setuptools"]["package-data"]["localtrack"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("setuptools") is None, reason="needs setuptools")
+def test_py_typed_ships_in_the_built_package(tmp_path):
+    # setuptools' build_py picks the files a wheel holds: without the package-data entry
+    # py.typed stays behind, and users' type checkers ignore our annotations.
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", src)
+    shutil.copy(ROOT / "README.md", src)
+    shutil.copytree(ROOT / "localtrack", src / "localtrack",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-W", "ignore", "-c", "from setuptools import setup; setup()",
+                    "-q", "build_py", "--build-lib", str(tmp_path / "lib")],
+                   cwd=src, capture_output=True, check=True)
+    assert (tmp_path / "lib" / "localtrack" / "py.typed").is_file()

@@ -135,8 +135,8 @@ class _ProgramRunner:
         return code
 
 
-def agent(sweep_id: str, function: Callable[[], Any] | None = None, count: int | None = None,
-          project: str | None = None, dir: str | None = None) -> int:
+def agent(sweep_id: str, *, function: Callable[[], Any] | None = None, count: int | None = None,
+          project: str | None = None, dir: str | os.PathLike[str] | None = None) -> int:
     """Run jobs of a sweep until it is done or ``count`` jobs ran; returns how many ran."""
     proj, sid = parse_sweep_path(sweep_id, project)
     store = SweepStore(_settings.root_dir(dir), proj, sid)

@@ -44,7 +44,8 @@ def sweep_dir(root: Path, project: _naming.ProjectName, sweep_id: str) -> Path:
     return root / project / "sweeps" / sweep_id
 
 
-def create(config: dict[str, Any], project: str | None = None, dir: str | None = None) -> str:
+def create(config: dict[str, Any], *, project: str | None = None,
+           dir: str | os.PathLike[str] | None = None) -> str:
     """Validate ``config`` and create the sweep; returns its id."""
     spec = _spec.parse(config)
     root = _settings.root_dir(dir)
