@@ -58,10 +58,12 @@ print("finished", flush=True)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP)
 
 
-def _events_of(store, pid: int) -> list[dict]:
+def _events_of(store, pid: int, since: float) -> list[dict]:
+    """The events this trial's process wrote (pids wrap around in a long soak)."""
     from localtrack import _store
 
-    return [e for e in _store.events(store / "p" / "runs" / "t") if e.get("pid") == pid]
+    return [e for e in _store.events(store / "p" / "runs" / "t")
+            if e.get("pid") == pid and e.get("time", 0) >= since]
 
 
 def test_signal_loop(store):
@@ -71,6 +73,7 @@ def test_signal_loop(store):
     for k in range(trials):
         signum = SIGNALS[k % len(SIGNALS)]
         style = ("explicit", "plain", "partial")[k % 3]
+        since = time.time()
         proc = script(WRITER, str(store), str(k), style)
         assert proc.stdout.readline() == b"init\n"
         if rng.random() < 0.15:
@@ -97,7 +100,7 @@ def test_signal_loop(store):
         if acked:
             assert acked[-1] < len(steps), f"trial {k}: acknowledged step {acked[-1]} lost"
         on_disk = len(steps)
-        events = _events_of(store, proc.pid)
+        events = _events_of(store, proc.pid, since)
         ends = [e["event"] for e in events if e["event"] in ("finished", "preempted")]
         if events:  # the run was opened by this process: it ends preempted (or finished first)
             assert ends, f"trial {k} ({style}, {signum.name}): no end recorded: {events}"
