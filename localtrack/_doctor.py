@@ -121,8 +121,8 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
                    "synced)", True)
             torn.append((path, good_end))
             hole = path.name != _store.EVENTS
-        elif (durable != _durable.ALL and path.name != _store.EVENTS and path != last_log
-              and not _wal.ends_closed(data, good_end)):
+        elif path.name != _store.EVENTS and _durable.lost_end(data, good_end, durable,
+                                                               path == last_log):
             report(path, "a closed log file lost its end to a power cut (its last pages were "
                    "never synced)", True)
             hole = True

@@ -129,6 +129,13 @@ class Writer:
                 self._fd = -1
 
 
+def lost_end(data: bytes, end: int, durable: int, last: bool) -> bool:
+    """Whether a log whose good bytes are ``data[:end]`` lost its end to a power cut: it is
+    not the last log, the watermark does not cover it in full, and it does not end with the
+    closing line every rotation writes (see _wal.ends_closed)."""
+    return not last and durable != ALL and not _wal.ends_closed(data, end)
+
+
 def repair(rdir: Path, seqs: list[int], *, warn: bool = True, **ctx: Unpack[Ctx]) -> list[int]:
     """Cut a crash's damage off the unsealed logs ``seqs`` (ascending); the logs that remain.
 
@@ -152,7 +159,7 @@ def repair(rdir: Path, seqs: list[int], *, warn: bool = True, **ctx: Unpack[Ctx]
             fh.seek(start)
             data = fh.read(end - start)
         checked = _wal.validate(data, anchored=start > 0)
-        if checked.bad_at is None and (i == len(seqs) - 1 or _wal.ends_closed(data, checked.end)):
+        if checked.bad_at is None and not lost_end(data, checked.end, durable, i == len(seqs) - 1):
             continue
         _wal.cut_torn_tail(path, start + checked.end, warn=warn, **ctx)
         for later in seqs[i + 1:]:

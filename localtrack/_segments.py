@@ -355,8 +355,8 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[lis
             durable = _durable.durable_offset(mark, seq)
             checked = _wal.check(data, str(wal_log(rdir, seq)), durable=durable, **ctx)
             logs.append((checked.bodies, data[:checked.end]))
-            if checked.bad_at is not None or (durable != _durable.ALL and seq != seqs[-1]
-                                              and not _wal.ends_closed(data, checked.end)):
+            if checked.bad_at is not None or _durable.lost_end(data, checked.end, durable,
+                                                               seq == seqs[-1]):
                 break
         return manifest, logs
     raise CorruptRunError(f"Could not get a consistent view of {rdir}: a log file that the "
