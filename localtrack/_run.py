@@ -1,4 +1,4 @@
-"""Run: the writer of one run, and ``start()``, which opens or creates it.
+"""Run: the writer of one run (opened by ``_start.start()``).
 
 A Run is RUNNING until finish() (FINISHED); every public method checks the
 state. A preemption signal is recorded on the side: the run ends "preempted".
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import _durable, _fsutil, _layout, _locks, _naming, _resume, _sealer, _segments, _store, _wal
+from . import _durable, _fsutil, _layout, _naming, _sealer, _segments, _store, _wal
 from ._codec import LINE_OPTS, dumps, encode_fast, encode_row, encode_tree, plain_json, untag
 from ._config import Config, Summary
 from ._locks import RunLock
@@ -631,53 +631,3 @@ class Run:
         if self._settings.fsync != "never":
             _fsutil.fsync_dir(self._rdir / "wal")
         _sealer.request(self._rdir, SEAL_MIN_BYTES)
-
-
-def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | None,
-          on_close: Callable[[Run], None]) -> Run:
-    """Open or create the run the settings ask for, holding its lock; ``on_close(run)`` is
-    called when finish() has released it."""
-    root, project = settings.root, settings.project
-    mode, rid = settings.resume, settings.run_id
-    pointer = _layout.auto_pointer_path(root, project, os.getcwd())
-    if mode == "auto" and rid is None:
-        rid = _store.read_pointer(pointer)
-    _resume.check_mode(mode, rid is not None)
-    rid = rid or _naming.new_run_id()
-    ctx = {"project": project, "run_id": rid}
-    if (root / _layout.REMOTE_ID).exists():  # refused before the lock file is created there
-        raise UsageError(f"{root} is a store written by `localtrack sync`; synced stores are "
-                         "read-only. Resume the original run, or read this one with "
-                         "localtrack.Api.", **ctx)
-    if mode == "must":  # a typo'd id must leave nothing behind, not even a lock file
-        _resume.decide(mode, _layout.run_dir(root, project, rid).exists(), **ctx)
-    lock = RunLock(_layout.lock_path(root, project, rid), **ctx)
-    lock.acquire()
-    try:
-        rdir = _layout.run_dir(root, project, rid)
-        outcome = _resume.decide(mode, rdir.exists(), project=project, run_id=rid)
-        where = f"run {rid!r} in project {project!r}"
-        if outcome is _resume.Outcome.CREATE:
-            encode_tree(config or {}, where)  # validate before anything is written
-            _store.sweep_dead_creations(root, project)
-            meta = _store.new_meta(project, rid, {k: v for k, v in fields.items() if v is not None})
-            rdir = _store.create_run_dir(root, project, rid, meta, config or {})
-        else:
-            meta = _store.read_meta(rdir, **ctx)
-            changed = {k: v for k, v in fields.items() if v is not None and meta.get(k) != v}
-            if meta.get("format", 1) < _layout.FORMAT_VERSION:  # this writer's lines are newer
-                changed["format"] = _layout.FORMAT_VERSION
-            if changed:
-                meta = {**meta, **changed}
-                _fsutil.atomic_write(rdir / _store.RUN_JSON, dumps(meta))
-        run = Run(settings=settings, rid=rid, rdir=rdir, meta=meta, lock=lock, pointer=pointer,
-                  resumed=outcome is _resume.Outcome.RESUME, on_close=on_close)
-        if config and run.resumed:
-            run.config.update(config)
-        run._event("resumed" if run.resumed else "started", host=_locks.hostname())
-        with _fsutil.storage_errors("write the auto-resume pointer", pointer, **ctx):
-            _store.write_pointer(pointer, rid)
-    except BaseException:
-        lock.release()
-        raise
-    return run

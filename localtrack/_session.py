@@ -31,7 +31,7 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any, NoReturn
 
-from . import _run, _settings
+from . import _run, _settings, _start
 from ._config import Config, Summary
 from ._naming import new_run_id
 
@@ -116,7 +116,7 @@ def init(project: str | None = None, *, id: str | None = None, resume: _settings
     main = threading.current_thread() is threading.main_thread()  # where handlers run
     _starting += main
     try:
-        run = _run.start(settings, fields, config, forget)
+        run = _start.start(settings, fields, config, forget)
         _active.append(run)
     finally:
         _starting -= main
