@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _durable, _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
+from . import _durable, _frames, _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
 from .errors import LocaltrackError, RunNotFoundError, UsageError
 
 _SEALER_WAIT = 60.0
@@ -114,7 +114,7 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
         except LocaltrackError as exc:
             report(path, str(exc), False)
             continue
-        junk = _wal.data_end(data) - good_end  # NUL padding of a mapped log is no damage
+        junk = _frames.data_end(data) - good_end  # NUL padding of a mapped log is no damage
         if junk:
             report(path, f"torn tail of {junk} bytes at byte {good_end} (a writer "
                    "died mid-append, or power was lost before an fsync; those bytes were never "

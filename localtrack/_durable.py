@@ -30,7 +30,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import _fsutil, _layout, _wal
+from . import _frames, _fsutil, _layout, _wal
 from ._codec import loads
 from ._naming import Ctx
 
@@ -132,8 +132,8 @@ class Writer:
 def lost_end(data: bytes, end: int, durable: int, last: bool) -> bool:
     """Whether a log whose good bytes are ``data[:end]`` lost its end to a power cut: it is
     not the last log, the watermark does not cover it in full, and it does not end with the
-    closing line every rotation writes (see _wal.ends_closed)."""
-    return not last and durable != ALL and not _wal.ends_closed(data, end)
+    closing line every rotation writes (see _frames.ends_closed)."""
+    return not last and durable != ALL and not _frames.ends_closed(data, end)
 
 
 def repair(rdir: Path, seqs: list[int], *, warn: bool = True, **ctx: Unpack[Ctx]) -> list[int]:
@@ -158,7 +158,7 @@ def repair(rdir: Path, seqs: list[int], *, warn: bool = True, **ctx: Unpack[Ctx]
         with open(path, "rb") as fh:
             fh.seek(start)
             data = fh.read(end - start)
-        checked = _wal.validate(data, anchored=start > 0)
+        checked = _frames.validate(data, anchored=start > 0)
         if checked.bad_at is None and not lost_end(data, checked.end, durable, i == len(seqs) - 1):
             continue
         _wal.cut_torn_tail(path, start + checked.end, warn=warn, **ctx)

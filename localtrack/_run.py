@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import _durable, _fsutil, _layout, _naming, _sealer, _segments, _store, _wal
+from . import _durable, _frames, _fsutil, _layout, _logfile, _naming, _sealer, _segments, _store, _wal
 from ._codec import LINE_OPTS, dumps, encode_fast, encode_row, encode_tree, plain_json, untag
 from ._config import Config, Summary
 from ._locks import RunLock
@@ -106,7 +106,7 @@ class Run:
         self._deferred: list[Callable[[], Any]] = []  # calls a signal handler made meanwhile
         self._signalled: str | None = None  # a signal came (perhaps still deferred): not finished
 
-        self._mapped = _wal.mappable(rdir / "wal")  # decided once: /proc/mounts is long
+        self._mapped = _logfile.mappable(rdir / "wal")  # decided once: /proc/mounts is long
         try:
             with _sealer.hold(rdir):  # no sealer removes a log while we read and repair it
                 manifest = _segments.load_manifest(rdir, **self._ctx)
@@ -130,7 +130,7 @@ class Run:
         _wal.refuse_link(events, **self._ctx)
         if events.exists():  # a writer killed mid-event leaves a torn tail: cut it before appending
             _wal.cut_torn_tail(events, _wal.last_record(events, **self._ctx).end, **self._ctx)
-        self._events = _wal.Appender(events)
+        self._events = _logfile.Appender(events)
         self._put: Callable[[bytes], Any] = self._wal.put
         self._stamp_due = 0.0  # the monotonic time after which log() frames its row
         self._flusher: threading.Thread | None = None
@@ -153,7 +153,7 @@ class Run:
     def _attach_log(self, manifest: dict[str, Any]) -> int:
         """Open the newest log file for appending, its torn tail cut; the last step on disk."""
         self._seq, last_step, frame_at = self._open_log(manifest)
-        self._wal = _wal.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES,
+        self._wal = _logfile.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES,
                                   self._mapped, frame_at)
         return last_step
 
@@ -296,11 +296,11 @@ class Run:
         """Append a framed line; rotate first if the log file is big enough (never inside a step)."""
         try:
             try:
-                _wal.put_framed(self._wal, body)
+                _logfile.put_framed(self._wal, body)
             except ValueError:  # the mapped window or the file is full
                 if self._rotation_due():
                     self._rotate()
-                _wal.append_framed(self._wal, body)
+                _logfile.append_framed(self._wal, body)
                 self._put = self._put_and_sync if self._settings.fsync == "always" else self._wal.put
             if self._settings.fsync == "always":
                 self._wal.sync()
@@ -444,7 +444,7 @@ class Run:
         to its last byte. Failing to (a full disk) costs only that: the rows are written."""
         try:
             if self._wal.offset > 0 or rotating:  # (an empty newest log stays empty)
-                _wal.close_frame(self._wal)
+                _logfile.close_frame(self._wal)
                 if self._settings.fsync == "always":
                     self._wal.sync()
         except OSError:
@@ -560,7 +560,7 @@ class Run:
         record = {"event": name, "time": time.time(), "step": self.step, "pid": os.getpid(),
                   **fields}
         try:
-            self._events.append(_wal.frame(record))
+            self._events.append(_frames.frame(record))
             if sync:
                 self._events.sync()
         except OSError as exc:
@@ -603,7 +603,7 @@ class Run:
                         fh.seek(offset)
                         checked = _wal.check(fh.read(), path, anchored=offset > 0,
                                              **self._ctx)
-                    last.update(_segments.last_values(_wal.records(checked.bodies)))
+                    last.update(_segments.last_values(_frames.records(checked.bodies)))
                     # Next time from the last frame: a checksum range starts there (the plain
                     # rows after it are read again; last values do not change for that).
                     seq, offset = s, offset + checked.frame_end
@@ -626,7 +626,7 @@ class Run:
         if self._settings.fsync == "periodic":
             self._closed_unsynced.append(self._wal.path)
         self._seq += 1
-        self._wal = _wal.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES,
+        self._wal = _logfile.open_log(_layout.wal_path(self._rdir, self._seq), ROTATE_BYTES,
                                   self._mapped)
         if self._settings.fsync != "never":
             _fsutil.fsync_dir(self._rdir / "wal")

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _durable, _fsutil, _layout, _wal
+from . import _durable, _frames, _fsutil, _layout, _wal
 from ._codec import dumps, encode_tree, loads, untag
 from ._naming import Ctx, log_seq, run_label, segment_seq
 from ._remotes import _chunks
@@ -154,7 +154,7 @@ def last_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return last
 
 
-_END_LINE = re.compile(rb'(?m)^' + re.escape(_wal.END_BODY) + rb',"_crc":\d+\}\n')
+_END_LINE = re.compile(rb'(?m)^' + re.escape(_frames.END_BODY) + rb',"_crc":\d+\}\n')
 _TAG_LITERALS = ((b'{"$f":"NaN"}', b"NaN"), (b'{"$f":"Infinity"}', b"Infinity"),
                  (b'{"$f":"-Infinity"}', b"-Infinity"))
 
@@ -172,7 +172,7 @@ def log_table(data: bytes) -> pa.Table | None:
     import pyarrow.compute as pc
     import pyarrow.json as pj
 
-    if _wal.END_BODY in data:  # the lines that close a log's last frame are not rows
+    if _frames.END_BODY in data:  # the lines that close a log's last frame are not rows
         data = _END_LINE.sub(b"", data)
     for tag, literal in _TAG_LITERALS:
         if tag in data:
@@ -240,7 +240,7 @@ def _log_to_table(path: Path, **ctx: Unpack[Ctx]) -> pa.Table | None:
         return None
     table = log_table(data[:checked.end])
     if table is None:
-        table = rows_to_table(merge_steps(_wal.records(checked.bodies)))
+        table = rows_to_table(merge_steps(_frames.records(checked.bodies)))
     return table
 
 
@@ -369,7 +369,7 @@ def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     manifest, logs = _snapshot(rdir, ctx)
     last = dict(manifest["last"])
     for bodies, _ in logs:
-        last.update(last_values(_wal.records(bodies)))
+        last.update(last_values(_frames.records(bodies)))
     return {k: untag(v) for k, v in last.items()}
 
 
@@ -399,7 +399,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[C
             continue
         table = log_table(data)  # pyarrow's C++ reader; Python rows only for mixed kinds
         if table is None:
-            table = rows_to_table(merge_steps(_wal.records(bodies)))
+            table = rows_to_table(merge_steps(_frames.records(bodies)))
         if wanted is not None:
             table = table.select([c for c in wanted if c in table.column_names])
         tables.append(table)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import portalocker
 
-from . import _fsutil, _layout, _locks, _naming, _sealer, _segments, _settings, _store, _wal
+from . import _frames, _fsutil, _layout, _locks, _naming, _sealer, _segments, _settings, _store, _wal
 from ._codec import dumps, loads
 from ._naming import Ctx, ProjectName, RunId
 from ._remotes import Remote, open_remote, remote_key
@@ -376,7 +376,7 @@ class _RunSync:
             self._rewritten(name, sent)
             entry, sent, t, frame, lo, k = {"sent": 0, "chunks": [], "tail": 0}, 0, 0, 0, 0, 0
             data = _read_range(local, self.rdir, 0, **self.ctx)
-        checked = _wal.validate(data[frame - lo:], anchored=frame > 0)
+        checked = _frames.validate(data[frame - lo:], anchored=frame > 0)
         frame_end = frame + checked.frame_end
         damaged = checked.corrupt or (closed and checked.bad_at is not None)
         # whole records not sent yet; of a damaged log only what its checksums vouch for
@@ -467,7 +467,7 @@ class _RunSync:
                 if s > manifest["sealed_through"]] + [_store.EVENTS]
         for name in logs:
             try:
-                size = _wal.data_end(read_log(self.rdir / name, self.rdir, **self.ctx))
+                size = _frames.data_end(read_log(self.rdir / name, self.rdir, **self.ctx))
             except FileNotFoundError:
                 size = 0
             if chain_end(self.s.call(self.remote.list, f"{self.prefix}/{name}")) < size:

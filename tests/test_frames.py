@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import localtrack
-from localtrack import _wal
+from localtrack import _frames, _wal
 from localtrack.errors import CorruptRunError
 
 from .helpers import script, steps_of
@@ -68,8 +68,8 @@ def test_plain_rows_get_the_next_step_and_the_last_framed_time(store):
     assert None not in times and times == sorted(times)
     assert run.summary["x"] == 1999.0
     run.finish()
-    assert _lines(_log_file(store))[-1].startswith(_wal.END_BODY + b',"_crc":')
-    checked = _wal.validate(_log_file(store).read_bytes())
+    assert _lines(_log_file(store))[-1].startswith(_frames.END_BODY + b',"_crc":')
+    checked = _frames.validate(_log_file(store).read_bytes())
     assert checked.bad_at is None and checked.frame_end == checked.end  # checksummed to the end
     assert steps_of(store, "p/r") == list(range(2000))
 
@@ -132,7 +132,7 @@ def test_a_whole_framed_line_that_fails_its_checksum_is_damage(store):
 def test_a_killed_writers_unframed_rows_are_framed_by_the_next_writer(store):
     _killed_after(store, 3000)
     log = _log_file(store)
-    before = _wal.validate(log.read_bytes())
+    before = _frames.validate(log.read_bytes())
     assert before.bad_at is None and before.end > before.frame_end  # rows after the last frame
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # padding alone is no torn tail
@@ -140,12 +140,12 @@ def test_a_killed_writers_unframed_rows_are_framed_by_the_next_writer(store):
     assert run.step == 3000
     time.sleep(0.002)
     run.log({"x": 3000})  # framed: its checksum covers the killed writer's plain rows too
-    after = _wal.validate(log.read_bytes())
+    after = _frames.validate(log.read_bytes())
     assert after.bad_at is None and after.frame_end == after.end
     data = bytearray(log.read_bytes())
     data[before.end - 3] ^= 0x01  # a digit of the killed writer's last row: now checksummed
     log.write_bytes(bytes(data))
-    assert _wal.validate(bytes(data)).corrupt
+    assert _frames.validate(bytes(data)).corrupt
     data[before.end - 3] ^= 0x01
     log.write_bytes(bytes(data))
     run.finish()
@@ -159,7 +159,7 @@ def test_a_format_2_log_is_read_and_resumed(store):
     meta = json.loads((rdir / "run.json").read_text())
     (rdir / "run.json").write_text(json.dumps({**meta, "format": 2}))
     log = rdir / "wal" / "00000000.jsonl"  # every line framed alone, as version 2 wrote them
-    log.write_bytes(b"".join(_wal.frame({"x": float(i), "_step": i, "_timestamp": 1.0 + i})
+    log.write_bytes(b"".join(_frames.frame({"x": float(i), "_step": i, "_timestamp": 1.0 + i})
                              for i in range(3)))
     assert steps_of(store, "p/r") == [0, 1, 2]
     again = localtrack.init(project="p", id="r", resume="must", dir=store)
@@ -169,7 +169,7 @@ def test_a_format_2_log_is_read_and_resumed(store):
     again.finish()
     assert json.loads((rdir / "run.json").read_text())["format"] == 3
     assert steps_of(store, "p/r") == list(range(50))
-    assert _wal.validate(log.read_bytes()).bad_at is None
+    assert _frames.validate(log.read_bytes()).bad_at is None
 
 
 def test_rows_with_no_framed_row_before_them_are_a_clear_error(store):

@@ -26,19 +26,19 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack import _doctor, _durable, _sealer, _wal
+from localtrack import _doctor, _durable, _frames, _sealer, _wal
 
 from .helpers import script, settle, wait_for
 
 WRITER = """
 import os, sys, random, threading, localtrack
-from localtrack import _run, _sealer, _wal
+from localtrack import _frames, _logfile, _run, _sealer, _wal
 store, snaps, seed, rotate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 _run.SEAL_MIN_BYTES = 1 << 40
 _sealer.request = lambda *a, **k: None   # no sealing: every durable step stays in the logs
 if rotate:
     _run.ROTATE_BYTES = 100_000
-    _wal._WINDOW = 32768
+    _logfile._WINDOW = 32768
 real_fsync, lock, count = os.fsync, threading.Lock(), [0]
 
 def fsync(fd):
@@ -100,8 +100,8 @@ def _synced_steps(wal_dir: Path, old: dict[str, bytes]) -> int:
     """How many steps the snapshots hold: every one must survive any crash image."""
     records: list[dict] = []
     for path in sorted(wal_dir.glob("*.jsonl")):
-        checked = _wal.validate(old.get(path.name, b""))
-        records += _wal.records(checked.bodies)
+        checked = _frames.validate(old.get(path.name, b""))
+        records += _frames.records(checked.bodies)
         if checked.bad_at is not None:
             break
     steps = {r["_step"] for r in records if "_step" in r}

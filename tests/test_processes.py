@@ -294,9 +294,9 @@ def _traced_fsyncs(store, tmp_path, code: str) -> tuple[str, list[tuple[str, str
 
 ROTATING_WRITER = """
 import sys, localtrack
-from localtrack import _run, _wal
+from localtrack import _logfile, _run, _wal
 _run.ROTATE_BYTES = 2000   # rotate every few records: rotation must keep to the policy too
-_wal._WINDOW = 4096
+_logfile._WINDOW = 4096
 run = localtrack.init(project="p", id="f", dir=sys.argv[1], fsync={policy!r})
 for i in range(600):
     run.log({{"x": i, "pad": "x" * 40}})  # ~60 bytes a row: a window fills every ~70 rows

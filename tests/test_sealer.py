@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack import _doctor, _fsutil, _run, _sealer, _wal
+from localtrack import _doctor, _fsutil, _logfile, _run, _sealer, _wal
 
 from .helpers import run_script, script, steps_of, wait_for
 
 ROTATING_WRITER = """
 import json, sys, localtrack
-from localtrack import _run, _wal
+from localtrack import _logfile, _run, _wal
 _run.ROTATE_BYTES = 50_000    # rotate often: the check runs when a mapped window fills,
-_wal._WINDOW = 8 * 4096       # so make those small too
+_logfile._WINDOW = 8 * 4096       # so make those small too
 _run.SEAL_MIN_BYTES = 0       # and have the finished tail sealed
 run = localtrack.init(project="p", id="r", dir=sys.argv[1])
 for i in range(5000):
@@ -156,7 +156,7 @@ def test_doctor_waits_for_a_sealer_at_work(store):
 def test_history_is_written_with_write_where_mapping_is_unsafe(store, monkeypatch):
     monkeypatch.setattr(_fsutil, "mount_type", lambda path: "nfs4")
     run = localtrack.init(project="p", id="r", dir=store)
-    assert isinstance(run._wal, _wal.Appender)
+    assert isinstance(run._wal, _logfile.Appender)
     for i in range(100):
         run.log({"x": i})
     wal = next((_rdir(store) / "wal").glob("*.jsonl"))
@@ -261,7 +261,7 @@ def test_readers_see_every_step_while_a_sealer_works_through_a_backlog(store, mo
     manifest before the listing missed the last logs once the sealer deleted them; with a
     backlog, each read lost its first log to the sealer and gave up after 50 tries.)"""
     monkeypatch.setattr(_run, "ROTATE_BYTES", 4_000)
-    monkeypatch.setattr(_wal, "_WINDOW", 4096)
+    monkeypatch.setattr(_logfile, "_WINDOW", 4096)
     monkeypatch.setattr(_sealer, "request", lambda *a, **k: None)  # a backlog builds up
     run = localtrack.init(project="p", id="b", dir=store)
     for i in range(3000):

@@ -24,9 +24,9 @@ from .helpers import run_script, script
 
 WRITER = """
 import random, sys, localtrack
-from localtrack import _run, _wal
+from localtrack import _logfile, _run
 _run.ROTATE_BYTES = 20_000          # rotate often, so signals land inside rotation
-_wal._WINDOW = 8192                 # (rotation is considered when a mapped window fills)
+_logfile._WINDOW = 8192                 # (rotation is considered when a mapped window fills)
 _run.SEAL_MIN_BYTES = 2_000
 rng = random.Random(int(sys.argv[2]))
 style = sys.argv[3]
@@ -118,9 +118,9 @@ def test_signal_loop(store):
 
 HANDLER = """
 import signal, sys, localtrack
-from localtrack import _run, _wal
+from localtrack import _logfile, _run
 _run.ROTATE_BYTES = 20_000
-_wal._WINDOW = 8192
+_logfile._WINDOW = 8192
 run = localtrack.init(project="p", id="h", resume="allow", dir=sys.argv[1])
 chain = sys.argv[2] == "chain"
 ours = signal.getsignal(signal.SIGTERM)

@@ -10,14 +10,14 @@ import warnings
 import pytest
 
 import localtrack
-from localtrack import _run, _wal
+from localtrack import _logfile, _run
 
 
 @pytest.fixture
 def small_logs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rotate every few KiB, so that threads race through rotation too."""
     monkeypatch.setattr(_run, "ROTATE_BYTES", 20_000)
-    monkeypatch.setattr(_wal, "_WINDOW", 8192)
+    monkeypatch.setattr(_logfile, "_WINDOW", 8192)
 
 
 def _race(threads: int, body) -> list[BaseException]:

@@ -26,9 +26,9 @@ from .helpers import script
 
 WRITER = """
 import random, sys, localtrack
-from localtrack import _run, _wal
+from localtrack import _logfile, _run
 _run.ROTATE_BYTES = 20_000          # seal often, so kills land inside sealing
-_wal._WINDOW = 8192                 # (rotation is considered when a mapped window fills)
+_logfile._WINDOW = 8192                 # (rotation is considered when a mapped window fills)
 _run.SEAL_MIN_BYTES = 2_000         # and finish() seals too
 rng = random.Random(int(sys.argv[2]))
 run = localtrack.init(project="p", id="t", resume="allow", dir=sys.argv[1])

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _wal
+from .. import _frames, _wal
 from .._naming import Ctx, chunk_offset
 from ._base import Entry, RemotePath
 from ._dir import open_file, read_file
@@ -96,4 +96,4 @@ def read_records(path: Path | RemotePath, **ctx: Unpack[Ctx]) -> list[dict[str, 
             return _wal.scan(path, **ctx)[0]
         except IsADirectoryError:
             pass
-    return _wal.records(_wal.check(read_log(path, **ctx), str(path), **ctx).bodies)
+    return _frames.records(_wal.check(read_log(path, **ctx), str(path), **ctx).bodies)
