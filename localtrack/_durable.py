@@ -11,7 +11,7 @@ nothing is known to be durable. No file at all (a run older than the watermark):
 counts as durable, so damage anywhere is corruption, as it was for those runs.
 
 Who writes it, and why it is never ahead of the truth: the writer's flusher, after the fsync of
-the logs it describes returned (Run._flush_periodically, Run.finish). A torn or lost update of
+the logs it describes returned (LogStream._flush_periodically, LogStream.close). A torn or lost update of
 this file leaves an older value, which only makes more damage count as torn. The file holds two
 64-byte slots written alternately, each ``{"seq":S,"offset":O,"n":N,"crc":C}`` padded with
 spaces; the valid slot with the larger ``n`` wins.

@@ -4,7 +4,7 @@ The history log is appended through a shared memory map of a preallocated
 window of the file (MappedLog): a record costs a memory copy, not a system
 call. So a log being written, or left by a killed writer, ends in NUL padding
 up to the window's end; readers ignore trailing NULs. A closed log has none,
-unless its writer left it to the sealer that removes the file (Run.finish).
+unless its writer left it to the sealer that removes the file (LogStream.close).
 Space is reserved with posix_fallocate before a window is mapped, so a full
 disk is an error from log(), never a SIGBUS. Where a store into a mapped page
 could still fail later (copy-on-write, network and FUSE file systems: see

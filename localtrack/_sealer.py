@@ -138,7 +138,7 @@ def seal_closed(rdir: Path, min_bytes: int) -> None:
     """fsync the closed logs and then the events, then seal what is closed now (the caller
     holds the seal lock).
 
-    A finishing writer leaves these fsyncs to this process (see Run.finish); in this order, a
+    A finishing writer leaves these fsyncs to this process (see LogStream.close); in this order, a
     durable ``finished`` event means durable history.
     """
     ctx: Ctx = {"project": rdir.parent.parent.name, "run_id": rdir.name}

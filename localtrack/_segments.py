@@ -202,7 +202,7 @@ def log_table(data: bytes) -> pa.Table | None:
 
 
 def _fill_plain(table: pa.Table) -> pa.Table:
-    """Give plain rows (no ``_step``: see _wal) the step after the row before and its time."""
+    """Give plain rows (no ``_step``: see _frames) the step after the row before and its time."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -32,12 +32,12 @@ from .helpers import script, settle, wait_for
 
 WRITER = """
 import os, sys, random, threading, localtrack
-from localtrack import _frames, _logfile, _run, _sealer, _wal
+from localtrack import _frames, _logfile, _sealer, _stream, _wal
 store, snaps, seed, rotate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-_run.SEAL_MIN_BYTES = 1 << 40
+_stream.SEAL_MIN_BYTES = 1 << 40
 _sealer.request = lambda *a, **k: None   # no sealing: every durable step stays in the logs
 if rotate:
-    _run.ROTATE_BYTES = 100_000
+    _stream.ROTATE_BYTES = 100_000
     _logfile._WINDOW = 32768
 real_fsync, lock, count = os.fsync, threading.Lock(), [0]
 
@@ -196,10 +196,7 @@ def test_damage_is_corruption_only_where_the_watermark_says_synced(store, where,
         wait_for(lambda: _durable.read(wal.parent.parent).offset >= end - 200, what="an fsync")
     data = bytearray(wal.read_bytes())
     data[data.index(b'"x":50.0') + 5] = ord("7")
-    run._stop_flusher.set()  # the writer dies: nothing more is written or synced
-    run._wal.close(cut=False)
-    run._lock.release()
-    localtrack._session.forget(run)
+    run._drop()  # the writer dies: nothing more is written or synced
     wal.write_bytes(bytes(data))
     if where == "synced":
         with pytest.raises(localtrack.errors.CorruptRunError) as info:

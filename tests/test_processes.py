@@ -19,8 +19,8 @@ from .helpers import run_script, script, steps_of, wait_for
 
 WRITER = """
 import sys, localtrack
-from localtrack import _run
-_run.ROTATE_BYTES = int(sys.argv[3])           # small log files: kills land in sealing too
+from localtrack import _stream
+_stream.ROTATE_BYTES = int(sys.argv[3])           # small log files: kills land in sealing too
 run = localtrack.init(project="p", id="k", resume="allow", dir=sys.argv[1])
 print("start", run.step, flush=True)
 for i in range(int(sys.argv[2])):
@@ -65,11 +65,9 @@ def test_torn_tail_is_cut_with_a_warning_and_a_copy(store):
     for i in range(3):
         run.log({"a": i})
     wal = next((store / "p" / "runs" / "t" / "wal").glob("*.jsonl"))
-    run._wal.close()  # simulate death without finish: nothing else is written
-    run._lock.release()
-    localtrack._session.forget(run)
-    with open(wal, "ab") as fh:
-        fh.write(b'{"_step":3,"_timestamp":1.0,"a":3,"_cr')  # cut mid-record
+    run._drop()  # simulate death without finish: nothing else is written
+    # A record cut mid-way (where the mapped log's padding began)
+    wal.write_bytes(wal.read_bytes().rstrip(b"\0") + b'{"_step":3,"_timestamp":1.0,"a":3,"_cr')
     with pytest.warns(RuntimeWarning, match="torn tail"):
         again = localtrack.init(project="p", id="t", resume="must", dir=store)
     assert again.step == 3
@@ -294,8 +292,8 @@ def _traced_fsyncs(store, tmp_path, code: str) -> tuple[str, list[tuple[str, str
 
 ROTATING_WRITER = """
 import sys, localtrack
-from localtrack import _logfile, _run, _wal
-_run.ROTATE_BYTES = 2000   # rotate every few records: rotation must keep to the policy too
+from localtrack import _logfile, _stream, _wal
+_stream.ROTATE_BYTES = 2000   # rotate every few records: rotation must keep to the policy too
 _logfile._WINDOW = 4096
 run = localtrack.init(project="p", id="f", dir=sys.argv[1], fsync={policy!r})
 for i in range(600):
@@ -320,7 +318,7 @@ def test_fsync_policy_at_the_syscall_level(store, tmp_path, policy, min_syncs, m
 def test_finish_leaves_its_fsyncs_to_the_sealer_logs_first(store, tmp_path):
     """finish() under the periodic policy neither fsyncs the logs nor the finished event when it
     starts a sealer: the sealer does, the logs before the events (durable event, durable history)."""
-    code = ROTATING_WRITER.format(policy="periodic") + "_run.SEAL_MIN_BYTES = 100\nrun.finish()\n"
+    code = ROTATING_WRITER.format(policy="periodic") + "_stream.SEAL_MIN_BYTES = 100\nrun.finish()\n"
     writer, fsyncs = _traced_fsyncs(store, tmp_path, code)
     assert localtrack.Api(store).run("p/f").state == "finished"
     assert steps_of(store, "p/f") == list(range(600))

@@ -19,9 +19,9 @@ from .helpers import settle
 
 
 def _run_with_log(store: Path, rid: str = "r", steps: int = 5, seal: bool = False) -> Path:
-    from localtrack import _run
-    old = _run.SEAL_MIN_BYTES
-    _run.SEAL_MIN_BYTES = 0 if seal else 1 << 40
+    from localtrack import _stream
+    old = _stream.SEAL_MIN_BYTES
+    _stream.SEAL_MIN_BYTES = 0 if seal else 1 << 40
     try:
         run = localtrack.init(project="p", id=rid, dir=store, config={"lr": 0.1})
         for i in range(steps):
@@ -29,7 +29,7 @@ def _run_with_log(store: Path, rid: str = "r", steps: int = 5, seal: bool = Fals
         run.summary["best"] = 1
         run.finish()
     finally:
-        _run.SEAL_MIN_BYTES = old
+        _stream.SEAL_MIN_BYTES = old
     settle(store)  # sealing runs in a child process after finish()
     return store / "p" / "runs" / rid
 

@@ -162,8 +162,8 @@ def test_log_after_finish_is_a_state_error(store):
 
 
 def test_many_segments_and_resume(store, monkeypatch):
-    from localtrack import _logfile, _run
-    monkeypatch.setattr(_run, "ROTATE_BYTES", 2000)
+    from localtrack import _logfile, _stream
+    monkeypatch.setattr(_stream, "ROTATE_BYTES", 2000)
     monkeypatch.setattr(_logfile, "_WINDOW", 4096)  # rotation is considered when a window fills
     run = localtrack.init(project="p", id="seg", dir=store)
     for i in range(500):
@@ -199,10 +199,7 @@ def test_a_row_whose_first_key_is_end_keeps_its_step(store):
     run.log({"a": 1.0})
     run.log({"_end": True, "b": 2.0}, step=7)
     run.log({"_end": True}, step=9)
-    run._wal.close(cut=False)  # the writer dies: no closing line, no finish
-    run._stop_flusher.set()
-    run._lock.release()
-    localtrack._session.forget(run)
+    run._drop()  # the writer dies: no closing line, no finish
     again = localtrack.init(project="p", id="e", resume="must", dir=store)
     assert again.step == 10
     again.log({"a": 3.0})
@@ -216,11 +213,8 @@ def test_corruption_found_on_resume_names_the_file_offset(store, monkeypatch):
     run = localtrack.init(project="p", id="o", dir=store)
     for i in range(3000):
         run.log({"x": float(i)}, step=i)  # framed rows: the tail window holds whole frames
-    run._marks.record(localtrack._durable.Mark(run._seq, run._wal.frame_at))  # (the flusher's job)
-    run._wal.close(cut=False)
-    run._stop_flusher.set()
-    run._lock.release()
-    localtrack._session.forget(run)
+    run._log.sync_now()  # (the flusher's job: fsync, and the durable watermark)
+    run._drop()
     wal = next((store / "p" / "runs" / "o" / "wal").glob("*.jsonl"))
     data = bytearray(wal.read_bytes().rstrip(b"\0"))
     at = data.rindex(b'"x":2990.0')

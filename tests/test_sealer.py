@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack import _doctor, _fsutil, _logfile, _run, _sealer, _wal
+from localtrack import _doctor, _fsutil, _logfile, _sealer, _stream, _wal
 
 from .helpers import run_script, script, steps_of, wait_for
 
 ROTATING_WRITER = """
 import json, sys, localtrack
-from localtrack import _logfile, _run, _wal
-_run.ROTATE_BYTES = 50_000    # rotate often: the check runs when a mapped window fills,
+from localtrack import _logfile, _stream, _wal
+_stream.ROTATE_BYTES = 50_000    # rotate often: the check runs when a mapped window fills,
 _logfile._WINDOW = 8 * 4096       # so make those small too
-_run.SEAL_MIN_BYTES = 0       # and have the finished tail sealed
+_stream.SEAL_MIN_BYTES = 0       # and have the finished tail sealed
 run = localtrack.init(project="p", id="r", dir=sys.argv[1])
 for i in range(5000):
     run.log({"loss": 1.0 / (i + 1), "acc": i / 5000})
@@ -156,7 +156,7 @@ def test_doctor_waits_for_a_sealer_at_work(store):
 def test_history_is_written_with_write_where_mapping_is_unsafe(store, monkeypatch):
     monkeypatch.setattr(_fsutil, "mount_type", lambda path: "nfs4")
     run = localtrack.init(project="p", id="r", dir=store)
-    assert isinstance(run._wal, _logfile.Appender)
+    assert isinstance(run._log.file, _logfile.Appender)
     for i in range(100):
         run.log({"x": i})
     wal = next((_rdir(store) / "wal").glob("*.jsonl"))
@@ -208,7 +208,7 @@ def test_a_finished_tail_keeps_its_padding_for_the_sealer_to_remove(store, monke
     """finish() leaves the padding of a tail that its sealer will seal (on ext4 the cut waited
     for the file's writeback whenever a journal commit was under way: finish took 20-40 ms);
     readers and a resume ignore it silently, and the sealer seals the padded log."""
-    monkeypatch.setattr(_run, "SEAL_MIN_BYTES", 500)
+    monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 500)
     run = localtrack.init(project="p", id="r", dir=store)
     holder = _hold_seal_lock(store)  # no sealer starts yet: look at what finish() left
     for i in range(100):
@@ -260,7 +260,7 @@ def test_readers_see_every_step_while_a_sealer_works_through_a_backlog(store, mo
     every read of the history, the summary and the last step sees all of it. (Reading the
     manifest before the listing missed the last logs once the sealer deleted them; with a
     backlog, each read lost its first log to the sealer and gave up after 50 tries.)"""
-    monkeypatch.setattr(_run, "ROTATE_BYTES", 4_000)
+    monkeypatch.setattr(_stream, "ROTATE_BYTES", 4_000)
     monkeypatch.setattr(_logfile, "_WINDOW", 4096)
     monkeypatch.setattr(_sealer, "request", lambda *a, **k: None)  # a backlog builds up
     run = localtrack.init(project="p", id="b", dir=store)

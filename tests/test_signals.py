@@ -24,10 +24,10 @@ from .helpers import run_script, script
 
 WRITER = """
 import random, sys, localtrack
-from localtrack import _logfile, _run
-_run.ROTATE_BYTES = 20_000          # rotate often, so signals land inside rotation
+from localtrack import _logfile, _run, _stream
+_stream.ROTATE_BYTES = 20_000          # rotate often, so signals land inside rotation
 _logfile._WINDOW = 8192                 # (rotation is considered when a mapped window fills)
-_run.SEAL_MIN_BYTES = 2_000
+_stream.SEAL_MIN_BYTES = 2_000
 rng = random.Random(int(sys.argv[2]))
 style = sys.argv[3]
 print("init", flush=True)
@@ -118,8 +118,8 @@ def test_signal_loop(store):
 
 HANDLER = """
 import signal, sys, localtrack
-from localtrack import _logfile, _run
-_run.ROTATE_BYTES = 20_000
+from localtrack import _logfile, _run, _stream
+_stream.ROTATE_BYTES = 20_000
 _logfile._WINDOW = 8192
 run = localtrack.init(project="p", id="h", resume="allow", dir=sys.argv[1])
 chain = sys.argv[2] == "chain"
@@ -172,7 +172,7 @@ def test_a_signal_during_init_is_acted_on_when_init_returns(store):
     """The handler defers while init() runs: the run exists, ends preempted, process dies."""
     res = run_script("""
         import os, signal, sys, localtrack
-        from localtrack import _run
+        from localtrack import _run, _stream
         real = _run.Run.__init__
         def slow_init(self, *a, **kw):       # the signal lands in the middle of opening the run
             os.kill(os.getpid(), signal.SIGTERM)
@@ -190,14 +190,14 @@ def test_a_signal_during_init_is_acted_on_when_init_returns(store):
 def test_a_signal_during_finish_ends_the_run_preempted(store):
     res = run_script("""
         import os, signal, sys, localtrack
-        from localtrack import _run
+        from localtrack import _run, _stream
         run = localtrack.init(project="p", id="f", dir=sys.argv[1])
         run.log({"x": 1.0})
-        real = run._close_frame
+        real = run._log._close_frame
         def close_frame():                   # the signal lands inside finish(), before its event
             os.kill(os.getpid(), signal.SIGTERM)
             real()
-        run._close_frame = close_frame
+        run._log._close_frame = close_frame
         run.finish()
         print("not reached")
         """, str(store))

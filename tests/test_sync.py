@@ -48,8 +48,7 @@ def make_store(store: Path) -> None:
     run = localtrack.init(project="q", id="crashed", dir=store)
     for i in range(50):
         run.log({"x": i})
-    run._wal.close()  # no finish(): the run reads as crashed once this process lets go of its lock
-    run._lock.release()
+    run._drop()  # no finish(): the run reads as crashed once this process lets go of its lock
     from localtrack import _session
 
     _session.forget(run)

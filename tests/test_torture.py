@@ -26,10 +26,10 @@ from .helpers import script
 
 WRITER = """
 import random, sys, localtrack
-from localtrack import _logfile, _run
-_run.ROTATE_BYTES = 20_000          # seal often, so kills land inside sealing
+from localtrack import _logfile, _stream
+_stream.ROTATE_BYTES = 20_000          # seal often, so kills land inside sealing
 _logfile._WINDOW = 8192                 # (rotation is considered when a mapped window fills)
-_run.SEAL_MIN_BYTES = 2_000         # and finish() seals too
+_stream.SEAL_MIN_BYTES = 2_000         # and finish() seals too
 rng = random.Random(int(sys.argv[2]))
 run = localtrack.init(project="p", id="t", resume="allow", dir=sys.argv[1])
 print("start", run.step, flush=True)
@@ -219,7 +219,7 @@ class RunModel(RuleBasedStateMachine):
     @rule()
     def seal(self) -> None:
         run = self._open()
-        run._rotate()
+        run._log._rotate()
         _sealer.wait_idle(Path(run.dir))
 
     @rule()
@@ -227,13 +227,7 @@ class RunModel(RuleBasedStateMachine):
         """What SIGKILL leaves: the page cache (the mapped log's padding too), no finish, the
         lock dropped."""
         if self.run is not None:
-            self.run._stop_flusher.set()
-            self.run._open = False
-            self.run._wal._unmap()
-            os.close(self.run._wal.fd)
-            self.run._events.close()
-            self.run._lock.release()
-            localtrack._session.forget(self.run)
+            self.run._drop()
             self.run = None
 
     @rule()

@@ -1,0 +1,320 @@
+"""LogStream: a run's append-only log, as numbered files under ``wal/``, and its durability.
+
+One owner for what every kind of append-only data needs: opening the newest file with a
+crash's damage repaired (see _durable) and its torn tail cut; appending plain and framed
+lines (see _frames, _logfile); rotating to the next file between steps, ending the full one
+with its closing line and asking for it to be sealed (see _sealer); and the fsync policy:
+"always" syncs each record, "periodic" has a flusher thread fsync every ``fsync_interval``
+and record in the durable watermark how far that reached, "never" leaves it to the OS.
+The caller holds the writer's mutex (see _guard) around every call but the flusher's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from . import _durable, _fsutil, _layout, _sealer, _segments, _wal
+from ._codec import untag
+from ._frames import records
+from ._logfile import Appender, MappedLog, append_framed, close_frame, mappable, open_log, put_framed
+from ._naming import Ctx
+from ._settings import Settings
+from .errors import LockUnavailableError, StorageError, UsageError
+
+log = logging.getLogger("localtrack")
+
+ROTATE_BYTES = 16 << 20  # a log file this big is closed at the next step boundary
+SEAL_MIN_BYTES = _sealer.SEAL_MIN_BYTES  # a finished tail this big is sealed; smaller stays JSONL
+
+
+class Closed(NamedTuple):
+    """How ``LogStream.close`` left the files."""
+
+    synced: bool  # every log is fsynced and the watermark says so
+    sealing: bool  # a log is left for the sealer (which fsyncs it first): call request_seal()
+
+
+class LogStream:
+    """The history log of one run, open for appending (see the module docstring)."""
+
+    def __init__(self, rdir: Path, settings: Settings, mutex: threading.RLock, *, where: str,
+                 ctx: Ctx) -> None:
+        self._rdir = rdir
+        self._policy = settings.fsync
+        self._interval = settings.fsync_interval
+        self._mutex = mutex
+        self._where = where
+        self._ctx = ctx
+        self._mapped = mappable(rdir / "wal")  # decided once: /proc/mounts is long
+        self._closed_unsynced: list[Path] = []  # rotated logs the flusher fsyncs
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._last_values: tuple[int, int, dict[str, Any]] = (-1, 0, {})
+        self.seq = 0
+        self.file: MappedLog | Appender
+        # The hot path's append: the file's put (ValueError when its window or the file is
+        # full), or put and fsync under "always". Rebound whenever the file's put changes.
+        self.put: Callable[[bytes], Any]
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def open(self) -> int:
+        """Open the newest log for appending, repaired; start the flusher. The last step on disk."""
+        rdir = self._rdir
+        try:
+            with _sealer.hold(rdir):  # no sealer removes a log while we read and repair it
+                manifest = _segments.load_manifest(rdir, **self._ctx)
+                _segments.cleanup(rdir, manifest)
+                last_step = self._attach(manifest)
+        except TimeoutError as exc:
+            raise LockUnavailableError(f"Cannot open {self._where}: {exc}; is a process stuck "
+                                       "on this file system?", **self._ctx) from exc
+        # The durable watermark (see _durable): the flusher records what its fsyncs made durable.
+        legacy = not _durable.path_of(rdir).exists()
+        self._marks = _durable.Writer(rdir)
+        if legacy:  # a run from before the watermark: its logs were read as synced, and are now
+            for seq in _segments.wal_seqs(rdir):
+                _fsutil.fsync_file(_layout.wal_path(rdir, seq), missing_ok=True)
+            self._marks.record(_durable.Mark(self.seq, self.file.frame_at))
+        if self._policy != "never":
+            _fsutil.fsync_dir(rdir / "wal")
+            self._flusher = threading.Thread(target=self._flush_periodically, daemon=True,
+                                             name=f"localtrack-fsync-{self._ctx.get('run_id')}")
+            self._flusher.start()
+        return last_step
+
+    def _attach(self, manifest: dict[str, Any]) -> int:
+        """Open the newest log file for appending, its torn tail cut; the last step on disk."""
+        self.seq, last_step, frame_at = self._newest(manifest)
+        self.file = open_log(_layout.wal_path(self._rdir, self.seq), ROTATE_BYTES, self._mapped,
+                             frame_at)
+        self._rebind()
+        return last_step
+
+    def _newest(self, manifest: dict[str, Any]) -> tuple[int, int, int]:
+        """(active log seq, last step on disk, where its checksum range starts): reads only
+        the tail of the newest log files."""
+        rdir = self._rdir
+        sealed = manifest["sealed_through"]
+        seqs = [s for s in _segments.wal_seqs(rdir) if s > sealed]
+        if not seqs:
+            return sealed + 1, manifest["last_step"], 0
+        newest = _layout.wal_path(rdir, seqs[-1])
+        if newest.is_dir():  # a log kept as a folder of chunks: this is a copy made by sync
+            raise UsageError(f"{self._where} is in a store written by `localtrack sync` "
+                             f"({rdir}); synced stores are read-only. Resume the original run, "
+                             "or read this one with localtrack.Api.", **self._ctx)
+        for seq in seqs:
+            _wal.refuse_link(_layout.wal_path(rdir, seq), **self._ctx)
+        seqs = _durable.repair(rdir, seqs, **self._ctx)  # a crash's damage past the watermark
+        newest = _layout.wal_path(rdir, seqs[-1])
+        tail = _wal.last_record(newest, **self._ctx)
+        _wal.cut_torn_tail(newest, tail.end, **self._ctx)
+        record = tail.record
+        for seq in reversed(seqs[:-1]):
+            if record is not None:
+                break
+            record = _wal.last_record(_layout.wal_path(rdir, seq), **self._ctx).record
+        last_step = record["_step"] if record is not None else manifest["last_step"]
+        return seqs[-1], int(last_step), tail.frame_end
+
+    def reopen(self) -> int:
+        """After an exception that a signal handler raised in the middle of an append: what is
+        on disk is whole (a record is stored by one C call), but the offsets held here may lag
+        behind it. Take them from the files again, as a resume does; the last step on disk."""
+        self.file.abandon()
+        for seq in _segments.wal_seqs(self._rdir)[:-1]:  # a rotation may have been cut short
+            _fsutil.fsync_file(_layout.wal_path(self._rdir, seq), missing_ok=True)
+        self._closed_unsynced = []
+        tries = 3  # a sealer may remove a closed log file as we read it
+        while True:
+            try:
+                return self._attach(_segments.load_manifest(self._rdir, **self._ctx))
+            except FileNotFoundError:
+                tries -= 1
+                if not tries:
+                    raise
+
+    # -- appending -------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    def _rebind(self) -> None:
+        self.put = self._put_and_sync if self._policy == "always" else self.file.put
+
+    def _put_and_sync(self, line: bytes) -> None:
+        self.file.put(line)
+        self.file.sync()
+
+    def rotation_due(self) -> bool:
+        """Whether the file is big enough to be closed (the caller knows if it is between steps)."""
+        return self.file.offset >= ROTATE_BYTES
+
+    def append(self, line: bytes) -> None:
+        """Append a plain line that ``put`` refused (the window or the file was full)."""
+        self.file.append(line)
+        if self._policy == "always":
+            self.file.sync()
+        self._rebind()
+
+    def append_framed(self, body: bytes, *, may_rotate: bool) -> None:
+        """Append a framed line; when the file is full and ``may_rotate`` (between steps),
+        rotate first, so that a log file starts with a framed line."""
+        try:
+            put_framed(self.file, body)
+        except ValueError:  # the mapped window or the file is full
+            if may_rotate and self.rotation_due():
+                self._rotate()
+            append_framed(self.file, body)
+            self._rebind()
+        if self._policy == "always":
+            self.file.sync()
+
+    def _rotate(self) -> None:
+        """Close the full log file, open the next, and have the closed one sealed."""
+        # No fsync here: "always" has synced every record (and syncs the closing frame),
+        # the flusher fsyncs the closed file within a period, "never" leaves it to the OS.
+        self._close_frame(rotating=True)
+        self.file.close(sync=False)
+        if self._policy == "periodic":
+            self._closed_unsynced.append(self.file.path)
+        self.seq += 1
+        self.file = open_log(_layout.wal_path(self._rdir, self.seq), ROTATE_BYTES, self._mapped)
+        if self._policy != "never":
+            _fsutil.fsync_dir(self._rdir / "wal")
+        _sealer.request(self._rdir, SEAL_MIN_BYTES)
+
+    def _close_frame(self, rotating: bool = False) -> None:
+        """Frame the plain rows at the end of a log file being closed: a closed log is
+        checksummed to its last byte. Failing to (a full disk) costs only that: the rows are
+        written."""
+        try:
+            if self.file.offset > 0 or rotating:  # (an empty newest log stays empty)
+                close_frame(self.file)
+                if self._policy == "always":
+                    self.file.sync()
+        except OSError:
+            log.warning("could not write the closing checksum of %s", self.file.path,
+                        exc_info=True)
+
+    # -- durability ------------------------------------------------------------------------
+
+    def _record_mark(self) -> None:
+        """Record the end of the last framed line as durable: the caller has fsynced every log."""
+        if self._policy != "never":
+            self._marks.record(_durable.Mark(self.seq, self.file.frame_at))
+
+    def sync_now(self) -> None:
+        """fsync every log (closed ones first) and record that in the watermark: a preemption
+        signal came, and the process may be killed at any moment now."""
+        for path in self._closed_unsynced:
+            _fsutil.fsync_file(path, missing_ok=True)
+        self._closed_unsynced = []
+        self.file.sync()
+        self._record_mark()
+
+    def _flush_periodically(self) -> None:
+        """fsync the log every fsync_interval seconds (the GIL is released while it runs), then
+        record in the durable watermark how far that made it durable (fsync="always": records
+        are synced as written; only the watermark is left to do).
+
+        It fsyncs a duplicate of the descriptor outside the lock, so that rotation and
+        close() never wait for an fsync in progress. The mark is taken before the fsync: the
+        fsync covers at least the bytes before it, so the mark is never ahead of the disk.
+        """
+        periodic = self._policy == "periodic"
+        while not self._stop.wait(self._interval):
+            fd = -1
+            try:
+                with self._mutex:
+                    if self._stop.is_set():
+                        return
+                    paths, self._closed_unsynced = self._closed_unsynced, []
+                    if self.file.fd >= 0 and periodic:
+                        fd = os.dup(self.file.fd)
+                    mark = _durable.Mark(self.seq, self.file.frame_at)
+                for path in paths:
+                    _fsutil.fsync_file(path, missing_ok=True)
+                if fd >= 0:
+                    _fsutil.fsync(fd)
+                self._marks.record(mark)
+            except OSError:
+                log.warning("fsync of %s failed", self.file.path, exc_info=True)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self) -> Closed:
+        """End the stream (finish()): the closing line, then fsync unless a sealer is to do it.
+
+        Under "periodic" the logs are fsynced here only when no sealer is started for them:
+        that process fsyncs the logs first, off the writer's exit path.
+        """
+        self._stop.set()
+        sealing = (self.file.offset >= SEAL_MIN_BYTES
+                   or len(_segments.wal_seqs(self._rdir)) > 1)  # what the sealer would seal
+        tail_sealed = self.file.offset >= SEAL_MIN_BYTES  # the sealer will remove this file
+        sync = self._policy == "periodic" and not sealing
+        try:
+            for path in self._closed_unsynced if sync else ():
+                _fsutil.fsync_file(path, missing_ok=True)
+            self._close_frame()
+            self.file.close(sync=sync, cut=not tail_sealed)
+            synced = sync or self._policy == "always"
+            if synced:
+                self._record_mark()
+        finally:
+            self._marks.close()
+        return Closed(synced=synced, sealing=sealing)
+
+    def request_seal(self) -> None:
+        """Have a sealer seal the closed logs (after the writer's lock is released)."""
+        _sealer.request(self._rdir, SEAL_MIN_BYTES)
+
+    def drop(self) -> None:
+        """Let go of the files as a killed writer would: no closing line, no cut, no fsync."""
+        self._stop.set()
+        self.file.abandon()
+        self._marks.close()
+
+    # -- reading back ----------------------------------------------------------------------
+
+    def last_values(self) -> dict[str, Any]:
+        """The last value of each key in the history, read back from the files (the caller
+        holds the mutex). The manifest and the unsealed logs are read once, then only what
+        was appended since."""
+        for _ in range(50):
+            seq, offset, last = self._last_values
+            manifest = _segments.load_manifest(self._rdir, **self._ctx)
+            if seq <= manifest["sealed_through"]:  # what we read may be sealed: start over
+                seq, offset, last = manifest["sealed_through"] + 1, 0, dict(manifest["last"])
+            last = dict(last)
+            try:
+                for s in range(seq, self.seq + 1):
+                    path = _layout.wal_path(self._rdir, s)
+                    with open(path, "rb") as fh:
+                        fh.seek(offset)
+                        checked = _wal.check(fh.read(), path, anchored=offset > 0,
+                                             **self._ctx)
+                    last.update(_segments.last_values(records(checked.bodies)))
+                    # Next time from the last frame: a checksum range starts there (the plain
+                    # rows after it are read again; last values do not change for that).
+                    seq, offset = s, offset + checked.frame_end
+                    if s < self.seq:
+                        offset = 0
+            except FileNotFoundError:  # sealed while we read
+                self._last_values = (-1, 0, {})
+                continue
+            self._last_values = (seq, offset, last)
+            return {k: untag(v) for k, v in last.items()}
+        raise StorageError(f"Could not read the summary of {self._where}: its log files keep "
+                           "changing.", path=str(self._rdir), **self._ctx)
