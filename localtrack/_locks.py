@@ -228,3 +228,55 @@ class RunLock:
                     unflock(fd)  # also for a copy of the descriptor a fork() left in a child
         finally:
             os.close(fd)
+
+
+class SyncLock(RunLock):
+    """One sync per (store, remote) at a time: two would race on the same state files.
+
+    The writer lock's flock, owner record and release, with three differences: the lock file
+    is never opened through a symbolic link (a received store may hold one, and taking the
+    lock truncates the file), a busy lock is a SyncError naming the remote, and failing to take
+    it leaves the holder's record alone.
+    """
+
+    def __init__(self, path: Path, url: str) -> None:
+        super().__init__(path)
+        self.url = url
+
+    def acquire(self) -> None:
+        from .errors import SyncError  # here, to keep this class's edit in one place of the file
+
+        with _fsutil.storage_errors("create the sync lock", self.path):
+            _fsutil.ensure_dir(self.path.parent)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                if not self.path.is_symlink():
+                    raise
+                raise SyncError(f"The sync lock {str(self.path)!r} is a symbolic link; sync does "
+                                "not open (and truncate) a file through a link. Remove the link.",
+                                path=str(self.path)) from exc
+        try:
+            self._flock(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            with _fsutil.storage_errors("write the owner record into the sync lock", self.path):
+                os.ftruncate(fd, 0)
+                data, done = dumps(this_process()), 0
+                while done < len(data):  # short only on a full disk, and the next write raises
+                    done += os.pwrite(fd, data[done:], done)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no half-written record outlives us
+            os.close(fd)  # drops the flock
+            raise
+        self._fd = fd
+
+    def _raise_locked(self) -> None:
+        from .errors import SyncError
+
+        raise SyncError(f"Another localtrack sync to {self.url!r} is running from this store "
+                        f"({describe(read_holder(self.path))}); stop it or wait for it.",
+                        path=str(self.path))
