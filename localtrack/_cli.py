@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, _settings
 from ._query import Api, list_runs
-from .errors import CorruptRunError, LocaltrackError, StorageError, UsageError
+from .errors import CorruptRunError, LocaltrackError, RemoteError, StorageError, UsageError
+
+if TYPE_CHECKING:
+    from ._sync import Syncer
 
 
 def _fmt_time(ts: float) -> str:
@@ -163,10 +168,101 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
-def cmd_sync(args: argparse.Namespace) -> int:
-    from ._sync import main as sync_main
+class _Bar:
+    """A tqdm progress bar over the bytes of one sync pass (only on a terminal)."""
 
-    return sync_main(args)
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def start(self, total_bytes: int) -> None:
+        from tqdm import tqdm
+
+        if total_bytes:
+            self._bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
+                             desc="sync", leave=False, file=sys.stderr)
+
+    def advance(self, nbytes: int) -> None:
+        if self._bar is not None:
+            self._bar.update(nbytes)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload (or --watch, or --status); exit 1 when anything is left pending."""
+    from ._sync import human_bytes, open_syncer, watch
+
+    tty = sys.stderr.isatty()
+    if args.poll is not None and not args.watch:
+        raise UsageError("--poll only applies to --watch.")
+    if not tty or args.watch:
+        logging.getLogger("localtrack").setLevel(logging.INFO)
+    if args.status:
+        return _print_sync_status(open_syncer(args.to, args.dir, args.targets))
+    stop = threading.Event()
+    progress = _Bar() if tty and not args.watch else None
+    syncer = open_syncer(args.to, args.dir, args.targets, clean=args.clean, retries=args.retries,
+                         progress=progress, stop=stop)
+    if args.watch:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    with syncer:
+        if args.watch:
+            report = watch(syncer, poll=args.poll)
+            print(f"sync daemon stopped: {report.uploaded_files} file(s), "
+                  f"{human_bytes(report.uploaded_bytes)} uploaded to {report.remote}", file=sys.stderr)
+            return 0
+        try:
+            syncer.check()
+        except RemoteError as exc:
+            if not exc.transient:
+                raise
+            print(f"error: {exc}\nNothing was uploaded: every run is pending. Run the same command "
+                  "again when the remote is reachable.", file=sys.stderr)
+            return 1
+        if progress is not None:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            with logging_redirect_tqdm():
+                report = syncer.run_once()
+        else:
+            report = syncer.run_once()
+    if report.uploaded_files or report.deleted:
+        print(f"synced {len(report.synced_runs)} of {report.runs} run(s) to {report.remote}: "
+              f"{report.uploaded_files} file(s), {human_bytes(report.uploaded_bytes)}")
+    else:
+        print(f"nothing to upload: {report.runs - len(report.pending)} run(s) up to date on "
+              f"{report.remote}")
+    for path in report.cleaned:
+        print(f"removed local copy of {path} (complete on the remote)")
+    if report.pending:
+        print(f"error: {len(report.pending)} run(s) not fully synced to {report.remote}:",
+              file=sys.stderr)
+        for path, why in sorted(report.pending.items()):
+            print(f"  {path}: {why}", file=sys.stderr)
+        print("Run the same command again to continue where it stopped.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_sync_status(syncer: Syncer) -> int:
+    from ._sync import human_bytes
+
+    rows = syncer.status()
+    print(f"remote {syncer.remote.url} (from local sync state; the remote was not contacted)")
+    width = max([len(r.path) for r in rows] + [3])
+    print(f"{'RUN'.ljust(width)}  {'STATE':<9}  {'PENDING':<22}  LAST SYNC")
+    for r in rows:
+        pending = "up to date" if not r.pending_files else \
+            f"{r.pending_files} file(s), {human_bytes(r.pending_bytes)}"
+        when = _fmt_time(r.synced_at) if r.synced_at else "never"
+        print(f"{r.path.ljust(width)}  {r.state:<9}  {(r.note or pending):<22}  {when}")
+    waiting = sum(1 for r in rows if r.pending_files or r.note)
+    print(f"{waiting} of {len(rows)} run(s) pending" if waiting else f"all {len(rows)} run(s) up to date")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack import _daemon, _sync, _wal
-from localtrack._remotes import _chunks, open_remote, redact
+from localtrack import _sync, _wal
+from localtrack._codec import dumps, loads
+from localtrack._remotes import _chunks, open_remote, redact, remote_key
 from localtrack._remotes._base import Entry
 from localtrack._remotes._dir import DirRemote
+from localtrack._sync import _upload, _watch
 from localtrack.errors import RemoteError, SyncError, UsageError
 
 from . import s3server
-from .helpers import settle
+from .helpers import run_script, settle
 from .s3server import ACCESS_KEY, SECRET_KEY, S3Server
 
 s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
@@ -261,12 +263,104 @@ def test_rewritten_local_log_is_uploaded_again(store, tmp_path):
 def test_another_sync_to_the_same_remote_is_refused(store, tmp_path):
     make_store(store)
     remote = str(tmp_path / "remote")
+    lock = store / ".sync" / f"{remote_key(remote)}.lock"
     with _sync.open_syncer(remote, store):
+        record = lock.read_bytes()
+        assert loads(record)["pid"] == os.getpid()
         with pytest.raises(SyncError, match="Another localtrack sync"):
             localtrack.sync(remote, dir=store)
         res = cli("sync", "--to", remote, "--dir", str(store))
         assert res.returncode == 2 and "Another localtrack sync" in res.stderr
+        assert f"pid {os.getpid()}" in res.stderr
+        assert lock.read_bytes() == record  # a refused sync leaves the holder's record alone
+    assert lock.read_bytes() == b""
     assert localtrack.sync(remote, dir=store).ok
+
+
+SYNC_ON_A_FULL_DISK = """
+import resource, sys, localtrack
+# RLIMIT_FSIZE stands in for a full disk (see test_resources): writing the lock's owner record fails.
+resource.setrlimit(resource.RLIMIT_FSIZE, (16, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    localtrack.sync(sys.argv[2], dir=sys.argv[1])
+except localtrack.errors.StorageError as exc:
+    print(exc)
+"""
+
+
+def test_a_full_disk_while_taking_the_sync_lock_is_a_storage_error(store, tmp_path):
+    one_run(store)
+    remote = str(tmp_path / "remote")
+    res = run_script(SYNC_ON_A_FULL_DISK, str(store), remote)
+    assert res.returncode == 0 and "owner record into the sync lock" in res.stdout, res.stderr
+    assert (store / ".sync" / f"{remote_key(remote)}.lock").read_bytes() == b""
+    assert localtrack.sync(remote, dir=store).ok
+
+
+def one_run(store: Path) -> None:
+    with localtrack.init(project="p", id="r", dir=store) as run:
+        run.log({"x": 1})
+    settle(store)
+
+
+def test_folders_that_are_not_runs_are_skipped_with_one_warning(store, tmp_path, caplog):
+    one_run(store)
+    (store / "p/runs/stray").mkdir()  # no run.json
+    (store / "p/runs/bad name").mkdir()
+    (store / "bad name/runs").mkdir(parents=True)
+    remote = str(tmp_path / "remote")
+    with _sync.open_syncer(remote, store) as syncer:
+        syncer.check()
+        reports = [syncer.run_once() for _ in range(2)]  # the daemon lists on every full pass
+    assert all(r.ok and r.runs == 1 for r in reports)
+    warned = sorted(r.message for r in caplog.records if r.message.startswith("skipped "))
+    assert [w.split(":")[0] for w in warned] == ["skipped bad name", "skipped p/bad name",
+                                                 "skipped p/stray"]
+    assert "has no run.json" in warned[2] and "not a valid project name" in warned[0]
+    res = cli("sync", "--to", remote, "--dir", str(store))
+    assert res.returncode == 0 and "localtrack: skipped p/stray: has no run.json" in res.stderr
+    assert "nothing to upload: 1 run(s) up to date" in res.stdout
+
+
+STATE_KEYS = ["v", "remote", "remote_id", "segments", "manifest", "logs", "files", "lock", "sig",
+              "synced_at"]
+
+
+def state_file(store: Path) -> Path:
+    return next((store / "p/runs/r/sync").iterdir())
+
+
+def test_the_sync_state_keeps_its_documented_fields(store, tmp_path):
+    one_run(store)
+    remote = str(tmp_path / "remote")
+    localtrack.sync(remote, dir=store)
+    data = state_file(store).read_bytes()
+    state = loads(data)
+    assert list(state) == STATE_KEYS and state["v"] == 1 and state["remote"] == remote
+    assert sorted(state["logs"]) == ["events.jsonl", "wal/00000000.jsonl"]
+    assert all(list(e) == ["sent", "chunks", "tail", "frame"] for e in state["logs"].values())
+    assert _upload.SyncState.parse(data, remote, state["remote_id"]).dump() == data
+    assert _upload.SyncState.parse(data, remote, "another-remote").dump() != data
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda s: s["logs"]["events.jsonl"].update(sent="x"), id="sent-not-a-number"),
+    pytest.param(lambda s: s["logs"]["events.jsonl"].update(chunks=[[0]]), id="chunk-without-size"),
+    pytest.param(lambda s: s["logs"].update({"events.jsonl": 5}), id="log-not-a-record"),
+    pytest.param(lambda s: s.update(files=["run.json"]), id="files-not-a-map"),
+])
+def test_a_sync_state_with_a_bad_field_is_dropped_and_all_checked_again(store, tmp_path, damage):
+    one_run(store)
+    remote = str(tmp_path / "remote")
+    localtrack.sync(remote, dir=store)
+    state = loads(state_file(store).read_bytes())
+    damage(state)
+    state_file(store).write_bytes(dumps(state))
+    with localtrack.init(project="p", id="r", dir=store, resume="must") as run:
+        run.log({"x": 2})
+    settle(store)
+    assert localtrack.sync(remote, dir=store).ok
+    assert_same(store, remote)
 
 
 def test_damaged_log_stops_at_the_damage(store, tmp_path):
@@ -300,11 +394,11 @@ def test_chunks_join_overlaps_and_stop_at_gaps():
 
 
 def test_merge_counts_like_a_binary_counter():
-    assert _sync._merge_count([[0, 10]]) == 1
-    assert _sync._merge_count([[0, 10], [10, 10]]) == 2
-    assert _sync._merge_count([[0, 20], [20, 10]]) == 1
-    assert _sync._merge_count([[0, 20], [20, 10], [30, 10]]) == 3
-    assert _sync._merge_count([[0, 2 << 20], [2 << 20, 3 << 20]]) == 1  # big chunks stay
+    assert _upload.merge_count([[0, 10]]) == 1
+    assert _upload.merge_count([[0, 10], [10, 10]]) == 2
+    assert _upload.merge_count([[0, 20], [20, 10]]) == 1
+    assert _upload.merge_count([[0, 20], [20, 10], [30, 10]]) == 3
+    assert _upload.merge_count([[0, 2 << 20], [2 << 20, 3 << 20]]) == 1  # big chunks stay
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -317,12 +411,12 @@ def test_mount_type_from_proc_mounts(path, expected, monkeypatch):
     mounts = ("/dev/sda1 / ext4 rw 0 0\nserver:/home /home nfs4 rw 0 0\n"
               "10.0.0.1@o2ib:/fs /mnt/lustre lustre rw 0 0\nfs1 /mnt/my\\040disk gpfs rw 0 0\n")
     monkeypatch.setattr(os.path, "realpath", lambda p: str(p))
-    assert _daemon.mount_type(Path(path), mounts) == expected
-    assert (expected in _daemon.NETWORK_FS) == (expected != "ext4")
+    assert _watch.mount_type(Path(path), mounts) == expected
+    assert (expected in _watch.NETWORK_FS) == (expected != "ext4")
 
 
 def test_dirty_runs_from_event_paths(tmp_path):
-    dirty = _daemon._Dirty(tmp_path)
+    dirty = _watch._Dirty(tmp_path)
     for rel in ("p/runs/a/wal/00000000.jsonl", "p/locks/b.lock", "p/runs/c/sync/k.json",
                 "p/runs/.tmp-d-1/run.json", "p/auto/x.json", ".sync/k.lock"):
         dirty.touched(str(tmp_path / rel))

@@ -1,11 +1,10 @@
 """The watching daemon: keep a remote in step with a store while runs are being written.
 
-It only ever calls Syncer passes, so everything _sync guarantees holds here:
+It only ever calls Syncer passes, so everything _upload guarantees holds here:
 it can be killed at any instant and restarted. File events (watchdog) mark
 the runs they touch, and every run with a live writer is marked each tick
 (its mapped log changes without events); marked runs are synced at most once
-a second; a full pass
-every ``poll`` seconds catches what events miss (a writer that died changes
+a second; a full pass every ``poll`` seconds catches what events miss (a writer that died changes
 no file). Where events cannot be trusted (NFS, Lustre, GPFS and other
 network file systems do not report writes made on other nodes) or when
 ``poll`` is given, it polls only. An unreachable remote is retried with
@@ -21,10 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._fsutil import mount_type
-from ._naming import ProjectName, RunId, project_name, run_id
-from ._sync import STATE_DIR, Syncer, SyncReport
-from .errors import LocaltrackError, RemoteError
+from .._fsutil import mount_type
+from .._naming import ProjectName, RunId, project_name, run_id
+from ..errors import LocaltrackError, RemoteError
+from ._syncer import Syncer, SyncReport
+from ._upload import STATE_DIR
 
 log = logging.getLogger("localtrack")
 
@@ -139,7 +139,7 @@ def watch(syncer: Syncer, poll: float | None = None) -> SyncReport:
                         syncer.check()
                         checked = True
                     report = syncer.run_once(runs)
-                    error = syncer._down
+                    error = syncer.down
                 except RemoteError as exc:
                     if not exc.transient and failures == 0 and not checked:
                         raise  # a bad bucket or credentials: say so once, do not spin

@@ -1,0 +1,348 @@
+"""Syncing a store to a remote: which runs, one pass over them, status and --clean.
+
+The Syncer holds the store's sync lock for one remote while open (two syncs would race on
+the same state files), checks the remote and its id, and drives one RunUpload per changed
+run; runs are independent, so they go up in parallel while each run's uploads stay in the
+order _upload documents. A run that fails is reported pending and the others go on; a pass
+can be stopped or killed at any point and simply run again. It never prints: the CLI shows
+its reports, and progress goes through the Progress protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .. import _fsutil, _layout, _locks, _naming, _sealer, _settings, _store
+from .._codec import dumps, loads
+from .._naming import ProjectName, RunId
+from .._remotes import Remote, open_remote, remote_key
+from .._remotes._dir import DirRemote
+from ..errors import LocaltrackError, RemoteError, RunLockedError, RunNotFoundError, UsageError
+from ._upload import Pending, RunUpload, no_link
+
+log = logging.getLogger("localtrack")
+
+_BACKOFF_BASE = 0.5
+_BACKOFF_CAP = 30.0
+
+
+class Progress(Protocol):
+    """What the CLI shows while uploading; the library never prints."""
+
+    def start(self, total_bytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class SyncReport:
+    """What one sync did: ``pending`` maps each run not fully synced to the reason."""
+
+    remote: str
+    runs: int = 0
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    deleted: int = 0
+    synced_runs: list[str] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
+    pending: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.pending
+
+
+@dataclass
+class RunStatus:
+    path: str
+    state: str
+    pending_files: int
+    pending_bytes: int
+    synced_at: float | None
+    note: str = ""
+
+
+
+class Syncer:
+    """Syncs the runs of one local store to one remote (holds the store's sync lock while open)."""
+
+    def __init__(self, root: Path, remote: Remote, targets: Iterable[str] = (), *, clean: bool = False,
+                 retries: int = 4, workers: int = 4, progress: Progress | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.root = root
+        self.remote = remote
+        self.key = remote_key(remote.url)
+        self.targets = list(targets)
+        self.clean = clean
+        self.retries = max(0, retries)
+        self.workers = max(1, workers)
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        self._lock = _locks.SyncLock(root / ".sync" / f"{self.key}.lock", remote.url)
+        self._id_path = root / ".sync" / f"{self.key}.json"
+        self.remote_id = self._recorded_id()
+        self.down: RemoteError | None = None  # why the remote stopped this pass (transient)
+        self._mutex = threading.Lock()
+        self._skipped: set[_store.Skipped] = set()
+
+    def __enter__(self) -> Syncer:
+        no_link(self._id_path.parent)  # the lock and the remote's id are written there
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Call a remote primitive, retrying transient failures with exponential backoff."""
+        for attempt in range(self.retries + 1):
+            if self.down is not None:
+                raise self.down
+            try:
+                return fn(*args)
+            except RemoteError as exc:
+                if not exc.transient or attempt == self.retries or self.stop.is_set():
+                    raise
+                delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** attempt)
+                log.info("%s; retrying in %.1f s", exc, delay)
+                if self.stop.wait(delay):
+                    raise
+        raise AssertionError("unreachable")
+
+    def advance(self, nbytes: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(nbytes)
+
+    def check(self) -> None:
+        """One clear error for a bad URI, a missing bucket or refused credentials.
+
+        Also reads the remote's id (``.localtrack-remote.json``, created on the first sync):
+        when it differs from the one recorded here, the remote was wiped or replaced, and
+        every run's state is ignored, so everything is checked and uploaded again.
+        """
+        self.down = None
+        self.call(self.remote.check)
+        try:
+            found = loads(self.call(self.remote.get, _layout.REMOTE_ID))
+            remote_id = found.get("id") if isinstance(found, dict) else None
+        except (FileNotFoundError, ValueError):
+            remote_id = None
+        if not isinstance(remote_id, str):
+            remote_id = secrets.token_hex(8)
+            self.call(self.remote.put, _layout.REMOTE_ID, dumps({"id": remote_id, "created": time.time()}))
+        if remote_id != self.remote_id:
+            with _fsutil.storage_errors("record the remote's id in", self._id_path):
+                _fsutil.ensure_dir(self._id_path.parent)
+                _fsutil.atomic_write(self._id_path, dumps({"id": remote_id, "remote": self.remote.url}))
+            self.remote_id = remote_id
+
+    def _recorded_id(self) -> str | None:
+        try:
+            found = loads(self._id_path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        value = found.get("id") if isinstance(found, dict) else None
+        return value if isinstance(value, str) else None
+
+    def select(self) -> list[tuple[ProjectName, RunId]]:
+        """The runs to sync: every run of the store, or those the targets name.
+
+        Listed by the store's one rule (_store.list_projects / list_runs); a folder that is not
+        a readable project or run is left out with a warning, once per Syncer (the daemon lists
+        the store again on every full pass).
+        """
+        if not self.root.is_dir():
+            raise UsageError(f"No localtrack store at {str(self.root)!r}: pass --dir (or dir=) or set "
+                             "LOCALTRACK_DIR.")
+        wanted: dict[ProjectName, set[RunId] | None] = {}
+        for target in self.targets:
+            if "/" in target:
+                project, rid = _naming.parse_path(target)
+                if not _store.run_exists(self.root, project, rid):
+                    raise RunNotFoundError(f"No run {rid!r} in project {project!r} under "
+                                           f"{str(self.root)!r}.", project=project, run_id=rid)
+                ids = wanted.setdefault(project, set())
+                if ids is not None:
+                    ids.add(rid)
+            else:
+                project = _naming.project_name(target)
+                if not _layout.runs_dir(self.root, project).is_dir():
+                    raise UsageError(f"No project {project!r} under {str(self.root)!r}.")
+                wanted[project] = None
+        if not self.targets:
+            projects, skipped = _store.list_projects(self.root)
+            self._warn(skipped)
+            wanted = dict.fromkeys(projects)
+        runs: list[tuple[ProjectName, RunId]] = []
+        for project, ids in sorted(wanted.items()):
+            if ids is None:
+                listed, skipped = _store.list_runs(self.root, project)
+                self._warn(skipped)
+                ids = set(listed)
+            runs += [(project, rid) for rid in sorted(ids)]
+        return runs
+
+    def _warn(self, skipped: list[_store.Skipped]) -> None:
+        for item in skipped:
+            if item not in self._skipped:
+                self._skipped.add(item)
+                log.warning("skipped %s", item)
+
+    # -- passes ----------------------------------------------------------------------------------
+
+    def run_once(self, runs: Iterable[tuple[ProjectName, RunId]] | None = None) -> SyncReport:
+        """One pass over the runs; a run that fails is reported pending, the others go on."""
+        selected = self.select() if runs is None else list(runs)
+        report = SyncReport(remote=self.remote.url, runs=len(selected))
+        self.down = None
+        todo = [run for run in (self._changed(p, r, report) for p, r in selected) if run is not None]
+        if self.progress is not None:
+            self.progress.start(sum(_pending_bytes(run) for run in todo))
+        try:
+            if self.workers == 1 or len(todo) < 2:
+                for run in todo:
+                    self._one(run, report)
+            else:  # runs are independent; each run's uploads stay in order in one thread
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="localtrack-sync") as pool:
+                    list(pool.map(lambda run: self._one(run, report), todo))
+        finally:
+            if self.progress is not None:
+                self.progress.close()
+        if self.clean:
+            for project, rid in selected:
+                if f"{project}/{rid}" not in report.pending and not self.stop.is_set():
+                    self._clean(project, rid, report)
+        return report
+
+    def _changed(self, project: ProjectName, rid: RunId, report: SyncReport) -> RunUpload | None:
+        """The run if it changed since its last sync (a few stat calls; no thread, no request)."""
+        try:
+            run = RunUpload(self, project, rid)
+            sig = run.signature()
+            return None if run.up_to_date(sig, run.live_holder(sig)) else run
+        except (LocaltrackError, OSError) as exc:
+            report.pending[f"{project}/{rid}"] = str(exc)
+            log.warning("run %s/%s cannot be read: %s", project, rid, exc)
+            return None
+
+    def _one(self, run: RunUpload, report: SyncReport) -> None:
+        path = run.path
+        if self.stop.is_set():
+            report.pending[path] = "stopped"
+            return
+        try:
+            try:
+                run.sync()
+            finally:
+                with self._mutex:
+                    report.uploaded_files += run.uploaded_files
+                    report.uploaded_bytes += run.uploaded_bytes
+                    report.deleted += run.deleted
+                    if run.uploaded_files or run.deleted:
+                        report.synced_runs.append(path)
+            if run.uploaded_files:
+                log.info("synced %s: %d file(s), %s", path, run.uploaded_files,
+                         human_bytes(run.uploaded_bytes))
+        except RemoteError as exc:
+            report.pending[path] = str(exc)
+            if exc.transient and self.down is None:
+                self.down = exc  # the remote is unreachable: the other runs wait for the next pass
+        except (Pending, LocaltrackError, OSError) as exc:
+            report.pending[path] = str(exc)
+            log.warning("run %s is not fully synced to %s: %s", path, self.remote.url, exc)
+
+    def _clean(self, project: ProjectName, rid: RunId, report: SyncReport) -> None:
+        """Delete the local copy of a finished run whose files are all on the remote."""
+        run = RunUpload(self, project, rid)
+        evs = _store.events(run.rdir, **run.ctx)
+        ends = [e for e in evs if e.get("event") in ("finished", "preempted", "started", "resumed")]
+        if not ends or ends[-1].get("event") != "finished" or run.live_holder() is not None:
+            return
+        if not run.up_to_date(run.signature(), None):
+            return
+        try:
+            problem = run.verify_remote()
+        except (RemoteError, LocaltrackError) as exc:
+            problem = str(exc)
+        if problem:
+            log.warning("not cleaning %s: %s on %s", run.path, problem, self.remote.url)
+            return
+        lock = _locks.RunLock(run.lock_path, **run.ctx)
+        try:
+            lock.acquire()
+        except (RunLockedError, LocaltrackError):
+            return
+        try:
+            with _sealer.hold(run.rdir, timeout=0):  # not while a sealer works on it
+                if (run.rdir / _sealer.AGAIN).exists():
+                    return  # sealing is still to come: the remote will change
+                grave = (_layout.runs_dir(self.root, project)
+                         / f"{_fsutil.TMP_PREFIX}{rid}-{secrets.token_hex(4)}")
+                _fsutil.rename_durable(run.rdir, grave)
+            # If we die here: a .tmp- dir that no reader lists; the next writer of the project sweeps it.
+            shutil.rmtree(grave, ignore_errors=True)
+        except TimeoutError:
+            return
+        finally:
+            lock.release()
+        _fsutil.unlink(run.lock_path)
+        report.cleaned.append(run.path)
+        log.info("removed the local copy of %s: it is complete on %s", run.path, self.remote.url)
+
+    def status(self) -> list[RunStatus]:
+        out = []
+        for project, rid in self.select():
+            run = RunUpload(self, project, rid)
+            note = ""
+            try:
+                files, nbytes = run.pending()
+            except (LocaltrackError, OSError) as exc:
+                files, nbytes, note = 0, 0, str(exc)
+            state = _store.state(self.root, project, rid, _store.events(run.rdir, **run.ctx))
+            out.append(RunStatus(run.path, state, files, nbytes, run.state.synced_at, note))
+        return out
+
+
+def _pending_bytes(run: RunUpload) -> int:
+    """For the progress bar only: a run that cannot be read counts nothing (its pass says why)."""
+    try:
+        return run.pending()[1]
+    except (LocaltrackError, OSError):
+        return 0
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def open_syncer(to: str | os.PathLike[str], dir: str | os.PathLike[str] | None = None,
+                runs: Iterable[str] | str | None = None, **kw: Any) -> Syncer:
+    if dir is not None and "://" in os.fspath(dir):
+        raise UsageError(f"sync reads a local store; {os.fspath(dir)!r} is a URI. Sync from the "
+                         "directory the runs were logged to (or a copy of it).")
+    root = _settings.root_dir(dir)
+    remote = open_remote(to)
+    if isinstance(remote, DirRemote) and remote.root.resolve().is_relative_to(root.resolve()):
+        raise UsageError(f"The remote {remote.url!r} is the store itself or inside it; choose a "
+                         "directory outside the store.")
+    targets = [runs] if isinstance(runs, str) else list(runs or [])
+    return Syncer(root, remote, targets, **kw)
+
