@@ -16,7 +16,8 @@ Each sync runs in a fresh child process (``--worker``) and is timed inside it fr
 import of localtrack's sync module, so interpreter start-up is excluded; each figure is
 the median of ``--repeats`` runs, every repeat to a fresh remote. Progress goes to
 stderr, the table to stdout.
-Needs the test extra (moto[server]) for the S3 part; ``--skip-s3`` leaves it out.
+Needs the test extra (moto[server]) for the S3 part, whose server is the tests' (tests/s3server.py);
+``--skip-s3`` leaves it out.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
-ACCESS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
-          "AWS_EC2_METADATA_DISABLED": "true"}
 TIMEOUT = 1800.0
 
 
@@ -91,36 +90,14 @@ def child(*args: str, env: dict[str, str] | None = None) -> dict[str, float] | N
     return json.loads(out.splitlines()[-1]) if out else None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def loopback_s3() -> Any:
+    """The test suite's loopback S3 server (tests/s3server.py: moto's, in this process)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tests.s3server import S3Server
 
-
-class LoopbackS3:
-    def __init__(self) -> None:
-        import logging
-
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.port = free_port()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-        self.n = 0
-
-    def new_remote(self) -> str:
-        import pyarrow.fs as pafs
-
-        self.n += 1
-        bucket = f"bench-{self.n}"
-        pafs.S3FileSystem(access_key="bench", secret_key="bench", region="us-east-1",
-                          endpoint_override=f"http://127.0.0.1:{self.port}",
-                          allow_bucket_creation=True).create_dir(bucket)
-        return f"s3://{bucket}/store?endpoint_override=127.0.0.1:{self.port}&scheme=http"
-
-    def stop(self) -> None:
-        self.server.stop()
+    server = S3Server()
+    server.start()
+    return server
 
 
 def du(path: str) -> int:
@@ -162,13 +139,13 @@ def main() -> None:
         size = du(os.path.join(big, "bench"))
         kinds = [("directory", None)] if args.skip_s3 else [("directory", None), ("loopback S3", "s3")]
         if not args.skip_s3:
-            s3 = LoopbackS3()
+            s3 = loopback_s3()
         for label, kind in kinds:
             full, noop = [], []
             for rep in range(args.repeats):
-                remote = (s3.new_remote() if kind == "s3" and s3 else
+                remote = (s3.uri(s3.new_bucket(), "store") if kind == "s3" and s3 else
                           os.path.join(tmp, f"remote-{label[0]}-{rep}"))
-                env = ACCESS if kind == "s3" else None
+                env = s3.env() if kind == "s3" and s3 else None
                 log(f"{label}: syncing the big run (repeat {rep + 1}) ...")
                 full.append(child("sync", big, remote, env=env))
                 log(f"{label}: first sync of {args.runs} runs, then the timed no-op resync ...")
