@@ -9,7 +9,9 @@
                                segments/<seq>.parquet   sealed, immutable history
                                seal.lock, seal.again, seal.log   the sealer's lock, request mark, log
     <root>/<project>/locks/<id>.lock               writer lock; holds the holder's pid/host
-    <root>/<project>/auto/<cwd-hash>.json          auto-resume pointer for one working directory
+    <root>/<project>/auto/<key-hash>/<id>.json     auto-resume pointers: one per run started with
+                                                   that (working directory, job identity)
+    <root>/<project>/auto/<cwd-hash>.json          a single pointer of format 3 and before (read)
 
 See docs/format.md; bump FORMAT_VERSION on any incompatible change.
 """
@@ -48,10 +50,25 @@ def lock_of_run_dir(rdir: Path) -> Path:
     return rdir.parent.parent / "locks" / f"{rdir.name}.lock"
 
 
-def auto_pointer_path(root: Path, project: ProjectName, cwd: str) -> Path:
-    """The pointer of one working directory, keyed by its bytes (the same under any locale)."""
-    digest = hashlib.sha256(os.fsencode(cwd)).hexdigest()[:24]
-    return root / project / "auto" / f"{digest}.json"
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:24]
+
+
+def auto_dir(root: Path, project: ProjectName, cwd: str, key: str | None) -> Path:
+    """The pointers of one working directory and job identity (``_cluster.identity``), keyed by
+    the directory's bytes (the same under any locale); without an identity, by those alone."""
+    data = os.fsencode(cwd) if key is None else os.fsencode(cwd) + b"\0" + key.encode()
+    return root / project / "auto" / _digest(data)
+
+
+def auto_pointer_path(adir: Path, rid: RunId) -> Path:
+    """The pointer of one run in an auto_dir (removed when that run finishes cleanly)."""
+    return adir / f"{rid}.json"
+
+
+def legacy_auto_pointer_path(root: Path, project: ProjectName, cwd: str) -> Path:
+    """The one pointer per working directory that stores before auto_dir had."""
+    return root / project / "auto" / f"{_digest(os.fsencode(cwd))}.json"
 
 
 def path_text(path: str) -> str:

@@ -1,7 +1,9 @@
 """The resume contract as a pure decision: (mode, id given, run exists) -> create or resume.
 
-"auto" is turned into an id and "allow" by the caller (it needs the cwd
-pointer); everything else is decided here, before any byte is written.
+"auto" is turned into an id and "allow" by the caller (it reads the pointers of
+this directory and job, and claims one run through its lock); whether a claimed
+run is continued or forgotten is ``claim``; everything else is decided here,
+before any byte is written.
 """
 
 from __future__ import annotations
@@ -40,3 +42,16 @@ def decide(mode: str | None, exists: bool, *, project: str, run_id: str) -> Outc
                              "resume='must' to continue it, or choose another id.",
                              project=project, run_id=run_id)
     return Outcome.CREATE
+
+
+class Claim(enum.Enum):
+    """What auto-resume does with one run its pointers name, once it holds that run's lock."""
+
+    RESUME = "resume"  # crashed, failed or preempted: continue it
+    FORGET = "forget"  # gone, or finished cleanly (a finish() died before removing the pointer)
+
+
+def claim(exists: bool, ended: str | None) -> Claim:
+    """``ended`` is how the run ended (``_store.end_state``); a run whose writer lives is never
+    asked about: its lock cannot be taken, so auto-resume passes over it."""
+    return Claim.RESUME if exists and ended != "finished" else Claim.FORGET

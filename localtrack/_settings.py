@@ -7,13 +7,14 @@ environment between runs. docs/env.md lists every variable.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, get_args
 
 import orjson
 
-from . import _layout, _naming
+from . import _cluster, _layout, _naming
 from .errors import UsageError
 
 # The values init() documents, spelled out for users' type checkers. The checks below stay the
@@ -40,6 +41,9 @@ class Settings:
     mode: str
     fsync: str
     fsync_interval: float
+    # Which job this process is (auto-resume key) and what its scheduler says (_cluster).
+    resume_key: str | None = None
+    cluster: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,4 +127,6 @@ def resolve(*, project: str | None, run_id: str | None, resume: object,
         mode=mode,
         fsync=fsync,
         fsync_interval=interval,
+        resume_key=_cluster.identity(env) if mode != "disabled" else None,
+        cluster=_cluster.facts(env) if mode != "disabled" else {},
     )

@@ -3,12 +3,21 @@
 Nothing is written before the resume decision is known and the lock is held: a refused
 init() (a typo'd id with resume="must", a run another process writes, a synced store)
 leaves the store as it was. The auto-resume pointer is written last, once the run is open.
+
+resume="auto" without an id continues a run started with the same working directory and job
+identity (``_cluster``): it tries the runs the pointers name, newest first, and takes the first
+whose lock it gets without waiting. A run whose writer lives is passed over, so concurrent
+processes each get a run (a new one when none is free), and restarts after a crash of all of
+them each claim one distinct crashed run. The flock is the only arbiter: a process killed at
+any instant leaves pointer files that name runs, and a dead process's lock is free.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import _fsutil, _layout, _locks, _naming, _resume, _store
@@ -16,7 +25,9 @@ from ._codec import dumps, encode_tree
 from ._locks import RunLock
 from ._run import Run
 from ._settings import Settings
-from .errors import UsageError
+from .errors import RunLockedError, UsageError
+
+log = logging.getLogger("localtrack")
 
 
 def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | None,
@@ -25,45 +36,108 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
     called when finish() has released it."""
     root, project = settings.root, settings.project
     mode, rid = settings.resume, settings.run_id
-    pointer = _layout.auto_pointer_path(root, project, os.getcwd())
+    if (root / _layout.REMOTE_ID).exists():  # refused before any lock file is created there
+        raise UsageError(f"{root} is a store written by `localtrack sync`; synced stores are "
+                         "read-only. Resume the original run, or read this one with "
+                         "localtrack.Api.", project=project, run_id=rid)
+    adir = _layout.auto_dir(root, project, os.getcwd(), settings.resume_key)
+    claimed: _store.Pointer | None = None
+    lock: RunLock | None = None
     if mode == "auto" and rid is None:
-        rid = _store.read_pointer(pointer)
+        found = _claim(settings, adir)
+        if found is not None:
+            claimed, lock = found
+            rid = claimed.rid
     _resume.check_mode(mode, rid is not None)
     rid = rid or _naming.new_run_id()
     ctx = {"project": project, "run_id": rid}
-    if (root / _layout.REMOTE_ID).exists():  # refused before the lock file is created there
-        raise UsageError(f"{root} is a store written by `localtrack sync`; synced stores are "
-                         "read-only. Resume the original run, or read this one with "
-                         "localtrack.Api.", **ctx)
     if mode == "must":  # a typo'd id must leave nothing behind, not even a lock file
         _resume.decide(mode, _layout.run_dir(root, project, rid).exists(), **ctx)
-    lock = RunLock(_layout.lock_path(root, project, rid), **ctx)
-    lock.acquire()
+    if lock is None:
+        lock = RunLock(_layout.lock_path(root, project, rid), **ctx)
+        lock.acquire()
+    pointer = _layout.auto_pointer_path(adir, rid)
     try:
-        rdir = _layout.run_dir(root, project, rid)
-        outcome = _resume.decide(mode, rdir.exists(), project=project, run_id=rid)
-        where = f"run {rid!r} in project {project!r}"
-        if outcome is _resume.Outcome.CREATE:
-            encode_tree(config or {}, where)  # validate before anything is written
-            _store.sweep_dead_creations(root, project)
-            meta = _store.new_meta(project, rid, {k: v for k, v in fields.items() if v is not None})
-            rdir = _store.create_run_dir(root, project, rid, meta, config or {})
-        else:
-            meta = _store.read_meta(rdir, **ctx)
-            changed = {k: v for k, v in fields.items() if v is not None and meta.get(k) != v}
-            if meta.get("format", 1) < _layout.FORMAT_VERSION:  # this writer's lines are newer
-                changed["format"] = _layout.FORMAT_VERSION
-            if changed:
-                meta = {**meta, **changed}
-                _fsutil.atomic_write(rdir / _store.RUN_JSON, dumps(meta))
-        run = Run(settings=settings, rid=rid, rdir=rdir, meta=meta, lock=lock, pointer=pointer,
-                  resumed=outcome is _resume.Outcome.RESUME, on_close=on_close)
-        if config and run.resumed:
-            run.config.update(config)
-        run._event("resumed" if run.resumed else "started", host=_locks.hostname())
+        run = _open(settings, rid, fields, config, lock, pointer, on_close)
         with _fsutil.storage_errors("write the auto-resume pointer", pointer, **ctx):
-            _store.write_pointer(pointer, rid)
+            _store.write_pointer(pointer, rid, settings.resume_key)
+            if claimed is not None and claimed.path != pointer:
+                # A format-3 pointer, now replaced. If we die before this: both name this run.
+                _fsutil.unlink(claimed.path)
     except BaseException:
         lock.release()
         raise
     return run
+
+
+def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
+          config: dict[str, Any] | None, lock: RunLock, pointer: Path,
+          on_close: Callable[[Run], None]) -> Run:
+    """Create or reopen the run (its lock is held) and record the start with the job's facts."""
+    root, project, mode = settings.root, settings.project, settings.resume
+    ctx = {"project": project, "run_id": rid}
+    rdir = _layout.run_dir(root, project, rid)
+    outcome = _resume.decide(mode, rdir.exists(), **ctx)
+    cluster = {k: dict(v) for k, v in settings.cluster.items()}
+    fields = {**fields, "cluster": cluster or None}  # the latest start's job; none outside one
+    if outcome is _resume.Outcome.CREATE:
+        encode_tree(config or {}, f"run {rid!r} in project {project!r}")  # validate first
+        _store.sweep_dead_creations(root, project)
+        meta = _store.new_meta(project, rid, {k: v for k, v in fields.items() if v is not None})
+        rdir = _store.create_run_dir(root, project, rid, meta, config or {})
+    else:
+        meta = _store.read_meta(rdir, **ctx)
+        changed = {k: v for k, v in fields.items() if v is not None and meta.get(k) != v}
+        if meta.get("format", 1) < _layout.FORMAT_VERSION:  # this writer's lines are newer
+            changed["format"] = _layout.FORMAT_VERSION
+        if changed or (not cluster and "cluster" in meta):
+            meta = {k: v for k, v in {**meta, **changed}.items() if k != "cluster" or cluster}
+            _fsutil.atomic_write(rdir / _store.RUN_JSON, dumps(meta))
+    run = Run(settings=settings, rid=rid, rdir=rdir, meta=meta, lock=lock, pointer=pointer,
+              resumed=outcome is _resume.Outcome.RESUME, on_close=on_close)
+    if config and run.resumed:
+        run.config.update(config)
+    event = "resumed" if run.resumed else "started"
+    if cluster:
+        run._event(event, host=_locks.hostname(), cluster=cluster)
+    else:
+        run._event(event, host=_locks.hostname())
+    return run
+
+
+def _claim(settings: Settings, adir: Path) -> tuple[_store.Pointer, RunLock] | None:
+    """The newest run of this directory and job whose lock is free, with the lock held; runs
+    that are gone or finished cleanly lose their pointer on the way. None: start a new run."""
+    root, project = settings.root, settings.project
+    legacy = (_layout.legacy_auto_pointer_path(root, project, os.getcwd())
+              if settings.resume_key is None else None)
+    with _fsutil.storage_errors("read the auto-resume pointers", adir, project=project):
+        pointers, damaged = _store.read_pointers(adir, legacy)
+        for path in damaged:
+            aside = _store.set_aside_pointer(path)
+            log.warning("The auto-resume pointer %s is damaged (not a pointer to a run); it was "
+                        "moved to %s for inspection and is not followed: resume='auto' goes on "
+                        "with the other runs of this directory, or starts a new run.", path, aside)
+    for pointer in pointers:
+        ctx = {"project": project, "run_id": pointer.rid}
+        path = _layout.lock_path(root, project, pointer.rid)
+        if _locks.is_held(path):  # a live writer: pass over it without waiting for the lock
+            continue
+        lock = RunLock(path, **ctx)
+        try:
+            lock.acquire()
+        except RunLockedError:  # another restart claimed it since the probe
+            continue
+        try:
+            rdir = _layout.run_dir(root, project, pointer.rid)
+            exists = (rdir / _store.RUN_JSON).exists()
+            ended = _store.end_state(_store.events(rdir, **ctx)) if exists else None
+            if _resume.claim(exists, ended) is _resume.Claim.RESUME:
+                return pointer, lock
+            with _fsutil.storage_errors("remove the auto-resume pointer", pointer.path, **ctx):
+                _fsutil.unlink(pointer.path)
+        except BaseException:
+            lock.release()
+            raise
+        lock.release()
+    return None

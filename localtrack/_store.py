@@ -374,8 +374,11 @@ def state(root: Path | RemotePath, project: ProjectName, rid: RunId, evs: list[d
         except (FileNotFoundError, ValueError):
             holder = {}
         alive = isinstance(holder, dict) and bool(holder.get("pid"))
-    if alive:
-        return "running"
+    return "running" if alive else end_state(evs)
+
+
+def end_state(evs: list[dict[str, Any]]) -> str:
+    """How a run without a live writer ended, from the last of its lifecycle events."""
     ends = [e for e in evs if e.get("event") in ("finished", "preempted", "started", "resumed")]
     last = ends[-1] if ends else {}
     if last.get("event") == "finished":
@@ -385,19 +388,84 @@ def state(root: Path | RemotePath, project: ProjectName, rid: RunId, evs: list[d
     return "crashed"
 
 
+# -- auto-resume pointers (docs/format.md) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A run that auto-resume may continue: it was started with this directory and job identity
+    and has not finished cleanly (a clean finish removes its pointer)."""
+
+    path: Path
+    rid: RunId
+    time: float
+
+
 def read_pointer(path: Path) -> RunId | None:
+    """The run a pointer file names; None for a missing or damaged one."""
     try:
-        data = loads(path.read_bytes())
-    except (OSError, ValueError):
+        return _parse_pointer(path).rid
+    except (OSError, ValueError, LocaltrackError):
         return None
+
+
+def _parse_pointer(path: Path) -> Pointer:
+    data = loads(path.read_bytes())
     rid = data.get("run_id") if isinstance(data, dict) else None
-    return RunId(rid) if isinstance(rid, str) else None
+    if not isinstance(rid, str):
+        raise ValueError("no run_id")
+    when = data.get("time")
+    return Pointer(path, _naming.run_id(rid), float(when) if isinstance(when, (int, float)) else 0.0)
 
 
-def write_pointer(path: Path, rid: RunId) -> None:
+def read_pointers(adir: Path, legacy: Path | None = None) -> tuple[list[Pointer], list[Path]]:
+    """The pointers in ``adir`` (and the single ``legacy`` pointer of format 3), newest first,
+    and the files that are not pointers (damaged: bad JSON, or a run id other than the name).
+
+    Temp files of a writer under way (or killed) are neither: their name is not ``<id>.json``.
+    """
+    found: list[Pointer] = []
+    damaged: list[Path] = []
+    try:
+        paths = [p for p in adir.iterdir() if p.suffix == ".json"
+                 and not p.name.startswith(_fsutil.TMP_PREFIX)]
+    except FileNotFoundError:
+        paths = []
+    if legacy is not None and legacy.is_file():
+        paths.append(legacy)
+    for path in paths:
+        try:
+            pointer = _parse_pointer(path)
+        except FileNotFoundError:  # its run finished since the listing
+            continue
+        except (ValueError, IsADirectoryError, LocaltrackError):
+            damaged.append(path)
+            continue
+        if path != legacy and path.stem != pointer.rid:
+            damaged.append(path)
+            continue
+        found.append(pointer)
+    found.sort(key=lambda p: (-p.time, p.rid))
+    newest: dict[RunId, Pointer] = {}  # a legacy pointer and its replacement (a claimer died
+    for pointer in found:              # between writing one and removing the other): one run
+        newest.setdefault(pointer.rid, pointer)
+    return list(newest.values()), damaged
+
+
+def set_aside_pointer(path: Path) -> Path:
+    """Move a damaged pointer out of auto-resume's way, kept for inspection."""
+    aside = path.with_name(path.name + ".damaged")
+    try:
+        _fsutil.rename_durable(path, aside)
+    except FileNotFoundError:  # another process set it aside first
+        pass
+    return aside
+
+
+def write_pointer(path: Path, rid: RunId, key: str | None) -> None:
     _fsutil.ensure_dir(path.parent)
     _fsutil.atomic_write(path, dumps({"run_id": rid, "cwd": _layout.path_text(os.getcwd()),
-                                         "time": time.time()}))
+                                      "key": key, "time": time.time()}))
 
 
 def clear_pointer(path: Path, rid: RunId) -> None:

@@ -188,16 +188,18 @@ def test_auto_resume_follows_the_working_directory(store, tmp_path):
     assert steps_of(store, f"p/{rid}") == list(range(10))
 
 
-def test_auto_resume_of_a_live_run_is_locked(store, tmp_path):
+def test_auto_resume_passes_over_a_live_run(store, tmp_path):
     holder = script(AUTO, str(store), "hold", cwd=tmp_path)
     rid = holder.stdout.readline().split()[0].decode()
     try:
         wait_for(lambda: localtrack.Api(store).run(f"p/{rid}").last_step == 4, what="5 steps")
-        res = run_script(AUTO, str(store), "finish", cwd=tmp_path)
-        assert res.returncode == 1 and "RunLockedError" in res.stderr and rid in res.stderr
+        other, resumed, start, res = _auto(store, tmp_path, "finish")  # a new run, no error
+        assert (resumed, start, res.returncode, res.stderr) == (False, 0, 0, "") and other != rid
     finally:
         holder.kill()
         holder.communicate(timeout=30)
+    again, resumed, start, res = _auto(store, tmp_path, "finish")  # its writer is dead now
+    assert (again, resumed, start, res.returncode) == (rid, True, 5, 0)
 
 
 ENDINGS = """
