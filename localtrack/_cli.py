@@ -68,9 +68,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"state    {run.state}")
     print(f"steps    {run.last_step + 1}")
     print(f"created  {_fmt_time(run.created)}")
+    cluster = run.meta.get("cluster")
+    if isinstance(cluster, dict) and cluster:  # the scheduler's facts of the latest start
+        print(f"job      {_job_facts(cluster)}")
     for e in run.events:
         extra = f" exit_code={e['exit_code']}" if "exit_code" in e else ""
-        extra += f" signal={e['signal']}" if "signal" in e else ""
+        extra += f" signal={e['signal']}" if "signal" in e else ""  # what preempted it
+        extra += f"  [{_job_facts(e['cluster'])}]" if isinstance(e.get("cluster"), dict) else ""
         print(f"event    {_fmt_time(e.get('time', 0))}  {e.get('event')} at step {e.get('step')}{extra}")
     print("config")
     for key, value in sorted(run.config.items()):
@@ -84,6 +88,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"last {tail.num_rows} of {table.num_rows} rows")
         print(_table(tail.column_names, [list(r.values()) for r in tail.to_pylist()]))
     return 0
+
+
+def _job_facts(cluster: dict[str, Any]) -> str:
+    """``slurm job_id=78 partition=gpu ...; torchelastic rank=1``, from a run's ``cluster``."""
+    return "; ".join(f"{source} " + " ".join(f"{k}={v}" for k, v in facts.items())
+                     for source, facts in cluster.items() if isinstance(facts, dict))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
