@@ -6,7 +6,8 @@ one answer to "is this run's writer alive" (is_held). It is taken with ``fcntl``
 directly, not through portalocker: init() is on every script's start-up path
 and importing portalocker costs ~120 ms there (importlib.metadata for its
 version string), for the same one system call on POSIX, the only platform
-the store supports. The sweep queue and sync, off that path, use portalocker.
+the store supports. Sync's store lock (SyncLock) is the same lock; the sweep queue, off
+that path, uses portalocker.
 ``flock`` records no owner, so, like Mercurial's lock, the holder writes ``host``/``pid``/``since``
 (plus boot id, pid namespace and process start time) into the file: that is
 what a second process is told. It does not decide liveness: a writer in another
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from . import _fsutil
 from ._codec import dumps, loads
 from ._naming import Ctx
-from .errors import LockUnavailableError, RunLockedError
+from .errors import LockUnavailableError, RunLockedError, SyncError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -169,11 +170,13 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        with _fsutil.storage_errors("create the lock file", self.path, **self._ctx):
-            _fsutil.ensure_dir(self.path.parent)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = self._open()
         try:
             self._flock(fd)
+        except BaseException:
+            os.close(fd)  # not ours: the holder's owner record stays as it is
+            raise
+        try:
             with _fsutil.storage_errors("write the owner record into the lock file", self.path,
                                         **self._ctx):
                 os.ftruncate(fd, 0)
@@ -183,9 +186,14 @@ class RunLock:
         except BaseException:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)  # no half-written record outlives us
-            os.close(fd)  # drops the flock, if we took it
+            os.close(fd)  # drops the flock
             raise
         self._fd = fd
+
+    def _open(self) -> int:
+        with _fsutil.storage_errors("create the lock file", self.path, **self._ctx):
+            _fsutil.ensure_dir(self.path.parent)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
 
     def _flock(self, fd: int) -> None:
         deadline = time.monotonic() + _RETRY_SECONDS
@@ -233,50 +241,28 @@ class RunLock:
 class SyncLock(RunLock):
     """One sync per (store, remote) at a time: two would race on the same state files.
 
-    The writer lock's flock, owner record and release, with three differences: the lock file
+    The writer lock's flock, owner record and release, with two differences: the lock file
     is never opened through a symbolic link (a received store may hold one, and taking the
-    lock truncates the file), a busy lock is a SyncError naming the remote, and failing to take
-    it leaves the holder's record alone.
+    lock truncates the file), and a busy lock is a SyncError naming the remote.
     """
 
     def __init__(self, path: Path, url: str) -> None:
         super().__init__(path)
         self.url = url
 
-    def acquire(self) -> None:
-        from .errors import SyncError  # here, to keep this class's edit in one place of the file
-
+    def _open(self) -> int:
         with _fsutil.storage_errors("create the sync lock", self.path):
             _fsutil.ensure_dir(self.path.parent)
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except OSError as exc:
                 if not self.path.is_symlink():
                     raise
                 raise SyncError(f"The sync lock {str(self.path)!r} is a symbolic link; sync does "
                                 "not open (and truncate) a file through a link. Remove the link.",
                                 path=str(self.path)) from exc
-        try:
-            self._flock(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            with _fsutil.storage_errors("write the owner record into the sync lock", self.path):
-                os.ftruncate(fd, 0)
-                data, done = dumps(this_process()), 0
-                while done < len(data):  # short only on a full disk, and the next write raises
-                    done += os.pwrite(fd, data[done:], done)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # no half-written record outlives us
-            os.close(fd)  # drops the flock
-            raise
-        self._fd = fd
 
     def _raise_locked(self) -> None:
-        from .errors import SyncError
-
         raise SyncError(f"Another localtrack sync to {self.url!r} is running from this store "
                         f"({describe(read_holder(self.path))}); stop it or wait for it.",
                         path=str(self.path))

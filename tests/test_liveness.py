@@ -167,3 +167,23 @@ def test_auto_resume_in_a_directory_whose_name_is_not_utf8(store, tmp_path):
     assert again.stdout.split() == [rid, "True", "5"]
     stored = localtrack.Api(store).run(f"p/{rid}")
     assert stored.state == "finished" and stored.meta["cwd"].endswith("/\\xff\\xfe")
+
+
+def test_a_refused_writer_leaves_the_holders_owner_record(store):
+    """A second init() of a run another process writes is refused, and the owner record stays:
+    the next refusal, sync's view of the run and the read API still name the live writer.
+    (A refused acquire once truncated the record: the writer then looked gone to sync.)"""
+    holder = subprocess.Popen([sys.executable, "-c", WRITER, str(store), "r"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        lock = _layout.lock_path(store, _naming.project_name("p"), _naming.run_id("r"))
+        for _ in range(2):
+            with pytest.raises(localtrack.errors.RunLockedError, match=f"pid {holder.pid}"):
+                localtrack.init(project="p", id="r", resume="allow", dir=str(store))
+            assert _locks.read_holder(lock)["pid"] == holder.pid
+        assert localtrack.Api(store).run("p/r").state == "running"
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+    assert localtrack.Api(store).run("p/r").state == "finished"
