@@ -292,7 +292,8 @@ def test_a_full_disk_while_taking_the_sync_lock_is_a_storage_error(store, tmp_pa
     one_run(store)
     remote = str(tmp_path / "remote")
     res = run_script(SYNC_ON_A_FULL_DISK, str(store), remote)
-    assert res.returncode == 0 and "owner record into the sync lock" in res.stdout, res.stderr
+    assert res.returncode == 0 and "owner record into the lock file" in res.stdout, res.stderr
+    assert f"{remote_key(remote)}.lock" in res.stdout
     assert (store / ".sync" / f"{remote_key(remote)}.lock").read_bytes() == b""
     assert localtrack.sync(remote, dir=store).ok
 
