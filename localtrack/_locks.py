@@ -169,10 +169,11 @@ class RunLock:
         self._ctx = ctx
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, *, wait: bool = True) -> None:
+        """Take the lock; a held one is retried for a moment (``wait``) before RunLockedError."""
         fd = self._open()
         try:
-            self._flock(fd)
+            self._flock(fd, _RETRY_SECONDS if wait else 0.0)
         except BaseException:
             os.close(fd)  # not ours: the holder's owner record stays as it is
             raise
@@ -195,8 +196,8 @@ class RunLock:
             _fsutil.ensure_dir(self.path.parent)
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
 
-    def _flock(self, fd: int) -> None:
-        deadline = time.monotonic() + _RETRY_SECONDS
+    def _flock(self, fd: int, patience: float) -> None:
+        deadline = time.monotonic() + patience
         while True:
             try:
                 if try_flock(fd):

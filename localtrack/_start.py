@@ -125,7 +125,7 @@ def _claim(settings: Settings, adir: Path) -> tuple[_store.Pointer, RunLock] | N
             continue
         lock = RunLock(path, **ctx)
         try:
-            lock.acquire()
+            lock.acquire(wait=False)
         except RunLockedError:  # another restart claimed it since the probe
             continue
         try:
