@@ -1,4 +1,5 @@
-"""The per-run writer lock, with an owner record in the lock file.
+"""Every lock of a store: the per-run writer lock (with an owner record), sync's store lock,
+and the short critical sections of the sealer and the sweep queue (``hold``).
 
 An exclusive ``flock`` is dropped by the kernel when the holder dies, so a
 SIGKILLed writer never blocks the next resume, and whether it is held is the
@@ -6,8 +7,7 @@ one answer to "is this run's writer alive" (is_held). It is taken with ``fcntl``
 directly, not through portalocker: init() is on every script's start-up path
 and importing portalocker costs ~120 ms there (importlib.metadata for its
 version string), for the same one system call on POSIX, the only platform
-the store supports. Sync's store lock (SyncLock) is the same lock; the sweep queue, off
-that path, uses portalocker.
+the store supports; every lock here is that flock.
 ``flock`` records no owner, so, like Mercurial's lock, the holder writes ``host``/``pid``/``since``
 (plus boot id, pid namespace and process start time) into the file: that is
 what a second process is told. It does not decide liveness: a writer in another
@@ -22,6 +22,7 @@ import errno
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,6 +156,46 @@ def probe_free(path: Path) -> bool:
         return try_flock(fd, shared=True)  # closing the descriptor drops the probe's lock
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def hold(path: Path, timeout: float, *, create: bool = True) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` for a short critical section, waiting up to
+    ``timeout`` seconds for whoever holds it (TimeoutError after that).
+
+    ``create=False``: a missing file means nobody ever took this lock, and the caller goes
+    ahead without one (readers use this, so that a read-only store stays readable).
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT if create else os.O_RDONLY, 0o644)
+    except FileNotFoundError:
+        if create:
+            raise
+        yield
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while not _try_or_explain(fd, path):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path} has been locked by another process for {timeout:g} s")
+            time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _try_or_explain(fd: int, path: Path) -> bool:
+    """try_flock, with a file system that has no locks told as such."""
+    try:
+        return try_flock(fd)
+    except OSError as exc:
+        if exc.errno in _NO_LOCKS:
+            raise LockUnavailableError(
+                f"The file system under {str(path.parent)!r} does not support file locks "
+                f"({os.strerror(exc.errno)}), so localtrack cannot keep two processes apart. "
+                "Mount it with locking enabled (Lustre: -o flock) or use a local dir=.",
+                path=str(path)) from exc
+        raise
 
 
 class RunLock:

@@ -22,8 +22,6 @@ import contextlib
 import logging
 import os
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,27 +80,13 @@ def _reap() -> None:
             _children.remove(pid)
 
 
-@contextlib.contextmanager
-def hold(rdir: Path, timeout: float = 120.0, create: bool = True) -> Iterator[None]:
+def hold(rdir: Path, timeout: float = 120.0, create: bool = True) -> contextlib.AbstractContextManager[None]:
     """Hold the seal lock (waiting for a running sealer) while a writer opens the run.
 
     ``create=False``: a run that never had a sealer (no lock file) needs no lock; readers
     use this, so that a read-only store stays readable.
     """
-    try:
-        fd = _open_lock(rdir) if create else os.open(rdir / SEAL_LOCK, os.O_RDONLY)
-    except FileNotFoundError:
-        yield
-        return
-    try:
-        deadline = time.monotonic() + timeout
-        while not _locks.try_flock(fd):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"a sealer has held {rdir / SEAL_LOCK} for {timeout:g} s")
-            time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)
+    return _locks.hold(rdir / SEAL_LOCK, timeout, create=create)
 
 
 def wait_idle(rdir: Path, timeout: float = 120.0) -> None:

@@ -27,8 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import portalocker
-
 from .. import _fsutil, _layout, _locks, _naming, _settings, _store
 from .._codec import decode_tree, dumps, encode_tree, loads
 from ..errors import LocaltrackError, LockUnavailableError, SweepNotFoundError
@@ -83,16 +81,14 @@ class SweepStore:
         """Hold the sweep lock; yield the state; write it back atomically if no error."""
         path = self.dir / "lock"
         try:
-            with portalocker.Lock(path, mode="a", timeout=_LOCK_TIMEOUT, check_interval=0.01,
-                                  flags=portalocker.LOCK_EX | portalocker.LOCK_NB):
+            with _locks.hold(path, _LOCK_TIMEOUT):
                 state = loads((self.dir / "state.json").read_bytes())
                 yield state
                 _fsutil.atomic_write(self.dir / "state.json", dumps(state))
-        except portalocker.exceptions.LockException as exc:
+        except TimeoutError as exc:
             raise LockUnavailableError(
-                f"Could not lock sweep {self.id!r} ({path}) within {_LOCK_TIMEOUT:.0f} s: {exc}. "
-                "Another agent may hang inside a transaction, or the file system has no locks.",
-                project=self.project) from exc
+                f"Could not lock sweep {self.id!r} ({path}) within {_LOCK_TIMEOUT:.0f} s: another "
+                "agent may hang inside a transaction.", project=self.project) from exc
 
     def read_state(self) -> dict[str, Any]:
         state: dict[str, Any] = loads((self.dir / "state.json").read_bytes())
