@@ -74,6 +74,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     for e in run.events:
         extra = f" exit_code={e['exit_code']}" if "exit_code" in e else ""
         extra += f" signal={e['signal']}" if "signal" in e else ""  # what preempted it
+        if e.get("event") == "rewound":  # the rows after `to` are archived
+            extra += f" from step {e.get('from_step')} to step {e.get('to')}"
         extra += f"  [{_job_facts(e['cluster'])}]" if isinstance(e.get("cluster"), dict) else ""
         print(f"event    {_fmt_time(e.get('time', 0))}  {e.get('event')} at step {e.get('step')}{extra}")
     print("config")

@@ -41,7 +41,8 @@ class State(enum.Enum):
 class History(Guarded):
     """The history of a run being written by this process (``Run`` adds the lifecycle)."""
 
-    def __init__(self, stream: LogStream, *, where: str, ctx: Ctx) -> None:
+    def __init__(self, stream: LogStream, *, where: str, ctx: Ctx,
+                 rewind_to: int | None = None) -> None:
         # The caller made the Guarded part first: ``stream`` shares its mutex.
         self._log = stream
         self._where = where
@@ -53,7 +54,7 @@ class History(Guarded):
         self._partial_step = -1  # the step of a commit=False record not yet committed
         self._numeric = True  # log() checks rows with sum() while they hold only numbers
         self._stamp_due = 0.0  # the monotonic time after which log() frames its row
-        self.starting_step: int = stream.open() + 1
+        self.starting_step: int = stream.open(rewind_to) + 1
         self._put: Callable[[bytes], Any] = stream.put
         self.step: int = self.starting_step
 

@@ -13,7 +13,7 @@ import re
 import secrets
 from typing import NewType, TypedDict
 
-from .errors import InvalidNameError
+from .errors import InvalidNameError, UsageError
 
 ProjectName = NewType("ProjectName", str)
 RunId = NewType("RunId", str)
@@ -81,6 +81,18 @@ def parse_path(value: str) -> tuple[ProjectName, RunId]:
     if not sep:
         raise InvalidNameError(f"Expected 'PROJECT/RUN_ID', got {value!r}.")
     return project_name(project), run_id(rid)
+
+
+_AT_STEP_RE = re.compile(r"(?P<id>[^?]+)\?_step=(?P<step>[0-9]+)")
+
+
+def run_at_step(value: object, what: str) -> tuple[RunId, int]:
+    """W&B's ``"RUN_ID?_step=N"`` (``resume_from``, ``fork_from``) as a run id and a step."""
+    match = _AT_STEP_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise UsageError(f"{what}={value!r} is not a run and a step: write it as "
+                         f"'RUN_ID?_step=N' with N >= 0, e.g. {what}='abc123?_step=1000'.")
+    return run_id(match["id"]), int(match["step"])
 
 
 def _number(pattern: re.Pattern[str], name: object) -> int | None:

@@ -90,10 +90,13 @@ class ApiRun:
             try:
                 record = self._last_record(_segments.wal_log(self._rdir, seq))
             except FileNotFoundError:  # sealed under our feet: the manifest below has it
-                return int(_segments.load_manifest(self._rdir, **self._ctx)["last_step"])
+                manifest = _segments.load_manifest(self._rdir, **self._ctx)
+                return _segments.at_least_rewound(manifest, int(manifest["last_step"]))
             if record is not None:
-                return int(record["_step"])
-        return int(manifest["last_step"])
+                top = _segments.cap(manifest, seq)  # a rewound log's last rows are archived
+                step = int(record["_step"]) if top is None else min(int(record["_step"]), top)
+                return _segments.at_least_rewound(manifest, step)
+        return _segments.at_least_rewound(manifest, int(manifest["last_step"]))
 
     def _last_record(self, path: StorePath) -> dict[str, Any] | None:
         if isinstance(path, Path) and isinstance(self._rdir, Path):
@@ -128,18 +131,33 @@ class ApiRun:
             paths += list(wal.iterdir())
         return max((p.stat().st_mtime for p in paths if p.exists()), default=self.created)
 
-    def history(self, keys: list[str] | None = None) -> pa.Table:
-        """Every step as a pyarrow Table: ``_step``, ``_timestamp`` and one column per key."""
-        with _store.reading(self._rdir, **self._ctx):
-            return _segments.read_history(self._rdir, keys, **self._ctx)
+    def history(self, keys: list[str] | None = None, *,
+                include_rewound: bool = False) -> pa.Table:
+        """Every step as a pyarrow Table: ``_step``, ``_timestamp`` and one column per key.
 
-    def history_df(self, keys: list[str] | None = None) -> pandas.DataFrame:
+        ``include_rewound``: also the rows rewinds archived, in the order they were written,
+        with a ``_rewound`` column (which rewind archived the row, 1 for the first; null for
+        the history).
+        """
+        with _store.reading(self._rdir, **self._ctx):
+            return _segments.read_history(self._rdir, keys, include_rewound=include_rewound,
+                                          **self._ctx)
+
+    def history_df(self, keys: list[str] | None = None, *,
+                   include_rewound: bool = False) -> pandas.DataFrame:
         """history() as a pandas DataFrame (needs pandas)."""
         try:
             import pandas  # noqa: F401
         except ImportError:
             raise UsageError("history_df() needs pandas: pip install pandas") from None
-        return self.history(keys).to_pandas()
+        return self.history(keys, include_rewound=include_rewound).to_pandas()
+
+    @property
+    def rewinds(self) -> list[dict[str, Any]]:
+        """The run's rewinds, oldest first: ``{"to": step, "from_step": last step before,
+        "time": when, "seq": the log it continued in}``."""
+        with _store.reading(self._rdir, **self._ctx):
+            return list(_segments.load_manifest(self._rdir, **self._ctx)["rewinds"])
 
     def __repr__(self) -> str:
         return f"<localtrack.ApiRun {self.path} {self.state}>"

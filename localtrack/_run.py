@@ -35,7 +35,7 @@ class Run(History):
     """A run being written by this process. Create it with ``localtrack.init()``."""
 
     def __init__(self, *, settings: Settings, rid: _naming.RunId, rdir: Path, meta: dict[str, Any],
-                 lock: RunLock, pointer: Path, resumed: bool,
+                 lock: RunLock, pointer: Path, resumed: bool, rewind_to: int | None = None,
                  on_close: Callable[[Run], None] = lambda run: None) -> None:
         self.id: str = rid
         self._rid = rid
@@ -53,7 +53,7 @@ class Run(History):
         self._signalled: str | None = None  # a signal came (perhaps still deferred): not finished
         Guarded.__init__(self)
         History.__init__(self, LogStream(rdir, settings, self._mutex, where=where, ctx=ctx),
-                         where=where, ctx=ctx)
+                         where=where, ctx=ctx, rewind_to=rewind_to)
         events = rdir / _store.EVENTS
         _wal.refuse_link(events, **ctx)
         if events.exists():  # a writer killed mid-event leaves a torn tail: cut it before appending

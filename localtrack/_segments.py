@@ -37,7 +37,7 @@ _JSON_META = {b"localtrack.encoding": b"json"}
 
 def empty_manifest() -> dict[str, Any]:
     return {"format": _layout.FORMAT_VERSION, "sealed_through": -1, "last_step": -1,
-            "segments": [], "last": {}}
+            "segments": [], "last": {}, "rewinds": []}
 
 
 def load_manifest(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
@@ -76,6 +76,13 @@ def parse_manifest(data: bytes, path: StorePath, **ctx: Unpack[Ctx]) -> dict[str
         raise CorruptRunError(f"{path} of {run_label(ctx)} holds last={manifest['last']!r}, not an "
                               "object; the manifest is damaged. Restore it from a backup or sync "
                               "remote.", path=str(path), **ctx)
+    rewinds = manifest.setdefault("rewinds", [])
+    if not isinstance(rewinds, list) or not all(
+            isinstance(r, dict) and all(type(r.get(k)) is int and r[k] >= 0 for k in ("to", "seq"))
+            for r in rewinds):
+        raise CorruptRunError(f"{path} of {run_label(ctx)} holds rewinds={rewinds!r}, not a list "
+                              "of {\"to\": step, \"seq\": log} records; the manifest is damaged. "
+                              "Restore it from a backup or sync remote.", path=str(path), **ctx)
     for seg in manifest["segments"]:
         name = seg.get("file") if isinstance(seg, dict) else seg
         rows = seg.get("rows") if isinstance(seg, dict) else None
@@ -103,6 +110,36 @@ def wal_seqs(rdir: StorePath) -> list[int]:
 def wal_log(rdir: StorePath, seq: int) -> StorePath:
     """The log file (or chunk folder) ``seq`` of a run."""
     return _layout.wal_path(rdir, seq) if isinstance(rdir, Path) else rdir / "wal" / f"{seq:08d}.jsonl"
+
+
+def cap(manifest: dict[str, Any], seq: int) -> int | None:
+    """The last step of log (or segment) ``seq`` that is still history, None for all of it.
+
+    A rewind to step N, recorded in the manifest as ``{"to": N, "seq": S}`` (S: the first log
+    written after it), archives every row with a step after N in the logs before S.
+    """
+    caps = [r["to"] for r in manifest["rewinds"] if r["seq"] > seq]
+    return min(caps) if caps else None
+
+
+def at_least_rewound(manifest: dict[str, Any], last_step: int) -> int:
+    """A run's last step is never before its last rewind's step: it continues after it."""
+    return max(last_step, manifest["rewinds"][-1]["to"]) if manifest["rewinds"] else last_step
+
+
+def rewound_by(manifest: dict[str, Any], seq: int, step: int) -> int | None:
+    """Which rewind (1-based, in the manifest's order) archived a row of log ``seq`` at
+    ``step``; None for a row that is history."""
+    for number, rewind in enumerate(manifest["rewinds"], 1):
+        if rewind["seq"] > seq and step > rewind["to"]:
+            return number
+    return None
+
+
+def live(manifest: dict[str, Any], seq: int, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of log ``seq`` that a rewind did not archive."""
+    top = cap(manifest, seq)
+    return records if top is None else [r for r in records if r["_step"] <= top]
 
 
 def merge_steps(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -288,8 +325,10 @@ def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any],
             manifest["segments"].append({"file": name, "seq": seq, "rows": table.num_rows,
                                          "first_step": steps[0].as_py(),
                                          "last_step": steps[-1].as_py()})
-            manifest["last_step"] = steps[-1].as_py()
-            manifest["last"] = {**manifest["last"], **_table_last(table)}
+            kept = _rewound(table, manifest, seq, include=False)  # a rewind's archive is no history
+            if len(kept):  # (a rewind set last_step to its step: a rewound log keeps to it)
+                manifest["last_step"] = max(manifest["last_step"], kept["_step"][-1].as_py())
+                manifest["last"] = {**manifest["last"], **_table_last(kept)}
         # If we die here: the segment is an orphan and the log still holds its steps.
         _fsutil.atomic_write(rdir / MANIFEST, dumps(manifest))
         # If we die here: the manifest covers this log file; the next writer deletes it.
@@ -323,8 +362,8 @@ def cleanup(rdir: Path, manifest: dict[str, Any], *, everything: bool = False) -
                 _fsutil.unlink(path)
 
 
-def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[list[bytes], bytes]]]:
-    """A consistent (manifest, [(record bodies, checked bytes)] per unsealed log), however fast
+def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[int, list[bytes], bytes]]]:
+    """A consistent (manifest, [(seq, record bodies, checked bytes)] per unsealed log), however fast
     a sealer works. A torn tail is left out (a writer may be mid-append).
 
     The logs are read first, then the manifest: a sealer deletes a log only after a manifest
@@ -354,7 +393,7 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[lis
             data = read[seq]
             durable = _durable.durable_offset(mark, seq)
             checked = _wal.check(data, str(wal_log(rdir, seq)), durable=durable, **ctx)
-            logs.append((checked.bodies, data[:checked.end]))
+            logs.append((seq, checked.bodies, data[:checked.end]))
             if checked.bad_at is not None or _durable.lost_end(data, checked.end, durable,
                                                                seq == seqs[-1]):
                 break
@@ -364,17 +403,46 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[lis
                           "missing.", path=str(rdir), **ctx)
 
 
+def sealed_last(rdir: Path, manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """The last value of each key over the sealed rows that are history: the manifest's
+    ``last``, or, when a rewind archived sealed rows, read from the newest segments back
+    until every key is found (most runs log every key in every segment: one segment)."""
+    def archived(seg: dict[str, Any]) -> bool:
+        top = cap(manifest, seg["seq"])
+        return top is not None and seg["last_step"] > top
+
+    if not any(archived(seg) for seg in manifest["segments"]):
+        return dict(manifest["last"])
+    last: dict[str, Any] = {}
+    for seg in reversed(manifest["segments"]):
+        top = cap(manifest, seg["seq"])
+        if top is not None and seg["first_step"] > top:
+            continue  # archived whole
+        table = _read_segment(rdir / "segments" / seg["file"], None, rdir, ctx)
+        for key, value in _table_last(_rewound(table, manifest, seg["seq"], False)).items():
+            last.setdefault(key, value)
+        if last.keys() >= manifest["last"].keys():
+            break
+    return last
+
+
 def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """The last logged value of every key (flat, decoded)."""
     manifest, logs = _snapshot(rdir, ctx)
     last = dict(manifest["last"])
-    for bodies, _ in logs:
-        last.update(last_values(_frames.records(bodies)))
+    for seq, bodies, _ in logs:
+        last.update(last_values(live(manifest, seq, _frames.records(bodies))))
     return {k: untag(v) for k, v in last.items()}
 
 
-def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[Ctx]) -> pa.Table:
-    """The whole history as one table: sealed segments, then the unsealed logs."""
+def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewound: bool = False,
+                 **ctx: Unpack[Ctx]) -> pa.Table:
+    """The whole history as one table: sealed segments, then the unsealed logs.
+
+    Rows a rewind archived are left out, or with ``include_rewound`` kept in the order they
+    were written, with a ``_rewound`` column: the number of the rewind that archived the row
+    (1 for the run's first rewind), null for a row of the history.
+    """
     import pyarrow as pa
 
     manifest, logs = _snapshot(rdir, ctx)
@@ -383,7 +451,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[C
     for seg in manifest["segments"]:
         path = rdir / "segments" / seg["file"]
         try:
-            tables.append(_read_segment(path, wanted, rdir, ctx))
+            table = _read_segment(path, wanted, rdir, ctx)
         except FileNotFoundError as exc:
             raise CorruptRunError(f"Segment {path} named in the manifest is missing; steps "
                                   f"{seg['first_step']}..{seg['last_step']} are lost. Restore it "
@@ -394,7 +462,8 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[C
                                   path=str(path), transient=True, **ctx) from exc
             raise CorruptRunError(f"Segment {path} cannot be read ({exc}).",
                                   path=str(path), **ctx) from exc
-    for bodies, data in logs:
+        tables.append(_rewound(table, manifest, seg["seq"], include_rewound))
+    for seq, bodies, data in logs:
         if not bodies:
             continue
         table = log_table(data)  # pyarrow's C++ reader; Python rows only for mixed kinds
@@ -402,8 +471,29 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, **ctx: Unpack[C
             table = rows_to_table(merge_steps(_frames.records(bodies)))
         if wanted is not None:
             table = table.select([c for c in wanted if c in table.column_names])
-        tables.append(table)
-    return _concat(tables, wanted)
+        tables.append(_rewound(table, manifest, seq, include_rewound))
+    if not include_rewound:
+        return _concat(tables, wanted)
+    tables = [t if "_rewound" in t.column_names
+              else t.append_column("_rewound", pa.nulls(len(t), pa.int64())) for t in tables]
+    table = _concat(tables, None if wanted is None else [*wanted, "_rewound"])
+    if "_rewound" not in table.column_names:  # (no rows at all)
+        table = table.append_column("_rewound", pa.nulls(len(table), pa.int64()))
+    return table
+
+
+def _rewound(table: pa.Table, manifest: dict[str, Any], seq: int, include: bool) -> pa.Table:
+    """The rows of log ``seq`` that are history, or all of them marked (see read_history)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    top = cap(manifest, seq)
+    if top is None or not len(table):
+        return table
+    if not include:
+        return table.filter(pc.less_equal(table["_step"], top))
+    marks = [rewound_by(manifest, seq, step) for step in table["_step"].to_pylist()]
+    return table.append_column("_rewound", pa.array(marks, pa.int64()))
 
 
 def _read_segment(path: StorePath, wanted: list[str] | None, rdir: StorePath, ctx: Ctx) -> pa.Table:

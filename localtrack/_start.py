@@ -31,11 +31,16 @@ log = logging.getLogger("localtrack")
 
 
 def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | None,
-          on_close: Callable[[Run], None]) -> Run:
+          on_close: Callable[[Run], None], resume_from: str | None = None) -> Run:
     """Open or create the run the settings ask for, holding its lock; ``on_close(run)`` is
-    called when finish() has released it."""
+    called when finish() has released it. ``resume_from="RUN_ID?_step=N"``: resume that run
+    rewound to step N (the rows after it archived, see LogStream._rewind)."""
     root, project = settings.root, settings.project
     mode, rid = settings.resume, settings.run_id
+    rewind_to: int | None = None
+    if resume_from is not None:
+        rid, rewind_to = _rewind_target(resume_from, mode, rid)
+        mode = "must"
     if (root / _layout.REMOTE_ID).exists():  # refused before any lock file is created there
         raise UsageError(f"{root} is a store written by `localtrack sync`; synced stores are "
                          "read-only. Resume the original run, or read this one with "
@@ -58,7 +63,7 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
         lock.acquire()
     pointer = _layout.auto_pointer_path(adir, rid)
     try:
-        run = _open(settings, rid, fields, config, lock, pointer, on_close)
+        run = _open(settings, rid, fields, config, lock, pointer, on_close, mode, rewind_to)
         with _fsutil.storage_errors("write the auto-resume pointer", pointer, **ctx):
             _store.write_pointer(pointer, rid, settings.resume_key)
             if claimed is not None and claimed.path != pointer:
@@ -70,11 +75,25 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
     return run
 
 
+def _rewind_target(resume_from: str, mode: str | None,
+                   rid: _naming.RunId | None) -> tuple[_naming.RunId, int]:
+    """The run and step ``resume_from`` names, checked against the other arguments."""
+    target, step = _naming.run_at_step(resume_from, "resume_from")
+    if mode == "never":
+        raise UsageError(f"resume_from={resume_from!r} continues run {target!r}, and "
+                         "resume='never' forbids that; drop one of them.", run_id=target)
+    if rid is not None and rid != target:
+        raise UsageError(f"resume_from={resume_from!r} names run {target!r} but id={rid!r}; "
+                         "resume_from continues the run it names: drop id= or make them equal.",
+                         run_id=target)
+    return target, step
+
+
 def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
           config: dict[str, Any] | None, lock: RunLock, pointer: Path,
-          on_close: Callable[[Run], None]) -> Run:
+          on_close: Callable[[Run], None], mode: str | None, rewind_to: int | None) -> Run:
     """Create or reopen the run (its lock is held) and record the start with the job's facts."""
-    root, project, mode = settings.root, settings.project, settings.resume
+    root, project = settings.root, settings.project
     ctx = {"project": project, "run_id": rid}
     rdir = _layout.run_dir(root, project, rid)
     outcome = _resume.decide(mode, rdir.exists(), **ctx)
@@ -94,7 +113,7 @@ def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
             meta = {k: v for k, v in {**meta, **changed}.items() if k != "cluster" or cluster}
             _fsutil.atomic_write(rdir / _store.RUN_JSON, dumps(meta))
     run = Run(settings=settings, rid=rid, rdir=rdir, meta=meta, lock=lock, pointer=pointer,
-              resumed=outcome is _resume.Outcome.RESUME, on_close=on_close)
+              resumed=outcome is _resume.Outcome.RESUME, rewind_to=rewind_to, on_close=on_close)
     if config and run.resumed:
         run.config.update(config)
     event = "resumed" if run.resumed else "started"
@@ -102,6 +121,8 @@ def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
         run._event(event, host=_locks.hostname(), cluster=cluster)
     else:
         run._event(event, host=_locks.hostname())
+    if rewind_to is not None:  # (the manifest, rewritten already, is what decides: see _stream)
+        run._event("rewound", from_step=run._log.rewound_from, to=rewind_to)
     return run
 
 

@@ -201,9 +201,9 @@ def read_meta(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
         raise CorruptRunError(f"{path} of {run_label(ctx)} is not a valid localtrack run file: {problem}. "
                               "Restore it from a sync remote or a backup, or move the folder out "
                               "of the store.", path=str(path), **ctx)
-    if meta.get("format", 1) > _layout.FORMAT_VERSION:
+    if meta.get("format", 1) > _layout.KNOWN_FORMAT:
         raise CorruptRunError(f"Run at {rdir} uses format {meta['format']}, newer than this "
-                              f"localtrack understands ({_layout.FORMAT_VERSION}); upgrade localtrack.",
+                              f"localtrack understands ({_layout.KNOWN_FORMAT}); upgrade localtrack.",
                               path=str(rdir), **ctx)
     return dict(meta)
 

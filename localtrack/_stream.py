@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import _durable, _fsutil, _layout, _sealer, _segments, _wal
-from ._codec import untag
+from . import _durable, _fsutil, _layout, _sealer, _segments, _store, _wal
+from ._codec import dumps, untag
 from ._frames import records
 from ._logfile import Appender, MappedLog, append_framed, close_frame, mappable, open_log, put_framed
 from ._naming import Ctx
@@ -56,6 +57,7 @@ class LogStream:
         self._flusher: threading.Thread | None = None
         self._last_values: tuple[int, int, dict[str, Any]] = (-1, 0, {})
         self.seq = 0
+        self.rewound_from: int | None = None  # the last step before open(rewind_to=)
         self.file: MappedLog | Appender
         # The hot path's append: the file's put (ValueError when its window or the file is
         # full), or put and fsync under "always". Rebound whenever the file's put changes.
@@ -63,14 +65,24 @@ class LogStream:
 
     # -- opening ---------------------------------------------------------------------------
 
-    def open(self) -> int:
-        """Open the newest log for appending, repaired; start the flusher. The last step on disk."""
+    def open(self, rewind_to: int | None = None) -> int:
+        """Open the newest log for appending, repaired; start the flusher. The last step on disk.
+
+        ``rewind_to``: archive the rows after that step first (see rewind), and return it.
+        """
         rdir = self._rdir
         try:
             with _sealer.hold(rdir):  # no sealer removes a log while we read and repair it
                 manifest = _segments.load_manifest(rdir, **self._ctx)
                 _segments.cleanup(rdir, manifest)
                 last_step = self._attach(manifest)
+                if rewind_to is not None:
+                    self.rewound_from = last_step
+                    try:
+                        last_step = self._rewind(manifest, last_step, rewind_to)
+                    except BaseException:
+                        self.file.abandon()
+                        raise
         except TimeoutError as exc:
             raise LockUnavailableError(f"Cannot open {self._where}: {exc}; is a process stuck "
                                        "on this file system?", **self._ctx) from exc
@@ -103,7 +115,7 @@ class LogStream:
         sealed = manifest["sealed_through"]
         seqs = [s for s in _segments.wal_seqs(rdir) if s > sealed]
         if not seqs:
-            return sealed + 1, manifest["last_step"], 0
+            return sealed + 1, _segments.at_least_rewound(manifest, manifest["last_step"]), 0
         newest = _layout.wal_path(rdir, seqs[-1])
         if newest.is_dir():  # a log kept as a folder of chunks: this is a copy made by sync
             raise UsageError(f"{self._where} is in a store written by `localtrack sync` "
@@ -115,13 +127,56 @@ class LogStream:
         newest = _layout.wal_path(rdir, seqs[-1])
         tail = _wal.last_record(newest, **self._ctx)
         _wal.cut_torn_tail(newest, tail.end, **self._ctx)
-        record = tail.record
+        record, seq = tail.record, seqs[-1]
         for seq in reversed(seqs[:-1]):
             if record is not None:
                 break
             record = _wal.last_record(_layout.wal_path(rdir, seq), **self._ctx).record
-        last_step = record["_step"] if record is not None else manifest["last_step"]
-        return seqs[-1], int(last_step), tail.frame_end
+        if record is None:
+            return seqs[-1], _segments.at_least_rewound(manifest, manifest["last_step"]), tail.frame_end
+        top = _segments.cap(manifest, seq)  # a rewound log's last rows are archived
+        last_step = int(record["_step"]) if top is None else min(int(record["_step"]), top)
+        return seqs[-1], _segments.at_least_rewound(manifest, last_step), tail.frame_end
+
+    def _rewind(self, manifest: dict[str, Any], last_step: int, to: int) -> int:
+        """Archive the history after step ``to``: the caller holds the run and the seal lock.
+
+        Nothing is moved or rewritten, whatever the length of the history: the manifest
+        records ``{"to": to, "seq": S}``, S being the log the run continues in, and readers
+        leave out the rows after ``to`` in the logs and segments before S (see
+        _segments.cap). The order makes a crash harmless: (1) the log being appended is
+        closed and the next one opened, so no log holds rows from both sides of the rewind;
+        (2) run.json's format is raised, so that older readers refuse the run rather than show
+        its archive; (3) the manifest is replaced with the rewind, its last step and the last
+        values of the history that stays. Before (3) the run is as it was; after, rewound.
+        """
+        where = f"Cannot rewind {self._where} to step {to}"
+        if to < 0:
+            raise UsageError(f"{where}: a step is >= 0.", **self._ctx)
+        if to > last_step:
+            raise UsageError(f"{where}: its last step is {last_step}; a rewind goes back, "
+                             "never forward.", **self._ctx)
+        if to == last_step:
+            return to  # nothing after it to archive
+        if self.file.offset > 0:  # (1); if we die after it: an empty new log, as a rotation
+            self._close_frame(rotating=True)
+            self.file.close(sync=self._policy != "never")
+            self.seq += 1
+            self.file = open_log(_layout.wal_path(self._rdir, self.seq), ROTATE_BYTES,
+                                 self._mapped)
+            self._rebind()
+            if self._policy != "never":
+                _fsutil.fsync_dir(self._rdir / "wal")
+        meta = _store.read_meta(self._rdir, **self._ctx)  # (2)
+        if meta.get("format", 1) < _layout.REWOUND_FORMAT:
+            _fsutil.atomic_write(self._rdir / _store.RUN_JSON,
+                                 dumps({**meta, "format": _layout.REWOUND_FORMAT}))
+        rewind = {"to": to, "seq": self.seq, "from_step": last_step, "time": time.time()}
+        rewound = {**manifest, "rewinds": [*manifest["rewinds"], rewind],
+                   "last_step": min(manifest["last_step"], to)}
+        rewound["last"] = _segments.sealed_last(self._rdir, rewound, **self._ctx)
+        _fsutil.atomic_write(self._rdir / _segments.MANIFEST, dumps(rewound))  # (3)
+        return to
 
     def reopen(self) -> int:
         """After an exception that a signal handler raised in the middle of an append: what is
@@ -305,7 +360,8 @@ class LogStream:
                         fh.seek(offset)
                         checked = _wal.check(fh.read(), path, anchored=offset > 0,
                                              **self._ctx)
-                    last.update(_segments.last_values(records(checked.bodies)))
+                    last.update(_segments.last_values(
+                        _segments.live(manifest, s, records(checked.bodies))))
                     # Next time from the last frame: a checksum range starts there (the plain
                     # rows after it are read again; last values do not change for that).
                     seq, offset = s, offset + checked.frame_end

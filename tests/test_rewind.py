@@ -1,0 +1,285 @@
+"""Rewind: init(resume_from="RUN_ID?_step=N") archives the rows after N and continues at N + 1.
+
+Real runs on disk, sealed and unsealed; bad input changes nothing; a SIGKILL at any instant of
+a rewind leaves the run as it was or rewound; a rewound run syncs to a remote that already
+held the rows it archived.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+import localtrack
+from localtrack import _logfile, _stream
+from localtrack.errors import RunLockedError, RunNotFoundError, UsageError
+
+from .helpers import run_script, script, settle
+
+
+def _log(store: Path, rid: str, steps: range, base: float = 0.0) -> None:
+    run = localtrack.init(project="p", id=rid, resume="allow", dir=store)
+    assert run.step == steps.start
+    for i in steps:
+        if i % 7 == 0:  # a step in two parts: framed rows among the plain ones
+            run.log({"x": base + i}, commit=False)
+            run.log({"y": i})
+        else:
+            run.log({"x": base + i, "y": i})
+    run.finish()
+
+
+def _history(store: Path, rid: str = "r", **kw) -> dict[str, list]:
+    return localtrack.Api(store).run(f"p/{rid}").history(**kw).to_pydict()
+
+
+def _files(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
+            if p.is_file() and "locks" not in p.parts}
+
+
+@pytest.fixture
+def small_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Log files of a few KiB, each sealed as soon as it is closed: rewinds land in segments."""
+    monkeypatch.setattr(_stream, "ROTATE_BYTES", 3000)
+    monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 0)
+    monkeypatch.setattr(_logfile, "_WINDOW", 4096)
+
+
+def test_a_rewind_archives_the_rows_after_the_step_and_continues_after_it(store):
+    _log(store, "r", range(100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a rewind is no repair: nothing to warn about
+        run = localtrack.init(project="p", dir=store, resume_from="r?_step=49")
+    assert (run.id, run.step, run.starting_step, run.resumed) == ("r", 50, 50, True)
+    assert run.summary["x"] == 49.0  # recomputed from the history that stays
+    for i in range(50, 60):
+        run.log({"x": 1000.0 + i})
+    assert (run.summary["x"], run.summary["y"]) == (1059.0, 49)
+    run.finish()
+    api = localtrack.Api(store).run("p/r")
+    hist = _history(store)
+    assert hist["_step"] == list(range(60))
+    assert hist["x"] == [float(i) for i in range(50)] + [1000.0 + i for i in range(50, 60)]
+    assert (api.last_step, api.state, api.summary["x"]) == (59, "finished", 1059.0)
+    full = _history(store, include_rewound=True)
+    assert full["_step"] == list(range(100)) + list(range(50, 60))  # in the order written
+    assert full["_rewound"] == [None] * 50 + [1] * 50 + [None] * 10
+    assert [(r["from_step"], r["to"]) for r in api.rewinds] == [(99, 49)]
+    events = [(e["event"], e.get("from_step"), e.get("to")) for e in api.events]
+    assert events[-3:] == [("resumed", None, None), ("rewound", 99, 49), ("finished", None, None)]
+
+
+def test_a_rewind_into_sealed_segments_rewrites_nothing_and_sealing_keeps_to_it(store, small_logs):
+    _log(store, "r", range(600))
+    settle(store)
+    rdir = store / "p/runs/r"
+    segments = {p.name: p.read_bytes() for p in (rdir / "segments").iterdir()}
+    assert len(segments) >= 4
+    run = localtrack.init(project="p", dir=store, resume_from="r?_step=250")
+    assert run.step == 251 and run.summary["x"] == 250.0
+    for i in range(251, 400):
+        run.log({"x": -float(i)})
+    run.finish()
+    settle(store)  # the logs from both sides of the rewind are sealed now
+    for name, data in segments.items():  # immutable: archived rows stay where they were
+        assert (rdir / "segments" / name).read_bytes() == data
+    assert not list((rdir / "wal").glob("*.jsonl"))
+    hist = _history(store)
+    assert hist["_step"] == list(range(400))
+    assert hist["x"][250:252] == [250.0, -251.0]
+    api = localtrack.Api(store).run("p/r")
+    assert (api.last_step, api.summary["x"], api.summary["y"]) == (399, -399.0, 250)
+    # A second rewind, below the first: both archives stay readable, each with its number.
+    run = localtrack.init(project="p", dir=store, resume_from="r?_step=100")
+    assert run.step == 101 and run.summary["x"] == 100.0
+    run.finish()
+    full = _history(store, include_rewound=True)
+    marks = list(zip(full["_step"], full["_rewound"], strict=True))
+    assert marks.count((300, 1)) == 1 and marks.count((300, 2)) == 1  # old and new trajectory
+    assert [s for s, r in marks if r is None] == list(range(101))
+    assert localtrack.Api(store).run("p/r").last_step == 100
+
+
+def test_rewinding_to_the_last_step_archives_nothing(store):
+    _log(store, "r", range(10))
+    run = localtrack.init(project="p", dir=store, resume_from="r?_step=9")
+    assert run.step == 10
+    run.finish()
+    assert localtrack.Api(store).run("p/r").rewinds == []
+    assert _history(store)["_step"] == list(range(10))
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    pytest.param({"resume_from": "r?_step=10"}, UsageError, "last step is 9", id="beyond-last"),
+    pytest.param({"resume_from": "r?_step=-1"}, UsageError, "RUN_ID\\?_step=N", id="negative"),
+    pytest.param({"resume_from": "r?step=3"}, UsageError, "RUN_ID\\?_step=N", id="malformed"),
+    pytest.param({"resume_from": "r"}, UsageError, "RUN_ID\\?_step=N", id="no-step"),
+    pytest.param({"resume_from": "../r?_step=1"}, UsageError, "contains '..'", id="path-traversal"),
+    pytest.param({"resume_from": "nope?_step=1"}, RunNotFoundError, "does not exist",
+                 id="missing-run"),
+    pytest.param({"resume_from": "r?_step=3", "resume": "never"}, UsageError, "resume='never'",
+                 id="resume-never"),
+    pytest.param({"resume_from": "r?_step=3", "id": "other"}, UsageError, "names run 'r'",
+                 id="other-id"),
+])
+def test_bad_rewinds_are_refused_and_change_nothing(store, kwargs, error, match):
+    _log(store, "r", range(10))
+    before = _files(store)
+    with pytest.raises(error, match=match):
+        localtrack.init(project="p", dir=store, **kwargs)
+    assert _files(store) == before
+    assert _history(store)["_step"] == list(range(10))
+
+
+HOLDER = """
+import sys, localtrack
+run = localtrack.init(project="p", id="r", resume="allow", dir=sys.argv[1])
+run.log({"x": 1.0})
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_run_a_live_process_writes_cannot_be_rewound(store):
+    _log(store, "r", range(10))
+    holder = script(HOLDER, str(store), stdin=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"ready"
+        before = _files(store)
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            localtrack.init(project="p", dir=store, resume_from="r?_step=3")
+        assert {k: v for k, v in _files(store).items() if "wal" not in k} == {
+            k: v for k, v in before.items() if "wal" not in k}
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)  # (closes its pipes)
+
+
+REWINDER = """
+import sys, localtrack
+run = localtrack.init(project="p", dir=sys.argv[1], resume_from="r?_step=" + sys.argv[2])
+print("rewound", flush=True)
+for i in range(int(sys.argv[2]) + 1, int(sys.argv[2]) + 40):
+    run.log({"x": -float(i)})
+run.finish()
+"""
+
+
+def test_sigkill_at_any_instant_of_a_rewind_leaves_the_run_whole_or_rewound(tmp_path):
+    """The rewinding process is killed at a random instant, from its start through the rows it
+    logs after the rewind; the run reads as it was (0..599) or as rewound to 300 (0..300 plus
+    contiguous new rows), and the next writer resumes it. Bounded: TRIALS kills."""
+    base = tmp_path / "base"
+    code = """
+import sys, localtrack
+from localtrack import _logfile, _stream
+_stream.ROTATE_BYTES = 3000
+_stream.SEAL_MIN_BYTES = 0
+_logfile._WINDOW = 4096
+run = localtrack.init(project="p", id="r", dir=sys.argv[1])
+for i in range(600):
+    if i % 5 == 0:
+        run.log({"x": float(i)}, commit=False)
+    run.log({"y": i})
+run.finish()
+"""
+    assert run_script(code, str(base)).returncode == 0
+    settle(base)
+    # Calibrate: how long a rewinding process takes to say it rewound (kills spread around it).
+    probe = tmp_path / "probe"
+    shutil.copytree(base, probe)
+    t0 = time.monotonic()
+    proc = script(REWINDER, str(probe), "300")
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"rewound"
+    reach = time.monotonic() - t0
+    proc.communicate(timeout=60)
+    rng = random.Random(1234)
+    outcomes = {"whole": 0, "rewound": 0}
+    for trial in range(int(os.environ.get("REWIND_TRIALS", "30"))):
+        store = tmp_path / f"t{trial}"
+        shutil.copytree(base, store)
+        proc = script(REWINDER, str(store), "300")
+        time.sleep(rng.uniform(0.5, 1.2) * reach)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        settle(store)
+        steps = localtrack.Api(store).run("p/r").history([]).column("_step").to_pylist()
+        if steps == list(range(600)):
+            outcomes["whole"] += 1
+        else:
+            assert steps[:301] == list(range(301)), trial
+            assert steps == list(range(len(steps))), trial  # new rows follow without a hole
+            outcomes["rewound"] += 1
+        run = localtrack.init(project="p", id="r", resume="must", dir=store)
+        assert run.step == steps[-1] + 1
+        run.log({"x": 0.5})
+        run.finish()
+        assert localtrack.Api(store).run("p/r").history([]).column("_step").to_pylist() == \
+            list(range(steps[-1] + 2))
+    assert outcomes["whole"] and outcomes["rewound"], outcomes
+
+
+def test_a_rewound_run_syncs_to_a_remote_that_held_the_archived_rows(store, tmp_path, small_logs):
+    from .test_sync import assert_same, same_table
+
+    _log(store, "r", range(300))
+    settle(store)
+    remote = tmp_path / "remote"
+    assert localtrack.sync(str(remote), dir=store).ok
+    run = localtrack.init(project="p", dir=store, resume_from="r?_step=120")
+    for i in range(121, 150):
+        run.log({"x": -float(i)})
+    run.finish()
+    settle(store)
+    assert localtrack.sync(str(remote), dir=store).ok
+    assert_same(store, remote)
+    local, there = (localtrack.Api(d).run("p/r") for d in (store, remote))
+    assert same_table(local.history(include_rewound=True), there.history(include_rewound=True))
+    assert there.rewinds == local.rewinds and there.last_step == 149
+
+
+def test_an_older_reader_is_told_the_run_is_newer(store):
+    """A rewound run records format 4: a localtrack that reads only format 3 refuses it, rather
+    than showing its archived rows as history. Runs never rewound stay format 3."""
+    _log(store, "r", range(10))
+    _log(store, "plain", range(10))
+    localtrack.init(project="p", dir=store, resume_from="r?_step=4").finish()
+    older = """
+import sys, localtrack
+from localtrack import _layout
+_layout.KNOWN_FORMAT = 3
+api = localtrack.Api(sys.argv[1])
+print(api.run("p/plain").last_step)
+try:
+    api.run("p/r").history()
+except localtrack.errors.CorruptRunError as exc:
+    print(exc)
+"""
+    res = run_script(older, str(store))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "9"
+    assert "uses format 4, newer than this localtrack understands (3)" in res.stdout
+
+
+def test_show_and_the_dashboard_data_show_the_rewind(store):
+    from localtrack._ui import _data
+
+    from .test_sync import cli
+
+    _log(store, "r", range(30))
+    localtrack.init(project="p", dir=store, resume_from="r?_step=9").finish()
+    res = cli("show", "p/r", "--dir", str(store))
+    assert res.returncode == 0, res.stderr
+    assert "rewound at step 10 from step 29 to step 9" in res.stdout
+    assert "steps    10" in res.stdout
+    names = [e["event"] for e in _data.StoreView(localtrack.Api(store)).run("p/r")["events"]]
+    assert names[-3:] == ["resumed", "rewound", "finished"]
