@@ -49,3 +49,12 @@ def sealing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 0 if request.param == "parquet" else 1 << 40)
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory):
+    """A private single-node SLURM cluster on loopback for the whole session (slurm_helpers)."""
+    from .slurm_helpers import cluster
+
+    with cluster(tmp_path_factory.mktemp("slurm")) as running:
+        yield running
