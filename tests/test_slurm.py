@@ -1,0 +1,202 @@
+"""docs/slurm.md's templates, run as written on a real single-node SLURM (slurm_helpers.py).
+
+Each test writes the doc's blocks (marked `<!-- file: NAME -->`) into a submit directory, so
+the doc and the tests cannot drift, submits them with real sbatch, makes the scheduler event
+the template is for happen (a higher-priority job, `scontrol requeue`, the time-limit signal, a
+cancelled link of a chain) while the training logs, and reads the store back with
+localtrack.Api: one run per job, steps 0..N-1 with no gap and no duplicate, `finished`, and
+`preempted` then `resumed` in its lifecycle where the job was requeued.
+
+SLURM's shortest time limit is one minute and it checks limits every 30 s, so the tests
+deliver what a time limit delivers themselves: `scancel --batch --signal=USR1` is what
+`--signal=B:USR1@N` sends, and `scancel` is the SIGTERM, KillWait, SIGKILL of a TIMEOUT. A
+requeued job waits two minutes for its BeginTime; the tests release it (`StartTime=now`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import localtrack
+
+from .helpers import wait_for
+from .slurm_helpers import Cluster, output
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "slurm.md"
+BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", re.S)
+LIFECYCLE = ("started", "resumed", "preempted", "finished")
+STEPS = 200        # train.py's config
+SWEEP_STEPS = 100  # sweep.yaml's
+
+
+def templates() -> dict[str, str]:
+    return dict(BLOCK.findall(DOC.read_text()))
+
+
+@pytest.fixture
+def jobs(slurm: Cluster, tmp_path: Path):
+    """A submit directory holding every file docs/slurm.md names; no job outlives the test."""
+    d = tmp_path / "jobs"
+    d.mkdir()
+    for name, text in templates().items():
+        (d / name).write_text(text)
+    yield d
+    slurm.cancel_all()
+
+
+def the_run(store: Path) -> localtrack.ApiRun | None:
+    runs = localtrack.Api(store).runs("demo") if (store / "demo").exists() else []
+    assert len(runs) <= 1, [r.path for r in runs]
+    return runs[0] if runs else None
+
+
+def wait_steps(store: Path, at_least: int, timeout: float = 60) -> str:
+    """Wait until the one run of the store has logged ``at_least`` steps; returns its id."""
+    def far_enough() -> bool:
+        run = the_run(store)
+        return run is not None and run.last_step >= at_least
+    wait_for(far_enough, timeout=timeout, what=f"{at_least} steps in {store}")
+    run = the_run(store)
+    assert run is not None
+    return run.id
+
+
+def check_run(run: localtrack.ApiRun, steps: int, signals: list[str]) -> None:
+    """Finished, steps 0..steps-1 once each, and one preempted/resumed pair per signal."""
+    assert run.state == "finished", (run.path, run.events)
+    assert run.history(["loss"]).column("_step").to_pylist() == list(range(steps)), run.path
+    life = [e for e in run.events if e.get("event") in LIFECYCLE]
+    expected = ["started"] + ["preempted", "resumed"] * len(signals) + ["finished"]
+    assert [e["event"] for e in life] == expected, (run.path, life)
+    assert [e.get("signal") for e in life if e["event"] == "preempted"] == signals, life
+
+
+def test_preemption_by_a_higher_priority_partition_requeues_and_resumes(slurm: Cluster, jobs: Path):
+    jid = slurm.sbatch(jobs / "preemptible.sbatch", cwd=jobs)
+    wait_steps(jobs / "localtrack-runs", 20)
+    high = slurm.wrap("sleep 1", "--partition=high", "--cpus-per-task=2", cwd=jobs)
+    slurm.release(jid)
+    slurm.wait_state(high, "COMPLETED")
+    slurm.wait_state(jid, "COMPLETED")
+    assert slurm.job(jid)["Restarts"] == "1"
+    run = the_run(jobs / "localtrack-runs")
+    assert run is not None
+    check_run(run, STEPS, ["SIGTERM"])
+    log = output(jobs / f"train-{jid}.out")
+    assert "DUE TO PREEMPTION" in log and f"started {run.path} at step 0" in log, log
+    assert re.search(rf"resumed {run.path} at step [1-9]\d*", log), log
+
+
+def test_scontrol_requeue_of_a_running_job_resumes_it(slurm: Cluster, jobs: Path):
+    jid = slurm.sbatch(jobs / "preemptible.sbatch", cwd=jobs)
+    wait_steps(jobs / "localtrack-runs", 20)
+    slurm.requeue(jid)
+    slurm.release(jid)
+    slurm.wait_state(jid, "COMPLETED")
+    run = the_run(jobs / "localtrack-runs")
+    assert run is not None
+    check_run(run, STEPS, ["SIGTERM"])
+    assert "DUE TO JOB REQUEUE" in output(jobs / f"train-{jid}.out")
+
+
+def test_self_requeue_on_the_time_limit_signal(slurm: Cluster, jobs: Path):
+    jid = slurm.sbatch(jobs / "self-requeue.sbatch", cwd=jobs)
+    wait_steps(jobs / "localtrack-runs", 20)
+    slurm.run("scancel", "--batch", "--signal=USR1", jid)  # what --signal=B:USR1@300 sends
+    slurm.release(jid)
+    slurm.wait_state(jid, "COMPLETED")
+    assert slurm.job(jid)["Restarts"] == "1"
+    run = the_run(jobs / "localtrack-runs")
+    assert run is not None
+    check_run(run, STEPS, ["SIGUSR1"])  # the trap passed it on, then requeued the job
+
+
+def test_a_dependency_chain_continues_one_run(slurm: Cluster, jobs: Path):
+    submitted = slurm.run("bash", "submit-chain.sh", cwd=jobs).stdout.split()
+    assert len(submitted) == 4, submitted
+    first, second, *rest = submitted
+    slurm.wait_state(first, "RUNNING")
+    wait_steps(jobs / "localtrack-runs", 20)
+    assert slurm.state(second) == "PENDING"
+    slurm.run("scancel", first)  # the SIGTERM, KillWait, SIGKILL of a time limit
+    slurm.wait_state(first, "CANCELLED")
+    slurm.wait_state(second, "COMPLETED")
+    for link in rest:            # the finished link dropped the rest of the chain
+        slurm.wait_state(link, "CANCELLED")
+        assert slurm.job(link)["RunTime"] == "00:00:00"
+    run = the_run(jobs / "localtrack-runs")
+    assert run is not None and run.id == "bert-base"
+    check_run(run, STEPS, ["SIGTERM"])
+
+
+def test_an_agent_array_finishes_a_grid_sweep_through_a_preemption(slurm: Cluster, jobs: Path):
+    out = slurm.run("bash", "submit-agents.sh", cwd=jobs).stdout
+    array = re.fullmatch(r"Submitted batch job (\d+)\n", out)
+    assert array, out
+    tasks = [f"{array[1]}_0", f"{array[1]}_1"]
+    store = jobs / "localtrack-runs"
+
+    def two_runs_going() -> bool:
+        runs = localtrack.Api(store).runs("demo") if (store / "demo").exists() else []
+        return len(runs) == 2 and all(r.last_step >= 10 for r in runs)
+    wait_for(two_runs_going, timeout=60, what="both agents' first runs at step 10")
+    high = slurm.wrap("sleep 1", "--partition=high", "--cpus-per-task=2", cwd=jobs)
+    for task in tasks:
+        slurm.release(task)
+    slurm.wait_state(high, "COMPLETED")
+    for task in tasks:
+        slurm.wait_state(task, "COMPLETED", timeout=90)
+        assert slurm.job(task)["Restarts"] == "1"
+
+    sweep_id = next((store / "demo" / "sweeps").iterdir()).name
+    sweep = localtrack.Api(store).sweep(f"demo/{sweep_id}")
+    assert sorted(r["params"]["lr"] for r in sweep.runs) == [0.1, 0.2, 0.3, 0.4], sweep.runs
+    assert sweep.counts() == {"finished": 4} and not sweep.queue, sweep.runs
+    assert sorted(r["requeues"] for r in sweep.runs) == [0, 0, 1, 1], sweep.runs
+    runs = localtrack.Api(store).runs("demo")
+    assert len(runs) == 4, [r.path for r in runs]
+    preempted = [r for r in runs if any(e.get("event") == "preempted" for e in r.events)]
+    assert len(preempted) == 2, [(r.path, r.events) for r in runs]
+    for run in runs:
+        check_run(run, SWEEP_STEPS, ["SIGTERM"] if run in preempted else [])
+
+
+def test_sync_watch_ships_a_live_run_from_the_login_node(slurm: Cluster, jobs: Path, tmp_path: Path):
+    archive = tmp_path / "archive"
+    jid = slurm.sbatch(jobs / "preemptible.sbatch", cwd=jobs)
+    # One command: bash execs it, so the SIGTERM below reaches the daemon as from `kill`.
+    daemon = subprocess.Popen(["bash", "-c", (jobs / "sync-watch.sh").read_text()], cwd=jobs,
+                              start_new_session=True, env={**slurm.env, "ARCHIVE": str(archive)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def live_on_the_remote() -> bool:
+            run = the_run(archive)
+            return run is not None and run.state == "running" and run.last_step >= 20
+        wait_for(live_on_the_remote, timeout=60, what="the live run on the remote")
+        assert slurm.state(jid) == "RUNNING"
+        slurm.wait_state(jid, "COMPLETED")
+
+        def finished_on_the_remote() -> bool:
+            run = the_run(archive)
+            return run is not None and run.state == "finished" and run.last_step == STEPS - 1
+        wait_for(finished_on_the_remote, timeout=60, what="the finished run on the remote")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            log = daemon.communicate(timeout=30)[0].decode()
+        finally:
+            if daemon.poll() is None:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait(timeout=30)
+    assert daemon.returncode == 0 and "sync daemon stopped" in log, log
+    run = the_run(archive)
+    assert run is not None
+    check_run(run, STEPS, [])
+    local = the_run(jobs / "localtrack-runs")
+    assert local is not None and local.id == run.id
