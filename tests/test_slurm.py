@@ -39,6 +39,13 @@ def templates() -> dict[str, str]:
     return dict(BLOCK.findall(DOC.read_text()))
 
 
+def test_every_template_in_the_doc_is_run_here():
+    """A template added to docs/slurm.md needs a test below (and a renamed one fails here)."""
+    assert set(templates()) == {"train.py", "preemptible.sbatch", "self-requeue.sbatch", "chain.sbatch",
+                                "submit-chain.sh", "sweep.yaml", "agents.sbatch", "submit-agents.sh",
+                                "sync-watch.sh"}
+
+
 @pytest.fixture
 def jobs(slurm: Cluster, tmp_path: Path):
     """A submit directory holding every file docs/slurm.md names; no job outlives the test."""
