@@ -8,6 +8,9 @@ Every workload runs in a FRESH subprocess (this script re-invoked with the hidde
 repeated and medians are reported with min .. max. Ratios are taken per repeat (the
 processes of one repeat run back to back, their order rotated between repeats) and the
 median of those ratios is reported, so every ratio comes from this run on this machine.
+The children, the repeat loop and the one timed loop are ``_harness.py``'s; here every system
+is a ``Tracker`` entry in ``TRACKERS`` (how it imports, inits, logs a row, finishes) and every
+log() workload a ``RowWorkload`` in ``ROW_WORKLOADS``.
 
 Workloads (``--only`` names):
   log     10 float scalars per step: localtrack (``--steps``, default 10^5) against the
@@ -55,11 +58,32 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from _harness import (
+    ChildError,
+    Children,
+    Row,
+    Tracker,
+    f_b,
+    f_mib,
+    f_ms,
+    f_s,
+    f_us,
+    f_x,
+    med,
+    print_result,
+    print_table,
+    rounds,
+    serve,
+    stat_row,
+)
+
+T = TypeVar("T")
 
 PROJECT = "bench"
 KEYS = tuple(f"k{j}" for j in range(10))
@@ -71,27 +95,103 @@ BUILD_TIMEOUT = 3600.0  # the 10^7-step build
 RESUME_SIZES = (10, 10_000, 1_000_000, 10_000_000)
 HISTORY_STEPS = 1_000_000
 PEERS = ("wandb", "trackio", "tensorboardx", "mlflow-file", "mlflow-sqlite")
-PEER_MODULES = {"wandb": "wandb", "trackio": "trackio", "tensorboardx": "tensorboardX",
-                "mlflow-file": "mlflow", "mlflow-sqlite": "mlflow"}
-# Steps per peer and workload: chosen so that one peer run's loop stays within seconds on a
-# loaded 2-core machine; scaled by --peer-scale. localtrack and the floor run again at the
-# same step count in the same repeat, so the ratios compare equal lengths.
-PEER_STEPS = {
-    "log": {"wandb": 5_000, "trackio": 10_000, "tensorboardx": 2_000, "mlflow-file": 1_000,
-            "mlflow-sqlite": 100},
-    "wide": {"wandb": 50, "trackio": 100, "tensorboardx": 10, "mlflow-file": 5,
-             "mlflow-sqlite": 2},
-    "mixed": {"wandb": 2_000, "trackio": 5_000, "tensorboardx": 1_000, "mlflow-file": 500,
-              "mlflow-sqlite": 50},
-}
-SRC: str | None = None  # --src: a localtrack source tree to benchmark instead of the installed one
 WORKLOADS = ("log", "wide", "mixed", "script", "resume", "history", "disk")
 TEXTS = ("the cat sat on the mat", "a quick brown fox", "loss went down again",
          "nothing to see here", "validation sample 7: predicted 3, label 3",
          "checkpoint looks fine", "lr warmup finished", "gradient norm clipped")
 
 
-# -- rows (built before any clock starts) ------------------------------------------------------
+# -- the systems: localtrack, the floors and the peers, as the lines a user writes ---------------
+
+
+def wandb_env(d: str) -> dict[str, str]:
+    """Offline, quiet, and every file under the scratch dir ``d``."""
+    aux = os.path.join(d, "aux")
+    return {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": os.path.join(d, "store"),
+            "WANDB_CONFIG_DIR": os.path.join(aux, "config"),
+            "WANDB_CACHE_DIR": os.path.join(aux, "cache"),
+            "WANDB_DATA_DIR": os.path.join(aux, "data"),
+            "WANDB_ARTIFACT_DIR": os.path.join(aux, "artifacts")}
+
+
+def trackio_env(d: str) -> dict[str, str]:
+    return {"TRACKIO_DIR": os.path.join(d, "store")}  # trackio's SQLite files go to the store
+
+
+def mlflow_env(d: str) -> dict[str, str]:
+    return {"MLFLOW_ALLOW_FILE_STORE": "true"}
+
+
+FLOOR_IMPORTS = """
+    import orjson
+    dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    os.makedirs(store, exist_ok=True)
+"""
+MLFLOW_LOG = """
+    log_metrics(nums, step=i)
+    if strs:
+        set_tags(strs)
+"""  # MLflow has no per-step string history: strings become tags
+TRACKERS = {t.name: t for t in (
+    Tracker("localtrack", imports="import localtrack",
+            watch="warned = _Count()",
+            init="run = localtrack.init(project=PROJECT, dir=store)",
+            bind="log = run.log", log="log(row)", finish="run.finish()",
+            after="""
+                waited, failures = settle(store)
+                res.update(sealer_after_finish=waited, bytes_detail=localtrack_bytes(store),
+                           warnings=(warned.messages + failures)[:5])
+            """),
+    Tracker("floor_buffered", imports=FLOOR_IMPORTS,  # orjson lines into a buffered file
+            init='f = open(os.path.join(store, "floor.jsonl"), "wb")',
+            bind="write = f.write", log="write(dumps(row, option=opt))", finish="f.close()"),
+    Tracker("floor_write", imports=FLOOR_IMPORTS,  # one os.write per line
+            init='fd = os.open(os.path.join(store, "floor.jsonl"), '
+                 'os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)',
+            bind="write = os.write", log="write(fd, dumps(row, option=opt))",
+            finish="os.close(fd)"),
+    Tracker("wandb", module="wandb", env=wandb_env, imports="import wandb",
+            init="run = wandb.init(project=PROJECT, dir=store)",
+            bind="log = run.log", log="log(row)", finish="run.finish()"),
+    Tracker("trackio", module="trackio", env=trackio_env, imports="import trackio",
+            init="trackio.init(project=PROJECT)",
+            bind="log = trackio.log", log="log(row)", finish="trackio.finish()"),
+    Tracker("tensorboardx", module="tensorboardX", split=True,
+            imports="from tensorboardX import SummaryWriter",
+            init="writer = SummaryWriter(logdir=store)",
+            bind="add_scalar, add_text = writer.add_scalar, writer.add_text",
+            log="""
+                for k, v in nums.items():
+                    add_scalar(k, v, i)
+                for k, v in strs.items():
+                    add_text(k, v, i)
+            """, finish="writer.close()"),
+    Tracker("mlflow-file", module="mlflow", env=mlflow_env, split=True, imports="import mlflow",
+            init="""
+                mlflow.set_tracking_uri("file://" + os.path.abspath(store))
+                mlflow.set_experiment(PROJECT)
+                mlflow.start_run()
+            """, bind="log_metrics, set_tags = mlflow.log_metrics, mlflow.set_tags",
+            log=MLFLOW_LOG, finish="mlflow.end_run()"),
+    Tracker("mlflow-sqlite", module="mlflow", env=mlflow_env, split=True, imports="import mlflow",
+            init="""
+                mlflow.set_tracking_uri("sqlite:///" + os.path.abspath(os.path.join(store, "mlflow.db")))
+                mlflow.set_experiment(PROJECT)
+                mlflow.start_run()
+            """, bind="log_metrics, set_tags = mlflow.log_metrics, mlflow.set_tags",
+            log=MLFLOW_LOG, finish="mlflow.end_run()"),
+)}
+
+
+# -- the log() workloads, as data (rows are built before any clock starts) -----------------------
+
+
+def log_row(i: int, rng: random.Random) -> dict[str, Any]:
+    return {k: rng.random() * (j + 1) for j, k in enumerate(KEYS)}
+
+
+def wide_row(i: int, rng: random.Random) -> dict[str, Any]:
+    return {k: rng.random() for k in WIDE_KEYS}
 
 
 def mixed_row(i: int, rng: random.Random) -> dict[str, Any]:
@@ -107,19 +207,47 @@ def mixed_row(i: int, rng: random.Random) -> dict[str, Any]:
     return row
 
 
+@dataclass(frozen=True)
+class RowWorkload:
+    """A log() workload: localtrack and its floors at ``--STEPS`` steps, ``--REPEATS`` times;
+    then each peer at its own step count, paired in the same repeat with localtrack and the
+    buffered floor at that count."""
+
+    name: str
+    title: str
+    row: Callable[[int, random.Random], dict[str, Any]]  # row i, from a seeded generator
+    pool: int  # distinct rows built before the clock; longer loops cycle them
+    steps: str  # the option that sets localtrack's and the floors' steps
+    repeats: str  # the option that sets the repeats
+    floors: tuple[str, ...]
+    # Steps per peer: chosen so that one peer run's loop stays within seconds on a loaded 2-core
+    # machine; scaled by --peer-scale.
+    peer_steps: dict[str, int]
+
+
+ROW_WORKLOADS = {w.name: w for w in (
+    RowWorkload("log", "10 float scalars per step", log_row, POOL_MAX, "steps", "repeats",
+                ("floor_buffered", "floor_write"),
+                {"wandb": 5_000, "trackio": 10_000, "tensorboardx": 2_000, "mlflow-file": 1_000,
+                 "mlflow-sqlite": 100}),
+    RowWorkload("wide", "1,000 float keys per step", wide_row, WIDE_POOL, "wide_steps",
+                "wide_repeats", ("floor_buffered",),
+                {"wandb": 50, "trackio": 100, "tensorboardx": 10, "mlflow-file": 5,
+                 "mlflow-sqlite": 2}),
+    RowWorkload("mixed", "floats, an int, strings, sparse keys", mixed_row, POOL_MAX,
+                "mixed_steps", "repeats", ("floor_buffered",),
+                {"wandb": 2_000, "trackio": 5_000, "tensorboardx": 1_000, "mlflow-file": 500,
+                 "mlflow-sqlite": 50}),
+)}
+
+
 def make_rows(workload: str, steps: int, seed: int) -> list[dict[str, Any]]:
+    w = ROW_WORKLOADS[workload]
     rng = random.Random(seed)
-    if workload == "log":
-        return [{k: rng.random() * (j + 1) for j, k in enumerate(KEYS)}
-                for _ in range(min(steps, POOL_MAX))]
-    if workload == "wide":
-        return [{k: rng.random() for k in WIDE_KEYS} for _ in range(min(steps, WIDE_POOL))]
-    if workload == "mixed":
-        return [mixed_row(i, rng) for i in range(min(steps, POOL_MAX))]
-    raise ValueError(workload)
+    return [w.row(i, rng) for i in range(min(steps, w.pool))]
 
 
-def stream(rows: list[dict[str, Any]], steps: int) -> Iterable[dict[str, Any]]:
+def stream(rows: list[T], steps: int) -> Iterable[T]:
     if steps <= len(rows):
         return rows[:steps] if steps < len(rows) else rows
     return itertools.islice(itertools.cycle(rows), steps)
@@ -129,6 +257,16 @@ def split_row(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     nums = {k: v for k, v in row.items() if type(v) is not str}
     strs = {k: v for k, v in row.items() if type(v) is str}
     return nums, strs
+
+
+# The whole-script workload: two reference scripts, then the trackers' own scripts (label ->
+# tracker), each rotated with the others, after one untimed warm-up each.
+SCRIPT_ROWS = "rows = [{f'k{j}': (i + 1) * 0.001 * (j + 1) for j in range(10)} for i in range(10)]"
+SCRIPT_REFERENCES = {"python (empty script)": "pass\n",
+                     "import pyarrow.parquet (reference)": "import pyarrow.parquet\n"}
+SCRIPT_TRACKERS = {"floor: orjson, 10 lines, buffered file": "floor_buffered",
+                   "localtrack": "localtrack", "wandb": "wandb", "trackio": "trackio",
+                   "tensorboardx": "tensorboardx", "mlflow-file": "mlflow-file"}
 
 
 # -- disk and memory helpers -------------------------------------------------------------------
@@ -207,160 +345,20 @@ class _Count:
         logging.getLogger("localtrack").addHandler(H(logging.WARNING))
 
 
-# -- workers: one system's log loop ------------------------------------------------------------
-
-
-def _loop_localtrack(store: str, it: Iterable[dict[str, Any]], pc: Callable[[], float]) -> dict:
-    t = pc()
-    import localtrack
-    t0 = pc()
-    warned = _Count()
-    run = localtrack.init(project=PROJECT, dir=store)
-    t1 = pc()
-    log = run.log
-    for row in it:
-        log(row)
-    t2 = pc()
-    run.finish()
-    t3 = pc()
-    waited, failures = settle(store)
-    return {"import": t0 - t, "init": t1 - t0, "loop": t2 - t1, "finish": t3 - t2,
-            "sealer_after_finish": waited, "bytes_detail": localtrack_bytes(store),
-            "warnings": (warned.messages + failures)[:5]}
-
-
-def _loop_floor_buffered(store: str, it: Iterable[dict[str, Any]], pc: Callable[[], float]) -> dict:
-    t = pc()
-    import orjson
-    dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    os.makedirs(store, exist_ok=True)
-    t0 = pc()
-    f = open(os.path.join(store, "floor.jsonl"), "wb")
-    t1 = pc()
-    write = f.write
-    for row in it:
-        write(dumps(row, option=opt))
-    t2 = pc()
-    f.close()
-    t3 = pc()
-    return {"import": t0 - t, "init": t1 - t0, "loop": t2 - t1, "finish": t3 - t2}
-
-
-def _loop_floor_write(store: str, it: Iterable[dict[str, Any]], pc: Callable[[], float]) -> dict:
-    t = pc()
-    import orjson
-    dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    os.makedirs(store, exist_ok=True)
-    t0 = pc()
-    fd = os.open(os.path.join(store, "floor.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    t1 = pc()
-    write = os.write
-    for row in it:
-        write(fd, dumps(row, option=opt))
-    t2 = pc()
-    os.close(fd)
-    t3 = pc()
-    return {"import": t0 - t, "init": t1 - t0, "loop": t2 - t1, "finish": t3 - t2}
-
-
-def _loop_wandb(store: str, it: Iterable[dict[str, Any]], pc: Callable[[], float]) -> dict:
-    t = pc()
-    import wandb
-    t0 = pc()
-    run = wandb.init(project=PROJECT, dir=store)
-    t1 = pc()
-    log = run.log
-    for row in it:
-        log(row)
-    t2 = pc()
-    run.finish()
-    t3 = pc()
-    return {"import": t0 - t, "init": t1 - t0, "loop": t2 - t1, "finish": t3 - t2}
-
-
-def _loop_trackio(store: str, it: Iterable[dict[str, Any]], pc: Callable[[], float]) -> dict:
-    t = pc()
-    import trackio  # TRACKIO_DIR is set by the parent: the SQLite files go to the store
-    t0 = pc()
-    trackio.init(project=PROJECT)
-    t1 = pc()
-    log = trackio.log
-    for row in it:
-        log(row)
-    t2 = pc()
-    trackio.finish()
-    t3 = pc()
-    return {"import": t0 - t, "init": t1 - t0, "loop": t2 - t1, "finish": t3 - t2}
-
-
-def _loop_tensorboardx(store: str, it: Iterable[tuple[dict, dict]], pc: Callable[[], float]) -> dict:
-    t = pc()
-    from tensorboardX import SummaryWriter
-    t0 = pc()
-    writer = SummaryWriter(logdir=store)
-    t1 = pc()
-    add_scalar, add_text = writer.add_scalar, writer.add_text
-    for i, (nums, strs) in enumerate(it):
-        for k, v in nums.items():
-            add_scalar(k, v, i)
-        for k, v in strs.items():
-            add_text(k, v, i)
-    t2 = pc()
-    writer.close()
-    t3 = pc()
-    return {"import": t0 - t, "init": t1 - t0, "loop": t2 - t1, "finish": t3 - t2}
-
-
-def _loop_mlflow(uri: str, it: Iterable[tuple[dict, dict]], pc: Callable[[], float]) -> dict:
-    t = pc()
-    import mlflow
-    t0 = pc()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(PROJECT)
-    mlflow.start_run()
-    t1 = pc()
-    log_metrics, set_tags = mlflow.log_metrics, mlflow.set_tags
-    for i, (nums, strs) in enumerate(it):
-        log_metrics(nums, step=i)
-        if strs:
-            set_tags(strs)
-    t2 = pc()
-    mlflow.end_run()
-    t3 = pc()
-    return {"import": t0 - t, "init": t1 - t0, "loop": t2 - t1, "finish": t3 - t2}
+# -- workers (each runs in a fresh child: ``--worker NAME --arg JSON``) ---------------------------
 
 
 def w_log(a: dict) -> dict:
-    """One system, one workload: precompute the rows, then import, init, loop, finish."""
-    pc = time.perf_counter
-    system, steps = a["system"], a["steps"]
-    rows = make_rows(a["workload"], steps, a["seed"])
+    """One system, one workload: precompute the rows, then the system's timed loop."""
+    tracker = TRACKERS[a["system"]]
+    steps = a["steps"]
+    rows: list[Any] = make_rows(a["workload"], steps, a["seed"])
     store = os.path.join(a["dir"], "store")
     os.makedirs(store, exist_ok=True)
-    if system in ("tensorboardx", "mlflow-file", "mlflow-sqlite"):
-        split = [split_row(r) for r in rows]  # which values are strings: known before the clock
-        it: Iterable[Any] = split[:steps] if steps <= len(split) else \
-            itertools.islice(itertools.cycle(split), steps)
-    else:
-        it = stream(rows, steps)
-    if system == "localtrack":
-        res = _loop_localtrack(store, it, pc)
-    elif system == "floor_buffered":
-        res = _loop_floor_buffered(store, it, pc)
-    elif system == "floor_write":
-        res = _loop_floor_write(store, it, pc)
-    elif system == "wandb":
-        res = _loop_wandb(store, it, pc)
-    elif system == "trackio":
-        res = _loop_trackio(store, it, pc)
-    elif system == "tensorboardx":
-        res = _loop_tensorboardx(store, it, pc)
-    elif system == "mlflow-file":
-        res = _loop_mlflow("file://" + os.path.abspath(store), it, pc)
-    elif system == "mlflow-sqlite":
-        res = _loop_mlflow("sqlite:///" + os.path.abspath(os.path.join(store, "mlflow.db")), it, pc)
-    else:
-        raise SystemExit(f"unknown system {system}")
+    if tracker.split:  # which values are strings: known before the clock
+        rows = [split_row(r) for r in rows]
+    timed = tracker.timed(globals())
+    res = timed(store, stream(rows, steps), time.perf_counter)
     res["total"] = res["init"] + res["loop"] + res["finish"]
     res["bytes"] = tree_bytes(store)
     return res
@@ -432,8 +430,7 @@ def w_crash(a: dict) -> dict:
     run = localtrack.init(project=PROJECT, id=a["id"], dir=a["dir"])
     for _ in range(a["steps"]):
         run.log({k: rng.random() for k in KEYS})
-    sys.stdout.write("\nRESULT " + json.dumps({"step": run.step}) + "\n")
-    sys.stdout.flush()
+    print_result({"step": run.step})
     os.kill(os.getpid(), signal.SIGKILL)
     raise SystemExit(3)  # not reached
 
@@ -498,191 +495,15 @@ WORKERS = {"log": w_log, "probe": w_probe, "build": w_build, "crash": w_crash,
            "resume": w_resume, "history": w_history, "profile": w_profile}
 
 
-def worker_main(name: str, arg: str) -> None:
-    result = WORKERS[name](json.loads(arg))
-    sys.stdout.flush()
-    sys.stdout.write("\nRESULT " + json.dumps(result) + "\n")
-    sys.stdout.flush()
-
-
-# -- whole-script workload: standalone scripts -------------------------------------------------
-
-SCRIPT_ROWS = "rows = [{f'k{j}': (i + 1) * 0.001 * (j + 1) for j in range(10)} for i in range(10)]\n"
-SCRIPTS = {
-    "python (empty script)": "pass\n",
-    "import pyarrow.parquet (reference)": "import pyarrow.parquet\n",
-    "floor: orjson, 10 lines, buffered file": (
-        "import sys, os\n" + SCRIPT_ROWS +
-        "import orjson\n"
-        "f = open(os.path.join(sys.argv[1], 'floor.jsonl'), 'wb')\n"
-        "for r in rows:\n    f.write(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE))\n"
-        "f.close()\n"),
-    "localtrack": (
-        "import sys\n" + SCRIPT_ROWS +
-        "import localtrack\n"
-        "run = localtrack.init(project='bench', dir=sys.argv[1])\n"
-        "for r in rows:\n    run.log(r)\n"
-        "run.finish()\n"),
-    "wandb": (
-        "import sys\n" + SCRIPT_ROWS +
-        "import wandb\n"
-        "run = wandb.init(project='bench', dir=sys.argv[1])\n"
-        "for r in rows:\n    run.log(r)\n"
-        "run.finish()\n"),
-    "trackio": (
-        "import sys\n" + SCRIPT_ROWS +
-        "import trackio\n"
-        "trackio.init(project='bench')\n"
-        "for r in rows:\n    trackio.log(r)\n"
-        "trackio.finish()\n"),
-    "tensorboardx": (
-        "import sys\n" + SCRIPT_ROWS +
-        "from tensorboardX import SummaryWriter\n"
-        "w = SummaryWriter(logdir=sys.argv[1])\n"
-        "for i, r in enumerate(rows):\n"
-        "    for k, v in r.items():\n        w.add_scalar(k, v, i)\n"
-        "w.close()\n"),
-    "mlflow-file": (
-        "import sys, os\n" + SCRIPT_ROWS +
-        "import mlflow\n"
-        "mlflow.set_tracking_uri('file://' + os.path.abspath(sys.argv[1]))\n"
-        "mlflow.set_experiment('bench')\n"
-        "mlflow.start_run()\n"
-        "for i, r in enumerate(rows):\n    mlflow.log_metrics(r, step=i)\n"
-        "mlflow.end_run()\n"),
-}
-SCRIPT_PEER = {"wandb": "wandb", "trackio": "trackio", "tensorboardx": "tensorboardx",
-               "mlflow-file": "mlflow-file"}
-
-
-# -- parent: running children ------------------------------------------------------------------
-
-
-class ChildError(Exception):
-    pass
-
-
-def peer_env(system: str, d: str) -> dict[str, str]:
-    """Environment of a peer's child: offline/local modes, and every file under ``d``."""
-    aux = os.path.join(d, "aux")
-    store = os.path.join(d, "store")
-    if system == "wandb":
-        return {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": store,
-                "WANDB_CONFIG_DIR": os.path.join(aux, "config"),
-                "WANDB_CACHE_DIR": os.path.join(aux, "cache"),
-                "WANDB_DATA_DIR": os.path.join(aux, "data"),
-                "WANDB_ARTIFACT_DIR": os.path.join(aux, "artifacts")}
-    if system == "trackio":
-        return {"TRACKIO_DIR": store}
-    if system.startswith("mlflow"):
-        return {"MLFLOW_ALLOW_FILE_STORE": "true"}
-    return {}
-
-
-def run_child(cmd: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
-              timeout: float = WORKER_TIMEOUT) -> dict[str, Any]:
-    """fork/exec, wait4: wall time, CPU time and peak RSS of the child, and its output."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    if SRC:
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            [SRC] + ([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else []))
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env=full_env, cwd=cwd)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, ru = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return {"rc": proc.returncode, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
-                "maxrss": ru.ru_maxrss * 1024, "stdout": out.read().decode(errors="replace"),
-                "stderr": err.read().decode(errors="replace")}
-
-
-def spawn(name: str, args: dict, *, env: dict[str, str] | None = None, cwd: str | None = None,
-          timeout: float = WORKER_TIMEOUT, expect_kill: bool = False) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--arg", json.dumps(args)]
-    child = run_child(cmd, env=env, cwd=cwd, timeout=timeout)
-    if child["rc"] != (-9 if expect_kill else 0):
-        tail = (child["stderr"].strip().splitlines() or ["(no stderr)"])[-1]
-        raise ChildError(f"worker {name} exited {child['rc']}: {tail}")
-    for line in reversed(child["stdout"].splitlines()):
-        if line.startswith("RESULT "):
-            res = json.loads(line[len("RESULT "):])
-            res["_wall"], res["_cpu"], res["_maxrss"] = child["wall"], child["cpu"], child["maxrss"]
-            return res
-    raise ChildError(f"worker {name} printed no result: {child['stderr'][-500:]}")
-
-
-# -- formatting --------------------------------------------------------------------------------
-
-Row = tuple[str, str, str]
-
-
-def med(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def f_us(s: float) -> str:
-    return f"{s * 1e6:.2f} us"
-
-
-def f_ms(s: float) -> str:
-    return f"{s * 1e3:.1f} ms"
-
-
-def f_s(s: float) -> str:
-    return f"{s:.3f} s"
-
-
-def f_x(v: float) -> str:
-    return f"{v:.2f}x"
-
-
-def f_mib(b: float) -> str:
-    return f"{b / 2**20:.1f} MiB"
-
-
-def f_b(b: float) -> str:
-    return f"{b:.1f} B"
-
-
-def stat_row(label: str, values: list[float], f: Callable[[float], str]) -> Row:
-    if not values:
-        return (label, "n/a", "")
-    return (label, f(med(values)), f"{f(min(values))} .. {f(max(values))}")
-
-
-def print_table(rows: list[Row], markdown: bool) -> None:
-    head = ("measure", "median", "min .. max")
-    if markdown:
-        print(f"| {head[0]} | {head[1]} | {head[2]} |")
-        print("| --- | ---: | ---: |")
-        for a, b, c in rows:
-            print(f"| {a.strip()} | {b} | {c} |")
-        return
-    w0 = max(len(head[0]), *(len(r[0]) for r in rows))
-    w1 = max(len(head[1]), *(len(r[1]) for r in rows))
-    print(f"{head[0]:<{w0}}  {head[1]:>{w1}}  {head[2]}")
-    print(f"{'-' * w0}  {'-' * w1}  {'-' * 20}")
-    for a, b, c in rows:
-        print(f"{a:<{w0}}  {b:>{w1}}  {c}")
-
-
 # -- the suite ---------------------------------------------------------------------------------
 
 
 class Suite:
-    def __init__(self, a: argparse.Namespace, tmp: str) -> None:
+    def __init__(self, a: argparse.Namespace, tmp: str, children: Children) -> None:
         self.a = a
         self.tmp = tmp
+        self.spawn = children.spawn
+        self.run_child = children.run
         self.sections: list[tuple[str, list[Row]]] = []
         self.raw: dict[str, Any] = {}
         self.targets: list[tuple[str, str, str, str]] = []  # figure, target, measured, verdict
@@ -711,8 +532,9 @@ class Suite:
         for peer in self.a.peers:
             d = tempfile.mkdtemp(prefix=f"probe-{peer}-", dir=self.tmp)
             try:
-                res = spawn("probe", {"module": PEER_MODULES[peer]}, env=peer_env(peer, d), cwd=d)
-                self.peer_status[peer] = f"installed, {PEER_MODULES[peer]} {res['version']}"
+                module = TRACKERS[peer].module
+                res = self.spawn("probe", {"module": module}, env=TRACKERS[peer].env(d), cwd=d)
+                self.peer_status[peer] = f"installed, {module} {res['version']}"
                 usable.append(peer)
             except ChildError as exc:
                 self.peer_status[peer] = f"NOT INSTALLED / not importable ({exc})"
@@ -724,31 +546,32 @@ class Suite:
     def one(self, system: str, workload: str, steps: int, seed: int) -> dict[str, Any]:
         d = tempfile.mkdtemp(prefix=f"{workload}-{system}-", dir=self.tmp)
         try:
-            res = spawn("log", {"system": system, "workload": workload, "steps": steps,
-                                "seed": seed, "dir": d}, env=peer_env(system, d), cwd=d)
+            res = self.spawn("log", {"system": system, "workload": workload, "steps": steps,
+                                     "seed": seed, "dir": d}, env=TRACKERS[system].env(d), cwd=d)
             self.note_warnings(f"{workload} ({steps:,} steps)", res)
             return res
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
+    def runs(self, workload: str, steps: int, seed: int) -> Callable[[str, int], dict[str, Any]]:
+        """What ``rounds`` runs: a system's log loop at repeat r, on rows seeded ``seed + r``."""
+        return lambda system, r: self.one(system, workload, steps, seed + r)
+
     # log / wide / mixed -------------------------------------------------------------------------
 
-    def bench_log(self, workload: str, steps: int, peers: list[str]) -> None:
+    def bench_log(self, w: RowWorkload, peers: list[str]) -> None:
         a = self.a
-        title = {"log": "10 float scalars per step", "wide": "1,000 float keys per step",
-                 "mixed": "floats, an int, strings, sparse keys"}[workload]
-        base = ["localtrack", "floor_buffered"] + (["floor_write"] if workload == "log" else [])
+        workload, steps, repeats = w.name, getattr(a, w.steps), getattr(a, w.repeats)
+        base = ["localtrack", *w.floors]
         res: dict[str, list[dict]] = {s: [] for s in base}
-        repeats = a.wide_repeats if workload == "wide" else a.repeats
-        for r in range(repeats):
-            rot = base[r % len(base):] + base[:r % len(base)]
-            for system in rot:
-                res[system].append(self.one(system, workload, steps, 1000 + r))
+        for r, batch in rounds(base, repeats, self.runs(workload, steps, 1000)):
+            for system, v in batch.items():
+                res[system].append(v)
             self.say(f"  {workload} {steps:,} steps, repeat {r + 1}/{repeats}: " + ", ".join(
                 f"{s} total {res[s][-1]['total']:.3f} s" for s in base))
         self.raw[f"{workload}_main"] = res
         rows = self._main_rows(res, steps, workload)
-        self.sections.append((f"{workload}: {title}, {steps:,} steps, {repeats} repeats, "
+        self.sections.append((f"{workload}: {w.title}, {steps:,} steps, {repeats} repeats, "
                               "localtrack vs floor", rows))
 
         # peers, each paired with localtrack and the buffered floor at its own step count
@@ -756,7 +579,7 @@ class Suite:
             return
         prow: list[Row] = []
         prs: dict[str, Any] = {}
-        peer_steps = {p: max(1, int(PEER_STEPS[workload][p] * a.peer_scale)) for p in a.peers}
+        peer_steps = {p: max(1, int(w.peer_steps[p] * a.peer_scale)) for p in a.peers}
         for peer in a.peers:
             if peer not in peers:
                 prow.append((f"{peer}", "not run", self.peer_status.get(peer, "not installed")))
@@ -771,22 +594,17 @@ class Suite:
             trio: dict[str, list[dict]] = {peer: [], "localtrack": [], "floor_buffered": []}
             failed = None
             order = [peer, "localtrack", "floor_buffered"]
-            for r in range(a.peer_repeats):
-                rot = order[r % 3:] + order[:r % 3]
-                batch = {}
-                try:
-                    for system in rot:
-                        batch[system] = self.one(system, workload, n, 2000 + r)
-                except ChildError as exc:
-                    failed = str(exc)
-                    self.say(f"  {workload} {peer}: FAILED: {exc}")
-                    break
-                for system, v in batch.items():
-                    trio[system].append(v)
-                self.say(f"  {workload} {peer} {n:,} steps, repeat {r + 1}/{a.peer_repeats}: "
-                         f"{peer} total {batch[peer]['total']:.2f} s (loop "
-                         f"{batch[peer]['loop'] / n * 1e6:.0f} us/step), localtrack total "
-                         f"{batch['localtrack']['total']:.3f} s")
+            try:
+                for r, batch in rounds(order, a.peer_repeats, self.runs(workload, n, 2000)):
+                    for system, v in batch.items():
+                        trio[system].append(v)
+                    self.say(f"  {workload} {peer} {n:,} steps, repeat {r + 1}/{a.peer_repeats}: "
+                             f"{peer} total {batch[peer]['total']:.2f} s (loop "
+                             f"{batch[peer]['loop'] / n * 1e6:.0f} us/step), localtrack total "
+                             f"{batch['localtrack']['total']:.3f} s")
+            except ChildError as exc:
+                failed = str(exc)
+                self.say(f"  {workload} {peer}: FAILED: {exc}")
             prs[peer] = {"steps": n, "runs": trio, "failed": failed}
             if failed and not trio[peer]:
                 prow.append((f"{peer}", "FAILED", failed[:200]))
@@ -901,22 +719,29 @@ class Suite:
 
     def bench_script(self, peers: list[str]) -> None:
         a = self.a
-        names = [n for n in SCRIPTS if n not in SCRIPT_PEER or SCRIPT_PEER[n] in peers]
+        scripts = dict(SCRIPT_REFERENCES)
+        scripts.update({label: TRACKERS[t].script(PROJECT, SCRIPT_ROWS)
+                        for label, t in SCRIPT_TRACKERS.items()})
+        script_peers = {label for label, t in SCRIPT_TRACKERS.items() if t in PEERS}
+        names = [n for n in scripts if n not in script_peers or n in peers]
         paths = {}
         for i, name in enumerate(names):
             paths[name] = os.path.join(self.tmp, f"script_{i}.py")
             with open(paths[name], "w") as fh:
-                fh.write(SCRIPTS[name])
+                fh.write(scripts[name])
         res: dict[str, list[dict]] = {n: [] for n in names}
         failed: dict[str, str] = {}
         reps = max(5, a.repeats)
 
-        def once(name: str) -> dict[str, Any] | None:
+        def once(name: str, r: int) -> dict[str, Any] | None:
+            if name in failed:
+                return None
             d = tempfile.mkdtemp(prefix="script-", dir=self.tmp)
             os.makedirs(os.path.join(d, "store"))
+            tracker = TRACKERS.get(SCRIPT_TRACKERS.get(name, ""))
             try:
-                child = run_child([sys.executable, paths[name], os.path.join(d, "store")],
-                                  env=peer_env(SCRIPT_PEER.get(name, ""), d), cwd=d)
+                child = self.run_child([sys.executable, paths[name], os.path.join(d, "store")],
+                                       env=tracker.env(d) if tracker else {}, cwd=d)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             if child["rc"] != 0:
@@ -924,14 +749,9 @@ class Suite:
                 return None
             return child
 
-        for name in names:  # one untimed warm-up each (page cache, .pyc files)
-            once(name)
-        for r in range(reps):
-            rot = names[r % len(names):] + names[:r % len(names)]
-            for name in rot:
-                if name in failed:
-                    continue
-                child = once(name)
+        # one untimed warm-up each (page cache, .pyc files)
+        for r, batch in rounds(names, reps, once, warmup=True):
+            for name, child in batch.items():
                 if child is not None:
                     res[name].append({k: child[k] for k in ("wall", "cpu", "maxrss")})
             self.say(f"  script repeat {r + 1}/{reps}: " + ", ".join(
@@ -948,7 +768,7 @@ class Suite:
             rows.append(stat_row(f"  {name}: CPU (user+sys)", [x["cpu"] for x in rs], f_s))
             rows.append(stat_row(f"  {name}: peak RSS", [x["maxrss"] for x in rs], f_mib))
         for peer in a.peers:
-            if peer not in SCRIPT_PEER:
+            if peer not in script_peers:
                 rows.append((f"{peer}", "not run here", "its init alone is in the log tables"))
             elif peer not in peers:
                 rows.append((f"{peer}", "not run", self.peer_status.get(peer, "")))
@@ -958,7 +778,7 @@ class Suite:
             rows.append(stat_row("ratio wall: localtrack / empty python",
                                  [x["wall"] / y["wall"] for x, y in zip(lt, base, strict=True)], f_x))
             for name in names:
-                if name in SCRIPT_PEER and res[name] and name not in failed:
+                if name in script_peers and res[name] and name not in failed:
                     rows.append(stat_row(f"ratio wall: {name} / localtrack",
                                          [x["wall"] / y["wall"] for x, y in zip(res[name], lt, strict=True)],
                                          f_x))
@@ -980,8 +800,8 @@ class Suite:
         self.say(f"  building a finished run of {steps:,} steps{' (float32 values)' if f32 else ''}"
                  " ...")
         t = time.perf_counter()
-        res = spawn("build", {"steps": steps, "seed": steps, "id": rid, "dir": root, "f32": f32},
-                    cwd=root, timeout=BUILD_TIMEOUT)
+        res = self.spawn("build", {"steps": steps, "seed": steps, "id": rid, "dir": root,
+                                   "f32": f32}, cwd=root, timeout=BUILD_TIMEOUT)
         res["root"], res["id"], res["build_wall"] = root, rid, time.perf_counter() - t
         self.note_warnings(f"the build of {steps:,} steps", res)
         if res["step"] != steps:
@@ -998,8 +818,8 @@ class Suite:
         root = tempfile.mkdtemp(prefix=f"crashed-{steps}-", dir=self.tmp)
         rid = f"c{steps}"
         self.say(f"  building a crashed run of {steps:,} steps ...")
-        res = spawn("crash", {"steps": steps, "seed": steps, "id": rid, "dir": root}, cwd=root,
-                    timeout=BUILD_TIMEOUT, expect_kill=True)
+        res = self.spawn("crash", {"steps": steps, "seed": steps, "id": rid, "dir": root},
+                         cwd=root, timeout=BUILD_TIMEOUT, expect_kill=True)
         settle(root)  # its sealer finishes what the writer closed; the tail stays unsealed
         res["root"], res["id"] = root, rid
         return res
@@ -1013,19 +833,22 @@ class Suite:
         crashed = {n: self.crashed(n) for n in crash_sizes}
         res: dict[int, list[dict]] = {n: [] for n in sizes}
         cres: dict[int, list[dict]] = {n: [] for n in crash_sizes}
-        for r in range(a.repeats):
-            rot = sizes[r % len(sizes):] + sizes[:r % len(sizes)]
-            for n in rot:
-                b = built[n]
-                out = spawn("resume", {"id": b["id"], "dir": b["root"]}, cwd=b["root"])
-                if out["starting_step"] != n:
-                    raise SystemExit(f"resumed run of {n} steps at {out['starting_step']}")
+
+        def resume(n: int, r: int) -> dict[str, Any]:
+            b = built[n]
+            out = self.spawn("resume", {"id": b["id"], "dir": b["root"]}, cwd=b["root"])
+            if out["starting_step"] != n:
+                raise SystemExit(f"resumed run of {n} steps at {out['starting_step']}")
+            return out
+
+        for r, batch in rounds(sizes, a.repeats, resume):
+            for n, out in batch.items():
                 res[n].append(out)
             for n in crash_sizes:
                 c = crashed[n]
                 copy = tempfile.mkdtemp(prefix=f"resume-crashed-{n}-", dir=self.tmp)
                 shutil.copytree(c["root"], copy, dirs_exist_ok=True)
-                out = spawn("resume", {"id": c["id"], "dir": copy}, cwd=copy)
+                out = self.spawn("resume", {"id": c["id"], "dir": copy}, cwd=copy)
                 settle(copy)
                 shutil.rmtree(copy)
                 if out["starting_step"] != n:
@@ -1072,14 +895,17 @@ class Suite:
         a = self.a
         b = self.build(steps)
         res: dict[str, list[dict]] = {"all": [], "k0": []}
-        variants = [("all", None), ("k0", ["k0"])]
-        for r in range(a.repeats):
-            rot = variants[r % 2:] + variants[:r % 2]
-            for name, keys in rot:
-                out = spawn("history", {"id": b["id"], "dir": b["root"], "keys": keys},
-                            cwd=b["root"])
-                if out["rows"] != steps:
-                    raise SystemExit(f"history() returned {out['rows']} rows, not {steps}")
+        variants = {"all": None, "k0": ["k0"]}
+
+        def read(name: str, r: int) -> dict[str, Any]:
+            out = self.spawn("history", {"id": b["id"], "dir": b["root"], "keys": variants[name]},
+                             cwd=b["root"])
+            if out["rows"] != steps:
+                raise SystemExit(f"history() returned {out['rows']} rows, not {steps}")
+            return out
+
+        for r, batch in rounds(list(variants), a.repeats, read):
+            for name, out in batch.items():
                 res[name].append(out)
             self.say(f"  history repeat {r + 1}/{a.repeats}: all {res['all'][-1]['cold']:.3f} s, "
                      f"k0 {res['k0'][-1]['cold']:.3f} s")
@@ -1185,14 +1011,13 @@ class Suite:
             self.say("probing peers")
             peers = self.probe_peers()
         cap = a.max_steps
-        for workload in ("log", "wide", "mixed"):
-            if workload in only:
-                steps = {"log": a.steps, "wide": a.wide_steps, "mixed": a.mixed_steps}[workload]
+        for w in ROW_WORKLOADS.values():
+            if w.name in only:
                 t = time.perf_counter()
-                reps = a.wide_repeats if workload == "wide" else a.repeats
-                self.say(f"{workload}: {steps:,} steps x {reps} repeats, peers {peers}")
-                self.bench_log(workload, steps, peers)
-                self.say(f"{workload} done in {time.perf_counter() - t:.0f} s")
+                self.say(f"{w.name}: {getattr(a, w.steps):,} steps x {getattr(a, w.repeats)} "
+                         f"repeats, peers {peers}")
+                self.bench_log(w, peers)
+                self.say(f"{w.name} done in {time.perf_counter() - t:.0f} s")
         if "log" in only:
             self.peer_targets()
         if "script" in only:
@@ -1233,15 +1058,15 @@ def versions() -> str:
     return ", ".join(out)
 
 
-def compile_localtrack() -> str:
+def compile_localtrack(src: str | None) -> str:
     """Write localtrack's bytecode first, as pip does when it installs a package.
 
     An editable install (or --src) under PYTHONDONTWRITEBYTECODE=1, as in this project's
     sandbox, would otherwise compile every module from source in every fresh process:
     ~50 ms more per import, which the peers, installed by pip with their bytecode, never pay.
     """
-    if SRC:
-        pkg = os.path.join(SRC, "localtrack")
+    if src:
+        pkg = os.path.join(src, "localtrack")
     else:
         spec = importlib.util.find_spec("localtrack")
         if spec is None or spec.origin is None:
@@ -1263,9 +1088,9 @@ def git_rev() -> str:
     return rev + (" + uncommitted changes under localtrack/" if dirty else "")
 
 
-def profile_main(a: argparse.Namespace, tmp: str) -> None:
+def profile_main(a: argparse.Namespace, tmp: str, children: Children) -> None:
     d = tempfile.mkdtemp(prefix="profile-", dir=tmp)
-    out = spawn("profile", {"steps": a.steps, "dir": d}, cwd=d)
+    out = children.spawn("profile", {"steps": a.steps, "dir": d}, cwd=d)
     print(f"cProfile, {a.steps:,} log() calls of 10 floats (main thread only: the background "
           "sealer is not in this profile)\n")
     print(out["log"])
@@ -1308,7 +1133,7 @@ def main() -> None:
     p.add_argument("--tmp", default=None, help="parent of the temp dir (default: system temp)")
     a = p.parse_args()
     if a.worker:
-        worker_main(a.worker, a.arg or "{}")
+        serve(WORKERS, a.worker, a.arg or "{}")
         return
     a.only = [w.strip() for w in a.only.split(",") if w.strip()]
     bad = [w for w in a.only if w not in WORKLOADS]
@@ -1325,27 +1150,26 @@ def main() -> None:
            a.mixed_steps, a.max_steps) < 1:
         p.error("counts must be >= 1")
 
-    global SRC
-    if a.src:
-        SRC = os.path.abspath(a.src)
-        if not os.path.isfile(os.path.join(SRC, "localtrack", "__init__.py")):
-            p.error(f"--src {a.src}: no localtrack/__init__.py there")
+    src = os.path.abspath(a.src) if a.src else None
+    if src and not os.path.isfile(os.path.join(src, "localtrack", "__init__.py")):
+        p.error(f"--src {a.src}: no localtrack/__init__.py there")
+    children = Children(__file__, WORKER_TIMEOUT, src=src)
     tmp = tempfile.mkdtemp(prefix="localtrack-suite-", dir=a.tmp)
-    bytecode = compile_localtrack()
+    bytecode = compile_localtrack(src)
     started = time.perf_counter()
     load0 = os.getloadavg()
     try:
         if a.profile:
-            profile_main(a, tmp)
+            profile_main(a, tmp, children)
             return
-        suite = Suite(a, tmp)
+        suite = Suite(a, tmp, children)
         suite.run()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.perf_counter() - started
     load1 = os.getloadavg()
     head = (f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
-            f"localtrack {'from ' + SRC if SRC else 'at ' + git_rev()}; {versions()}\n"
+            f"localtrack {'from ' + src if src else 'at ' + git_rev()}; {versions()}\n"
             f"{bytecode}\n"
             f"repeats {a.repeats} (wide {a.wide_repeats}, peers {a.peer_repeats}), fresh process "
             f"each; wall {elapsed:.0f} s; "
