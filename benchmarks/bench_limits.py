@@ -5,7 +5,9 @@ Tests assert what happens, never how fast: a limit in a test fails under load on
 machine (a new user's run of the README's test command listed 1,000 runs in 1.57 s against
 a 1 s limit). Each limit below was asserted by the test named in its row; this script times
 the same operation. Every repeat runs in a fresh process (this script re-invoked with the
-hidden ``--worker`` flag); shared input (the 1,000 runs) is built once, outside every clock.
+hidden ``--worker`` flag, by the suite's harness, ``_harness.py``); shared input (the 1,000
+runs) is built once, outside every clock. Each workload below is an entry of ``WORKLOADS``,
+each former limit an entry of ``LIMITS``.
 
 Workloads (``--only`` names):
   lock        8 processes race for one run id: the slowest loser's init() until RunLockedError.
@@ -42,6 +44,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from _harness import ChildError, Children, rounds, serve
 
 TIMEOUT = 300.0  # seconds: a bound on every child process
 S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
@@ -391,30 +395,51 @@ LIMITS = (
 )
 
 
-# -- driver: the one timing loop ---------------------------------------------------------------
+# -- driver: the harness's children and repeat loop ---------------------------------------------
+
+CHILDREN = Children(__file__, TIMEOUT, clean=True)
 
 
-def child(workload: str, phase: str, scratch: str, shared: str) -> dict[str, float]:
-    os.makedirs(scratch, exist_ok=True)
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", workload, phase, scratch, shared]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=clean_env())
-    if res.returncode != 0:
-        tail = (res.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-        raise RuntimeError(f"worker {workload} {phase} exited {res.returncode}: {tail}")
-    return json.loads(res.stdout.strip().splitlines()[-1]) if phase == "measure" else {}
+def w_prepare(a: dict) -> dict[str, float]:
+    workload = next(w for w in WORKLOADS if w.name == a["workload"])
+    assert workload.prepare is not None
+    workload.prepare(a["shared"])
+    return {}
 
 
-def worker(name: str, phase: str, scratch: str, shared: str) -> None:
-    workload = next(w for w in WORKLOADS if w.name == name)
-    if phase == "prepare":
-        assert workload.prepare is not None
-        workload.prepare(shared)
-    else:
-        print(json.dumps(workload.measure(scratch, shared)), flush=True)
+def w_measure(a: dict) -> dict[str, float]:
+    workload = next(w for w in WORKLOADS if w.name == a["workload"])
+    return workload.measure(a["scratch"], a["shared"])
+
+
+WORKERS = {"prepare": w_prepare, "measure": w_measure}
 
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)  # progress; the table goes to stdout
+
+
+def run_workload(wl: Workload, repeats: int, tmp: str) -> dict[str, list[float]]:
+    """Prepare the shared input once, then measure ``repeats`` times, each in a fresh process:
+    each figure's seconds."""
+    shared = os.path.join(tmp, wl.name, "shared")
+    os.makedirs(shared)
+    if wl.prepare is not None:
+        say(f"{wl.name}: preparing ...")
+        CHILDREN.spawn("prepare", {"workload": wl.name, "shared": shared})
+
+    def measure(name: str, rep: int) -> dict[str, float]:
+        say(f"{name}: repeat {rep + 1} of {repeats} ...")
+        scratch = os.path.join(tmp, name, str(rep))
+        os.makedirs(scratch)
+        return CHILDREN.spawn("measure", {"workload": name, "scratch": scratch, "shared": shared})
+
+    figures: dict[str, list[float]] = {}
+    for _, batch in rounds([wl.name], repeats, measure):
+        for figure, seconds in batch[wl.name].items():
+            if not figure.startswith("_"):  # the harness's own _wall, _cpu and _maxrss
+                figures.setdefault(figure, []).append(seconds)
+    return figures
 
 
 def main() -> int:
@@ -423,10 +448,11 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(w.name for w in WORKLOADS),
                         help="comma-separated workloads (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--arg", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(*args.worker)
+        serve(WORKERS, args.worker, args.arg or "{}")
         return 0
     chosen = args.only.split(",")
     unknown = set(chosen) - {w.name for w in WORKLOADS}
@@ -441,16 +467,8 @@ def main() -> int:
             why = wl.missing()
             if why is None:
                 try:
-                    shared = os.path.join(tmp, wl.name, "shared")
-                    if wl.prepare is not None:
-                        say(f"{wl.name}: preparing ...")
-                        child(wl.name, "prepare", shared, shared)
-                    for rep in range(args.repeats):
-                        say(f"{wl.name}: repeat {rep + 1} of {args.repeats} ...")
-                        scratch = os.path.join(tmp, wl.name, str(rep))
-                        for figure, seconds in child(wl.name, "measure", scratch, shared).items():
-                            figures.setdefault(figure, []).append(seconds)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    figures.update(run_workload(wl, args.repeats, tmp))
+                except ChildError as exc:  # a worker failed or timed out
                     why = f"failed: {exc}"
             if why is not None:
                 not_measured[wl.name] = why
