@@ -94,7 +94,6 @@ WORKER_TIMEOUT = 1200.0  # seconds: a bound on every child process
 BUILD_TIMEOUT = 3600.0  # the 10^7-step build
 RESUME_SIZES = (10, 10_000, 1_000_000, 10_000_000)
 HISTORY_STEPS = 1_000_000
-PEERS = ("wandb", "trackio", "tensorboardx", "mlflow-file", "mlflow-sqlite")
 WORKLOADS = ("log", "wide", "mixed", "script", "resume", "history", "disk")
 TEXTS = ("the cat sat on the mat", "a quick brown fox", "loss went down again",
          "nothing to see here", "validation sample 7: predicted 3, label 3",
@@ -181,6 +180,7 @@ TRACKERS = {t.name: t for t in (
             """, bind="log_metrics, set_tags = mlflow.log_metrics, mlflow.set_tags",
             log=MLFLOW_LOG, finish="mlflow.end_run()"),
 )}
+PEERS = tuple(name for name, t in TRACKERS.items() if t.module)  # the systems a probe looks for
 
 
 # -- the log() workloads, as data (rows are built before any clock starts) -----------------------
@@ -1049,8 +1049,8 @@ def versions() -> str:
     import importlib.metadata as md
 
     out = []
-    for dist in ["localtrack", "orjson", "pyarrow", "pandas", "wandb", "trackio", "tensorboardX",
-                 "mlflow"]:
+    peer_dists = dict.fromkeys(TRACKERS[p].module for p in PEERS)  # in order, once each
+    for dist in ["localtrack", "orjson", "pyarrow", "pandas", *peer_dists]:
         try:
             out.append(f"{dist} {md.version(dist)}")
         except md.PackageNotFoundError:
