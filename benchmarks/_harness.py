@@ -137,28 +137,13 @@ def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def f_us(s: float) -> str:
-    return f"{s * 1e6:.2f} us"
+def unit(scale: float, spec: str) -> Callable[[float], str]:
+    """A formatter of figures: the value times ``scale``, written as ``spec``."""
+    return lambda v: spec.format(v * scale)
 
 
-def f_ms(s: float) -> str:
-    return f"{s * 1e3:.1f} ms"
-
-
-def f_s(s: float) -> str:
-    return f"{s:.3f} s"
-
-
-def f_x(v: float) -> str:
-    return f"{v:.2f}x"
-
-
-def f_mib(b: float) -> str:
-    return f"{b / 2**20:.1f} MiB"
-
-
-def f_b(b: float) -> str:
-    return f"{b:.1f} B"
+f_us, f_ms, f_s = unit(1e6, "{:.2f} us"), unit(1e3, "{:.1f} ms"), unit(1, "{:.3f} s")
+f_x, f_mib, f_b = unit(1, "{:.2f}x"), unit(2**-20, "{:.1f} MiB"), unit(1, "{:.1f} B")
 
 
 def stat_row(label: str, values: list[float], f: Callable[[float], str]) -> Row:
