@@ -68,6 +68,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"state    {run.state}")
     print(f"steps    {run.last_step + 1}")
     print(f"created  {_fmt_time(run.created)}")
+    fork = run.meta.get("fork")
+    if isinstance(fork, dict):  # its history starts with the parent's through that step
+        print(f"fork     of {fork.get('project')}/{fork.get('run')} at step {fork.get('step')}")
     cluster = run.meta.get("cluster")
     if isinstance(cluster, dict) and cluster:  # the scheduler's facts of the latest start
         print(f"job      {_job_facts(cluster)}")

@@ -108,6 +108,21 @@ class Run(History):
             self._log.request_seal()  # after the release: the tail is closed now
 
     @critical
+    def rewind(self, step: int) -> None:
+        """Go back to ``step``: the rows after it are archived (see ``init(resume_from=)``) and
+        the run continues at ``step + 1``. For a script that learns its checkpoint's step only
+        after ``init(resume="auto")``."""
+        self._require_running("rewind")
+        step = self._check_step(step)
+        last = self.step if self._partial_step == self.step else self.step - 1
+        self._log.rewind(last, step)
+        self.step = self.starting_step = step + 1
+        self._partial_step = -1
+        self._stamp_due = 0.0  # the next row is framed: it starts a log file
+        self._put = self._log.put
+        self._event("rewound", from_step=last, to=step)
+
+    @critical
     def mark_preempting(self) -> None:
         """Declare that this run may be preempted: a sweep requeues it if it dies."""
         self._require_running("mark_preempting")

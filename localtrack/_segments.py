@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from ._naming import Ctx, log_seq, run_label, segment_seq
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
 from ._remotes._dir import open_file, read_file
-from .errors import CorruptRunError, RemoteError
+from .errors import CorruptRunError, RemoteError, UsageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -83,6 +84,15 @@ def parse_manifest(data: bytes, path: StorePath, **ctx: Unpack[Ctx]) -> dict[str
         raise CorruptRunError(f"{path} of {run_label(ctx)} holds rewinds={rewinds!r}, not a list "
                               "of {\"to\": step, \"seq\": log} records; the manifest is damaged. "
                               "Restore it from a backup or sync remote.", path=str(path), **ctx)
+    parent = manifest.get("parent")
+    if parent is not None and not (
+            isinstance(parent, dict)
+            and all(type(parent.get(k)) is int and parent[k] >= 0 for k in ("step", "seq", "rewinds"))
+            and isinstance(parent.get("last"), dict)
+            and all(isinstance(parent.get(k), str) for k in ("project", "run"))):
+        raise CorruptRunError(f"{path} of {run_label(ctx)} holds parent={parent!r}, not a fork's "
+                              "parent record; the manifest is damaged. Restore it from a backup "
+                              "or sync remote.", path=str(path), **ctx)
     for seg in manifest["segments"]:
         name = seg.get("file") if isinstance(seg, dict) else seg
         rows = seg.get("rows") if isinstance(seg, dict) else None
@@ -403,10 +413,11 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[int
                           "missing.", path=str(rdir), **ctx)
 
 
-def sealed_last(rdir: Path, manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def sealed_last(rdir: StorePath, manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """The last value of each key over the sealed rows that are history: the manifest's
     ``last``, or, when a rewind archived sealed rows, read from the newest segments back
-    until every key is found (most runs log every key in every segment: one segment)."""
+    until every key is found (most runs log every key in every segment: one segment). A
+    fork starts from its parent's values (``parent.last``)."""
     def archived(seg: dict[str, Any]) -> bool:
         top = cap(manifest, seg["seq"])
         return top is not None and seg["last_step"] > top
@@ -423,7 +434,100 @@ def sealed_last(rdir: Path, manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dic
             last.setdefault(key, value)
         if last.keys() >= manifest["last"].keys():
             break
-    return last
+    return {**(manifest.get("parent") or {}).get("last", {}), **last}
+
+
+# -- forks -----------------------------------------------------------------------------------
+#
+# A fork's manifest names its parent: {"project", "run", "step": N, "seq": S, "rewinds": R,
+# "last": {...}}. Its history starts with the parent's history through step N as it was when
+# the fork was made: the rows of the parent's logs and segments up to seq S, under the parent's
+# first R rewinds (later ones, or later rows, never change a fork), then the fork's own rows.
+# Nothing is copied; a fork needs its parent in the same store (sync takes both).
+
+
+def _view(manifest: dict[str, Any], ref: dict[str, Any], top: int) -> dict[str, Any]:
+    """The parent's manifest as a fork made at ``ref`` sees it, through step ``top``: a
+    rewind to ``top`` just after the log the fork was made at, and no later segment."""
+    return {**manifest, "segments": [g for g in manifest["segments"] if g["seq"] <= ref["seq"]],
+            "rewinds": [*manifest["rewinds"][:ref["rewinds"]],
+                        {"to": top, "seq": ref["seq"] + 1}]}
+
+
+def _parent_dir(rdir: StorePath, ref: dict[str, Any], ctx: Ctx) -> tuple[StorePath, Ctx]:
+    """The parent's run folder: in the same store as the fork."""
+    from ._naming import project_name, run_id
+
+    project, rid = project_name(ref["project"]), run_id(ref["run"])
+    if isinstance(rdir, Path):
+        pdir: StorePath = _layout.run_dir(rdir.parents[2], project, rid)
+    else:
+        root = rdir.key.split("/")[:-3]
+        pdir = RemotePath(rdir.remote, "/".join([*root, project, "runs", rid]))
+    pctx: Ctx = {"project": project, "run_id": rid}
+    if not (pdir / "run.json").exists():
+        raise CorruptRunError(f"{run_label(ctx)} is a fork of run {rid!r} in project {project!r} at "
+                              f"step {ref['step']}, which is not in this store ({pdir}): its "
+                              "history starts with that run's. Sync or copy the parent run here "
+                              "too.", path=str(pdir), **ctx)
+    return pdir, pctx
+
+
+def _inherited(rdir: StorePath, ref: dict[str, Any] | None, wanted: list[str] | None, ctx: Ctx,
+               top: int, depth: int = 0) -> list[pa.Table]:
+    """The tables of a fork's inherited history through step ``top``, oldest first."""
+    if ref is None:
+        return []
+    if depth > 100:
+        raise CorruptRunError(f"{run_label(ctx)} is a fork of a fork ... 100 runs deep: its "
+                              "parents name each other in a loop.", **ctx)
+    pdir, pctx = _parent_dir(rdir, ref, ctx)
+    manifest, logs = _snapshot(pdir, pctx)
+    top = min(top, ref["step"])
+    view = _view(manifest, ref, top)
+    tables = _inherited(pdir, manifest.get("parent"), wanted, pctx, top, depth + 1)
+    for seg in view["segments"]:
+        table = _read_segment(pdir / "segments" / seg["file"], wanted, pdir, pctx)
+        tables.append(_rewound(table, view, seg["seq"], False))
+    for seq, bodies, data in logs:
+        if seq > ref["seq"] or not bodies:
+            continue
+        table = log_table(data)
+        if table is None:
+            table = rows_to_table(merge_steps(_frames.records(bodies)))
+        if wanted is not None:
+            table = table.select([c for c in wanted if c in table.column_names])
+        tables.append(_rewound(table, view, seq, False))
+    return tables
+
+
+def fork_point(rdir: Path, step: int, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """What a fork of the run at ``rdir`` made now at ``step`` records as its parent (the
+    caller checked ``step`` against the run's last step): where the parent's logs end, how
+    many rewinds it has, and the last values of its history through ``step``."""
+    manifest, logs = _snapshot(rdir, ctx)
+    last_step = manifest["last_step"]
+    for seq, bodies, _ in reversed(logs):
+        rows = live(manifest, seq, _frames.records(bodies))
+        if rows:
+            last_step = rows[-1]["_step"]
+            break
+    last_step = at_least_rewound(manifest, last_step)
+    if step > last_step:
+        raise UsageError(f"Cannot fork {run_label(ctx)} at step {step}: its last step is "
+                         f"{last_step}.", **ctx)
+    seq = max([manifest["sealed_through"], *(seq for seq, _, _ in logs)])
+    ref = {"project": ctx["project"], "run": ctx["run_id"], "step": step, "seq": seq,
+           "rewinds": len(manifest["rewinds"])}
+    parent = manifest.get("parent")
+    if parent is not None and step <= parent["step"]:  # before the parent's own first row
+        pdir, pctx = _parent_dir(rdir, parent, ctx)
+        return {**ref, "last": fork_point(pdir, step, **pctx)["last"]}  # type: ignore[arg-type]
+    view = _view(manifest, ref, step)
+    last = sealed_last(rdir, view, **ctx)
+    for s, bodies, _ in logs:
+        last.update(last_values(live(view, s, _frames.records(bodies))))
+    return {**ref, "last": last}
 
 
 def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
@@ -447,7 +551,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
 
     manifest, logs = _snapshot(rdir, ctx)
     wanted = None if keys is None else ["_step", "_timestamp", *keys]
-    tables = []
+    tables = _inherited(rdir, manifest.get("parent"), wanted, ctx, sys.maxsize)
     for seg in manifest["segments"]:
         path = rdir / "segments" / seg["file"]
         try:

@@ -84,11 +84,13 @@ def init(project: str | None = None, *, id: str | None = None, resume: _settings
          tags: list[str] | None = None, group: str | None = None, job_type: str | None = None,
          notes: str | None = None, dir: str | os.PathLike[str] | None = None,
          mode: _settings.Mode | None = None, fsync: _settings.FsyncPolicy | None = None,
-         resume_from: str | None = None) -> Any:
+         resume_from: str | None = None, fork_from: str | None = None) -> Any:
     """Start a new run or resume one, W&B style; see the README for the resume modes.
 
     ``resume_from="RUN_ID?_step=N"`` resumes that run rewound to step N: the rows after N are
     archived (``ApiRun.history(include_rewound=True)`` reads them) and it continues at N + 1.
+    ``fork_from="RUN_ID?_step=N"`` starts a new run whose history begins with that run's rows
+    through step N (referenced, not copied) and whose config starts as that run's.
 
     Only ``project`` is positional: W&B's ``init("team", "proj")`` (entity, project) would
     otherwise mean project="team", id="proj" here.
@@ -120,7 +122,7 @@ def init(project: str | None = None, *, id: str | None = None, resume: _settings
     main = threading.current_thread() is threading.main_thread()  # where handlers run
     _starting += main
     try:
-        run = _start.start(settings, fields, config, forget, resume_from)
+        run = _start.start(settings, fields, config, forget, resume_from, fork_from)
         _active.append(run)
     finally:
         _starting -= main

@@ -20,27 +20,42 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _fsutil, _layout, _locks, _naming, _resume, _store
+from . import _fsutil, _layout, _locks, _naming, _resume, _segments, _store
 from ._codec import dumps, encode_tree
 from ._locks import RunLock
 from ._run import Run
 from ._settings import Settings
-from .errors import RunLockedError, UsageError
+from .errors import RunLockedError, RunNotFoundError, UsageError
 
 log = logging.getLogger("localtrack")
 
 
 def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | None,
-          on_close: Callable[[Run], None], resume_from: str | None = None) -> Run:
+          on_close: Callable[[Run], None], resume_from: str | None = None,
+          fork_from: str | None = None) -> Run:
     """Open or create the run the settings ask for, holding its lock; ``on_close(run)`` is
     called when finish() has released it. ``resume_from="RUN_ID?_step=N"``: resume that run
-    rewound to step N (the rows after it archived, see LogStream._rewind)."""
+    rewound to step N (the rows after it archived, see LogStream._rewind);
+    ``fork_from="RUN_ID?_step=N"``: a new run whose history starts with that run's through N."""
     root, project = settings.root, settings.project
     mode, rid = settings.resume, settings.run_id
     rewind_to: int | None = None
+    fork: tuple[_naming.RunId, int] | None = None
     if resume_from is not None:
+        if fork_from is not None:
+            raise UsageError("resume_from continues a run and fork_from starts a new one: pass "
+                             "one of them.", project=project)
         rid, rewind_to = _rewind_target(resume_from, mode, rid)
         mode = "must"
+    elif fork_from is not None:
+        fork = _naming.run_at_step(fork_from, "fork_from")
+        if mode not in (None, "never"):
+            raise UsageError(f"fork_from={fork_from!r} starts a new run; resume={mode!r} would "
+                             "continue one. Drop resume=.", project=project, run_id=fork[0])
+        if not _layout.run_dir(root, project, fork[0]).exists():
+            raise RunNotFoundError(f"Cannot fork run {fork[0]!r} in project {project!r}: it does "
+                                   "not exist; check the id and dir=.", project=project,
+                                   run_id=fork[0])
     if (root / _layout.REMOTE_ID).exists():  # refused before any lock file is created there
         raise UsageError(f"{root} is a store written by `localtrack sync`; synced stores are "
                          "read-only. Resume the original run, or read this one with "
@@ -63,7 +78,7 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
         lock.acquire()
     pointer = _layout.auto_pointer_path(adir, rid)
     try:
-        run = _open(settings, rid, fields, config, lock, pointer, on_close, mode, rewind_to)
+        run = _open(settings, rid, fields, config, lock, pointer, on_close, mode, rewind_to, fork)
         with _fsutil.storage_errors("write the auto-resume pointer", pointer, **ctx):
             _store.write_pointer(pointer, rid, settings.resume_key)
             if claimed is not None and claimed.path != pointer:
@@ -91,7 +106,8 @@ def _rewind_target(resume_from: str, mode: str | None,
 
 def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
           config: dict[str, Any] | None, lock: RunLock, pointer: Path,
-          on_close: Callable[[Run], None], mode: str | None, rewind_to: int | None) -> Run:
+          on_close: Callable[[Run], None], mode: str | None, rewind_to: int | None,
+          fork: tuple[_naming.RunId, int] | None) -> Run:
     """Create or reopen the run (its lock is held) and record the start with the job's facts."""
     root, project = settings.root, settings.project
     ctx = {"project": project, "run_id": rid}
@@ -101,9 +117,20 @@ def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
     fields = {**fields, "cluster": cluster or None}  # the latest start's job; none outside one
     if outcome is _resume.Outcome.CREATE:
         encode_tree(config or {}, f"run {rid!r} in project {project!r}")  # validate first
+        manifest = None
+        if fork is not None:  # the parent's history through the step, by reference
+            parent, step = fork
+            pdir = _layout.run_dir(root, project, parent)
+            ref = _segments.fork_point(pdir, step, project=project, run_id=parent)
+            manifest = {**_segments.empty_manifest(), "last_step": step, "last": ref["last"],
+                        "parent": ref}
+            config = {**_store.read_tree(pdir / _store.CONFIG_JSON, "config", project=project,
+                                         run_id=parent), **(config or {})}
+            fields = {**fields, "format": _layout.REWOUND_FORMAT,
+                      "fork": {"project": project, "run": parent, "step": step}}
         _store.sweep_dead_creations(root, project)
         meta = _store.new_meta(project, rid, {k: v for k, v in fields.items() if v is not None})
-        rdir = _store.create_run_dir(root, project, rid, meta, config or {})
+        rdir = _store.create_run_dir(root, project, rid, meta, config or {}, manifest)
     else:
         meta = _store.read_meta(rdir, **ctx)
         changed = {k: v for k, v in fields.items() if v is not None and meta.get(k) != v}
@@ -123,6 +150,8 @@ def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
         run._event(event, host=_locks.hostname())
     if rewind_to is not None:  # (the manifest, rewritten already, is what decides: see _stream)
         run._event("rewound", from_step=run._log.rewound_from, to=rewind_to)
+    if fork is not None:
+        run._event("forked", parent=f"{project}/{fork[0]}", from_step=fork[1])
     return run
 
 

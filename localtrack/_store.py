@@ -56,7 +56,9 @@ def run_dir(root: StorePath, project: ProjectName, rid: RunId) -> StorePath:
 
 
 def create_run_dir(root: Path, project: ProjectName, rid: RunId, meta: dict[str, Any],
-                   config: dict[str, Any]) -> Path:
+                   config: dict[str, Any], manifest: dict[str, Any] | None = None) -> Path:
+    """Build the run's folder under a temporary name and rename it into place: a run appears
+    complete or not at all (with ``manifest``, a fork's, in it from the start)."""
     runs = _layout.runs_dir(root, project)
     rdir = _layout.run_dir(root, project, rid)
     where = f"run {rid!r} in project {project!r}"
@@ -71,6 +73,8 @@ def create_run_dir(root: Path, project: ProjectName, rid: RunId, meta: dict[str,
             # The folder is private until renamed: its files need no rename of their own, and
             # one fsync of the folder makes all its entries durable.
             files = {RUN_JSON: dumps(meta), CONFIG_JSON: dumps(encode_tree(config, where))}
+            if manifest is not None:
+                files[_segments.MANIFEST] = dumps(manifest)
             for name, data in files.items():
                 (tmp / name).write_bytes(data)
             for name in files:

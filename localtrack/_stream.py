@@ -138,6 +138,17 @@ class LogStream:
         last_step = int(record["_step"]) if top is None else min(int(record["_step"]), top)
         return seqs[-1], _segments.at_least_rewound(manifest, last_step), tail.frame_end
 
+    def rewind(self, last_step: int, to: int) -> int:
+        """Rewind the open stream (see _rewind): the caller holds the writer's mutex."""
+        try:
+            with _sealer.hold(self._rdir):  # the manifest is the sealer's too
+                to = self._rewind(_segments.load_manifest(self._rdir, **self._ctx), last_step, to)
+        except TimeoutError as exc:
+            raise LockUnavailableError(f"Cannot rewind {self._where}: {exc}; is a process stuck "
+                                       "on this file system?", **self._ctx) from exc
+        self._last_values = (-1, 0, {})
+        return to
+
     def _rewind(self, manifest: dict[str, Any], last_step: int, to: int) -> int:
         """Archive the history after step ``to``: the caller holds the run and the seal lock.
 

@@ -283,3 +283,178 @@ def test_show_and_the_dashboard_data_show_the_rewind(store):
     assert "steps    10" in res.stdout
     names = [e["event"] for e in _data.StoreView(localtrack.Api(store)).run("p/r")["events"]]
     assert names[-3:] == ["resumed", "rewound", "finished"]
+
+
+# -- fork --------------------------------------------------------------------------------------
+
+
+def test_a_fork_starts_with_its_parents_history_and_never_changes_it(store, small_logs):
+    run = localtrack.init(project="p", id="a", dir=store, config={"lr": 0.1, "wd": 0.0})
+    for i in range(400):
+        run.log({"x": float(i), "y": i})
+    run.finish()
+    settle(store)
+    parent_files = {k: v for k, v in _files(store).items() if k.startswith("p/runs/a/")}
+    fork = localtrack.init(project="p", dir=store, fork_from="a?_step=150", config={"wd": 0.5})
+    assert fork.id != "a" and (fork.step, fork.resumed) == (151, False)
+    assert dict(fork.config) == {"lr": 0.1, "wd": 0.5} and fork.summary["x"] == 150.0
+    for i in range(151, 200):
+        fork.log({"x": -float(i)})
+    fork.finish()
+    settle(store)
+    assert {k: v for k, v in _files(store).items() if k.startswith("p/runs/a/")} == parent_files
+    api = localtrack.Api(store).run(f"p/{fork.id}")
+    hist = api.history().to_pydict()
+    assert hist["_step"] == list(range(200))
+    assert hist["x"][149:152] == [149.0, 150.0, -151.0]
+    assert (api.last_step, api.summary["x"], api.summary["y"]) == (199, -199.0, 150)
+    assert api.meta["fork"] == {"project": "p", "run": "a", "step": 150}
+    assert [e["event"] for e in api.events] == ["started", "forked", "finished"]
+    fork_dir = store / "p/runs" / fork.id
+    assert not (fork_dir / "segments").exists() or len(list((fork_dir / "segments").iterdir())) <= 1
+    res = run_script("""
+import sys, localtrack
+print(localtrack.Api(sys.argv[1]).run(sys.argv[2]).history([]).num_rows)
+""", str(store), f"p/{fork.id}")
+    assert res.stdout.strip() == "200", res.stderr  # another process reads it the same
+
+
+def test_forks_of_forks_and_a_parent_rewound_later(store):
+    _log(store, "a", range(100))
+    b = localtrack.init(project="p", id="b", dir=store, fork_from="a?_step=60")
+    for i in range(61, 80):
+        b.log({"x": -float(i)})
+    b.finish()
+    c = localtrack.init(project="p", id="c", dir=store, fork_from="b?_step=30")  # in a's rows
+    assert c.step == 31 and c.summary["x"] == 30.0
+    c.finish()
+    d = localtrack.init(project="p", id="d", dir=store, fork_from="b?_step=70")  # in b's own
+    assert d.step == 71 and d.summary["x"] == -70.0
+    d.finish()
+    before = {rid: _history(store, rid) for rid in "bcd"}
+    # The parent rewound below the fork point and logged other rows: no fork changes.
+    a = localtrack.init(project="p", dir=store, resume_from="a?_step=10")
+    for i in range(11, 90):
+        a.log({"x": 1000.0 + i})
+    a.finish()
+    assert {rid: _history(store, rid) for rid in "bcd"} == before
+    assert before["c"]["_step"] == list(range(31)) and before["d"]["_step"] == list(range(71))
+    assert before["d"]["x"][59:62] == [59.0, 60.0, -61.0]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    pytest.param({"fork_from": "a?_step=10"}, UsageError, "last step is 9", id="beyond-last"),
+    pytest.param({"fork_from": "a?step=1"}, UsageError, "RUN_ID\\?_step=N", id="malformed"),
+    pytest.param({"fork_from": "nope?_step=1"}, RunNotFoundError, "does not exist", id="missing"),
+    pytest.param({"fork_from": "a?_step=1", "resume": "must", "id": "x"}, UsageError,
+                 "starts a new run", id="resume-must"),
+    pytest.param({"fork_from": "a?_step=1", "resume_from": "a?_step=1"}, UsageError,
+                 "pass one of them", id="with-resume-from"),
+    pytest.param({"fork_from": "a?_step=1", "id": "a"}, localtrack.errors.RunExistsError,
+                 "already exists", id="existing-id"),
+])
+def test_bad_forks_are_refused_and_change_nothing(store, kwargs, error, match):
+    _log(store, "a", range(10))
+    before = _files(store)
+    with pytest.raises(error, match=match):
+        localtrack.init(project="p", dir=store, **kwargs)
+    assert _files(store) == before
+
+
+def test_a_fork_whose_parent_is_gone_says_so(store):
+    _log(store, "a", range(10))
+    localtrack.init(project="p", id="b", dir=store, fork_from="a?_step=5").finish()
+    shutil.rmtree(store / "p/runs/a")
+    with pytest.raises(localtrack.errors.CorruptRunError, match="fork of run 'a'.*not in this store"):
+        localtrack.Api(store).run("p/b").history()
+
+
+def test_syncing_a_fork_takes_its_parent_along(store, tmp_path):
+    from .test_sync import same_table
+
+    _log(store, "a", range(50))
+    fork = localtrack.init(project="p", id="b", dir=store, fork_from="a?_step=20")
+    fork.log({"x": -1.0})
+    fork.finish()
+    settle(store)
+    remote = tmp_path / "remote"
+    assert localtrack.sync(str(remote), dir=store, runs=["p/b"]).ok
+    there = localtrack.Api(remote)
+    assert sorted(r.id for r in there.runs("p")) == ["a", "b"]
+    assert same_table(there.run("p/b").history(), localtrack.Api(store).run("p/b").history())
+
+
+FORKER = """
+import sys, localtrack
+run = localtrack.init(project="p", id="f", dir=sys.argv[1], fork_from="a?_step=300")
+print("forked", flush=True)
+for i in range(301, 340):
+    run.log({"x": -float(i)})
+run.finish()
+"""
+
+
+def test_sigkill_at_any_instant_of_a_fork_leaves_no_fork_or_a_whole_one(tmp_path):
+    base = tmp_path / "base"
+    _log(base, "a", range(600))
+    settle(base)
+    probe = tmp_path / "probe"
+    shutil.copytree(base, probe)
+    t0 = time.monotonic()
+    proc = script(FORKER, str(probe))
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"forked"
+    reach = time.monotonic() - t0  # kills spread around the instant the fork is made
+    proc.communicate(timeout=60)
+    rng = random.Random(99)
+    seen = set()
+    for trial in range(int(os.environ.get("REWIND_TRIALS", "30")) // 2):
+        store = tmp_path / f"t{trial}"
+        shutil.copytree(base, store)
+        proc = script(FORKER, str(store))
+        time.sleep(rng.uniform(0.4, 1.2) * reach)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        settle(store)
+        api = localtrack.Api(store)
+        assert api.run("p/a").history([]).column("_step").to_pylist() == list(range(600))
+        ids = [r.id for r in api.runs("p")]
+        if "f" not in ids:
+            seen.add("none")
+            continue
+        steps = api.run("p/f").history([]).column("_step").to_pylist()
+        assert steps == list(range(len(steps))) and len(steps) >= 301, trial
+        seen.add("fork")
+    assert seen == {"none", "fork"}, seen
+
+
+def test_run_rewind_after_auto_resume(store, tmp_path):
+    """The common requeue: init(resume="auto") finds the crashed run, the script loads its
+    checkpoint and learns the step only then, and calls run.rewind(step)."""
+    code = """
+import os, sys, localtrack
+run = localtrack.init(project="p", dir=sys.argv[1], resume="auto")
+ckpt = int(sys.argv[2])
+if run.resumed:
+    run.rewind(ckpt)                      # the rows after the checkpoint are archived
+print(run.step, flush=True)
+for i in range(run.step, int(sys.argv[3])):
+    run.log({"x": float(i) + (0.5 if run.resumed else 0.0)})
+if sys.argv[4] == "crash":
+    os._exit(1)
+run.finish()
+"""
+    first = run_script(code, str(store), "0", "80", "crash", cwd=tmp_path)
+    assert first.returncode == 1 and first.stdout.strip() == "0"
+    second = run_script(code, str(store), "49", "100", "finish", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "50"
+    (api,) = localtrack.Api(store).runs("p")
+    hist = api.history().to_pydict()
+    assert hist["_step"] == list(range(100)) and hist["x"][49:51] == [49.0, 50.5]
+    assert [(r["from_step"], r["to"]) for r in api.rewinds] == [(79, 49)]
+    run = localtrack.init(project="p", id=api.id, resume="must", dir=store)
+    with pytest.raises(UsageError, match="last step is 99"):
+        run.rewind(150)
+    run.rewind(99)  # to the last step: nothing to archive
+    run.finish()
+    assert localtrack.Api(store).run(api.path).history([]).num_rows == 100

@@ -314,6 +314,16 @@ def test_run_page(page, live):
     page.wait("live steps on the run page", lambda: page.points("loss", "mnist/live") == at, timeout=10)
 
 
+def test_a_forks_page_links_its_parent(page):
+    page.goto("#/p/cifar10/r/c1-fork")
+    pg = page.page
+    pg.wait_for_selector("#fork-of")
+    assert pg.inner_text("#fork-of") == "cifar10/c1 at step 0"
+    assert "forked" in pg.inner_text("#events")
+    pg.click("#fork-of a")
+    page.wait("the parent's page", lambda: pg.inner_text("#run-name") == "c1")
+
+
 def test_compare_highlights_config_differences(page):
     page.goto("#/p/mnist")
     pg = page.page
@@ -343,7 +353,7 @@ def test_projects_page(page):
     assert pg.locator("#projects tbody tr").count() == 2
     pg.click("#projects a >> text=cifar10")
     pg.wait_for_selector("#runs tbody tr")
-    assert pg.locator("#runs tbody tr").count() == 1
+    assert pg.locator("#runs tbody tr").count() == 2  # c1 and its fork
 
 
 @pytest.fixture(scope="module")

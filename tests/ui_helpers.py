@@ -71,7 +71,12 @@ def build_store(root: Path) -> dict[str, str]:
     paths["resumed"] = again.path
     other = localtrack.init(project="cifar10", id="c1", dir=root, config={"lr": 0.01})
     other.log({"loss": 1.0})
+    other.log({"loss": 0.5})
     other.finish()
+    fork = localtrack.init(project="cifar10", id="c1-fork", dir=root, fork_from="c1?_step=0")
+    fork.log({"loss": 0.25})
+    fork.finish()
+    paths["fork"] = fork.path
     return paths
 
 

@@ -193,8 +193,25 @@ class Syncer:
                 listed, skipped = _store.list_runs(self.root, project)
                 self._warn(skipped)
                 ids = set(listed)
+            else:
+                ids = self._with_parents(project, ids)
             runs += [(project, rid) for rid in sorted(ids)]
         return runs
+
+    def _with_parents(self, project: ProjectName, ids: set[RunId]) -> set[RunId]:
+        """Named runs and the runs they were forked from: a fork's history starts with its
+        parent's, which the remote must hold too (a whole project holds them already)."""
+        todo, out = list(ids), set(ids)
+        while todo:
+            rid = todo.pop()
+            fork = _store.read_meta(_layout.run_dir(self.root, project, rid),
+                                    project=project, run_id=rid).get("fork")
+            if isinstance(fork, dict) and isinstance(fork.get("run"), str):
+                parent = _naming.run_id(fork["run"])
+                if parent not in out:
+                    out.add(parent)
+                    todo.append(parent)
+        return out
 
     def _warn(self, skipped: list[_store.Skipped]) -> None:
         for item in skipped:

@@ -805,7 +805,9 @@ async function showRun(project, id) {
     head.replaceChildren(h("h1", {}, h("span", {id: "run-name"}, run.name), stateBadge(run.state), h("span", {class: "mono muted"}, run.id)));
     const meta = [["steps", fmtNum(run.steps)], ["duration", fmtDuration(run.duration)], ["created", fmtTime(run.created)],
       ["last write", fmtTime(run.updated)], ["host", m.host], ["program", m.program], ["cwd", m.cwd],
-      ["group", run.group], ["job type", run.job_type], ["tags", run.tags.join(", ")], ["notes", run.notes]]
+      ["group", run.group], ["job type", run.job_type], ["tags", run.tags.join(", ")], ["notes", run.notes],
+      ["fork of", m.fork ? h("span", {id: "fork-of"}, h("a", {href: `#/p/${enc(m.fork.project)}/r/${enc(m.fork.run)}`},
+        `${m.fork.project}/${m.fork.run}`), ` at step ${fmtNum(m.fork.step)}`) : null]]
       .filter(([, x]) => x !== undefined && x !== null && x !== "");
     body.replaceChildren(
       h("div", {class: "grid2"},
