@@ -73,7 +73,8 @@ def parse_manifest(data: bytes, path: StorePath, **ctx: Unpack[Ctx]) -> dict[str
             raise CorruptRunError(f"{path} of {run_label(ctx)} holds {key}={value!r}, not an "
                                   "integer; the manifest is damaged. Restore it from a backup or "
                                   "sync remote.", path=str(path), **ctx)
-    if not isinstance(manifest.setdefault("last", {}), dict):
+    if not isinstance(manifest.setdefault("last", {}), dict | None) or not isinstance(
+            manifest.get("keys", []), list):
         raise CorruptRunError(f"{path} of {run_label(ctx)} holds last={manifest['last']!r}, not an "
                               "object; the manifest is damaged. Restore it from a backup or sync "
                               "remote.", path=str(path), **ctx)
@@ -88,7 +89,7 @@ def parse_manifest(data: bytes, path: StorePath, **ctx: Unpack[Ctx]) -> dict[str
     if parent is not None and not (
             isinstance(parent, dict)
             and all(type(parent.get(k)) is int and parent[k] >= 0 for k in ("step", "seq", "rewinds"))
-            and isinstance(parent.get("last"), dict)
+            and isinstance(parent.get("last"), dict | None)
             and all(isinstance(parent.get(k), str) for k in ("project", "run"))):
         raise CorruptRunError(f"{path} of {run_label(ctx)} holds parent={parent!r}, not a fork's "
                               "parent record; the manifest is damaged. Restore it from a backup "
@@ -338,7 +339,9 @@ def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any],
             kept = _rewound(table, manifest, seq, include=False)  # a rewind's archive is no history
             if len(kept):  # (a rewind set last_step to its step: a rewound log keeps to it)
                 manifest["last_step"] = max(manifest["last_step"], kept["_step"][-1].as_py())
-                manifest["last"] = {**manifest["last"], **_table_last(kept)}
+            # A rewind or a fork may have left ``last`` to be computed: this process can read.
+            manifest["last"] = {**manifest_last(rdir, manifest, **ctx), **_table_last(kept)}
+            manifest.pop("keys", None)
         # If we die here: the segment is an orphan and the log still holds its steps.
         _fsutil.atomic_write(rdir / MANIFEST, dumps(manifest))
         # If we die here: the manifest covers this log file; the next writer deletes it.
@@ -413,18 +416,31 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[int
                           "missing.", path=str(rdir), **ctx)
 
 
-def sealed_last(rdir: StorePath, manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dict[str, Any]:
-    """The last value of each key over the sealed rows that are history: the manifest's
-    ``last``, or, when a rewind archived sealed rows, read from the newest segments back
-    until every key is found (most runs log every key in every segment: one segment). A
-    fork starts from its parent's values (``parent.last``)."""
-    def archived(seg: dict[str, Any]) -> bool:
-        top = cap(manifest, seg["seq"])
-        return top is not None and seg["last_step"] > top
+def known_last(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The last value of each key over the sealed rows that are history, when known without
+    reading a segment: None when a rewind or a fork left ``last`` null (to be computed), or
+    when a rewind archives sealed rows the manifest's ``last`` still counts."""
+    last = manifest["last"]
+    if last is None or any(cap(manifest, g["seq"]) is not None and g["last_step"] > cap(manifest, g["seq"])
+                           for g in manifest["segments"]):
+        return None
+    return dict(last)
 
-    if not any(archived(seg) for seg in manifest["segments"]):
-        return dict(manifest["last"])
+
+def keys_of(manifest: dict[str, Any]) -> set[str]:
+    last = manifest["last"]
+    return set(last) if last is not None else set(manifest.get("keys", ()))
+
+
+def manifest_last(rdir: StorePath, manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """The last value of each key over the sealed history (see known_last), computed when it
+    is not known: from the newest segments back until every key is found (most runs log every
+    key in every segment: one segment read), over the values a fork starts from."""
+    known = known_last(manifest)
+    if known is not None:
+        return known
     last: dict[str, Any] = {}
+    keys = keys_of(manifest)
     for seg in reversed(manifest["segments"]):
         top = cap(manifest, seg["seq"])
         if top is not None and seg["first_step"] > top:
@@ -432,9 +448,13 @@ def sealed_last(rdir: StorePath, manifest: dict[str, Any], **ctx: Unpack[Ctx]) -
         table = _read_segment(rdir / "segments" / seg["file"], None, rdir, ctx)
         for key, value in _table_last(_rewound(table, manifest, seg["seq"], False)).items():
             last.setdefault(key, value)
-        if last.keys() >= manifest["last"].keys():
-            break
-    return {**(manifest.get("parent") or {}).get("last", {}), **last}
+        if last.keys() >= keys:
+            return last
+    ref = manifest.get("parent")
+    if ref is None:
+        return last
+    inherited = ref["last"] if ref["last"] is not None else _inherited_last(rdir, ref, ctx)
+    return {**inherited, **last}
 
 
 # -- forks -----------------------------------------------------------------------------------
@@ -501,10 +521,30 @@ def _inherited(rdir: StorePath, ref: dict[str, Any] | None, wanted: list[str] | 
     return tables
 
 
+def _inherited_last(rdir: StorePath, ref: dict[str, Any], ctx: Ctx,
+                    depth: int = 0) -> dict[str, Any]:
+    """The last values of a fork's inherited history (its parent's through ``ref['step']``)."""
+    if depth > 100:
+        raise CorruptRunError(f"{run_label(ctx)} is a fork of a fork ... 100 runs deep: its "
+                              "parents name each other in a loop.", **ctx)
+    pdir, pctx = _parent_dir(rdir, ref, ctx)
+    manifest, logs = _snapshot(pdir, pctx)
+    grand = manifest.get("parent")
+    if grand is not None and ref["step"] <= grand["step"]:  # before the parent's own rows
+        return _inherited_last(pdir, {**grand, "step": ref["step"], "last": None}, pctx, depth + 1)
+    view = _view(manifest, ref, ref["step"])
+    last = manifest_last(pdir, view, **pctx)
+    for seq, bodies, _ in logs:
+        if seq <= ref["seq"]:
+            last.update(last_values(live(view, seq, _frames.records(bodies))))
+    return last
+
+
 def fork_point(rdir: Path, step: int, **ctx: Unpack[Ctx]) -> dict[str, Any]:
-    """What a fork of the run at ``rdir`` made now at ``step`` records as its parent (the
-    caller checked ``step`` against the run's last step): where the parent's logs end, how
-    many rewinds it has, and the last values of its history through ``step``."""
+    """What a fork of the run at ``rdir`` made now at ``step`` records as its parent (see
+    "Forks" in docs/format.md): where the parent's logs end, how many rewinds it has, and the
+    last values of its history through ``step`` when known without reading a segment (else
+    null: computed when first needed, by a reader or the fork's sealer)."""
     manifest, logs = _snapshot(rdir, ctx)
     last_step = manifest["last_step"]
     for seq, bodies, _ in reversed(logs):
@@ -517,23 +557,23 @@ def fork_point(rdir: Path, step: int, **ctx: Unpack[Ctx]) -> dict[str, Any]:
         raise UsageError(f"Cannot fork {run_label(ctx)} at step {step}: its last step is "
                          f"{last_step}.", **ctx)
     seq = max([manifest["sealed_through"], *(seq for seq, _, _ in logs)])
-    ref = {"project": ctx["project"], "run": ctx["run_id"], "step": step, "seq": seq,
-           "rewinds": len(manifest["rewinds"])}
+    ref: dict[str, Any] = {"project": ctx["project"], "run": ctx["run_id"], "step": step,
+                           "seq": seq, "rewinds": len(manifest["rewinds"]), "last": None,
+                           "keys": sorted(keys_of(manifest))}
     parent = manifest.get("parent")
-    if parent is not None and step <= parent["step"]:  # before the parent's own first row
-        pdir, pctx = _parent_dir(rdir, parent, ctx)
-        return {**ref, "last": fork_point(pdir, step, **pctx)["last"]}  # type: ignore[arg-type]
     view = _view(manifest, ref, step)
-    last = sealed_last(rdir, view, **ctx)
-    for s, bodies, _ in logs:
-        last.update(last_values(live(view, s, _frames.records(bodies))))
-    return {**ref, "last": last}
+    known = known_last(view)
+    if known is not None and (parent is None or step > parent["step"]):
+        for s, bodies, _ in logs:
+            known.update(last_values(live(view, s, _frames.records(bodies))))
+        ref["last"] = known
+    return ref
 
 
 def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """The last logged value of every key (flat, decoded)."""
     manifest, logs = _snapshot(rdir, ctx)
-    last = dict(manifest["last"])
+    last = manifest_last(rdir, manifest, **ctx)
     for seq, bodies, _ in logs:
         last.update(last_values(live(manifest, seq, _frames.records(bodies))))
     return {k: untag(v) for k, v in last.items()}

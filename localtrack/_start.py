@@ -124,6 +124,8 @@ def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
             ref = _segments.fork_point(pdir, step, project=project, run_id=parent)
             manifest = {**_segments.empty_manifest(), "last_step": step, "last": ref["last"],
                         "parent": ref}
+            if ref["last"] is None:  # computed when first needed (see _segments.manifest_last)
+                manifest["keys"] = ref["keys"]
             config = {**_store.read_tree(pdir / _store.CONFIG_JSON, "config", project=project,
                                          run_id=parent), **(config or {})}
             fields = {**fields, "format": _layout.REWOUND_FORMAT,

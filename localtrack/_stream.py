@@ -185,7 +185,12 @@ class LogStream:
         rewind = {"to": to, "seq": self.seq, "from_step": last_step, "time": time.time()}
         rewound = {**manifest, "rewinds": [*manifest["rewinds"], rewind],
                    "last_step": min(manifest["last_step"], to)}
-        rewound["last"] = _segments.sealed_last(self._rdir, rewound, **self._ctx)
+        # Known at once unless the rewind archives sealed rows; then left to be computed (by a
+        # reader or the next sealer, which read Parquet), so a rewind costs the same for any
+        # length of history and never loads pyarrow here.
+        rewound["last"] = _segments.known_last(rewound)
+        if rewound["last"] is None:
+            rewound["keys"] = sorted(_segments.keys_of(manifest))
         _fsutil.atomic_write(self._rdir / _segments.MANIFEST, dumps(rewound))  # (3)
         return to
 
@@ -362,7 +367,8 @@ class LogStream:
             seq, offset, last = self._last_values
             manifest = _segments.load_manifest(self._rdir, **self._ctx)
             if seq <= manifest["sealed_through"]:  # what we read may be sealed: start over
-                seq, offset, last = manifest["sealed_through"] + 1, 0, dict(manifest["last"])
+                seq, offset = manifest["sealed_through"] + 1, 0
+                last = _segments.manifest_last(self._rdir, manifest, **self._ctx)
             last = dict(last)
             try:
                 for s in range(seq, self.seq + 1):

@@ -458,3 +458,22 @@ run.finish()
     run.rewind(99)  # to the last step: nothing to archive
     run.finish()
     assert localtrack.Api(store).run(api.path).history([]).num_rows == 100
+
+
+def test_rewinding_and_forking_into_sealed_history_read_no_segment(store, small_logs):
+    """Neither loads pyarrow in the training process (its summary values are computed when
+    first read, by a reader or the next sealer): the cost does not grow with the history."""
+    _log(store, "a", range(600))
+    settle(store)
+    code = """
+import sys, localtrack
+run = localtrack.init(project="p", dir=sys.argv[1], **{sys.argv[2]: "a?_step=100"})
+print("pyarrow" in sys.modules, run.step, flush=True)
+run.finish()
+"""
+    for kind in ("fork_from", "resume_from"):
+        res = run_script(code, str(store), kind)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["False", "101"], (kind, res.stdout)
+    for run in localtrack.Api(store).runs("p"):
+        assert run.summary["x"] == 100.0 and run.summary["y"] == 100, run.path
