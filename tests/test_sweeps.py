@@ -116,12 +116,19 @@ assert (run.config.lr, run.config.bs) == (args.lr, args.bs)
 how = os.environ.get("HOW", "ok") if args.bs == 32 else "ok"
 if how != "fail-plain":
     run.mark_preempting()
+checkpoint = os.environ["ATTEMPTS"] + "." + run.id
+if how == "ckpt" and run.resumed:      # requeued: back to the checkpoint's step
+    with open(checkpoint) as fh:
+        run.rewind(int(fh.read()))
 with open(os.environ["ATTEMPTS"], "a") as fh:
     fh.write(f"{run.id} {run.starting_step} {args.lr} {args.bs}\\n")
 for step in range(run.step, 8):
-    run.log({"loss": args.lr / (step + 1)})
-    if step == 3 and not run.resumed:
-        if how == "term":
+    run.log({"loss": args.lr / (step + 1) + (10.0 if run.resumed else 0.0)})
+    if how == "ckpt" and step == 1:    # a checkpoint of the state after step 1
+        with open(checkpoint, "w") as fh:
+            fh.write("1")
+    if step == (5 if how == "ckpt" else 3) and not run.resumed:
+        if how in ("term", "ckpt"):
             os.kill(os.getpid(), signal.SIGTERM)
         elif how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
@@ -184,6 +191,30 @@ def test_preempted_runs_are_requeued_and_resumed(store, tmp_path, how):
             assert starts == [0] and r["requeues"] == 0
         assert steps_of(store, f"p/{rid}") == list(range(8))
     assert sweep.best_run()["params"]["lr"] == 0.1
+
+
+def test_a_requeued_run_rewinds_to_its_checkpoint(store, tmp_path):
+    """Preempted at step 5 with a checkpoint of step 1: the requeued run calls run.rewind(1),
+    so steps 2..7 are the resumed trajectory's and the old 2..5 are archived, not mixed in."""
+    sweep_id = _yaml_sweep(store, tmp_path)
+    attempts = tmp_path / "attempts"
+    proc = _agent_proc(store, tmp_path, sweep_id, {"HOW": "ckpt", "ATTEMPTS": str(attempts)})
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out
+    sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert sweep.counts() == {"finished": 4}, (sweep.runs, out)
+    for r in sweep.runs:
+        api = localtrack.Api(store).run(f"p/{r['id']}")
+        hist = api.history(["loss"]).to_pydict()
+        assert hist["_step"] == list(range(8))
+        resumed = [loss >= 10.0 for loss in hist["loss"]]
+        if r["params"]["bs"] == 32:
+            assert r["requeues"] == 1 and resumed == [False] * 2 + [True] * 6
+            assert [(w["from_step"], w["to"]) for w in api.rewinds] == [(5, 1)]
+            starts = [a[1] for a in _attempts(attempts) if a[0] == r["id"]]
+            assert starts == [0, 2]
+        else:
+            assert r["requeues"] == 0 and not any(resumed) and api.rewinds == []
 
 
 def test_failure_without_mark_preempting_is_not_requeued(store, tmp_path):
