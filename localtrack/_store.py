@@ -278,10 +278,15 @@ def _sorted_entries(folder: StorePath) -> list[StorePath]:
 def list_projects(root: StorePath) -> tuple[list[ProjectName], list[Skipped]]:
     """The projects of a store (folders holding ``runs/``), sorted; plus the unusable ones.
 
-    Dot-folders (.sync, temporaries) are not projects.
+    Dot-folders (.sync, temporaries) are not projects. A root that cannot even be looked at
+    (a name too long, a folder on the way that cannot be searched) is a StorageError naming it.
     """
-    if not root.is_dir():
-        return [], []
+    try:
+        if not root.is_dir():
+            return [], []
+    except OSError as exc:
+        raise StorageError(f"Could not read the store {str(root)!r}: {exc.strerror or exc}. Pass "
+                           "another --dir / dir=, or set LOCALTRACK_DIR.", path=str(root)) from exc
     names: list[ProjectName] = []
     skipped: list[Skipped] = []
     for entry in _sorted_entries(root):
