@@ -79,8 +79,8 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
         named.add(seg["file"])
         problem = _segment_problem(path, seg["rows"])
         if problem:
-            report(path, f"{problem}; steps {seg['first_step']}..{seg['last_step']} need a copy "
-                   "from a sync remote or a backup", False)
+            report(path, f"{problem}; {_segments.steps_text(seg)} need a copy from a sync "
+                   "remote or a backup", False)
     seg_dir = rdir / "segments"
     stray = [p for p in seg_dir.iterdir() if p.suffix == ".parquet" and p.name not in named] \
         if seg_dir.is_dir() else []

@@ -110,6 +110,13 @@ def parse_manifest(data: bytes, path: StorePath, **ctx: Unpack[Ctx]) -> dict[str
     return manifest
 
 
+def steps_text(seg: dict[str, Any]) -> str:
+    """``steps 0..9`` of a manifest's segment entry, for messages (the step keys are not
+    checked by parse_manifest: only messages use them, and a damaged entry may lack them)."""
+    first, last = seg.get("first_step"), seg.get("last_step")
+    return f"steps {first}..{last}" if first is not None and last is not None else "its steps"
+
+
 def wal_seqs(rdir: StorePath) -> list[int]:
     """Sequence numbers of the log files (in a synced store a log may be a folder of chunks)."""
     wal_dir = rdir / "wal"
@@ -597,9 +604,9 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
         try:
             table = _read_segment(path, wanted, rdir, ctx)
         except FileNotFoundError as exc:
-            raise CorruptRunError(f"Segment {path} named in the manifest is missing; steps "
-                                  f"{seg['first_step']}..{seg['last_step']} are lost. Restore it "
-                                  "from a sync remote or backup.", path=str(path), **ctx) from exc
+            raise CorruptRunError(f"Segment {path} named in the manifest is missing; "
+                                  f"{steps_text(seg)} are lost. Restore it from a sync remote or "
+                                  "backup.", path=str(path), **ctx) from exc
         except (pa.ArrowException, OSError) as exc:
             if isinstance(path, RemotePath):  # a network failure, not a damaged file
                 raise RemoteError(f"Could not read {path}: {exc}", url=path.remote.url,
