@@ -602,7 +602,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
     for seg in manifest["segments"]:
         path = rdir / "segments" / seg["file"]
         try:
-            table = _read_segment(path, wanted, rdir, ctx)
+            table = _check_steps(_read_segment(path, wanted, rdir, ctx), path, ctx)
         except FileNotFoundError as exc:
             raise CorruptRunError(f"Segment {path} named in the manifest is missing; "
                                   f"{steps_text(seg)} are lost. Restore it from a sync remote or "
@@ -617,12 +617,16 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
     for seq, bodies, data in logs:
         if not bodies:
             continue
-        table = log_table(data)  # pyarrow's C++ reader; Python rows only for mixed kinds
-        if table is None:
-            table = rows_to_table(merge_steps(_frames.records(bodies)))
+        try:
+            table = log_table(data)  # pyarrow's C++ reader; Python rows only for mixed kinds
+            if table is None:
+                table = rows_to_table(merge_steps(_frames.records(bodies)))
+        except pa.ArrowException as exc:  # e.g. a _step that is not a number
+            raise _foreign(wal_log(rdir, seq), exc, ctx) from exc
         if wanted is not None:
             table = table.select([c for c in wanted if c in table.column_names])
-        tables.append(_rewound(table, manifest, seq, include_rewound))
+        tables.append(_rewound(_check_steps(table, wal_log(rdir, seq), ctx), manifest, seq,
+                               include_rewound))
     if not include_rewound:
         return _concat(tables, wanted)
     tables = [t if "_rewound" in t.column_names
@@ -645,6 +649,28 @@ def _rewound(table: pa.Table, manifest: dict[str, Any], seq: int, include: bool)
         return table.filter(pc.less_equal(table["_step"], top))
     marks = [rewound_by(manifest, seq, step) for step in table["_step"].to_pylist()]
     return table.append_column("_rewound", pa.array(marks, pa.int64()))
+
+
+def _foreign(path: StorePath, exc: Exception, ctx: Ctx) -> CorruptRunError:
+    return CorruptRunError(f"{path} of {run_label(ctx)} holds history no localtrack writer stores "
+                           f"({exc}); restore it from a sync remote or a backup, or run "
+                           "`localtrack doctor`.", path=str(path), **ctx)
+
+
+def _check_steps(table: pa.Table, path: StorePath, ctx: Ctx) -> pa.Table:
+    """``table``, once its ``_step`` is an integer column and its ``_timestamp`` a number column:
+    anything else (a file from elsewhere, or hand-edited) would fail the concatenation later,
+    far from the file to blame."""
+    import pyarrow as pa
+
+    kinds = {"_step": (pa.types.is_integer, "integers"),
+             "_timestamp": (lambda t: pa.types.is_floating(t) or pa.types.is_integer(t)
+                            or pa.types.is_null(t), "numbers")}
+    for key, (ok, text) in kinds.items():
+        if key not in table.column_names or not ok(table.schema.field(key).type):
+            found = table.schema.field(key).type if key in table.column_names else "no such column"
+            raise _foreign(path, ValueError(f"{key} must hold {text}, found {found}"), ctx)
+    return table
 
 
 def _read_segment(path: StorePath, wanted: list[str] | None, rdir: StorePath, ctx: Ctx) -> pa.Table:
