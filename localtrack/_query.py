@@ -87,15 +87,21 @@ class ApiRun:
         for seq in reversed(listed):
             if seq <= manifest["sealed_through"]:
                 break
+            path = _segments.wal_log(self._rdir, seq)
             try:
-                record = self._last_record(_segments.wal_log(self._rdir, seq))
+                record = self._last_record(path)
             except FileNotFoundError:  # sealed under our feet: the manifest below has it
                 manifest = _segments.load_manifest(self._rdir, **self._ctx)
                 return _segments.at_least_rewound(manifest, int(manifest["last_step"]))
             if record is not None:
+                step = record.get("_step")
+                if isinstance(step, bool) or not isinstance(step, int):
+                    raise CorruptRunError(f"{path} of {_naming.run_label(self._ctx)} ends with a "
+                                          f"record whose _step is {step!r}, not an integer; "
+                                          "restore it from a sync remote or a backup, or run "
+                                          "`localtrack doctor`.", path=str(path), **self._ctx)
                 top = _segments.cap(manifest, seq)  # a rewound log's last rows are archived
-                step = int(record["_step"]) if top is None else min(int(record["_step"]), top)
-                return _segments.at_least_rewound(manifest, step)
+                return _segments.at_least_rewound(manifest, step if top is None else min(step, top))
         return _segments.at_least_rewound(manifest, int(manifest["last_step"]))
 
     def _last_record(self, path: StorePath) -> dict[str, Any] | None:
