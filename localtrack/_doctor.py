@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _durable, _frames, _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
-from .errors import LocaltrackError, RunNotFoundError, UsageError
+from ._remotes._dir import open_file
+from .errors import CorruptRunError, LocaltrackError, RunNotFoundError, UsageError
 
 _SEALER_WAIT = 60.0
 
@@ -77,7 +78,7 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
     for seg in manifest["segments"]:
         path = rdir / "segments" / seg["file"]
         named.add(seg["file"])
-        problem = _segment_problem(path, seg["rows"])
+        problem = _segment_problem(path, seg["rows"], rdir)
         if problem:
             report(path, f"{problem}; {_segments.steps_text(seg)} need a copy from a sync "
                    "remote or a backup", False)
@@ -143,15 +144,18 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
     return found
 
 
-def _segment_problem(path: Path, rows: int) -> str | None:
+def _segment_problem(path: Path, rows: int, rdir: Path) -> str | None:
+    """Read through an open file, as readers do: no link is followed, and pyarrow never sees
+    the path (it cannot encode a folder name that is not UTF-8)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.exists():
         return "segment named in the manifest is missing"
     try:
-        got = pq.ParquetFile(path).metadata.num_rows
-    except (pa.ArrowException, OSError) as exc:
+        with open_file(path, rdir) as fh:
+            got = pq.ParquetFile(fh).metadata.num_rows
+    except (pa.ArrowException, OSError, CorruptRunError) as exc:
         return f"segment cannot be read ({exc})"
     return None if got == rows else f"segment holds {got} rows, the manifest says {rows}"
 
