@@ -238,12 +238,29 @@ def summary(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     return unflatten({**last, **explicit})
 
 
+# events.jsonl: the type of each key readers use (a checksum passes JSON of any shape).
+_EVENT_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "event": ((str,), "a string"), "time": (_NUMBER, "a number"),
+    "step": ((int, type(None)), "an integer"), "exit_code": ((int, type(None)), "an integer"),
+}
+
+
 def events(rdir: StorePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
+    """The run's lifecycle events; CorruptRunError naming the file for one of the wrong types."""
+    path = rdir / EVENTS
     try:
-        with reading(rdir / EVENTS, **ctx):
-            return _chunks.read_records(rdir / EVENTS, **ctx)
+        with reading(path, **ctx):
+            evs = _chunks.read_records(path, **ctx)
     except FileNotFoundError:
         return []
+    for i, event in enumerate(evs):
+        for key, (types, text) in _EVENT_TYPES.items():
+            value = event.get(key)
+            if key in event and (not isinstance(value, types) or type(value) is bool):
+                raise CorruptRunError(f"{path} of {run_label(ctx)} holds event {i} with {key}="
+                                      f"{value!r}, not {text}; restore it from a sync remote or "
+                                      "a backup, or run `localtrack doctor`.", path=str(path), **ctx)
+    return evs
 
 
 # -- listing ---------------------------------------------------------------------------------
