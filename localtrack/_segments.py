@@ -130,6 +130,19 @@ def wal_log(rdir: StorePath, seq: int) -> StorePath:
     return _layout.wal_path(rdir, seq) if isinstance(rdir, Path) else rdir / "wal" / f"{seq:08d}.jsonl"
 
 
+def seq_of(seg: dict[str, Any]) -> int:
+    """A manifest segment's log sequence number, from its (checked) file name."""
+    seq = segment_seq(seg["file"])
+    assert seq is not None  # parse_manifest refused any other name
+    return seq
+
+
+def _span(seg: dict[str, Any]) -> tuple[float, float]:
+    """A segment's first and last step, or an unbounded span when the entry lacks them."""
+    first, last = seg.get("first_step"), seg.get("last_step")
+    return (first if type(first) is int else -math.inf, last if type(last) is int else math.inf)
+
+
 def cap(manifest: dict[str, Any], seq: int) -> int | None:
     """The last step of log (or segment) ``seq`` that is still history, None for all of it.
 
@@ -428,10 +441,11 @@ def known_last(manifest: dict[str, Any]) -> dict[str, Any] | None:
     reading a segment: None when a rewind or a fork left ``last`` null (to be computed), or
     when a rewind archives sealed rows the manifest's ``last`` still counts."""
     last = manifest["last"]
-    if last is None or any(cap(manifest, g["seq"]) is not None and g["last_step"] > cap(manifest, g["seq"])
-                           for g in manifest["segments"]):
-        return None
-    return dict(last)
+    for seg in manifest["segments"]:
+        top = cap(manifest, seq_of(seg))
+        if last is None or (top is not None and _span(seg)[1] > top):
+            return None
+    return None if last is None else dict(last)
 
 
 def keys_of(manifest: dict[str, Any]) -> set[str]:
@@ -449,11 +463,11 @@ def manifest_last(rdir: StorePath, manifest: dict[str, Any], **ctx: Unpack[Ctx])
     last: dict[str, Any] = {}
     keys = keys_of(manifest)
     for seg in reversed(manifest["segments"]):
-        top = cap(manifest, seg["seq"])
-        if top is not None and seg["first_step"] > top:
+        top = cap(manifest, seq_of(seg))
+        if top is not None and _span(seg)[0] > top:
             continue  # archived whole
         table = _read_segment(rdir / "segments" / seg["file"], None, rdir, ctx)
-        for key, value in _table_last(_rewound(table, manifest, seg["seq"], False)).items():
+        for key, value in _table_last(_rewound(table, manifest, seq_of(seg), False)).items():
             last.setdefault(key, value)
         if last.keys() >= keys:
             return last
@@ -476,7 +490,7 @@ def manifest_last(rdir: StorePath, manifest: dict[str, Any], **ctx: Unpack[Ctx])
 def _view(manifest: dict[str, Any], ref: dict[str, Any], top: int) -> dict[str, Any]:
     """The parent's manifest as a fork made at ``ref`` sees it, through step ``top``: a
     rewind to ``top`` just after the log the fork was made at, and no later segment."""
-    return {**manifest, "segments": [g for g in manifest["segments"] if g["seq"] <= ref["seq"]],
+    return {**manifest, "segments": [g for g in manifest["segments"] if seq_of(g) <= ref["seq"]],
             "rewinds": [*manifest["rewinds"][:ref["rewinds"]],
                         {"to": top, "seq": ref["seq"] + 1}]}
 
@@ -515,7 +529,7 @@ def _inherited(rdir: StorePath, ref: dict[str, Any] | None, wanted: list[str] | 
     tables = _inherited(pdir, manifest.get("parent"), wanted, pctx, top, depth + 1)
     for seg in view["segments"]:
         table = _read_segment(pdir / "segments" / seg["file"], wanted, pdir, pctx)
-        tables.append(_rewound(table, view, seg["seq"], False))
+        tables.append(_rewound(table, view, seq_of(seg), False))
     for seq, bodies, data in logs:
         if seq > ref["seq"] or not bodies:
             continue
@@ -613,7 +627,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
                                   path=str(path), transient=True, **ctx) from exc
             raise CorruptRunError(f"Segment {path} cannot be read ({exc}).",
                                   path=str(path), **ctx) from exc
-        tables.append(_rewound(table, manifest, seg["seq"], include_rewound))
+        tables.append(_rewound(table, manifest, seq_of(seg), include_rewound))
     for seq, bodies, data in logs:
         if not bodies:
             continue

@@ -334,14 +334,15 @@ API: dict[str, Call] = {
     "sweep": lambda api: api.sweep(f"{PROJECT}/{_sweep_id(api.root)}"),
 }
 APIRUN: dict[str, Call] = {
-    **{n: _get(n) for n in ("config", "dir", "last_step", "path", "summary", "updated")},
-    "history": lambda r: r.history(),
+    **{n: _get(n) for n in ("config", "dir", "last_step", "path", "rewinds", "summary", "updated")},
+    "history": lambda r: r.history(include_rewound=True),
     "history_df": lambda r: r.history_df(),
 }
 RUN_MEMBERS: dict[str, Call] = {
     **{n: _get(n) for n in ("dir", "path", "state")},
     "log": lambda r: r.log({"x": 100}),
     "mark_preempting": lambda r: r.mark_preempting(),
+    "rewind": lambda r: r.rewind(0),
     "finish": lambda r: r.finish(),
 }
 SWEEP: dict[str, Call] = {
