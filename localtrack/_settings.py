@@ -1,12 +1,15 @@
-"""Settings resolved when init() is called: defaults < LOCALTRACK_* env < arguments.
+"""Settings resolved when init() is called: defaults < WANDB_* env < LOCALTRACK_* env < arguments.
 
 Nothing is read at import time, so tests and users can change the
-environment between runs. docs/env.md lists every variable.
+environment between runs. docs/env.md lists every variable. W&B's variables
+(``WANDB_RUN_ID``, ``WANDB_RESUME``, ...) are read here only, each as the fallback
+of the localtrack one, so a script started the W&B way runs the same here.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +22,26 @@ from .errors import UsageError
 
 # The values init() documents, spelled out for users' type checkers. The checks below stay the
 # rule at runtime: they also take any case, and "true"/"yes"/"1" for resume, as env vars give.
-Mode: TypeAlias = Literal["offline", "disabled", "online"]
+Mode: TypeAlias = Literal["offline", "disabled", "online", "shared", "dryrun"]
 FsyncPolicy: TypeAlias = Literal["periodic", "always", "never"]
 ResumeMode: TypeAlias = Literal["must", "allow", "never", "auto"]
 Resume: TypeAlias = ResumeMode | bool | None
+# W&B's reinit: what init() does while a run is active (see _session.init).
+ReinitMode: TypeAlias = Literal["default", "return_previous", "finish_previous", "create_new"]
+Reinit: TypeAlias = ReinitMode | bool | None
 
 RESUME_MODES: tuple[str, ...] = get_args(ResumeMode)
-MODES = ("offline", "disabled")  # "online" is read as "offline"
+MODES = ("offline", "disabled")
+# W&B's other modes: there is nothing online, so "online", its old name "run" and "shared"
+# (several writers of one run: here the writer lock refuses a second one) write the local
+# store; "dryrun" is W&B's old name of "offline".
+_MODE_ALIASES = {"online": "offline", "run": "offline", "shared": "offline", "dryrun": "offline"}
+REINIT_MODES: tuple[str, ...] = get_args(ReinitMode)
 FSYNC_POLICIES: tuple[str, ...] = get_args(FsyncPolicy)
 DEFAULT_PROJECT = "uncategorized"
 _TRUE = ("true", "1", "yes", "auto")
 _FALSE = ("false", "0", "no", "", "none")
+_YES = ("true", "1", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -84,9 +96,16 @@ def resume_mode(value: object, source: str = "resume") -> str | None:
                      "True (= 'auto'), False or None.")
 
 
+def _env(name: str) -> str | None:
+    """LOCALTRACK_<name>, else W&B's WANDB_<name>; None when neither is set (or both are empty)."""
+    env = os.environ
+    return env.get(f"LOCALTRACK_{name}") or env.get(f"WANDB_{name}") or None
+
+
 def store_location(dir: str | os.PathLike[str] | None = None) -> str | None:
-    """``dir``, else LOCALTRACK_DIR, as given (a path or a remote URI); None for the default."""
-    return os.fspath(dir) if dir is not None else os.environ.get("LOCALTRACK_DIR") or None
+    """``dir``, else LOCALTRACK_DIR, else WANDB_DIR, as given (a path or a remote URI); None
+    for the default. W&B's ``dir`` and WANDB_DIR are one setting, so here both name the store."""
+    return os.fspath(dir) if dir is not None else _env("DIR")
 
 
 def root_dir(dir: str | os.PathLike[str] | None = None) -> Path:
@@ -94,18 +113,18 @@ def root_dir(dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def default_project(project: str | None = None) -> str | None:
-    """``project``, else LOCALTRACK_PROJECT (None when neither is set)."""
-    return project or os.environ.get("LOCALTRACK_PROJECT") or None
+    """``project``, else LOCALTRACK_PROJECT, else WANDB_PROJECT (None when none is set)."""
+    return project or _env("PROJECT")
 
 
 def resolve(*, project: str | None, run_id: str | None, resume: object,
             dir: str | os.PathLike[str] | None, mode: str | None, fsync: str | None) -> Settings:
     env = os.environ
-    mode = (mode if mode is not None else env.get("LOCALTRACK_MODE") or "offline").lower()
-    if mode == "online":
-        mode = "offline"  # there is nothing online: the W&B value keeps ported code working
+    mode = (mode if mode is not None else _env("MODE") or "offline").lower()
+    mode = _MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
-        raise UsageError(f"Invalid mode={mode!r}: use 'offline' (the default) or 'disabled'.")
+        raise UsageError(f"Invalid mode={mode!r}: use 'offline' (the default) or 'disabled' "
+                         "(W&B's 'online', 'shared' and 'dryrun' also write the local store).")
     fsync = (fsync if fsync is not None else env.get("LOCALTRACK_FSYNC") or "periodic").lower()
     if fsync not in FSYNC_POLICIES:
         raise UsageError(f"Invalid fsync={fsync!r}: use 'periodic' (default), 'always' or 'never'.")
@@ -115,13 +134,16 @@ def resolve(*, project: str | None, run_id: str | None, resume: object,
     except ValueError:
         raise UsageError(f"Invalid LOCALTRACK_FSYNC_INTERVAL={interval_text!r}: "
                          "give seconds as a number.") from None
-    if resume is None and env.get("LOCALTRACK_RESUME") is not None:
-        resume = resume_mode(env["LOCALTRACK_RESUME"], "LOCALTRACK_RESUME")
-    rid = run_id if run_id is not None else env.get("LOCALTRACK_RUN_ID") or None
+    if resume is None:
+        for name in ("LOCALTRACK_RESUME", "WANDB_RESUME"):
+            if env.get(name) is not None:
+                resume = resume_mode(env[name], name)
+                break
+    rid = run_id if run_id is not None else _env("RUN_ID")
     return Settings(
         root=root_dir(dir),
         project=_naming.project_name(
-            project if project is not None else env.get("LOCALTRACK_PROJECT") or DEFAULT_PROJECT),
+            project if project is not None else _env("PROJECT") or DEFAULT_PROJECT),
         run_id=_naming.run_id(rid) if rid is not None else None,
         resume=resume_mode(resume),
         mode=mode,
@@ -130,3 +152,51 @@ def resolve(*, project: str | None, run_id: str | None, resume: object,
         resume_key=_cluster.identity(env) if mode != "disabled" else None,
         cluster=_cluster.facts(env) if mode != "disabled" else {},
     )
+
+
+def reinit_mode(value: object) -> str:
+    """W&B's reinit values: True is "finish_previous", False "return_previous"; None and
+    "default" are "finish_previous" in a notebook (a cell run again) and "return_previous"
+    elsewhere, as in W&B."""
+    if value is None or value == "default":
+        return "finish_previous" if "ipykernel" in sys.modules else "return_previous"
+    if value is True or value is False:
+        return "finish_previous" if value else "return_previous"
+    if isinstance(value, str) and value in REINIT_MODES:
+        return value
+    raise UsageError(f"Invalid reinit={value!r}: use one of {', '.join(map(repr, REINIT_MODES))}, "
+                     "True (= 'finish_previous') or False (= 'return_previous').")
+
+
+def run_fields(*, entity: str | None, name: str | None, notes: str | None,
+               tags: object, group: str | None, job_type: str | None) -> dict[str, Any]:
+    """What init() records about a run in run.json: each argument, else W&B's variable
+    (WANDB_ENTITY, WANDB_NAME, WANDB_NOTES, WANDB_TAGS as "a,b", WANDB_RUN_GROUP,
+    WANDB_JOB_TYPE); None when neither is given."""
+    env = os.environ
+    if tags is None and env.get("WANDB_TAGS"):
+        tags = [t.strip() for t in env["WANDB_TAGS"].split(",") if t.strip()]
+    if isinstance(tags, str):
+        tags = [tags]  # W&B takes one tag as a string too
+    if tags is not None and not (isinstance(tags, (list, tuple))
+                                 and all(isinstance(t, str) for t in tags)):
+        raise UsageError(f"Invalid tags={tags!r}: give a list of strings.")
+    return {"entity": entity if entity is not None else env.get("WANDB_ENTITY") or None,
+            "name": name if name is not None else env.get("WANDB_NAME") or None,
+            "notes": notes if notes is not None else env.get("WANDB_NOTES") or None,
+            "tags": list(tags) if tags else None,
+            "group": group if group is not None else env.get("WANDB_RUN_GROUP") or None,
+            "job_type": job_type if job_type is not None else env.get("WANDB_JOB_TYPE") or None}
+
+
+def config_paths() -> list[str]:
+    """W&B's WANDB_CONFIG_PATHS: YAML (or JSON) files whose keys go into every run's config."""
+    text = os.environ.get("WANDB_CONFIG_PATHS", "")
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def silent(value: bool | None = None) -> bool:
+    """``value`` (W&B's ``silent`` setting), else WANDB_SILENT: warnings of init() are quieted."""
+    if value is not None:
+        return bool(value)
+    return os.environ.get("WANDB_SILENT", "").strip().lower() in _YES
