@@ -5,16 +5,23 @@ policy: a run must open after a power cut), so a kill or a power cut leaves the
 previous or the new version, never a mix or an empty file. A change
 reads, merges and writes under the run's mutex, so threads never lose one
 another's keys.
+
+A config is given as W&B takes it: a dict, an ``argparse.Namespace`` or any object with
+``items()`` or ``__dict__``, or the path of a YAML/JSON file (``config_dict``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+import os
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any
 
+import orjson
+
 from ._codec import MAX_DEPTH, unflatten
+from .errors import UsageError
 
 
 class Config(MutableMapping[str, Any]):
@@ -53,11 +60,12 @@ class Config(MutableMapping[str, Any]):
     def __setattr__(self, name: str, value: Any) -> None:
         self.update({name: value})
 
-    def update(self, other: Any = (), /, **kw: Any) -> None:
-        """Set many keys with one write of config.json."""
+    def update(self, other: Any = None, /, allow_val_change: bool | None = None, **kw: Any) -> None:
+        """Set many keys with one write of config.json. ``other`` is anything init() takes as
+        config. A value may always change (W&B's ``allow_val_change`` is accepted for that)."""
         with self._lock:
             data = dict(self._data)
-            data.update(dict(other), **kw)
+            data.update(config_dict(other), **kw)
             self._commit(data)
 
     def _commit(self, data: dict[str, Any]) -> None:
@@ -141,3 +149,67 @@ def _flat(data: Mapping[str, Any], prefix: str = "", depth: int = 0) -> dict[str
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def config_dict(value: object, *, include: Collection[str] | None = None,
+                exclude: Collection[str] | None = None) -> dict[str, Any]:
+    """A config as W&B takes it, as a dict: a mapping or anything with ``items()``, a path to a
+    YAML or JSON file, or an object's ``vars()`` (``argparse.Namespace``); then only the keys
+    in ``include``, or all but those in ``exclude``."""
+    if include and exclude:
+        raise UsageError("Give config_include_keys or config_exclude_keys, not both.")
+    if value is None:
+        data: dict[str, Any] = {}
+    elif isinstance(value, Mapping):
+        data = dict(value)
+    elif isinstance(value, (str, os.PathLike)):
+        data = read_config_file(value)
+    elif callable(getattr(value, "items", None)):
+        data = dict(value.items())  # type: ignore[attr-defined]
+    elif hasattr(value, "__dict__"):
+        data = dict(vars(value))
+    else:
+        raise UsageError(f"config must be a dict, an object with items() or __dict__ (such as "
+                         f"argparse.Namespace) or the path of a YAML/JSON file, got "
+                         f"{type(value).__name__} {value!r}.")
+    if include:
+        data = {k: v for k, v in data.items() if k in include}
+    if exclude:
+        data = {k: v for k, v in data.items() if k not in exclude}
+    return data
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML (or JSON) config file, plain (``lr: 0.1``) or in W&B's format (``wandb_version: 1``,
+    ``lr: {value: 0.1, desc: ...}``). YAML is imported only here, when a file is given."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as exc:
+        raise UsageError(f"Cannot read the config file {os.fspath(path)!r}: {exc.strerror or exc}; "
+                         "give the path of a YAML or JSON file.") from None
+    name = os.fspath(path)
+    if name.endswith(".json"):
+        try:
+            loaded = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise UsageError(f"The config file {name!r} is not valid JSON: {exc}") from None
+    else:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"The config file {name!r} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UsageError(f"The config file {name!r} holds a {type(loaded).__name__}, "
+                         "not a mapping of keys to values.")
+    loaded.pop("wandb_version", None)
+    return {k: v["value"] if _is_wandb_entry(v) else v for k, v in loaded.items()}
+
+
+def _is_wandb_entry(value: object) -> bool:
+    """W&B's file format wraps each value: ``{value: 0.1, desc: "learning rate"}``."""
+    return isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}
