@@ -58,8 +58,10 @@ class History(Guarded):
         self._put: Callable[[bytes], Any] = stream.put
         self.step: int = self.starting_step
 
-    def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+    def log(self, data: dict[str, Any] | None = None, step: int | None = None,
+            commit: bool | None = None) -> None:
         """Append one history record. Steps below ``run.step`` are dropped with a warning.
+        ``log()`` with no row commits the step a ``commit=False`` call left open, as in W&B.
 
         Safe from any thread: _guard's protocol, written out here (a call less per row).
         """
@@ -121,6 +123,13 @@ class History(Guarded):
 
     def _log_general(self, data: Any, step: int | None, commit: bool | None) -> None:
         self._require_running("log to", " Start or resume it with localtrack.init().")
+        if data is None:
+            if step is None:  # log() or log(commit=True): commit the open step; no row to write
+                if commit is not False and self._partial_step == self.step:
+                    self.step += 1
+                    self._partial_step = -1
+                return
+            data = {}  # log(step=n): an empty row at n, as log({}, step=n)
         if step is not None:
             step = self._check_step(step)
             if step < self.step:
