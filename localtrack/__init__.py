@@ -14,7 +14,7 @@ from typing import Any as _Any
 
 from ._query import Api, ApiRun
 from ._run import Run
-from ._session import init
+from ._session import Settings, init
 from .errors import LocaltrackError
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "ApiRun",
     "LocaltrackError",
     "Run",
+    "Settings",
     "__version__",
     "agent",
     "finish",
@@ -34,8 +35,9 @@ __all__ = [
 ]
 
 
-def log(data: dict[str, _Any], step: int | None = None, commit: bool | None = None) -> None:
-    """Log to the active run (see Run.log)."""
+def log(data: dict[str, _Any] | None = None, step: int | None = None,
+        commit: bool | None = None) -> None:
+    """Log to the active run (see Run.log); ``log()`` commits the step ``commit=False`` left open."""
     from . import _session
     from .errors import UsageError
 

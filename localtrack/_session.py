@@ -23,21 +23,26 @@ release its lock or cut its log file under it.
 from __future__ import annotations
 
 import atexit
+import difflib
+import inspect
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Collection, Mapping
 from types import FrameType, TracebackType
 from typing import Any, NoReturn
 
-from . import _run, _settings, _start
-from ._config import Config, Summary
+from . import _guard, _run, _settings, _start
+from ._config import Config, Summary, config_dict, read_config_file
 from ._naming import new_run_id
+from .errors import UnknownArgumentError, UsageError
 
 log = logging.getLogger("localtrack")
 
-_active: list[Any] = []
+_active: list[_run.Run] = []  # every run of this process not finished yet, oldest first
+_current: _run.Run | None = None  # the run localtrack.run / log() / config follow
 _installed = False
 _exit_code: int | None = None
 _previous: dict[int, Any] = {}
@@ -45,47 +50,119 @@ _SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGHUP")
 _starting = 0  # init() calls under way in the main thread: a signal waits for them
 _pending: list[tuple[int, FrameType | None]] = []  # signals that came meanwhile
 
+# W&B's setting names (wandb.Settings) -> the init() argument each one stands for.
+_SETTING_ARGS = {"mode": "mode", "project": "project", "entity": "entity", "run_id": "id",
+                 "run_name": "name", "run_notes": "notes", "run_tags": "tags",
+                 "run_group": "group", "run_job_type": "job_type", "resume": "resume",
+                 "resume_from": "resume_from", "fork_from": "fork_from", "reinit": "reinit",
+                 "root_dir": "dir", "fsync": "fsync"}
 
-class DisabledRun:
-    """mode="disabled": the same API, nothing written anywhere."""
+
+class Settings:
+    """W&B's ``wandb.Settings``, for ``init(settings=...)``: W&B's setting names as keywords.
+
+    Those that name an init() argument (``mode``, ``project``, ``entity``, ``run_id``,
+    ``run_name``, ``run_notes``, ``run_tags``, ``run_group``, ``run_job_type``, ``resume``,
+    ``reinit``, ``root_dir`` (= ``dir``), and localtrack's ``fsync``) apply when that argument
+    is not given; ``silent`` quiets init()'s warnings. Every other W&B setting
+    (``_disable_stats``, ``start_method``, ``console``, ...) is accepted and ignored.
+    """
+
+    def __init__(self, **values: Any) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def update(self, values: Settings | Mapping[str, Any] | None = None, /, **kw: Any) -> None:
+        self._values.update(values.to_dict() if isinstance(values, Settings) else values or {}, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__["_values"]
+        if name in values or name in _SETTING_ARGS or name == "silent":
+            return values.get(name)
+        raise AttributeError(f"Settings has no {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._values[name] = value
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+
+class DisabledRun(_run.Run):
+    """mode="disabled": a Run with the same API that writes nothing anywhere (W&B's no-op run).
+
+    Run.__init__ (which opens the store) is not called: every public member of Run is
+    redefined here (a test checks that none is missed)."""
 
     resumed = False
     starting_step = 0
-    state = "disabled"
 
     def __init__(self, project: str, rid: str, name: str | None, config: dict[str, Any]) -> None:
+        _guard.Guarded.__init__(self)  # a signal handler asks any run whether it interrupted it
         self.project, self.id, self.name, self.step = project, rid, name or rid, 0
-        self.dir = ""
-        self.path = f"{project}/{rid}"
+        self._signalled = None
+        self._ended = False
         self.config = Config(config, lambda data: None)
         self.summary = Summary(dict, {}, lambda data: None)
 
-    def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+    @property
+    def dir(self) -> str:
+        return ""
+
+    @property
+    def state(self) -> str:
+        return "finished" if self._ended else "disabled"
+
+    @property
+    def path(self) -> str:
+        return f"{self.project}/{self.id}"
+
+    def log(self, data: dict[str, Any] | None = None, step: int | None = None,
+            commit: bool | None = None) -> None:
         if step is not None:
             self.step = max(self.step, step)
+        if data is None and step is None:
+            commit = commit is not False  # log(): commit the step (nothing is kept to tell)
         if commit or (commit is None and step is None):
             self.step += 1
 
     def finish(self, exit_code: int = 0) -> None:
+        self._ended = True
         forget(self)
 
     def mark_preempting(self) -> None:
         pass
 
-    def __enter__(self) -> DisabledRun:
-        return self
+    def __repr__(self) -> str:
+        return f"<localtrack.Run {self.path} disabled>"
 
-    def __exit__(self, *exc: object) -> None:
-        self.finish(0 if exc[0] is None else 1)
+    def _on_signal(self, signame: str) -> None:
+        pass
+
+    def _disown(self) -> None:
+        pass
+
+    def _drop(self) -> None:
+        forget(self)
 
 
-def init(project: str | None = None, *, id: str | None = None, resume: _settings.Resume = None,
-         name: str | None = None, config: dict[str, Any] | None = None,
-         tags: list[str] | None = None, group: str | None = None, job_type: str | None = None,
-         notes: str | None = None, dir: str | os.PathLike[str] | None = None,
-         mode: _settings.Mode | None = None, fsync: _settings.FsyncPolicy | None = None,
-         resume_from: str | None = None, fork_from: str | None = None) -> Any:
-    """Start a new run or resume one, W&B style; see the README for the resume modes.
+def init(project: str | None = None, *, entity: str | None = None,
+         dir: str | os.PathLike[str] | None = None, id: str | None = None, name: str | None = None,
+         notes: str | None = None, tags: Collection[str] | None = None, config: object = None,
+         config_exclude_keys: Collection[str] | None = None,
+         config_include_keys: Collection[str] | None = None, allow_val_change: bool | None = None,
+         group: str | None = None, job_type: str | None = None, mode: _settings.Mode | None = None,
+         force: bool | None = None, reinit: _settings.Reinit = None,
+         resume: _settings.Resume = None, resume_from: str | None = None,
+         fork_from: str | None = None, save_code: bool | None = None,
+         tensorboard: bool | None = None, sync_tensorboard: bool | None = None,
+         monitor_gym: bool | None = None, magic: object = None, anonymous: str | None = None,
+         settings: Settings | Mapping[str, Any] | None = None,
+         fsync: _settings.FsyncPolicy | None = None,
+         **unknown: NoReturn) -> _run.Run:
+    """Start a new run or resume one, with W&B's arguments; see the README for the resume modes.
 
     ``resume_from="RUN_ID?_step=N"`` resumes that run rewound to step N: the rows after N are
     archived (``ApiRun.history(include_rewound=True)`` reads them) and it continues at N + 1.
@@ -93,60 +170,149 @@ def init(project: str | None = None, *, id: str | None = None, resume: _settings
     through step N (referenced, not copied) and whose config starts as that run's.
 
     Only ``project`` is positional: W&B's ``init("team", "proj")`` (entity, project) would
-    otherwise mean project="team", id="proj" here.
+    otherwise mean project="team", id="proj" here. An argument W&B takes that has no local
+    meaning (``save_code``, ``magic``, ``sync_tensorboard``, ``monitor_gym``, ``anonymous``,
+    ``force``, ``tensorboard``, ``allow_val_change``) is accepted and ignored (README, "Coming
+    from W&B"); an argument W&B does not take is an ``UnknownArgumentError``.
     """
+    if unknown:
+        raise _unknown_argument(next(iter(unknown)))
+    args = _with_settings(settings, {
+        "project": project, "entity": entity, "dir": dir, "id": id, "name": name, "notes": notes,
+        "tags": tags, "group": group, "job_type": job_type, "mode": mode, "reinit": reinit,
+        "resume": resume, "resume_from": resume_from, "fork_from": fork_from, "fsync": fsync})
+    _ignore(settings, {"save_code": save_code, "magic": magic, "sync_tensorboard": sync_tensorboard,
+                       "monitor_gym": monitor_gym, "anonymous": anonymous, "force": force,
+                       "tensorboard": tensorboard, "allow_val_change": allow_val_change})
+    if _settings.silent(args["silent"]):
+        log.setLevel(logging.ERROR)  # W&B's silent: nothing below an error from init() on
     sweep = _settings.sweep_context()
     if sweep is not None:  # under an agent the job's id, project, store and resume mode win
-        given = {"project": project, "id": id, "resume": resume, "dir": dir}
-        ignored = [k for k, v in given.items() if v is not None]
+        ignored = [k for k in ("project", "id", "resume", "dir") if args[k] is not None]
         if ignored:
             log.warning("init() runs as a job of sweep %s: ignoring %s", sweep.sweep_id,
                         ", ".join(ignored))
-        project = id = resume = dir = None
-        config = {**(config or {}), **sweep.params}
-    settings = _settings.resolve(project=project, run_id=id, resume=resume, dir=dir, mode=mode,
-                                 fsync=fsync)
-    if _active:
-        log.warning("init() finishes the active run %s first", _active[-1].path)
-        _active[-1].finish()
-    if settings.mode == "disabled":
-        run: Any = DisabledRun(settings.project, settings.run_id or new_run_id(), name,
-                               dict(config or {}))
-        _active.append(run)
-        return run
-    fields = {"name": name, "tags": list(tags) if tags else None, "group": group,
-              "job_type": job_type, "notes": notes,
-              "sweep": sweep.sweep_id if sweep is not None else None}
+        args.update(project=None, id=None, resume=None, dir=None)
+    resolved = _settings.resolve(project=args["project"], run_id=args["id"], resume=args["resume"],
+                                 dir=args["dir"], mode=args["mode"], fsync=args["fsync"])
+    fields = _settings.run_fields(entity=args["entity"], name=args["name"], notes=args["notes"],
+                                  tags=args["tags"], group=args["group"], job_type=args["job_type"])
+    fields["sweep"] = sweep.sweep_id if sweep is not None else None
+    run_config = _run_config(config, config_include_keys, config_exclude_keys,
+                             sweep.params if sweep is not None else {})
+    how = _settings.reinit_mode(args["reinit"])
+    previous = _while_active(how, resolved)
+    if previous is not None:
+        return previous
+    if resolved.mode == "disabled":
+        run: _run.Run = DisabledRun(resolved.project, resolved.run_id or new_run_id(),
+                                    fields["name"], run_config)
+    else:
+        run = _start_run(resolved, fields, run_config, args["resume_from"], args["fork_from"])
+    _active.append(run)
+    if how != "create_new":  # as W&B: a run made with create_new is not the module's run
+        global _current
+        _current = run
+    return run
+
+
+def _unknown_argument(name: str) -> UnknownArgumentError:
+    known = [p for p in inspect.signature(init).parameters if p != "unknown"]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return UnknownArgumentError(
+        f"init() got an unknown argument {name!r}: {hint}localtrack.init() takes W&B's "
+        f"arguments ({', '.join(known)}); see the README, 'Coming from W&B'.")
+
+
+def _with_settings(settings: Settings | Mapping[str, Any] | None,
+                   args: dict[str, Any]) -> dict[str, Any]:
+    """init()'s arguments, each one not given taken from ``settings`` (W&B's names)."""
+    given = (settings.to_dict() if isinstance(settings, Settings) else dict(settings or {}))
+    out = dict(args, silent=given.get("silent"))
+    for setting, arg in _SETTING_ARGS.items():
+        if out[arg] is None and given.get(setting) is not None:
+            out[arg] = given[setting]
+    return out
+
+
+def _ignore(settings: Settings | Mapping[str, Any] | None, args: dict[str, Any]) -> None:
+    """One debug log for what W&B takes and localtrack has no use for (see init())."""
+    given = settings.to_dict() if isinstance(settings, Settings) else dict(settings or {})
+    names = [k for k, v in args.items() if v is not None and v is not False]
+    names += [f"settings[{k!r}]" for k in given if k not in _SETTING_ARGS and k != "silent"]
+    if names:
+        log.debug("init() ignores %s: W&B features with no local counterpart yet",
+                  ", ".join(names))
+
+
+def _run_config(config: object, include: Collection[str] | None, exclude: Collection[str] | None,
+                sweep_params: dict[str, Any]) -> dict[str, Any]:
+    """The config a new run starts with: init()'s (only the included, or not excluded, keys),
+    then the keys of WANDB_CONFIG_PATHS files (which win over the script's, as in W&B: a
+    launcher overrides a script's defaults through them), then a sweep's parameters."""
+    data = config_dict(config, include=include, exclude=exclude)
+    for path in _settings.config_paths():
+        data.update(read_config_file(path))
+    return {**data, **sweep_params}
+
+
+def _while_active(how: str, resolved: _settings.Settings) -> _run.Run | None:
+    """What W&B's reinit asks while a run is active: the run to return instead of a new one,
+    or None to go on (the active runs finished first for "finish_previous")."""
+    if not _active or how == "create_new":
+        return None
+    if how == "finish_previous":
+        for run in list(reversed(_active)):
+            log.info("init() finishes the active run %s first (reinit='finish_previous')", run.path)
+            run.finish()
+        return None
+    previous = _active[-1]
+    if resolved.resume == "must":
+        raise UsageError(f"Cannot resume a run while run {previous.path} is active: finish it "
+                         "first, or pass reinit='finish_previous' or reinit='create_new'.",
+                         project=previous.project, run_id=previous.id)
+    log.warning("init() returns the active run %s (reinit='return_previous', W&B's default "
+                "outside notebooks); finish it first, or pass reinit='finish_previous' or "
+                "'create_new' to start another run", previous.path)
+    return previous
+
+
+def _start_run(resolved: _settings.Settings, fields: dict[str, Any], config: dict[str, Any],
+               resume_from: str | None, fork_from: str | None) -> _run.Run:
     global _starting
     _install_hooks()  # before the run exists: a signal during init() waits for it (_starting)
     main = threading.current_thread() is threading.main_thread()  # where handlers run
     _starting += main
     try:
-        run = _start.start(settings, fields, config, forget, resume_from, fork_from)
-        _active.append(run)
+        return _start.start(resolved, fields, config, forget, resume_from, fork_from)
     finally:
         _starting -= main
         if _pending and not _starting:
             _deliver_pending()
-    return run
 
 
-def forget(run: Any) -> None:
+def forget(run: _run.Run) -> None:
+    global _current
     if run in _active:
         _active.remove(run)
+    if _current is run:
+        _current = None
 
 
-def current() -> Any:
-    return _active[-1] if _active else None
+def current() -> _run.Run | None:
+    return _current
 
 
 # -- exit and signal hooks ----------------------------------------------------------------
 
 
 def _after_fork_in_child() -> None:
+    global _current
     for run in _active:
         run._disown()
     _active.clear()
+    _current = None
 
 
 def _install_hooks() -> None:
@@ -184,7 +350,7 @@ def _install_hooks() -> None:
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     """Record the signal; act on it now unless it interrupted init() or a run's writer."""
     name = signal.Signals(signum).name
-    runs = [run for run in _active if isinstance(run, _run.Run)]
+    runs = list(_active)
     for run in runs:
         run._signalled = name  # finish() under way ends the run as preempted
     if _starting:

@@ -5,6 +5,7 @@
     │   ├── InvalidNameError        (also ValueError) a bad project/run id or name
     │   ├── InvalidValueError       (also ValueError) a logged key or value that cannot be stored
     │   ├── UnsupportedTypeError    (also TypeError) a logged value of a type that cannot be stored
+    │   ├── UnknownArgumentError    (also TypeError) an argument init() does not take
     │   ├── RunStateError           a method called in the wrong run state
     │   └── SweepConfigError        (also ValueError) a sweep config that cannot run
     ├── RunNotFoundError            resume="must" or Api.run() on a missing run
@@ -40,6 +41,7 @@ __all__ = [
     "SweepConfigError",
     "SweepNotFoundError",
     "SyncError",
+    "UnknownArgumentError",
     "UnsupportedTypeError",
     "UsageError",
 ]
@@ -76,6 +78,11 @@ class InvalidValueError(UsageError, ValueError):
 
 class UnsupportedTypeError(UsageError, TypeError):
     """A logged value has a type localtrack cannot store."""
+
+
+class UnknownArgumentError(UsageError, TypeError):
+    """A keyword argument init() does not take (a TypeError, as Python's own would be: code
+    written for several W&B versions catches it to retry without a newer argument)."""
 
 
 class RunStateError(UsageError):

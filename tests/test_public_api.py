@@ -108,7 +108,14 @@ def test_init_signature_offers_the_literal_values():
     assert hints["mode"] == _settings.Mode | None
     assert hints["fsync"] == _settings.FsyncPolicy | None
     assert hints["resume"] == _settings.Resume
-    assert set(typing.get_args(_settings.Mode)) == {*_settings.MODES, "online"}
+    assert hints["reinit"] == _settings.Reinit
+    assert hints["return"] is localtrack.Run  # a disabled run is a Run too
+    for mode in typing.get_args(_settings.Mode):  # every value the type offers is taken
+        resolved = _settings.resolve(project=None, run_id=None, resume=None, dir=None, mode=mode,
+                                     fsync=None)
+        assert resolved.mode in _settings.MODES
+    for how in typing.get_args(_settings.ReinitMode):
+        assert _settings.reinit_mode(how) in _settings.REINIT_MODES
 
 
 def test_py_typed_is_in_the_package_and_its_package_data():
