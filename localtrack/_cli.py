@@ -65,6 +65,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     run = _api(args.dir).run(args.path)
     print(f"run      {run.path}  ({run.name})")
+    if run.entity:
+        print(f"entity   {run.entity}")
     print(f"state    {run.state}")
     print(f"steps    {run.last_step + 1}")
     print(f"created  {_fmt_time(run.created)}")

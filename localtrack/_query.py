@@ -49,6 +49,7 @@ class ApiRun:
         meta = _store.read_meta(self._rdir, **self._ctx)
         self.meta = meta
         self.name: str = meta.get("name") or rid
+        self.entity: str | None = meta.get("entity")
         self.tags: list[str] = meta.get("tags") or []
         self.group: str | None = meta.get("group")
         self.job_type: str | None = meta.get("job_type")
@@ -199,19 +200,22 @@ class Api:
         return list(names)
 
     def runs(self, project: str | None = None) -> list[ApiRun]:
-        """Runs of one project (or of every project), oldest first.
+        """Runs of one project (or of every project), oldest first; W&B's ``"entity/project"``
+        is taken too.
 
         A folder that is not a readable run (a stray copy, a bad name, a damaged or unreadable
         run.json) is left out with a warning on the "localtrack" logger that names it and why;
         `localtrack doctor` says more.
         """
+        if project and project.count("/") == 1:
+            project = project.split("/")[1]  # W&B's "entity/project"
         runs, skipped = list_runs(self.root, project)
         self._warn(skipped)
         return runs
 
     def run(self, path: str) -> ApiRun:
-        """One run by ``"project/id"``."""
-        project, rid = _naming.parse_path(path)
+        """One run by ``"project/id"``, or W&B's ``"entity/project/id"``."""
+        project, rid = _naming.parse_path(_without_entity(path))
         if not _store.run_exists(self.root, project, rid):
             raise RunNotFoundError(f"No run {rid!r} in project {project!r} under {str(self.root)!r}.",
                                    project=project, run_id=rid)
@@ -226,6 +230,12 @@ class Api:
             raise UsageError("Sweeps are read from a local (or mounted) store, not from "
                              f"{str(self.root)!r}.")
         return Sweep(self.root, project, sweep_id)
+
+
+def _without_entity(path: str) -> str:
+    """``"project/id"`` of W&B's ``"entity/project/id"``: a store has one namespace, so the
+    entity (recorded in run.json by init()) takes no part in finding a run."""
+    return path.split("/", 1)[1] if path.count("/") == 2 else path
 
 
 def list_runs(root: StorePath, project: str | None = None) -> tuple[list[ApiRun], list[_store.Skipped]]:
