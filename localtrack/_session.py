@@ -23,8 +23,6 @@ release its lock or cut its log file under it.
 from __future__ import annotations
 
 import atexit
-import difflib
-import inspect
 import logging
 import os
 import signal
@@ -35,6 +33,7 @@ from types import FrameType, TracebackType
 from typing import Any, NoReturn
 
 from . import _guard, _run, _settings, _start
+from ._codec import encode_tree
 from ._config import Config, Summary, config_dict, read_config_file
 from ._naming import new_run_id
 from .errors import UnknownArgumentError, UsageError
@@ -78,7 +77,7 @@ class Settings:
         return dict(self._values)
 
     def __getattr__(self, name: str) -> Any:
-        values = self.__dict__["_values"]
+        values = self.__dict__.get("_values", {})  # (empty while copy or pickle rebuilds it)
         if name in values or name in _SETTING_ARGS or name == "silent":
             return values.get(name)
         raise AttributeError(f"Settings has no {name!r}")
@@ -177,11 +176,12 @@ def init(project: str | None = None, *, entity: str | None = None,
     """
     if unknown:
         raise _unknown_argument(next(iter(unknown)))
-    args = _with_settings(settings, {
+    given = settings.to_dict() if isinstance(settings, Settings) else dict(settings or {})
+    args = _with_settings(given, {
         "project": project, "entity": entity, "dir": dir, "id": id, "name": name, "notes": notes,
         "tags": tags, "group": group, "job_type": job_type, "mode": mode, "reinit": reinit,
         "resume": resume, "resume_from": resume_from, "fork_from": fork_from, "fsync": fsync})
-    _ignore(settings, {"save_code": save_code, "magic": magic, "sync_tensorboard": sync_tensorboard,
+    _ignore(given, {"save_code": save_code, "magic": magic, "sync_tensorboard": sync_tensorboard,
                        "monitor_gym": monitor_gym, "anonymous": anonymous, "force": force,
                        "tensorboard": tensorboard, "allow_val_change": allow_val_change})
     if _settings.silent(args["silent"]):
@@ -200,23 +200,32 @@ def init(project: str | None = None, *, entity: str | None = None,
     fields["sweep"] = sweep.sweep_id if sweep is not None else None
     run_config = _run_config(config, config_include_keys, config_exclude_keys,
                              sweep.params if sweep is not None else {})
+    label = f"run {resolved.run_id!r}" if resolved.run_id else "a new run"
+    encode_tree(run_config, f"{label} in project {resolved.project!r}")  # even if not used below
     how = _settings.reinit_mode(args["reinit"])
-    previous = _while_active(how, resolved)
+    previous = _while_active(how, resolved, job=sweep is not None)
     if previous is not None:
         return previous
     if resolved.mode == "disabled":
         run: _run.Run = DisabledRun(resolved.project, resolved.run_id or new_run_id(),
                                     fields["name"], run_config)
-    else:
-        run = _start_run(resolved, fields, run_config, args["resume_from"], args["fork_from"])
+        _register(run, how)
+        return run
+    return _start_run(resolved, fields, run_config, how, args["resume_from"], args["fork_from"])
+
+
+def _register(run: _run.Run, how: str) -> None:
+    """Make ``run`` active (exit hooks finish it) and, but for create_new, the module's run."""
+    global _current
     _active.append(run)
     if how != "create_new":  # as W&B: a run made with create_new is not the module's run
-        global _current
         _current = run
-    return run
 
 
 def _unknown_argument(name: str) -> UnknownArgumentError:
+    import difflib  # an error's path only: both cost more than the rest of `import localtrack`
+    import inspect
+
     known = [p for p in inspect.signature(init).parameters if p != "unknown"]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
@@ -225,10 +234,8 @@ def _unknown_argument(name: str) -> UnknownArgumentError:
         f"arguments ({', '.join(known)}); see the README, 'Coming from W&B'.")
 
 
-def _with_settings(settings: Settings | Mapping[str, Any] | None,
-                   args: dict[str, Any]) -> dict[str, Any]:
-    """init()'s arguments, each one not given taken from ``settings`` (W&B's names)."""
-    given = (settings.to_dict() if isinstance(settings, Settings) else dict(settings or {}))
+def _with_settings(given: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """init()'s arguments, each one not given taken from the settings ``given`` (W&B's names)."""
     out = dict(args, silent=given.get("silent"))
     for setting, arg in _SETTING_ARGS.items():
         if out[arg] is None and given.get(setting) is not None:
@@ -236,9 +243,9 @@ def _with_settings(settings: Settings | Mapping[str, Any] | None,
     return out
 
 
-def _ignore(settings: Settings | Mapping[str, Any] | None, args: dict[str, Any]) -> None:
-    """One debug log for what W&B takes and localtrack has no use for (see init())."""
-    given = settings.to_dict() if isinstance(settings, Settings) else dict(settings or {})
+def _ignore(given: dict[str, Any], args: dict[str, Any]) -> None:
+    """One debug log for what W&B takes and localtrack has no use for (see init()): those of
+    ``args`` that are set, and the settings ``given`` that name no init() argument."""
     names = [k for k, v in args.items() if v is not None and v is not False]
     names += [f"settings[{k!r}]" for k in given if k not in _SETTING_ARGS and k != "silent"]
     if names:
@@ -257,11 +264,14 @@ def _run_config(config: object, include: Collection[str] | None, exclude: Collec
     return {**data, **sweep_params}
 
 
-def _while_active(how: str, resolved: _settings.Settings) -> _run.Run | None:
+def _while_active(how: str, resolved: _settings.Settings, job: bool) -> _run.Run | None:
     """What W&B's reinit asks while a run is active: the run to return instead of a new one,
-    or None to go on (the active runs finished first for "finish_previous")."""
+    or None to go on (the active runs finished first for "finish_previous"). A sweep's job
+    (``job``) gets its own run: the active run is returned only if it is that one."""
     if not _active or how == "create_new":
         return None
+    if job and how == "return_previous" and _active[-1].id != resolved.run_id:
+        how = "finish_previous"
     if how == "finish_previous":
         for run in list(reversed(_active)):
             log.info("init() finishes the active run %s first (reinit='finish_previous')", run.path)
@@ -279,13 +289,15 @@ def _while_active(how: str, resolved: _settings.Settings) -> _run.Run | None:
 
 
 def _start_run(resolved: _settings.Settings, fields: dict[str, Any], config: dict[str, Any],
-               resume_from: str | None, fork_from: str | None) -> _run.Run:
+               how: str, resume_from: str | None, fork_from: str | None) -> _run.Run:
     global _starting
     _install_hooks()  # before the run exists: a signal during init() waits for it (_starting)
     main = threading.current_thread() is threading.main_thread()  # where handlers run
     _starting += main
     try:
-        return _start.start(resolved, fields, config, forget, resume_from, fork_from)
+        run = _start.start(resolved, fields, config, forget, resume_from, fork_from)
+        _register(run, how)  # before a signal that came meanwhile is acted on: it ends this run
+        return run
     finally:
         _starting -= main
         if _pending and not _starting:

@@ -321,3 +321,28 @@ def test_init_types_what_wandb_documents():
     assert hints["reinit"] == _settings.Reinit
     assert {"shared", "dryrun", "online", "offline", "disabled"} == set(typing.get_args(_settings.Mode))
     assert issubclass(UnknownArgumentError, TypeError)
+
+
+def test_a_sweep_job_gets_its_own_run_while_another_is_active(store):
+    outer = localtrack.init(project="p", dir=store)
+    sweep_id = localtrack.sweep({"method": "grid", "parameters": {"lr": {"values": [0.1]}}},
+                                project="p", dir=store)
+    seen = []
+
+    def train() -> None:
+        run = localtrack.init()  # return_previous would hand it the outer run
+        seen.append((run.id, dict(run.config)))
+        run.log({"loss": 1.0})
+
+    localtrack.agent(sweep_id, function=train, project="p", dir=store)
+    assert len(seen) == 1 and seen[0][0] != outer.id and seen[0][1] == {"lr": 0.1}
+    assert outer.state == "finished" and localtrack.run is None
+
+
+def test_init_arguments_are_checked_even_when_the_active_run_is_returned(store):
+    first = localtrack.init(project="p", dir=store)
+    with pytest.raises(UsageError, match="Invalid mode='bogus'"):
+        localtrack.init(project="p", dir=store, mode="bogus")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="key 'f' in a new run in project 'p'"):
+        localtrack.init(project="p", dir=store, config={"f": object()})
+    assert localtrack.init(project="p", dir=store) is first and first.state == "running"
