@@ -131,6 +131,9 @@ class DisabledRun(_run.Run):
         self._ended = True
         forget(self)
 
+    def rewind(self, step: int) -> None:
+        self.step = self.starting_step = step + 1
+
     def mark_preempting(self) -> None:
         pass
 
@@ -211,7 +214,8 @@ def init(project: str | None = None, *, entity: str | None = None,
                                     fields["name"], run_config)
         _register(run, how)
         return run
-    return _start_run(resolved, fields, run_config, how, args["resume_from"], args["fork_from"])
+    return _start_run(resolved, fields, run_config, how,
+                      *_settings.branch_points(args["resume_from"], args["fork_from"]))
 
 
 def _register(run: _run.Run, how: str) -> None:

@@ -102,6 +102,15 @@ def _env(name: str) -> str | None:
     return env.get(f"LOCALTRACK_{name}") or env.get(f"WANDB_{name}") or None
 
 
+def branch_points(resume_from: str | None, fork_from: str | None) -> tuple[str | None, str | None]:
+    """init()'s ``resume_from`` / ``fork_from``; when neither is given, LOCALTRACK_RESUME_FROM /
+    LOCALTRACK_FORK_FROM (else WANDB_...): a requeued job's script says where to continue from
+    without a code change."""
+    if resume_from is None and fork_from is None:
+        return _env("RESUME_FROM"), _env("FORK_FROM")
+    return resume_from, fork_from
+
+
 def store_location(dir: str | os.PathLike[str] | None = None) -> str | None:
     """``dir``, else LOCALTRACK_DIR, else WANDB_DIR, as given (a path or a remote URI); None
     for the default. W&B's ``dir`` and WANDB_DIR are one setting, so here both name the store."""

@@ -242,13 +242,6 @@ def test_every_argument_wandb_init_takes_is_accepted(store):
     run.finish()
 
 
-@pytest.mark.parametrize("arg", ["resume_from", "fork_from"])
-def test_rewind_and_fork_are_refused_until_supported(store, arg):
-    with pytest.raises(UsageError, match=f"{arg}=.*not supported yet"):
-        localtrack.init(project="p", dir=store, **{arg: "abc?_step=10"})
-    assert not store.exists()
-
-
 def test_settings_give_what_the_arguments_leave_out(store):
     settings = localtrack.Settings(run_name="from-settings", project="sp", run_tags=("a",),
                                    root_dir=str(store), mode="offline", console="off")

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,40 @@ def test_a_run_a_live_process_writes_cannot_be_rewound(store):
         holder.communicate(timeout=30)  # (closes its pipes)
 
 
+def _kill_around(tmp_path: Path, base: Path, code: str, args: list[str], marker: bytes,
+                 judge: Callable[[Path, int], str], seed: int) -> None:
+    """Run ``code`` on fresh copies of ``base`` and SIGKILL it at random instants around the
+    one it prints ``marker`` at; ``judge`` checks each store and says whether the kill came
+    "before" or "after" the operation. TRIALS kills at least, and until both were seen (the
+    window moves toward the side not seen yet: a loaded machine shifts every instant), at
+    most three times as many."""
+    probe = tmp_path / "probe"
+    shutil.copytree(base, probe)
+    t0 = time.monotonic()
+    proc = script(code, str(probe), *args)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == marker
+    reach = time.monotonic() - t0
+    proc.communicate(timeout=60)
+    rng, scale, seen = random.Random(seed), 1.0, set()
+    trials = int(os.environ.get("REWIND_TRIALS", "20"))
+    for trial in range(3 * trials):
+        if trial >= trials and len(seen) == 2:
+            break
+        store = tmp_path / f"t{trial}"
+        shutil.copytree(base, store)
+        proc = script(code, str(store), *args)
+        time.sleep(rng.uniform(0.4, 1.2) * reach * scale)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        settle(store)
+        outcome = judge(store, trial)
+        seen.add(outcome)
+        if len(seen) == 1:
+            scale *= 0.8 if outcome == "after" else 1.25
+        shutil.rmtree(store)
+    assert seen == {"before", "after"}, seen
+
+
 REWINDER = """
 import sys, localtrack
 run = localtrack.init(project="p", dir=sys.argv[1], resume_from="r?_step=" + sys.argv[2])
@@ -194,38 +229,21 @@ run.finish()
 """
     assert run_script(code, str(base)).returncode == 0
     settle(base)
-    # Calibrate: how long a rewinding process takes to say it rewound (kills spread around it).
-    probe = tmp_path / "probe"
-    shutil.copytree(base, probe)
-    t0 = time.monotonic()
-    proc = script(REWINDER, str(probe), "300")
-    assert proc.stdout is not None and proc.stdout.readline().strip() == b"rewound"
-    reach = time.monotonic() - t0
-    proc.communicate(timeout=60)
-    rng = random.Random(1234)
-    outcomes = {"whole": 0, "rewound": 0}
-    for trial in range(int(os.environ.get("REWIND_TRIALS", "30"))):
-        store = tmp_path / f"t{trial}"
-        shutil.copytree(base, store)
-        proc = script(REWINDER, str(store), "300")
-        time.sleep(rng.uniform(0.5, 1.2) * reach)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-        settle(store)
+
+    def judge(store: Path, trial: int) -> str:
         steps = localtrack.Api(store).run("p/r").history([]).column("_step").to_pylist()
-        if steps == list(range(600)):
-            outcomes["whole"] += 1
-        else:
+        if steps != list(range(600)):
             assert steps[:301] == list(range(301)), trial
             assert steps == list(range(len(steps))), trial  # new rows follow without a hole
-            outcomes["rewound"] += 1
         run = localtrack.init(project="p", id="r", resume="must", dir=store)
         assert run.step == steps[-1] + 1
         run.log({"x": 0.5})
         run.finish()
         assert localtrack.Api(store).run("p/r").history([]).column("_step").to_pylist() == \
             list(range(steps[-1] + 2))
-    assert outcomes["whole"] and outcomes["rewound"], outcomes
+        return "before" if steps == list(range(600)) else "after"
+
+    _kill_around(tmp_path, base, REWINDER, ["300"], b"rewound", judge, seed=1234)
 
 
 def test_a_rewound_run_syncs_to_a_remote_that_held_the_archived_rows(store, tmp_path, small_logs):
@@ -398,33 +416,17 @@ def test_sigkill_at_any_instant_of_a_fork_leaves_no_fork_or_a_whole_one(tmp_path
     base = tmp_path / "base"
     _log(base, "a", range(600))
     settle(base)
-    probe = tmp_path / "probe"
-    shutil.copytree(base, probe)
-    t0 = time.monotonic()
-    proc = script(FORKER, str(probe))
-    assert proc.stdout is not None and proc.stdout.readline().strip() == b"forked"
-    reach = time.monotonic() - t0  # kills spread around the instant the fork is made
-    proc.communicate(timeout=60)
-    rng = random.Random(99)
-    seen = set()
-    for trial in range(int(os.environ.get("REWIND_TRIALS", "30")) // 2):
-        store = tmp_path / f"t{trial}"
-        shutil.copytree(base, store)
-        proc = script(FORKER, str(store))
-        time.sleep(rng.uniform(0.4, 1.2) * reach)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-        settle(store)
+
+    def judge(store: Path, trial: int) -> str:
         api = localtrack.Api(store)
         assert api.run("p/a").history([]).column("_step").to_pylist() == list(range(600))
-        ids = [r.id for r in api.runs("p")]
-        if "f" not in ids:
-            seen.add("none")
-            continue
+        if "f" not in [r.id for r in api.runs("p")]:
+            return "before"
         steps = api.run("p/f").history([]).column("_step").to_pylist()
         assert steps == list(range(len(steps))) and len(steps) >= 301, trial
-        seen.add("fork")
-    assert seen == {"none", "fork"}, seen
+        return "after"
+
+    _kill_around(tmp_path, base, FORKER, [], b"forked", judge, seed=99)
 
 
 def test_run_rewind_after_auto_resume(store, tmp_path):
@@ -477,3 +479,20 @@ run.finish()
         assert res.stdout.split() == ["False", "101"], (kind, res.stdout)
     for run in localtrack.Api(store).runs("p"):
         assert run.summary["x"] == 100.0 and run.summary["y"] == 100, run.path
+
+
+@pytest.mark.parametrize("var", ["LOCALTRACK_RESUME_FROM", "WANDB_RESUME_FROM"])
+def test_a_requeued_job_says_where_to_continue_from_in_its_environment(store, var):
+    _log(store, "r", range(40))
+    code = """
+import sys, localtrack
+run = localtrack.init(project="p", dir=sys.argv[1])
+print(run.id, run.step, flush=True)
+run.finish()
+"""
+    res = run_script(code, str(store), env={var: "r?_step=19"})
+    assert res.returncode == 0 and res.stdout.split() == ["r", "20"], res.stderr
+    res = run_script(code, str(store), env={"LOCALTRACK_FORK_FROM": "r?_step=9"})
+    rid, step = res.stdout.split()
+    assert rid != "r" and step == "10", res.stderr
+    assert localtrack.Api(store).run(f"p/{rid}").meta["fork"]["step"] == 9
