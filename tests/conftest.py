@@ -25,9 +25,9 @@ def no_silent_seal_failure(request: pytest.FixtureRequest, tmp_path: Path):
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Every test starts with no LOCALTRACK_* variable, in its own cwd, with no active run."""
+    """Every test starts with no LOCALTRACK_* or WANDB_* variable, in its own cwd, with no active run."""
     for key in list(os.environ):
-        if key.startswith("LOCALTRACK_"):
+        if key.startswith(("LOCALTRACK_", "WANDB_")):
             monkeypatch.delenv(key)
     work = tmp_path / "work"
     work.mkdir()

@@ -13,7 +13,7 @@ import localtrack
 def script(code: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
            **popen) -> subprocess.Popen:
     """Start ``code`` as a user script in a real Python subprocess."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOCALTRACK_")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "WANDB_"))}
     full_env.update(env or {})
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=cwd,
                             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
