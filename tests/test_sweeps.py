@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,7 +15,9 @@ from pathlib import Path
 import pytest
 
 import localtrack
+from localtrack import _layout, _naming, _store
 from localtrack._sweeps import _spec
+from localtrack._sweeps._queue import SweepStore
 from localtrack.errors import SweepConfigError
 
 from .helpers import steps_of, wait_for
@@ -262,3 +266,153 @@ def test_status_command(store, tmp_path):
                           "--dir", str(store)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "finished=2" in res.stdout and "best" in res.stdout and "lr=0.1" in res.stdout
+
+
+# -- lost nodes: agent and program die together, at any moment, also before init() ----------
+
+NODE_PROGRAM = """
+import argparse, os, time
+p = argparse.ArgumentParser()
+p.add_argument("--x", type=int, required=True)
+args = p.parse_args()
+if os.environ.get("HANG_BEFORE_INIT"):     # start-up that never reaches init() (loading data)
+    open(os.environ["HANG_BEFORE_INIT"], "w").close()
+    time.sleep(60)
+import localtrack
+run = localtrack.init()
+run.mark_preempting()
+with open(os.environ["ATTEMPTS"], "a") as fh:
+    fh.write(f"{run.id} {run.starting_step} {args.x}\\n")
+for step in range(run.step, 6):
+    run.log({"loss": 1.0 / (args.x + step + 1)})
+    time.sleep(0.02)
+run.finish()
+"""
+
+
+def _node_sweep(store: Path, tmp_path: Path, points: int, max_requeues: int) -> str:
+    (tmp_path / "node.py").write_text(textwrap.dedent(NODE_PROGRAM))
+    config = {"program": "node.py", "method": "grid", "max_requeues": max_requeues,
+              "parameters": {"x": {"values": list(range(points))}}}
+    return localtrack.sweep(config, project="p", dir=str(store))
+
+
+def _node(store: Path, tmp_path: Path, sweep_id: str, env: dict[str, str]) -> subprocess.Popen:
+    """An agent in its own process group: the group is the node (agent, program, sealer)."""
+    return subprocess.Popen([sys.executable, "-m", "localtrack", "agent", f"p/{sweep_id}",
+                             "--dir", str(store)], cwd=tmp_path, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies do not: nothing may reap them)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _lose_node(node: subprocess.Popen) -> str:
+    """SIGKILL the node's agent and program together; returns the agent's output."""
+    os.killpg(node.pid, signal.SIGKILL)
+    out = node.communicate(timeout=30)[0].decode()
+    wait_for(lambda: not _group_alive(node.pid), what=f"node {node.pid} to die")
+    return out
+
+
+def _phase(sweep: SweepStore, node: subprocess.Popen) -> str:
+    """Where the node's job is: 'idle' (none), 'starting' (its run has no events: the program
+    has not reached init()), 'unmarked' (started, mark_preempting() not called yet) or 'running'."""
+    prefix = f"{socket.gethostname()}-{node.pid}-"
+    jobs = [rid for rid, job in sweep.read_state()["jobs"].items()
+            if job["status"] == "running" and job.get("agent", "").startswith(prefix)]
+    if not jobs:
+        return "idle"
+    rdir = _layout.run_dir(sweep.root, sweep.project, _naming.run_id(jobs[0]))
+    events = {e.get("event") for e in _store.events(rdir)}
+    return "starting" if not events else "running" if "preempting" in events else "unmarked"
+
+
+def test_lost_nodes_never_lose_grid_points(store, tmp_path):
+    """A storm of lost nodes: 3 agents run a 30-point grid; 12 times a random node (agent and
+    program together) is SIGKILLed and a new one starts. A third of the losses are aimed at a
+    program still starting (no run yet), a third at a running run, the rest land anywhere
+    except between init() and mark_preempting() (such a run is crashed by design: the table's
+    "not called" column). Every point must end finished, once, with a contiguous history."""
+    points, seed = 30, int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    sweep_id = _node_sweep(store, tmp_path, points, max_requeues=100)
+    sweep = SweepStore(store, _naming.project_name("p"), sweep_id)
+    env = {"ATTEMPTS": str(tmp_path / "attempts")}
+    nodes = [_node(store, tmp_path, sweep_id, env) for _ in range(3)]
+    lost: list[str] = []
+    outs: list[str] = []
+    deadline = time.monotonic() + 90
+    while len(lost) < 12 and time.monotonic() < deadline:
+        live = [n for n in nodes if n.poll() is None]
+        if not live:
+            break   # the sweep is done
+        aim = ("starting", "running", "anywhere")[len(lost) % 3]
+        node = rng.choice(live)
+        os.killpg(node.pid, signal.SIGSTOP)   # freeze the node to look at its job
+        phase = _phase(sweep, node)
+        if phase == aim or (aim == "anywhere" and phase != "unmarked"):
+            outs.append(_lose_node(node))
+            lost.append(phase)
+            nodes[nodes.index(node)] = _node(store, tmp_path, sweep_id, env)
+            time.sleep(rng.uniform(0.1, 0.8))   # the next loss comes at a random moment
+        else:
+            os.killpg(node.pid, signal.SIGCONT)
+            time.sleep(rng.uniform(0.0, 0.05))
+    outs += [n.communicate(timeout=120)[0].decode() for n in nodes]
+    why = f"seed {seed}, losses {lost}"
+    assert all(n.returncode == 0 for n in nodes), (why, outs)
+    assert "starting" in lost, why   # the case this guards: a node lost before its run existed
+    api = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert api.counts() == {"finished": points}, (why, api.runs)
+    assert sorted(r["params"]["x"] for r in api.runs) == list(range(points)), why
+    assert sum(r["requeues"] for r in api.runs) >= lost.count("starting"), (why, api.runs)
+    tried = [line.split() for line in (tmp_path / "attempts").read_text().splitlines()]
+    for r in api.runs:   # one run per point, and each run's attempts were its own point's
+        assert {int(t[2]) for t in tried if t[0] == r["id"]} == {r["params"]["x"]}, why
+        assert steps_of(store, f"p/{r['id']}") == list(range(6)), (why, r)
+
+
+@pytest.mark.parametrize("how,max_requeues,expected", [
+    pytest.param("lost", 1, {"finished": 2}, id="lost"),
+    pytest.param("lost", 0, {"finished": 1, "failed": 1}, id="lost-past-the-limit"),
+    pytest.param("preempted", 1, {"finished": 2}, id="preempted"),
+])
+def test_a_job_that_dies_before_init_is_requeued(store, tmp_path, how, max_requeues, expected):
+    """The program dies before init() made the run, with its agent (a node lost: no status)
+    or by the SIGTERM a scheduler sends to the whole job. Nothing of the run exists to lose:
+    the job is requeued (counted against max_requeues), or failed past the limit."""
+    sweep_id = _node_sweep(store, tmp_path, 2, max_requeues)
+    sweep = SweepStore(store, _naming.project_name("p"), sweep_id)
+    env = {"ATTEMPTS": str(tmp_path / "attempts")}
+    marker = tmp_path / "starting"
+    first = _node(store, tmp_path, sweep_id, {**env, "HANG_BEFORE_INIT": str(marker)})
+    wait_for(marker.exists, what="the program's start-up")
+    assert _phase(sweep, first) == "starting"
+    if how == "lost":
+        _lose_node(first)
+    else:
+        os.killpg(first.pid, signal.SIGTERM)
+        out = first.communicate(timeout=60)[0].decode()
+        assert "ended with -15 -> queued" in out, out
+    second = _node(store, tmp_path, sweep_id, env)
+    out = second.communicate(timeout=120)[0].decode()
+    assert second.returncode == 0, out
+    api = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert api.counts() == expected, (api.runs, out)
+    dead = next(r for r in api.runs if r["params"]["x"] == 0)
+    assert dead["requeues"] == max_requeues
+    if max_requeues:
+        assert steps_of(store, f"p/{dead['id']}") == list(range(6))

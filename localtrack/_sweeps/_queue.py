@@ -11,7 +11,9 @@ of agents on any number of nodes (with flock-coherent shared storage) claim
 work without two running the same job. A job whose agent died (same host and
 pid namespace: its pid is gone; otherwise no heartbeat for LEASE seconds) and
 whose run lock is free (no flock on it) is settled as "no status": requeued if
-the run called mark_preempting().
+the run called mark_preempting(), or if it never came to exist (the node was
+lost while the program started, before init()); crashed otherwise. A program
+killed by a signal before init() is requeued too.
 """
 
 from __future__ import annotations
@@ -120,23 +122,38 @@ class SweepStore:
     def _run_alive(self, run_id: str) -> bool:
         return _locks.is_held(_layout.lock_path(self.root, self.project, _naming.run_id(run_id)))
 
-    def preempting(self, run_id: str) -> bool:
-        """Whether the run called mark_preempting() (recorded in its events)."""
+    def _events(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's lifecycle events; none when its program died before init() made the run
+        (no run folder) or before init() recorded its start (a folder, no events yet)."""
         rdir = _layout.run_dir(self.root, self.project, _naming.run_id(run_id))
-        return any(e.get("event") == "preempting" for e in _store.events(rdir))
+        return _store.events(rdir)
 
     def _settle(self, state: dict[str, Any], run_id: str, exit_status: int | None) -> str:
-        """Apply the requeue table to a job that ended; returns its new status."""
+        """Apply the requeue table to a job that ended; returns its new status.
+
+        A run with no events whose program left no status (its node was lost) or was killed
+        by a signal (a preemption; Popen's negative status) died before init() made it: nothing
+        said it must not be requeued, and nothing of it is lost by starting it again. A program
+        that exited with a status before init() (an import error) failed. Everything requeued
+        past ``max_requeues`` is failed (given up on), never crashed.
+        """
         job = state["jobs"][run_id]
         job["exit_status"] = exit_status
         job["updated"] = time.time()
         job.pop("agent", None)
         if exit_status == 0:
             job["status"] = "finished"
-        elif self.preempting(run_id) and job["requeues"] < self.spec.max_requeues:
-            job["status"] = "queued"
-            job["requeues"] += 1
-            state["queue"].append(run_id)
+            return "finished"
+        events = self._events(run_id)
+        never_started = not events and (exit_status is None or exit_status < 0)
+        preempting = any(e.get("event") == "preempting" for e in events)  # mark_preempting()
+        if never_started or preempting:
+            if job["requeues"] < self.spec.max_requeues:
+                job["status"] = "queued"
+                job["requeues"] += 1
+                state["queue"].append(run_id)
+            else:
+                job["status"] = "failed"
         else:
             job["status"] = "failed" if exit_status is not None else "crashed"
         return str(job["status"])
