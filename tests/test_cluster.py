@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -308,6 +309,15 @@ def test_garbage_identity_is_a_clear_error(env, var):
 def test_garbage_identity_refuses_init_before_writing(store, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "not a job")
     with pytest.raises(UsageError, match="SLURM_JOB_ID='not a job'"):
+        localtrack.init(project="p", resume="auto", dir=store)
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("key", ["../x", "a/b", "/tmp/k", ".."])
+def test_a_resume_key_with_path_characters_refuses_init_before_writing(store, monkeypatch, key):
+    """The key names the auto-resume pointer's folder: a path in it is refused, nothing written."""
+    monkeypatch.setenv("LOCALTRACK_RESUME_KEY", key)
+    with pytest.raises(UsageError, match=re.escape(f"LOCALTRACK_RESUME_KEY={key!r}")):
         localtrack.init(project="p", resume="auto", dir=store)
     assert not store.exists()
 
