@@ -271,13 +271,19 @@ def test_status_command(store, tmp_path):
 # -- lost nodes: agent and program die together, at any moment, also before init() ----------
 
 NODE_PROGRAM = """
-import argparse, os, time
+import argparse, os, sys, time
 p = argparse.ArgumentParser()
 p.add_argument("--x", type=int, required=True)
 args = p.parse_args()
-if os.environ.get("HANG_BEFORE_INIT"):     # start-up that never reaches init() (loading data)
-    open(os.environ["HANG_BEFORE_INIT"], "w").close()
-    time.sleep(60)
+hang = os.environ.get("HANG_BEFORE_INIT")
+if hang:      # a start-up (loading data) that goes on to init() once the file HANG.go exists
+    open(hang, "w").close()
+    for _ in range(6000):
+        if os.path.exists(hang + ".go"):
+            break
+        time.sleep(0.01)
+    else:
+        sys.exit(9)
 import localtrack
 run = localtrack.init()
 run.mark_preempting()
@@ -416,3 +422,38 @@ def test_a_job_that_dies_before_init_is_requeued(store, tmp_path, how, max_reque
     assert dead["requeues"] == max_requeues
     if max_requeues:
         assert steps_of(store, f"p/{dead['id']}") == list(range(6))
+
+
+def test_a_program_that_outlived_its_agent_keeps_its_job(store, tmp_path):
+    """Only the agent is SIGKILLed, while its program starts (no run, no run lock yet): the
+    program holds the agent's lock it inherited, so its job is not requeued under it (which
+    would start a second program for the run). Once the program ends, the job is settled."""
+    sweep_id = _node_sweep(store, tmp_path, 2, max_requeues=1)
+    sweep = SweepStore(store, _naming.project_name("p"), sweep_id)
+    attempts = tmp_path / "attempts"
+    env = {"ATTEMPTS": str(attempts)}
+    marker = tmp_path / "starting"
+    first = _node(store, tmp_path, sweep_id, {**env, "HANG_BEFORE_INIT": str(marker)})
+    wait_for(marker.exists, what="the program's start-up")
+    os.kill(first.pid, signal.SIGKILL)   # the agent alone: its program goes on starting
+    first.wait(timeout=30)   # (its output pipe stays open in the program)
+    try:
+        second = _node(store, tmp_path, sweep_id, env)
+        out = second.communicate(timeout=120)[0].decode()
+        assert second.returncode == 0 and out.count("ended with 0 -> finished") == 1, out
+        jobs = sweep.read_state()["jobs"]
+        (rid,) = (r for r, job in jobs.items() if job["params"] == {"x": 0})
+        assert jobs[rid]["status"] == "running", (jobs, out)   # left alone under its program
+        Path(f"{marker}.go").touch()
+        wait_for(lambda: not _group_alive(first.pid), timeout=60, what="the program to finish")
+    finally:
+        if _group_alive(first.pid):
+            os.killpg(first.pid, signal.SIGKILL)
+        first.communicate(timeout=30)
+    third = _node(store, tmp_path, sweep_id, env)   # settles it: no status, mark_preempting()
+    out = third.communicate(timeout=120)[0].decode()
+    api = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert api.counts() == {"finished": 2}, (api.runs, out)
+    assert [(a[0], int(a[1])) for a in map(str.split, attempts.read_text().splitlines())
+            if a[2] == "0"] == [(rid, 0), (rid, 6)]   # one program per attempt, never two at once
+    assert steps_of(store, f"p/{rid}") == list(range(6))

@@ -4,7 +4,9 @@ A job runs with LOCALTRACK_RUN_ID / LOCALTRACK_RESUME=allow / LOCALTRACK_SWEEP_*
 in its environment, so ``localtrack.init()`` inside picks up the run id, the
 parameters as config, and resumes a requeued run from its last step. The exit
 status decides the job's fate (see _queue._settle): 0 finished; otherwise
-requeued if the run called mark_preempting(), else failed.
+requeued if the run called mark_preempting() or was killed by a signal before
+init() made it, else failed. A program inherits the agent's lock, so its job
+is not settled while it runs, even if its agent died.
 """
 
 from __future__ import annotations
@@ -127,9 +129,11 @@ class _ProgramRunner:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signum)
 
-    def run(self, cmd: list[str], env: dict[str, str]) -> int:
+    def run(self, cmd: list[str], env: dict[str, str], agent_lock: int | None) -> int:
+        """Run the program; it inherits the agent's lock, so its job lives while it does."""
         log.info("agent runs: %s", shlex.join(cmd))
-        self.child = subprocess.Popen(cmd, env={**os.environ, **env})
+        self.child = subprocess.Popen(cmd, env={**os.environ, **env},
+                                      pass_fds=() if agent_lock is None else (agent_lock,))
         code = self.child.wait()
         self.child = None
         return code
@@ -142,7 +146,6 @@ def agent(sweep_id: str, *, function: Callable[[], Any] | None = None, count: in
     store = SweepStore(_settings.root_dir(dir), proj, sid)
     if count is not None and count < 1:
         raise UsageError(f"count must be >= 1, got {count}.")
-    agent_id = store.register_agent()
     runner = _ProgramRunner()
     previous: dict[int, Any] = {}
     if function is None and threading.current_thread() is threading.main_thread():
@@ -150,7 +153,7 @@ def agent(sweep_id: str, *, function: Callable[[], Any] | None = None, count: in
             previous[signum] = signal.signal(signum, runner.on_signal)
     ran = 0
     try:
-        with _heartbeat(store, agent_id):
+        with store.registered_agent() as (agent_id, agent_lock), _heartbeat(store, agent_id):
             while (count is None or ran < count) and not runner.stopping:
                 job = store.claim(agent_id)
                 if job is None:
@@ -160,14 +163,13 @@ def agent(sweep_id: str, *, function: Callable[[], Any] | None = None, count: in
                 if function is not None:
                     code = _run_function(function, env)
                 else:
-                    code = runner.run(build_command(store, params), env)
+                    code = runner.run(build_command(store, params), env, agent_lock)
                 status = store.finish_job(run_id, code)
                 log.info("sweep %s: run %s ended with %s -> %s", sid, run_id, code, status)
                 ran += 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        (store.dir / "agents" / f"{agent_id}.json").unlink(missing_ok=True)
     return ran
 
 

@@ -5,12 +5,15 @@
                                        lock           flock held for each short transaction
                                        agents/<id>.json   an agent's owner record; its mtime
                                                           is the agent's heartbeat
+                                       agents/<id>.lock   flock held by the agent and passed
+                                                          to each program it runs
 
 Every change is read-modify-write of state.json under the lock, so any number
 of agents on any number of nodes (with flock-coherent shared storage) claim
 work without two running the same job. A job whose agent died (same host and
 pid namespace: its pid is gone; otherwise no heartbeat for LEASE seconds) and
-whose run lock is free (no flock on it) is settled as "no status": requeued if
+whose locks are free (no flock on the run's lock nor on the agent's, which its
+program inherits) is settled as "no status": requeued if
 the run called mark_preempting(), or if it never came to exist (the node was
 lost while the program started, before init()); crashed otherwise. A program
 killed by a signal before init() is requeued too.
@@ -98,10 +101,27 @@ class SweepStore:
 
     # -- agents ----------------------------------------------------------------------------
 
-    def register_agent(self) -> str:
+    @contextmanager
+    def registered_agent(self) -> Iterator[tuple[str, int | None]]:
+        """This process as an agent: its owner record, and its lock's descriptor for the
+        programs it runs to inherit (None where the file system has no locks: the first
+        transaction says so). An inherited flock is held while any holder lives, so a program
+        that outlived its agent keeps its job alive even before init() locks its run."""
         agent_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        record, lock = (self.dir / "agents" / f"{agent_id}{ext}" for ext in (".json", ".lock"))
         self.heartbeat(agent_id)
-        return agent_id
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            held = _locks.try_flock(fd)  # (never held by another: agent ids are unique)
+        except OSError:
+            held = False
+        try:
+            yield agent_id, fd if held else None
+        finally:
+            # Record first: while it exists the agent counts as alive, whatever its lock says.
+            record.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+            os.close(fd)
 
     def heartbeat(self, agent_id: str) -> None:
         path = self.dir / "agents" / f"{agent_id}.json"
@@ -158,10 +178,15 @@ class SweepStore:
             job["status"] = "failed" if exit_status is not None else "crashed"
         return str(job["status"])
 
+    def _agent_lock_held(self, agent_id: str) -> bool:
+        """Whether the agent or a program it started (which inherited the lock) still runs."""
+        return _locks.is_held(self.dir / "agents" / f"{agent_id}.lock")
+
     def _reap(self, state: dict[str, Any]) -> None:
         for run_id, job in state["jobs"].items():
-            if job["status"] == "running" and not self._agent_alive(job.get("agent", "")) \
-                    and not self._run_alive(run_id):
+            agent = job.get("agent", "")
+            if job["status"] == "running" and not self._agent_alive(agent) \
+                    and not self._agent_lock_held(agent) and not self._run_alive(run_id):
                 self._settle(state, run_id, None)
 
     def claim(self, agent_id: str) -> tuple[str, dict[str, Any]] | None:
