@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, _settings
+from . import __version__, _settings, _store
 from ._query import Api, list_runs
 from .errors import CorruptRunError, LocaltrackError, RemoteError, StorageError, UsageError
 
@@ -32,7 +32,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _api(dir: str | None) -> Api:
     api = Api(dir)
-    if not api.root.is_dir():
+    if not _store.is_store(api.root):
         raise UsageError(f"No localtrack store at {str(api.root)!r}: log a run there first, or "
                          "pass --dir / set LOCALTRACK_DIR.")
     return api

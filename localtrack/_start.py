@@ -56,7 +56,8 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
             raise RunNotFoundError(f"Cannot fork run {fork[0]!r} in project {project!r}: it does "
                                    "not exist; check the id and dir=.", project=project,
                                    run_id=fork[0])
-    if (root / _layout.REMOTE_ID).exists():  # refused before any lock file is created there
+    # Refused before any lock file is created there (a root that cannot be looked at raises).
+    if _store.is_store(root) and (root / _layout.REMOTE_ID).exists():
         raise UsageError(f"{root} is a store written by `localtrack sync`; synced stores are "
                          "read-only. Resume the original run, or read this one with "
                          "localtrack.Api.", project=project, run_id=rid)

@@ -292,18 +292,27 @@ def _sorted_entries(folder: StorePath) -> list[StorePath]:
     return sorted(entries, key=lambda p: p.name)
 
 
-def list_projects(root: StorePath) -> tuple[list[ProjectName], list[Skipped]]:
-    """The projects of a store (folders holding ``runs/``), sorted; plus the unusable ones.
+def is_store(root: StorePath) -> bool:
+    """Whether the store's folder is there (a file, a broken link or a link loop is not).
 
-    Dot-folders (.sync, temporaries) are not projects. A root that cannot even be looked at
-    (a name too long, a folder on the way that cannot be searched) is a StorageError naming it.
+    A root that cannot even be looked at (a name too long, a folder on the way that cannot be
+    searched) is a StorageError naming it: the one rule every entry point checks a root by.
     """
     try:
-        if not root.is_dir():
-            return [], []
+        return root.is_dir()
     except OSError as exc:
         raise StorageError(f"Could not read the store {str(root)!r}: {exc.strerror or exc}. Pass "
                            "another --dir / dir=, or set LOCALTRACK_DIR.", path=str(root)) from exc
+
+
+def list_projects(root: StorePath) -> tuple[list[ProjectName], list[Skipped]]:
+    """The projects of a store (folders holding ``runs/``), sorted; plus the unusable ones.
+
+    Dot-folders (.sync, temporaries) are not projects; a root that cannot be looked at raises
+    (see is_store).
+    """
+    if not is_store(root):
+        return [], []
     names: list[ProjectName] = []
     skipped: list[Skipped] = []
     for entry in _sorted_entries(root):
