@@ -501,14 +501,10 @@ def _finish_all() -> None:
 # Escapes still to be mapped in modules this test's author did not own (each was reported): per
 # hostile store, the module a raw exception comes out of, and what escapes. An entry that no
 # longer fails fails the test, so the list shrinks as they are fixed.
-_SYNC_ID = "_syncer: reading .sync/<id>.json raises OSError (sync, localtrack sync)"
 _QUEUE = "_sweeps/_queue: state.json/sweep.json read unchecked (Api.sweep, agent, sweep --status)"
 _VIEW = "_sweeps/_view: state.json of the wrong shape (Api.sweep, sweep --status)"
 _STEP = "_stream: int(record['_step']) of a resumed run's last record (init resume, log, finish)"
 KNOWN: dict[str, dict[str, str]] = {
-    "store-is-a-file": {"_sync/_syncer.py": _SYNC_ID},
-    "store-symlink-loop": {"_sync/_syncer.py": "open_syncer: root.resolve() raises RuntimeError"},
-    "store-name-too-long": {"_sync/_syncer.py": _SYNC_ID},
     "segments-a-file": {"_fsutil.py": "_segments.cleanup on a writer's open: unlink under a file"},
     "wal-a-file": {"_logfile.py": "a writer's open: opening wal/<seq>.jsonl under a file"},
     "log-step-a-string": {"_stream.py": _STEP},
