@@ -95,12 +95,7 @@ class ApiRun:
                 manifest = _segments.load_manifest(self._rdir, **self._ctx)
                 return _segments.at_least_rewound(manifest, int(manifest["last_step"]))
             if record is not None:
-                step = record.get("_step")
-                if isinstance(step, bool) or not isinstance(step, int):
-                    raise CorruptRunError(f"{path} of {_naming.run_label(self._ctx)} ends with a "
-                                          f"record whose _step is {step!r}, not an integer; "
-                                          "restore it from a sync remote or a backup, or run "
-                                          "`localtrack doctor`.", path=str(path), **self._ctx)
+                step = _wal.step_of(record, str(path), **self._ctx)
                 top = _segments.cap(manifest, seq)  # a rewound log's last rows are archived
                 return _segments.at_least_rewound(manifest, step if top is None else min(step, top))
         return _segments.at_least_rewound(manifest, int(manifest["last_step"]))

@@ -135,7 +135,8 @@ class LogStream:
         if record is None:
             return seqs[-1], _segments.at_least_rewound(manifest, manifest["last_step"]), tail.frame_end
         top = _segments.cap(manifest, seq)  # a rewound log's last rows are archived
-        last_step = int(record["_step"]) if top is None else min(int(record["_step"]), top)
+        step = _wal.step_of(record, _layout.wal_path(rdir, seq), **self._ctx)
+        last_step = step if top is None else min(step, top)
         return seqs[-1], _segments.at_least_rewound(manifest, last_step), tail.frame_end
 
     def rewind(self, last_step: int, to: int) -> int:

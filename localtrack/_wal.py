@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _fsutil
 from ._frames import CRC_MARK, END_BODY, Checked, data_in, first_frame_end, last_of, records, validate
-from ._naming import Ctx
+from ._naming import Ctx, run_label
 from .errors import CorruptRunError
 
 if TYPE_CHECKING:
@@ -104,6 +104,17 @@ def last_record(path: Path, durable: int = sys.maxsize, **ctx: Unpack[Ctx]) -> T
                     base = start + origin
                     return Tail(last, base + checked.end, base + checked.frame_end)
             window *= 4
+
+
+def step_of(record: dict[str, Any], path: Path | str, **ctx: Unpack[Ctx]) -> int:
+    """The _step of a log's last record, read back to resume or report it: the one rule the
+    writer and the read side share. Anything but an integer is damage, named with the file."""
+    step = record.get("_step")
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise CorruptRunError(f"{path} of {run_label(ctx)} ends with a record whose _step is "
+                              f"{step!r}, not an integer; restore it from a sync remote or a "
+                              "backup, or run `localtrack doctor`.", path=str(path), **ctx)
+    return step
 
 
 def data_size(path: Path) -> int:
