@@ -25,7 +25,7 @@ from ._frames import records
 from ._logfile import Appender, MappedLog, append_framed, close_frame, mappable, open_log, put_framed
 from ._naming import Ctx
 from ._settings import Settings
-from .errors import LockUnavailableError, StorageError, UsageError
+from .errors import CorruptRunError, LockUnavailableError, StorageError, UsageError
 
 log = logging.getLogger("localtrack")
 
@@ -71,6 +71,12 @@ class LogStream:
         ``rewind_to``: archive the rows after that step first (see rewind), and return it.
         """
         rdir = self._rdir
+        for folder in (rdir / "wal", rdir / "segments"):  # every write and cleanup goes under them
+            if folder.exists() and not folder.is_dir():
+                raise CorruptRunError(f"{folder} of {self._where} is a file where localtrack keeps "
+                                      "a folder of the run's history; move the file away and "
+                                      "restore the folder from a sync remote or a backup.",
+                                      path=str(folder), **self._ctx)
         try:
             with _sealer.hold(rdir):  # no sealer removes a log while we read and repair it
                 manifest = _segments.load_manifest(rdir, **self._ctx)

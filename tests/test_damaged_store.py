@@ -284,6 +284,16 @@ def test_manifest_values_of_wrong_types_are_corrupt_run_errors(store, manifest):
         _ = localtrack.Api(store).run("p/victim").summary
 
 
+@pytest.mark.parametrize("folder", ["wal", "segments"])
+def test_resuming_a_run_whose_history_folder_is_a_file_is_a_corrupt_run_error(store, folder):
+    runs = make_store(store, "victim")
+    shutil.rmtree(runs / "victim" / folder, ignore_errors=True)  # small runs have no segments/
+    (runs / "victim" / folder).write_text("not a folder")
+    with pytest.raises(CorruptRunError, match=f"victim/{folder} of run 'victim'.* is a file"):
+        localtrack.init(project="p", id="victim", dir=store, resume="must")
+    assert (runs / "victim" / folder).read_text() == "not a folder"  # nothing written under it
+
+
 # -- unreadable files ------------------------------------------------------------------------
 
 _PR_CAPBSET_DROP = 24

@@ -504,8 +504,6 @@ def _finish_all() -> None:
 _QUEUE = "_sweeps/_queue: state.json/sweep.json read unchecked (Api.sweep, agent, sweep --status)"
 _VIEW = "_sweeps/_view: state.json of the wrong shape (Api.sweep, sweep --status)"
 KNOWN: dict[str, dict[str, str]] = {
-    "segments-a-file": {"_fsutil.py": "_segments.cleanup on a writer's open: unlink under a file"},
-    "wal-a-file": {"_logfile.py": "a writer's open: opening wal/<seq>.jsonl under a file"},
     "sweep-state-truncated": {"_sweeps/_queue.py": _QUEUE},
     "sweep-state-a-list": {"_sweeps/_view.py": _VIEW, "_sweeps/_queue.py": _QUEUE},
     "sweep-json-empty-object": {"_sweeps/_queue.py": _QUEUE},
