@@ -131,6 +131,28 @@ def test_errors_are_json_with_a_status(ui):
     assert status == 404
 
 
+def test_a_damaged_run_is_marked_and_the_others_still_listed(tmp_path):
+    root = tmp_path / "store"
+    for rid in ("good", "bad"):
+        run = localtrack.init(project="p", id=rid, dir=root)
+        run.log({"loss": 1.0})
+        run.finish()
+    manifest = root / "p" / "runs" / "bad" / "manifest.json"
+    manifest.write_bytes(b"{\"segments\": [")  # cut short
+    proc = UIProcess(root)
+    try:
+        assert get_json(proc.url, "/api/projects")["projects"][0]["runs"] == 2
+        runs = {r["id"]: r for r in get_json(proc.url, "/api/runs", project="p")["runs"]}
+        assert runs["good"]["state"] == "finished" and runs["good"]["steps"] == 1
+        assert runs["bad"]["state"] == "damaged" and str(manifest) in runs["bad"]["error"]
+        status = get_json(proc.url, "/api/status", paths="p/good,p/bad")
+        assert status["p/bad"] == {k: runs["bad"][k] for k in ("state", "steps", "updated", "error")}
+        assert status["p/good"]["state"] == "finished"
+    finally:
+        code, _, err = proc.stop()
+    assert code == 0 and "Traceback" not in err, err
+
+
 # -- sweeps ----------------------------------------------------------------------------------
 
 SWEEP_GRID = {"method": "grid", "name": "lr-grid", "metric": {"name": "val/loss", "goal": "minimize"},

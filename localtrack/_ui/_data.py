@@ -24,7 +24,7 @@ import orjson
 
 from .. import _naming
 from .._query import Api, ApiRun
-from ..errors import RunNotFoundError, UsageError
+from ..errors import CorruptRunError, LocaltrackError, RunNotFoundError, StorageError, UsageError
 from . import _downsample
 
 #: Strings longer than this are cut in the runs list (the run page shows them whole).
@@ -78,6 +78,20 @@ def _duration(run: ApiRun, updated: float, now: float) -> float:
     return max(0.0, end - run.created) if run.created else 0.0
 
 
+def _damaged(exc: LocaltrackError) -> dict[str, Any]:
+    """What the list and the status poll say of a run whose files cannot be read (the same,
+    so the page does not reload it on every poll); the error names the file and the fix."""
+    return {"state": "damaged", "steps": 0, "updated": 0.0, "error": str(exc)}
+
+
+def _damaged_row(run: ApiRun, exc: LocaltrackError) -> dict[str, Any]:
+    """A runs-table row from run.json alone (listing read it): one damaged run hides no other."""
+    return {"path": run.path, "id": run.id, "name": run.name, "created": run.created,
+            "tags": list(run.tags), "group": run.group, "job_type": run.job_type,
+            "host": run.meta.get("host"), "config": {}, "summary": {}, "metrics": [],
+            "duration": 0.0, **_damaged(exc)}
+
+
 class StoreView:
     """The dashboard's view of one store; safe to share between request threads."""
 
@@ -117,12 +131,20 @@ class StoreView:
         now = time.time()
         rows = []
         for run in self.api.runs(project):
-            updated = run.updated
-            sig = signature(run, updated)
+            try:
+                updated = run.updated
+                sig = signature(run, updated)
+            except (CorruptRunError, StorageError) as exc:
+                rows.append(_damaged_row(run, exc))
+                continue
             with self._lock:
                 cached = self._rows.get(run.path)
             if cached is None or cached[0] != sig:
-                row = self._row(run, updated)
+                try:
+                    row = self._row(run, updated)
+                except (CorruptRunError, StorageError) as exc:
+                    rows.append(_damaged_row(run, exc))
+                    continue
                 with self._lock:
                     self._rows[run.path] = (sig, row)
             else:
@@ -151,7 +173,10 @@ class StoreView:
             except RunNotFoundError:
                 out[path] = None
                 continue
-            out[path] = {"state": run.state, "steps": run.last_step + 1, "updated": run.updated}
+            try:
+                out[path] = {"state": run.state, "steps": run.last_step + 1, "updated": run.updated}
+            except (CorruptRunError, StorageError) as exc:
+                out[path] = _damaged(exc)
         return out
 
     # -- one run -----------------------------------------------------------------------------

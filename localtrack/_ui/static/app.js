@@ -114,9 +114,10 @@ function parsePlotDate(s) {
   return typeof s === "number" ? s / 1000 : new Date(String(s).replace(" ", "T")).getTime() / 1000;
 }
 
-function stateBadge(state) {
+function stateBadge(state, error) {
+  // "damaged": the server could not read the run's files; error says which and how to fix it.
   const cls = STATES.includes(state) ? state : "unknown";
-  return h("span", {class: `state ${cls}`, title: state === "running" ? "a live process is writing this run" : null}, state);
+  return h("span", {class: `state ${cls}`, title: error || (state === "running" ? "a live process is writing this run" : null)}, state);
 }
 
 function store(project) {
@@ -465,7 +466,7 @@ async function showProject(project) {
   if (!d.cols) d.cols = defaultColumns(runs);
   if (!d.selected) {
     // First visit: the live runs and the newest ones, up to 5.
-    const newest = [...runs].sort((a, b) => (b.state === "running") - (a.state === "running") || b.created - a.created);
+    const newest = runs.filter(r => !r.error).sort((a, b) => (b.state === "running") - (a.state === "running") || b.created - a.created);
     d.selected = newest.slice(0, 5).map(r => r.path);
   }
   d.colors = d.colors || {};
@@ -591,7 +592,7 @@ async function showProject(project) {
           h("a", {href: `#/p/${enc(project)}/r/${enc(r.id)}`}, r.name));
       }
       if (c.key === "id") return h("td", {class: "mono"}, r.id);
-      if (c.key === "state") return h("td", {}, stateBadge(r.state));
+      if (c.key === "state") return h("td", {}, stateBadge(r.state, r.error));
       if (c.key === "duration") return (duration = h("td", {class: "num"}, fmtDuration(r.duration)));
       if (c.key === "created") return h("td", {}, fmtTime(r.created));
       if (c.key === "tags") return h("td", {}, r.tags.map(t => h("span", {class: "tag"}, t)));
