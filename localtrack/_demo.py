@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from . import _settings
+from . import _settings, _store
 from ._query import Api
 
 STEPS = 600
@@ -33,19 +33,26 @@ def _child(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 def run_demo(dir: str | None) -> int:
     root = _settings.root_dir(dir)
+    _store.refuse_non_store(root)  # before the child: it could only fail
     env = {**os.environ, "LOCALTRACK_DIR": str(root)}
     print(f"1. training in a child process, logging to {root}")
     child = _child(env)
     api = Api(root)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and child.poll() is None:
         runs = [r for r in api.runs("demo") if r.state == "running"] if root.is_dir() else []
         if runs and runs[-1].last_step >= 200:
             break
         time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    crashed = api.runs("demo")[-1]
+    if child.poll() is None:
+        child.send_signal(signal.SIGKILL)
+    runs = api.runs("demo") if child.wait() == -signal.SIGKILL else []
+    if not runs:
+        print(f"the training child ended (exit status {child.returncode}) before the demo could "
+              f"kill it, so there is nothing to resume in {root}; its error, if any, is above",
+              file=sys.stderr)
+        return 1
+    crashed = runs[-1]
     print(f"2. SIGKILLed it: run {crashed.id} is {crashed.state} with {crashed.last_step + 1} "
           "steps on disk")
     print("3. starting the same script again with resume='auto'")

@@ -31,7 +31,7 @@ from ._codec import decode_tree, dumps, encode_tree, loads, unflatten
 from ._naming import Ctx, ProjectName, RunId, run_label
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
-from .errors import CorruptRunError, LocaltrackError, StorageError
+from .errors import CorruptRunError, LocaltrackError, StorageError, UsageError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -303,6 +303,15 @@ def is_store(root: StorePath) -> bool:
     except OSError as exc:
         raise StorageError(f"Could not read the store {str(root)!r}: {exc.strerror or exc}. Pass "
                            "another --dir / dir=, or set LOCALTRACK_DIR.", path=str(root)) from exc
+
+
+def refuse_non_store(root: Path) -> None:
+    """A UsageError for a root that is there but is no folder (a file, a broken link, a link
+    loop): everything a writer or sync does would fail under it. A missing root is made later."""
+    if not is_store(root) and os.path.lexists(root):
+        raise UsageError(f"{str(root)!r} is not a localtrack store (a file, a broken link or a "
+                         "link loop): pass the folder the runs were logged to as --dir / dir=, or "
+                         "set LOCALTRACK_DIR.")
 
 
 def list_projects(root: StorePath) -> tuple[list[ProjectName], list[Skipped]]:

@@ -48,3 +48,20 @@ def test_demo(tmp_path):
     res = cli("demo", "--dir", str(tmp_path / "demo"), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "crashed" in res.stdout and "contiguous and duplicate-free: True" in res.stdout
+
+
+def test_demo_refuses_a_store_that_is_a_file_at_once(tmp_path):
+    (tmp_path / "store").write_text("not a store")
+    res = cli("demo", "--dir", str(tmp_path / "store"), cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(f"error: {str(tmp_path / 'store')!r} is not a localtrack store")
+    assert "training" not in res.stdout  # no child was started
+
+
+def test_demo_says_when_its_child_fails_instead_of_waiting(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "demo").write_text("a file where the demo project goes")
+    res = cli("demo", "--dir", str(tmp_path / "store"), cwd=tmp_path)  # 60 s: the old wait
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "the training child ended (exit status 1) before the demo could kill it" in res.stderr
+    assert "IndexError" not in res.stderr

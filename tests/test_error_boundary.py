@@ -376,8 +376,8 @@ CLI: dict[str, tuple[bool, Callable[[Case], list[str]]]] = {
     "sync": (True, lambda c: ["sync", "--to", str(c.remote)]),
 }
 CLI_ELSEWHERE = {
-    "demo": "not run: with an unusable store it waits 60 s for its child, then raises IndexError "
-            "from api.runs('demo')[-1] (_demo.py, reported)",
+    "demo": "not run: it trains two children for seconds; test_cli covers a store that is a "
+            "file and a child that fails",
     "ui": "serves until stopped: see test_cli_ui_serves_or_refuses_without_a_traceback",
 }
 

@@ -356,10 +356,7 @@ def open_syncer(to: str | os.PathLike[str], dir: str | os.PathLike[str] | None =
         raise UsageError(f"sync reads a local store; {os.fspath(dir)!r} is a URI. Sync from the "
                          "directory the runs were logged to (or a copy of it).")
     root = _settings.root_dir(dir)
-    if not _store.is_store(root) and os.path.lexists(root):  # a missing one: nothing to sync yet
-        raise UsageError(f"{str(root)!r} is not a localtrack store (a file, a broken link or a "
-                         "link loop): pass the folder the runs were logged to as --dir / dir=, or "
-                         "set LOCALTRACK_DIR.")
+    _store.refuse_non_store(root)  # a missing one: nothing to sync yet
     remote = open_remote(to)
     if isinstance(remote, DirRemote) and remote.root.resolve().is_relative_to(root.resolve()):
         raise UsageError(f"The remote {remote.url!r} is the store itself or inside it; choose a "
