@@ -133,11 +133,11 @@ class LogStream:
         newest = _layout.wal_path(rdir, seqs[-1])
         tail = _wal.last_record(newest, **self._ctx)
         _wal.cut_torn_tail(newest, tail.end, **self._ctx)
-        record, seq = tail.record, seqs[-1]
-        for seq in reversed(seqs[:-1]):
+        record, seq = tail.record, seqs[-1]  # seq: the log the record is the last of
+        for older in reversed(seqs[:-1]):
             if record is not None:
                 break
-            record = _wal.last_record(_layout.wal_path(rdir, seq), **self._ctx).record
+            record, seq = _wal.last_record(_layout.wal_path(rdir, older), **self._ctx).record, older
         if record is None:
             return seqs[-1], _segments.at_least_rewound(manifest, manifest["last_step"]), tail.frame_end
         top = _segments.cap(manifest, seq)  # a rewound log's last rows are archived

@@ -496,3 +496,30 @@ run.finish()
     rid, step = res.stdout.split()
     assert rid != "r" and step == "10", res.stderr
     assert localtrack.Api(store).run(f"p/{rid}").meta["fork"]["step"] == 9
+
+
+def test_a_crash_right_after_a_rotation_past_a_rewind_resumes_after_the_last_row(store, monkeypatch,
+                                                                              small_logs):
+    """Rewound to 100, rows 101..150 in the log the rewind opened, and a crash just after the
+    next rotation opened an empty log: the run resumes at 151. (The look back through older
+    logs once took the cap of the log before the one its record came from: 101, duplicates.)"""
+    from localtrack import _sealer
+
+    monkeypatch.setattr(_sealer, "request", lambda *a, **k: None)  # older logs stay unsealed
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(200):
+        run.log({"x": float(i)})
+    run.rewind(100)
+    for i in range(101, 151):
+        run.log({"x": -float(i)}, step=i)
+    run._log._close_frame(rotating=True)  # a rotation: the log ends with its closing line,
+    run._drop()                           # and the writer dies before the next log has a row
+    wal = store / "p/runs/r/wal"
+    logs = sorted(wal.glob("*.jsonl"))
+    marker = localtrack.Api(store).run("p/r").rewinds[0]["seq"]
+    assert int(logs[-1].stem) == marker and marker > int(logs[0].stem)  # rows 101.. are there
+    (wal / f"{marker + 1:08d}.jsonl").touch()  # the rotation's new log, nothing in it yet
+    again = localtrack.init(project="p", id="r", resume="must", dir=store)
+    assert again.step == 151
+    again.finish()
+    assert _history(store)["_step"] == list(range(151))
