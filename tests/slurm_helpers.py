@@ -31,6 +31,7 @@ import pytest
 ALLOW_NO_SLURM = bool(os.environ.get("LOCALTRACK_ALLOW_NO_SLURM"))
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "scontrol", "scancel", "sinfo", "squeue")
+CPUS = 4           # the node's; a job asking for all of them preempts every `low` job
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
          "DEADLINE")
 
@@ -68,7 +69,10 @@ KillWait=5
 ReturnToService=2
 InactiveLimit=0
 MinJobAge=600
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN
+# Four CPUs on any machine (config_overrides: slurmd believes slurm.conf, not the hardware), so
+# a 4-task array or 3 agents run at once; a `high` job asking for all four preempts them all.
+SlurmdParameters=config_overrides
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN
 PartitionName=low Nodes=localhost Default=YES MaxTime=INFINITE PriorityTier=1 State=UP
 PartitionName=high Nodes=localhost MaxTime=INFINITE PriorityTier=10 State=UP
 """
@@ -146,6 +150,19 @@ class Cluster:
         self.wait_state(jobid, "PENDING", timeout=timeout)
         self.run("scontrol", "update", f"JobId={jobid}", "StartTime=now")
 
+    def preempt_all(self, cwd: Path) -> str:
+        """Submit a `high` job that needs the whole node: SLURM requeues every `low` job."""
+        return self.wrap("sleep 1", "--partition=high", f"--cpus-per-task={CPUS}", cwd=cwd)
+
+    def release_requeued(self, jobids: list[str], high: str, timeout: float = 60) -> list[str]:
+        """Once the preempting ``high`` job ran, start at once the jobs it requeued (the ones
+        now PENDING; the others had ended); returns them."""
+        self.wait_state(high, "COMPLETED", timeout=timeout)
+        pending = [j for j in jobids if self.state(j) == "PENDING"]
+        for jobid in pending:
+            self.run("scontrol", "update", f"JobId={jobid}", "StartTime=now")
+        return pending
+
     def cancel_all(self) -> None:
         self.run("scancel", "--user", "root", check=False)
         deadline = time.monotonic() + 30
@@ -182,7 +199,8 @@ def cluster(root: Path) -> Iterator[Cluster]:
     key.write_bytes(secrets.token_bytes(1024))
     key.chmod(0o400)
     c = Cluster(root)
-    c.conf.write_text(CONF.format(root=root, ctld_port=_free_port(), slurmd_port=_free_port()))
+    c.conf.write_text(CONF.format(root=root, ctld_port=_free_port(), slurmd_port=_free_port(),
+                                  cpus=CPUS))
     sbin = lambda b: shutil.which(b) or f"/usr/sbin/{b}"  # noqa: E731 (root's PATH may lack sbin)
     m = root / "munge"
     commands = [

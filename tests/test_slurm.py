@@ -43,7 +43,7 @@ def test_every_template_in_the_doc_is_run_here():
     """A template added to docs/slurm.md needs a test below (and a renamed one fails here)."""
     assert set(templates()) == {"train.py", "preemptible.sbatch", "self-requeue.sbatch", "chain.sbatch",
                                 "submit-chain.sh", "sweep.yaml", "agents.sbatch", "submit-agents.sh",
-                                "sync-watch.sh"}
+                                "sync-watch.sh", "array.sbatch"}
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def check_run(run: localtrack.ApiRun, steps: int, signals: list[str]) -> None:
 def test_preemption_by_a_higher_priority_partition_requeues_and_resumes(slurm: Cluster, jobs: Path):
     jid = slurm.sbatch(jobs / "preemptible.sbatch", cwd=jobs)
     wait_steps(jobs / "localtrack-runs", 20)
-    high = slurm.wrap("sleep 1", "--partition=high", "--cpus-per-task=2", cwd=jobs)
+    high = slurm.preempt_all(cwd=jobs)
     slurm.release(jid)
     slurm.wait_state(high, "COMPLETED")
     slurm.wait_state(jid, "COMPLETED")
@@ -110,6 +110,47 @@ def test_scontrol_requeue_of_a_running_job_resumes_it(slurm: Cluster, jobs: Path
     assert run is not None
     check_run(run, STEPS, ["SIGTERM"])
     assert "DUE TO JOB REQUEUE" in output(jobs / f"train-{jid}.out")
+
+
+def all_runs(store: Path) -> list[localtrack.ApiRun]:
+    return localtrack.Api(store).runs("demo") if (store / "demo").exists() else []
+
+
+def wait_runs(store: Path, count: int, at_least: int, timeout: float = 90) -> None:
+    """Wait until the store holds ``count`` runs (never more), each past step ``at_least``."""
+    def going() -> bool:
+        runs = all_runs(store)
+        assert len(runs) <= count, [r.path for r in runs]
+        return len(runs) == count and all(r.last_step >= at_least for r in runs)
+    wait_for(going, timeout=timeout, what=f"{count} runs at step {at_least} in {store}")
+
+
+def test_a_preempted_job_array_resumes_each_task_s_own_run(slurm: Cluster, jobs: Path):
+    """Four tasks, one directory, resume="auto", no run id: all preempted, each resumes its run."""
+    array = slurm.sbatch(jobs / "array.sbatch", cwd=jobs)
+    tasks = [f"{array}_{i}" for i in range(4)]
+    store = jobs / "localtrack-runs"
+    wait_runs(store, 4, 20)
+    assert [slurm.state(t) for t in tasks] == ["RUNNING"] * 4
+    high = slurm.preempt_all(cwd=jobs)
+    assert slurm.release_requeued(tasks, high) == tasks
+    for task in tasks:
+        slurm.wait_state(task, "COMPLETED", timeout=90)
+        assert slurm.job(task)["Restarts"] == "1"
+
+    runs = all_runs(store)
+    assert sorted(r.config["seed"] for r in runs) == [0, 1, 2, 3], [r.path for r in runs]
+    for run in runs:
+        check_run(run, STEPS, ["SIGTERM"])
+        task = run.config["seed"]
+        facts = run.meta["cluster"]["slurm"]   # the latest start's: the requeued task
+        assert facts["array_job_id"] == int(array) and facts["array_task_id"] == task, facts
+        assert facts["restart_count"] == 1 and facts["partition"] == "low", facts
+        starts = [e for e in run.events if e.get("event") in ("started", "resumed")]
+        assert [(e["cluster"]["slurm"]["array_task_id"], e["cluster"]["slurm"].get("restart_count"))
+                for e in starts] == [(task, None), (task, 1)], (run.path, starts)
+        log = output(jobs / f"seeds-{array}_{task}.out")
+        assert f"started {run.path} at step 0" in log and f"resumed {run.path} at step" in log, log
 
 
 def test_self_requeue_on_the_time_limit_signal(slurm: Cluster, jobs: Path):
@@ -153,7 +194,7 @@ def test_an_agent_array_finishes_a_grid_sweep_through_a_preemption(slurm: Cluste
         runs = localtrack.Api(store).runs("demo") if (store / "demo").exists() else []
         return len(runs) == 2 and all(r.last_step >= 10 for r in runs)
     wait_for(two_runs_going, timeout=60, what="both agents' first runs at step 10")
-    high = slurm.wrap("sleep 1", "--partition=high", "--cpus-per-task=2", cwd=jobs)
+    high = slurm.preempt_all(cwd=jobs)
     for task in tasks:
         slurm.release(task)
     slurm.wait_state(high, "COMPLETED")
