@@ -26,7 +26,7 @@ import pytest
 import localtrack
 
 from .helpers import wait_for
-from .slurm_helpers import Cluster, output
+from .slurm_helpers import ENDED, Cluster, output
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "slurm.md"
 BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", re.S)
@@ -248,3 +248,77 @@ def test_sync_watch_ships_a_live_run_from_the_login_node(slurm: Cluster, jobs: P
     check_run(run, STEPS, [])
     local = the_run(jobs / "localtrack-runs")
     assert local is not None and local.id == run.id
+
+
+# Scripts of the tests below (not templates): a training that takes its length from argv,
+# and one that installs its own SIGTERM handler after init(), chaining localtrack's.
+LONG = """\
+import sys, time
+import localtrack
+
+run = localtrack.init(project="demo", config={"steps": int(sys.argv[1])}, resume="auto")
+run.mark_preempting()
+print(f"{'resumed' if run.resumed else 'started'} {run.path} at step {run.step}", flush=True)
+for step in range(run.step, run.config["steps"]):
+    time.sleep(0.04)
+    run.log({"loss": 1.0 / (step + 1)}, step=step)
+run.finish()
+"""
+OWN_HANDLER = """\
+import signal, sys, time
+import localtrack
+
+run = localtrack.init(project="demo", config={"steps": int(sys.argv[1])}, resume="auto")
+ours = signal.getsignal(signal.SIGTERM)
+
+def on_term(signum, frame):        # as a framework's: a last row, then the handler it found
+    run.log({"final": float(run.step)})
+    print(f"final row logged, step {run.step} next", flush=True)
+    ours(signum, frame)            # localtrack's: fsync, `preempted`, then die by the signal
+    sys.exit(0)                    # not reached
+
+signal.signal(signal.SIGTERM, on_term)
+print(f"{'resumed' if run.resumed else 'started'} {run.path} at step {run.step}", flush=True)
+for step in range(run.step, run.config["steps"]):
+    time.sleep(0.04)
+    run.log({"loss": 1.0 / (step + 1)}, step=step)
+run.finish()
+"""
+
+
+def batch(path: Path, command: str, *options: str) -> Path:
+    path.write_text("#!/bin/bash\n" + "".join(f"#SBATCH {o}\n" for o in options) + command + "\n")
+    return path
+
+
+def test_scancel_term_reaches_a_handler_of_the_script_s_own(slurm: Cluster, jobs: Path):
+    """The script's own SIGTERM handler (installed after init(), chaining localtrack's) logs a
+    last row: the run is preempted with that row, and the requeued job resumes it."""
+    (jobs / "own_handler.py").write_text(OWN_HANDLER)
+    script = batch(jobs / "own.sbatch", f"python own_handler.py {STEPS}", "--requeue",
+                   "--open-mode=append", "--output=own-%j.out")
+    jid = slurm.sbatch(script, cwd=jobs)
+    store = jobs / "localtrack-runs"
+    wait_steps(store, 20)
+    # Without --full a batch job's script and its children get no signal but SIGKILL.
+    slurm.run("scancel", "--full", "--signal=TERM", jid)
+    slurm.wait_state(jid, *ENDED)
+    run = the_run(store)
+    assert run is not None and run.state == "preempted", (run and run.events,
+                                                          output(jobs / f"own-{jid}.out"))
+    table = run.history(["loss", "final"])
+    steps = table.column("_step").to_pylist()
+    assert steps == list(range(len(steps))), run.path
+    finals = [s for s, f in zip(steps, table.column("final").to_pylist(), strict=True) if f is not None]
+    assert finals == [steps[-1]], (finals, steps[-1])   # the handler's row, last
+    preempted = [e for e in run.events if e.get("event") == "preempted"]
+    assert [e.get("signal") for e in preempted] == ["SIGTERM"], run.events
+    assert "final row logged" in output(jobs / f"own-{jid}.out")
+
+    slurm.requeue(jid)   # resumable: the same job id again resumes the run
+    slurm.release(jid)
+    slurm.wait_state(jid, "COMPLETED")
+    run = the_run(store)
+    assert run is not None
+    check_run(run, STEPS, ["SIGTERM"])     # the handler's row took one of the steps
+    assert run.history(["final"]).column("final").to_pylist().count(float(finals[0])) == 1
