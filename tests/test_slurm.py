@@ -322,3 +322,41 @@ def test_scancel_term_reaches_a_handler_of_the_script_s_own(slurm: Cluster, jobs
     assert run is not None
     check_run(run, STEPS, ["SIGTERM"])     # the handler's row took one of the steps
     assert run.history(["final"]).column("final").to_pylist().count(float(finals[0])) == 1
+
+
+def test_a_job_killed_by_its_time_limit_leaves_its_run_preempted(slurm: Cluster, jobs: Path):
+    """A real TIMEOUT (--time=1: SLURM's shortest limit, checked every 30 s, so 60-90 s): the
+    SIGTERM of the limit makes a plain job's run `preempted`, and puts a sweep agent's job
+    back on the sweep's queue; neither is ever `finished`. Both jobs run at once."""
+    plain = jobs / "plain"
+    plain.mkdir()
+    (plain / "long.py").write_text(LONG)
+    script = batch(plain / "long.sbatch", "python long.py 100000", "--time=1",
+                   "--output=long-%j.out")
+    (jobs / "long-sweep.yaml").write_text((jobs / "sweep.yaml").read_text()
+                                          .replace("[0.1, 0.2, 0.3, 0.4]", "[0.1]")
+                                          .replace("{value: 100}", "{value: 100000}"))
+    sweep_id = slurm.run("localtrack", "sweep", "long-sweep.yaml", "--project", "demo",
+                         cwd=jobs).stdout.strip()
+    agent = slurm.sbatch(jobs / "agents.sbatch", "--array=0", "--time=1",
+                         f"--export=ALL,SWEEP_ID={sweep_id}", cwd=jobs) + "_0"
+    jid = slurm.sbatch(script, cwd=plain)
+    slurm.wait_state(jid, "TIMEOUT", timeout=150)
+    slurm.wait_state(agent, "TIMEOUT", timeout=60)
+
+    run = the_run(plain / "localtrack-runs")
+    assert run is not None and run.state == "preempted", run and run.events
+    steps = run.history(["loss"]).column("_step").to_pylist()
+    assert steps == list(range(len(steps))) and len(steps) > 100, run.path
+    life = [(e["event"], e.get("signal")) for e in run.events if e.get("event") in LIFECYCLE]
+    assert life == [("started", None), ("preempted", "SIGTERM")], run.events
+    assert "DUE TO TIME LIMIT" in output(plain / f"long-{jid}.out")
+
+    sweep = localtrack.Api(jobs / "localtrack-runs").sweep(f"demo/{sweep_id}")
+    [job] = sweep.runs
+    assert (job["status"], job["requeues"]) == ("queued", 1), sweep.runs
+    assert sweep.queue == [job["id"]], sweep.runs
+    [run] = all_runs(jobs / "localtrack-runs")
+    assert run.state == "preempted" and run.id == job["id"], run.events
+    steps = run.history(["loss"]).column("_step").to_pylist()
+    assert steps == list(range(len(steps))) and len(steps) > 100, run.path
