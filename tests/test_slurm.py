@@ -16,9 +16,11 @@ requeued job waits two minutes for its BeginTime; the tests release it (`StartTi
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -213,6 +215,49 @@ def test_an_agent_array_finishes_a_grid_sweep_through_a_preemption(slurm: Cluste
     assert len(preempted) == 2, [(r.path, r.events) for r in runs]
     for run in runs:
         check_run(run, SWEEP_STEPS, ["SIGTERM"] if run in preempted else [])
+
+
+def test_an_agent_array_finishes_every_point_once_through_two_random_preemptions(
+        slurm: Cluster, jobs: Path):
+    """Six grid points, three agents (the template with --array=0-2), the node taken by a
+    high-priority job twice at random moments: every point finished once, a preempted run
+    resumed (contiguous history, one preempted/resumed pair per requeue)."""
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    (jobs / "six.yaml").write_text((jobs / "sweep.yaml").read_text()
+                                   .replace("[0.1, 0.2, 0.3, 0.4]", str(values)))
+    sweep_id = slurm.run("localtrack", "sweep", "six.yaml", "--project", "demo",
+                         cwd=jobs).stdout.strip()
+    array = slurm.sbatch(jobs / "agents.sbatch", "--array=0-2", f"--export=ALL,SWEEP_ID={sweep_id}",
+                         cwd=jobs)
+    tasks = [f"{array}_{i}" for i in range(3)]
+    store = jobs / "localtrack-runs"
+
+    def a_run_going() -> bool:
+        return any(r.state == "running" for r in all_runs(store))
+    moments = []
+    for _ in range(2):
+        wait_for(a_run_going, timeout=60, what="a running run of the sweep")
+        moments.append(round(rng.uniform(0.0, 3.0), 2))  # then a random moment, at most 3 s on
+        time.sleep(moments[-1])
+        requeued = slurm.release_requeued(tasks, slurm.preempt_all(cwd=jobs))
+        assert requeued, f"seed {seed}: no agent was running at {moments}"
+    for task in tasks:
+        slurm.wait_state(task, "COMPLETED", timeout=120)
+    restarts = [int(slurm.job(t)["Restarts"]) for t in tasks]
+
+    sweep = localtrack.Api(store).sweep(f"demo/{sweep_id}")
+    where = f"seed {seed}, moments {moments}, restarts {restarts}: {sweep.runs}"
+    assert sorted(r["params"]["lr"] for r in sweep.runs) == values, where
+    assert sweep.counts() == {"finished": 6} and not sweep.queue, where
+    runs = {r.id: r for r in all_runs(store)}
+    assert sorted(runs) == sorted(r["id"] for r in sweep.runs), where
+    for job in sweep.runs:
+        check_run(runs[job["id"]], SWEEP_STEPS, ["SIGTERM"] * job["requeues"])
+    # A requeue is a run an agent was running when its task was preempted: at most one per
+    # restart of a task; every preemption restarted at least one task.
+    assert 2 <= sum(restarts) <= 6 and sum(r["requeues"] for r in sweep.runs) <= sum(restarts), where
 
 
 def test_sync_watch_ships_a_live_run_from_the_login_node(slurm: Cluster, jobs: Path, tmp_path: Path):
