@@ -7,10 +7,14 @@ cancelled link of a chain) while the training logs, and reads the store back wit
 localtrack.Api: one run per job, steps 0..N-1 with no gap and no duplicate, `finished`, and
 `preempted` then `resumed` in its lifecycle where the job was requeued.
 
-SLURM's shortest time limit is one minute and it checks limits every 30 s, so the tests
-deliver what a time limit delivers themselves: `scancel --batch --signal=USR1` is what
-`--signal=B:USR1@N` sends, and `scancel` is the SIGTERM, KillWait, SIGKILL of a TIMEOUT. A
-requeued job waits two minutes for its BeginTime; the tests release it (`StartTime=now`).
+SLURM's shortest time limit is one minute (`scontrol update TimeLimit=` has the same
+resolution) and it checks limits every 30 s, hard-coded, so one test waits for a real TIMEOUT
+(60-90 s, two jobs at once) and the template tests deliver what a time limit delivers
+themselves: `scancel --batch --signal=USR1` is what `--signal=B:USR1@N` sends, and `scancel`
+is the SIGTERM, KillWait, SIGKILL of a TIMEOUT. A requeued job waits two minutes for its
+BeginTime; the tests release it (`StartTime=now`). Tests below the templates' add the cases of
+issue 18 the templates do not show: a 4-task array's own runs, random preemptions of an agent
+array, a real TIMEOUT, and a script's own SIGTERM handler.
 """
 
 from __future__ import annotations
