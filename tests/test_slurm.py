@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import time
@@ -304,11 +305,16 @@ def test_a_preemption_during_a_program_s_start_up_loses_no_point(slurm: Cluster,
 
 def test_sync_watch_ships_a_live_run_from_the_login_node(slurm: Cluster, jobs: Path, tmp_path: Path):
     archive = tmp_path / "archive"
-    jid = slurm.sbatch(jobs / "preemptible.sbatch", cwd=jobs)
     # One command: bash execs it, so the SIGTERM below reaches the daemon as from `kill`.
     daemon = subprocess.Popen(["bash", "-c", (jobs / "sync-watch.sh").read_text()], cwd=jobs,
                               start_new_session=True, env={**slurm.env, "ARCHIVE": str(archive)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # The daemon watches before the job starts (on a loaded machine its start-up took longer
+    # than the job's 8 s, and it never saw the run live).
+    assert daemon.stdout is not None
+    assert select.select([daemon.stdout], [], [], 60)[0], "the daemon said nothing in 60 s"
+    assert b"watching" in daemon.stdout.readline()
+    jid = slurm.sbatch(jobs / "preemptible.sbatch", cwd=jobs)
     try:
         def live_on_the_remote() -> bool:
             run = the_run(archive)
