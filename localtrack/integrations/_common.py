@@ -1,0 +1,62 @@
+"""What every integration needs: the run it writes, and hyperparameters made storable.
+
+A framework calls its logger or callback before, during and after training, and perhaps again
+for a later evaluation: the run opens at the first call, an active run the script started is
+used as it is (and left for the script to finish), and a run the integration finished is
+resumed for a later call.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import localtrack
+
+log = logging.getLogger("localtrack")
+
+
+class RunHandle:
+    """The run an integration writes, opened with ``init_args`` when first needed."""
+
+    def __init__(self, init_args: dict[str, Any], run: localtrack.Run | None = None) -> None:
+        self.init_args = init_args
+        self.run = run
+        self._owns = False  # whether finish() finishes it (not a run the script started)
+
+    def open(self) -> localtrack.Run:
+        if self.run is None and localtrack.run is not None:
+            log.info("logging to the active run %s", localtrack.run.path)
+            self.run = localtrack.run
+        elif self.run is None:
+            self.run = localtrack.init(**self.init_args)
+            self._owns = True
+        return self.run
+
+    def writable(self) -> localtrack.Run:
+        """The run, resumed if it was finished."""
+        run = self.open()
+        if run.state != "running":
+            self.init_args.update(id=run.id, project=run.project, resume="must")
+            self.run = run = localtrack.init(**self.init_args)
+            self._owns = True
+        return run
+
+    def finish(self, exit_code: int) -> None:
+        if self._owns and self.run is not None:
+            self.run.finish(exit_code=exit_code)
+
+
+def plain(value: Any) -> Any:
+    """``value`` with what JSON cannot hold (a callable, a torch.dtype, a Path, an enum) turned
+    into its string, as W&B stores such config values."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    item = getattr(value, "item", None)  # a numpy or torch scalar
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return plain(item())
+    return getattr(value, "__name__", None) or str(value)

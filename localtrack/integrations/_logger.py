@@ -1,0 +1,99 @@
+"""LocaltrackLogger's body, shared by the ``lightning`` and ``pytorch_lightning`` Loggers.
+
+Lightning calls its loggers on every rank; only rank zero opens the run and writes. The run
+opens on first use with ``resume="allow"`` (as WandbLogger's does), so a job started again
+with the same id continues its run. When Lightning restored a checkpoint, the first step it
+logs is behind the run's: the rows after that checkpoint are rewound (archived, as
+``init(resume_from=)`` does), so the history is that of the model that training kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from argparse import Namespace
+from collections.abc import Mapping
+from typing import Any
+
+from lightning_utilities.core.rank_zero import rank_zero_only
+
+import localtrack
+
+from ._common import RunHandle, plain
+
+log = logging.getLogger("localtrack")
+
+# WandbLogger's arguments that have no local meaning: accepted, logged at debug level.
+IGNORED = ("offline", "anonymous", "log_model", "checkpoint_name", "add_file_policy")
+
+
+def rank_zero() -> bool:
+    """Whether this process writes: Lightning sets the rank when its strategy starts."""
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+class LoggerBody:
+    """What LocaltrackLogger does; each package's module adds its ``Logger`` base and
+    ``experiment`` (rank zero's run, Lightning's stand-in elsewhere)."""
+
+    def __init__(self, name: str | None = None, save_dir: str | None = None,
+                 version: str | None = None, offline: bool = False, dir: str | None = None,
+                 id: str | None = None, anonymous: bool | None = None, project: str | None = None,
+                 log_model: bool | str = False, experiment: localtrack.Run | None = None,
+                 prefix: str = "", checkpoint_name: str | None = None,
+                 add_file_policy: str = "mutable", **kwargs: Any) -> None:
+        super().__init__()
+        given = {"offline": offline, "anonymous": anonymous, "log_model": log_model,
+                 "checkpoint_name": checkpoint_name, "add_file_policy": add_file_policy}
+        ignored = [k for k in IGNORED if given[k] not in (None, False, "mutable")]
+        if ignored:
+            log.debug("LocaltrackLogger ignores %s: runs stay on local disk", ", ".join(ignored))
+        # The rest goes to localtrack.init(), which checks it; save_dir/dir name the store.
+        init_args = {"resume": "allow", **kwargs, "name": name, "project": project,
+                     "dir": save_dir or dir, "id": version or id}
+        self._prefix = prefix
+        self._handle = RunHandle(init_args, experiment)
+        self._checked_restart = False
+
+    @property
+    def name(self) -> str | None:
+        """The project (as WandbLogger's): with the version, it names the checkpoint folder."""
+        return self._handle.open().project if rank_zero() else self._handle.init_args["project"]
+
+    @property
+    def version(self) -> str | None:
+        """The run id."""
+        return self._handle.open().id if rank_zero() else self._handle.init_args["id"]
+
+    @property
+    def save_dir(self) -> str | None:
+        """None: checkpoints go to the Trainer's ``default_root_dir/<project>/<run id>``, out of
+        the store (a store holds only runs)."""
+        return None
+
+    def _experiment(self) -> localtrack.Run:  # the subclass's experiment, on rank zero only
+        return self._handle.open()
+
+    def log_hyperparams(self, params: Mapping[str, Any] | Namespace, *args: Any,
+                        **kwargs: Any) -> None:
+        if rank_zero():
+            values = vars(params) if isinstance(params, Namespace) else dict(params)
+            self._handle.writable().config.update(plain(values), allow_val_change=True)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if not rank_zero():
+            return
+        run = self._handle.writable()
+        row = {f"{self._prefix}-{k}" if self._prefix else k: v for k, v in metrics.items()}
+        if step is not None and not self._checked_restart:
+            self._checked_restart = True
+            if run.resumed and 0 < step < run.step:  # Lightning restored a checkpoint at step
+                log.info("Lightning resumed %s at step %d: rewinding it from step %d",
+                         run.path, step, run.step - 1)
+                run.rewind(step - 1)
+        run.log(row, step=step)
+
+    def finalize(self, status: str) -> None:
+        """Finish the run this logger opened: exit code 0 on "success", 1 on "failed".
+        "finished" comes before a SLURM requeue: the run stays open (it is being preempted)."""
+        if rank_zero() and status != "finished":
+            self._handle.finish(exit_code=0 if status == "success" else 1)
