@@ -48,8 +48,10 @@ class LoggerBody:
         if ignored:
             log.debug("LocaltrackLogger ignores %s: runs stay on local disk", ", ".join(ignored))
         # The rest goes to localtrack.init(), which checks it; save_dir/dir name the store.
-        init_args = {"resume": "allow", **kwargs, "name": name, "project": project,
-                     "dir": save_dir or dir, "id": version or id}
+        # As WandbLogger's, a given id resumes that run if it exists (localtrack's "allow"
+        # needs an id: with none, a new run starts).
+        init_args = {"resume": "allow" if version or id else None, **kwargs, "name": name,
+                     "project": project, "dir": save_dir or dir, "id": version or id}
         self._prefix = prefix
         self._handle = RunHandle(init_args, experiment)
         self._checked_restart = False
