@@ -19,10 +19,11 @@ import pytest
 
 import localtrack
 
+_INSTALL = "pip install torch, then 'localtrack[integrations]' (.ci/run does)"
 needs_lightning = pytest.mark.skipif(importlib.util.find_spec("lightning") is None,
-                                     reason="needs lightning (the test extra)")
+                                     reason=f"needs lightning: {_INSTALL}")
 needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
-                                        reason="needs transformers (the test extra)")
+                                        reason=f"needs transformers: {_INSTALL}")
 
 
 def script(cwd: Path, code: str, name: str = "train.py") -> list[str]:
