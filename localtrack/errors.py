@@ -14,7 +14,7 @@
     ├── RunLockedError              another live process writes that run
     ├── LockUnavailableError        the file system cannot lock (e.g. Lustre noflock)
     ├── StorageError                an OS error while writing (disk full, read-only)
-    ├── CorruptRunError             a file of a run fails its checksum or cannot be parsed
+    ├── CorruptRunError             a file of a run (or sweep) fails its checksum or cannot be parsed
     ├── RemoteError                 a sync remote or remote store cannot be reached or refused a request
     └── SyncError                   sync left runs pending, or another sync to that remote is running
 

@@ -501,13 +501,7 @@ def _finish_all() -> None:
 # Escapes still to be mapped in modules this test's author did not own (each was reported): per
 # hostile store, the module a raw exception comes out of, and what escapes. An entry that no
 # longer fails fails the test, so the list shrinks as they are fixed.
-_QUEUE = "_sweeps/_queue: state.json/sweep.json read unchecked (Api.sweep, agent, sweep --status)"
-_VIEW = "_sweeps/_view: state.json of the wrong shape (Api.sweep, sweep --status)"
-KNOWN: dict[str, dict[str, str]] = {
-    "sweep-state-truncated": {"_sweeps/_queue.py": _QUEUE},
-    "sweep-state-a-list": {"_sweeps/_view.py": _VIEW, "_sweeps/_queue.py": _QUEUE},
-    "sweep-json-empty-object": {"_sweeps/_queue.py": _QUEUE},
-}
+KNOWN: dict[str, dict[str, str]] = {}  # none left (2026-11-30)
 
 
 @pytest.mark.seal_may_fail

@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import _fsutil, _layout, _locks, _naming, _settings, _store
 from .._codec import decode_tree, dumps, encode_tree, loads
-from ..errors import LocaltrackError, LockUnavailableError, SweepNotFoundError
+from ..errors import CorruptRunError, LocaltrackError, LockUnavailableError, SweepNotFoundError
 from . import _search, _spec
 
 log = logging.getLogger("localtrack")
@@ -67,6 +67,25 @@ def create(config: dict[str, Any], *, project: str | None = None,
     return sweep_id
 
 
+def _state_problem(state: Any) -> str | None:
+    """What makes ``state`` no sweep state (see the module docstring), or None."""
+    if state is None:
+        return "it is missing"
+    if not isinstance(state, dict):
+        return f"it holds {type(state).__name__}, not an object"
+    if not isinstance(state.get("jobs"), dict) or not isinstance(state.get("queue"), list):
+        return "it lacks its jobs or its queue"
+    if type(state.get("created")) is not int:
+        return "it lacks the count of runs created"
+    for run_id, job in state["jobs"].items():
+        if not (isinstance(job, dict) and isinstance(job.get("status"), str)
+                and isinstance(job.get("params"), dict) and type(job.get("requeues")) is int):
+            return f"job {run_id!r} is not a job record"
+    if not all(isinstance(r, str) and r in state["jobs"] for r in state["queue"]):
+        return "its queue names a run that is no job"
+    return None
+
+
 class SweepStore:
     """One sweep's files; every mutation is a short transaction under the sweep lock."""
 
@@ -78,6 +97,11 @@ class SweepStore:
             raise SweepNotFoundError(f"No sweep {sweep_id!r} in project {project!r} under "
                                      f"{str(root)!r}; create it with localtrack.sweep().",
                                      project=project)
+        if not isinstance(meta.get("config"), dict):
+            raise CorruptRunError(f"{self.dir / 'sweep.json'} of sweep {sweep_id!r} in project "
+                                  f"{project!r} holds no config; the file is damaged. Restore it "
+                                  "from a backup or sync remote, or create a new sweep.",
+                                  path=str(self.dir / "sweep.json"), project=project)
         self.config: dict[str, Any] = decode_tree(meta["config"])
         self.spec = _spec.parse(self.config)
 
@@ -87,7 +111,7 @@ class SweepStore:
         path = self.dir / "lock"
         try:
             with _locks.hold(path, _LOCK_TIMEOUT):
-                state = loads((self.dir / "state.json").read_bytes())
+                state = self.read_state()
                 yield state
                 _fsutil.atomic_write(self.dir / "state.json", dumps(state))
         except TimeoutError as exc:
@@ -96,8 +120,17 @@ class SweepStore:
                 "agent may hang inside a transaction.", project=self.project) from exc
 
     def read_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = loads((self.dir / "state.json").read_bytes())
-        return state
+        """state.json, checked: a file of another shape (hand-edited, or not a sweep's) is a
+        CorruptRunError naming it, never a KeyError or TypeError deep in an agent."""
+        path = self.dir / "state.json"
+        state = _store.read_json(path, "sweep state", project=self.project)
+        problem = _state_problem(state)
+        if problem:
+            raise CorruptRunError(f"{path} of sweep {self.id!r} in project {self.project!r} is not "
+                                  f"a sweep state: {problem}. Restore it from a backup or sync "
+                                  "remote, or create a new sweep.", path=str(path),
+                                  project=self.project)
+        return state  # type: ignore[no-any-return]
 
     # -- agents ----------------------------------------------------------------------------
 
