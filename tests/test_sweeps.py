@@ -360,24 +360,30 @@ def test_lost_nodes_never_lose_grid_points(store, tmp_path):
     nodes = [_node(store, tmp_path, sweep_id, env) for _ in range(3)]
     lost: list[str] = []
     outs: list[str] = []
-    deadline = time.monotonic() + 90
-    while len(lost) < 12 and time.monotonic() < deadline:
-        live = [n for n in nodes if n.poll() is None]
-        if not live:
-            break   # the sweep is done
-        aim = ("starting", "running", "anywhere")[len(lost) % 3]
-        node = rng.choice(live)
-        os.killpg(node.pid, signal.SIGSTOP)   # freeze the node to look at its job
-        phase = _phase(sweep, node)
-        if phase == aim or (aim == "anywhere" and phase != "unmarked"):
-            outs.append(_lose_node(node))
-            lost.append(phase)
-            nodes[nodes.index(node)] = _node(store, tmp_path, sweep_id, env)
-            time.sleep(rng.uniform(0.1, 0.8))   # the next loss comes at a random moment
-        else:
-            os.killpg(node.pid, signal.SIGCONT)
-            time.sleep(rng.uniform(0.0, 0.05))
-    outs += [n.communicate(timeout=120)[0].decode() for n in nodes]
+    try:
+        deadline = time.monotonic() + 90
+        while len(lost) < 12 and time.monotonic() < deadline:
+            live = [n for n in nodes if n.poll() is None]
+            if not live:
+                break   # the sweep is done
+            aim = ("starting", "running", "anywhere")[len(lost) % 3]
+            node = rng.choice(live)
+            os.killpg(node.pid, signal.SIGSTOP)   # freeze the node to look at its job
+            phase = _phase(sweep, node)
+            if phase == aim or (aim == "anywhere" and phase != "unmarked"):
+                outs.append(_lose_node(node))
+                lost.append(phase)
+                nodes[nodes.index(node)] = _node(store, tmp_path, sweep_id, env)
+                time.sleep(rng.uniform(0.1, 0.8))   # the next loss comes at a random moment
+            else:
+                os.killpg(node.pid, signal.SIGCONT)
+                time.sleep(rng.uniform(0.0, 0.05))
+        outs += [n.communicate(timeout=120)[0].decode() for n in nodes]
+    finally:  # a failure above must not leave nodes running (they are their own sessions)
+        for n in nodes:
+            if n.poll() is None:
+                os.killpg(n.pid, signal.SIGKILL)
+                n.communicate(timeout=30)
     why = f"seed {seed}, losses {lost}"
     assert all(n.returncode == 0 for n in nodes), (why, outs)
     assert "starting" in lost, why   # the case this guards: a node lost before its run existed

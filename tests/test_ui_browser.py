@@ -322,6 +322,9 @@ def test_a_forks_page_links_its_parent(page):
     assert "forked" in pg.inner_text("#events")
     pg.click("#fork-of a")
     page.wait("the parent's page", lambda: pg.inner_text("#run-name") == "c1")
+    pg.wait_for_selector("#lifecycle")  # the parent was rewound after the fork
+    assert "rewound from step 1 to 0" in pg.inner_text("#lifecycle")
+    assert "rewound" in pg.inner_text("#events") and "from_step=1" in pg.inner_text("#events")
 
 
 def test_compare_highlights_config_differences(page):

@@ -77,6 +77,7 @@ def build_store(root: Path) -> dict[str, str]:
     fork.log({"loss": 0.25})
     fork.finish()
     paths["fork"] = fork.path
+    localtrack.init(project="cifar10", dir=root, resume_from="c1?_step=0").finish()  # the fork keeps its rows
     return paths
 
 

@@ -761,11 +761,13 @@ function lifecycle(events) {
   const resumed = events.filter(e => e.event === "resumed");
   const pre = events.filter(e => e.event === "preempted");
   const fin = events.filter(e => e.event === "finished");
+  const rewound = events.filter(e => e.event === "rewound");
   const parts = [];
   const start = events.find(e => e.event === "started");
   if (start) parts.push(`started ${fmtTime(start.time)}`);
   if (resumed.length) parts.push(`resumed ${resumed.length}× (at step${resumed.length > 1 ? "s" : ""} ${resumed.map(e => e.step).join(", ")})`);
   if (pre.length) parts.push(`preempted ${pre.length}×`);
+  for (const e of rewound) parts.push(`rewound from step ${e.from_step} to ${e.to}`);
   if (fin.length) parts.push(`finished with exit code ${fin[fin.length - 1].exit_code}`);
   return parts.join(" · ");
 }
