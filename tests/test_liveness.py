@@ -18,6 +18,7 @@ from localtrack._codec import dumps
 from localtrack._sweeps._queue import SweepStore
 
 from .helpers import run_script, script, wait_for
+from .test_processes import AUTO  # the auto-resuming script (crash / hold / finish)
 
 WRITER = """
 import sys, localtrack
@@ -142,16 +143,6 @@ def test_full_disk_during_init_is_a_storage_error_naming_the_lock(tmp_path):
     assert second == "resumed after the full disk"
 
 
-AUTO = """
-import os, sys, signal, localtrack
-run = localtrack.init(project="p", resume="auto", dir=sys.argv[1])
-print(run.id, run.resumed, run.starting_step, flush=True)
-for _ in range(5):
-    run.log({"x": 1.0})
-if sys.argv[2] == "crash":
-    os.kill(os.getpid(), signal.SIGKILL)
-run.finish()
-"""
 
 
 def test_auto_resume_in_a_directory_whose_name_is_not_utf8(store, tmp_path):
