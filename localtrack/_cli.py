@@ -222,7 +222,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     stop = threading.Event()
     progress = _Bar() if tty and not args.watch else None
     syncer = open_syncer(args.to, args.dir, args.targets, clean=args.clean, retries=args.retries,
-                         progress=progress, stop=stop)
+                         jobs=args.jobs, progress=progress, stop=stop)
     if args.watch:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete local copies of finished runs once all their files are on the remote")
     p.add_argument("--retries", type=int, default=4, metavar="N",
                    help="retries of a failed upload, with exponential backoff (default 4)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="upload N runs at a time, each in order (default 4 to a directory, "
+                        "16 to an object store)")
     p.set_defaults(func=cmd_sync)
     p = sub.add_parser("ui", parents=[common], help="serve a local dashboard of runs and charts")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

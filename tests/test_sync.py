@@ -476,7 +476,7 @@ def test_transient_failures_are_retried_with_backoff(store, tmp_path, caplog):
     remote = FlakyRemote(tmp_path / "remote", failures=2)
     caplog.set_level(logging.INFO, logger="localtrack")
     started = time.monotonic()
-    with _sync.Syncer(store, remote, retries=3, workers=1) as syncer:
+    with _sync.Syncer(store, remote, retries=3, jobs=1) as syncer:
         syncer.check()  # its first write (the remote's id) meets the two failures
         report = syncer.run_once()
     assert report.ok and remote.failures == 0

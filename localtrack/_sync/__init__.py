@@ -2,7 +2,8 @@
 
 - ``_upload``: one run's incremental upload and its state file; the order of writes that keeps
   the remote readable at every instant, and why a rerun after a kill is harmless.
-- ``_syncer``: which runs, one pass over them (in parallel, each failure pending), status, --clean.
+- ``_syncer``: which runs, one pass over them (``jobs`` runs at a time, each failure pending),
+  status, --clean.
 - ``_watch``: the daemon loop (file events or polling, backoff while the remote is down).
 
 ``_watch`` imports ``_syncer``, which imports ``_upload``; nothing here imports this package's
@@ -26,10 +27,11 @@ __all__ = ["Progress", "RunStatus", "SyncReport", "Syncer", "human_bytes", "open
 
 def sync(to: str | os.PathLike[str], *, dir: str | os.PathLike[str] | None = None,
          runs: Iterable[str] | str | None = None, watch: bool = False, poll: float | None = None,
-         clean: bool = False, retries: int = 4, progress: Progress | None = None,
-         stop: threading.Event | None = None) -> SyncReport:
+         clean: bool = False, retries: int = 4, jobs: int | None = None,
+         progress: Progress | None = None, stop: threading.Event | None = None) -> SyncReport:
     """Upload what is pending (or keep uploading, with ``watch``); see localtrack.sync."""
-    syncer = open_syncer(to, dir, runs, clean=clean, retries=retries, progress=progress, stop=stop)
+    syncer = open_syncer(to, dir, runs, clean=clean, retries=retries, jobs=jobs, progress=progress,
+                         stop=stop)
     with syncer:
         if watch:
             return _watch.watch(syncer, poll=poll)

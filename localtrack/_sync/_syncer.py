@@ -2,10 +2,18 @@
 
 The Syncer holds the store's sync lock for one remote while open (two syncs would race on
 the same state files), checks the remote and its id, and drives one RunUpload per changed
-run; runs are independent, so they go up in parallel while each run's uploads stay in the
-order _upload documents. A run that fails is reported pending and the others go on; a pass
-can be stopped or killed at any point and simply run again. It never prints: the CLI shows
-its reports, and progress goes through the Progress protocol.
+run. Runs go up concurrently on a bounded pool of ``jobs`` threads, kept for the Syncer's
+life (the daemon's passes share it): one run is one task, so each run's uploads stay in the
+order _upload documents and the remote stays readable; a fork waits for its parent. A run
+that fails is reported pending and the others go on; a pass can be stopped or killed at any
+point and simply run again. It never prints: the CLI shows its reports, and progress goes
+through the Progress protocol.
+
+What the threads share, and why it is safe: the report, the progress bar and ``down`` are
+changed under ``_mutex``; the remote is one object: a DirRemote writes each object through
+its own temporary, and pyarrow's filesystems are called concurrently by design (their async
+calls and ``copy_files`` run one instance on a thread pool; only creating an S3 filesystem
+races, and that happens once, before the pool starts). Each run's state file is its own.
 """
 
 from __future__ import annotations
@@ -28,12 +36,24 @@ from .._naming import ProjectName, RunId
 from .._remotes import Remote, open_remote, remote_key
 from .._remotes._dir import DirRemote
 from ..errors import LocaltrackError, RemoteError, RunLockedError, RunNotFoundError, UsageError
-from ._upload import Pending, RunUpload, no_link
+from ._upload import Pending, RunUpload, Stopped, no_link
 
 log = logging.getLogger("localtrack")
 
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 30.0
+# Runs uploaded at a time unless ``jobs`` says otherwise (measured in benchmarks/bench_sync.py).
+# A directory: every object is written, fsynced and renamed, then its folder fsynced; a few in
+# flight keep the disk busy while Python works, more only queue on the same disk.
+DIR_JOBS = 4
+# An object store: every object is one HTTP round trip, mostly waiting; more in flight hide
+# the latency (the S3 client keeps up to 25 connections).
+OBJECT_STORE_JOBS = 16
+
+
+def default_jobs(remote: Remote) -> int:
+    """How many runs go up at a time to ``remote`` when ``jobs`` is not given."""
+    return DIR_JOBS if isinstance(remote, DirRemote) else OBJECT_STORE_JOBS
 
 
 class Progress(Protocol):
@@ -79,22 +99,27 @@ class Syncer:
     """Syncs the runs of one local store to one remote (holds the store's sync lock while open)."""
 
     def __init__(self, root: Path, remote: Remote, targets: Iterable[str] = (), *, clean: bool = False,
-                 retries: int = 4, workers: int = 4, progress: Progress | None = None,
+                 retries: int = 4, jobs: int | None = None, progress: Progress | None = None,
                  stop: threading.Event | None = None) -> None:
+        if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+            raise UsageError(f"jobs={jobs!r}: give how many runs to upload at a time, a whole "
+                             f"number of 1 or more (default {default_jobs(remote)} for "
+                             f"{remote.url!r}).")
         self.root = root
         self.remote = remote
         self.key = remote_key(remote.url)
         self.targets = list(targets)
         self.clean = clean
         self.retries = max(0, retries)
-        self.workers = max(1, workers)
+        self.jobs = default_jobs(remote) if jobs is None else jobs
         self.progress = progress
         self.stop = stop or threading.Event()
         self._lock = _locks.SyncLock(root / ".sync" / f"{self.key}.lock", remote.url)
         self._id_path = root / ".sync" / f"{self.key}.json"
         self.remote_id = self._recorded_id()
         self.down: RemoteError | None = None  # why the remote stopped this pass (transient)
-        self._mutex = threading.Lock()
+        self._mutex = threading.Lock()  # the report, the progress bar, ``down``: see the docstring
+        self._pool: ThreadPoolExecutor | None = None  # made on the first pass with two runs
         self._skipped: set[_store.Skipped] = set()
 
     def __enter__(self) -> Syncer:
@@ -103,7 +128,12 @@ class Syncer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+        finally:
+            self._lock.release()
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -125,7 +155,8 @@ class Syncer:
 
     def advance(self, nbytes: int) -> None:
         if self.progress is not None:
-            self.progress.advance(nbytes)
+            with self._mutex:  # a tqdm bar's count is not safe to update from several threads
+                self.progress.advance(nbytes)
 
     def check(self) -> None:
         """One clear error for a bad URI, a missing bucket or refused credentials.
@@ -230,20 +261,56 @@ class Syncer:
         if self.progress is not None:
             self.progress.start(sum(_pending_bytes(run) for run in todo))
         try:
-            if self.workers == 1 or len(todo) < 2:
-                for run in todo:
-                    self._one(run, report)
-            else:  # runs are independent; each run's uploads stay in order in one thread
-                with ThreadPoolExecutor(self.workers, thread_name_prefix="localtrack-sync") as pool:
-                    list(pool.map(lambda run: self._one(run, report), todo))
+            self._upload(todo, report)
+        except BaseException:
+            self.stop.set()  # Ctrl-C, or a bug: the runs in flight stop at their next upload
+            raise
         finally:
             if self.progress is not None:
                 self.progress.close()
+        report.synced_runs.sort()  # finished in any order
         if self.clean:
             for project, rid in selected:
                 if f"{project}/{rid}" not in report.pending and not self.stop.is_set():
                     self._clean(project, rid, report)
         return report
+
+    def _upload(self, todo: list[RunUpload], report: SyncReport) -> None:
+        """Upload the runs, a fork after its parent: a fork's history starts with its parent's,
+        so a reader of the remote must find the parent's rows there first. Forks are rare:
+        usually this is one wave of every run."""
+        waiting = {run.path: run for run in todo}
+        parents = {run.path: run.parent() for run in todo}
+        while waiting:
+            blocked = True
+            while blocked:  # a fork of a run left pending waits for the next sync
+                blocked = False
+                for path in [p for p in waiting if parents[p] in report.pending]:
+                    report.pending[path] = (f"it is a fork of {parents[path]}, which is not fully "
+                                            "synced yet")
+                    del waiting[path]
+                    blocked = True
+            wave = [run for path, run in waiting.items() if parents[path] not in waiting]
+            wave = wave or list(waiting.values())  # parents in a loop (damaged): all at once
+            for run in wave:
+                del waiting[run.path]
+            self._wave(wave, report)
+
+    def _wave(self, runs: list[RunUpload], report: SyncReport) -> None:
+        """The runs on the pool, one task per run: its uploads stay in order in one thread."""
+        if self.jobs == 1 or len(runs) < 2:
+            for run in runs:
+                self._one(run, report)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="localtrack-sync")
+        futures = [self._pool.submit(self._one, run, report) for run in runs]
+        try:
+            for future in futures:
+                future.result()
+        finally:
+            for future in futures:
+                future.cancel()  # after an error here: the runs not started stay pending
 
     def _changed(self, project: ProjectName, rid: RunId, report: SyncReport) -> RunUpload | None:
         """The run if it changed since its last sync (a few stat calls; no thread, no request)."""
@@ -257,9 +324,11 @@ class Syncer:
             return None
 
     def _one(self, run: RunUpload, report: SyncReport) -> None:
+        """One run's upload, in a pool thread: what it did and why it stopped go to ``report``."""
         path = run.path
         if self.stop.is_set():
-            report.pending[path] = "stopped"
+            with self._mutex:
+                report.pending[path] = "stopped"
             return
         try:
             try:
@@ -274,12 +343,18 @@ class Syncer:
             if run.uploaded_files:
                 log.info("synced %s: %d file(s), %s", path, run.uploaded_files,
                          human_bytes(run.uploaded_bytes))
+        except Stopped as exc:
+            with self._mutex:
+                report.pending[path] = str(exc)
+            log.info("run %s: %s", path, exc)
         except RemoteError as exc:
-            report.pending[path] = str(exc)
-            if exc.transient and self.down is None:
-                self.down = exc  # the remote is unreachable: the other runs wait for the next pass
+            with self._mutex:
+                report.pending[path] = str(exc)
+                if exc.transient and self.down is None:
+                    self.down = exc  # the remote is unreachable: the other runs wait for the next pass
         except (Pending, LocaltrackError, OSError) as exc:
-            report.pending[path] = str(exc)
+            with self._mutex:
+                report.pending[path] = str(exc)
             log.warning("run %s is not fully synced to %s: %s", path, self.remote.url, exc)
 
     def _clean(self, project: ProjectName, rid: RunId, report: SyncReport) -> None:

@@ -13,7 +13,10 @@ One pass over a run uploads, in this order:
 So at every instant the remote history is a prefix of the local one. The
 state is saved after each upload: a SIGKILL loses at most the record of one
 upload, and redoing it writes the same key with the same bytes (or, for a
-chunk, more bytes from the same offset), so a rerun is harmless.
+chunk, more bytes from the same offset), so a rerun is harmless. A pass runs in
+one thread and touches only its run's files, remote keys and state: passes over
+different runs may run at the same time (the Syncer's pool); one is stopped
+between two uploads when the sync is (``Stopped``), which is as safe as a kill.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field, fields
@@ -33,7 +37,7 @@ from .._naming import Ctx, ProjectName, RunId
 from .._remotes import Remote
 from .._remotes._chunks import chain_end, chunk_name, read_log
 from .._remotes._dir import open_file, read_file
-from ..errors import CorruptRunError
+from ..errors import CorruptRunError, LocaltrackError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -55,6 +59,7 @@ class Transport(Protocol):
     remote: Remote
     key: str                 # the remote's key: names the state file
     remote_id: str | None    # the remote's id, as recorded locally
+    stop: threading.Event    # set: stop between two uploads
 
     def call(self, fn: Any, *args: Any) -> Any:
         """Call a remote primitive (retrying what is transient)."""
@@ -69,6 +74,10 @@ class _Reread(Exception):
 
 class Pending(Exception):
     """This run cannot be completed now; the message says why."""
+
+
+class Stopped(Pending):
+    """The sync is stopping (SIGTERM, Ctrl-C): this run stopped between two uploads."""
 
 
 # -- the state: what this remote holds of the run (docs/format.md, "Sync state") ------------------
@@ -278,6 +287,17 @@ class RunUpload:
             return None
         return holder if _locks.is_held(self.lock_path, holder) else None
 
+    def parent(self) -> str | None:
+        """``project/id`` of the run this one was forked from, if any (None when run.json cannot
+        be read: the pass says why)."""
+        try:
+            fork = _store.read_meta(self.rdir, **self.ctx).get("fork")
+        except (LocaltrackError, OSError):
+            return None
+        if isinstance(fork, dict) and isinstance(fork.get("run"), str):
+            return f"{self.project}/{fork['run']}"
+        return None
+
     @staticmethod
     def _lock_id(holder: dict[str, Any] | None) -> str | None:
         return None if holder is None else _sha(dumps({k: v for k, v in holder.items()
@@ -290,13 +310,19 @@ class RunUpload:
 
     # -- uploads -----------------------------------------------------------------------------
 
+    def _stopping(self) -> None:
+        if self.s.stop.is_set():
+            raise Stopped("stopped before it was complete; the next sync continues it")
+
     def _put(self, key: str, data: bytes) -> None:
+        self._stopping()
         self.s.call(self.remote.put, f"{self.prefix}/{key}" if key else self.prefix, data)
         self.uploaded_files += 1
         self.uploaded_bytes += len(data)
         self.s.advance(len(data))
 
     def _delete(self, key: str) -> None:
+        self._stopping()
         self.s.call(self.remote.delete, f"{self.prefix}/{key}")
         self.deleted += 1
 
@@ -365,6 +391,7 @@ class RunUpload:
         lock_id = self._lock_id(holder)
         if lock_id != st.lock:
             key = f"{self.project}/locks/{self.rid}.lock"
+            self._stopping()
             if holder is None:
                 self.s.call(self.remote.delete, key)
             else:

@@ -1,14 +1,16 @@
 """The watching daemon: keep a remote in step with a store while runs are being written.
 
 It only ever calls Syncer passes, so everything _upload guarantees holds here:
-it can be killed at any instant and restarted. File events (watchdog) mark
-the runs they touch, and every run with a live writer is marked each tick
-(its mapped log changes without events); marked runs are synced at most once
-a second; a full pass every ``poll`` seconds catches what events miss (a writer that died changes
-no file). Where events cannot be trusted (NFS, Lustre, GPFS and other
-network file systems do not report writes made on other nodes) or when
-``poll`` is given, it polls only. An unreachable remote is retried with
-exponential backoff (capped at 30 s) and logged; the daemon never gives up.
+it can be killed at any instant and restarted; the runs a pass finds changed go
+up on the Syncer's pool, ``jobs`` at a time, and a stop ends them between two
+uploads. File events (watchdog) mark the runs they touch, and every run with a
+live writer is marked each tick (its mapped log changes without events); marked
+runs are synced at most once a second; a full pass every ``poll`` seconds
+catches what events miss (a writer that died changes no file). Where events
+cannot be trusted (NFS, Lustre, GPFS and other network file systems do not
+report writes made on other nodes) or when ``poll`` is given, it polls only.
+An unreachable remote is retried with exponential backoff (capped at 30 s) and
+logged; the daemon never gives up.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def watch(syncer: Syncer, poll: float | None = None) -> SyncReport:
     else:
         observer = _start_observer(syncer.root, dirty)
         mode = "watching file events" if observer is not None else f"polling every {interval:g} s"
-    log.info("sync daemon: %s -> %s, %s", syncer.root, syncer.remote.url, mode)
+    log.info("sync daemon: %s -> %s, %s, up to %d run(s) at a time", syncer.root, syncer.remote.url,
+             mode, syncer.jobs)
     syncer.retries = min(syncer.retries, 1)  # this loop retries, with backoff
     total = SyncReport(remote=syncer.remote.url)
     failures = 0
