@@ -118,6 +118,7 @@ class Syncer:
         self._id_path = root / ".sync" / f"{self.key}.json"
         self.remote_id = self._recorded_id()
         self.down: RemoteError | None = None  # why the remote stopped this pass (transient)
+        self.new_remote = False  # check() gave the remote its id: it holds no run yet
         self._mutex = threading.Lock()  # the report, the progress bar, ``down``: see the docstring
         self._pool: ThreadPoolExecutor | None = None  # made on the first pass with two runs
         self._skipped: set[_store.Skipped] = set()
@@ -167,10 +168,13 @@ class Syncer:
         """
         self.down = None
         self.call(self.remote.check)
+        self.new_remote = False
         try:
             found = loads(self.call(self.remote.get, _layout.REMOTE_ID))
             remote_id = found.get("id") if isinstance(found, dict) else None
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:  # a new (or emptied) remote: runs need not be looked for there
+            remote_id, self.new_remote = None, True
+        except ValueError:
             remote_id = None
         if not isinstance(remote_id, str):
             remote_id = secrets.token_hex(8)
@@ -266,6 +270,7 @@ class Syncer:
             self.stop.set()  # Ctrl-C, or a bug: the runs in flight stop at their next upload
             raise
         finally:
+            self.new_remote = False  # later passes look: this pass may have left objects there
             if self.progress is not None:
                 self.progress.close()
         report.synced_runs.sort()  # finished in any order

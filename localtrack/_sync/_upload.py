@@ -60,6 +60,7 @@ class Transport(Protocol):
     key: str                 # the remote's key: names the state file
     remote_id: str | None    # the remote's id, as recorded locally
     stop: threading.Event    # set: stop between two uploads
+    new_remote: bool         # the remote had no id: no run there to look for before uploading
 
     def call(self, fn: Any, *args: Any) -> Any:
         """Call a remote primitive (retrying what is transient)."""
@@ -236,7 +237,9 @@ class RunUpload:
         self.prefix = f"{project}/runs/{rid}"
         self.state_path = self.rdir / STATE_DIR / f"{s.key}.json"
         self.state = self._load_state()
-        self.fresh = not self.state.sig
+        # No state: what the remote holds of the run is unknown, so the first pass lists it
+        # (segments already there, log folders to drop), unless the remote was just created.
+        self.fresh = not self.state.sig and not s.new_remote
         self.uploaded_files = 0
         self.uploaded_bytes = 0
         self.deleted = 0
