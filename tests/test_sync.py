@@ -497,3 +497,169 @@ def test_a_remote_inside_the_store_is_refused(store):
     make_store(store)
     with pytest.raises(UsageError, match="inside it"):
         localtrack.sync(str(store / "backup"), dir=store)
+
+
+# -- several runs at a time (--jobs) -------------------------------------------------------------
+
+
+def many_runs(store: Path, n: int = 12) -> None:
+    """Small finished runs, a crashed one, and forks (one of a fork) whose ids sort before
+    their parents', so that id order alone would send a fork first."""
+    for i in range(n):
+        with localtrack.init(project="many", id=f"r{i:02d}", dir=store, config={"i": i}) as run:
+            for step in range(30):
+                run.log({"v": step * i, "s": f"x{step}"})
+    with localtrack.init(project="many", id="a-fork", dir=store, fork_from="r07?_step=20") as run:
+        run.log({"v": -1.0})
+    with localtrack.init(project="many", id="a-fork2", dir=store, fork_from="a-fork?_step=21") as run:
+        run.log({"v": -2.0})
+    settle(store)
+
+
+class RecordingRemote(DirRemote):
+    """A real directory remote that notes the order of its writes (from any thread)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.puts: list[str] = []
+
+    def put(self, key: str, data: bytes) -> None:
+        super().put(key, data)
+        self.puts.append(key)  # list.append is atomic: the threads' order, as the remote saw it
+
+
+def remote_objects(uri: str) -> dict[str, bytes]:
+    """Every object of a remote but its random id, by key."""
+    remote = open_remote(uri)
+
+    def walk(key: str) -> dict[str, bytes]:
+        out = {}
+        for name, entry in remote.list(key).items():
+            sub = f"{key}/{name}" if key else name
+            if entry.is_dir:
+                out.update(walk(sub))
+            elif sub != ".localtrack-remote.json":
+                out[sub] = remote.get(sub)
+        return out
+
+    return walk("")
+
+
+@pytest.mark.parametrize("remote_uri", ["dir", "s3"], indirect=True)
+def test_many_runs_with_four_jobs_end_as_with_one(store, remote_uri, tmp_path):
+    make_store(store)
+    many_runs(store)
+    one = str(tmp_path / "one")
+    first = localtrack.sync(one, dir=store, jobs=1)
+    report = localtrack.sync(remote_uri, dir=store, jobs=4)
+    assert report.ok and report.runs == 17 and report.synced_runs == sorted(report.synced_runs)
+    assert (report.uploaded_files, report.uploaded_bytes) == (first.uploaded_files, first.uploaded_bytes)
+    assert_same(store, remote_uri)
+    assert localtrack.Api(remote_uri).run("many/a-fork2").history().num_rows == 23
+    objects = remote_objects(remote_uri)
+    assert objects == remote_objects(one) and len(objects) > 60
+    again = localtrack.sync(remote_uri, dir=store, jobs=4)
+    assert again.ok and again.uploaded_files == 0 and again.runs == 17
+
+
+def test_each_run_keeps_its_upload_order_and_a_fork_follows_its_parent(store, tmp_path):
+    many_runs(store)
+    orders = []
+    for jobs in (1, 4):
+        remote = RecordingRemote(tmp_path / f"remote{jobs}")
+        with _sync.Syncer(store, remote, jobs=jobs) as syncer:
+            syncer.check()
+            assert syncer.run_once().ok
+        orders.append(remote.puts)
+    serial, parallel = orders
+    assert sorted(serial) == sorted(parallel)
+    for run in {key.split("/")[2] for key in serial if "/runs/" in key}:
+        prefix = f"many/runs/{run}/"
+        assert [k for k in parallel if k.startswith(prefix)] == [k for k in serial if k.startswith(prefix)]
+        assert [k for k in serial if k.startswith(prefix)][-1] == prefix + "run.json"  # last
+
+    def last_put(order: list[str], run: str) -> int:
+        return max(i for i, k in enumerate(order) if k.startswith(f"many/runs/{run}/"))
+
+    def first_put(order: list[str], run: str) -> int:
+        return min(i for i, k in enumerate(order) if k.startswith(f"many/runs/{run}/"))
+
+    for order in orders:  # ids sort a-fork, a-fork2, r00 ...: id order would send forks first
+        assert last_put(order, "r07") < first_put(order, "a-fork")
+        assert last_put(order, "a-fork") < first_put(order, "a-fork2")
+
+
+def test_a_damaged_run_does_not_stop_the_others(store, tmp_path):
+    many_runs(store)
+    wal = store / "many/runs/r03/wal/00000000.jsonl"
+    data = bytearray(wal.read_bytes())
+    cut = data.index(b'"v":30')  # step 10 of r03
+    data[cut + 4] = ord("9")  # its frame fails its checksum
+    wal.write_bytes(bytes(data))
+    remote = tmp_path / "remote"
+    with pytest.raises(SyncError) as info:
+        localtrack.sync(str(remote), dir=store, jobs=4)
+    assert list(info.value.pending) == ["many/r03"]
+    assert "damaged record" in info.value.pending["many/r03"]
+    local = {r.path: r for r in localtrack.Api(store).runs()}
+    remote_runs = {r.path: r for r in localtrack.Api(remote).runs()}
+    # its run.json goes up last, so the damaged run is not listed there; every other run is whole
+    assert sorted(remote_runs) == sorted(set(local) - {"many/r03"})
+    for path, rr in remote_runs.items():
+        assert same_table(rr.history(), local[path].history()), path
+    assert (remote / "many/runs/r03/wal/00000000.jsonl").is_dir()  # what the checksums vouch for
+
+
+class StopAfter:
+    """A progress display (the Progress protocol) whose user presses Ctrl-C mid-sync."""
+
+    def __init__(self, stop, nbytes: int) -> None:
+        self.stop, self.left, self.total = stop, nbytes, 0
+
+    def start(self, total_bytes: int) -> None:
+        self.total = total_bytes
+
+    def advance(self, nbytes: int) -> None:
+        self.left -= nbytes
+        if self.left <= 0:
+            self.stop.set()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_stop_ends_the_runs_in_flight_between_two_uploads(store, tmp_path):
+    many_runs(store)
+    import threading
+
+    stop = threading.Event()
+    progress = StopAfter(stop, 3000)
+    remote = tmp_path / "remote"
+    with _sync.open_syncer(str(remote), store, jobs=4, progress=progress, stop=stop) as syncer:
+        syncer.check()
+        report = syncer.run_once()
+    assert report.pending and 0 < report.uploaded_bytes < progress.total
+    assert set(report.pending.values()) <= {
+        "stopped", "stopped before it was complete; the next sync continues it",
+        "it is a fork of many/r07, which is not fully synced yet",
+        "it is a fork of many/a-fork, which is not fully synced yet"}
+    from .test_sync_faults import assert_remote_is_a_prefix
+
+    assert_remote_is_a_prefix(store, remote)
+    assert localtrack.sync(str(remote), dir=store, jobs=4).ok
+    assert_same(store, remote)
+
+
+def test_jobs_defaults_and_bad_values(store, tmp_path, s3):
+    one_run(store)
+    assert _sync.open_syncer(str(tmp_path / "r"), store).jobs == _sync._syncer.DIR_JOBS == 4
+    assert _sync.open_syncer(s3.uri(s3.new_bucket()), store).jobs == _sync._syncer.OBJECT_STORE_JOBS == 16
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(UsageError, match="jobs="):
+            localtrack.sync(str(tmp_path / "r"), dir=store, jobs=bad)
+    res = cli("sync", "--to", str(tmp_path / "r"), "--dir", str(store), "--jobs", "0")
+    assert res.returncode == 2 and "jobs=0" in res.stderr and "Traceback" not in res.stderr
+    res = cli("sync", "--help")
+    assert "default 4 to a directory, 16 to an object store" in " ".join(res.stdout.split())
+    res = cli("sync", "--to", str(tmp_path / "r"), "--dir", str(store), "--jobs", "2")
+    assert res.returncode == 0 and "synced 1 of 1 run(s)" in res.stdout, res.stderr

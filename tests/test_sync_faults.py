@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import localtrack
 
 from . import s3server
 from .helpers import run_script, script, settle, wait_for
-from .test_sync import PAD, assert_same, make_store, same_table
+from .test_sync import PAD, assert_same, make_store, many_runs, same_table
 
 s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
 
@@ -37,6 +39,46 @@ def assert_remote_is_a_prefix(store, remote) -> None:
         assert repr(remote_rows) == repr(local_rows[:len(remote_rows)]), rr.path
 
 
+@pytest.mark.parametrize("kind", ["dir", "s3"])
+def test_a_reader_polling_a_parallel_sync_sees_readable_prefixes(store, tmp_path, request, kind):
+    """While a sync uploads four runs at a time, every run a reader lists reads, and is a prefix
+    of the local one (forks included: each waits for its parent)."""
+    make_store(store)
+    many_runs(store, 60)
+    local = {r.path: r.history().to_pylist() for r in localtrack.Api(store).runs()}  # still now
+    env = env_without_localtrack()
+    if kind == "s3":
+        s3 = request.getfixturevalue("s3")
+        remote, env = s3.uri(s3.new_bucket()), env_without_localtrack(**s3.env())
+    else:
+        remote = str(tmp_path / "remote")
+    proc = subprocess.Popen(sync_cmd(remote, store, "--jobs", "4"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 120
+    try:
+        for _ in range(100_000):  # bounded by count and time; normally ends with the sync
+            done = proc.poll() is not None
+            listed = localtrack.Api(remote).runs()  # every run listed reads, and is a prefix
+            for rr in listed:
+                rows = rr.history().to_pylist()
+                assert repr(rows) == repr(local[rr.path][:len(rows)]), rr.path
+            seen.add(len(listed))
+            if done or time.monotonic() > deadline:
+                break
+            if not listed:
+                time.sleep(0.02)  # the sync is starting: leave it the CPU
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "synced 65 of 65 run(s)" in out.decode()
+    assert len(seen) > 1, seen  # the reader saw the remote part-way, not only the end
+    assert_same(store, remote)
+
+
 RESUME_BIG = """
 import sys, localtrack
 with localtrack.init(project="p", id="big", dir=sys.argv[1], resume="must") as run:
@@ -45,7 +87,9 @@ with localtrack.init(project="p", id="big", dir=sys.argv[1], resume="must") as r
 """
 
 
-def test_sigkill_at_random_instants_then_rerun_leaves_the_remote_complete(store, tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "4"])
+def test_sigkill_at_random_instants_then_rerun_leaves_the_remote_complete(store, tmp_path, jobs):
+    """One run at a time, and four (each run's uploads in order, several runs half-way up)."""
     make_store(store)
     for i in range(30):  # many small runs: many uploads for a kill to land between
         with localtrack.init(project="many", id=f"r{i:02d}", dir=store, config={"i": i}) as run:
@@ -53,7 +97,8 @@ def test_sigkill_at_random_instants_then_rerun_leaves_the_remote_complete(store,
                 run.log({"v": step * i})
     remote = tmp_path / "remote"
     started = time.monotonic()
-    subprocess.run(sync_cmd(tmp_path / "scratch", store), check=True, capture_output=True, timeout=60)
+    subprocess.run(sync_cmd(tmp_path / "scratch", store, "--jobs", jobs), check=True,
+                   capture_output=True, timeout=60)
     full = time.monotonic() - started  # how long an uninterrupted sync lives: kill inside that
 
     rng = random.Random(20261126)
@@ -65,7 +110,7 @@ def test_sigkill_at_random_instants_then_rerun_leaves_the_remote_complete(store,
         if i % 4 == 1:  # another process resumes a run and seals a new segment
             res = run_script(RESUME_BIG, str(store), str(i), PAD)
             assert res.returncode == 0, res.stderr
-        proc = subprocess.Popen(sync_cmd(remote, store), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(sync_cmd(remote, store, "--jobs", jobs), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=env_without_localtrack())
         delay = rng.uniform(0.0, full)
         kills.append(round(delay, 3))
@@ -75,8 +120,8 @@ def test_sigkill_at_random_instants_then_rerun_leaves_the_remote_complete(store,
         assert_remote_is_a_prefix(store, remote)
     live.finish()
     settle(store)  # the sealers of finished runs are done: the store stands still now
-    res = subprocess.run(sync_cmd(remote, store), capture_output=True, text=True, timeout=120,
-                         env=env_without_localtrack())
+    res = subprocess.run(sync_cmd(remote, store, "--jobs", jobs), capture_output=True, text=True,
+                         timeout=120, env=env_without_localtrack())
     assert res.returncode == 0, (kills, res.stderr)
     assert_same(store, remote)
     res = subprocess.run(sync_cmd(remote, store), capture_output=True, text=True, timeout=60,
@@ -159,18 +204,22 @@ def test_daemon_polling_picks_up_new_runs(store, tmp_path):
     localtrack.init(project="p", id="first", dir=store).finish()
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log_file:
-        daemon = subprocess.Popen(sync_cmd(remote, store, "--watch", "--poll", "0.3"), stdout=log_file,
-                                  stderr=log_file, env=env_without_localtrack())
+        daemon = subprocess.Popen(sync_cmd(remote, store, "--watch", "--poll", "0.3", "--jobs", "3"),
+                                  stdout=log_file, stderr=log_file, env=env_without_localtrack())
     try:
         wait_for(lambda: (remote / "p/runs/first/run.json").exists(), 20, "the first run")
-        with localtrack.init(project="p", id="second", dir=store) as run:
-            run.log({"x": 1})
-        wait_for(lambda: (remote / "p/runs/second/run.json").exists(), 20, "the second run")
+        for i in range(8):  # several runs changed in one pass: they go up on the daemon's pool
+            with localtrack.init(project="p", id=f"next{i}", dir=store) as run:
+                run.log({"x": i})
+        wait_for(lambda: all((remote / f"p/runs/next{i}/run.json").exists() for i in range(8)), 20,
+                 "the new runs")
         daemon.send_signal(signal.SIGINT)
         assert daemon.wait(timeout=30) == 0
     finally:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
-    assert "polling every 0.3 s" in log_path.read_text()
+    assert "polling every 0.3 s, up to 3 run(s) at a time" in log_path.read_text()
+    settle(store)
+    assert localtrack.sync(str(remote), dir=store).runs == 9
     assert_same(store, remote)
