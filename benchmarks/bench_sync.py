@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Sync benchmarks: throughput of a 10^6-step run, and a no-op resync of 1,000 runs.
+"""Sync benchmarks: throughput of a 10^6-step run, a no-op resync of 1,000 runs, and the first
+sync of many small runs one at a time against ``--jobs`` at a time.
 
   1. Throughput: one finished run of ``--steps`` steps (ten floats per step, logged by
      localtrack in a child process, so it is sealed into Parquet segments as a real run
@@ -11,6 +12,13 @@
      nothing new; the second call is timed: in all (what a cron job pays, including opening
      the remote: importing pyarrow and starting the S3 client for a URI) and the pass over
      the runs alone (what each full pass of the daemon costs).
+
+  3. Many small runs (``--part small``, issue 19): ``--small`` finished runs of 10 steps are
+     copied with ``cp -r`` (no fsync: the floor) and synced for the first time to an empty
+     directory and an empty bucket, with ``jobs=1`` and with ``--jobs`` (default: sync's own
+     default per kind of remote), then synced again with nothing new. Run by the shared
+     harness (``_harness.py``): every repeat runs each case once, in an order rotated by one
+     per repeat, so the ratios compare cases run under the same load.
 
 Each sync runs in a fresh child process (``--worker``) and is timed inside it from the
 import of localtrack's sync module, so interpreter start-up is excluded; each figure is
@@ -33,6 +41,10 @@ import sys
 import tempfile
 import time
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import Children, f_s, f_x, print_table, rounds, serve, stat_row  # noqa: E402
 
 TIMEOUT = 1800.0
 
@@ -60,13 +72,13 @@ def worker_make_many(store: str, runs: int) -> None:
                 run.log({"loss": 1.0 / (step + 1), "i": i})
 
 
-def worker_sync(store: str, remote: str) -> None:
+def timed_sync(store: str, remote: str, jobs: int | None = None) -> dict[str, Any]:
     """What localtrack.sync() does, timed in parts: opening the remote (imports pyarrow and
     starts the S3 client for URIs), the check (two requests), and the pass over the runs."""
     start = time.perf_counter()
     from localtrack import _sync
 
-    syncer = _sync.open_syncer(remote, store)
+    syncer = _sync.open_syncer(remote, store, jobs=jobs)
     opened = time.perf_counter()
     with syncer:
         syncer.check()
@@ -74,9 +86,16 @@ def worker_sync(store: str, remote: str) -> None:
         report = syncer.run_once()
     done = time.perf_counter()
     assert report.ok, report.pending
-    print(json.dumps({"seconds": done - start, "open": opened - start, "check": checked - opened,
-                      "pass": done - checked, "bytes": report.uploaded_bytes,
-                      "files": report.uploaded_files, "runs": report.runs}))
+    return {"seconds": done - start, "open": opened - start, "check": checked - opened,
+            "pass": done - checked, "bytes": report.uploaded_bytes, "files": report.uploaded_files,
+            "runs": report.runs, "jobs": syncer.jobs}
+
+
+def worker_sync(store: str, remote: str) -> None:
+    print(json.dumps(timed_sync(store, remote)))
+
+
+WORKERS = {"timed_sync": lambda arg: timed_sync(arg["store"], arg["remote"], arg["jobs"])}
 
 
 # -- driver ------------------------------------------------------------------------------------
@@ -108,6 +127,69 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def many_small(args: argparse.Namespace, tmp: str) -> None:
+    """Part 3: ``cp -r`` against the first sync of ``--small`` runs, one and ``--jobs`` at a time."""
+    kids = Children(__file__, TIMEOUT, clean=True)
+    store = os.path.join(tmp, "small")
+    log(f"logging {args.small:,} runs of 10 steps ...")
+    child("make_many", store, str(args.small))
+    s3 = None if args.skip_s3 else loopback_s3()
+    kinds = ["directory"] + ([] if s3 is None else ["S3"])
+    cases = ["cp -r"] + [f"{kind} jobs={jobs}" for kind in kinds for jobs in ("1", "N")]
+    times: dict[str, list[float]] = {case: [] for case in cases}
+    noop: dict[str, list[float]] = {case: [] for case in cases[1:]}
+    used: dict[str, int] = {}
+
+    def once(case: str, rep: int) -> float:
+        dest = os.path.join(tmp, f"dest-{rep}-{case.replace(' ', '-').replace('=', '')}")
+        if case == "cp -r":
+            out = kids.run(["cp", "-r", store, dest])
+            assert out["rc"] == 0, out["stderr"]
+            shutil.rmtree(dest)
+            return float(out["wall"])
+        kind, jobs = case.split(" jobs=")
+        remote = s3.uri(s3.new_bucket(), "store") if kind == "S3" and s3 else dest
+        env = s3.env() if kind == "S3" and s3 else None
+        arg = {"store": store, "remote": remote, "jobs": None if jobs == "N" else 1}
+        if jobs == "N" and args.jobs:
+            arg["jobs"] = args.jobs
+        first = kids.spawn("timed_sync", arg, env=env)
+        assert first["files"] > 0, first
+        again = kids.spawn("timed_sync", arg, env=env)
+        assert again["files"] == 0, again
+        if rep >= 0:  # not the warm-up
+            noop[case].append(again["seconds"])
+        used[case] = first["jobs"]
+        shutil.rmtree(dest, ignore_errors=True)
+        return float(first["seconds"])
+
+    try:
+        for rep, res in rounds(cases, args.repeats, once, warmup=True):
+            log(f"repeat {rep + 1}: " + ", ".join(f"{c} {v:.2f} s" for c, v in res.items()))
+            for case, secs in res.items():
+                times[case].append(secs)
+    finally:
+        if s3 is not None:
+            s3.stop()
+    rows = [stat_row(f"first sync of {args.small} runs: {case}"
+                     + (f" ({used[case]})" if case.endswith("=N") else ""), times[case], f_s)
+            for case in cases]
+    rows += [stat_row(f"no-op resync: {case}", noop[case], f_s) for case in cases[1:]]
+    ratios = [("directory jobs=1", "cp -r"), ("directory jobs=N", "cp -r"),
+              ("directory jobs=1", "directory jobs=N")]
+    if s3 is not None:
+        ratios += [("S3 jobs=1", "directory jobs=1"), ("S3 jobs=N", "directory jobs=N"),
+                   ("S3 jobs=1", "S3 jobs=N")]
+    n = len(times["cp -r"])
+    rows += [stat_row(f"ratio {a} / {b}", [times[a][i] / times[b][i] for i in range(n)], f_x)
+             for a, b in ratios]
+    print(f"{args.small} finished runs of 10 steps ({du(store) / 1e6:.1f} MB, "
+          f"{sum(len(f) for _, _, f in os.walk(store))} files); sync timed inside a fresh process "
+          f"from the import of localtrack._sync; median of {args.repeats} (min .. max); "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end.\n")
+    print_table(rows, markdown=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,8 +197,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-s3", action="store_true")
+    parser.add_argument("--part", choices=["big", "small", "all"], default="all",
+                        help="big: parts 1 and 2; small: part 3 (many small runs)")
+    parser.add_argument("--small", type=int, default=400, help="runs of part 3 (default 400)")
+    parser.add_argument("--jobs", type=int, help="part 3's jobs=N (default: sync's default)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--arg", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker and args.arg is not None:
+        serve(WORKERS, args.worker[0], args.arg)
+        return
     if args.worker:
         name, *rest = args.worker
         if name == "make_big":
@@ -128,6 +218,14 @@ def main() -> None:
         return
 
     tmp = tempfile.mkdtemp(prefix="localtrack-bench-sync-")
+    if args.part != "big":
+        try:
+            many_small(args, tmp)
+        finally:
+            if args.part == "small":
+                shutil.rmtree(tmp, ignore_errors=True)
+        if args.part == "small":
+            return
     s3 = None
     rows = []
     try:
