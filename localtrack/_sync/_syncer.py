@@ -47,7 +47,7 @@ _BACKOFF_CAP = 30.0
 # flight keep the disk busy while Python works, more only queue on the same disk.
 DIR_JOBS = 4
 # An object store: every object is one HTTP round trip, mostly waiting; more in flight hide
-# the latency (the S3 client keeps up to 25 connections).
+# the latency.
 OBJECT_STORE_JOBS = 16
 
 
@@ -315,7 +315,7 @@ class Syncer:
                 future.result()
         finally:
             for future in futures:
-                future.cancel()  # after an error here: the runs not started stay pending
+                future.cancel()  # after a bug's exception, or Ctrl-C: start no further run
 
     def _changed(self, project: ProjectName, rid: RunId, report: SyncReport) -> RunUpload | None:
         """The run if it changed since its last sync (a few stat calls; no thread, no request)."""
