@@ -551,8 +551,10 @@ def test_many_runs_with_four_jobs_end_as_with_one(store, remote_uri, tmp_path):
     many_runs(store)
     one = str(tmp_path / "one")
     first = localtrack.sync(one, dir=store, jobs=1)
-    report = localtrack.sync(remote_uri, dir=store, jobs=4)
+    progress = Counting()  # what the four threads report, as a progress bar sees it
+    report = _sync.sync(remote_uri, dir=store, jobs=4, progress=progress)
     assert report.ok and report.runs == 17 and report.synced_runs == sorted(report.synced_runs)
+    assert progress.advanced == report.uploaded_bytes <= progress.total
     assert (report.uploaded_files, report.uploaded_bytes) == (first.uploaded_files, first.uploaded_bytes)
     assert_same(store, remote_uri)
     assert localtrack.Api(remote_uri).run("many/a-fork2").history().num_rows == 23
@@ -610,18 +612,19 @@ def test_a_damaged_run_does_not_stop_the_others(store, tmp_path):
     assert (remote / "many/runs/r03/wal/00000000.jsonl").is_dir()  # what the checksums vouch for
 
 
-class StopAfter:
-    """A progress display (the Progress protocol) whose user presses Ctrl-C mid-sync."""
+class Counting:
+    """A progress display (the Progress protocol) that counts; with ``stop_after``, its user
+    presses Ctrl-C once that many bytes went up."""
 
-    def __init__(self, stop, nbytes: int) -> None:
-        self.stop, self.left, self.total = stop, nbytes, 0
+    def __init__(self, stop=None, stop_after: int = 0) -> None:
+        self.stop, self.stop_after, self.total, self.advanced = stop, stop_after, 0, 0
 
     def start(self, total_bytes: int) -> None:
         self.total = total_bytes
 
     def advance(self, nbytes: int) -> None:
-        self.left -= nbytes
-        if self.left <= 0:
+        self.advanced += nbytes
+        if self.stop is not None and self.advanced >= self.stop_after:
             self.stop.set()
 
     def close(self) -> None:
@@ -633,7 +636,7 @@ def test_a_stop_ends_the_runs_in_flight_between_two_uploads(store, tmp_path):
     import threading
 
     stop = threading.Event()
-    progress = StopAfter(stop, 3000)
+    progress = Counting(stop, stop_after=3000)
     remote = tmp_path / "remote"
     with _sync.open_syncer(str(remote), store, jobs=4, progress=progress, stop=stop) as syncer:
         syncer.check()
