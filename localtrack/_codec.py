@@ -3,7 +3,9 @@
 History rows are flat: nested dicts become ``a/b`` keys. Values are None,
 bool, int64, float, str; numpy/torch scalars and 0-d arrays/tensors become
 Python scalars. Plain JSON has no NaN/Inf, so non-finite floats are written
-as the tag ``{"$f": "NaN" | "Infinity" | "-Infinity"}`` and decoded back.
+as the tag ``{"$f": "NaN" | "Infinity" | "-Infinity"}`` and decoded back. A
+``Histogram`` (_media) is the tag ``{"$h": {"counts": [...], "edges": [...]}}``:
+the one value of a history row that is an object, so it never takes the fast path.
 Errors name the key and the run; nothing is written before a row is valid.
 Nesting is bounded (MAX_DEPTH): a deep or self-containing dict is a UsageError
 naming its key, never a RecursionError, and stored JSON stays within what
@@ -19,10 +21,12 @@ from typing import Any
 
 import orjson
 
+from ._media import Histogram
 from .errors import InvalidValueError, UnsupportedTypeError
 
 RESERVED_KEYS = frozenset({"_step", "_timestamp", "_crc"})
 _TAG = "$f"
+HIST_TAG = "$h"  # no key of a config or summary (a nested dict holding it would read as one)
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _NONE = type(None)
@@ -42,16 +46,34 @@ def _tag(value: float) -> dict[str, str]:
     return {_TAG: "Infinity" if value > 0 else "-Infinity"}
 
 
+def tag_histogram(value: Histogram) -> dict[str, dict[str, list[Any]]]:
+    return {HIST_TAG: {"counts": list(value.counts), "edges": list(value.edges)}}
+
+
+def histogram_of(fields: Any) -> Histogram:
+    """The histogram of stored ``{"counts": [...], "edges": [...]}``; ValueError if it is not one."""
+    if type(fields) is not dict or fields.keys() != {"counts", "edges"}:
+        raise ValueError(f"not a stored histogram: {str(fields)[:80]}")
+    try:
+        return Histogram._stored(fields["counts"], fields["edges"])
+    except (InvalidValueError, UnsupportedTypeError) as exc:
+        raise ValueError(f"not a stored histogram: {exc}") from None
+
+
 def untag(value: Any) -> Any:
-    """Decode a stored scalar: the non-finite tag becomes a float again.
+    """Decode a stored scalar: the non-finite tag becomes a float again, the histogram tag a
+    Histogram.
 
     ValueError for a tag no writer makes (the stored file is damaged): callers name the file.
     """
-    if type(value) is dict and len(value) == 1 and _TAG in value:
-        tag = value[_TAG]
-        if type(tag) is not str or tag not in _FROM_TAG:
-            raise ValueError(f"unknown value tag {value!r}")
-        return _FROM_TAG[tag]
+    if type(value) is dict and len(value) == 1:
+        if _TAG in value:
+            tag = value[_TAG]
+            if type(tag) is not str or tag not in _FROM_TAG:
+                raise ValueError(f"unknown value tag {value!r}")
+            return _FROM_TAG[tag]
+        if HIST_TAG in value:
+            return histogram_of(value[HIST_TAG])
     return value
 
 
@@ -88,8 +110,9 @@ def _scalar(key: str, value: Any, where: str) -> Any:
         extra = f" with shape {tuple(shape)}" if shape is not None else ""
         raise UnsupportedTypeError(
             f"Cannot log key {key!r} in {where}: a value of type {type(value).__name__}{extra} "
-            "cannot be stored. Log int, float, bool, str, None or a nested dict of them "
-            "(use .item() for one-element arrays and tensors)."
+            "cannot be stored. Log int, float, bool, str, None, a localtrack.Histogram or a "
+            "nested dict of them (use .item() for one-element arrays and tensors)."
+            + _hint(value)
         )
     if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
         raise InvalidValueError(
@@ -97,6 +120,16 @@ def _scalar(key: str, value: Any, where: str) -> Any:
             "log it as a float or a string."
         )
     return value
+
+
+def _hint(value: Any) -> str:
+    """What to do instead, for values W&B scripts log that are not stored as they are."""
+    if isinstance(value, (list, tuple)) and any(isinstance(v, Histogram) for v in value):
+        return " Log each histogram under a key of its own (e.g. 'h/0', 'h/1')."
+    if isinstance(value, tuple) and len(value) == 2:
+        return (" If it is what np.histogram() returns, log "
+                "localtrack.Histogram(np_histogram=(counts, edges)).")
+    return ""
 
 
 def _check_key(key: Any, where: str) -> str:
@@ -128,6 +161,10 @@ def _flatten(data: dict[Any, Any], prefix: str, where: str,
             )
         t = type(value)
         if t is not float and t is not str and t is not bool and value is not None:
+            if t is Histogram:
+                raw[name] = value
+                enc[name] = tag_histogram(value)
+                continue
             value = _scalar(name, value, where)  # also range-checks ints
         raw[name] = value
         enc[name] = _tag(value) if type(value) is float and not math.isfinite(value) else value
@@ -180,13 +217,15 @@ def encode_tree(value: Any, where: str, path: str = "", depth: int = 0) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if type(key) is not str or key == _TAG:
+            if type(key) is not str or key in (_TAG, HIST_TAG):
                 raise InvalidValueError(f"Cannot store key {path + repr(key)} in {where}: "
-                                        "keys must be strings other than '$f'.")
+                                        "keys must be strings other than '$f' and '$h'.")
             out[key] = encode_tree(item, where, f"{path}{key}/", depth + 1)
         return out
     if isinstance(value, (list, tuple)):
         return [encode_tree(item, where, path, depth + 1) for item in value]
+    if isinstance(value, Histogram):
+        return tag_histogram(value)
     if hasattr(value, "tolist") and getattr(value, "ndim", 0) != 0:
         return encode_tree(value.tolist(), where, path, depth)
     value = _scalar(path.rstrip("/") or "value", value, where) if type(value) not in _PLAIN else value
@@ -198,7 +237,7 @@ def encode_tree(value: Any, where: str, path: str = "", depth: int = 0) -> Any:
 def decode_tree(value: Any, depth: int = 0) -> Any:
     """Inverse of encode_tree; ValueError for what encode_tree never writes (a damaged file)."""
     if type(value) is dict:
-        if len(value) == 1 and _TAG in value:
+        if len(value) == 1 and (_TAG in value or HIST_TAG in value):
             return untag(value)
         if depth >= MAX_DEPTH:
             raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
