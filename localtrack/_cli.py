@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, _settings, _store
+from ._media import Histogram
 from ._query import Api, list_runs
 from .errors import CorruptRunError, LocaltrackError, RemoteError, StorageError, UsageError
 
@@ -88,13 +89,26 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  {key}: {value!r}")
     print("summary")
     for key, value in sorted(run.summary.items()):
-        print(f"  {key}: {value!r}")
+        print(f"  {key}: {_histogram_text(value) or repr(value)}")
     table = run.history()
     if args.rows and table.num_rows:
         tail = table.slice(max(0, table.num_rows - args.rows)).drop_columns(["_timestamp"])
         print(f"last {tail.num_rows} of {table.num_rows} rows")
-        print(_table(tail.column_names, [list(r.values()) for r in tail.to_pylist()]))
+        print(_table(tail.column_names, [[_histogram_text(v) or v for v in r.values()]
+                                         for r in tail.to_pylist()]))
     return 0
+
+
+def _histogram_text(value: Any) -> str | None:
+    """A histogram (a summary's Histogram, or a history cell's counts and edges) as its size,
+    not its counts: ``histogram[64 bins, 1000 values]``; None for any other value."""
+    if isinstance(value, Histogram):
+        counts: Sequence[int] = value.counts
+    elif isinstance(value, dict) and value.keys() == {"counts", "edges"}:
+        counts = value["counts"]
+    else:
+        return None
+    return f"histogram[{len(counts)} bins, {sum(counts)} values]"
 
 
 def _job_facts(cluster: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _durable, _layout, _naming, _remotes, _segments, _settings, _store, _wal
+from ._media import Histogram
 from ._naming import Ctx
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
@@ -145,6 +146,19 @@ class ApiRun:
             return _segments.read_history(self._rdir, keys, include_rewound=include_rewound,
                                           **self._ctx)
 
+    def histograms(self, key: str) -> list[tuple[int, Histogram]]:
+        """``(step, Histogram)`` of every step that logged a histogram under ``key``, in order
+        (other values under that key are left out)."""
+        from ._codec import histogram_of
+
+        table = self.history([key])
+        if table[key].type != _segments.histogram_type():  # a key of mixed kinds: JSON text
+            return [(step, histogram_of(value["$h"])) for step, value in zip(
+                table["_step"].to_pylist(), map(_loads_text, table[key].to_pylist()), strict=True)
+                if isinstance(value, dict)]
+        return [(step, histogram_of(value)) for step, value in zip(
+            table["_step"].to_pylist(), table[key].to_pylist(), strict=True) if value is not None]
+
     def history_df(self, keys: list[str] | None = None, *,
                    include_rewound: bool = False) -> pandas.DataFrame:
         """history() as a pandas DataFrame (needs pandas)."""
@@ -225,6 +239,16 @@ class Api:
             raise UsageError("Sweeps are read from a local (or mounted) store, not from "
                              f"{str(self.root)!r}.")
         return Sweep(self.root, project, sweep_id)
+
+
+def _loads_text(text: str | None) -> Any:
+    """A value of a key of mixed kinds (JSON text; NaN and the infinities bare)."""
+    from ._codec import loads
+
+    try:
+        return None if text is None else loads(text)
+    except ValueError:  # NaN, Infinity, -Infinity: not a histogram
+        return None
 
 
 def _without_entity(path: str) -> str:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _durable, _frames, _fsutil, _layout, _wal
-from ._codec import dumps, encode_tree, loads, untag
+from ._codec import HIST_TAG, decode_tree, dumps, encode_tree, histogram_of, loads, untag
+from ._media import Histogram
 from ._naming import Ctx, log_seq, run_label, segment_seq
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
@@ -184,8 +185,26 @@ def merge_steps(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def histogram_type() -> pa.DataType:
+    """The column type of a key that holds histograms (see docs/format.md)."""
+    import pyarrow as pa
+
+    return pa.struct([("counts", pa.list_(pa.int64())), ("edges", pa.list_(pa.float64()))])
+
+
+def _histogram_array(values: list[Any]) -> pa.Array:
+    """A histogram column of Histograms and Nones; ArrowInvalid when other values are mixed in."""
+    import pyarrow as pa
+
+    if not all(v is None or type(v) is Histogram for v in values):
+        raise pa.ArrowInvalid("histograms mixed with other values")
+    return pa.array([None if v is None else {"counts": v.counts, "edges": v.edges}
+                     for v in values], histogram_type())
+
+
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Columns from rows; a key whose values mix kinds (number and string) is kept as JSON text."""
+    """Columns from rows; a key whose values mix kinds (number and string, or a histogram and
+    anything but None) is kept as JSON text."""
     import pyarrow as pa
 
     keys: dict[str, None] = {"_step": None, "_timestamp": None}
@@ -195,7 +214,10 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     for key in keys:
         values = [untag(row.get(key)) for row in rows]
         try:
-            array = pa.array(values)
+            if any(type(v) is Histogram for v in values):
+                array = _histogram_array(values)
+            else:
+                array = pa.array(values)
             meta = None
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             array = pa.array([None if v is None else _json_text(v) for v in values], pa.string())
@@ -253,10 +275,17 @@ def log_table(data: bytes) -> pa.Table | None:
         return None
     if "_crc" in table.column_names:
         table = table.drop_columns(["_crc"])
+    hists = [f.name for f in table.schema if pa.types.is_struct(f.type)]
+    if hists:
+        table = _unwrap_histograms(table, hists)
+        if table is None:
+            return None
     table = _fill_plain(table)
     steps = table["_step"]
     n = len(steps)
     if n > 1 and not pc.all(pc.greater(steps.slice(1), steps.slice(0, n - 1))).as_py():
+        if hists:  # "last" has no struct kernel: merge the rows in Python
+            return None
         keys = [c for c in table.column_names if c != "_step"]
         nulls = [k for k in keys if pa.types.is_null(table[k].type)]  # "last" has no null kernel
         table = table.group_by("_step", use_threads=False).aggregate(
@@ -267,6 +296,25 @@ def log_table(data: bytes) -> pa.Table | None:
         table = table.select(["_step", *keys])
     rest = [c for c in table.column_names if c not in ("_step", "_timestamp")]
     return table.select(["_step", "_timestamp", *rest])
+
+
+def _unwrap_histograms(table: pa.Table, names: list[str]) -> pa.Table | None:
+    """The columns ``{"$h": {"counts", "edges"}}`` (the only objects in history) as histogram
+    columns; None for any other object column (a log no localtrack writer made: the Python
+    reader names the bad value)."""
+    import pyarrow as pa
+
+    for name in names:
+        column = table[name].combine_chunks()
+        if column.type.num_fields != 1 or column.type.field(0).name != HIST_TAG:
+            return None
+        inner = column.flatten()[0]  # the parent's nulls (rows without the key) carried over
+        try:
+            inner = inner.cast(histogram_type())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return None
+        table = table.set_column(table.column_names.index(name), name, inner)
+    return table
 
 
 def _fill_plain(table: pa.Table) -> pa.Table:
@@ -290,12 +338,15 @@ def _table_last(table: pa.Table) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     last: dict[str, Any] = {}
+    hist = histogram_type()
     for field in list(table.schema)[2:]:
         values = pc.drop_null(table[field.name])
         if len(values):
             value = values[-1].as_py()
             if field.metadata == _JSON_META:  # a key of mixed kinds, stored as JSON text
-                value = _FROM_TEXT[value] if value in _FROM_TEXT else loads(value)
+                value = _FROM_TEXT[value] if value in _FROM_TEXT else decode_tree(loads(value))
+            elif field.type == hist:
+                value = histogram_of(value)
             last[field.name] = encode_tree(value, "a segment")
     return last
 
@@ -722,12 +773,16 @@ def _as_json_text(table: pa.Table) -> pa.Table:
     import pyarrow as pa
 
     cols, fields = [], []
+    hist = histogram_type()
     for field, column in zip(table.schema, table.columns, strict=True):
         if field.name in ("_step", "_timestamp") or field.metadata == _JSON_META:
             cols.append(column)
             fields.append(field)
             continue
-        values = [None if v is None else _json_text(v) for v in column.to_pylist()]
+        values = column.to_pylist()
+        if field.type == hist:
+            values = [None if v is None else histogram_of(v) for v in values]
+        values = [None if v is None else _json_text(v) for v in values]
         cols.append(pa.array(values, pa.string()))
         fields.append(pa.field(field.name, pa.string(), metadata=_JSON_META))
     return pa.Table.from_arrays(cols, schema=pa.schema(fields))
@@ -739,4 +794,4 @@ _FROM_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 def _json_text(value: Any) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    return dumps(value).decode()
+    return dumps(encode_tree(value, "a segment") if type(value) is Histogram else value).decode()
