@@ -149,15 +149,14 @@ class ApiRun:
     def histograms(self, key: str) -> list[tuple[int, Histogram]]:
         """``(step, Histogram)`` of every step that logged a histogram under ``key``, in order
         (other values under that key are left out)."""
-        from ._codec import histogram_of
-
         table = self.history([key])
-        if table[key].type != _segments.histogram_type():  # a key of mixed kinds: JSON text
-            return [(step, histogram_of(value["$h"])) for step, value in zip(
-                table["_step"].to_pylist(), map(_loads_text, table[key].to_pylist()), strict=True)
-                if isinstance(value, dict)]
-        return [(step, histogram_of(value)) for step, value in zip(
-            table["_step"].to_pylist(), table[key].to_pylist(), strict=True) if value is not None]
+        try:
+            return _segments.histograms_of(table, key)
+        except ValueError as exc:  # counts or edges no writer stores (a damaged segment)
+            raise CorruptRunError(f"The histograms under {key!r} of {_naming.run_label(self._ctx)} "
+                                  f"in {self._rdir} cannot be read ({exc}); restore the run from "
+                                  "a sync remote or a backup.", path=str(self._rdir),
+                                  **self._ctx) from exc
 
     def history_df(self, keys: list[str] | None = None, *,
                    include_rewound: bool = False) -> pandas.DataFrame:
@@ -239,16 +238,6 @@ class Api:
             raise UsageError("Sweeps are read from a local (or mounted) store, not from "
                              f"{str(self.root)!r}.")
         return Sweep(self.root, project, sweep_id)
-
-
-def _loads_text(text: str | None) -> Any:
-    """A value of a key of mixed kinds (JSON text; NaN and the infinities bare)."""
-    from ._codec import loads
-
-    try:
-        return None if text is None else loads(text)
-    except ValueError:  # NaN, Infinity, -Infinity: not a histogram
-        return None
 
 
 def _without_entity(path: str) -> str:

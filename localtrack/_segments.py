@@ -202,6 +202,29 @@ def _histogram_array(values: list[Any]) -> pa.Array:
                      for v in values], histogram_type())
 
 
+def histograms_of(table: pa.Table, key: str) -> list[tuple[int, Histogram]]:
+    """``(step, Histogram)`` of the rows of ``table`` whose ``key`` holds a histogram: in a
+    histogram column, or in the JSON text of a key of mixed kinds."""
+    import pyarrow as pa
+
+    field = table.schema.field(key)
+    steps = table["_step"].to_pylist()
+    if field.type == histogram_type():
+        values = table[key].to_pylist()
+    elif field.metadata == _JSON_META and pa.types.is_string(field.type):
+        values = [_histogram_text(text) for text in table[key].to_pylist()]
+    else:
+        return []
+    return [(step, histogram_of(v)) for step, v in zip(steps, values, strict=True) if v is not None]
+
+
+def _histogram_text(text: str | None) -> Any:
+    """The stored counts and edges in JSON text of a key of mixed kinds, else None."""
+    if text is None or not text.startswith('{"' + HIST_TAG):
+        return None
+    return loads(text)[HIST_TAG]
+
+
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Columns from rows; a key whose values mix kinds (number and string, or a histogram and
     anything but None) is kept as JSON text."""
@@ -648,7 +671,10 @@ def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     last = manifest_last(rdir, manifest, **ctx)
     for seq, bodies, _ in logs:
         last.update(last_values(live(manifest, seq, _frames.records(bodies))))
-    return {k: untag(v) for k, v in last.items()}
+    try:
+        return {k: untag(v) for k, v in last.items()}
+    except ValueError as exc:  # a tag no writer makes: a damaged or foreign file
+        raise _foreign(rdir, exc, ctx) from exc
 
 
 def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewound: bool = False,
@@ -686,7 +712,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
             table = log_table(data)  # pyarrow's C++ reader; Python rows only for mixed kinds
             if table is None:
                 table = rows_to_table(merge_steps(_frames.records(bodies)))
-        except pa.ArrowException as exc:  # e.g. a _step that is not a number
+        except (pa.ArrowException, ValueError) as exc:  # a _step not a number, a bad tag
             raise _foreign(wal_log(rdir, seq), exc, ctx) from exc
         if wanted is not None:
             table = table.select([c for c in wanted if c in table.column_names])

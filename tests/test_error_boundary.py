@@ -237,6 +237,7 @@ HOSTILE: list[Any] = [
                  id="manifest-segment-without-steps"),
     pytest.param(_manifest(segments=["00000000.parquet"]), id="manifest-segment-a-string"),
     pytest.param(_manifest(last={"x": {"$f": "bogus"}}), id="manifest-last-bad-tag"),
+    pytest.param(_manifest(last={"x": {"$h": {"counts": [1]}}}), id="manifest-last-bad-histogram"),
     pytest.param(_segment_gone_and_unnamed, id="manifest-missing-segment-without-steps"),
     pytest.param(_truncate("segments/00000000.parquet", 0.5), id="segment-truncated"),
     pytest.param(_replace("segments/00000000.parquet", b"PAR1garbagePAR1"), id="segment-garbage"),
@@ -253,6 +254,9 @@ HOSTILE: list[Any] = [
                  id="log-step-null"),
     pytest.param(_framed("wal/00000001.jsonl", {"_step": 20, "_timestamp": "noon", "x": [1]}),
                  id="log-timestamp-a-string"),
+    pytest.param(_framed("wal/00000001.jsonl", {"_step": 20, "_timestamp": 1.0,
+                                                "x": {"$h": {"counts": ["a"], "edges": [0, 1]}}}),
+                 id="log-bad-histogram"),
     pytest.param(_framed("events.jsonl", {"event": "finished", "time": "noon", "step": "x",
                                           "exit_code": "0"}), id="events-of-wrong-types"),
     pytest.param(_framed("events.jsonl", {"event": ["finished"], "cluster": 5}),
@@ -321,7 +325,8 @@ TOP_LEVEL: dict[str, Call] = {
 }
 READ_ONLY = {"Api", "ApiRun"}
 NOT_CALLED = {"LocaltrackError": "the error root itself", "__version__": "a string",
-              "Settings": "a record of init()'s settings: no I/O of its own"}
+              "Settings": "a record of init()'s settings: no I/O of its own",
+              "Histogram": "a value made in memory: no I/O of its own"}
 
 
 def _get(name: str) -> Call:
@@ -338,6 +343,7 @@ APIRUN: dict[str, Call] = {
     **{n: _get(n) for n in ("config", "dir", "last_step", "path", "rewinds", "summary", "updated")},
     "history": lambda r: r.history(include_rewound=True),
     "history_df": lambda r: r.history_df(),
+    "histograms": lambda r: r.histograms("x"),
 }
 RUN_MEMBERS: dict[str, Call] = {
     **{n: _get(n) for n in ("dir", "path", "state")},

@@ -313,3 +313,11 @@ def test_show_prints_a_histogram_by_its_size(store, capsys):
     assert "h: histogram[64 bins, 1000 values]" in out  # the summary
     assert out.rstrip().splitlines()[-1].split() == ["0", "histogram[64", "bins,", "1000",
                                                       "values]", "1"]
+
+
+def test_histograms_of_a_key_without_any_is_empty(store):
+    run = localtrack.init(project="p", id="r", dir=store)
+    run.log({"loss": 0.5, "s": "text"})
+    run.finish()
+    stored = localtrack.Api(store).run("p/r")
+    assert stored.histograms("loss") == stored.histograms("s") == stored.histograms("nope") == []
