@@ -540,7 +540,7 @@ def manifest_last(rdir: StorePath, manifest: dict[str, Any], **ctx: Unpack[Ctx])
         top = cap(manifest, seq_of(seg))
         if top is not None and _span(seg)[0] > top:
             continue  # archived whole
-        table = _read_segment(rdir / "segments" / seg["file"], None, rdir, ctx)
+        table = segment_table(rdir, seg, None, ctx)
         for key, value in _table_last(_rewound(table, manifest, seq_of(seg), False)).items():
             last.setdefault(key, value)
         if last.keys() >= keys:
@@ -602,8 +602,7 @@ def _inherited(rdir: StorePath, ref: dict[str, Any] | None, wanted: list[str] | 
     view = _view(manifest, ref, top)
     tables = _inherited(pdir, manifest.get("parent"), wanted, pctx, top, depth + 1)
     for seg in view["segments"]:
-        table = _read_segment(pdir / "segments" / seg["file"], wanted, pdir, pctx)
-        tables.append(_rewound(table, view, seq_of(seg), False))
+        tables.append(_rewound(segment_table(pdir, seg, wanted, pctx), view, seq_of(seg), False))
     for seq, bodies, data in logs:
         if seq > ref["seq"] or not bodies:
             continue
@@ -671,9 +670,15 @@ def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     last = manifest_last(rdir, manifest, **ctx)
     for seq, bodies, _ in logs:
         last.update(last_values(live(manifest, seq, _frames.records(bodies))))
+    return decoded(last, rdir, ctx)
+
+
+def decoded(last: dict[str, Any], rdir: StorePath, ctx: Ctx) -> dict[str, Any]:
+    """Stored last values decoded (see _codec.untag): a tag no writer makes is a damaged or
+    foreign file, a CorruptRunError naming the run."""
     try:
         return {k: untag(v) for k, v in last.items()}
-    except ValueError as exc:  # a tag no writer makes: a damaged or foreign file
+    except ValueError as exc:
         raise _foreign(rdir, exc, ctx) from exc
 
 
@@ -691,19 +696,7 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
     wanted = None if keys is None else ["_step", "_timestamp", *keys]
     tables = _inherited(rdir, manifest.get("parent"), wanted, ctx, sys.maxsize)
     for seg in manifest["segments"]:
-        path = rdir / "segments" / seg["file"]
-        try:
-            table = _check_steps(_read_segment(path, wanted, rdir, ctx), path, ctx)
-        except FileNotFoundError as exc:
-            raise CorruptRunError(f"Segment {path} named in the manifest is missing; "
-                                  f"{steps_text(seg)} are lost. Restore it from a sync remote or "
-                                  "backup.", path=str(path), **ctx) from exc
-        except (pa.ArrowException, OSError) as exc:
-            if isinstance(path, RemotePath):  # a network failure, not a damaged file
-                raise RemoteError(f"Could not read {path}: {exc}", url=path.remote.url,
-                                  path=str(path), transient=True, **ctx) from exc
-            raise CorruptRunError(f"Segment {path} cannot be read ({exc}).",
-                                  path=str(path), **ctx) from exc
+        table = segment_table(rdir, seg, wanted, ctx)
         tables.append(_rewound(table, manifest, seq_of(seg), include_rewound))
     for seq, bodies, data in logs:
         if not bodies:
@@ -726,6 +719,27 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
     if "_rewound" not in table.column_names:  # (no rows at all)
         table = table.append_column("_rewound", pa.nulls(len(table), pa.int64()))
     return table
+
+
+def segment_table(rdir: StorePath, seg: dict[str, Any], wanted: list[str] | None,
+                  ctx: Ctx) -> pa.Table:
+    """A manifest segment's rows (``wanted`` columns), its steps checked: a missing, damaged or
+    foreign file is a CorruptRunError naming it (on a remote, a failed read a RemoteError)."""
+    import pyarrow as pa
+
+    path = rdir / "segments" / seg["file"]
+    try:
+        return _check_steps(_read_segment(path, wanted, rdir, ctx), path, ctx)
+    except FileNotFoundError as exc:
+        raise CorruptRunError(f"Segment {path} named in the manifest is missing; "
+                              f"{steps_text(seg)} are lost. Restore it from a sync remote or "
+                              "backup.", path=str(path), **ctx) from exc
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(path, RemotePath):  # a network failure, not a damaged file
+            raise RemoteError(f"Could not read {path}: {exc}", url=path.remote.url,
+                              path=str(path), transient=True, **ctx) from exc
+        raise CorruptRunError(f"Segment {path} cannot be read ({exc}).",
+                              path=str(path), **ctx) from exc
 
 
 def _rewound(table: pa.Table, manifest: dict[str, Any], seq: int, include: bool) -> pa.Table:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import _durable, _fsutil, _layout, _sealer, _segments, _store, _wal
-from ._codec import dumps, untag
+from ._codec import dumps
 from ._frames import records
 from ._logfile import Appender, MappedLog, append_framed, close_frame, mappable, open_log, put_framed
 from ._naming import Ctx
@@ -395,6 +395,6 @@ class LogStream:
                 self._last_values = (-1, 0, {})
                 continue
             self._last_values = (seq, offset, last)
-            return {k: untag(v) for k, v in last.items()}
+            return _segments.decoded(last, self._rdir, self._ctx)
         raise StorageError(f"Could not read the summary of {self._where}: its log files keep "
                            "changing.", path=str(self._rdir), **self._ctx)
