@@ -523,3 +523,31 @@ def test_a_crash_right_after_a_rotation_past_a_rewind_resumes_after_the_last_row
     assert again.step == 151
     again.finish()
     assert _history(store)["_step"] == list(range(151))
+
+
+@pytest.mark.parametrize("ending", ["finished", "failed", "preempted", "crashed", "torn"])
+def test_a_run_that_ended_any_way_can_be_rewound(store, ending):
+    """Finished, failed (exit code 1), preempted (a signal), crashed (the writer died), or killed
+    mid-append (a torn record at the end of its log: cut off, with a warning, then rewound)."""
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(30):
+        run.log({"x": float(i)})
+    if ending == "preempted":
+        run._on_signal("SIGTERM")  # what the signal hook does, then the process ends
+    if ending in ("crashed", "torn"):
+        run._drop()
+        if ending == "torn":
+            log = sorted((store / "p/runs/r/wal").glob("*.jsonl"))[-1]
+            log.write_bytes(log.read_bytes().rstrip(b"\0") + b'{"x":30.0,"_st')
+    else:
+        run.finish(exit_code=1 if ending == "failed" else 0)
+    assert localtrack.Api(store).run("p/r").state == ending.replace("torn", "crashed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the torn tail's report
+        again = localtrack.init(project="p", dir=store, resume_from="r?_step=9")
+    assert again.step == 10 and again.resumed
+    again.log({"x": -10.0})
+    again.finish()
+    hist = _history(store)
+    assert hist["_step"] == list(range(11)) and hist["x"][-1] == -10.0
+    assert localtrack.Api(store).run("p/r").state == "finished"
