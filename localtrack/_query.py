@@ -96,9 +96,8 @@ class ApiRun:
                 manifest = _segments.load_manifest(self._rdir, **self._ctx)
                 return _segments.at_least_rewound(manifest, int(manifest["last_step"]))
             if record is not None:
-                step = _wal.step_of(record, str(path), **self._ctx)
-                top = _segments.cap(manifest, seq)  # a rewound log's last rows are archived
-                return _segments.at_least_rewound(manifest, step if top is None else min(step, top))
+                return _segments.last_step_at(manifest, seq,
+                                              _wal.step_of(record, str(path), **self._ctx))
         return _segments.at_least_rewound(manifest, int(manifest["last_step"]))
 
     def _last_record(self, path: StorePath) -> dict[str, Any] | None:

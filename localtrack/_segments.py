@@ -159,6 +159,13 @@ def at_least_rewound(manifest: dict[str, Any], last_step: int) -> int:
     return max(last_step, manifest["rewinds"][-1]["to"]) if manifest["rewinds"] else last_step
 
 
+def last_step_at(manifest: dict[str, Any], seq: int, step: int) -> int:
+    """The run's last step when the last record of its logs is at ``step`` in log ``seq``:
+    a rewind may have archived it (capped), and never goes below its own step."""
+    top = cap(manifest, seq)
+    return at_least_rewound(manifest, step if top is None else min(step, top))
+
+
 def rewound_by(manifest: dict[str, Any], seq: int, step: int) -> int | None:
     """Which rewind (1-based, in the manifest's order) archived a row of log ``seq`` at
     ``step``; None for a row that is history."""
@@ -569,10 +576,15 @@ def _view(manifest: dict[str, Any], ref: dict[str, Any], top: int) -> dict[str, 
                         {"to": top, "seq": ref["seq"] + 1}]}
 
 
-def _parent_dir(rdir: StorePath, ref: dict[str, Any], ctx: Ctx) -> tuple[StorePath, Ctx]:
-    """The parent's run folder: in the same store as the fork."""
+def _parent_dir(rdir: StorePath, ref: dict[str, Any], ctx: Ctx,
+                depth: int) -> tuple[StorePath, Ctx]:
+    """The parent's run folder: in the same store as the fork (``depth``: forks followed so
+    far, so that parents naming each other in a loop end in an error)."""
     from ._naming import project_name, run_id
 
+    if depth > 100:
+        raise CorruptRunError(f"{run_label(ctx)} is a fork of a fork ... 100 runs deep: its "
+                              "parents name each other in a loop.", **ctx)
     project, rid = project_name(ref["project"]), run_id(ref["run"])
     if isinstance(rdir, Path):
         pdir: StorePath = _layout.run_dir(rdir.parents[2], project, rid)
@@ -593,10 +605,7 @@ def _inherited(rdir: StorePath, ref: dict[str, Any] | None, wanted: list[str] | 
     """The tables of a fork's inherited history through step ``top``, oldest first."""
     if ref is None:
         return []
-    if depth > 100:
-        raise CorruptRunError(f"{run_label(ctx)} is a fork of a fork ... 100 runs deep: its "
-                              "parents name each other in a loop.", **ctx)
-    pdir, pctx = _parent_dir(rdir, ref, ctx)
+    pdir, pctx = _parent_dir(rdir, ref, ctx, depth)
     manifest, logs = _snapshot(pdir, pctx)
     top = min(top, ref["step"])
     view = _view(manifest, ref, top)
@@ -604,24 +613,16 @@ def _inherited(rdir: StorePath, ref: dict[str, Any] | None, wanted: list[str] | 
     for seg in view["segments"]:
         tables.append(_rewound(segment_table(pdir, seg, wanted, pctx), view, seq_of(seg), False))
     for seq, bodies, data in logs:
-        if seq > ref["seq"] or not bodies:
-            continue
-        table = log_table(data)
-        if table is None:
-            table = rows_to_table(merge_steps(_frames.records(bodies)))
-        if wanted is not None:
-            table = table.select([c for c in wanted if c in table.column_names])
-        tables.append(_rewound(table, view, seq, False))
+        if seq <= ref["seq"] and bodies:
+            tables.append(_rewound(_log_rows(pdir, seq, bodies, data, wanted, pctx), view, seq,
+                                   False))
     return tables
 
 
 def _inherited_last(rdir: StorePath, ref: dict[str, Any], ctx: Ctx,
                     depth: int = 0) -> dict[str, Any]:
     """The last values of a fork's inherited history (its parent's through ``ref['step']``)."""
-    if depth > 100:
-        raise CorruptRunError(f"{run_label(ctx)} is a fork of a fork ... 100 runs deep: its "
-                              "parents name each other in a loop.", **ctx)
-    pdir, pctx = _parent_dir(rdir, ref, ctx)
+    pdir, pctx = _parent_dir(rdir, ref, ctx, depth)
     manifest, logs = _snapshot(pdir, pctx)
     grand = manifest.get("parent")
     if grand is not None and ref["step"] <= grand["step"]:  # before the parent's own rows
@@ -699,18 +700,9 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
         table = segment_table(rdir, seg, wanted, ctx)
         tables.append(_rewound(table, manifest, seq_of(seg), include_rewound))
     for seq, bodies, data in logs:
-        if not bodies:
-            continue
-        try:
-            table = log_table(data)  # pyarrow's C++ reader; Python rows only for mixed kinds
-            if table is None:
-                table = rows_to_table(merge_steps(_frames.records(bodies)))
-        except (pa.ArrowException, ValueError) as exc:  # a _step not a number, a bad tag
-            raise _foreign(wal_log(rdir, seq), exc, ctx) from exc
-        if wanted is not None:
-            table = table.select([c for c in wanted if c in table.column_names])
-        tables.append(_rewound(_check_steps(table, wal_log(rdir, seq), ctx), manifest, seq,
-                               include_rewound))
+        if bodies:
+            tables.append(_rewound(_log_rows(rdir, seq, bodies, data, wanted, ctx), manifest,
+                                   seq, include_rewound))
     if not include_rewound:
         return _concat(tables, wanted)
     tables = [t if "_rewound" in t.column_names
@@ -719,6 +711,23 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
     if "_rewound" not in table.column_names:  # (no rows at all)
         table = table.append_column("_rewound", pa.nulls(len(table), pa.int64()))
     return table
+
+
+def _log_rows(rdir: StorePath, seq: int, bodies: list[bytes], data: bytes,
+              wanted: list[str] | None, ctx: Ctx) -> pa.Table:
+    """An unsealed log's checked rows (``wanted`` columns), one per step: pyarrow's C++ reader,
+    Python rows only for keys of mixed kinds; a foreign or damaged file is a CorruptRunError."""
+    import pyarrow as pa
+
+    try:
+        table = log_table(data)
+        if table is None:
+            table = rows_to_table(merge_steps(_frames.records(bodies)))
+    except (pa.ArrowException, ValueError) as exc:  # a _step not a number, a bad tag
+        raise _foreign(wal_log(rdir, seq), exc, ctx) from exc
+    if wanted is not None:
+        table = table.select([c for c in wanted if c in table.column_names])
+    return _check_steps(table, wal_log(rdir, seq), ctx)
 
 
 def segment_table(rdir: StorePath, seg: dict[str, Any], wanted: list[str] | None,

@@ -140,10 +140,8 @@ class LogStream:
             record, seq = _wal.last_record(_layout.wal_path(rdir, older), **self._ctx).record, older
         if record is None:
             return seqs[-1], _segments.at_least_rewound(manifest, manifest["last_step"]), tail.frame_end
-        top = _segments.cap(manifest, seq)  # a rewound log's last rows are archived
         step = _wal.step_of(record, _layout.wal_path(rdir, seq), **self._ctx)
-        last_step = step if top is None else min(step, top)
-        return seqs[-1], _segments.at_least_rewound(manifest, last_step), tail.frame_end
+        return seqs[-1], _segments.last_step_at(manifest, seq, step), tail.frame_end
 
     def rewind(self, last_step: int, to: int) -> int:
         """Rewind the open stream (see _rewind): the caller holds the writer's mutex."""
