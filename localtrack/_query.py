@@ -48,6 +48,35 @@ def run_url(project: str, rid: str) -> str:
     return f"{UI_ADDRESS}#/p/{project}/r/{rid}"
 
 
+class Summary(dict[str, Any]):
+    """A run's summary: a dict nested on '/', in which W&B's flat keys find values too
+    (``summary["val/acc"]``, ``"val/acc" in summary``, ``summary.get("val/acc")``)."""
+
+    def __missing__(self, key: str) -> Any:
+        node: Any = self
+        for part in key.split("/") if isinstance(key, str) and "/" in key else ():
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            if node is not self:
+                return node
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+
 @dataclass(frozen=True)
 class RunFile:
     """A file saved with a run: its name under the run's ``files/``, size in bytes, and path."""
@@ -100,6 +129,15 @@ def _need_pandas(what: str, instead: str) -> None:
     except ImportError:
         raise UsageError(f"{what} returns a pandas DataFrame and pandas is not installed: "
                          f"pip install pandas, {instead}.") from None
+
+
+def _pandas() -> Any:
+    import pandas
+
+    return pandas
+
+
+_INT64 = (-(2**63), 2**63 - 1)  # the range of a step (an int64 column)
 
 
 def _logged_all(table: pa.Table, columns: list[str]) -> pa.Table:
@@ -200,9 +238,10 @@ class ApiRun:
         return _store.read_tree(self._rdir / _store.CONFIG_JSON, "config", **self._ctx)
 
     @property
-    def summary(self) -> dict[str, Any]:
-        """Last logged value of each key, overridden by run.summary values; nested on '/'."""
-        return _store.summary(self._rdir, **self._ctx)
+    def summary(self) -> Summary:
+        """Last logged value of each key, overridden by run.summary values; nested on '/'
+        (``summary["val"]["acc"]``), where W&B's flat ``summary["val/acc"]`` finds it too."""
+        return Summary(_store.summary(self._rdir, **self._ctx))
 
     @property
     def last_step(self) -> int:
@@ -279,11 +318,11 @@ class ApiRun:
                              f"pandas={pandas!r}.", **self._ctx)
         if pandas:
             _need_pandas("history()", "or pass pandas=False for a list of dicts")
+        if stream == "system":  # W&B's machine metrics: localtrack records none
+            return _pandas().DataFrame() if pandas else []
         columns = None if keys is None else list(dict.fromkeys(["_step", x_axis, *keys]))
         table = self.history_table(None if columns is None else
                                    [c for c in columns if c not in ("_step", "_timestamp")])
-        if stream == "system":
-            table = table.slice(0, 0)
         if columns is not None:
             table = _logged_all(table.select(columns), columns)
         if table.num_rows > samples:
@@ -319,11 +358,10 @@ class ApiRun:
         wanted = None if columns is None else ["_step", "_timestamp", *columns[1:]]
         with _store.reading(self._rdir, **self._ctx):
             for table in _segments.history_tables(self._rdir, wanted, steps=steps, **self._ctx):
-                step = table["_step"]
-                table = table.filter(pc.and_(pc.greater_equal(step, steps[0]) if steps[0] > -math.inf
-                                             else pc.is_valid(step),
-                                             pc.less_equal(step, steps[1]) if steps[1] < math.inf
-                                             else pc.is_valid(step)))
+                if steps != _segments.ALL_STEPS:
+                    low, high = (max(steps[0], _INT64[0]), min(steps[1], _INT64[1]))
+                    table = table.filter(pc.and_(pc.greater_equal(table["_step"], int(low)),
+                                                 pc.less_equal(table["_step"], int(high))))
                 if columns is not None:
                     if not set(columns) <= set(table.column_names):
                         continue  # a key this segment never logged: none of its rows has all

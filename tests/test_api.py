@@ -67,6 +67,11 @@ def test_the_runs_are_as_written(five):
     assert (b.id, b.name, b.entity, b.project, b.tags, b.group, b.job_type, b.notes) == (
         "b", "name-b", "team", "p", ["base", "x"], "g1", "train", "n")
     assert b.config["opt"] == {"name": "sgd"} and b.summary["val"]["acc"] == 0.95
+    summary = b.summary  # nested on '/', and W&B's flat keys find the same values
+    assert summary["val/acc"] == summary.get("val/acc") == 0.95 and "val/acc" in summary
+    assert "val/nope" not in summary and summary.get("loss/x", 7) == 7 and "val" in summary
+    with pytest.raises(KeyError):
+        _ = summary["val/acc/x"]
     assert b.lastHistoryStep == b.last_step == 5
     assert b.url.endswith("#/p/p/r/b") and b.created_at[:4].isdigit() and "T" in b.created_at
     assert api.run("p/b").path == api.run("team/p/runs/b").path == "p/b"
