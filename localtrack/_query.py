@@ -458,6 +458,8 @@ class Api:
         if field:
             fields.add(_filters.root_of(field))
         _check_int("per_page", per_page, 1)
+        if path is not None and not isinstance(path, str):
+            raise UsageError(f"runs() takes a path 'project' or 'entity/project', not {path!r}.")
         project = path
         if project and project.count("/") == 1:
             project = project.split("/")[1]  # W&B's "entity/project"

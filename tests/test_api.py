@@ -172,11 +172,12 @@ def _deep(levels: int) -> dict[str, Any]:
     pytest.param({"order": "-lr"}, "'lr'", id="order-unknown-field"),
     pytest.param({"per_page": 0}, "per_page", id="per-page-zero"),
     pytest.param({"per_page": "50"}, "per_page", id="per-page-str"),
+    pytest.param({"path": 5}, "5", id="path-not-str"),
 ])
 def test_hostile_arguments_are_a_usage_error_naming_them(five, tmp_path, kwargs, names):
     for store in (five, tmp_path / "no-store"):  # checked before any run is read
         with pytest.raises(UsageError) as info:
-            localtrack.Api(store).runs("p", **kwargs)
+            localtrack.Api(store).runs(**{"path": "p", **kwargs})
         assert names in str(info.value)
 
 
