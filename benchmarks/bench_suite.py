@@ -24,7 +24,7 @@ Workloads (``--only`` names):
           peak RSS): import + init + 10 log() calls of 10 floats + finish.
   resume  init(resume="must") of finished runs of 10, 10^4, 10^6, 10^7 steps (timed in the
           child, and the whole process); each run is built once and reused.
-  history Api(dir).run("p/id").history() of the 10^6-step run, and history(["k0"]).
+  history Api(dir).run("p/id").history_table() of the 10^6-step run, and history(["k0"]).
   disk    bytes per step after sealing (segments/ and wal/ apart) and RSS sampled at
           intervals over the largest run (10^7 steps, capped by ``--max-steps``).
 All workloads that need built runs share them: the largest run is built once, with RSS
@@ -454,9 +454,9 @@ def w_history(a: dict) -> dict:
     import localtrack
     t0 = pc()
     run = localtrack.Api(a["dir"]).run(f"{PROJECT}/{a['id']}")
-    table = run.history(a["keys"])
+    table = run.history_table(a["keys"])
     t1 = pc()
-    table2 = localtrack.Api(a["dir"]).run(f"{PROJECT}/{a['id']}").history(a["keys"])
+    table2 = localtrack.Api(a["dir"]).run(f"{PROJECT}/{a['id']}").history_table(a["keys"])
     t2 = pc()
     return {"import": t0 - t, "cold": t1 - t0, "warm": t2 - t1, "rows": table.num_rows,
             "columns": table.num_columns, "rows2": table2.num_rows}

@@ -90,7 +90,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print("summary")
     for key, value in sorted(run.summary.items()):
         print(f"  {key}: {_histogram_text(value) or repr(value)}")
-    table = run.history()
+    table = run.history_table()
     if args.rows and table.num_rows:
         tail = table.slice(max(0, table.num_rows - args.rows)).drop_columns(["_timestamp"])
         print(f"last {tail.num_rows} of {table.num_rows} rows")

@@ -60,7 +60,7 @@ def run_demo(dir: str | None) -> int:
         print("the resumed child failed", file=sys.stderr)
         return 1
     run = api.run(f"demo/{crashed.id}")
-    table = run.history(["loss"])
+    table = run.history_table(["loss"])
     steps = table.column("_step").to_pylist()
     contiguous = steps == list(range(STEPS))
     print(f"4. run {run.id} is {run.state}: {len(steps)} steps, contiguous and duplicate-free: "

@@ -51,7 +51,7 @@ def plot(api: Api, paths: list[str], keys: list[str], out: str | Path, *, x: str
     for ax, key in zip(axes, keys, strict=True):
         drawn = 0
         for i, run in enumerate(runs):
-            s = series(run.history([key]), key, x=xcol, points=points)
+            s = series(run.history_table([key]), key, x=xcol, points=points)
             if not s["x"]:
                 continue
             drawn += 1

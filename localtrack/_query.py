@@ -1,4 +1,4 @@
-"""The read side: Api, runs as stored, history as pyarrow tables.
+"""The read side: Api, runs as stored, history as W&B's sampled rows or as pyarrow tables.
 
 Readers never take the writer lock and never repair anything, so reading a
 live run is safe; a torn tail is ignored (the writer may be mid-append).
@@ -14,12 +14,15 @@ StorageError), naming the file.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _durable, _layout, _naming, _remotes, _segments, _settings, _store, _wal
+from . import _durable, _filters, _layout, _naming, _remotes, _segments, _settings, _store, _wal
 from ._media import Histogram
 from ._naming import Ctx
 from ._remotes import _chunks
@@ -36,6 +39,128 @@ if TYPE_CHECKING:
 log = logging.getLogger("localtrack")
 
 StorePath = _store.StorePath
+FILES = "files"  # a run's saved files (run.save()), under its folder
+UI_ADDRESS = "http://127.0.0.1:8080/"  # where `localtrack ui` serves by default
+
+
+def run_url(project: str, rid: str) -> str:
+    """A run's page in the dashboard at its default address (the dashboard's own route)."""
+    return f"{UI_ADDRESS}#/p/{project}/r/{rid}"
+
+
+class Summary(dict[str, Any]):
+    """A run's summary: a dict nested on '/', in which W&B's flat keys find values too
+    (``summary["val/acc"]``, ``"val/acc" in summary``, ``summary.get("val/acc")``)."""
+
+    def __missing__(self, key: str) -> Any:
+        node: Any = self
+        for part in key.split("/") if isinstance(key, str) and "/" in key else ():
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            if node is not self:
+                return node
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """A file saved with a run: its name under the run's ``files/``, size in bytes, and path."""
+
+    name: str
+    size: int
+    path: str
+
+
+def _saved_files(folder: StorePath, prefix: str) -> Iterator[RunFile]:
+    """The plain files under ``folder`` (links and other kinds left out), recursively."""
+    if isinstance(folder, RemotePath):
+        for name, entry in folder.entries().items():
+            if entry.is_dir:
+                yield from _saved_files(folder / name, f"{prefix}{name}/")
+            else:
+                yield RunFile(f"{prefix}{name}", entry.size, str(folder / name))
+        return
+    try:
+        children = sorted(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for child in children:
+        if child.is_symlink():
+            continue
+        if child.is_dir():
+            yield from _saved_files(child, f"{prefix}{child.name}/")
+        elif child.is_file():
+            yield RunFile(f"{prefix}{child.name}", child.stat().st_size, str(child))
+
+
+def _check_int(name: str, value: Any, least: int | None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or (least is not None and value < least):
+        floor = "" if least is None else f" of at least {least}"
+        raise UsageError(f"{name} must be an integer{floor}, not {value!r}.")
+
+
+def _check_keys(keys: Any) -> list[str] | None:
+    """W&B's keys argument: None, or a list of key names."""
+    if keys is None:
+        return None
+    if not isinstance(keys, list | tuple) or not all(isinstance(k, str) for k in keys):
+        raise UsageError(f"keys must be a list of key names, not {keys!r}.")
+    return list(keys)
+
+
+def _need_pandas(what: str, instead: str) -> None:
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        raise UsageError(f"{what} returns a pandas DataFrame and pandas is not installed: "
+                         f"pip install pandas, {instead}.") from None
+
+
+def _pandas() -> Any:
+    import pandas
+
+    return pandas
+
+
+_INT64 = (-(2**63), 2**63 - 1)  # the range of a step (an int64 column)
+
+
+def _logged_all(table: pa.Table, columns: list[str]) -> pa.Table:
+    """The rows of ``table`` that logged every one of ``columns``."""
+    import pyarrow.compute as pc
+
+    mask = None
+    for name in columns:
+        valid = pc.is_valid(table[name])
+        mask = valid if mask is None else pc.and_(mask, valid)
+    return table if mask is None else table.filter(mask)
+
+
+def _spread(count: int, samples: int) -> list[int]:
+    """``samples`` row numbers spread evenly over ``count`` rows, the first and last included."""
+    if samples == 1:
+        return [0]
+    return sorted({round(i * (count - 1) / (samples - 1)) for i in range(samples)})
+
+
+def _logged(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as W&B gives it: only the keys logged at that step."""
+    return {k: v for k, v in row.items() if v is not None}
 
 
 class ApiRun:
@@ -65,6 +190,46 @@ class ApiRun:
         return f"{self.project}/{self.id}"
 
     @property
+    def created_at(self) -> str:
+        """When the run was created, as W&B gives it: ISO 8601 in UTC, to the second."""
+        return _filters.iso_time(self.created)
+
+    @property
+    def url(self) -> str:
+        """The run's page in the dashboard that ``localtrack ui`` serves at its default address."""
+        return run_url(self.project, self.id)
+
+    @property
+    def lastHistoryStep(self) -> int:  # noqa: N802 - W&B's name
+        """W&B's name for ``last_step``."""
+        return self.last_step
+
+    def files(self) -> list[RunFile]:
+        """The files saved with the run (``files/`` in its folder), by name; [] when none.
+
+        A link or anything but a plain file is left out: a store may come from elsewhere.
+        """
+        with _store.reading(self._rdir, **self._ctx):
+            found = list(_saved_files(self._rdir / FILES, ""))
+        return sorted(found, key=lambda f: f.name)
+
+    def _record(self, fields: set[str] | None = None) -> _filters.Record:
+        """The run as filters see it (see _filters): only ``fields`` when given, so a filter
+        on ``state`` reads no config or summary."""
+        want = set(_filters.FIELDS) if fields is None else fields
+        record: _filters.Record = {
+            "id": self.id, "name": self.id, "display_name": self.name, "state": self.state,
+            "tags": self.tags, "group": self.group, "job_type": self.job_type,
+            "notes": self.notes, "entity": self.entity, "project": self.project,
+            "created_at": _filters.iso_time(self.created, exact=True),
+            "sweep": self.meta.get("sweep")}
+        if "config" in want:
+            record["config"] = self.config
+        if "summary_metrics" in want:
+            record["summary_metrics"] = self.summary
+        return record
+
+    @property
     def dir(self) -> str:
         return str(self._rdir)
 
@@ -73,9 +238,10 @@ class ApiRun:
         return _store.read_tree(self._rdir / _store.CONFIG_JSON, "config", **self._ctx)
 
     @property
-    def summary(self) -> dict[str, Any]:
-        """Last logged value of each key, overridden by run.summary values; nested on '/'."""
-        return _store.summary(self._rdir, **self._ctx)
+    def summary(self) -> Summary:
+        """Last logged value of each key, overridden by run.summary values; nested on '/'
+        (``summary["val"]["acc"]``), where W&B's flat ``summary["val/acc"]`` finds it too."""
+        return Summary(_store.summary(self._rdir, **self._ctx))
 
     @property
     def last_step(self) -> int:
@@ -133,9 +299,80 @@ class ApiRun:
             paths += list(wal.iterdir())
         return max((p.stat().st_mtime for p in paths if p.exists()), default=self.created)
 
-    def history(self, keys: list[str] | None = None, *,
-                include_rewound: bool = False) -> pa.Table:
-        """Every step as a pyarrow Table: ``_step``, ``_timestamp`` and one column per key.
+    def history(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",
+                pandas: bool = True, stream: str = "default") -> pandas.DataFrame | list[dict[str, Any]]:
+        """W&B's sampled history: at most ``samples`` rows, evenly spaced over the run (the first
+        and last kept), as a pandas DataFrame, or with ``pandas=False`` a list of dicts holding
+        the keys each row logged.
+
+        With ``keys``: only rows that logged every one of them (and ``x_axis``), with only
+        those columns and ``_step``. ``stream="system"``: localtrack records no system metrics,
+        so no rows. For every row, fast, as pyarrow: ``history_table()``.
+        """
+        _check_int("samples", samples, 1)
+        keys = _check_keys(keys)
+        if not isinstance(x_axis, str) or stream not in ("default", "system") \
+                or not isinstance(pandas, bool):
+            raise UsageError(f"history() takes x_axis as a key, stream 'default' or 'system' "
+                             f"and pandas as a bool, not x_axis={x_axis!r}, stream={stream!r}, "
+                             f"pandas={pandas!r}.", **self._ctx)
+        if pandas:
+            _need_pandas("history()", "or pass pandas=False for a list of dicts")
+        if stream == "system":  # W&B's machine metrics: localtrack records none
+            return _pandas().DataFrame() if pandas else []
+        columns = None if keys is None else list(dict.fromkeys(["_step", x_axis, *keys]))
+        table = self.history_table(None if columns is None else
+                                   [c for c in columns if c not in ("_step", "_timestamp")])
+        if columns is not None:
+            table = _logged_all(table.select(columns), columns)
+        if table.num_rows > samples:
+            table = table.take(_spread(table.num_rows, samples))
+        if pandas:
+            return table.to_pandas()
+        return [_logged(row) for row in table.to_pylist()]
+
+    def scan_history(self, keys: list[str] | None = None, page_size: int = 1000,
+                     min_step: int | None = None, max_step: int | None = None
+                     ) -> Iterator[dict[str, Any]]:
+        """Every row from ``min_step`` up to (not including) ``max_step``, as dicts of the keys
+        each row logged, as W&B's scan_history: read one segment at a time and turned into
+        dicts ``page_size`` rows at a time, so a long run is never in memory whole. With
+        ``keys``: only rows that logged every one of them, with those keys and ``_step``.
+
+        The run is read as of the first row asked for (steps logged after that are not seen).
+        """
+        keys = _check_keys(keys)
+        _check_int("page_size", page_size, 1)
+        for name, value in (("min_step", min_step), ("max_step", max_step)):
+            if value is not None:
+                _check_int(name, value, None)
+        low = -math.inf if min_step is None else min_step
+        high = math.inf if max_step is None else max_step - 1
+        columns = None if keys is None else list(dict.fromkeys(["_step", *keys]))
+        return self._scan(columns, (low, high), page_size)
+
+    def _scan(self, columns: list[str] | None, steps: _segments.Steps,
+              page_size: int) -> Iterator[dict[str, Any]]:
+        import pyarrow.compute as pc
+
+        wanted = None if columns is None else ["_step", "_timestamp", *columns[1:]]
+        with _store.reading(self._rdir, **self._ctx):
+            for table in _segments.history_tables(self._rdir, wanted, steps=steps, **self._ctx):
+                if steps != _segments.ALL_STEPS:
+                    low, high = (max(steps[0], _INT64[0]), min(steps[1], _INT64[1]))
+                    table = table.filter(pc.and_(pc.greater_equal(table["_step"], int(low)),
+                                                 pc.less_equal(table["_step"], int(high))))
+                if columns is not None:
+                    if not set(columns) <= set(table.column_names):
+                        continue  # a key this segment never logged: none of its rows has all
+                    table = _logged_all(table.select(columns), columns)
+                for start in range(0, table.num_rows, page_size):
+                    yield from map(_logged, table.slice(start, page_size).to_pylist())
+
+    def history_table(self, keys: list[str] | None = None, *,
+                      include_rewound: bool = False) -> pa.Table:
+        """Every step as a pyarrow Table: ``_step``, ``_timestamp`` and one column per key (a
+        key never logged: a column of nulls). The fast read: no sampling, no pandas.
 
         ``include_rewound``: also the rows rewinds archived, in the order they were written,
         with a ``_rewound`` column (which rewind archived the row, 1 for the first; null for
@@ -148,7 +385,7 @@ class ApiRun:
     def histograms(self, key: str) -> list[tuple[int, Histogram]]:
         """``(step, Histogram)`` of every step that logged a histogram under ``key``, in order
         (other values under that key are left out)."""
-        table = self.history([key])
+        table = self.history_table([key])
         try:
             return _segments.histograms_of(table, key)
         except ValueError as exc:  # counts or edges no writer stores (a damaged segment)
@@ -159,12 +396,9 @@ class ApiRun:
 
     def history_df(self, keys: list[str] | None = None, *,
                    include_rewound: bool = False) -> pandas.DataFrame:
-        """history() as a pandas DataFrame (needs pandas)."""
-        try:
-            import pandas  # noqa: F401
-        except ImportError:
-            raise UsageError("history_df() needs pandas: pip install pandas") from None
-        return self.history(keys, include_rewound=include_rewound).to_pandas()
+        """history_table() as a pandas DataFrame (needs pandas): every row, unlike history()."""
+        _need_pandas("history_df()", "or use history_table() for a pyarrow Table")
+        return self.history_table(keys, include_rewound=include_rewound).to_pandas()
 
     @property
     def rewinds(self) -> list[dict[str, Any]]:
@@ -206,17 +440,40 @@ class Api:
         self._warn(skipped)
         return list(names)
 
-    def runs(self, project: str | None = None) -> list[ApiRun]:
-        """Runs of one project (or of every project), oldest first; W&B's ``"entity/project"``
-        is taken too.
+    def runs(self, path: str | None = None, filters: dict[str, Any] | None = None,
+             order: str | None = None, per_page: int = 50,
+             include_sweeps: bool = True) -> list[ApiRun]:
+        """Runs of one project (``"project"`` or W&B's ``"entity/project"``), or of every
+        project, oldest first; W&B's ``filters`` (MongoDB-style, see _filters) and ``order``
+        (``"+created_at"``, ``"-summary_metrics.val/acc"``) narrow and sort them. A list:
+        ``per_page`` (W&B's page size) and ``include_sweeps`` change nothing here.
 
         A folder that is not a readable run (a stray copy, a bad name, a damaged or unreadable
         run.json) is left out with a warning on the "localtrack" logger that names it and why;
-        `localtrack doctor` says more.
+        `localtrack doctor` says more. So is a run whose config or summary a filter or an
+        order needs and cannot be read.
         """
+        fields = set() if filters is None else _filters.check(filters)
+        field, descending = ("", False) if order is None else _filters.parse_order(order)
+        if field:
+            fields.add(_filters.root_of(field))
+        _check_int("per_page", per_page, 1)
+        if path is not None and not isinstance(path, str):
+            raise UsageError(f"runs() takes a path 'project' or 'entity/project', not {path!r}.")
+        project = path
         if project and project.count("/") == 1:
             project = project.split("/")[1]  # W&B's "entity/project"
         runs, skipped = list_runs(self.root, project)
+        if fields:
+            kept = []
+            for run in runs:
+                try:
+                    kept.append((run._record(fields), run))
+                except (CorruptRunError, StorageError) as exc:
+                    skipped.append(_store.Skipped(run.path, exc.path or run.dir, str(exc)))
+            if filters:
+                kept = [(rec, run) for rec, run in kept if _filters.matches(filters, rec)]
+            runs = _filters.ordered(kept, field, descending) if field else [r for _, r in kept]
         self._warn(skipped)
         return runs
 
@@ -240,9 +497,13 @@ class Api:
 
 
 def _without_entity(path: str) -> str:
-    """``"project/id"`` of W&B's ``"entity/project/id"``: a store has one namespace, so the
-    entity (recorded in run.json by init()) takes no part in finding a run."""
-    return path.split("/", 1)[1] if path.count("/") == 2 else path
+    """``"project/id"`` of W&B's ``"entity/project/id"`` (or of its URL's
+    ``"entity/project/runs/id"``): a store has one namespace, so the entity (recorded in
+    run.json by init()) takes no part in finding a run."""
+    parts = path.split("/")
+    if len(parts) == 4 and parts[2] == "runs":
+        return f"{parts[1]}/{parts[3]}"
+    return path.split("/", 1)[1] if len(parts) == 3 else path
 
 
 def list_runs(root: StorePath, project: str | None = None) -> tuple[list[ApiRun], list[_store.Skipped]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -601,22 +602,21 @@ def _parent_dir(rdir: StorePath, ref: dict[str, Any], ctx: Ctx,
 
 
 def _inherited(rdir: StorePath, ref: dict[str, Any] | None, wanted: list[str] | None, ctx: Ctx,
-               top: int, depth: int = 0) -> list[pa.Table]:
+               top: int, steps: Steps, depth: int = 0) -> Iterator[pa.Table]:
     """The tables of a fork's inherited history through step ``top``, oldest first."""
     if ref is None:
-        return []
+        return
     pdir, pctx = _parent_dir(rdir, ref, ctx, depth)
     manifest, logs = _snapshot(pdir, pctx)
     top = min(top, ref["step"])
     view = _view(manifest, ref, top)
-    tables = _inherited(pdir, manifest.get("parent"), wanted, pctx, top, depth + 1)
+    yield from _inherited(pdir, manifest.get("parent"), wanted, pctx, top, steps, depth + 1)
     for seg in view["segments"]:
-        tables.append(_rewound(segment_table(pdir, seg, wanted, pctx), view, seq_of(seg), False))
+        if _meets(seg, steps):
+            yield _rewound(segment_table(pdir, seg, wanted, pctx), view, seq_of(seg), False)
     for seq, bodies, data in logs:
         if seq <= ref["seq"] and bodies:
-            tables.append(_rewound(_log_rows(pdir, seq, bodies, data, wanted, pctx), view, seq,
-                                   False))
-    return tables
+            yield _rewound(_log_rows(pdir, seq, bodies, data, wanted, pctx), view, seq, False)
 
 
 def _inherited_last(rdir: StorePath, ref: dict[str, Any], ctx: Ctx,
@@ -693,16 +693,8 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
     """
     import pyarrow as pa
 
-    manifest, logs = _snapshot(rdir, ctx)
     wanted = None if keys is None else ["_step", "_timestamp", *keys]
-    tables = _inherited(rdir, manifest.get("parent"), wanted, ctx, sys.maxsize)
-    for seg in manifest["segments"]:
-        table = segment_table(rdir, seg, wanted, ctx)
-        tables.append(_rewound(table, manifest, seq_of(seg), include_rewound))
-    for seq, bodies, data in logs:
-        if bodies:
-            tables.append(_rewound(_log_rows(rdir, seq, bodies, data, wanted, ctx), manifest,
-                                   seq, include_rewound))
+    tables = list(history_tables(rdir, wanted, include_rewound=include_rewound, **ctx))
     if not include_rewound:
         return _concat(tables, wanted)
     tables = [t if "_rewound" in t.column_names
@@ -711,6 +703,33 @@ def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewo
     if "_rewound" not in table.column_names:  # (no rows at all)
         table = table.append_column("_rewound", pa.nulls(len(table), pa.int64()))
     return table
+
+
+Steps = tuple[float, float]  # a range of steps, first and last included
+ALL_STEPS: Steps = (-math.inf, math.inf)
+
+
+def _meets(seg: dict[str, Any], steps: Steps) -> bool:
+    first, last = _span(seg)
+    return first <= steps[1] and last >= steps[0]
+
+
+def history_tables(rdir: StorePath, wanted: list[str] | None, *, include_rewound: bool = False,
+                   steps: Steps = ALL_STEPS, **ctx: Unpack[Ctx]) -> Iterator[pa.Table]:
+    """The history's tables (``wanted`` columns as found), one per segment or unsealed log,
+    oldest first, each read as the caller iterates: a scan holds one segment at a time. The
+    logs are read up front (the snapshot); segments, immutable, later. Segments wholly outside
+    ``steps`` are not read; the tables' rows are not cut to ``steps``."""
+    manifest, logs = _snapshot(rdir, ctx)
+    yield from _inherited(rdir, manifest.get("parent"), wanted, ctx, sys.maxsize, steps)
+    for seg in manifest["segments"]:
+        if _meets(seg, steps):
+            yield _rewound(segment_table(rdir, seg, wanted, ctx), manifest, seq_of(seg),
+                           include_rewound)
+    for seq, bodies, data in logs:
+        if bodies:
+            yield _rewound(_log_rows(rdir, seq, bodies, data, wanted, ctx), manifest, seq,
+                           include_rewound)
 
 
 def _log_rows(rdir: StorePath, seq: int, bodies: list[bytes], data: bytes,

@@ -167,7 +167,7 @@ def init(project: str | None = None, *, entity: str | None = None,
     """Start a new run or resume one, with W&B's arguments; see the README for the resume modes.
 
     ``resume_from="RUN_ID?_step=N"`` resumes that run rewound to step N: the rows after N are
-    archived (``ApiRun.history(include_rewound=True)`` reads them) and it continues at N + 1.
+    archived (``ApiRun.history_table(include_rewound=True)`` reads them) and it continues at N + 1.
     ``fork_from="RUN_ID?_step=N"`` starts a new run whose history begins with that run's rows
     through step N (referenced, not copied) and whose config starts as that run's.
 

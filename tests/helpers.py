@@ -36,7 +36,7 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
 
 
 def steps_of(store: Path, path: str) -> list[int]:
-    return localtrack.Api(store).run(path).history([]).column("_step").to_pylist()
+    return localtrack.Api(store).run(path).history_table([]).column("_step").to_pylist()
 
 
 def settle(root: Path) -> None:

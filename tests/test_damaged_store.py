@@ -454,7 +454,7 @@ def test_values_at_the_depth_limit_are_stored_and_read_back(store):
     run.finish()
     api_run = localtrack.Api(store).run("p/r")
     assert api_run.config == {"deep": nested(_codec.MAX_DEPTH - 1)}
-    assert api_run.history().num_rows == 1
+    assert api_run.history_table().num_rows == 1
 
 
 def test_deep_summary_is_a_usage_error(store):

@@ -292,7 +292,7 @@ print(wandb.run.step)
 def test_log_without_arguments_commits_the_step(job):
     assert ok(run_py(job, METRICS)).split() == ["5"]
     (stored,) = localtrack.Api(job / "s").runs()
-    rows = stored.history().to_pylist()
+    rows = stored.history_table().to_pylist()
     assert [r["_step"] for r in rows] == [0, 1, 2, 3, 4]  # the rows of a step are one
     assert [r["val_acc"] for r in rows] == [0.5, None, 2.5, None, 4.5]
     assert stored.last_step == 4 and stored.summary == {"loss": 0.2, "val_acc": 4.5}

@@ -336,12 +336,18 @@ def _get(name: str) -> Call:
 API: dict[str, Call] = {
     "projects": lambda api: api.projects(),
     "run": lambda api: api.run(f"{PROJECT}/{RUN}"),
-    "runs": lambda api: api.runs(),
+    "runs": lambda api: api.runs(PROJECT, filters={"$or": [{"summary_metrics.x": {"$gte": 0}},
+                                                           {"config.lr": {"$exists": True}}]},
+                                 order="-summary_metrics.x"),
     "sweep": lambda api: api.sweep(f"{PROJECT}/{_sweep_id(api.root)}"),
 }
 APIRUN: dict[str, Call] = {
-    **{n: _get(n) for n in ("config", "dir", "last_step", "path", "rewinds", "summary", "updated")},
-    "history": lambda r: r.history(include_rewound=True),
+    **{n: _get(n) for n in ("config", "created_at", "dir", "lastHistoryStep", "last_step", "path",
+                            "rewinds", "summary", "updated", "url")},
+    "files": lambda r: r.files(),
+    "history": lambda r: r.history(samples=3, keys=["x"], pandas=False),
+    "history_table": lambda r: r.history_table(include_rewound=True),
+    "scan_history": lambda r: list(r.scan_history(page_size=2)),
     "history_df": lambda r: r.history_df(),
     "histograms": lambda r: r.histograms("x"),
 }

@@ -61,7 +61,7 @@ def test_plain_rows_get_the_next_step_and_the_last_framed_time(store):
     plain = [line for line in lines if b"_step" not in line]
     assert plain and all(re.fullmatch(rb'\{"x":\d+\.0\}', line) for line in plain)  # orjson's bytes
     assert len(lines) - len(plain) >= 4  # the first row and the three after a pause are framed
-    table = localtrack.Api(store).run("p/r").history()
+    table = localtrack.Api(store).run("p/r").history_table()
     assert table.column("_step").to_pylist() == list(range(2000))
     assert table.column("x").to_pylist() == [float(i) for i in range(2000)]
     times = table.column("_timestamp").to_pylist()
@@ -86,7 +86,7 @@ def test_rows_after_partial_explicit_and_odd_rows_carry_their_own_step(store):
     run.log({"g": None})  # the general path
     run.log({"h": 7.0})
     run.finish()
-    table = localtrack.Api(store).run("p/r").history()
+    table = localtrack.Api(store).run("p/r").history_table()
     rows = {r["_step"]: {k: v for k, v in r.items() if v is not None and k != "_timestamp"}
             for r in table.to_pylist()}
     assert rows == {0: {"_step": 0, "a": 1.0}, 1: {"_step": 1, "b": 2.0, "c": 3.0},
@@ -122,7 +122,7 @@ def test_a_whole_framed_line_that_fails_its_checksum_is_damage(store):
     data[data.index(b'"s":"abc"}\n{"x":4') + 6] = ord("X")  # still JSON: only a checksum sees it
     log.write_bytes(bytes(data))
     with pytest.raises(CorruptRunError) as info:
-        localtrack.Api(store).run("p/r").history()
+        localtrack.Api(store).run("p/r").history_table()
     assert str(log) in str(info.value) and info.value.offset is not None
     with pytest.raises(CorruptRunError):
         localtrack.init(project="p", id="r", resume="must", dir=store)
@@ -181,7 +181,7 @@ def test_rows_with_no_framed_row_before_them_are_a_clear_error(store):
     log = _log_file(store)
     data = log.read_bytes()
     log.write_bytes(data[data.index(b"\n") + 1:])  # the first, framed row gone
-    for read in (lambda: localtrack.Api(store).run("p/r").history(),
+    for read in (lambda: localtrack.Api(store).run("p/r").history_table(),
                  lambda: localtrack.init(project="p", id="r", resume="must", dir=store)):
         with pytest.raises(CorruptRunError) as info:
             read()
@@ -221,7 +221,7 @@ def test_any_mix_of_calls_reads_back_as_logged(ops, seal):
             step = at + 1 if op == "row" else at
         assert run.step == step
         run.finish()
-        table = localtrack.Api(store).run(f"p/{run.id}").history()
+        table = localtrack.Api(store).run(f"p/{run.id}").history_table()
     got = {r["_step"]: {k: v for k, v in r.items() if k in "abc" and v is not None}
            for r in table.to_pylist()}
     assert got == model

@@ -33,7 +33,7 @@ def _logged(store, rows, *, live=False):
         run.finish()
         settle(store)  # the sealer is done: the rows are read from what it left
     stored = localtrack.Api(store).run(f"p/{run.id}")
-    out = stored.history().to_pylist(), stored.summary, stored.histograms("h")
+    out = stored.history_table().to_pylist(), stored.summary, stored.histograms("h")
     run.finish()
     return out
 
@@ -191,7 +191,7 @@ def test_the_column_is_a_struct_of_counts_and_edges_in_parquet(store, monkeypatc
     segments = list((store / "p" / "runs" / "r" / "segments").glob("*.parquet"))
     expected = pa.struct([("counts", pa.list_(pa.int64())), ("edges", pa.list_(pa.float64()))])
     assert [pq.read_schema(s).field("h").type for s in segments] == [expected]
-    assert localtrack.Api(store).run("p/r").history()["h"].type == expected
+    assert localtrack.Api(store).run("p/r").history_table()["h"].type == expected
 
 
 def test_a_key_mixing_histograms_and_numbers_is_json_text(store, sealing):
@@ -219,7 +219,7 @@ def test_partial_steps_merge_with_a_histogram(store, sealing):
     run.log({"h": h}, step=5)
     run.finish()
     stored = localtrack.Api(store).run(f"p/{run.id}")
-    rows = stored.history().to_pylist()
+    rows = stored.history_table().to_pylist()
     assert [(r["_step"], r["a"], r["b"]) for r in rows] == [(0, 1.0, 2.0), (5, None, None)]
     assert stored.histograms("h") == [(0, h), (5, h)]
 
@@ -255,7 +255,7 @@ def test_what_log_refuses_names_the_key_and_run_and_writes_nothing(store, value,
     message = str(info.value)
     assert "'weights'" in message and "'r'" in message and words in message, message
     run.finish()
-    assert localtrack.Api(store).run("p/r").history().num_rows == 0
+    assert localtrack.Api(store).run("p/r").history_table().num_rows == 0
 
 
 def test_sigkill_after_log_returned_keeps_the_histogram(store):

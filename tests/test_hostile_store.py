@@ -133,7 +133,7 @@ def test_a_bad_segment_name_refuses_the_run_and_uploads_nothing(store, remote, t
     assert not any(data in (SECRET, Path("/etc/hostname").read_bytes()) for data in remote_contents(remote))
 
     with pytest.raises(CorruptRunError, match="segment file name") as info:
-        localtrack.Api(store).run("p/r").history()
+        localtrack.Api(store).run("p/r").history_table()
     assert (info.value.project, info.value.run_id) == ("p", "r") and repr(name) in str(info.value)
 
 
@@ -194,7 +194,7 @@ def test_a_symlink_in_a_run_is_not_followed(store, remote, tmp_path, rel, damage
 def test_a_reader_does_not_follow_a_symlink(store, tmp_path, rel):
     link_to_moved_copy(store / "p/runs/r" / rel, tmp_path)
     with pytest.raises(CorruptRunError, match="is a symbolic link") as info:
-        localtrack.Api(store).run("p/r").history()
+        localtrack.Api(store).run("p/r").history_table()
     assert info.value.path == str(store / "p/runs/r" / rel)
 
 
@@ -205,7 +205,7 @@ def test_a_fifo_in_place_of_a_segment_is_refused_not_waited_on(store, remote):
     res = cli("sync", "--to", str(remote), "--dir", str(store), timeout=30)
     assert res.returncode == 1 and "is not a regular file" in res.stderr, res.stderr
     with pytest.raises(CorruptRunError, match="is not a regular file"):
-        localtrack.Api(store).run("p/r").history()
+        localtrack.Api(store).run("p/r").history_table()
 
 
 # -- links in the directory remote, and sync's own files ----------------------------------------

@@ -124,7 +124,7 @@ def test_lightning_trainer_writes_a_run(tmp_path: Path) -> None:
     assert (project, version) == ("lit", run.id)
     assert run.state == "finished" and run.tags == ["tiny"]
     assert run.config == {"lr": 0.1, "width": 3}
-    history = run.history()
+    history = run.history_table()
     assert [step for step, _ in column(history, "train/loss")] == list(range(10))
     assert [step for step, _ in column(history, "val/loss")] == [3, 7]  # val_check_interval=4
     assert [step for step, _ in column(history, "test/loss")] == [10]  # test() after fit()
@@ -146,16 +146,16 @@ def test_lightning_killed_and_restarted_from_its_checkpoint(tmp_path: Path) -> N
     assert first.returncode == -signal.SIGKILL, err
     killed = localtrack.Api(tmp_path / "store").run("lit/req1")
     assert killed.state != "finished"
-    assert [s for s, _ in column(killed.history(), "train/loss")] == list(range(12))
+    assert [s for s, _ in column(killed.history_table(), "train/loss")] == list(range(12))
 
     run_ok(tmp_path, cmd + ["20"], RUN_ID="req1")  # the requeued job: same id, last.ckpt
     run = localtrack.Api(tmp_path / "store").run("lit/req1")
     assert run.state == "finished" and run.config == {"lr": 0.1, "width": 3}
     # Lightning restarted at step 10 (the checkpoint): the steps after it were rewound, each
     # step is in the history once, and the lost ones are archived.
-    assert [s for s, _ in column(run.history(), "train/loss")] == list(range(20))
+    assert [s for s, _ in column(run.history_table(), "train/loss")] == list(range(20))
     assert [(r["to"], r["from_step"]) for r in run.rewinds] == [(9, 11)]
-    archived = [r["_step"] for r in run.history(include_rewound=True).to_pylist() if r["_rewound"]]
+    archived = [r["_step"] for r in run.history_table(include_rewound=True).to_pylist() if r["_rewound"]]
     assert archived == [10, 11]
 
 
@@ -208,7 +208,7 @@ def test_transformers_trainer_writes_a_run(tmp_path: Path, how: str) -> None:
     assert run.config["hidden_size"] == 8 and run.config["learning_rate"] == 0.01
     assert run.config.get("mine") == (1 if how == "own-run" else None)
     assert run.name == ("tiny" if how == "callback-run" else run.id)
-    history = run.history()
+    history = run.history_table()
     assert [s for s, _ in column(history, "train/loss")] == [2, 4, 6]  # logging_steps=2
     assert [s for s, _ in column(history, "eval/loss")] == [3, 6]  # eval_steps=3
     assert run.summary["train_runtime"] > 0 and "train_loss" in run.summary

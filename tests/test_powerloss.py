@@ -141,7 +141,7 @@ def _image(store: Path, old: dict[str, bytes], dest: Path, how: str, rng: random
 def _check_image(image: Path, synced: int, label: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # torn tails cut, logs set aside
-        steps = localtrack.Api(image).run("p/w").history(["x"]).column("_step").to_pylist()
+        steps = localtrack.Api(image).run("p/w").history_table(["x"]).column("_step").to_pylist()
         assert steps == list(range(len(steps))), f"{label}: a reader saw a gap before the resume"
         _doctor.check_store(image)
         run = localtrack.init(project="p", id="w", resume="must", dir=image)
@@ -153,7 +153,7 @@ def _check_image(image: Path, synced: int, label: str) -> None:
     settle(image)  # the repaired logs are sealed, and sealing must not fail
     failed = [log.read_text() for log in image.rglob(_sealer.LOG) if "failed" in log.read_text()]
     assert not failed, f"{label}: sealing failed: {failed}"
-    steps = localtrack.Api(image).run("p/w").history(["x"]).column("_step").to_pylist()
+    steps = localtrack.Api(image).run("p/w").history_table(["x"]).column("_step").to_pylist()
     assert steps == list(range(start + 5)), f"{label}: not contiguous after the resume"
     assert not [f for f in _doctor.check_store(image) if not f.fixed], f"{label}: doctor finds damage"
 
@@ -200,10 +200,10 @@ def test_damage_is_corruption_only_where_the_watermark_says_synced(store, where,
     wal.write_bytes(bytes(data))
     if where == "synced":
         with pytest.raises(localtrack.errors.CorruptRunError) as info:
-            localtrack.Api(store).run("p/d").history()
+            localtrack.Api(store).run("p/d").history_table()
         assert info.value.offset is not None and info.value.offset < data.index(b'"x":57.0')
     else:
-        assert localtrack.Api(store).run("p/d").history().num_rows == 50
+        assert localtrack.Api(store).run("p/d").history_table().num_rows == 50
         with pytest.warns(RuntimeWarning, match="torn tail"):
             again = localtrack.init(project="p", id="d", resume="must", dir=store)
         assert again.step == 50

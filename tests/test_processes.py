@@ -52,7 +52,7 @@ def test_sigkill_at_random_instants_loses_no_acknowledged_step(store):
         assert steps[-1] >= acked_max, "an acknowledged step was lost"
     stored = localtrack.Api(store).run("p/k")
     assert stored.state == "crashed"
-    table = stored.history(["step_copy"])
+    table = stored.history_table(["step_copy"])
     assert table.column("step_copy").to_pylist() == table.column("_step").to_pylist()
     # and the run finishes cleanly afterwards
     done = run_script(WRITER, str(store), "10", "3000")
@@ -74,7 +74,7 @@ def test_torn_tail_is_cut_with_a_warning_and_a_copy(store):
     assert wal.with_name(wal.name + ".broken").read_bytes().startswith(b'{"_step":3')
     again.log({"a": 30})
     again.finish()
-    assert localtrack.Api(store).run("p/t").history(["a"]).column("a").to_pylist() == [0, 1, 2, 30]
+    assert localtrack.Api(store).run("p/t").history_table(["a"]).column("a").to_pylist() == [0, 1, 2, 30]
 
 
 @pytest.mark.seal_may_fail
@@ -94,7 +94,7 @@ def test_damaged_record_in_the_middle_is_reported_not_skipped(store, monkeypatch
     data[data.index(b'"a":2') + 4] = ord("7")  # flip a digit: the checksum no longer matches
     wal.write_bytes(bytes(data))
     with pytest.raises(localtrack.errors.CorruptRunError) as info:
-        localtrack.Api(store).run("p/c").history()
+        localtrack.Api(store).run("p/c").history_table()
     assert str(wal) in str(info.value) and info.value.offset is not None
     run.finish()  # sealing refuses the damaged file; the log stays as it was
     assert wal.exists()
@@ -151,7 +151,7 @@ def test_eight_processes_race_for_one_id(store):
         done.touch()
     outs = [p.communicate(timeout=60)[0].decode().split() for p in procs]
     assert sorted(outs) == [["got"]] + [["locked"]] * 7, outs  # how fast: benchmarks/bench_limits.py
-    assert localtrack.Api(store).run("p/race").history().num_rows == 1
+    assert localtrack.Api(store).run("p/race").history_table().num_rows == 1
 
 
 AUTO = """
@@ -245,7 +245,7 @@ def test_signal_then_clean_exit_stays_preempted(store):
     stored = localtrack.Api(store).run("p/usr1")
     assert stored.state == "preempted"
     assert stored.events[-1]["signal"] == "SIGUSR1"
-    assert stored.history(["x"]).column("x").to_pylist() == [0, 1]
+    assert stored.history_table(["x"]).column("x").to_pylist() == [0, 1]
 
 
 @pytest.mark.parametrize("how,signum,code,state,exit_code", [
@@ -272,7 +272,7 @@ def test_how_a_process_ends_is_recorded(store, how, signum, code, state, exit_co
     assert last["event"] == ("finished" if exit_code is not None else "preempted")
     if exit_code is not None:
         assert last["exit_code"] == exit_code
-    assert stored.history().num_rows == 4
+    assert stored.history_table().num_rows == 4
     run = localtrack.init(project="p", id=how, resume="must", dir=store)
     assert run.step == 4
     run.finish()
@@ -369,5 +369,5 @@ def test_a_forked_child_that_exits_does_not_touch_the_run(store):
     stored = localtrack.Api(store).run("p/fork")
     assert stored.state == "finished"
     assert [e["event"] for e in stored.events] == ["started", "finished"]
-    assert stored.history(["x"]).column("x").to_pylist() == list(range(20_000))
+    assert stored.history_table(["x"]).column("x").to_pylist() == list(range(20_000))
     assert "lr" not in stored.config

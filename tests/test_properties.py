@@ -49,7 +49,7 @@ def test_log_history_summary_round_trip(logged, sealed, to_parquet):
         if sealed:
             run.finish()
         stored = localtrack.Api(store).run(f"p/{run.id}")
-        table = stored.history()
+        table = stored.history_table()
         summary = stored.summary
         if not sealed:
             run.finish()

@@ -49,7 +49,7 @@ def test_torn_tail_at_every_byte_offset(tmp_path):
         wal = _wal(store / "p" / "runs" / "r")
         wal.write_bytes(data[:cut])
         complete = sum(1 for s in starts + [len(data)] if s <= cut)
-        steps = localtrack.Api(store).run("p/r").history().column("_step").to_pylist()
+        steps = localtrack.Api(store).run("p/r").history_table().column("_step").to_pylist()
         assert steps == list(range(complete)), cut
         if cut in (first_cut, len(data) - 1):  # and a writer repairs and continues
             ctx = pytest.warns(RuntimeWarning, match="torn tail") if cut not in starts else None
@@ -61,7 +61,7 @@ def test_torn_tail_at_every_byte_offset(tmp_path):
             assert run.step == complete
             run.log({"x": -1.0})
             run.finish()
-            steps = localtrack.Api(store).run("p/r").history().column("_step").to_pylist()
+            steps = localtrack.Api(store).run("p/r").history_table().column("_step").to_pylist()
             assert steps == list(range(complete + 1))
         shutil.rmtree(store)
 
@@ -73,7 +73,7 @@ def test_zeros_at_the_end_are_padding_and_cut_silently(tmp_path):
     size = _wal(rdir).stat().st_size
     with open(_wal(rdir), "ab") as fh:
         fh.write(b"\0" * 4096)
-    assert localtrack.Api(tmp_path / "s").run("p/r").history().num_rows == 5
+    assert localtrack.Api(tmp_path / "s").run("p/r").history_table().num_rows == 5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run = localtrack.init(project="p", id="r", resume="must", dir=tmp_path / "s")
@@ -104,7 +104,7 @@ def test_flipped_bytes_in_the_middle_are_reported_with_file_and_offset(tmp_path)
         damaged[pos] ^= 0x20
         wal.write_bytes(bytes(damaged))
         with pytest.raises(CorruptRunError) as info:
-            localtrack.Api(store).run("p/r").history()
+            localtrack.Api(store).run("p/r").history_table()
         assert str(wal) in str(info.value) and info.value.offset is not None, pos
         shutil.rmtree(store)
 
@@ -120,7 +120,7 @@ def test_broken_segment_is_a_clear_error(tmp_path, damage):
     else:
         seg.write_bytes(b"not parquet at all" * 10)
     with pytest.raises(CorruptRunError) as info:
-        localtrack.Api(tmp_path / "s").run("p/r").history()
+        localtrack.Api(tmp_path / "s").run("p/r").history_table()
     assert seg.name in str(info.value)
 
 
@@ -128,7 +128,7 @@ def test_broken_segment_is_a_clear_error(tmp_path, damage):
     ("run.json", lambda api: api.run("p/r")),
     ("config.json", lambda api: api.run("p/r").config),
     ("summary.json", lambda api: api.run("p/r").summary),
-    ("manifest.json", lambda api: api.run("p/r").history()),
+    ("manifest.json", lambda api: api.run("p/r").history_table()),
 ])
 def test_garbage_metadata_is_a_clear_error(tmp_path, name, read):
     rdir = _run_with_log(tmp_path / "s", seal=True)
@@ -168,7 +168,7 @@ def test_doctor_reports_and_fixes_what_is_safe(tmp_path):
     res = doctor(store, "p/good", "p/torn")
     assert res.returncode == 0, res.stdout
     api = localtrack.Api(store)
-    assert api.run("p/good").history().num_rows == 5 and api.run("p/torn").history().num_rows == 5
+    assert api.run("p/good").history_table().num_rows == 5 and api.run("p/torn").history_table().num_rows == 5
 
 
 def test_opening_a_run_removes_what_a_sealer_killed_mid_seal_left(tmp_path):
@@ -185,7 +185,7 @@ def test_opening_a_run_removes_what_a_sealer_killed_mid_seal_left(tmp_path):
     run = localtrack.init(project="p", id="r", resume="must", dir=store)
     assert not orphan.exists() and not half.exists()
     run.finish()
-    assert localtrack.Api(store).run("p/r").history().column("x").to_pylist() == [0, 1, 2, 3, 4]
+    assert localtrack.Api(store).run("p/r").history_table().column("x").to_pylist() == [0, 1, 2, 3, 4]
 
 
 def test_events_torn_tail_is_cut_on_resume(tmp_path):

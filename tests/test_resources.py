@@ -41,7 +41,7 @@ def test_full_disk_is_a_clear_error_and_the_run_continues(store):
     failed_at = int(lines[0].split()[-1])
     assert "'full'" in lines[1] and "file size limit" in lines[1]
     assert 100 < failed_at < 300
-    table = localtrack.Api(store).run("p/full").history()
+    table = localtrack.Api(store).run("p/full").history_table()
     assert table.column("_step").to_pylist() == list(range(failed_at + 1))
     assert table.column("x").to_pylist() == list(range(failed_at + 1))
     assert table.column("pad").to_pylist()[-1] == "after"
@@ -76,7 +76,7 @@ for i in range(5000):
 os.remove(filler)                        # space comes back
 run.log({"x": -1, "pad": "after"})
 run.finish()
-table = localtrack.Api(store).run("p/full").history()
+table = localtrack.Api(store).run("p/full").history_table()
 print(json.dumps({"errors": errors, "step_at_error": step_at_error, "message": message,
                   "steps": table.column("_step").to_pylist(), "x": table.column("x").to_pylist()}))
 """
@@ -95,7 +95,7 @@ try:
 except localtrack.errors.LocaltrackError as exc:
     outcome = f"{type(exc).__name__}: {exc}"
 api = localtrack.Api(store).run("p/ro")
-print(json.dumps({"outcome": outcome, "steps": api.history().num_rows, "state": api.state}))
+print(json.dumps({"outcome": outcome, "steps": api.history_table().num_rows, "state": api.state}))
 """
 
 

@@ -44,7 +44,7 @@ def test_resume_table(store, mode, exists, expect):
             localtrack.init(project="p", id="r1", resume=mode, dir=store)
         assert "'r1'" in str(info.value) and "'p'" in str(info.value)
         if exists:  # the stored run is untouched
-            assert localtrack.Api(store).run("p/r1").history().num_rows == 3
+            assert localtrack.Api(store).run("p/r1").history_table().num_rows == 3
         return
     run = localtrack.init(project="p", id="r1", resume=mode, dir=store)
     assert run.resumed is (expect == "resume")
@@ -72,7 +72,7 @@ def test_resumed_run_continues_exactly(store, sealing):
     run.log({"loss": 10.0})
     run.finish()
     stored = localtrack.Api(store).run("p/r1")
-    assert stored.history().column("_step").to_pylist() == list(range(6))
+    assert stored.history_table().column("_step").to_pylist() == list(range(6))
     assert [e["event"] for e in stored.events] == ["started", "finished", "resumed", "finished"]
     assert stored.events[2]["step"] == 5
 
@@ -139,7 +139,7 @@ def test_steps_explicit_commit_and_going_back(store, sealing):
     run.log({"a": 10.0}, step=1)                 # dropped quietly (warned once)
     run.log({"a": 6.0})
     run.finish()
-    rows = localtrack.Api(store).run(f"p/{run.id}").history().to_pylist()
+    rows = localtrack.Api(store).run(f"p/{run.id}").history_table().to_pylist()
     assert [r["_step"] for r in rows] == [0, 1, 5, 6]
     assert rows[1]["val"] == 0.5 and rows[1]["b"] == 2.0 and rows[1]["a"] == 3.0
     assert rows[2]["a"] == 4.0 and rows[2]["c"] == 1.0
@@ -179,7 +179,7 @@ def test_many_segments_and_resume(store, monkeypatch):
     assert run.step == 500
     run.log({"i": 500})
     stored = localtrack.Api(store).run("p/seg")
-    assert stored.history(["i"]).column("i").to_pylist() == list(range(501))
+    assert stored.history_table(["i"]).column("i").to_pylist() == list(range(501))
     assert stored.summary["i"] == 500
     run.finish()
 
@@ -204,7 +204,7 @@ def test_a_row_whose_first_key_is_end_keeps_its_step(store):
     assert again.step == 10
     again.log({"a": 3.0})
     again.finish()
-    assert localtrack.Api(store).run("p/e").history(["a"]).column("_step").to_pylist() == [0, 7, 9, 10]
+    assert localtrack.Api(store).run("p/e").history_table(["a"]).column("_step").to_pylist() == [0, 7, 9, 10]
 
 
 def test_corruption_found_on_resume_names_the_file_offset(store, monkeypatch):

@@ -39,7 +39,7 @@ def _log(store: Path, rid: str, steps: range, base: float = 0.0) -> None:
 
 
 def _history(store: Path, rid: str = "r", **kw) -> dict[str, list]:
-    return localtrack.Api(store).run(f"p/{rid}").history(**kw).to_pydict()
+    return localtrack.Api(store).run(f"p/{rid}").history_table(**kw).to_pydict()
 
 
 def _files(store: Path) -> dict[str, bytes]:
@@ -231,7 +231,7 @@ run.finish()
     settle(base)
 
     def judge(store: Path, trial: int) -> str:
-        steps = localtrack.Api(store).run("p/r").history([]).column("_step").to_pylist()
+        steps = localtrack.Api(store).run("p/r").history_table([]).column("_step").to_pylist()
         if steps != list(range(600)):
             assert steps[:301] == list(range(301)), trial
             assert steps == list(range(len(steps))), trial  # new rows follow without a hole
@@ -239,7 +239,7 @@ run.finish()
         assert run.step == steps[-1] + 1
         run.log({"x": 0.5})
         run.finish()
-        assert localtrack.Api(store).run("p/r").history([]).column("_step").to_pylist() == \
+        assert localtrack.Api(store).run("p/r").history_table([]).column("_step").to_pylist() == \
             list(range(steps[-1] + 2))
         return "before" if steps == list(range(600)) else "after"
 
@@ -261,7 +261,7 @@ def test_a_rewound_run_syncs_to_a_remote_that_held_the_archived_rows(store, tmp_
     assert localtrack.sync(str(remote), dir=store).ok
     assert_same(store, remote)
     local, there = (localtrack.Api(d).run("p/r") for d in (store, remote))
-    assert same_table(local.history(include_rewound=True), there.history(include_rewound=True))
+    assert same_table(local.history_table(include_rewound=True), there.history_table(include_rewound=True))
     assert there.rewinds == local.rewinds and there.last_step == 149
 
 
@@ -278,7 +278,7 @@ _layout.KNOWN_FORMAT = 3
 api = localtrack.Api(sys.argv[1])
 print(api.run("p/plain").last_step)
 try:
-    api.run("p/r").history()
+    api.run("p/r").history_table()
 except localtrack.errors.CorruptRunError as exc:
     print(exc)
 """
@@ -322,7 +322,7 @@ def test_a_fork_starts_with_its_parents_history_and_never_changes_it(store, smal
     settle(store)
     assert {k: v for k, v in _files(store).items() if k.startswith("p/runs/a/")} == parent_files
     api = localtrack.Api(store).run(f"p/{fork.id}")
-    hist = api.history().to_pydict()
+    hist = api.history_table().to_pydict()
     assert hist["_step"] == list(range(200))
     assert hist["x"][149:152] == [149.0, 150.0, -151.0]
     assert (api.last_step, api.summary["x"], api.summary["y"]) == (199, -199.0, 150)
@@ -332,7 +332,7 @@ def test_a_fork_starts_with_its_parents_history_and_never_changes_it(store, smal
     assert not (fork_dir / "segments").exists() or len(list((fork_dir / "segments").iterdir())) <= 1
     res = run_script("""
 import sys, localtrack
-print(localtrack.Api(sys.argv[1]).run(sys.argv[2]).history([]).num_rows)
+print(localtrack.Api(sys.argv[1]).run(sys.argv[2]).history_table([]).num_rows)
 """, str(store), f"p/{fork.id}")
     assert res.stdout.strip() == "200", res.stderr  # another process reads it the same
 
@@ -384,7 +384,7 @@ def test_a_fork_whose_parent_is_gone_says_so(store):
     localtrack.init(project="p", id="b", dir=store, fork_from="a?_step=5").finish()
     shutil.rmtree(store / "p/runs/a")
     with pytest.raises(localtrack.errors.CorruptRunError, match="fork of run 'a'.*not in this store"):
-        localtrack.Api(store).run("p/b").history()
+        localtrack.Api(store).run("p/b").history_table()
 
 
 def test_syncing_a_fork_takes_its_parent_along(store, tmp_path):
@@ -399,7 +399,7 @@ def test_syncing_a_fork_takes_its_parent_along(store, tmp_path):
     assert localtrack.sync(str(remote), dir=store, runs=["p/b"]).ok
     there = localtrack.Api(remote)
     assert sorted(r.id for r in there.runs("p")) == ["a", "b"]
-    assert same_table(there.run("p/b").history(), localtrack.Api(store).run("p/b").history())
+    assert same_table(there.run("p/b").history_table(), localtrack.Api(store).run("p/b").history_table())
 
 
 FORKER = """
@@ -419,10 +419,10 @@ def test_sigkill_at_any_instant_of_a_fork_leaves_no_fork_or_a_whole_one(tmp_path
 
     def judge(store: Path, trial: int) -> str:
         api = localtrack.Api(store)
-        assert api.run("p/a").history([]).column("_step").to_pylist() == list(range(600))
+        assert api.run("p/a").history_table([]).column("_step").to_pylist() == list(range(600))
         if "f" not in [r.id for r in api.runs("p")]:
             return "before"
-        steps = api.run("p/f").history([]).column("_step").to_pylist()
+        steps = api.run("p/f").history_table([]).column("_step").to_pylist()
         assert steps == list(range(len(steps))) and len(steps) >= 301, trial
         return "after"
 
@@ -451,7 +451,7 @@ run.finish()
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "50"
     (api,) = localtrack.Api(store).runs("p")
-    hist = api.history().to_pydict()
+    hist = api.history_table().to_pydict()
     assert hist["_step"] == list(range(100)) and hist["x"][49:51] == [49.0, 50.5]
     assert [(r["from_step"], r["to"]) for r in api.rewinds] == [(79, 49)]
     run = localtrack.init(project="p", id=api.id, resume="must", dir=store)
@@ -459,7 +459,7 @@ run.finish()
         run.rewind(150)
     run.rewind(99)  # to the last step: nothing to archive
     run.finish()
-    assert localtrack.Api(store).run(api.path).history([]).num_rows == 100
+    assert localtrack.Api(store).run(api.path).history_table([]).num_rows == 100
 
 
 def test_rewinding_and_forking_into_sealed_history_read_no_segment(store, small_logs):

@@ -275,7 +275,7 @@ def test_readers_see_every_step_while_a_sealer_works_through_a_backlog(store, mo
     reads = 0
     while reads == 0 or list((rdir / "wal").glob("*.jsonl")):
         stored = api.run("p/b")
-        assert stored.history(["x"]).column("_step").to_pylist() == list(range(3000))
+        assert stored.history_table(["x"]).column("_step").to_pylist() == list(range(3000))
         assert stored.last_step == 2999 and stored.summary["x"] == 2999.0
         reads += 1
     assert reads > 1

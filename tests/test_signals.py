@@ -94,7 +94,7 @@ def test_signal_loop(store):
         deaths[proc.returncode] = deaths.get(proc.returncode, 0) + 1
         if not (store / "p" / "runs" / "t").exists():
             continue  # the signal came before the first init() created the run
-        table = localtrack.Api(store).run("p/t").history(["x"])
+        table = localtrack.Api(store).run("p/t").history_table(["x"])
         steps = table.column("_step").to_pylist()
         assert steps == list(range(len(steps))), f"trial {k}: gap or duplicate"
         if acked:
@@ -155,7 +155,7 @@ def test_a_user_handler_that_logs_and_finishes_from_inside_log(store, chain):
             pytest.fail(f"trial {k}: a handler calling log()/finish() deadlocked")
         acked = [int(w) for w in out.decode().split() if w.isdigit()]
         run = localtrack.Api(store).run("p/h")
-        table = run.history(["x", "handler"])
+        table = run.history_table(["x", "handler"])
         steps = table.column("_step").to_pylist()
         assert steps == list(range(len(steps))), f"trial {k}: gap or duplicate"
         assert not acked or acked[-1] < len(steps)
@@ -204,4 +204,4 @@ def test_a_signal_during_finish_ends_the_run_preempted(store):
     assert res.returncode == -signal.SIGTERM, res.stderr
     run = localtrack.Api(store).run("p/f")
     assert run.state == "preempted"
-    assert run.history(["x"]).column("x").to_pylist() == [1.0]
+    assert run.history_table(["x"]).column("x").to_pylist() == [1.0]

@@ -84,7 +84,7 @@ def wait_steps(store: Path, at_least: int, timeout: float = 60) -> str:
 def check_run(run: localtrack.ApiRun, steps: int, signals: list[str]) -> None:
     """Finished, steps 0..steps-1 once each, and one preempted/resumed pair per signal."""
     assert run.state == "finished", (run.path, run.events)
-    assert run.history(["loss"]).column("_step").to_pylist() == list(range(steps)), run.path
+    assert run.history_table(["loss"]).column("_step").to_pylist() == list(range(steps)), run.path
     life = [e for e in run.events if e.get("event") in LIFECYCLE]
     expected = ["started"] + ["preempted", "resumed"] * len(signals) + ["finished"]
     assert [e["event"] for e in life] == expected, (run.path, life)
@@ -300,7 +300,7 @@ def test_a_preemption_during_a_program_s_start_up_loses_no_point(slurm: Cluster,
     sweep = localtrack.Api(jobs / "localtrack-runs").sweep(f"demo/{sweep_id}")
     assert sweep.counts() == {"finished": 1}, sweep.runs
     [run] = all_runs(jobs / "localtrack-runs")
-    assert run.state == "finished" and run.history(["loss"]).num_rows == 1, run.events
+    assert run.state == "finished" and run.history_table(["loss"]).num_rows == 1, run.events
 
 
 def test_sync_watch_ships_a_live_run_from_the_login_node(slurm: Cluster, jobs: Path, tmp_path: Path):
@@ -399,7 +399,7 @@ def test_scancel_term_reaches_a_handler_of_the_script_s_own(slurm: Cluster, jobs
     run = the_run(store)
     assert run is not None and run.state == "preempted", (run and run.events,
                                                           output(jobs / f"own-{jid}.out"))
-    table = run.history(["loss", "final"])
+    table = run.history_table(["loss", "final"])
     steps = table.column("_step").to_pylist()
     assert steps == list(range(len(steps))), run.path
     finals = [s for s, f in zip(steps, table.column("final").to_pylist(), strict=True) if f is not None]
@@ -414,7 +414,7 @@ def test_scancel_term_reaches_a_handler_of_the_script_s_own(slurm: Cluster, jobs
     run = the_run(store)
     assert run is not None
     check_run(run, STEPS, ["SIGTERM"])     # the handler's row took one of the steps
-    assert run.history(["final"]).column("final").to_pylist().count(float(finals[0])) == 1
+    assert run.history_table(["final"]).column("final").to_pylist().count(float(finals[0])) == 1
 
 
 def test_a_job_killed_by_its_time_limit_leaves_its_run_preempted(slurm: Cluster, jobs: Path):
@@ -439,7 +439,7 @@ def test_a_job_killed_by_its_time_limit_leaves_its_run_preempted(slurm: Cluster,
 
     run = the_run(plain / "localtrack-runs")
     assert run is not None and run.state == "preempted", run and run.events
-    steps = run.history(["loss"]).column("_step").to_pylist()
+    steps = run.history_table(["loss"]).column("_step").to_pylist()
     assert steps == list(range(len(steps))) and len(steps) > 100, run.path
     life = [(e["event"], e.get("signal")) for e in run.events if e.get("event") in LIFECYCLE]
     assert life == [("started", None), ("preempted", "SIGTERM")], run.events
@@ -451,5 +451,5 @@ def test_a_job_killed_by_its_time_limit_leaves_its_run_preempted(slurm: Cluster,
     assert sweep.queue == [job["id"]], sweep.runs
     [run] = all_runs(jobs / "localtrack-runs")
     assert run.state == "preempted" and run.id == job["id"], run.events
-    steps = run.history(["loss"]).column("_step").to_pylist()
+    steps = run.history_table(["loss"]).column("_step").to_pylist()
     assert steps == list(range(len(steps))) and len(steps) > 100, run.path

@@ -209,7 +209,7 @@ def test_a_requeued_run_rewinds_to_its_checkpoint(store, tmp_path):
     assert sweep.counts() == {"finished": 4}, (sweep.runs, out)
     for r in sweep.runs:
         api = localtrack.Api(store).run(f"p/{r['id']}")
-        hist = api.history(["loss"]).to_pydict()
+        hist = api.history_table(["loss"]).to_pydict()
         assert hist["_step"] == list(range(8))
         resumed = [loss >= 10.0 for loss in hist["loss"]]
         if r["params"]["bs"] == 32:

@@ -67,7 +67,7 @@ def assert_same(local_dir, remote_dir) -> None:
         assert (rr.name, rr.tags, rr.state, rr.last_step) == (lr.name, lr.tags, lr.state, lr.last_step)
         assert rr.config == lr.config and rr.summary == lr.summary
         assert [e["event"] for e in rr.events] == [e["event"] for e in lr.events]
-        assert same_table(rr.history(), lr.history()), path
+        assert same_table(rr.history_table(), lr.history_table()), path
 
 
 def same_table(a, b) -> bool:
@@ -97,7 +97,7 @@ def test_remote_is_a_store_equal_to_the_local_one(store, remote_uri):
     report = localtrack.sync(remote_uri, dir=store)
     assert report.ok and report.runs == 3 and report.uploaded_files > 10
     assert_same(store, remote_uri)
-    assert localtrack.Api(store).run("p/big").history().num_rows == 10_300
+    assert localtrack.Api(store).run("p/big").history_table().num_rows == 10_300
     again = localtrack.sync(remote_uri, dir=store)
     assert again.ok and again.uploaded_files == 0 and again.uploaded_bytes == 0
 
@@ -110,7 +110,7 @@ def test_live_run_goes_up_incrementally_with_few_chunks(store, tmp_path):
         run.log({"x": round_, "y": "z" * round_})
         report = localtrack.sync(str(remote), dir=store)
         sizes.append(report.uploaded_bytes)
-        remote_steps = localtrack.Api(remote).run("p/live").history().column("_step").to_pylist()
+        remote_steps = localtrack.Api(remote).run("p/live").history_table().column("_step").to_pylist()
         assert remote_steps == list(range(round_ + 1))
         assert localtrack.Api(remote).run("p/live").state == "running"
     chunks = os.listdir(remote / "p/runs/live/wal/00000000.jsonl")
@@ -216,7 +216,7 @@ def test_clean_removes_only_finished_runs_complete_on_the_remote(store, tmp_path
     make_store(store)
     remote = tmp_path / "remote"
     localtrack.sync(str(remote), dir=store)
-    before = {r.path: r.history() for r in localtrack.Api(remote).runs()}
+    before = {r.path: r.history_table() for r in localtrack.Api(remote).runs()}
     (remote / "p/runs/small/config.json").write_text('{"tampered": 1}')  # sizes differ now
     res = cli("sync", "--to", str(remote), "--dir", str(store), "--clean")
     assert res.returncode == 0, res.stderr
@@ -224,7 +224,7 @@ def test_clean_removes_only_finished_runs_complete_on_the_remote(store, tmp_path
     assert "not cleaning p/small: config.json differs" in res.stderr
     left = sorted(r.path for r in localtrack.Api(store).runs())
     assert left == ["p/small", "q/crashed"]  # a changed copy is kept; a crashed run may resume
-    assert same_table(localtrack.Api(remote).run("p/big").history(), before["p/big"])
+    assert same_table(localtrack.Api(remote).run("p/big").history_table(), before["p/big"])
     again = localtrack.init(project="p", id="big", dir=store, resume="allow")
     assert again.step == 0 and not again.resumed  # the id is free again
     again.finish()
@@ -449,7 +449,7 @@ def test_history_of_a_merged_step_with_a_key_only_ever_null(store, tmp_path):
     run.log({"a": 1})
     run.log({"a": 2.0}, commit=False)
     run.log({"d": None})
-    table = localtrack.Api(store).run("p/r").history()
+    table = localtrack.Api(store).run("p/r").history_table()
     assert table.column_names == ["_step", "_timestamp", "a", "d"]
     assert table.column("a").to_pylist() == [1.0, 2.0] and table.column("d").to_pylist() == [None, None]
     run.finish()
@@ -557,7 +557,7 @@ def test_many_runs_with_four_jobs_end_as_with_one(store, remote_uri, tmp_path):
     assert progress.advanced == report.uploaded_bytes <= progress.total
     assert (report.uploaded_files, report.uploaded_bytes) == (first.uploaded_files, first.uploaded_bytes)
     assert_same(store, remote_uri)
-    assert localtrack.Api(remote_uri).run("many/a-fork2").history().num_rows == 23
+    assert localtrack.Api(remote_uri).run("many/a-fork2").history_table().num_rows == 23
     objects = remote_objects(remote_uri)
     assert objects == remote_objects(one) and len(objects) > 60
     again = localtrack.sync(remote_uri, dir=store, jobs=4)
@@ -608,7 +608,7 @@ def test_a_damaged_run_does_not_stop_the_others(store, tmp_path):
     # its run.json goes up last, so the damaged run is not listed there; every other run is whole
     assert sorted(remote_runs) == sorted(set(local) - {"many/r03"})
     for path, rr in remote_runs.items():
-        assert same_table(rr.history(), local[path].history()), path
+        assert same_table(rr.history_table(), local[path].history_table()), path
     assert (remote / "many/runs/r03/wal/00000000.jsonl").is_dir()  # what the checksums vouch for
 
 

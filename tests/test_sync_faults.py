@@ -34,8 +34,8 @@ def assert_remote_is_a_prefix(store, remote) -> None:
     """What a reader of the remote sees at any instant: each run's history is a prefix of the local one."""
     local = {r.path: r for r in localtrack.Api(store).runs()}
     for rr in localtrack.Api(remote).runs():
-        remote_rows = rr.history().to_pylist()
-        local_rows = local[rr.path].history().to_pylist()
+        remote_rows = rr.history_table().to_pylist()
+        local_rows = local[rr.path].history_table().to_pylist()
         assert repr(remote_rows) == repr(local_rows[:len(remote_rows)]), rr.path
 
 
@@ -45,7 +45,7 @@ def test_a_reader_polling_a_parallel_sync_sees_readable_prefixes(store, tmp_path
     of the local one (forks included: each waits for its parent)."""
     make_store(store)
     many_runs(store, 60)
-    local = {r.path: r.history().to_pylist() for r in localtrack.Api(store).runs()}  # still now
+    local = {r.path: r.history_table().to_pylist() for r in localtrack.Api(store).runs()}  # still now
     env = env_without_localtrack()
     if kind == "s3":
         s3 = request.getfixturevalue("s3")
@@ -61,7 +61,7 @@ def test_a_reader_polling_a_parallel_sync_sees_readable_prefixes(store, tmp_path
             done = proc.poll() is not None
             listed = localtrack.Api(remote).runs()  # every run listed reads, and is a prefix
             for rr in listed:
-                rows = rr.history().to_pylist()
+                rows = rr.history_table().to_pylist()
                 assert repr(rows) == repr(local[rr.path][:len(rows)]), rr.path
             seen.add(len(listed))
             if done or time.monotonic() > deadline:
@@ -176,7 +176,8 @@ def test_daemon_keeps_a_live_run_in_step_through_an_s3_outage(store, s3, tmp_pat
         def finished_and_equal() -> bool:
             try:
                 remote = localtrack.Api(uri).run("live/w")
-                return remote.state == "finished" and same_table(remote.history(), local.history())
+                return remote.state == "finished" and same_table(remote.history_table(),
+                                                                 local.history_table())
             except localtrack.LocaltrackError:
                 return False
 

@@ -17,7 +17,7 @@ def test_resuming_inside_a_synced_copy_is_refused(store, tmp_path):
     run.finish()                      # a small tail stays a log, which sync sends as chunks
     remote = tmp_path / "remote"
     localtrack.sync(str(remote), dir=str(store))
-    assert localtrack.Api(remote).run("p/r").history().num_rows == 5
+    assert localtrack.Api(remote).run("p/r").history_table().num_rows == 5
     with pytest.raises(UsageError, match="read-only"):
         localtrack.init(project="p", id="r", resume="must", dir=remote)
     again = localtrack.init(project="p", id="r", resume="must", dir=store)   # the original is fine

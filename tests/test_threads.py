@@ -63,7 +63,7 @@ def test_threads_log_every_kind_of_row(store, small_logs, threads):
     errors = _race(threads, body)
     assert not errors, errors
     run.finish()
-    table = localtrack.Api(store).run("p/r").history(["t", "i"])
+    table = localtrack.Api(store).run("p/r").history_table(["t", "i"])
     steps = table.column("_step").to_pylist()
     assert steps == list(range(threads * per_thread))  # one counter: no gap, no duplicate
     seen = sorted(zip(table.column("t").to_pylist(), table.column("i").to_pylist(), strict=True))
@@ -91,7 +91,7 @@ def test_explicit_steps_from_two_threads_keep_one_counter(store, small_logs):
         errors = _race(2, body)
     assert not errors, errors
     run.finish()
-    steps = localtrack.Api(store).run("p/r").history(["step"]).column("_step").to_pylist()
+    steps = localtrack.Api(store).run("p/r").history_table(["step"]).column("_step").to_pylist()
     assert steps == sorted(set(steps)) and len(steps) > 1000
 
 
@@ -117,7 +117,7 @@ def test_finish_from_another_thread_while_threads_log(store, small_logs):
 
     errors = _race(4, body)
     assert not errors, errors
-    table = localtrack.Api(store).run("p/r").history(["t", "i"])
+    table = localtrack.Api(store).run("p/r").history_table(["t", "i"])
     steps = table.column("_step").to_pylist()
     assert steps == list(range(len(steps)))
     on_disk = list(zip(table.column("t").to_pylist(), table.column("i").to_pylist(), strict=True))

@@ -62,7 +62,7 @@ while True:
     last = os.path.exists(stop)  # one whole pass after the stop file appears: reads >= 1
     try:
         for r in localtrack.Api(sys.argv[1]).runs("p"):
-            steps = r.history(["x"]).column("_step").to_pylist()
+            steps = r.history_table(["x"]).column("_step").to_pylist()
             assert steps == list(range(len(steps))), "reader saw a gap or duplicate"
             r.summary, r.config, r.state
             reads += 1
@@ -115,7 +115,7 @@ def test_kill_loop(store, tmp_path):
             if acked:
                 acked_max = max(acked_max, acked[-1])
             try:
-                table = localtrack.Api(store).run("p/t").history(["x", "partial"])
+                table = localtrack.Api(store).run("p/t").history_table(["x", "partial"])
             except localtrack.LocaltrackError:
                 unreadable += 1
                 continue
@@ -164,7 +164,7 @@ def test_eight_writers_and_a_reader(store, tmp_path):
     runs = localtrack.Api(store).runs("p")
     assert sorted(r.id for r in runs) == [f"w{i}" for i in range(8)]
     for r in runs:
-        table = r.history()
+        table = r.history_table()
         assert table.column("x").to_pylist() == list(range(2000)) and r.state == "finished"
         assert set(table.column("who").to_pylist()) == {r.id[1:]}
 
@@ -238,7 +238,7 @@ class RunModel(RuleBasedStateMachine):
 
     @invariant()
     def history_matches(self) -> None:
-        table = localtrack.Api(self.store).run("p/m").history()
+        table = localtrack.Api(self.store).run("p/m").history_table()
         rows = {r["_step"]: {k: v for k, v in r.items() if not k.startswith("_") and v is not None}
                 for r in table.to_pylist()}
         assert rows == self.model

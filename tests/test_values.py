@@ -25,7 +25,7 @@ def _roundtrip_unsealed(store, rows):
     for row in rows:
         run.log(row)
     stored = localtrack.Api(store).run(f"p/{run.id}")
-    table, summary = stored.history(), stored.summary
+    table, summary = stored.history_table(), stored.summary
     run.finish()
     return table, summary
 
@@ -35,7 +35,7 @@ def test_non_finite_floats_round_trip(store, sealed, sealing):
     rows = [{"x": math.nan}, {"x": math.inf}, {"x": -math.inf}, {"x": 1.5}]
     if sealed:
         stored = _roundtrip(store, rows)
-        table, summary = stored.history(), stored.summary
+        table, summary = stored.history_table(), stored.summary
     else:
         table, summary = _roundtrip_unsealed(store, rows)
     values = table.column("x").to_pylist()
@@ -55,7 +55,7 @@ def test_summary_keeps_non_finite(store, sealing):
 def test_scalars_of_every_kind(store, sealing):
     big = 2**62 + 1  # beyond 2**53: a float would round it
     stored = _roundtrip(store, [{"i": big, "b": True, "s": "héllo ✓", "n": None, "f": 0.1}])
-    row = stored.history().to_pylist()[0]
+    row = stored.history_table().to_pylist()[0]
     assert row["i"] == big and row["b"] is True and row["s"] == "héllo ✓"
     assert row["n"] is None and row["f"] == 0.1
 
@@ -65,7 +65,7 @@ def test_numpy_scalars_and_zero_d_arrays(store, sealing):
         "f32": np.float32(0.25), "f64": np.float64(np.nan), "i64": np.int64(7),
         "b": np.bool_(True), "arr0": np.array(3.5), "s": np.str_("x"),
     }])
-    row = stored.history().to_pylist()[0]
+    row = stored.history_table().to_pylist()[0]
     assert row["f32"] == 0.25 and math.isnan(row["f64"]) and row["i64"] == 7
     assert row["b"] is True and row["arr0"] == 3.5 and row["s"] == "x"
 
@@ -73,13 +73,13 @@ def test_numpy_scalars_and_zero_d_arrays(store, sealing):
 def test_torch_zero_d_tensor(store):
     torch = pytest.importorskip("torch")
     stored = _roundtrip(store, [{"t": torch.tensor(0.5), "ti": torch.tensor(3)}])
-    row = stored.history().to_pylist()[0]
+    row = stored.history_table().to_pylist()[0]
     assert row["t"] == 0.5 and row["ti"] == 3
 
 
 def test_nested_dicts_flatten_in_history_and_nest_in_summary(store, sealing):
     stored = _roundtrip(store, [{"val": {"loss": 0.5, "acc": {"top1": 0.9}}, "train/loss": 0.7}])
-    assert set(stored.history().column_names) == {
+    assert set(stored.history_table().column_names) == {
         "_step", "_timestamp", "val/loss", "val/acc/top1", "train/loss"}
     assert stored.summary == {"val": {"loss": 0.5, "acc": {"top1": 0.9}}, "train": {"loss": 0.7}}
 
@@ -98,7 +98,7 @@ def test_bad_value_names_the_key_and_the_run_survives(store, value, err, needle)
     assert "bad_key" in str(info.value) and needle in str(info.value) and run.id in str(info.value)
     run.log({"ok": 2.0})
     run.finish()
-    rows = localtrack.Api(store).run(f"p/{run.id}").history().to_pylist()
+    rows = localtrack.Api(store).run(f"p/{run.id}").history_table().to_pylist()
     assert [r["_step"] for r in rows] == [0, 1]
     assert "good" not in rows[0] and [r["ok"] for r in rows] == [1.0, 2.0]
 
@@ -122,7 +122,7 @@ def test_type_change_between_steps_is_unified(store, sealing):
     run.log({"a": 2.5, "b": "x"})
     run.log({"b": "y"})
     run.finish()
-    table = localtrack.Api(store).run(f"p/{run.id}").history()
+    table = localtrack.Api(store).run(f"p/{run.id}").history_table()
     assert table.column("a").to_pylist() == [1.0, 2.5, None]
     assert table.column("b").to_pylist() == [None, "x", "y"]
 
@@ -166,7 +166,7 @@ def test_wide_rows_and_huge_strings_round_trip(store, sealing):
     run.log({"big": "x" * 5_000_000, "k1": -1.0})
     run.finish()
     stored = localtrack.Api(store).run(f"p/{run.id}")
-    table = stored.history()
+    table = stored.history_table()
     assert table.num_columns == 10_003 and table.num_rows == 2
     assert table.column("k9999").to_pylist() == [9999.0, None]
     assert len(table.column("big")[1].as_py()) == 5_000_000

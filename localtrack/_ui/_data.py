@@ -236,7 +236,7 @@ class StoreView:
             if hit is not None:
                 self._history.move_to_end(cache_key)
                 return hit
-        table = run.history(keys)
+        table = run.history_table(keys)
         series = {key: _downsample.series(table, key, x=_X_COLUMNS[x], points=points,
                                           xmin=xmin, xmax=xmax) for key in keys}
         out = {"path": path, "state": run.state, "steps": run.last_step + 1, "rows": table.num_rows,
