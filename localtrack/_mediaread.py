@@ -86,7 +86,7 @@ def _bytes(rdir: Path, ref: dict[str, Any], ctx: Ctx) -> bytes:
             raise FileNotFoundError(f"no blob file for log {seq!r}")
         return _blobs.read(path, ref)
     except (OSError, ValueError) as exc:
-        raise CorruptRunError(f"A {ref.get('type')} of {run_label(ctx)} cannot be read ({exc}). "
+        raise CorruptRunError(f"A stored {ref.get('type')} of {run_label(ctx)} cannot be read ({exc}). "
                               "If the run crashed, resuming it (or `localtrack doctor --fix`) "
                               "cuts the rows whose media were lost; else restore the run from a "
                               "backup.", path=str(path or rdir), **ctx) from exc
@@ -112,7 +112,7 @@ def _decode(rdir: Path, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any:
             table.data = [[_cell(rdir, v, ctx) for v in row] for row in stored["data"]]
             return table.get_dataframe() if pandas else table
     except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise CorruptRunError(f"A {kind} of {run_label(ctx)} cannot be decoded ({exc}).",
+        raise CorruptRunError(f"A stored {kind} of {run_label(ctx)} cannot be decoded ({exc}).",
                               path=str(rdir), **ctx) from exc
     raise CorruptRunError(f"{run_label(ctx)} holds a media reference of unknown type {kind!r}; "
                           "it was written by a newer localtrack.", path=str(rdir), **ctx)
