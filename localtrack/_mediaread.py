@@ -9,6 +9,7 @@ history is now: a rewind the parent made below the fork point after the fork hid
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +112,7 @@ def _decode(rdir: Path, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any:
             table = Table(columns=stored["columns"])
             table.data = [[_cell(rdir, v, ctx) for v in row] for row in stored["data"]]
             return table.get_dataframe() if pandas else table
-    except (ValueError, KeyError, TypeError, OSError) as exc:
+    except (ValueError, KeyError, TypeError, OSError, EOFError, wave.Error) as exc:
         raise CorruptRunError(f"A stored {kind} of {run_label(ctx)} cannot be decoded ({exc}).",
                               path=str(rdir), **ctx) from exc
     raise CorruptRunError(f"{run_label(ctx)} holds a media reference of unknown type {kind!r}; "

@@ -487,18 +487,22 @@ def _cell(value: Any, key: str, where: str, row: int, col: str, children: list[I
 
 
 class _Refused(Media):
-    """W&B media that localtrack does not store: refused when made, saying so."""
+    """W&B media that localtrack does not store: made as W&B scripts make them, refused by
+    log() with an error naming the key and the run."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def _item(self, key: str, where: str) -> Item:
         raise UnsupportedTypeError(
-            f"localtrack.{type(self).__name__} is not stored by localtrack (3D objects and "
-            "molecules have no viewer here); log the file as an artifact, or render it to an "
-            "image and log localtrack.Image.")
+            f"Cannot log key {key!r} in {where}: localtrack.{type(self).__name__} is not stored "
+            "by localtrack (3D objects and molecules have no viewer here); log the file as an "
+            "artifact, or render it to an image and log localtrack.Image.")
 
 
 class Object3D(_Refused):
-    """Refused (see _Refused): W&B's 3D point clouds and meshes."""
+    """Refused when logged (see _Refused): W&B's 3D point clouds and meshes."""
 
 
 class Molecule(_Refused):
-    """Refused (see _Refused): W&B's molecule files."""
+    """Refused when logged (see _Refused): W&B's molecule files."""

@@ -332,6 +332,8 @@ HOSTILE = [
     pytest.param(lambda t: localtrack.Html(b"\xff\xfe"), "takes a str", id="html-bytes"),
     pytest.param(lambda t: localtrack.Table(columns=["a"], data=[[object()]]), "table cell",
                  id="table-object-cell"),
+    pytest.param(lambda t: localtrack.Object3D(np.zeros((3, 3))), "not stored", id="object3d"),
+    pytest.param(lambda t: localtrack.Molecule("x.pdb"), "not stored", id="molecule"),
 ]
 
 
@@ -359,8 +361,6 @@ def test_hostile_values_raise_naming_key_and_run_and_store_nothing(
     pytest.param(lambda: localtrack.Table(columns=["a", "a"]), "distinct", id="table-same-column"),
     pytest.param(lambda: localtrack.Table(columns=["a"], data=[[1]]).add_column("b", [1, 2]),
                  "2 values for 1 rows", id="table-column-length"),
-    pytest.param(lambda: localtrack.Object3D(np.zeros((3, 3))), "not stored", id="object3d"),
-    pytest.param(lambda: localtrack.Molecule("x.pdb"), "not stored", id="molecule"),
     pytest.param(lambda: localtrack.Image(HWC, boxes={}), "not stored yet", id="image-boxes"),
     pytest.param(lambda: localtrack.Video(np.zeros((1, 3, 4, 4)), format="mp4"), "pip install av",
                  id="video-mp4-from-array"),
