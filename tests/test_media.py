@@ -385,3 +385,13 @@ def test_blob_items_check_their_crc(store: Path) -> None:
     data = (store / "p" / "runs" / "q" / "wal" / _blobs.name(0)).read_bytes()
     assert data[ref["off"]:ref["off"] + ref["len"]] == b"<i>x</i>"
     assert ref["crc"] == zlib.crc32(b"<i>x</i>")
+
+
+def test_sync_clean_keeps_a_run_whose_media_are_not_synced(store: Path, tmp_path: Path) -> None:
+    """Sync does not upload blob logs yet: --clean must not delete the only copy of media."""
+    run = localtrack.init(project="p", id="sc", dir=store)
+    run.log({"img": localtrack.Image(HWC), "x": 1.0})
+    run.finish()
+    settle(store)
+    localtrack.sync(tmp_path / "remote", dir=store, clean=True)
+    assert len(localtrack.Api(store).run("p/sc").media("img")) == 1
