@@ -4,9 +4,11 @@ For a 64x64x3 and a 256x256x3 uint8 image (random noise, the worst case for PNG,
 gradient, closer to a photo or a rendered sample), times in this process: Pillow's PNG at
 compress_level 1 and at its default (6), and copying the raw bytes (``tobytes()``, what a
 store that encodes while sealing would write in log()). Reports the median of ``--repeats``
-calls and the bytes each produces.
+calls and the bytes each produces. Then what localtrack does: ``run.log({"img": Image(x)})``
+of a 224x224x3 uint8 image, the median cost per call on the training thread (default fsync
+policy), and after ``--images`` of them and finish(): the files of the run and their bytes.
 
-    python benchmarks/bench_media.py [--repeats 200] [--markdown]
+    python benchmarks/bench_media.py [--repeats 200] [--images 2000] [--markdown]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import io
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -37,11 +40,38 @@ def _raw(array: Any) -> bytes:
     return bytes(array.tobytes())
 
 
+def _log_images(count: int) -> tuple[float, int, int]:
+    """(median µs per log() of an image, files in the finished run, their bytes)."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    import localtrack
+    from localtrack import _sealer
+
+    image = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as store:
+        run = localtrack.init(project="bench", id="media", dir=store)
+        times = []
+        for i in range(count):
+            t0 = time.perf_counter()
+            run.log({"img": localtrack.Image(image), "i": i})
+            times.append(time.perf_counter() - t0)
+        run.finish()
+        rdir = os.path.join(store, "bench", "runs", "media")
+        _sealer.wait_idle(Path(rdir))
+        files = [os.path.join(d, f) for d, _, fs in os.walk(rdir) for f in fs]
+        return (statistics.median(times) * 1e6, len(files),
+                sum(os.path.getsize(f) for f in files))
+
+
 def main() -> None:
     import numpy as np
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -63,6 +93,9 @@ def main() -> None:
                 out = encode(array)
                 times.append(time.perf_counter() - t0)
             rows.append((name, label, statistics.median(times) * 1e6, len(out)))
+    us, files, size = _log_images(args.images)
+    print(f"log() of a 224x224x3 uint8 Image: median {us:,.0f} µs; {args.images} images -> "
+          f"{files} files, {size:,} bytes ({size / (args.images * 224 * 224 * 3):.3f}x the pixels)")
     if args.markdown:
         print("| image | encoding | median µs | bytes |")
         print("|---|---|---:|---:|")
