@@ -131,9 +131,9 @@ def test_show_lists_media_keys(tmp_path: Path) -> None:
 
 THOUSAND = """
 import sys, numpy as np, localtrack
-from localtrack import _stream
+from localtrack import _blobs, _stream
 _stream.SEAL_MIN_BYTES = 0
-_stream.ROTATE_BYTES = 40_000       # the history rotates every few hundred rows
+_blobs.ROTATE_BYTES = 200_000       # the history rotates when its blob holds ~260 images
 run = localtrack.init(project="p", id="k", dir=sys.argv[1])
 img = np.zeros((16, 16, 3), np.uint8)
 for i in range(1000):
@@ -395,3 +395,18 @@ def test_sync_clean_keeps_a_run_whose_media_are_not_synced(store: Path, tmp_path
     settle(store)
     localtrack.sync(tmp_path / "remote", dir=store, clean=True)
     assert len(localtrack.Api(store).run("p/sc").media("img")) == 1
+
+
+def test_doctor_finds_and_fixes_a_row_whose_media_were_lost(store: Path) -> None:
+    from localtrack import _doctor
+
+    run = localtrack.init(project="p", id="d", dir=store, settings={"fsync": "never"})
+    for i in range(4):
+        run.log({"img": localtrack.Image(np.full((4, 4), i, np.uint8))})
+    run._drop()
+    os.truncate(store / "p" / "runs" / "d" / "wal" / _blobs.name(0), 16 * 2)
+    found = _doctor.check_store(store)
+    assert any("refers to media" in f.problem for f in found), found
+    _doctor.check_store(store, fix=True)
+    assert not _doctor.check_store(store)
+    assert [s for s, _ in localtrack.Api(store).run("p/d").media("img")] == [0, 1]
