@@ -14,6 +14,7 @@ from typing import Any as _Any
 
 from ._media import Histogram
 from ._query import Api, ApiRun
+from ._richmedia import Audio, Html, Image, Molecule, Object3D, Table, Video
 from ._run import Run
 from ._session import Settings, init
 from .errors import LocaltrackError
@@ -23,10 +24,17 @@ __version__ = "0.1.0"
 __all__ = [
     "Api",
     "ApiRun",
+    "Audio",
     "Histogram",
+    "Html",
+    "Image",
     "LocaltrackError",
+    "Molecule",
+    "Object3D",
     "Run",
     "Settings",
+    "Table",
+    "Video",
     "__version__",
     "agent",
     "finish",

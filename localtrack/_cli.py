@@ -12,8 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, _settings, _store
+from . import __version__, _blobs, _settings, _store
 from ._media import Histogram
+from ._mediaread import refs_column
 from ._query import Api, list_runs
 from .errors import CorruptRunError, LocaltrackError, RemoteError, StorageError, UsageError
 
@@ -89,14 +90,33 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  {key}: {value!r}")
     print("summary")
     for key, value in sorted(run.summary.items()):
-        print(f"  {key}: {_histogram_text(value) or repr(value)}")
+        print(f"  {key}: {_histogram_text(value) or _media_text(value) or repr(value)}")
     table = run.history_table()
+    media = {key: len(refs_column(table, key)) for key in table.column_names[2:]}
+    if any(media.values()):
+        print("media")
+        for key, count in sorted(media.items()):
+            if count:
+                print(f"  {key}: {count} step(s)")
     if args.rows and table.num_rows:
         tail = table.slice(max(0, table.num_rows - args.rows)).drop_columns(["_timestamp"])
         print(f"last {tail.num_rows} of {table.num_rows} rows")
-        print(_table(tail.column_names, [[_histogram_text(v) or v for v in r.values()]
+        print(_table(tail.column_names, [[_histogram_text(v) or _media_text(v) or v
+                                          for v in r.values()]
                                          for r in tail.to_pylist()]))
     return 0
+
+
+def _media_text(value: Any) -> str | None:
+    """Media references as what they are, not their offsets: ``image[64x64]``, ``3 images``."""
+    refs = list(_blobs.refs(value))
+    if not refs:
+        return None
+    if len(refs) > 1 or isinstance(value, list):
+        return f"{len(refs)} {refs[0].get('type')}s"
+    ref = refs[0]
+    size = f"[{ref['w']}x{ref['h']}]" if ref.get("w") and ref.get("h") else ""
+    return f"{ref.get('type')}{size}"
 
 
 def _histogram_text(value: Any) -> str | None:

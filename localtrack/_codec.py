@@ -6,6 +6,9 @@ Python scalars. Plain JSON has no NaN/Inf, so non-finite floats are written
 as the tag ``{"$f": "NaN" | "Infinity" | "-Infinity"}`` and decoded back. A
 ``Histogram`` (_media) is the tag ``{"$h": {"counts": [...], "edges": [...]}}``:
 the one value of a history row that is an object, so it never takes the fast path.
+A media value (_richmedia: Image, Table...) or a list of them is left in the row for the
+writer, which stores its bytes in a blob log and puts its reference tag ``{"$m": {...}}``
+there (see _blobs); no other value is a list.
 Errors name the key and the run; nothing is written before a row is valid.
 Nesting is bounded (MAX_DEPTH): a deep or self-containing dict is a UsageError
 naming its key, never a RecursionError, and stored JSON stays within what
@@ -22,6 +25,7 @@ from typing import Any
 import orjson
 
 from ._media import Histogram
+from ._richmedia import Media
 from .errors import InvalidValueError, UnsupportedTypeError
 
 RESERVED_KEYS = frozenset({"_step", "_timestamp", "_crc"})
@@ -144,7 +148,8 @@ def _check_key(key: Any, where: str) -> str:
 
 
 def _flatten(data: dict[Any, Any], prefix: str, where: str,
-             enc: dict[str, Any], raw: dict[str, Any], depth: int = 1) -> None:
+             enc: dict[str, Any], raw: dict[str, Any], depth: int = 1,
+             media: list[str] | None = None) -> None:
     for key, value in data.items():
         name = prefix + _check_key(key, where)
         if isinstance(value, dict):
@@ -152,7 +157,7 @@ def _flatten(data: dict[Any, Any], prefix: str, where: str,
                 continue
             if depth >= MAX_DEPTH:
                 raise _too_deep(name, where)
-            _flatten(value, name + "/", where, enc, raw, depth + 1)
+            _flatten(value, name + "/", where, enc, raw, depth + 1, media)
             continue
         if name in raw:
             raise InvalidValueError(
@@ -164,6 +169,14 @@ def _flatten(data: dict[Any, Any], prefix: str, where: str,
             if t is Histogram:
                 raw[name] = value
                 enc[name] = tag_histogram(value)
+                continue
+            if isinstance(value, Media) or (t is list and value and all(
+                    isinstance(v, Media) for v in value)):
+                if media is None:
+                    raise UnsupportedTypeError(f"Cannot store key {name!r} in {where}: media "
+                                               "values are stored by run.log() only.")
+                raw[name] = enc[name] = value  # stored by the writer (see the docstring)
+                media.append(name)
                 continue
             value = _scalar(name, value, where)  # also range-checks ints
         raw[name] = value
@@ -202,11 +215,16 @@ def plain_json(out: bytes) -> bool:
     return not (b"null" in out or out.find(b"{", 1) >= 0 or b"[" in out)
 
 
-def encode_row(data: dict[Any, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(JSON-ready flat row, flat row of Python values), or an error naming the key."""
+def encode_row(data: dict[Any, Any], where: str, media: list[str] | None = None,
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(JSON-ready flat row, flat row of Python values), or an error naming the key.
+
+    ``media``: a list that gets the keys of media values, left in the row for the writer to
+    store; without it a media value is refused as a value that cannot be stored here.
+    """
     enc: dict[str, Any] = {}
     raw: dict[str, Any] = {}
-    _flatten(data, "", where, enc, raw)
+    _flatten(data, "", where, enc, raw, media=media)
     return enc, raw
 
 

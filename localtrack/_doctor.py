@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _durable, _frames, _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
+from . import _blobs, _durable, _frames, _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
 from ._remotes._dir import open_file
 from .errors import CorruptRunError, LocaltrackError, RunNotFoundError, UsageError
 
@@ -126,6 +126,11 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
                                                                path == last_log):
             report(path, "a closed log file lost its end to a power cut (its last pages were "
                    "never synced)", True)
+            hole = True
+        elif path.name != _store.EVENTS and durable < good_end and (
+                bad := _blobs.first_bad_ref(rdir, data[durable:], good_end - durable)) is not None:
+            report(path, f"the row at byte {durable + bad} refers to media that a crash lost "
+                   "(never synced): a torn tail", True)
             hole = True
     if fix and any(f.fixable for f in found):
         if _locks.is_held(_layout.lock_path(root, project, rid)):

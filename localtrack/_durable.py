@@ -30,7 +30,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import _frames, _fsutil, _layout, _wal
+from . import _blobs, _frames, _fsutil, _layout, _wal
 from ._codec import loads
 from ._naming import Ctx
 
@@ -159,9 +159,12 @@ def repair(rdir: Path, seqs: list[int], *, warn: bool = True, **ctx: Unpack[Ctx]
             fh.seek(start)
             data = fh.read(end - start)
         checked = _frames.validate(data, anchored=start > 0)
-        if checked.bad_at is None and not lost_end(data, checked.end, durable, i == len(seqs) - 1):
+        torn_media = _blobs.first_bad_ref(rdir, data, checked.end)  # its row outlived its media
+        if torn_media is None and checked.bad_at is None \
+                and not lost_end(data, checked.end, durable, i == len(seqs) - 1):
             continue
-        _wal.cut_torn_tail(path, start + checked.end, warn=warn, **ctx)
+        _wal.cut_torn_tail(path, start + (checked.end if torn_media is None else torn_media),
+                           warn=warn, **ctx)
         for later in seqs[i + 1:]:
             _set_aside(_layout.wal_path(rdir, later), warn=warn, **ctx)
         return seqs[:i + 1]

@@ -15,13 +15,16 @@ import operator
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 from . import _fsutil
+from ._blobs import TAG
 from ._codec import LINE_OPTS, dumps, encode_fast, encode_row, plain_json
 from ._guard import Guarded
 from ._naming import Ctx
+from ._richmedia import CHILD, Item
 from ._stream import LogStream
 from .errors import LocaltrackError, RunStateError, StorageError, UsageError
 
@@ -180,7 +183,35 @@ class History(Guarded):
         if not isinstance(data, dict):
             raise UsageError(f"run.log() takes a dict of values, got {type(data).__name__} "
                              f"({self._where}).", **self._ctx)
-        return dumps(encode_row(data, self._where)[0])
+        media: list[str] = []
+        enc = encode_row(data, self._where, media)[0]
+        if media:
+            self._store_media(enc, media)
+        return dumps(enc)
+
+    def _store_media(self, enc: dict[str, Any], keys: list[str]) -> None:
+        """Store the media values of a row in the blob log and put their references in
+        ``enc``: every value is checked and encoded before the first byte is written, and the
+        bytes go before the row (see _blobs)."""
+        items: dict[str, list[Item]] = {
+            key: [m._item(key, self._where) for m in (enc[key] if type(enc[key]) is list
+                                                       else [enc[key]])] for key in keys}
+        try:
+            self._log.before_media(may_rotate=self.step != self._partial_step)
+            for key, stored in items.items():
+                tags = [self._put_item(item) for item in stored]
+                enc[key] = tags if type(enc[key]) is list else tags[0]
+        except OSError as exc:
+            raise self._storage_error("append to the media log", exc) from exc
+
+    def _put_item(self, item: Item) -> dict[str, Any]:
+        """Write one media item (a table's images first); its reference tag."""
+        data = item.data
+        for i, child in enumerate(item.children):
+            data = data.replace(b'{"%s":%d}' % (CHILD.encode(), i), dumps(self._put_item(child)), 1)
+        seq, offset = self._log.put_blob(data)
+        return {TAG: {**item.meta, "log": seq, "off": offset, "len": len(data),
+                      "crc": zlib.crc32(data)}}
 
     def _recover(self) -> None:
         """After an exception that a signal handler raised in the middle of log(): what is on

@@ -394,6 +394,19 @@ class ApiRun:
                                   "a sync remote or a backup.", path=str(self._rdir),
                                   **self._ctx) from exc
 
+    def media(self, key: str, steps: Any = None, *, pandas: bool = False) -> list[tuple[int, Any]]:
+        """``(step, item)`` of every step that logged media under ``key`` (a list of items for
+        a list of media), in order; ``steps``: only those steps.
+
+        An image is a PIL image; audio is ``(float32 samples, sample_rate)`` (a file that was
+        not WAV: ``(its bytes, None)``); HTML a str; a video its file's bytes; a table a
+        ``localtrack.Table`` (images in it as PIL images), or with ``pandas=True`` a DataFrame.
+        """
+        from ._mediaread import read_media
+
+        with _store.reading(self._rdir, **self._ctx):
+            return read_media(self._rdir, key, steps, self._ctx, pandas=pandas)
+
     def history_df(self, keys: list[str] | None = None, *,
                    include_rewound: bool = False) -> pandas.DataFrame:
         """history_table() as a pandas DataFrame (needs pandas): every row, unlike history()."""

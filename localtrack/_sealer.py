@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import _fsutil, _layout, _locks, _segments, _store, _wal
+from . import _blobs, _fsutil, _layout, _locks, _segments, _store, _wal
 from ._naming import Ctx
 
 log = logging.getLogger("localtrack")
@@ -131,6 +131,7 @@ def seal_closed(rdir: Path, min_bytes: int) -> None:
     # Not the log a writer appends to (its policy syncs it; an fsync from here would also make
     # the writer's ftruncate in finish() wait for this writeback on ext4), nor its events.
     for seq in logs[:-1] if writing else logs:
+        _fsutil.fsync_file(_blobs.wal_blob(rdir, seq), missing_ok=True)  # media before rows
         _fsutil.fsync_file(_layout.wal_path(rdir, seq), missing_ok=True)
     if not writing:
         _fsutil.fsync_file(rdir / _store.EVENTS, missing_ok=True)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _durable, _frames, _fsutil, _layout, _wal
+from . import _blobs, _durable, _frames, _fsutil, _layout, _wal
 from ._codec import HIST_TAG, decode_tree, dumps, encode_tree, histogram_of, loads, untag
 from ._media import Histogram
 from ._naming import Ctx, log_seq, run_label, segment_seq
@@ -306,7 +306,10 @@ def log_table(data: bytes) -> pa.Table | None:
         return None
     if "_crc" in table.column_names:
         table = table.drop_columns(["_crc"])
-    hists = [f.name for f in table.schema if pa.types.is_struct(f.type)]
+    hists = [f.name for f in table.schema if pa.types.is_struct(f.type)
+             and f.type.field(0).name != _blobs.TAG]  # media references stay as they are
+    nested = len(hists) < sum(1 for f in table.schema if pa.types.is_struct(f.type)
+                              or pa.types.is_list(f.type))
     if hists:
         table = _unwrap_histograms(table, hists)
         if table is None:
@@ -315,7 +318,7 @@ def log_table(data: bytes) -> pa.Table | None:
     steps = table["_step"]
     n = len(steps)
     if n > 1 and not pc.all(pc.greater(steps.slice(1), steps.slice(0, n - 1))).as_py():
-        if hists:  # "last" has no struct kernel: merge the rows in Python
+        if hists or nested:  # "last" has no struct or list kernel: merge the rows in Python
             return None
         keys = [c for c in table.column_names if c != "_step"]
         nulls = [k for k in keys if pa.types.is_null(table[k].type)]  # "last" has no null kernel
@@ -444,6 +447,7 @@ def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any],
             # A rewind or a fork may have left ``last`` to be computed: this process can read.
             manifest["last"] = {**manifest_last(rdir, manifest, **ctx), **_table_last(kept)}
             manifest.pop("keys", None)
+        _blobs.seal(rdir, seq)  # its media to segments/ (see _blobs: unseal() undoes it)
         # If we die here: the segment is an orphan and the log still holds its steps.
         _fsutil.atomic_write(rdir / MANIFEST, dumps(manifest))
         # If we die here: the manifest covers this log file; the next writer deletes it.
@@ -466,6 +470,7 @@ def cleanup(rdir: Path, manifest: dict[str, Any], *, everything: bool = False) -
         if seq <= manifest["sealed_through"]:
             _fsutil.unlink(_layout.wal_path(rdir, seq))
         elif not linked:
+            _blobs.unseal(rdir, seq)
             name = _layout.segment_name(seq)
             _fsutil.unlink(seg_dir / name)
             _fsutil.unlink(seg_dir / f"{_fsutil.TMP_PREFIX}{name}")

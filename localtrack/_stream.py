@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import _durable, _fsutil, _layout, _sealer, _segments, _store, _wal
+from . import _blobs, _durable, _fsutil, _layout, _sealer, _segments, _store, _wal
 from ._codec import dumps
 from ._frames import records
 from ._logfile import Appender, MappedLog, append_framed, close_frame, mappable, open_log, put_framed
@@ -52,7 +52,9 @@ class LogStream:
         self._where = where
         self._ctx = ctx
         self._mapped = mappable(rdir / "wal")  # decided once: /proc/mounts is long
-        self._closed_unsynced: list[Path] = []  # rotated logs the flusher fsyncs
+        self._closed_unsynced: list[Path] = []  # rotated logs (and blobs) the flusher fsyncs
+        self._blob: Appender | None = None  # the blob log of log ``_blob_seq`` (see _blobs)
+        self._blob_seq = -1
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._last_values: tuple[int, int, dict[str, Any]] = (-1, 0, {})
@@ -176,6 +178,7 @@ class LogStream:
             return to  # nothing after it to archive
         if self.file.offset > 0:  # (1); if we die after it: an empty new log, as a rotation
             self._close_frame(rotating=True)
+            self._close_blob(sync=self._policy != "never")
             self.file.close(sync=self._policy != "never")
             self.seq += 1
             self.file = open_log(_layout.wal_path(self._rdir, self.seq), ROTATE_BYTES,
@@ -204,7 +207,9 @@ class LogStream:
         on disk is whole (a record is stored by one C call), but the offsets held here may lag
         behind it. Take them from the files again, as a resume does; the last step on disk."""
         self.file.abandon()
+        self._abandon_blob()
         for seq in _segments.wal_seqs(self._rdir)[:-1]:  # a rotation may have been cut short
+            _fsutil.fsync_file(_blobs.wal_blob(self._rdir, seq), missing_ok=True)
             _fsutil.fsync_file(_layout.wal_path(self._rdir, seq), missing_ok=True)
         self._closed_unsynced = []
         tries = 3  # a sealer may remove a closed log file as we read it
@@ -231,7 +236,49 @@ class LogStream:
 
     def rotation_due(self) -> bool:
         """Whether the file is big enough to be closed (the caller knows if it is between steps)."""
-        return self.file.offset >= ROTATE_BYTES
+        return self.file.offset >= ROTATE_BYTES or (
+            self._blob is not None and self._blob.offset >= _blobs.ROTATE_BYTES)
+
+    # -- media -----------------------------------------------------------------------------
+
+    def before_media(self, *, may_rotate: bool) -> None:
+        """Rotate now if due (between steps), so the row lands in the log whose blob holds
+        its media."""
+        if may_rotate and self.rotation_due():
+            self._rotate()
+            self._rebind()
+
+    def put_blob(self, data: bytes) -> tuple[int, int]:
+        """Append one media item to the blob log of the current log file (made on first use);
+        (log seq, offset). Under fsync="always" it is fsynced before this returns, so before the
+        row that refers to it is written."""
+        blob = self._blob
+        if blob is None or self._blob_seq != self.seq:
+            self._close_blob(sync=False)
+            path = _blobs.wal_blob(self._rdir, self.seq)
+            new = not path.exists()
+            blob = self._blob = Appender(path)
+            self._blob_seq = self.seq
+            if new and self._policy != "never":  # its name must survive a power cut too
+                _fsutil.fsync_dir(self._rdir / "wal")
+        offset = blob.offset
+        blob.append(data)
+        if self._policy == "always":
+            blob.sync()
+        return self._blob_seq, offset
+
+    def _close_blob(self, *, sync: bool) -> None:
+        """Close the blob log; under "periodic" the flusher fsyncs it (before its log)."""
+        blob, self._blob = self._blob, None
+        if blob is not None:
+            blob.close(sync=sync)
+            if not sync and self._policy == "periodic":
+                self._closed_unsynced.append(blob.path)
+
+    def _abandon_blob(self) -> None:
+        if self._blob is not None:
+            self._blob.abandon()
+            self._blob = None
 
     def append(self, line: bytes) -> None:
         """Append a plain line that ``put`` refused (the window or the file was full)."""
@@ -258,6 +305,7 @@ class LogStream:
         # No fsync here: "always" has synced every record (and syncs the closing frame),
         # the flusher fsyncs the closed file within a period, "never" leaves it to the OS.
         self._close_frame(rotating=True)
+        self._close_blob(sync=False)  # first: the flusher fsyncs a blob before its log
         self.file.close(sync=False)
         if self._policy == "periodic":
             self._closed_unsynced.append(self.file.path)
@@ -293,6 +341,8 @@ class LogStream:
         for path in self._closed_unsynced:
             _fsutil.fsync_file(path, missing_ok=True)
         self._closed_unsynced = []
+        if self._blob is not None:
+            self._blob.sync()
         self.file.sync()
         self._record_mark()
 
@@ -307,7 +357,7 @@ class LogStream:
         """
         periodic = self._policy == "periodic"
         while not self._stop.wait(self._interval):
-            fd = -1
+            fd = blob_fd = -1
             try:
                 with self._mutex:
                     if self._stop.is_set():
@@ -315,17 +365,22 @@ class LogStream:
                     paths, self._closed_unsynced = self._closed_unsynced, []
                     if self.file.fd >= 0 and periodic:
                         fd = os.dup(self.file.fd)
+                    if self._blob is not None and self._blob.fd >= 0 and periodic:
+                        blob_fd = os.dup(self._blob.fd)
                     mark = _durable.Mark(self.seq, self.file.frame_at)
-                for path in paths:
+                for path in paths:  # closed blobs come before their logs in this list
                     _fsutil.fsync_file(path, missing_ok=True)
+                if blob_fd >= 0:  # the media before the rows that refer to them
+                    _fsutil.fsync(blob_fd)
                 if fd >= 0:
                     _fsutil.fsync(fd)
                 self._marks.record(mark)
             except OSError:
                 log.warning("fsync of %s failed", self.file.path, exc_info=True)
             finally:
-                if fd >= 0:
-                    os.close(fd)
+                for dup in (blob_fd, fd):
+                    if dup >= 0:
+                        os.close(dup)
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -343,6 +398,9 @@ class LogStream:
         try:
             for path in self._closed_unsynced if sync else ():
                 _fsutil.fsync_file(path, missing_ok=True)
+            if self._blob is not None:  # a sealer fsyncs it when it is to seal the log
+                self._blob.close(sync=sync)
+                self._blob = None
             self._close_frame()
             self.file.close(sync=sync, cut=not tail_sealed)
             synced = sync or self._policy == "always"
@@ -360,6 +418,7 @@ class LogStream:
         """Let go of the files as a killed writer would: no closing line, no cut, no fsync."""
         self._stop.set()
         self.file.abandon()
+        self._abandon_blob()
         self._marks.close()
 
     # -- reading back ----------------------------------------------------------------------

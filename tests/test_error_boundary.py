@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import localtrack
@@ -66,7 +67,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         mp.setattr(_stream, "SEAL_MIN_BYTES", 0)
         run = localtrack.init(project=PROJECT, id=RUN, dir=store, config={"lr": 0.1})
         for i in range(10):
-            run.log({"x": i})
+            run.log({"x": i, **({"img": localtrack.Image(np.zeros((4, 4), np.uint8))} if i == 0
+                                else {})})
         run.summary["best"] = 1.0
         run.finish()
         settle(store)
@@ -74,12 +76,15 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         run = localtrack.init(project=PROJECT, id=RUN, dir=store, resume="must")
         for i in range(3):
             run.log({"x": 10 + i, "s": "text"})
+        run.log({"img": [localtrack.Image(np.ones((2, 2), np.uint8))],
+                 "t": localtrack.Table(columns=["i"], data=[[localtrack.Image(np.ones((2, 2)))]])})
         run.finish()
         sweep_id = localtrack.sweep(SWEEP_CONFIG, project=PROJECT, dir=store)
         localtrack.agent(sweep_id, function=_job, count=1, project=PROJECT, dir=store)
         settle(store)
     rdir = store / PROJECT / "runs" / RUN
     assert (rdir / "segments" / "00000000.parquet").is_file() and (rdir / "wal" / "00000001.jsonl").is_file()
+    assert (rdir / "segments" / "00000000.blob").is_file() and (rdir / "wal" / "00000001.blob").is_file()
     return store, sweep_id
 
 
@@ -268,6 +273,17 @@ HOSTILE: list[Any] = [
     pytest.param(_link(f"{PROJECT}/runs/{RUN}/wal/00000001.jsonl", "00000001.jsonl"),
                  id="log-symlink-loop"),
     pytest.param(_replace("wal/durable", b"\xff" * 300), id="watermark-garbage"),
+    pytest.param(_replace("segments/00000000.blob", b"garbage"), id="blob-sealed-garbage"),
+    pytest.param(_truncate("wal/00000001.blob", 0.5), id="blob-truncated"),
+    pytest.param(_replace("wal/00000001.blob", dir_=True), id="blob-a-directory"),
+    pytest.param(_link(f"{PROJECT}/runs/{RUN}/wal/00000001.blob", "00000001.blob"),
+                 id="blob-symlink-loop"),
+    pytest.param(_framed("wal/00000001.jsonl", {"_step": 20, "_timestamp": 1.0,
+                                                "img": {"$m": {"type": "image", "log": "x"}}}),
+                 id="log-media-ref-of-wrong-types"),
+    pytest.param(_framed("wal/00000001.jsonl", {"_step": 20, "_timestamp": 1.0, "img": {"$m": {
+        "type": "image", "fmt": "raw", "log": 1, "off": 0, "len": 4, "crc": 1155390570,
+        "w": 99, "h": 99, "c": 7}}}), id="log-media-ref-bad-shape"),
     pytest.param(_sweep_file("state.json", b"{\"jobs\": "), id="sweep-state-truncated"),
     pytest.param(_sweep_file("state.json", b"[]"), id="sweep-state-a-list"),
     pytest.param(_sweep_file("sweep.json", b"{}"), id="sweep-json-empty-object"),
@@ -303,6 +319,22 @@ def _log(c: Case) -> None:
     localtrack.log({"x": 99})
 
 
+def _log_media(name: str) -> Call:
+    """Log one value of the media type ``name`` to the resumed run (its blob log is written)."""
+    values = {"Audio": lambda: localtrack.Audio(np.zeros(8), sample_rate=8000),
+              "Html": lambda: localtrack.Html("<b>x</b>"),
+              "Image": lambda: localtrack.Image(np.zeros((3, 3, 3))),
+              "Molecule": lambda: localtrack.Molecule("m.pdb"),  # refused by log()
+              "Object3D": lambda: localtrack.Object3D(np.zeros((3, 3))),
+              "Table": lambda: localtrack.Table(columns=["a"], data=[[1]]),
+              "Video": lambda: localtrack.Video(np.zeros((2, 3, 4, 4), np.uint8))}
+
+    def call(c: Case) -> None:
+        c.resumed()
+        localtrack.log({"img": values[name]()})
+    return call
+
+
 def _finish(c: Case) -> None:
     c.resumed()
     localtrack.finish()
@@ -320,6 +352,8 @@ TOP_LEVEL: dict[str, Call] = {
     "finish": _finish,
     "init": lambda c: localtrack.init(project=PROJECT, dir=c.store),
     "log": _log,
+    **{name: _log_media(name) for name in ("Audio", "Html", "Image", "Molecule", "Object3D",
+                                           "Table", "Video")},
     "sweep": lambda c: localtrack.sweep(SWEEP_CONFIG, project=PROJECT, dir=c.store),
     "sync": lambda c: localtrack.sync(c.remote, dir=c.store),
 }
@@ -350,6 +384,7 @@ APIRUN: dict[str, Call] = {
     "scan_history": lambda r: list(r.scan_history(page_size=2)),
     "history_df": lambda r: r.history_df(),
     "histograms": lambda r: r.histograms("x"),
+    "media": lambda r: (r.media("img"), r.media("t", pandas=True)),
 }
 RUN_ATTRIBUTES = {"summary"}  # set per instance, so not among the class's public members
 RUN_MEMBERS: dict[str, Call] = {

@@ -1,0 +1,149 @@
+"""Blob logs: the bytes of a run's media, beside the history log whose rows refer to them.
+
+``wal/<seq>.blob`` holds the media of the rows of ``wal/<seq>.jsonl``: the items one after
+another, nothing between them, each written with one write() and never changed. A row refers
+to an item with the tag ``{"$m": {"type", "fmt", "log": seq, "off", "len", "crc", ...}}``
+(CRC-32 of the item's bytes); a table's JSON refers to its images the same way. The file is
+made on the first media value of its log. Order: an item is written (and under
+fsync="always" fsynced) before the row that refers to it; the flusher fsyncs the blob before
+the history log, so the durable watermark covers both. When the sealer seals log ``seq`` the
+blob file is fsynced and renamed to ``segments/<seq>.blob``: references stay valid, and a
+finished run has a file per segment, however many images it logged. A crash between that
+rename and the manifest leaves the blob in ``segments/`` while its log is not sealed: the next
+writer renames it back (``unseal``). A row whose item is not whole (past the file's end, or
+failing its checksum: a power cut that kept the row's page but not the blob's) is a torn tail
+(see first_bad_ref and _durable.repair).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import _fsutil
+from ._codec import loads
+
+TAG = "$m"
+SUFFIX = ".blob"
+ROTATE_BYTES = 256 << 20  # a blob file this big has its log rotated at the next step boundary
+
+
+def name(seq: int) -> str:
+    return f"{seq:08d}{SUFFIX}"
+
+
+def wal_blob(rdir: Path, seq: int) -> Path:
+    return rdir / "wal" / name(seq)
+
+
+def sealed_blob(rdir: Path, seq: int) -> Path:
+    return rdir / "segments" / name(seq)
+
+
+def locate(rdir: Path, seq: int) -> Path | None:
+    """Where the blob of log ``seq`` is now (a sealer may move it while we look: looked up in
+    the order it moves, then again); None when it has none."""
+    for path in (wal_blob(rdir, seq), sealed_blob(rdir, seq), wal_blob(rdir, seq)):
+        if path.exists():
+            return path
+    return None
+
+
+def seal(rdir: Path, seq: int) -> None:
+    """Move the blob of log ``seq`` (if it has one) to segments/, durably; the sealer calls this
+    after writing the log's segment and before the manifest names it."""
+    src = wal_blob(rdir, seq)
+    if not src.exists():
+        return
+    _fsutil.fsync_file(src)
+    # If we die here: the blob is still in wal/ beside its log; the next sealer moves it.
+    _fsutil.rename_durable(src, sealed_blob(rdir, seq))
+    _fsutil.fsync_dir(src.parent)
+    # If we die here: the blob is in segments/ and its log not sealed: unseal() moves it back.
+
+
+def unseal(rdir: Path, seq: int) -> None:
+    """Put back in wal/ the blob of a log that is not sealed (a sealer died after moving it)."""
+    moved = sealed_blob(rdir, seq)
+    if moved.exists() and not wal_blob(rdir, seq).exists():
+        _fsutil.rename_durable(moved, wal_blob(rdir, seq))
+
+
+def refs(value: Any) -> Iterator[dict[str, Any]]:
+    """The blob references in a stored value: a tag, or a list of tags."""
+    if type(value) is dict and TAG in value and type(value[TAG]) is dict:
+        yield value[TAG]
+    elif type(value) is list:
+        for item in value:
+            yield from refs(item)
+
+
+def read(path: Path, ref: dict[str, Any]) -> bytes:
+    """The bytes of the item ``ref`` in the blob file ``path``; ValueError when they are not
+    whole (past the file's end) or fail their checksum; OSError when the file cannot be read."""
+    off, length = ref.get("off"), ref.get("len")
+    if type(off) is not int or type(length) is not int or off < 0 or length < 0:
+        raise ValueError(f"a media reference without a valid offset and length: {ref!r}")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        data = os.pread(fd, length, off)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise ValueError(f"the item at {off} ({length} bytes) is past the end of {path}")
+    if zlib.crc32(data) != ref.get("crc"):
+        raise ValueError(f"the item at {off} ({length} bytes) of {path} fails its checksum")
+    return data
+
+
+def intact(rdir: Path, ref: dict[str, Any]) -> bool:
+    """Whether the item of ``ref`` (and a table's images) is whole and checks."""
+    seq = ref.get("log")
+    path = locate(rdir, seq) if type(seq) is int and seq >= 0 else None
+    if path is None:
+        return False
+    try:
+        data = read(path, ref)
+        if ref.get("type") == "table":
+            return all(intact(rdir, child) for child in _table_refs(loads(data)))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _table_refs(value: Any) -> Iterator[dict[str, Any]]:
+    if type(value) is dict:
+        if TAG in value and type(value[TAG]) is dict:
+            yield value[TAG]
+            return
+        for item in value.values():
+            yield from _table_refs(item)
+    elif type(value) is list:
+        for item in value:
+            yield from _table_refs(item)
+
+
+def first_bad_ref(rdir: Path, data: bytes, end: int) -> int | None:
+    """The offset of the first line of ``data[:end]`` (whole, checked log lines) that refers to
+    a media item that is not whole; None when every one is."""
+    if b'"' + TAG.encode() + b'"' not in data[:end]:
+        return None
+    pos = 0
+    while pos < end:
+        newline = data.find(b"\n", pos, end)
+        if newline < 0:
+            break
+        line = data[pos:newline]
+        if b'"$m"' in line:
+            try:
+                record = loads(line)
+            except ValueError:
+                record = None
+            if type(record) is dict and not all(
+                    intact(rdir, ref) for value in record.values() for ref in refs(value)):
+                return pos
+        pos = newline + 1
+    return None

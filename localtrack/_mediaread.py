@@ -1,0 +1,124 @@
+"""Reading a run's media back: the references in its history, resolved in its blob logs.
+
+The rows come from _segments.read_history (so rewinds leave out what they archived, as for
+any key); each reference names the log whose blob holds the item (see _blobs), read and
+checked against its CRC-32. A fork's rows up to its fork point are its parent's, whose
+references point into the parent's blobs: they are read from the parent (as the parent's
+history is now: a rewind the parent made below the fork point after the fork hides them).
+"""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _blobs, _segments
+from ._codec import decode_tree, loads
+from ._naming import Ctx, run_label
+from ._richmedia import Table, decode_audio, decode_image
+from .errors import CorruptRunError, UsageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ._segments import StorePath
+
+_JSON = {b"localtrack.encoding": b"json"}  # _segments' mark of a column of JSON text
+
+
+def refs_column(table: pa.Table, key: str) -> list[tuple[int, Any]]:
+    """(step, stored value) of each row whose ``key`` holds media references."""
+    if key not in table.column_names:
+        return []
+    field = table.schema.field(key)
+    out = []
+    for step, value in zip(table["_step"].to_pylist(), table[key].to_pylist(), strict=True):
+        if isinstance(value, str) and field.metadata == _JSON:
+            value = loads(value) if value.startswith(("{", "[")) else None
+        if value is not None and next(_blobs.refs(value), None) is not None:
+            out.append((step, value))
+    return out
+
+
+def media_counts(rdir: StorePath, **ctx: Any) -> dict[str, int]:
+    """How many steps logged media under each key (for ``localtrack show``)."""
+    table = _segments.read_history(rdir, **ctx)
+    counts = {}
+    for key in table.column_names:
+        if key in ("_step", "_timestamp"):
+            continue
+        n = len(refs_column(table, key))
+        if n:
+            counts[key] = n
+    return counts
+
+
+def read_media(rdir: StorePath, key: str, steps: Any, ctx: Ctx, *,
+               pandas: bool = False) -> list[tuple[int, Any]]:
+    """(step, decoded item, or a list of them for a list of media) of every row of ``key``."""
+    if not isinstance(rdir, Path):
+        raise UsageError(f"The media of {run_label(ctx)} are read from a local store; a synced "
+                         "store holds no media yet.", **ctx)
+    wanted = None if steps is None else set(steps)
+    manifest = _segments.load_manifest(rdir, **ctx)
+    parent = manifest.get("parent")
+    out: list[tuple[int, Any]] = []
+    if parent is not None:
+        pdir, pctx = _segments._parent_dir(rdir, parent, ctx, 0)
+        top = parent["step"]
+        out = [(s, v) for s, v in read_media(pdir, key, steps, pctx, pandas=pandas) if s <= top]
+    table = _segments.read_history(rdir, [key], **ctx)
+    for step, value in refs_column(table, key):
+        if parent is not None and step <= parent["step"]:
+            continue  # the parent's (read above, from its blobs)
+        if wanted is not None and step not in wanted:
+            continue
+        items = [_decode(rdir, ref, ctx, pandas) for ref in _blobs.refs(value)]
+        out.append((step, items if type(value) is list else items[0]))
+    return out
+
+
+def _bytes(rdir: Path, ref: dict[str, Any], ctx: Ctx) -> bytes:
+    seq = ref.get("log")
+    path = _blobs.locate(rdir, seq) if type(seq) is int and seq >= 0 else None
+    try:
+        if path is None:
+            raise FileNotFoundError(f"no blob file for log {seq!r}")
+        return _blobs.read(path, ref)
+    except (OSError, ValueError) as exc:
+        raise CorruptRunError(f"A stored {ref.get('type')} of {run_label(ctx)} cannot be read ({exc}). "
+                              "If the run crashed, resuming it (or `localtrack doctor --fix`) "
+                              "cuts the rows whose media were lost; else restore the run from a "
+                              "backup.", path=str(path or rdir), **ctx) from exc
+
+
+def _decode(rdir: Path, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any:
+    """A stored item as Python values: see ApiRun.media."""
+    ref = {k: v for k, v in ref.items() if v is not None}  # a column's struct has every field
+    data = _bytes(rdir, ref, ctx)
+    kind = ref.get("type")
+    try:
+        if kind == "image":
+            return decode_image(ref, data)
+        if kind == "audio":
+            return decode_audio(ref, data)
+        if kind == "html":
+            return data.decode()
+        if kind == "video":
+            return data
+        if kind == "table":
+            stored = loads(data)
+            table = Table(columns=stored["columns"])
+            table.data = [[_cell(rdir, v, ctx) for v in row] for row in stored["data"]]
+            return table.get_dataframe() if pandas else table
+    except (ValueError, KeyError, TypeError, OSError, EOFError, wave.Error) as exc:
+        raise CorruptRunError(f"A stored {kind} of {run_label(ctx)} cannot be decoded ({exc}).",
+                              path=str(rdir), **ctx) from exc
+    raise CorruptRunError(f"{run_label(ctx)} holds a media reference of unknown type {kind!r}; "
+                          "it was written by a newer localtrack.", path=str(rdir), **ctx)
+
+
+def _cell(rdir: Path, value: Any, ctx: Ctx) -> Any:
+    ref = next(_blobs.refs(value), None) if type(value) is dict else None
+    return _decode(rdir, ref, ctx, False) if ref is not None else decode_tree(value)

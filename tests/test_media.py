@@ -1,0 +1,412 @@
+"""Media (issue 20): Image, Audio, Video, Html and Table in a run's blob logs.
+
+Every type is logged by a real script in a subprocess and read back here, from the live logs
+and after sealing; a run killed at random instants while logging images reads back every item
+whose log() returned; a resumed, rewound or forked run reads the media it should; a run of
+1,000 images is a handful of files; hostile values raise an error naming the key and the run,
+and store nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import localtrack
+from localtrack import _blobs, _stream
+from localtrack.errors import InvalidValueError, UnsupportedTypeError
+
+from .helpers import run_script, script, settle
+
+RNG = np.random.default_rng(20)
+HWC = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+
+WRITE_ALL = """
+import io, sys, wave, numpy as np, pandas as pd, torch, localtrack
+from PIL import Image as PILImage
+from localtrack import _stream
+store, seal, tmp = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+_stream.SEAL_MIN_BYTES = 0 if seal else 1 << 40
+rng = np.random.default_rng(20)
+hwc = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+PILImage.fromarray(hwc).save(tmp + "/img.png")
+with wave.open(tmp + "/a.wav", "wb") as w:
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000)
+    w.writeframes(np.arange(100, dtype="<i2").tobytes())
+open(tmp + "/page.html", "w").write("<p>file</p>")
+PILImage.fromarray(hwc).save(tmp + "/v.gif")
+run = localtrack.init(project="p", id="m", dir=store)
+run.log({"img": localtrack.Image(hwc, caption="hwc")})
+run.log({"img": localtrack.Image(hwc.transpose(2, 0, 1).astype(np.float32) / 255)})  # CHW floats
+run.log({"img": localtrack.Image(hwc[:, :, 0])})                                    # grayscale
+run.log({"img": localtrack.Image(PILImage.fromarray(hwc))})
+run.log({"img": localtrack.Image(torch.from_numpy(hwc.transpose(2, 0, 1).copy()))})
+run.log({"img": localtrack.Image(tmp + "/img.png", caption="file")})
+run.log({"img": localtrack.Image(hwc, mode="L")})
+run.log({"many": [localtrack.Image(hwc), localtrack.Image(hwc[::-1])], "x": 1.0})
+run.log({"aud": localtrack.Audio(np.linspace(-1, 1, 800, dtype=np.float32), sample_rate=8000,
+                                 caption="ramp")})
+run.log({"aud": localtrack.Audio(np.zeros((50, 2), np.int16), sample_rate=44100)})
+run.log({"aud": localtrack.Audio(tmp + "/a.wav")})
+run.log({"html": localtrack.Html("<b>hi</b>")})
+from pathlib import Path
+run.log({"html": localtrack.Html(Path(tmp + "/page.html"))})
+t = localtrack.Table(columns=["n", "s", "im"], data=[[1, "a", localtrack.Image(hwc)]])
+t.add_data(2.5, None, None)
+t.add_column("f", [float("nan"), True])
+run.log({"table": t})
+run.log({"table": localtrack.Table(dataframe=pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))})
+run.log({"video": localtrack.Video(rng.integers(0, 256, (3, 3, 8, 10), dtype=np.uint8), fps=5)})
+run.log({"video": localtrack.Video(tmp + "/v.gif")})
+run.log({"nested": {"img": localtrack.Image(hwc)}}, step=100)
+run.finish()
+print("done")
+"""
+
+
+def _write_all(tmp_path: Path, seal: bool) -> localtrack.ApiRun:
+    store = tmp_path / "store"
+    res = run_script(WRITE_ALL, str(store), "1" if seal else "0", str(tmp_path), timeout=120)
+    assert res.returncode == 0 and "done" in res.stdout, res.stderr
+    settle(store)
+    rdir = store / "p" / "runs" / "m"
+    sealed = (rdir / "segments" / _blobs.name(0)).exists()
+    assert sealed == seal and (rdir / "wal" / _blobs.name(0)).exists() == (not seal)
+    return localtrack.Api(store).run("p/m")
+
+
+@pytest.mark.parametrize("seal", [False, True], ids=["live-log", "sealed"])
+def test_every_type_round_trips(tmp_path: Path, seal: bool) -> None:
+    run = _write_all(tmp_path, seal)
+    images = run.media("img")
+    assert [s for s, _ in images] == list(range(7))
+    arrays = [np.asarray(im) for _, im in images]
+    for i in (0, 3, 4, 5):
+        assert np.array_equal(arrays[i], HWC), i
+    assert np.abs(arrays[1].astype(int) - HWC).max() <= 1  # floats in 0..1, scaled by 255
+    assert np.array_equal(arrays[2], HWC[:, :, 0]) and images[2][1].mode == "L"
+    assert images[6][1].mode == "L" and images[6][1].size == (20, 12)
+    assert [s for s, _ in run.media("img", steps=[1, 5])] == [1, 5]
+    (step, many), = run.media("many")
+    assert step == 7 and [np.asarray(i).tolist() for i in many] == [HWC.tolist(), HWC[::-1].tolist()]
+    audio = [a for _, a in run.media("aud")]
+    samples, rate = audio[0]
+    assert rate == 8000 and samples.shape == (800,) and abs(samples[0] + 1) < 1e-4
+    assert audio[1][0].shape == (50, 2) and audio[1][1] == 44100
+    assert audio[2][1] == 8000 and np.allclose(audio[2][0] * 32767, np.arange(100), atol=0.5)
+    assert [h for _, h in run.media("html")] == ["<b>hi</b>", "<p>file</p>"]
+    (_, table), (_, frame) = run.media("table")
+    assert table.columns == ["n", "s", "im", "f"]
+    assert table.data[0][:2] == [1, "a"] and np.array_equal(np.asarray(table.data[0][2]), HWC)
+    assert table.data[1][:3] == [2.5, None, None] and table.data[1][3] is True
+    assert np.isnan(table.data[0][3])
+    assert frame.columns == ["a", "b"] and frame.data == [[1, "x"], [2, "y"]]
+    df = run.media("table", steps=[14], pandas=True)[0][1]
+    assert list(df["b"]) == ["x", "y"]
+    videos = [v for _, v in run.media("video")]
+    assert videos[0][:6] == b"GIF89a" and videos[1] == (tmp_path / "v.gif").read_bytes()
+    assert [s for s, _ in run.media("nested/img")] == [100]
+    history = run.history_table(["img", "x"]).to_pylist()
+    ref = history[0]["img"][_blobs.TAG]
+    assert ref["type"] == "image" and ref["w"] == 20 and ref["h"] == 12 and ref["caption"] == "hwc"
+    assert history[7]["x"] == 1.0 and history[7]["img"] is None
+
+
+def test_show_lists_media_keys(tmp_path: Path) -> None:
+    _write_all(tmp_path, seal=False)
+    res = run_script("from localtrack._cli import main; main()", "show", "p/m", "--dir",
+                     str(tmp_path / "store"))
+    assert res.returncode == 0, res.stderr
+    media = res.stdout.split("\nmedia\n")[1]
+    assert "  img: 7 step(s)" in media and "  table: 2 step(s)" in media
+    assert "image[20x12]" in res.stdout and "2 images" in res.stdout
+
+
+THOUSAND = """
+import sys, numpy as np, localtrack
+from localtrack import _blobs, _stream
+_stream.SEAL_MIN_BYTES = 0
+_blobs.ROTATE_BYTES = 200_000       # the history rotates when its blob holds ~260 images
+run = localtrack.init(project="p", id="k", dir=sys.argv[1])
+img = np.zeros((16, 16, 3), np.uint8)
+for i in range(1000):
+    img[0, 0, 0] = i % 256
+    run.log({"img": localtrack.Image(img), "i": i, "note": "n" * 20})
+run.finish()
+"""
+
+
+def test_a_thousand_images_are_a_handful_of_files(store: Path) -> None:
+    res = run_script(THOUSAND, str(store), timeout=120)
+    assert res.returncode == 0, res.stderr
+    settle(store)
+    rdir = store / "p" / "runs" / "k"
+    files = [p for p in rdir.rglob("*") if p.is_file()]
+    blobs = sorted(p.name for p in (rdir / "segments").glob("*.blob"))
+    segments = list((rdir / "segments").glob("*.parquet"))
+    assert len(segments) >= 2 and len(blobs) == len(segments), (blobs, segments)
+    assert not list((rdir / "wal").glob("*.blob"))
+    assert len(files) <= 10 + 2 * len(segments), sorted(str(p) for p in files)
+    items = localtrack.Api(store).run("p/k").media("img")
+    assert [s for s, _ in items] == list(range(1000))
+    assert all(np.asarray(im)[0, 0, 0] == s % 256 for s, im in items)
+
+
+def test_resume_keeps_old_media_and_rewind_hides_archived_media(store: Path) -> None:
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(6):
+        run.log({"img": localtrack.Image(np.full((2, 2), i * 10, np.uint8))})
+    run.finish()
+    run = localtrack.init(project="p", id="r", dir=store, resume="must")
+    run.log({"img": localtrack.Image(np.full((2, 2), 60, np.uint8))})
+    run.finish()
+    values = [(s, int(np.asarray(im)[0, 0])) for s, im in localtrack.Api(store).run("p/r").media("img")]
+    assert values == [(s, s * 10) for s in range(7)]
+    run = localtrack.init(project="p", dir=store, resume_from="r?_step=3")
+    run.log({"img": localtrack.Image(np.full((2, 2), 99, np.uint8))})
+    run.finish()
+    values = [(s, int(np.asarray(im)[0, 0])) for s, im in localtrack.Api(store).run("p/r").media("img")]
+    assert values == [(0, 0), (1, 10), (2, 20), (3, 30), (4, 99)]
+
+
+def test_a_fork_reads_its_parents_media_before_the_fork_point(store: Path) -> None:
+    run = localtrack.init(project="p", id="parent", dir=store)
+    for i in range(5):
+        run.log({"img": localtrack.Image(np.full((2, 2), i, np.uint8))})
+    run.finish()
+    fork = localtrack.init(project="p", id="child", dir=store, fork_from="parent?_step=2")
+    fork.log({"img": localtrack.Image(np.full((2, 2), 77, np.uint8))})
+    fork.finish()
+    values = [(s, int(np.asarray(im)[0, 0])) for s, im in localtrack.Api(store).run("p/child").media("img")]
+    assert values == [(0, 0), (1, 1), (2, 2), (3, 77)]
+
+
+@pytest.mark.parametrize("fsync", ["always", "never"])
+def test_fsync_policies_store_media(store: Path, fsync: str) -> None:
+    run = localtrack.init(project="p", id="f", dir=store, settings={"fsync": fsync})
+    run.log({"img": localtrack.Image(HWC)})
+    run.finish()
+    (_, image), = localtrack.Api(store).run("p/f").media("img")
+    assert np.array_equal(np.asarray(image), HWC)
+
+
+# -- crashes ----------------------------------------------------------------------------------
+
+KILLED = """
+import sys, numpy as np, localtrack
+run = localtrack.init(project="p", id="w", dir=sys.argv[1], resume="allow")
+rng = np.random.default_rng(int(sys.argv[2]))
+print("start", flush=True)
+for i in range(10**6):
+    side = int(rng.integers(1, 40))
+    row = {"img": localtrack.Image(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)),
+           "x": float(i)}
+    if i % 7 == 0:
+        row["pair"] = [localtrack.Image(np.full((3, 3), i % 256, np.uint8))] * 2
+    run.log(row)
+    print(i, flush=True)
+"""
+
+
+def test_sigkill_while_logging_images_keeps_every_acknowledged_item(store: Path) -> None:
+    rng = random.Random(20)
+    for trial in range(4):
+        proc = script(KILLED, str(store), str(trial))
+        assert proc.stdout.readline() == b"start\n", proc.stderr.read().decode()
+        acked = -1
+        lines = rng.randint(20, 400)
+        for _ in range(lines):  # the step of every log() that returned
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acked = int(line)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a torn tail cut
+            live = localtrack.Api(store).run("p/w").media("img")
+            run = localtrack.init(project="p", id="w", dir=store, resume="must")
+        assert run.step > acked
+        run.finish()
+        settle(store)
+        items = localtrack.Api(store).run("p/w").media("img")  # each checked against its crc
+        assert [s for s, _ in items][:acked + 1] == list(range(acked + 1)), trial
+        assert len(live) >= acked + 1
+        pairs = localtrack.Api(store).run("p/w").media("pair")
+        assert all(len(p) == 2 for _, p in pairs)
+
+
+def test_a_row_whose_media_a_power_cut_lost_is_cut_as_a_torn_tail(store: Path) -> None:
+    """The blob bytes of the last rows are gone (unsynced pages lost), the rows are there: the
+    next writer cuts the log at the first such row, keeps a .broken copy, and carries on."""
+    run = localtrack.init(project="p", id="t", dir=store, settings={"fsync": "never"})
+    for i in range(10):
+        run.log({"img": localtrack.Image(np.full((4, 4), i, np.uint8))})
+    run._drop()  # killed: nothing more written or synced
+    rdir = store / "p" / "runs" / "t"
+    blob = rdir / "wal" / _blobs.name(0)
+    os.truncate(blob, 16 * 6 + 5)  # items 0..5 whole, 6 torn, 7..9 lost
+    with pytest.warns(RuntimeWarning, match="torn tail"):
+        run = localtrack.init(project="p", id="t", dir=store, resume="must")
+    assert run.step == 6
+    run.log({"img": localtrack.Image(np.full((4, 4), 66, np.uint8))})
+    run.finish()
+    values = [(s, int(np.asarray(im)[0, 0])) for s, im in localtrack.Api(store).run("p/t").media("img")]
+    assert values == [(s, s) for s in range(6)] + [(6, 66)]
+    assert (rdir / "wal" / "00000000.jsonl.broken").exists()
+
+
+def test_a_damaged_item_is_a_corrupt_run_error_naming_the_run(store: Path) -> None:
+    run = localtrack.init(project="p", id="c", dir=store)
+    run.log({"img": localtrack.Image(HWC)})
+    run.finish()
+    blob = store / "p" / "runs" / "c" / "wal" / _blobs.name(0)
+    data = bytearray(blob.read_bytes())
+    data[5] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(localtrack.errors.CorruptRunError, match="run 'p/c'.*checksum"):
+        localtrack.Api(store).run("p/c").media("img")
+
+
+def test_a_sealer_that_died_after_moving_a_blob_is_undone(store: Path, monkeypatch) -> None:
+    """The blob went to segments/ but the manifest never named the log's segment: the next
+    writer moves it back beside its log, and the media read back."""
+    monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 1 << 40)
+    run = localtrack.init(project="p", id="s", dir=store)
+    run.log({"img": localtrack.Image(HWC)})
+    run.finish()
+    rdir = store / "p" / "runs" / "s"
+    (rdir / "segments").mkdir()
+    os.rename(rdir / "wal" / _blobs.name(0), rdir / "segments" / _blobs.name(0))
+    assert len(localtrack.Api(store).run("p/s").media("img")) == 1  # readers look in both
+    run = localtrack.init(project="p", id="s", dir=store, resume="must")
+    assert (rdir / "wal" / _blobs.name(0)).exists()
+    run.log({"img": localtrack.Image(HWC[::-1])})
+    run.finish()
+    images = [np.asarray(im) for _, im in localtrack.Api(store).run("p/s").media("img")]
+    assert len(images) == 2 and np.array_equal(images[1], HWC[::-1])
+
+
+# -- hostile values ---------------------------------------------------------------------------
+
+
+def _empty_file(tmp: Path) -> str:
+    (tmp / "empty.png").write_bytes(b"")
+    return str(tmp / "empty.png")
+
+
+def _not_an_image(tmp: Path) -> str:
+    (tmp / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    return str(tmp / "x.png")
+
+
+HOSTILE = [
+    pytest.param(lambda t: localtrack.Image(_empty_file(t)), "empty", id="image-0-byte-file"),
+    pytest.param(lambda t: localtrack.Image(np.zeros((0, 4, 3), np.uint8)), "empty",
+                 id="image-empty-array"),
+    pytest.param(lambda t: localtrack.Image(np.zeros((5, 5, 7), np.uint8)), "channel",
+                 id="image-7-channels"),
+    pytest.param(lambda t: localtrack.Image(np.zeros((2, 4, 4, 3), np.uint8)), "dimensions",
+                 id="image-4d"),
+    pytest.param(lambda t: localtrack.Image(np.array([["a"]])), "numbers", id="image-strings"),
+    pytest.param(lambda t: localtrack.Image(np.full((4, 4), np.nan)), "NaN", id="image-nan"),
+    pytest.param(lambda t: localtrack.Image(str(t / "nope.png")), "does not exist",
+                 id="image-missing-file"),
+    pytest.param(lambda t: localtrack.Image(_not_an_image(t)), "cannot be read",
+                 id="image-garbage-file"),
+    pytest.param(lambda t: localtrack.Image(42), "numpy array", id="image-a-number"),
+    pytest.param(lambda t: localtrack.Audio(np.zeros(10)), "sample_rate", id="audio-no-rate"),
+    pytest.param(lambda t: localtrack.Audio(np.zeros((2, 2, 2)), sample_rate=8000), "shape",
+                 id="audio-3d"),
+    pytest.param(lambda t: localtrack.Audio(np.array([np.inf]), sample_rate=8000), "NaN",
+                 id="audio-inf"),
+    pytest.param(lambda t: localtrack.Video(np.zeros((4, 4), np.uint8)), "4 dimensions",
+                 id="video-2d"),
+    pytest.param(lambda t: localtrack.Html(b"\xff\xfe"), "takes a str", id="html-bytes"),
+    pytest.param(lambda t: localtrack.Table(columns=["a"], data=[[object()]]), "table cell",
+                 id="table-object-cell"),
+    pytest.param(lambda t: localtrack.Object3D(np.zeros((3, 3))), "not stored", id="object3d"),
+    pytest.param(lambda t: localtrack.Molecule("x.pdb"), "not stored", id="molecule"),
+]
+
+
+@pytest.mark.parametrize("make, words", HOSTILE)
+def test_hostile_values_raise_naming_key_and_run_and_store_nothing(
+        store: Path, tmp_path: Path, make, words: str) -> None:
+    run = localtrack.init(project="p", id="h", dir=store)
+    run.log({"img": localtrack.Image(HWC), "x": 1.0})
+    blob = store / "p" / "runs" / "h" / "wal" / _blobs.name(0)
+    size = blob.stat().st_size
+    with pytest.raises((InvalidValueError, UnsupportedTypeError)) as info:
+        run.log({"x": 2.0, "ok": localtrack.Image(HWC), "bad": make(tmp_path)})
+    assert "'bad'" in str(info.value) and "'h'" in str(info.value) and words in str(info.value)
+    assert blob.stat().st_size == size  # nothing stored for the refused row, not even "ok"
+    run.log({"x": 3.0})
+    run.finish()
+    api = localtrack.Api(store).run("p/h")
+    assert api.history_table(["x"]).column("x").to_pylist() == [1.0, 3.0]
+    assert len(api.media("img")) == 1 and api.media("ok") == []
+
+
+@pytest.mark.parametrize("make, words", [
+    pytest.param(lambda: localtrack.Table(columns=["a", "b"], data=[[1, 2], [3]]), "a row of 1",
+                 id="table-ragged"),
+    pytest.param(lambda: localtrack.Table(columns=["a", "a"]), "distinct", id="table-same-column"),
+    pytest.param(lambda: localtrack.Table(columns=["a"], data=[[1]]).add_column("b", [1, 2]),
+                 "2 values for 1 rows", id="table-column-length"),
+    pytest.param(lambda: localtrack.Image(HWC, boxes={}), "not stored yet", id="image-boxes"),
+    pytest.param(lambda: localtrack.Video(np.zeros((1, 3, 4, 4)), format="mp4"), "pip install av",
+                 id="video-mp4-from-array"),
+])
+def test_values_refused_when_made(make, words: str) -> None:
+    with pytest.raises((InvalidValueError, UnsupportedTypeError), match=words):
+        make()
+
+
+def test_media_are_refused_in_config_and_summary(store: Path) -> None:
+    run = localtrack.init(project="p", id="z", dir=store)
+    with pytest.raises(UnsupportedTypeError):
+        run.summary["img"] = localtrack.Image(HWC)
+    run.finish()
+
+
+def test_blob_items_check_their_crc(store: Path) -> None:
+    run = localtrack.init(project="p", id="q", dir=store)
+    run.log({"a": localtrack.Html("<i>x</i>")})
+    run.finish()
+    ref = localtrack.Api(store).run("p/q").history_table(["a"]).to_pylist()[0]["a"][_blobs.TAG]
+    data = (store / "p" / "runs" / "q" / "wal" / _blobs.name(0)).read_bytes()
+    assert data[ref["off"]:ref["off"] + ref["len"]] == b"<i>x</i>"
+    assert ref["crc"] == zlib.crc32(b"<i>x</i>")
+
+
+def test_sync_clean_keeps_a_run_whose_media_are_not_synced(store: Path, tmp_path: Path) -> None:
+    """Sync does not upload blob logs yet: --clean must not delete the only copy of media."""
+    run = localtrack.init(project="p", id="sc", dir=store)
+    run.log({"img": localtrack.Image(HWC), "x": 1.0})
+    run.finish()
+    settle(store)
+    localtrack.sync(tmp_path / "remote", dir=store, clean=True)
+    assert len(localtrack.Api(store).run("p/sc").media("img")) == 1
+
+
+def test_doctor_finds_and_fixes_a_row_whose_media_were_lost(store: Path) -> None:
+    from localtrack import _doctor
+
+    run = localtrack.init(project="p", id="d", dir=store, settings={"fsync": "never"})
+    for i in range(4):
+        run.log({"img": localtrack.Image(np.full((4, 4), i, np.uint8))})
+    run._drop()
+    os.truncate(store / "p" / "runs" / "d" / "wal" / _blobs.name(0), 16 * 2)
+    found = _doctor.check_store(store)
+    assert any("refers to media" in f.problem for f in found), found
+    _doctor.check_store(store, fix=True)
+    assert not _doctor.check_store(store)
+    assert [s for s, _ in localtrack.Api(store).run("p/d").media("img")] == [0, 1]
