@@ -336,6 +336,8 @@ def _get(name: str) -> Call:
 API: dict[str, Call] = {
     "projects": lambda api: api.projects(),
     "run": lambda api: api.run(f"{PROJECT}/{RUN}"),
+    "query": lambda api: api.query("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM "
+                                   "history), (SELECT count(*) FROM events)"),
     "runs": lambda api: api.runs(),
     "sweep": lambda api: api.sweep(f"{PROJECT}/{_sweep_id(api.root)}"),
 }
@@ -378,6 +380,7 @@ CLI: dict[str, tuple[bool, Callable[[Case], list[str]]]] = {
     "agent": (True, lambda c: ["agent", f"{PROJECT}/{c.sweep_id}", "--count", "1"]),
     "doctor": (True, lambda c: ["doctor", "--fix"]),
     "plot": (False, lambda c: ["plot", f"{PROJECT}/{RUN}", "--key", "x", "--out", _out(c)]),
+    "query": (False, lambda c: ["query", "SELECT count(*) FROM runs, history, events"]),
     "runs": (False, lambda c: ["runs"]),
     "show": (False, lambda c: ["show", f"{PROJECT}/{RUN}"]),
     "sweep": (False, lambda c: ["sweep", "--status", f"{PROJECT}/{c.sweep_id}"]),
