@@ -324,3 +324,22 @@ def test_query_reads_an_s3_remote_after_sync_through_pyarrow_fs(store, s3: S3Ser
     res = cli("query", "SELECT count(*) AS n FROM history", "--dir", uri, "--format", "csv",
               env=s3.env())
     assert res.returncode == 0 and res.stdout.splitlines() == ["n", str(len(LRS) * STEPS)], res.stderr
+
+
+def test_spark_reads_the_segments_with_the_documented_read(store):
+    """Skips without pyspark: not in CI, whose install it would slow down (pyspark is ~450 MB
+    and a JRE; a local Spark session takes ~50 s to start on this 2-core machine)."""
+    pytest.importorskip("pyspark", reason="pyspark not installed (needs a JRE too)")
+    from pyspark.sql import SparkSession
+
+    write(store)
+    spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false") \
+        .getOrCreate()
+    try:
+        code = _doc_block("python", "spark.read").replace("STORE", str(store))
+        scope: dict[str, object] = {"spark": spark}
+        exec(code, scope)
+        rows = scope["history"].select("project", "run_id", "_step", "loss").collect()  # type: ignore[attr-defined]
+        assert sorted(tuple(r) for r in rows) == _expected_sealed()
+    finally:
+        spark.stop()
