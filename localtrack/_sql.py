@@ -45,7 +45,9 @@ _RUN_COLUMNS = ("id", "project", "name", "state", "created", "group", "job_type"
 def query(root: StorePath, sql: str, project: str | None = None) -> pa.Table:
     """Run ``sql`` against the views of the store at ``root`` (one project, or all)."""
     duckdb = _duckdb()
-    con = duckdb.connect()
+    # Offline by design: an extension a query needs (httpfs for an s3:// path of its own) is an
+    # error quoting DuckDB, never a download attempt that hangs without a network.
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
     try:
         for name in _named_views(sql):
             _register(con, name, root, project)

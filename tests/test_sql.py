@@ -343,3 +343,11 @@ def test_spark_reads_the_segments_with_the_documented_read(store):
         assert sorted(tuple(r) for r in rows) == _expected_sealed()
     finally:
         spark.stop()
+
+
+def test_a_query_needing_a_duckdb_extension_fails_without_a_download(store):
+    """localtrack's DuckDB never downloads an extension (there may be no network): a query
+    reading an s3:// path itself is a usage error quoting DuckDB, at once."""
+    write(store)
+    with pytest.raises(UsageError, match="httpfs"):
+        localtrack.Api(store).query("SELECT * FROM runs, read_parquet('s3://b/x.parquet')")
