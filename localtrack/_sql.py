@@ -27,7 +27,6 @@ from ._codec import dumps, encode_tree
 from ._media import Histogram
 from ._naming import Ctx, ProjectName, RunId
 from ._remotes._arrow import ArrowRemote
-from ._remotes._base import RemotePath
 from .errors import CorruptRunError, StorageError, UsageError
 
 if TYPE_CHECKING:
@@ -182,32 +181,39 @@ def history_sources(root: StorePath, project: str | None) -> tuple[Any, pa.Table
     runs, or None; a table of all other rows), each row with ``run_id`` and ``project``.
 
     A run that cannot be read is left out with a warning, as the listing leaves it out. When
-    the segments cannot be one dataset (a key stored as numbers in one and text in another, a
-    file that is not Parquet), every run is read into memory, where each is checked.
+    the rows cannot be one dataset (a key stored as numbers in one run and text or histograms
+    in another), every run is read into memory, where such a key becomes JSON text.
     """
+    import pyarrow as pa
+
+    fs = _filesystem(root)
     files: list[tuple[str, str, str]] = []  # (path, project, run id)
+    schemas: list[pa.Schema] = []
     tables: list[tuple[pa.Table, str, str]] = []
     for proj, rid, rdir in _run_dirs(root, project):
         ctx: Ctx = {"project": proj, "run_id": rid}
         try:
             with _store.reading(rdir, **ctx):
-                direct = _plain_segments(rdir, ctx)
+                direct = None if fs is None else _plain_segments(rdir, ctx, fs)
                 if direct is None:
                     tables.append((_segments.read_history(rdir, **ctx), proj, rid))
                     continue
-                paths, rest = direct
-                files += [(p, proj, rid) for p in paths]
+                found, rest = direct
+                files += [(path, proj, rid) for path, _ in found]
+                schemas += [schema for _, schema in found]
                 tables += [(t, proj, rid) for t in rest]
         except (CorruptRunError, StorageError) as exc:
             log.warning("skipped %s/%s: %s", proj, rid, exc)
-    dataset = None
-    if files:
-        try:
-            dataset = _dataset(root, files)
-        except (OSError, ValueError, TypeError) as exc:  # pyarrow's errors derive from these
-            log.info("segments read one by one: %s", exc)
-            return None, _in_memory(root, project)
-    return dataset, _concat(tables)
+    memory = _concat(tables)
+    if not files:
+        return None, memory
+    try:
+        dataset = _dataset(fs, files, schemas)
+        pa.unify_schemas([dataset.schema, memory.schema], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        log.info("history read into memory: %s", exc)
+        return None, _in_memory(root, project)
+    return dataset, memory
 
 
 def _in_memory(root: StorePath, project: str | None) -> pa.Table:
@@ -238,57 +244,99 @@ def _run_dirs(root: StorePath, project: str | None) -> list[tuple[ProjectName, R
     return out
 
 
-def _plain_segments(rdir: StorePath, ctx: Ctx) -> tuple[list[str], list[pa.Table]] | None:
-    """The segment files of a run whose sealed rows are its history as stored (no rewinds, no
-    parent), and the rows of its unsealed logs; None for any other run (read whole)."""
+def _filesystem(root: StorePath) -> Any:
+    """The pyarrow filesystem a store's segments are opened through (None: read whole)."""
+    import pyarrow.fs as pafs
+
+    if isinstance(root, Path):
+        return pafs.LocalFileSystem()
+    return root.remote.fs if isinstance(root.remote, ArrowRemote) else None
+
+
+def _plain_segments(rdir: StorePath, ctx: Ctx, fs: Any
+                    ) -> tuple[list[tuple[str, pa.Schema]], list[pa.Table]] | None:
+    """The segment files (with their schemas) of a run whose sealed rows are its history as
+    stored (no rewinds, no parent), and the rows of its unsealed logs; None for any other run,
+    and for one whose segments are not plain Parquet files: it is read whole, and the reader
+    says what is wrong."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
     manifest, logs = _segments._snapshot(rdir, ctx)
     if manifest.get("parent") is not None or manifest["rewinds"]:
         return None
-    paths = []
+    found = []
     for seg in manifest["segments"]:
         path = rdir / "segments" / seg["file"]
-        if isinstance(path, Path):
-            try:
+        try:
+            if isinstance(path, Path):
                 if not stat.S_ISREG(os.lstat(path).st_mode):
-                    return None  # a link or a folder: the reader refuses it, with its message
-            except FileNotFoundError:
+                    return None  # a link or a folder: the reader refuses it
+                name = str(path)
+            elif isinstance(path.remote, ArrowRemote):
+                name = f"{path.remote.base}/{path.key}"
+            else:
                 return None
-            paths.append(str(path))
-        elif isinstance(path.remote, ArrowRemote):
-            paths.append(f"{path.remote.base}/{path.key}")
-        else:
+            found.append((name, ds.ParquetFileFormat().inspect(name, filesystem=fs)))
+        except (OSError, pa.ArrowException):
             return None
     rest = [_segments._log_rows(rdir, seq, bodies, data, None, ctx)
             for seq, bodies, data in logs if bodies]
-    return paths, rest
+    return found, rest
 
 
-def _dataset(root: StorePath, files: list[tuple[str, str, str]]) -> Any:
+def _dataset(fs: Any, files: list[tuple[str, str, str]], schemas: list[pa.Schema]) -> Any:
     """One pyarrow dataset over the segment files, ``project`` and ``run_id`` filled in from
     each file's partition expression, its schema the union of theirs (numbers widened)."""
     import pyarrow as pa
     import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
 
-    fs = root.remote.fs if isinstance(root, RemotePath) and isinstance(root.remote, ArrowRemote) \
-        else pafs.LocalFileSystem()
-    fmt = ds.ParquetFileFormat()
-    schemas = [fmt.inspect(path, filesystem=fs) for path, _, _ in files]
     schema = pa.unify_schemas([pa.schema([("run_id", pa.string()), ("project", pa.string())]),
                                *schemas], promote_options="permissive")
     parts = [(ds.field("project") == proj) & (ds.field("run_id") == rid) for _, proj, rid in files]
-    return ds.FileSystemDataset.from_paths([p for p, _, _ in files], schema=schema, format=fmt,
-                                           filesystem=fs, partitions=parts)
+    return ds.FileSystemDataset.from_paths([p for p, _, _ in files], schema=schema,
+                                           format=ds.ParquetFileFormat(), filesystem=fs,
+                                           partitions=parts)
 
 
 def _concat(parts: Sequence[tuple[pa.Table, str, str]]) -> pa.Table:
-    """The runs' tables as one (a key of two kinds as JSON text, as one run's history), each
-    row with its ``run_id`` and ``project`` first."""
+    """The runs' tables as one, each row with its ``run_id`` and ``project`` first; a key
+    whose types differ between runs beyond widening (numbers, text, histograms) is JSON text
+    in every run, as within one run's history."""
     import pyarrow as pa
 
-    table = _segments._concat([t for t, _, _ in parts], None)
+    tables = [t for t, _, _ in parts]
+    mixed = _mixed_keys(tables)
+    if mixed:
+        tables = [_as_text(t, mixed) for t in tables]
+    table = _segments._concat(tables, None)
     for name, at in (("project", 1), ("run_id", 2)):
         values = [pa.array([part[at]] * len(part[0]), pa.string()) for part in parts]
         table = table.add_column(0, name, pa.chunked_array(values, pa.string()))
     first = ["run_id", "project", "_step", "_timestamp"]
     return table.select(first + [c for c in table.column_names if c not in first])
+
+
+def _mixed_keys(tables: list[pa.Table]) -> set[str]:
+    import pyarrow as pa
+
+    fields: dict[str, list[pa.Field]] = {}
+    for table in tables:
+        for field in table.schema:
+            fields.setdefault(field.name, []).append(field)
+    mixed = set()
+    for name, found in fields.items():
+        if len({f.type for f in found}) > 1:
+            try:
+                pa.unify_schemas([pa.schema([f]) for f in found], promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                mixed.add(name)
+    return mixed
+
+
+def _as_text(table: pa.Table, names: set[str]) -> pa.Table:
+    for i, name in enumerate(table.column_names):
+        if name in names:
+            text = _segments._as_json_text(table.select([name]))
+            table = table.set_column(i, text.schema.field(0), text.column(0))
+    return table

@@ -351,3 +351,26 @@ def test_a_query_needing_a_duckdb_extension_fails_without_a_download(store):
     write(store)
     with pytest.raises(UsageError, match="httpfs"):
         localtrack.Api(store).query("SELECT * FROM runs, read_parquet('s3://b/x.parquet')")
+
+
+def test_a_key_of_numbers_histograms_and_unsealed_text_reads_as_text(store):
+    """Sealed numbers in one run, a histogram in another, text in a JSONL log: no one type, so
+    the history is read into memory and the key is JSON text (no query error from DuckDB)."""
+    res = run_script("""
+        import sys, localtrack
+        from localtrack import _stream
+        root = sys.argv[1]
+        for rid, value, seal in (("n", 1.5, True), ("h", localtrack.Histogram(np_histogram=([1, 2], [0.0, 1.0, 2.0])), True),
+                                 ("t", "high", False)):
+            _stream.SEAL_MIN_BYTES = 0 if seal else 1 << 40
+            run = localtrack.init(project="p", id=rid, dir=root)
+            run.log({"x": value, "y": 1})
+            run.finish()
+    """, str(store))
+    assert res.returncode == 0, res.stderr
+    settle(store)
+    assert {p.parts[-3] for p in store.glob("p/runs/*/segments/*.parquet")} == {"n", "h"}
+    rows = localtrack.Api(store).query("SELECT run_id, x, y FROM history ORDER BY run_id").to_pylist()
+    assert [(r["run_id"], r["y"]) for r in rows] == [("h", 1), ("n", 1), ("t", 1)]
+    assert rows[1]["x"] == "1.5" and rows[2]["x"] == '"high"'
+    assert '"$h"' in rows[0]["x"] and '"counts":[1,2]' in rows[0]["x"]
