@@ -103,22 +103,24 @@ def build(root: Path, runs: int, steps: int) -> None:
     print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def child(prelude: str, code: str) -> tuple[float, float]:
-    """(seconds of ``prelude``: the imports, from process start; seconds of ``code``) in a
-    fresh process. pyarrow imports pandas (when installed) on its first pa.array(), whoever
-    calls it: the prelude does that too, so the second figure is the work alone."""
+def child(prelude: str, code: str) -> tuple[float, float, float]:
+    """(seconds of ``prelude``: the imports, from process start; wall and CPU seconds of
+    ``code``, CPU over all threads) in a fresh process. pyarrow imports pandas (when
+    installed) on its first pa.array(), whoever calls it: the prelude does that too, so the
+    later figures are the work alone. CPU time is what a loaded machine inflates least."""
     script = (f"import time\nt0 = time.perf_counter()\n{prelude}\nimport pyarrow as pa\n"
-              f"pa.array([0])\nt1 = time.perf_counter()\n{code}\n"
-              "print(t1 - t0, time.perf_counter() - t1)")
+              f"pa.array([0])\nt1, c1 = time.perf_counter(), time.process_time()\n{code}\n"
+              "print(t1 - t0, time.perf_counter() - t1, time.process_time() - c1)")
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
-    first, second = out.stdout.strip().splitlines()[-1].split()
-    return float(first), float(second)
+    first, wall, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(first), float(wall), float(cpu)
 
 
-def measure(prelude: str, code: str, repeats: int) -> tuple[float, float]:
-    """Medians of (whole process: imports + work, work alone)."""
+def measure(prelude: str, code: str, repeats: int) -> tuple[float, float, float]:
+    """Medians of (whole process: imports + work, work alone, its CPU time)."""
     runs = [child(prelude, code) for _ in range(repeats)]
-    return statistics.median(a + b for a, b in runs), statistics.median(b for _, b in runs)
+    return (statistics.median(a + b for a, b, _ in runs), statistics.median(b for _, b, _ in runs),
+            statistics.median(c for _, _, c in runs))
 
 
 def main() -> None:
@@ -131,16 +133,18 @@ def main() -> None:
     root = Path(args.cache) / f"sql-{args.runs}x{args.steps}"
     build(root, args.runs, args.steps)
     print(f"{args.runs} runs x {args.steps} steps ({args.runs * args.steps:,} rows), "
-          f"median of {args.repeats} fresh processes")
-    print(f"{'computation':<36} {'SQL: process':>13} {'SQL: work':>10} {'Python: process':>16} "
-          f"{'Python: work':>13}")
+          f"median of {args.repeats} fresh processes; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at start")
+    print(f"{'computation':<36} {'SQL: process':>13} {'work':>7} {'work CPU':>9} "
+          f"{'Python: process':>16} {'work':>7} {'work CPU':>9}")
     for name, sql in QUERIES.items():
         q = f"localtrack.Api({str(root)!r}).query({sql!r})"
         p = f"api = localtrack.Api({str(root)!r})\n{PYTHON[name]}"
-        sql_all, sql_work = measure("import localtrack, duckdb", q, args.repeats)
-        py_all, py_work = measure("import localtrack", p, args.repeats)
-        print(f"{name:<36} {sql_all:>11.2f} s {sql_work:>8.2f} s {py_all:>14.2f} s {py_work:>11.2f} s",
-              flush=True)
+        figures = [*measure("import localtrack, duckdb", q, args.repeats),
+                   *measure("import localtrack", p, args.repeats)]
+        a, b, c, d, e, f = (f"{x:.2f} s" for x in figures)
+        print(f"{name:<36} {a:>13} {b:>7} {c:>9} {d:>16} {e:>7} {f:>9}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
