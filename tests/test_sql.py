@@ -360,8 +360,8 @@ def test_a_key_of_numbers_histograms_and_unsealed_text_reads_as_text(store):
         import sys, localtrack
         from localtrack import _stream
         root = sys.argv[1]
-        for rid, value, seal in (("n", 1.5, True), ("h", localtrack.Histogram(np_histogram=([1, 2], [0.0, 1.0, 2.0])), True),
-                                 ("t", "high", False)):
+        hist = localtrack.Histogram(np_histogram=([1, 2], [0.0, 1.0, 2.0]))
+        for rid, value, seal in (("n", 1.5, True), ("h", hist, True), ("t", "high", False)):
             _stream.SEAL_MIN_BYTES = 0 if seal else 1 << 40
             run = localtrack.init(project="p", id=rid, dir=root)
             run.log({"x": value, "y": 1})
