@@ -316,6 +316,25 @@ def _print_sync_status(syncer: Syncer) -> int:
     return 0
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    table = _api(args.dir).query(args.sql, args.project)
+    if args.format == "json":
+        import json
+
+        for row in table.to_pylist():
+            print(json.dumps(row, default=str, allow_nan=True))
+    elif args.format == "csv":
+        import csv
+
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(table.column_names)
+        out.writerows([row.values() for row in table.to_pylist()])
+    elif table.num_columns:
+        print(_table(table.column_names,
+                     [["" if v is None else v for v in row.values()] for row in table.to_pylist()]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localtrack",
                                      description="Experiment runs in plain local files.")
@@ -369,6 +388,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upload N runs at a time, each in order (default 4 to a directory, "
                         "16 to an object store)")
     p.set_defaults(func=cmd_sync)
+    p = sub.add_parser("query", parents=[common],
+                       help="SQL (DuckDB) over the views runs, history and events",
+                       description="Views: runs (id, project, name, state, created, group, job_type, "
+                                   "tags, notes, \"config.<key>\", \"summary.<key>\"), history "
+                                   "(run_id, project, _step, _timestamp, one column per metric) and "
+                                   "events (run_id, project, event, time, step, ...). Quote names "
+                                   "with dots or slashes: \"config.lr\", \"val/acc\". Needs "
+                                   "pip install 'localtrack[sql]'.")
+    p.add_argument("sql", help='e.g. "SELECT id, \\"summary.loss\\" FROM runs"')
+    p.add_argument("--project", help="only this project's runs")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="output: aligned table (default), CSV, or one JSON object per line")
+    p.set_defaults(func=cmd_query)
     p = sub.add_parser("ui", parents=[common], help="serve a local dashboard of runs and charts")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")

@@ -498,6 +498,14 @@ class Api:
                                    project=project, run_id=rid)
         return ApiRun(self.root, project, rid)
 
+    def query(self, sql: str, project: str | None = None) -> pa.Table:
+        """Run a DuckDB ``sql`` query over the views ``runs``, ``history`` and ``events`` of
+        this store (of one ``project``, or all), unsealed rows included; needs
+        ``pip install 'localtrack[sql]'``. Columns: see "SQL" in docs/format.md."""
+        from . import _sql  # a layer above, and DuckDB: imported when asked
+
+        return _sql.query(self.root, sql, project)
+
     def sweep(self, path: str) -> Sweep:
         """One sweep by ``"project/SWEEP_ID"``: its jobs, states and best run."""
         from ._sweeps._view import Sweep

@@ -370,6 +370,8 @@ def _get(name: str) -> Call:
 API: dict[str, Call] = {
     "projects": lambda api: api.projects(),
     "run": lambda api: api.run(f"{PROJECT}/{RUN}"),
+    "query": lambda api: api.query("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM "
+                                   "history), (SELECT count(*) FROM events)"),
     "runs": lambda api: api.runs(PROJECT, filters={"$or": [{"summary_metrics.x": {"$gte": 0}},
                                                            {"config.lr": {"$exists": True}}]},
                                  order="-summary_metrics.x"),
@@ -419,6 +421,7 @@ CLI: dict[str, tuple[bool, Callable[[Case], list[str]]]] = {
     "agent": (True, lambda c: ["agent", f"{PROJECT}/{c.sweep_id}", "--count", "1"]),
     "doctor": (True, lambda c: ["doctor", "--fix"]),
     "plot": (False, lambda c: ["plot", f"{PROJECT}/{RUN}", "--key", "x", "--out", _out(c)]),
+    "query": (False, lambda c: ["query", "SELECT count(*) FROM runs, history, events"]),
     "runs": (False, lambda c: ["runs"]),
     "show": (False, lambda c: ["show", f"{PROJECT}/{RUN}"]),
     "sweep": (False, lambda c: ["sweep", "--status", f"{PROJECT}/{c.sweep_id}"]),
