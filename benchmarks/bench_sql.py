@@ -42,14 +42,14 @@ import pyarrow.compute as pc
 out = []
 for run in api.runs("bench"):
     if run.config["lr"] < 1e-3:
-        out.append((run.id, run.name, pc.max(run.history(["val/acc"])["val/acc"]).as_py()))
+        out.append((run.id, run.name, pc.max(run.history_table(["val/acc"])["val/acc"]).as_py()))
 out.sort(key=lambda r: -r[2])
 """,
     "mean loss curve per group": """
 import numpy as np
 sums, counts = {}, {}
 for run in api.runs("bench"):
-    loss = run.history(["loss"])["loss"].to_numpy()
+    loss = run.history_table(["loss"])["loss"].to_numpy()
     g = run.group
     if g not in sums:
         sums[g], counts[g] = np.zeros(len(loss)), 0
@@ -59,7 +59,7 @@ out = {g: sums[g] / counts[g] for g in sums}
 """,
     "history only: max val/acc per run": """
 import pyarrow.compute as pc
-out = {run.id: pc.max(run.history(["val/acc"])["val/acc"]).as_py() for run in api.runs("bench")}
+out = {run.id: pc.max(run.history_table(["val/acc"])["val/acc"]).as_py() for run in api.runs("bench")}
 """,
 }
 

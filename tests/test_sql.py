@@ -163,7 +163,7 @@ def test_rewound_and_forked_runs_read_as_the_read_api_does(store):
     assert steps("a") == [(s, loss("a", s)) for s in range(10)] + [(s, -1.0) for s in range(10, 15)]
     assert steps("f") == [(s, loss("b", s)) for s in range(5)] + [(5, -2.0)]
     for rid in ("a", "f", "b"):
-        hist = api.run(f"p/{rid}").history(["loss"])
+        hist = api.run(f"p/{rid}").history_table(["loss"])
         assert steps(rid) == list(zip(hist.column("_step").to_pylist(),
                                       hist.column("loss").to_pylist(), strict=True))
 
