@@ -5,6 +5,8 @@ they leave on disk is the one W&B would have recorded.
 A script that calls what localtrack does not have yet is ``xfail(strict=True)`` with the call
 in the reason: when the call lands, the script passes, the suite fails, and the mark must go
 (with the count in the README's "Coming from W&B").
+
+The compatibility page, docs/wandb.md, is checked here too: its rows against the code.
 """
 
 from __future__ import annotations
@@ -166,3 +168,74 @@ def test_every_script_is_run_and_names_its_source() -> None:
         lines = text.splitlines()
         assert "import localtrack as wandb" in lines, name
         assert not [line for line in lines if line.startswith(("import wandb", "from wandb"))], name
+
+
+# The compatibility page (docs/wandb.md): each row's localtrack name exists when the row says
+# same/local/ignored, and does not while it says "not yet".
+DOC = Path(__file__).parent.parent / "docs" / "wandb.md"
+PACKAGE = Path(localtrack.__file__).parent
+STATUSES = {"same", "local", "ignored", "not yet", "never"}
+
+
+def doc_rows() -> list[tuple[str, str, str]]:
+    """(W&B, localtrack, status) of every table row of the page."""
+    rows = []
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if line.startswith("| ") and len(cells) == 4 and cells[2] != "status" \
+                and not cells[0].startswith("---"):
+            rows.append((cells[0], cells[1], cells[2]))
+    return rows
+
+
+def exists(name: str, scope: dict[str, Any]) -> bool:
+    """Whether localtrack has ``name`` (the page's notation for its localtrack column)."""
+    if name.startswith("$"):  # an environment variable the code reads (_settings._env adds
+        # the WANDB_ prefix; tests/test_dropin.py runs scripts under these variables)
+        spellings = (f'"{name[1:]}"', f'_env("{name[1:].removeprefix("WANDB_")}")')
+        return any(s in p.read_text() for p in PACKAGE.rglob("*.py") for s in spellings)
+    if name.startswith("localtrack.integrations."):  # read, not imported: no framework needed
+        module, _, attr = name.removeprefix("localtrack.integrations.").partition(".")
+        path = PACKAGE / "integrations" / f"{module}.py"
+        if not path.exists() or not attr:
+            return path.exists()
+        return f'"{attr}"' in path.read_text().split("__all__ = [")[1].split("]")[0]
+    keyword = None
+    if name.endswith("=)"):
+        name, keyword = name[:-2].rsplit("(", 1)
+    parts = name.split(".")
+    obj = scope[parts[0]]
+    try:
+        for part in parts[1:]:
+            obj = obj.run("p/done") if part == "run(p)" else getattr(obj, part)
+    except AttributeError:
+        return False
+    if keyword is None:
+        return True
+    import inspect
+
+    return keyword in inspect.signature(obj).parameters
+
+
+def test_the_compatibility_page_matches_the_code(tmp_path: Path) -> None:
+    rows = doc_rows()
+    assert len(rows) > 80 and {status for *_, status in rows} == STATUSES
+    localtrack.init(project="p", id="done", dir=tmp_path).finish()
+    run = localtrack.init(project="p", id="live", dir=tmp_path)
+    scope = {"localtrack": localtrack, "run": run, "Api()": localtrack.Api(tmp_path)}
+    wrong = []
+    try:
+        for wandb_call, local, status in rows:
+            assert status in STATUSES, (wandb_call, status)
+            if status == "never":
+                assert local == "—", wandb_call
+                continue
+            name = local.strip("`")
+            assert local == f"`{name}`", (wandb_call, local)
+            found = exists(name, scope)
+            if found != (status != "not yet"):
+                wrong.append(f"{wandb_call}: {name} {'exists' if found else 'is missing'}, "
+                             f"the row says {status!r}")
+    finally:
+        run.finish()
+    assert not wrong, "docs/wandb.md is out of date:\n" + "\n".join(wrong)
