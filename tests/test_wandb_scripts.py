@@ -32,6 +32,7 @@ def has(*modules: str) -> bool:
 
 def run_script(cwd: Path, name: str, *args: str) -> localtrack.Api:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "WANDB_"))}
+    env["KERAS_BACKEND"] = "torch"  # where W&B's Keras scripts run on TensorFlow
     proc = subprocess.run([sys.executable, str(SCRIPTS / name), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -81,6 +82,14 @@ def lightgbm_regression(api: localtrack.Api) -> None:
         assert steps(run, key) == list(range(best + 5)), key
     assert run.summary["best_score"]["validation_rmse"] == values(run, "validation_rmse")[best - 1]
     assert len(run.summary["feature_importance"]) == 28
+
+
+def keras_metrics_logger(api: localtrack.Api) -> None:
+    run = only_run(api, "uncategorized")
+    assert run.config == {"bs": 12}
+    for key in ("epoch", "loss", "accuracy", "top@5_accuracy", "val_loss", "val_accuracy",
+                "learning_rate"):
+        assert steps(run, f"epoch/{key}") == [0, 1], key
 
 
 def xgboost_dermatology(api: localtrack.Api) -> None:
@@ -137,6 +146,7 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[localtrack.Api], None],
     ("nanogpt_train.py", (), nanogpt, [needs("torch")]),
     ("group_and_resume_train.py", ("--group_id", "g7"), group_and_resume, []),
     ("lightgbm_regression.py", (), lightgbm_regression, [needs("lightgbm")]),
+    ("keras_metrics_logger.py", (), keras_metrics_logger, [needs("keras", "torch")]),
     ("xgboost_dermatology.py", (), xgboost_dermatology,
      [needs("xgboost"), missing("wandb.xgboost (W&B's integration as a module attribute; "
                                 "localtrack.integrations.xgboost has it)")]),
