@@ -293,6 +293,10 @@ if sys.argv[1] == "own-run":  # the script's run: the callback logs to it and le
     callback = WandbCallback()
 else:
     callback = LocaltrackCallback(project="xgb", dir="store", id="x1", resume="allow")
+if sys.argv[1] == "cv":  # the mean of 3 folds at each round
+    xgb.cv(params, train, num_boost_round=int(sys.argv[2]), nfold=3, callbacks=[callback])
+    print(callback.run.path, callback.run.state)
+    sys.exit()
 start = xgb.Booster(model_file="saved.json") if sys.argv[1] == "continue" else None
 booster = xgb.train(params, train, num_boost_round=int(sys.argv[2]), evals=[(train, "train"),
                     (valid, "validation")], early_stopping_rounds=50, callbacks=[callback],
@@ -327,6 +331,17 @@ def test_xgboost_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path, 
     run = localtrack.Api(tmp_path / "store").run("xgb/x1")
     assert column(run.history(), "epoch") == [(i, i) for i in range(7)]
     assert run.rewinds == [] and run.state == "finished"
+
+
+@needs_xgboost
+def test_xgboost_cv_writes_the_folds_mean(tmp_path: Path) -> None:
+    out = run_ok(tmp_path, [*script(tmp_path, XGBOOST), "cv", "3"]).stdout
+    assert out.split()[-1] == "finished"
+    run = localtrack.Api(tmp_path / "store").run("xgb/x1")
+    assert run.config["learner"]["objective"]["name"] == "reg:squarederror"
+    history = run.history()
+    for key in ("epoch", "train-rmse", "train-mae", "test-rmse", "test-mae"):
+        assert [s for s, _ in column(history, key)] == [0, 1, 2], key
 
 
 LIGHTGBM = """

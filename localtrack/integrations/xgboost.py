@@ -3,7 +3,7 @@
 Shaped as W&B's ``WandbCallback`` (also importable under that name): before training the
 booster's configuration (``save_config()``) becomes the config; after each boosting round the
 evaluation results are a row at the round's number (counted on from a model training
-continues) as ``<data>-<metric>`` (``validation-rmse``)
+continues) as ``<data>-<metric>`` (``validation-rmse``; under ``xgb.cv``, the folds' mean)
 with ``epoch``; after training the summary gets ``best_iteration``/``best_score`` (set by early
 stopping) and the ``feature_importance`` map (``importance_type``; W&B draws it as a bar chart).
 The run opens with ``init_args`` at the start of training (or is the script's active run, left
@@ -51,8 +51,10 @@ class LocaltrackCallback(TrainingCallback):  # type: ignore[misc]  # XGBoost is 
 
     def before_training(self, model: Any) -> Any:
         run = self._handle.writable()
-        run.config.update(plain(json.loads(model.save_config())), allow_val_change=True)
-        self._first_round = model.num_boosted_rounds()  # XGBoost counts epochs from 0 again
+        folds = getattr(model, "cvfolds", None)  # xgb.cv: a booster for each fold, alike
+        booster = folds[0].bst if folds else model
+        run.config.update(plain(json.loads(booster.save_config())), allow_val_change=True)
+        self._first_round = booster.num_boosted_rounds()  # XGBoost counts epochs from 0 again
         return model
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
