@@ -277,6 +277,24 @@ def test_keras_fit_writes_a_run_and_continues_from_an_epoch(tmp_path: Path) -> N
     assert run.state == "finished"
 
 
+@needs_keras
+def test_keras_callback_refuses_a_bad_log_freq(tmp_path: Path) -> None:
+    code = """
+    from localtrack.errors import InvalidValueError
+    from localtrack.integrations.keras import LocaltrackCallback
+    for bad in (0, -2, "epochs", True, 1.5):
+        try:
+            LocaltrackCallback(log_freq=bad)
+        except InvalidValueError as e:
+            print(e)
+        else:
+            raise SystemExit(f"log_freq={bad!r} was taken")
+    """
+    out = run_ok(tmp_path, script(tmp_path, code)).stdout.splitlines()
+    assert len(out) == 5 and all("use 'epoch', 'batch' or a count of batches" in line for line in out)
+    assert not (tmp_path / "localtrack-runs").exists()  # no run was opened
+
+
 XGBOOST = """
 import sys
 import numpy as np
