@@ -237,6 +237,11 @@ x, y = np.random.rand(32, 3).astype("float32"), np.random.rand(32, 1).astype("fl
 model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
 model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", metrics=["mae"])
 run_id, start, end, freq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if run_id == "own":  # the script's own run, logged to before training
+    import localtrack
+    mine = localtrack.init(project="keras", dir="store", id="own")
+    for i in range(3):
+        mine.log({"data/rows": 32 + i})
 callback = LocaltrackCallback(log_freq=freq if freq == "epoch" else int(freq), project="keras",
                               dir="store", id=run_id, resume="allow", initial_global_step=start * 4)
 assert WandbMetricsLogger is LocaltrackCallback
@@ -275,6 +280,17 @@ def test_keras_fit_writes_a_run_and_continues_from_an_epoch(tmp_path: Path) -> N
     archived = [r["_step"] for r in run.history(include_rewound=True).to_pylist() if r["_rewound"]]
     assert archived == [6, 8, 10, 12]
     assert run.state == "finished"
+
+
+@needs_keras
+def test_keras_epochs_follow_the_rows_of_the_scripts_own_run(tmp_path: Path) -> None:
+    out = run_ok(tmp_path, [*script(tmp_path, KERAS), "own", "0", "2", "epoch"]).stdout
+    assert out.split()[-1] == "running"  # the script's run: left open, finished at exit
+    run = localtrack.Api(tmp_path / "store").run("keras/own")
+    history = run.history()
+    assert [s for s, _ in column(history, "data/rows")] == [0, 1, 2]
+    assert column(history, "epoch/epoch") == [(3, 0), (4, 1)]
+    assert run.state == "finished" and run.rewinds == []
 
 
 @needs_keras

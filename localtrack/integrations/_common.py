@@ -24,6 +24,7 @@ class RunHandle:
         self.run = run
         self._owns = False  # whether finish() finishes it (not a run the script started)
         self._checked_restart = False  # log_at's check, made at its first row
+        self._offset = 0  # added by log_at to the framework's steps
 
     def open(self) -> localtrack.Run:
         if self.run is None and localtrack.run is not None:
@@ -44,10 +45,12 @@ class RunHandle:
         return run
 
     def log_at(self, row: dict[str, Any], step: int) -> localtrack.Run:
-        """Log ``row`` at the framework's ``step``. A framework restarted from its checkpoint
-        (a requeued job, the same run id) counts again from the checkpoint's step, behind the
-        run's: the first such row rewinds the run to just before it (the lost rows archived, as
-        ``init(resume_from=)`` does), so the history is that of the model training kept."""
+        """Log ``row`` at the framework's ``step``, which may start behind the run's. In a run
+        resumed by id, the framework restarted from its checkpoint (a requeued job) and counts
+        again from the checkpoint's step: the first row rewinds the run to just before it (the
+        lost rows archived, as ``init(resume_from=)`` does), so the history is that of the model
+        training kept. In the script's own run, which it logged to before training, the
+        framework's steps follow the rows already there (else each row would be dropped)."""
         run = self.writable()
         if not self._checked_restart:
             self._checked_restart = True
@@ -55,7 +58,9 @@ class RunHandle:
                 log.info("training resumed %s at step %d: rewinding it from step %d", run.path,
                          step, run.step - 1)
                 run.rewind(step - 1)
-        run.log(row, step=step)
+            elif step < run.step:
+                self._offset = run.step - step
+        run.log(row, step=step + self._offset)
         return run
 
     def finish(self, exit_code: int) -> None:
