@@ -1,4 +1,5 @@
-"""Framework integrations (issue 16): Lightning's Logger and Transformers' TrainerCallback.
+"""Framework integrations (issue 16): Lightning's Logger, Transformers' TrainerCallback, and
+the Keras, XGBoost and LightGBM callbacks.
 
 Each test runs a user's training script with the real framework and a tiny model built in the
 script (no downloads) in a subprocess, then reads the run back with localtrack.Api.
@@ -24,6 +25,13 @@ needs_lightning = pytest.mark.skipif(importlib.util.find_spec("lightning") is No
                                      reason=f"needs lightning: {_INSTALL}")
 needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
                                         reason=f"needs transformers: {_INSTALL}")
+needs_keras = pytest.mark.skipif(importlib.util.find_spec("keras") is None
+                                 or importlib.util.find_spec("torch") is None,
+                                 reason=f"needs keras (torch backend): {_INSTALL}")
+needs_xgboost = pytest.mark.skipif(importlib.util.find_spec("xgboost") is None,
+                                   reason=f"needs xgboost: {_INSTALL}")
+needs_lightgbm = pytest.mark.skipif(importlib.util.find_spec("lightgbm") is None,
+                                    reason=f"needs lightgbm: {_INSTALL}")
 
 
 def script(cwd: Path, code: str, name: str = "train.py") -> list[str]:
@@ -35,7 +43,7 @@ def script(cwd: Path, code: str, name: str = "train.py") -> list[str]:
 
 def env(**extra: str) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "WANDB_"))}
-    out.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **extra)
+    out.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", KERAS_BACKEND="torch", **extra)
     return out
 
 
@@ -55,7 +63,8 @@ def column(table: object, key: str) -> list[tuple[int, float]]:
 
 def test_import_localtrack_loads_no_framework() -> None:
     code = ("import sys, localtrack; print([m for m in ('torch', 'lightning', 'pytorch_lightning',"
-            " 'transformers', 'localtrack.integrations') if m in sys.modules])")
+            " 'transformers', 'keras', 'xgboost', 'lightgbm', 'localtrack.integrations')"
+            " if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -215,3 +224,206 @@ def test_transformers_trainer_writes_a_run(tmp_path: Path, how: str) -> None:
     # The callback's last row (step=6) leaves its step open, as W&B's log(step=) does: the
     # script's next log() joins it.
     assert [s for s, _ in column(history, "after")] == ([6] if how == "own-run" else [])
+
+
+KERAS = """
+import os, sys
+import numpy as np
+import keras
+from localtrack.integrations.keras import LocaltrackCallback, WandbMetricsLogger
+
+keras.utils.set_random_seed(0)
+x, y = np.random.rand(32, 3).astype("float32"), np.random.rand(32, 1).astype("float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", metrics=["mae"])
+run_id, start, end, freq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if run_id == "own":  # the script's own run, logged to before training
+    import localtrack
+    mine = localtrack.init(project="keras", dir="store", id="own")
+    for i in range(3):
+        mine.log({"data/rows": 32 + i})
+callback = LocaltrackCallback(log_freq=freq if freq == "epoch" else int(freq), project="keras",
+                              dir="store", id=run_id, resume="allow", initial_global_step=start * 4)
+assert WandbMetricsLogger is LocaltrackCallback
+model.fit(x, y, batch_size=8, epochs=end, initial_epoch=start, validation_data=(x, y),
+          callbacks=[callback], verbose=0)
+print(callback.run.path, callback.run.state)
+"""
+
+
+@needs_keras
+def test_keras_fit_writes_a_run_and_continues_from_an_epoch(tmp_path: Path) -> None:
+    cmd = script(tmp_path, KERAS)
+    out = run_ok(tmp_path, [*cmd, "k1", "0", "3", "epoch"]).stdout
+    assert out.split()[-1] == "finished"
+    run = localtrack.Api(tmp_path / "store").run("keras/k1")
+    history = run.history()
+    assert column(history, "epoch/epoch") == [(0, 0), (1, 1), (2, 2)]
+    for key in ("epoch/loss", "epoch/mae", "epoch/val_loss", "epoch/val_mae"):
+        assert [s for s, _ in column(history, key)] == [0, 1, 2], key
+    assert all(abs(v - 0.05) < 1e-6 for _, v in column(history, "epoch/learning_rate"))
+    assert run.state == "finished"
+
+    # log_freq=2: batch rows at the batch count (4 batches an epoch), epoch rows at their
+    # epoch's last batch. Then fit(initial_epoch=1) on the same run: the rows after epoch 0
+    # (steps 5..12) are rewound and archived, and epochs 1 and 2 are logged again.
+    run_ok(tmp_path, [*cmd, "k2", "0", "3", "2"])
+    assert column(localtrack.Api(tmp_path / "store").run("keras/k2").history(),
+                  "epoch/epoch") == [(4, 0), (8, 1), (12, 2)]
+    run_ok(tmp_path, [*cmd, "k2", "1", "3", "2"])
+    run = localtrack.Api(tmp_path / "store").run("keras/k2")
+    history = run.history()
+    assert column(history, "epoch/epoch") == [(4, 0), (8, 1), (12, 2)]
+    assert column(history, "batch/batch_step") == [(s, s) for s in (2, 4, 6, 8, 10, 12)]
+    assert [s for s, _ in column(history, "batch/loss")] == [2, 4, 6, 8, 10, 12]
+    assert [(r["to"], r["from_step"]) for r in run.rewinds] == [(5, 12)]
+    archived = [r["_step"] for r in run.history(include_rewound=True).to_pylist() if r["_rewound"]]
+    assert archived == [6, 8, 10, 12]
+    assert run.state == "finished"
+
+
+@needs_keras
+def test_keras_epochs_follow_the_rows_of_the_scripts_own_run(tmp_path: Path) -> None:
+    out = run_ok(tmp_path, [*script(tmp_path, KERAS), "own", "0", "2", "epoch"]).stdout
+    assert out.split()[-1] == "running"  # the script's run: left open, finished at exit
+    run = localtrack.Api(tmp_path / "store").run("keras/own")
+    history = run.history()
+    assert [s for s, _ in column(history, "data/rows")] == [0, 1, 2]
+    assert column(history, "epoch/epoch") == [(3, 0), (4, 1)]
+    assert run.state == "finished" and run.rewinds == []
+
+
+@needs_keras
+def test_keras_callback_refuses_a_bad_log_freq(tmp_path: Path) -> None:
+    code = """
+    from localtrack.errors import InvalidValueError
+    from localtrack.integrations.keras import LocaltrackCallback
+    for bad in (0, -2, "epochs", True, 1.5):
+        try:
+            LocaltrackCallback(log_freq=bad)
+        except InvalidValueError as e:
+            print(e)
+        else:
+            raise SystemExit(f"log_freq={bad!r} was taken")
+    """
+    out = run_ok(tmp_path, script(tmp_path, code)).stdout.splitlines()
+    assert len(out) == 5 and all("use 'epoch', 'batch' or a count of batches" in line for line in out)
+    assert not (tmp_path / "localtrack-runs").exists()  # no run was opened
+
+
+XGBOOST = """
+import sys
+import numpy as np
+import xgboost as xgb
+import localtrack
+from localtrack.integrations.xgboost import LocaltrackCallback, WandbCallback
+
+rng = np.random.default_rng(0)
+x, y = rng.random((64, 4)), rng.random(64)
+train, valid = xgb.DMatrix(x[:48], y[:48]), xgb.DMatrix(x[48:], y[48:])
+params = {"max_depth": 2, "eta": 0.3, "objective": "reg:squarederror", "eval_metric": ["rmse", "mae"]}
+if sys.argv[1] == "own-run":  # the script's run: the callback logs to it and leaves it open
+    localtrack.init(project="xgb", dir="store", id="x1")
+    callback = WandbCallback()
+else:
+    callback = LocaltrackCallback(project="xgb", dir="store", id="x1", resume="allow")
+if sys.argv[1] == "cv":  # the mean of 3 folds at each round
+    xgb.cv(params, train, num_boost_round=int(sys.argv[2]), nfold=3, callbacks=[callback])
+    print(callback.run.path, callback.run.state)
+    sys.exit()
+start = xgb.Booster(model_file="saved.json") if sys.argv[1] == "continue" else None
+booster = xgb.train(params, train, num_boost_round=int(sys.argv[2]), evals=[(train, "train"),
+                    (valid, "validation")], early_stopping_rounds=50, callbacks=[callback],
+                    xgb_model=start, verbose_eval=False)
+if sys.argv[1] != "continue":
+    booster.save_model("saved.json")
+print(callback.run.path, callback.run.state)
+if sys.argv[1] == "own-run":
+    localtrack.finish()
+"""
+
+
+@needs_xgboost
+@pytest.mark.parametrize("how", ["callback-run", "own-run"])
+def test_xgboost_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path, how: str) -> None:
+    cmd = script(tmp_path, XGBOOST)
+    out = run_ok(tmp_path, [*cmd, how, "4"]).stdout
+    assert out.split()[-1] == ("running" if how == "own-run" else "finished")
+    run = localtrack.Api(tmp_path / "store").run("xgb/x1")
+    assert run.state == "finished"
+    assert run.config["learner"]["objective"]["name"] == "reg:squarederror"
+    history = run.history()
+    assert column(history, "epoch") == [(i, i) for i in range(4)]
+    for key in ("train-rmse", "train-mae", "validation-rmse", "validation-mae"):
+        assert [s for s, _ in column(history, key)] == [0, 1, 2, 3], key
+    assert run.summary["best_iteration"] in range(4)
+    assert set(run.summary["feature_importance"]) <= {"f0", "f1", "f2", "f3"}
+    if how == "own-run":
+        return
+    # Continued from the saved 4-round model for 3 rounds more: rounds 4..6 follow on.
+    run_ok(tmp_path, [*cmd, "continue", "3"])
+    run = localtrack.Api(tmp_path / "store").run("xgb/x1")
+    assert column(run.history(), "epoch") == [(i, i) for i in range(7)]
+    assert run.rewinds == [] and run.state == "finished"
+
+
+@needs_xgboost
+def test_xgboost_cv_writes_the_folds_mean(tmp_path: Path) -> None:
+    out = run_ok(tmp_path, [*script(tmp_path, XGBOOST), "cv", "3"]).stdout
+    assert out.split()[-1] == "finished"
+    run = localtrack.Api(tmp_path / "store").run("xgb/x1")
+    assert run.config["learner"]["objective"]["name"] == "reg:squarederror"
+    history = run.history()
+    for key in ("epoch", "train-rmse", "train-mae", "test-rmse", "test-mae"):
+        assert [s for s, _ in column(history, key)] == [0, 1, 2], key
+
+
+LIGHTGBM = """
+import sys
+import numpy as np
+import lightgbm as lgb
+import localtrack
+from localtrack.integrations.lightgbm import localtrack_callback, log_summary, wandb_callback
+
+rng = np.random.default_rng(0)
+x, y = rng.random((200, 4)), rng.random(200)
+train = lgb.Dataset(x[:150], y[:150])
+valid = lgb.Dataset(x[150:], y[150:], reference=train)
+params = {"objective": "regression", "metric": ["l2", "l1"], "num_leaves": 4, "verbose": -1,
+          "learning_rate": 0.2}
+assert wandb_callback is localtrack_callback
+first = sys.argv[1] == "first"
+booster = lgb.train(params, train, num_boost_round=int(sys.argv[2]), valid_sets=[valid],
+                    init_model=None if first else "saved.txt",
+                    callbacks=[localtrack_callback(project="lgb", dir="store", id="g1",
+                                                   resume="allow")])
+booster.save_model("saved.txt")
+log_summary(booster)
+print(localtrack.run.path, localtrack.run.state)
+if sys.argv[3] == "killed":
+    import os, signal
+    os.kill(os.getpid(), signal.SIGKILL)  # before finish(): the run stays unfinished
+localtrack.finish()
+"""
+
+
+@needs_lightgbm
+def test_lightgbm_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path) -> None:
+    cmd = script(tmp_path, LIGHTGBM)
+    run_ok(tmp_path, [*cmd, "first", "5", "clean"])
+    run = localtrack.Api(tmp_path / "store").run("lgb/g1")
+    assert run.state == "finished" and run.config["num_leaves"] == 4
+    history = run.history()
+    assert column(history, "iteration") == [(i, i) for i in range(5)]
+    assert [s for s, _ in column(history, "valid_0_l2")] == list(range(5))
+    assert [s for s, _ in column(history, "valid_0_l1")] == list(range(5))
+    assert run.summary["best_score"]["valid_0_l2"] == column(history, "valid_0_l2")[-1][1]
+    assert set(run.summary["feature_importance"]) == {f"Column_{i}" for i in range(4)}
+
+    # Continued from the saved model for 3 rounds: iterations 5..7 follow on, same run.
+    proc = subprocess.run([*cmd, "more", "3", "killed"], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    run = localtrack.Api(tmp_path / "store").run("lgb/g1")
+    assert column(run.history(), "iteration") == [(i, i) for i in range(8)]
+    assert run.state != "finished"

@@ -3,6 +3,11 @@
 - ``localtrack.integrations.lightning.LocaltrackLogger``: a Lightning ``Logger``, built as
   ``WandbLogger`` is (``pytorch_lightning.LocaltrackLogger`` for the older package name).
 - ``localtrack.integrations.transformers.LocaltrackCallback``: a Transformers ``TrainerCallback``.
+- ``localtrack.integrations.keras.LocaltrackCallback`` (``WandbMetricsLogger``): a Keras 3 callback.
+- ``localtrack.integrations.xgboost.LocaltrackCallback`` (``WandbCallback``): an XGBoost
+  ``TrainingCallback``.
+- ``localtrack.integrations.lightgbm.localtrack_callback`` (``wandb_callback``) and
+  ``log_summary``: LightGBM's callback and end-of-training summary.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ class RunHandle:
         self.init_args = init_args
         self.run = run
         self._owns = False  # whether finish() finishes it (not a run the script started)
+        self._checked_restart = False  # log_at's check, made at its first row
+        self._offset = 0  # added by log_at to the framework's steps
 
     def open(self) -> localtrack.Run:
         if self.run is None and localtrack.run is not None:
@@ -40,6 +42,25 @@ class RunHandle:
             self.init_args.update(id=run.id, project=run.project, resume="must")
             self.run = run = localtrack.init(**self.init_args)
             self._owns = True
+        return run
+
+    def log_at(self, row: dict[str, Any], step: int) -> localtrack.Run:
+        """Log ``row`` at the framework's ``step``, which may start behind the run's. In a run
+        resumed by id, the framework restarted from its checkpoint (a requeued job) and counts
+        again from the checkpoint's step: the first row rewinds the run to just before it (the
+        lost rows archived, as ``init(resume_from=)`` does), so the history is that of the model
+        training kept. In the script's own run, which it logged to before training, the
+        framework's steps follow the rows already there (else each row would be dropped)."""
+        run = self.writable()
+        if not self._checked_restart:
+            self._checked_restart = True
+            if run.resumed and 0 < step < run.step:
+                log.info("training resumed %s at step %d: rewinding it from step %d", run.path,
+                         step, run.step - 1)
+                run.rewind(step - 1)
+            elif step < run.step:
+                self._offset = run.step - step
+        run.log(row, step=step + self._offset)
         return run
 
     def finish(self, exit_code: int) -> None:

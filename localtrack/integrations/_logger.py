@@ -54,7 +54,6 @@ class LoggerBody:
                      "project": project, "dir": save_dir or dir, "id": version or id}
         self._prefix = prefix
         self._handle = RunHandle(init_args, experiment)
-        self._checked_restart = False
 
     @property
     def name(self) -> str | None:
@@ -84,15 +83,11 @@ class LoggerBody:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if not rank_zero():
             return
-        run = self._handle.writable()
         row = {f"{self._prefix}-{k}" if self._prefix else k: v for k, v in metrics.items()}
-        if step is not None and not self._checked_restart:
-            self._checked_restart = True
-            if run.resumed and 0 < step < run.step:  # Lightning restored a checkpoint at step
-                log.info("Lightning resumed %s at step %d: rewinding it from step %d",
-                         run.path, step, run.step - 1)
-                run.rewind(step - 1)
-        run.log(row, step=step)
+        if step is None:
+            self._handle.writable().log(row)
+        else:  # rewinds the run if Lightning restored a checkpoint behind it
+            self._handle.log_at(row, step)
 
     def finalize(self, status: str) -> None:
         """Finish the run this logger opened: exit code 0 on "success", 1 on "failed".

@@ -1,0 +1,77 @@
+"""A LightGBM callback that writes a localtrack run: ``lgb.train(..., callbacks=[localtrack_callback()])``.
+
+Shaped as W&B's ``wandb_callback`` and ``log_summary`` (also importable under those names): at
+the first round the parameters become the config; after each round the evaluation results
+are a row at the round's number as ``<data>_<metric>`` (``valid_0_l2``) with ``iteration``.
+LightGBM tells a callback nothing when training ends, so the run stays open: the script's
+``localtrack.finish()`` (or its exit) finishes it, as with W&B. The run is the script's active
+run, or one opened with ``init_args``. ``log_summary(booster)`` puts ``best_iteration``,
+``best_score`` and the ``feature_importance`` map in the summary. Training continued from a
+saved model (``init_model=``) on the same run id (``id=..., resume="allow"``) numbers its rounds
+on from the model's: rows logged after the model was saved are rewound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import localtrack
+
+from ._common import RunHandle, plain
+
+__all__ = ["LocaltrackCallback", "localtrack_callback", "log_summary", "wandb_callback"]
+
+
+class LocaltrackCallback:
+    """The callable LightGBM calls after each boosting round (``order`` places it as LightGBM's
+    own ``record_evaluation``, before early stopping can end training)."""
+
+    order = 20
+
+    def __init__(self, log_params: bool = True, define_metric: bool = True,
+                 **init_args: Any) -> None:
+        self._log_params = log_params
+        self._handle = RunHandle(init_args)
+
+    @property
+    def run(self) -> localtrack.Run | None:
+        """The ``localtrack.Run`` (None before the first round)."""
+        return self._handle.run
+
+    def __call__(self, env: Any) -> None:
+        if self._log_params and env.iteration == env.begin_iteration:
+            self._handle.writable().config.update(plain(dict(env.params)), allow_val_change=True)
+        row: dict[str, Any] = {"iteration": env.iteration}
+        for data, name, value, *_ in env.evaluation_result_list or []:
+            row[f"{data}_{name}"] = float(value)
+        self._handle.log_at(row, env.iteration)
+
+
+def localtrack_callback(log_params: bool = True, define_metric: bool = True,
+                        **init_args: Any) -> LocaltrackCallback:
+    """A callback for ``lgb.train(callbacks=[...])``; ``define_metric`` is accepted for W&B's
+    signature (a run's summary keeps each key's last value)."""
+    return LocaltrackCallback(log_params, define_metric, **init_args)
+
+
+def log_summary(model: Any, feature_importance: bool = True,
+                save_model_checkpoint: bool = False) -> None:
+    """Put the booster's ``best_iteration``, ``best_score`` and (``feature_importance``) the
+    gain of each feature in the active run's summary. ``save_model_checkpoint`` is accepted for
+    W&B's signature and ignored (no artifacts yet)."""
+    run = localtrack.run
+    if run is None:
+        raise localtrack.errors.RunStateError(
+            "log_summary(): no active run; call localtrack.init() (or train with "
+            "localtrack_callback()) first")
+    run.summary["best_iteration"] = int(model.best_iteration)
+    scores = {f"{data}_{name}": float(v) for data, metrics in model.best_score.items()
+              for name, v in metrics.items()}
+    run.summary["best_score"] = scores
+    if feature_importance:
+        gains = model.feature_importance(importance_type="gain")
+        run.summary["feature_importance"] = {
+            name: float(g) for name, g in zip(model.feature_name(), gains, strict=True)}
+
+
+wandb_callback = localtrack_callback
