@@ -257,7 +257,7 @@ def test_keras_fit_writes_a_run_and_continues_from_an_epoch(tmp_path: Path) -> N
     out = run_ok(tmp_path, [*cmd, "k1", "0", "3", "epoch"]).stdout
     assert out.split()[-1] == "finished"
     run = localtrack.Api(tmp_path / "store").run("keras/k1")
-    history = run.history()
+    history = run.history_table()
     assert column(history, "epoch/epoch") == [(0, 0), (1, 1), (2, 2)]
     for key in ("epoch/loss", "epoch/mae", "epoch/val_loss", "epoch/val_mae"):
         assert [s for s, _ in column(history, key)] == [0, 1, 2], key
@@ -268,16 +268,16 @@ def test_keras_fit_writes_a_run_and_continues_from_an_epoch(tmp_path: Path) -> N
     # epoch's last batch. Then fit(initial_epoch=1) on the same run: the rows after epoch 0
     # (steps 5..12) are rewound and archived, and epochs 1 and 2 are logged again.
     run_ok(tmp_path, [*cmd, "k2", "0", "3", "2"])
-    assert column(localtrack.Api(tmp_path / "store").run("keras/k2").history(),
+    assert column(localtrack.Api(tmp_path / "store").run("keras/k2").history_table(),
                   "epoch/epoch") == [(4, 0), (8, 1), (12, 2)]
     run_ok(tmp_path, [*cmd, "k2", "1", "3", "2"])
     run = localtrack.Api(tmp_path / "store").run("keras/k2")
-    history = run.history()
+    history = run.history_table()
     assert column(history, "epoch/epoch") == [(4, 0), (8, 1), (12, 2)]
     assert column(history, "batch/batch_step") == [(s, s) for s in (2, 4, 6, 8, 10, 12)]
     assert [s for s, _ in column(history, "batch/loss")] == [2, 4, 6, 8, 10, 12]
     assert [(r["to"], r["from_step"]) for r in run.rewinds] == [(5, 12)]
-    archived = [r["_step"] for r in run.history(include_rewound=True).to_pylist() if r["_rewound"]]
+    archived = [r["_step"] for r in run.history_table(include_rewound=True).to_pylist() if r["_rewound"]]
     assert archived == [6, 8, 10, 12]
     assert run.state == "finished"
 
@@ -287,7 +287,7 @@ def test_keras_epochs_follow_the_rows_of_the_scripts_own_run(tmp_path: Path) -> 
     out = run_ok(tmp_path, [*script(tmp_path, KERAS), "own", "0", "2", "epoch"]).stdout
     assert out.split()[-1] == "running"  # the script's run: left open, finished at exit
     run = localtrack.Api(tmp_path / "store").run("keras/own")
-    history = run.history()
+    history = run.history_table()
     assert [s for s, _ in column(history, "data/rows")] == [0, 1, 2]
     assert column(history, "epoch/epoch") == [(3, 0), (4, 1)]
     assert run.state == "finished" and run.rewinds == []
@@ -352,7 +352,7 @@ def test_xgboost_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path, 
     run = localtrack.Api(tmp_path / "store").run("xgb/x1")
     assert run.state == "finished"
     assert run.config["learner"]["objective"]["name"] == "reg:squarederror"
-    history = run.history()
+    history = run.history_table()
     assert column(history, "epoch") == [(i, i) for i in range(4)]
     for key in ("train-rmse", "train-mae", "validation-rmse", "validation-mae"):
         assert [s for s, _ in column(history, key)] == [0, 1, 2, 3], key
@@ -363,7 +363,7 @@ def test_xgboost_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path, 
     # Continued from the saved 4-round model for 3 rounds more: rounds 4..6 follow on.
     run_ok(tmp_path, [*cmd, "continue", "3"])
     run = localtrack.Api(tmp_path / "store").run("xgb/x1")
-    assert column(run.history(), "epoch") == [(i, i) for i in range(7)]
+    assert column(run.history_table(), "epoch") == [(i, i) for i in range(7)]
     assert run.rewinds == [] and run.state == "finished"
 
 
@@ -373,7 +373,7 @@ def test_xgboost_cv_writes_the_folds_mean(tmp_path: Path) -> None:
     assert out.split()[-1] == "finished"
     run = localtrack.Api(tmp_path / "store").run("xgb/x1")
     assert run.config["learner"]["objective"]["name"] == "reg:squarederror"
-    history = run.history()
+    history = run.history_table()
     for key in ("epoch", "train-rmse", "train-mae", "test-rmse", "test-mae"):
         assert [s for s, _ in column(history, key)] == [0, 1, 2], key
 
@@ -413,7 +413,7 @@ def test_lightgbm_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path)
     run_ok(tmp_path, [*cmd, "first", "5", "clean"])
     run = localtrack.Api(tmp_path / "store").run("lgb/g1")
     assert run.state == "finished" and run.config["num_leaves"] == 4
-    history = run.history()
+    history = run.history_table()
     assert column(history, "iteration") == [(i, i) for i in range(5)]
     assert [s for s, _ in column(history, "valid_0_l2")] == list(range(5))
     assert [s for s, _ in column(history, "valid_0_l1")] == list(range(5))
@@ -425,5 +425,5 @@ def test_lightgbm_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path)
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     run = localtrack.Api(tmp_path / "store").run("lgb/g1")
-    assert column(run.history(), "iteration") == [(i, i) for i in range(8)]
+    assert column(run.history_table(), "iteration") == [(i, i) for i in range(8)]
     assert run.state != "finished"

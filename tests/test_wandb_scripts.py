@@ -41,11 +41,11 @@ def run_script(cwd: Path, name: str, *args: str) -> localtrack.Api:
 
 
 def steps(run: Any, key: str) -> list[int]:
-    return [r["_step"] for r in run.history().to_pylist() if r.get(key) is not None]
+    return [r["_step"] for r in run.history_table().to_pylist() if r.get(key) is not None]
 
 
 def values(run: Any, key: str) -> list[Any]:
-    return [r[key] for r in run.history().to_pylist() if r.get(key) is not None]
+    return [r[key] for r in run.history_table().to_pylist() if r.get(key) is not None]
 
 
 def only_run(api: localtrack.Api, project: str) -> Any:
