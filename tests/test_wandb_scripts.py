@@ -121,6 +121,9 @@ def launch_quickstart(api: localtrack.Api) -> None:
     run = only_run(api, "uncategorized")
     assert run.config == {"learning_rate": 0.0001, "batch_size": 8, "epochs": 2}
     assert steps(run, "train/loss") == [0] and steps(run, "train/predictions") == [1, 2]
+    tables = run.media("train/predictions")
+    assert [step for step, _ in tables] == [1, 2]
+    assert all(isinstance(t, localtrack.Table) and t.data for _, t in tables)
 
 
 def sweep_quickstart(api: localtrack.Api) -> None:
@@ -155,7 +158,7 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[localtrack.Api], None],
     ("numpy_housing.py", (), numpy_housing, [missing("wandb.save")]),
     ("ddp_log_rank0.py", (), ddp_log_rank0, [needs("torch"), missing("run.watch")]),
     ("launch_quickstart.py", (), launch_quickstart,
-     [needs("torch"), missing("wandb.Table, wandb.Image")]),
+     [needs("torch")]),
     ("sweep_quickstart.py", (), sweep_quickstart,
      [missing("wandb.sweep(sweep=...) (W&B's name of the config argument)")]),
 ]
