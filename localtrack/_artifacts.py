@@ -20,7 +20,7 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
@@ -107,7 +107,7 @@ class Artifact:
         """Add one file (read when the artifact is logged; not copied now)."""
         self._require_draft("add a file to")
         path = Path(local_path)
-        if not path.is_file():
+        if not self._probe(path, path.is_file):
             raise ArtifactError(f"Cannot add {str(path)!r} to artifact {self.name!r}: it is not "
                                 "a file (missing, or a directory: use add_dir).")
         self._put(_entry_path(name if name is not None else path.name, self.name), path)
@@ -117,13 +117,14 @@ class Artifact:
         """Add every file under a directory (symbolic links followed; a loop is refused)."""
         self._require_draft("add a directory to")
         top = Path(local_path)
-        if not top.is_dir():
+        if not self._probe(top, top.is_dir):
             raise ArtifactError(f"Cannot add {str(top)!r} to artifact {self.name!r}: it is not "
                                 "a directory.")
         prefix = _entry_path(name, self.name) + "/" if name else ""
         found: dict[str, Path] = {}
-        for rel, path in _walk(top, self.name):
-            found[_entry_path(prefix + rel, self.name)] = path
+        with self._reading(top):
+            for rel, path in _walk(top, self.name):
+                found[_entry_path(prefix + rel, self.name)] = path
         for entry, path in found.items():
             self._put(entry, path)
         return self
@@ -154,6 +155,19 @@ class Artifact:
         with open(path, mode, encoding=encoding) as fh:
             yield fh
         self._put(entry, path)
+
+    def _probe(self, path: Path, test: Callable[[], bool]) -> bool:
+        with self._reading(path):
+            return test()
+
+    @contextlib.contextmanager
+    def _reading(self, path: Path) -> Iterator[None]:
+        """An OSError while looking at the user's files, told as this artifact's."""
+        try:
+            yield
+        except OSError as exc:
+            raise ArtifactError(f"Cannot add {str(path)!r} to artifact {self.name!r}: "
+                                f"{exc.strerror or exc} ({exc.filename}).") from exc
 
     def _put(self, entry: str, path: Path) -> None:
         self._check_free(entry)
@@ -210,21 +224,14 @@ class Artifact:
         place would otherwise change every version holding it. References are not fetched."""
         adir = self._require_logged("download")
         dest = Path(root) if root is not None else Path("artifacts") / f"{self.name}:{self.version}"
-        with _fsutil.storage_errors(f"download artifact {self.qualified_name!r} into", dest):
-            for entry, info in self._manifest["files"].items():
-                target = dest.joinpath(*entry.split("/"))
-                blob = _blob(adir, info["sha256"])
+        for entry, info in self._manifest["files"].items():
+            target = dest.joinpath(*entry.split("/"))
+            with _fsutil.storage_errors(f"download artifact {self.qualified_name!r} into", target):
                 if target.is_file() and target.stat().st_size == info["size"] \
                         and _hash_file(target) == info["sha256"]:
                     continue  # already there (a second download)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    _copy(blob, target)
-                except FileNotFoundError:
-                    raise CorruptRunError(
-                        f"Artifact {self.qualified_name!r} names {entry!r}, whose stored copy "
-                        f"{str(blob)!r} is missing; restore the store's artifacts/blobs from a "
-                        "backup or a sync remote.", path=str(blob)) from None
+            _copy(_blob(adir, info["sha256"]), target, f"{entry!r} of artifact "
+                  f"{self.qualified_name!r}")
         return str(dest)
 
     def logged_by(self) -> ApiRun | None:
@@ -286,10 +293,21 @@ def _walk(top: Path, artifact: str) -> Iterator[tuple[str, Path]]:
                 yield sub, entry
 
 
-def _copy(src: Path, dst: Path) -> None:
+def _copy(blob: Path, target: Path, what: str) -> None:
     import shutil  # (not on import localtrack's path)
 
-    shutil.copyfile(src, dst)
+    try:
+        src = open(blob, "rb")
+    except FileNotFoundError:
+        raise CorruptRunError(f"The stored copy {str(blob)!r} of {what} is missing; restore the "
+                              "store's artifacts/blobs from a backup or a sync remote.",
+                              path=str(blob)) from None
+    except OSError as exc:
+        raise _fsutil.storage_error(f"read the stored copy of {what} at", blob, exc) from exc
+    with src, _fsutil.storage_errors(f"download {what} into", target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
 
 
 def _hash_file(path: Path) -> str:
@@ -535,6 +553,9 @@ def _manifest_problem(m: object, version: int, name: str) -> str | None:
     files, refs = m.get("files"), m.get("references")
     if not isinstance(files, dict) or not isinstance(refs, dict):
         return "no file list"
+    if not isinstance(m.get("type"), str) or not isinstance(m.get("metadata") or {}, dict) \
+            or not all(isinstance(u, str) for u in refs.values()):
+        return "a type, metadata or reference of the wrong kind"
     for entry, info in files.items():
         try:
             _entry_path(entry, name)
