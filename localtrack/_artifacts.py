@@ -36,6 +36,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from io import BufferedReader
     from tempfile import TemporaryDirectory
 
     from ._query import ApiRun
@@ -321,46 +322,68 @@ def _hash_file(path: Path) -> str:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _store_blob(adir: Path, src: Path, entry: str, artifact: str) -> tuple[str, int]:
-    """Copy ``src`` into the blob store, hashing as it goes; an existing blob is only touched.
+def _store_blob(adir: Path, src: Path, entry: str, artifact: str,
+                hint: dict[str, Any] | None) -> tuple[str, int]:
+    """Store ``src`` in the blob store under its SHA-256; an existing blob is only touched.
 
-    One pass: the bytes go to a temp file while hashed; if that hash is stored already the
-    temp file is removed before it was ever fsynced (cheap: its pages never reach the disk).
+    A file the newest version held at the same path and size (``hint``) is likely unchanged
+    (the other shards of a checkpoint): it is hashed first and copied only if its blob is
+    missing. Any other file is copied in one pass, hashed on a second thread while written
+    (the bytes hashed are the bytes written); if that hash is stored already, the copy is
+    removed without an fsync.
     """
-    tmp_dir = adir / "blobs"
-    tmp = tmp_dir / f"{_fsutil.TMP_PREFIX}{secrets.token_hex(8)}"
-    h = hashlib.sha256()
-    size = 0
     try:
         fin = open(src, "rb")
     except FileNotFoundError:
         raise ArtifactError(f"Cannot log artifact {artifact!r}: its file {entry!r} "
                             f"({str(src)!r}) disappeared after it was added; nothing was "
                             "logged. Add it again or remove it.") from None
-    try:
-        with fin, open(tmp, "wb") as fout:
-            expected = os.fstat(fin.fileno()).st_size
+    with fin:
+        expected = os.fstat(fin.fileno()).st_size
+        if hint is not None and hint.get("size") == expected:
+            h = hashlib.sha256()
             buf = bytearray(_CHUNK)
             view = memoryview(buf)
             while n := fin.readinto(buf):
                 h.update(view[:n])
-                fout.write(view[:n])
-                size += n
-            sha = h.hexdigest()
-            dst = _blob(adir, sha)
-            if size != expected or os.fstat(fin.fileno()).st_size != size:
-                raise ArtifactError(f"Cannot log artifact {artifact!r}: its file {entry!r} "
-                                    f"({str(src)!r}) changed size while it was read; nothing "
-                                    "was logged. Log it once the file is complete.")
-            if dst.exists():
+            dst = _blob(adir, h.hexdigest())
+            if dst.exists() and fin.tell() == expected:
                 os.utime(dst)  # young again: doctor's collection leaves it to this writer
-                return sha, size
+                return dst.name, expected
+            fin.seek(0)
+        sha, size = _copy_in(adir, fin)
+    if size != expected:
+        raise ArtifactError(f"Cannot log artifact {artifact!r}: its file {entry!r} "
+                            f"({str(src)!r}) changed size while it was read; nothing "
+                            "was logged. Log it once the file is complete.")
+    return sha, size
+
+
+def _copy_in(adir: Path, fin: BufferedReader) -> tuple[str, int]:
+    from concurrent.futures import ThreadPoolExecutor  # (not on import localtrack's path)
+
+    tmp = adir / "blobs" / f"{_fsutil.TMP_PREFIX}{secrets.token_hex(8)}"
+    h = hashlib.sha256()
+    size = 0
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    try:
+        with open(tmp, "wb") as fout, ThreadPoolExecutor(1) as hasher:
+            while n := fin.readinto(buf):
+                hashed = hasher.submit(h.update, view[:n])  # hashlib lets go of the GIL
+                fout.write(view[:n])
+                hashed.result()
+                size += n
+            dst = _blob(adir, h.hexdigest())
+            if dst.exists():
+                os.utime(dst)
+                return dst.name, size
             fout.flush()
             _fsutil.fsync(fout.fileno())
         os.chmod(tmp, 0o444)
         _fsutil.ensure_dir(dst.parent)
         _fsutil.rename_durable(tmp, dst)
-        return sha, size
+        return dst.name, size
     finally:
         _fsutil.unlink(tmp)
 
@@ -392,12 +415,13 @@ def log(artifact: Artifact, root: Path, project: str, aliases: list[str] | None,
     ndir = _name_dir(adir, artifact.name)
     what = f"log artifact {artifact.name!r} of project {project!r} into"
     files: dict[str, dict[str, Any]] = {}
+    hints = _newest_files(ndir, artifact.name)
     with _fsutil.storage_errors(what, adir):
         _fsutil.ensure_dir(adir / "blobs")
         for entry, src in sorted(artifact._sources.items()):
             with _fsutil.storage_errors(f"store file {entry!r} ({str(src)!r}) of artifact "
                                         f"{artifact.name!r} in", adir / "blobs"):
-                sha, size = _store_blob(adir, src, entry, artifact.name)
+                sha, size = _store_blob(adir, src, entry, artifact.name, hints.get(entry))
             files[entry] = {"sha256": sha, "size": size}
         _fsutil.ensure_dir(ndir / "aliases")
         try:
@@ -411,6 +435,15 @@ def log(artifact: Artifact, root: Path, project: str, aliases: list[str] | None,
         artifact._staging.cleanup()
     _attach(artifact, adir, project, manifest, _aliases_of(ndir, version))
     return artifact
+
+
+def _newest_files(ndir: Path, name: str) -> dict[str, dict[str, Any]]:
+    """The files of the name's newest version (hints only: a damaged one gives none)."""
+    with contextlib.suppress(LocaltrackError, OSError):
+        versions = _versions(ndir)
+        if versions:
+            return dict(_read_manifest(ndir, versions[-1], name)["files"])
+    return {}
 
 
 def _commit(artifact: Artifact, ndir: Path, files: dict[str, dict[str, Any]],
