@@ -16,6 +16,7 @@ blob it is about to name is never that old). See docs/format.md ("Artifacts").
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -36,7 +37,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from io import BufferedReader
+    from io import BufferedRandom, BufferedReader
     from tempfile import TemporaryDirectory
 
     from ._query import ApiRun
@@ -328,9 +329,9 @@ def _store_blob(adir: Path, src: Path, entry: str, artifact: str,
 
     A file the newest version held at the same path and size (``hint``) is likely unchanged
     (the other shards of a checkpoint): it is hashed first and copied only if its blob is
-    missing. Any other file is copied in one pass, hashed on a second thread while written
-    (the bytes hashed are the bytes written); if that hash is stored already, the copy is
-    removed without an fsync.
+    missing. Any other file is copied by the kernel (copy_file_range, as cp does) and the copy
+    is hashed, so a blob's name is always the hash of its bytes; a source that changed while it
+    was copied (size or mtime) is refused. A copy whose blob exists is removed unsynced.
     """
     try:
         fin = open(src, "rb")
@@ -339,53 +340,103 @@ def _store_blob(adir: Path, src: Path, entry: str, artifact: str,
                             f"({str(src)!r}) disappeared after it was added; nothing was "
                             "logged. Add it again or remove it.") from None
     with fin:
-        expected = os.fstat(fin.fileno()).st_size
-        if hint is not None and hint.get("size") == expected:
-            h = hashlib.sha256()
-            buf = bytearray(_CHUNK)
-            view = memoryview(buf)
-            while n := fin.readinto(buf):
-                h.update(view[:n])
-            dst = _blob(adir, h.hexdigest())
-            if dst.exists() and fin.tell() == expected:
+        before = os.fstat(fin.fileno())
+        if hint is not None and hint.get("size") == before.st_size:
+            sha, size = _hash_stream(fin)
+            dst = _blob(adir, sha)
+            if dst.exists() and size == before.st_size:
                 os.utime(dst)  # young again: doctor's collection leaves it to this writer
-                return dst.name, expected
-            fin.seek(0)
-        sha, size = _copy_in(adir, fin)
-    if size != expected:
-        raise ArtifactError(f"Cannot log artifact {artifact!r}: its file {entry!r} "
-                            f"({str(src)!r}) changed size while it was read; nothing "
-                            "was logged. Log it once the file is complete.")
+                return sha, size
+        sha, size = _copy_in(adir, fin, lambda: None if _unchanged(before, os.fstat(fin.fileno()))
+                             else f"Cannot log artifact {artifact!r}: its file {entry!r} "
+                             f"({str(src)!r}) changed while it was read; nothing was logged. "
+                             "Log it once the file is complete.")
     return sha, size
 
 
-def _copy_in(adir: Path, fin: BufferedReader) -> tuple[str, int]:
-    from concurrent.futures import ThreadPoolExecutor  # (not on import localtrack's path)
+def _unchanged(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
 
-    tmp = adir / "blobs" / f"{_fsutil.TMP_PREFIX}{secrets.token_hex(8)}"
+
+def _hash_stream(fh: BufferedReader | BufferedRandom) -> tuple[str, int]:
     h = hashlib.sha256()
-    size = 0
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
+    size = 0
+    while n := fh.readinto(buf):
+        h.update(view[:n])
+        size += n
+    return h.hexdigest(), size
+
+
+def _copy_in(adir: Path, fin: BufferedReader, check: Callable[[], str | None]) -> tuple[str, int]:
+    """Copy ``fin`` to a temp file, hashing the copy, and make it the blob of that hash
+    (durably); ``check`` says what is wrong with the source once it was copied."""
+    tmp = adir / "blobs" / f"{_fsutil.TMP_PREFIX}{secrets.token_hex(8)}"
     try:
-        with open(tmp, "wb") as fout, ThreadPoolExecutor(1) as hasher:
-            while n := fin.readinto(buf):
-                hashed = hasher.submit(h.update, view[:n])  # hashlib lets go of the GIL
-                fout.write(view[:n])
-                hashed.result()
-                size += n
-            dst = _blob(adir, h.hexdigest())
+        with open(tmp, "w+b") as fout:
+            sha, size = _copy_hashing(fin, fout)
+            problem = check()
+            if problem:
+                raise ArtifactError(problem)
+            dst = _blob(adir, sha)
             if dst.exists():
                 os.utime(dst)
-                return dst.name, size
-            fout.flush()
+                return sha, size
             _fsutil.fsync(fout.fileno())
         os.chmod(tmp, 0o444)
         _fsutil.ensure_dir(dst.parent)
         _fsutil.rename_durable(tmp, dst)
-        return dst.name, size
+        return sha, size
     finally:
         _fsutil.unlink(tmp)
+
+
+_SLICE = 64 << 20
+
+
+def _copy_hashing(fin: BufferedReader, fout: BufferedRandom) -> tuple[str, int]:
+    """Copy all of ``fin`` into the empty ``fout`` and hash what was written: the kernel copies
+    (copy_file_range, as cp does: no bytes through this process) slice by slice while a second
+    thread hashes the slices already in the copy (from the page cache), so the hash is the
+    copy's. A plain read/write loop where the kernel or the file systems cannot."""
+    from concurrent.futures import Future, ThreadPoolExecutor  # (not on import's path)
+
+    h = hashlib.sha256()
+    src, dst = fin.fileno(), fout.fileno()
+
+    def hash_slice(start: int, end: int) -> None:
+        while start < end:
+            data = os.pread(dst, min(_CHUNK, end - start), start)
+            if not data:
+                raise OSError(errno.EIO, "the copy is shorter than what was copied into it")
+            h.update(data)
+            start += len(data)
+
+    offset = 0
+    with ThreadPoolExecutor(1) as hasher:  # one worker: the slices are hashed in order
+        hashed: list[Future[None]] = []
+        try:
+            while n := os.copy_file_range(src, dst, _SLICE, offset, offset):
+                hashed.append(hasher.submit(hash_slice, offset, offset + n))
+                offset += n
+        except OSError as exc:
+            if offset or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                           errno.EOPNOTSUPP, errno.EBADF):
+                raise
+        for done in hashed:
+            done.result()
+    if offset:
+        return h.hexdigest(), offset
+    fin.seek(0)
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    while n := fin.readinto(buf):
+        h.update(view[:n])
+        fout.write(view[:n])
+        offset += n
+    fout.flush()
+    return h.hexdigest(), offset
 
 
 def _manifest_of(artifact: Artifact, files: dict[str, dict[str, Any]], logged_by: str | None,

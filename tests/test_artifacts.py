@@ -54,6 +54,7 @@ def test_log_use_download_and_lineage(tmp_path: Path) -> None:
     (tmp_path / "data" / "sub").mkdir(parents=True)
     (tmp_path / "data" / "sub" / "a.txt").write_text("a")
     (tmp_path / "data" / "b.txt").write_text("b")
+    (tmp_path / "data" / "empty").write_bytes(b"")
     store = tmp_path / "store"
     run = localtrack.init(project="p", dir=store)
     art = localtrack.Artifact("model", "model", description="d", metadata={"step": 3})
@@ -71,11 +72,12 @@ def test_log_use_download_and_lineage(tmp_path: Path) -> None:
     used = run.use_artifact("model:best")
     assert (used.version, used.metadata, used.description) == ("v0", {"step": 3}, "d")
     assert [f.path for f in used.files()] == ["big.bin", "ckpt.pt", "data/b.txt",
-                                              "data/sub/a.txt", "notes.txt"]
+                                              "data/empty", "data/sub/a.txt", "notes.txt"]
     out = Path(used.download(root=tmp_path / "out"))
     assert (out / "ckpt.pt").read_bytes() == b"weights-0"
     assert (out / "data" / "sub" / "a.txt").read_text() == "a"
     assert (out / "notes.txt").read_text() == "hello"
+    assert (out / "data" / "empty").read_bytes() == b""
     assert not (out / "big.bin").exists()  # a reference is recorded, not fetched
     run.finish()
 
