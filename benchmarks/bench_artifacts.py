@@ -38,7 +38,8 @@ def log(path: Path, store: Path) -> None:
 
 
 def _stored(store: Path) -> int:
-    return sum(p.stat().st_size for p in (store / "bench" / "artifacts" / "blobs").rglob("*")
+    """Bytes of every file of the artifact store (blobs, manifests, aliases)."""
+    return sum(p.stat().st_size for p in (store / "bench" / "artifacts").rglob("*")
                if p.is_file())
 
 
@@ -61,7 +62,7 @@ def delta(folder: Path, store: Path, files: int, kib: int) -> None:
         run.log_artifact(localtrack.Artifact("ckpt", "model").add_dir(folder))
         took = time.perf_counter() - start
     added = _stored(store) - first
-    print(f"v0: {files} files, {first} bytes stored; v1 rewrote {changed} bytes "
+    print(f"v0: {files} files, {first} bytes stored (blobs and manifest); v1 rewrote {changed} bytes "
           f"({files // 10} files) and added {added} bytes ({added / first:.1%} of v0) "
           f"in {took:.3f} s")
 
