@@ -299,3 +299,32 @@ def test_a_full_disk_mid_artifact_is_a_clear_error_and_nothing_visible(tmp_path:
     assert not [p for p in (store / "p" / "artifacts").rglob(".tmp-*")]
     with pytest.raises(ArtifactNotFoundError):
         localtrack.Api(store).artifact("p/big:latest")
+
+
+def test_sync_uploads_each_blob_once_and_a_directory_remote_serves_use(tmp_path: Path) -> None:
+    store, remote = tmp_path / "store", tmp_path / "remote"
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    for i in range(5):
+        (src / f"s{i}.bin").write_bytes(os.urandom(5000))
+    with localtrack.init(project="p", dir=store) as run:
+        run.log_artifact(localtrack.Artifact("model", "model").add_dir(src), aliases=["best"])
+        run.use_artifact("model:best")
+    user = run.id
+    localtrack.sync(remote, dir=store)
+    assert {p.name for p in _blobs(remote)} == {p.name for p in _blobs(store)}
+    (src / "s0.bin").write_bytes(os.urandom(5000))
+    with localtrack.init(project="p", dir=store) as run:
+        run.log_artifact(localtrack.Artifact("model", "model").add_dir(src))
+    before = {p: p.stat().st_mtime_ns for p in _blobs(remote)}
+    localtrack.sync(remote, dir=store)
+    after = _blobs(remote)
+    assert len(after) == 6 and all(before[p] == p.stat().st_mtime_ns for p in before)
+    # An air-gapped reader of the directory remote: no network, the synced copy alone.
+    api = localtrack.Api(remote)
+    best = api.artifact("p/model:best")
+    assert (best.version, [r.id for r in best.used_by()]) == ("v0", [user])
+    _complete(remote, "model", 1, tmp_path / "out1")
+    assert api.artifact("p/model:latest").version == "v1"
+    report = localtrack.sync(remote, dir=store)
+    assert report.uploaded_files == 0
