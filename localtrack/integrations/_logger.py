@@ -120,7 +120,7 @@ class LoggerBody:
         for mtime, path in found:
             if self._logged_checkpoints.get(path) == mtime:
                 continue
-            score = getattr(callback, "best_k_models", {}).get(path)
+            score: Any = getattr(callback, "best_k_models", {}).get(path)
             metadata = {"original_filename": os.path.basename(path),
                         "score": score.item() if hasattr(score, "item") else score}
             artifact = localtrack.Artifact(self._checkpoint_name or f"model-{run.id}", "model",
