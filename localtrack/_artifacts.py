@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from . import _fsutil, _locks, _naming
-from ._codec import dumps, loads
+from ._codec import decode_tree, dumps, encode_tree, loads
 from .errors import (
     ArtifactError,
     ArtifactNotFoundError,
@@ -443,9 +443,14 @@ def _manifest_of(artifact: Artifact, files: dict[str, dict[str, Any]], logged_by
                  version: int) -> dict[str, Any]:
     return {"format": ARTIFACT_FORMAT, "name": artifact.name, "type": artifact.type,
             "version": version, "description": artifact.description,
-            "metadata": artifact.metadata, "created": time.time(), "logged_by": logged_by,
+            "metadata": _metadata(artifact),
+            "created": time.time(), "logged_by": logged_by,
             "files": files, "references": dict(sorted(artifact._refs.items())),
             "digest": _digest(files, artifact._refs)}
+
+
+def _metadata(artifact: Artifact) -> Any:
+    return encode_tree(artifact.metadata, f"the metadata of artifact {artifact.name!r}")
 
 
 def _digest(files: dict[str, dict[str, Any]], refs: dict[str, str]) -> str:
@@ -461,6 +466,9 @@ def log(artifact: Artifact, root: Path, project: str, aliases: list[str] | None,
         raise UsageError(f"log_artifact() takes a localtrack.Artifact or a path, got "
                          f"{type(artifact).__name__}.")
     artifact._require_draft("log")
+    if isinstance(aliases, str):
+        aliases = [aliases]  # W&B takes one alias as a string too
+    _metadata(artifact)  # a value that cannot be stored fails before any file is copied
     wanted = [a for a in (_naming.alias_name(a) for a in aliases or []) if a != "latest"]
     adir = artifacts_dir(root, project)
     ndir = _name_dir(adir, artifact.name)
@@ -640,6 +648,10 @@ def _manifest_problem(m: object, version: int, name: str) -> str | None:
     if not isinstance(m.get("type"), str) or not isinstance(m.get("metadata") or {}, dict) \
             or not all(isinstance(u, str) for u in refs.values()):
         return "a type, metadata or reference of the wrong kind"
+    try:
+        decode_tree(m.get("metadata") or {})
+    except ValueError as exc:
+        return f"its metadata cannot be read ({exc})"
     for entry, info in files.items():
         try:
             _entry_path(entry, name)
@@ -678,7 +690,7 @@ def _attach(artifact: Artifact, adir: Path, project: str, manifest: dict[str, An
     artifact.name = manifest["name"]
     artifact.type = manifest["type"]
     artifact.description = manifest.get("description")
-    artifact.metadata = dict(manifest.get("metadata") or {})
+    artifact.metadata = dict(decode_tree(manifest.get("metadata") or {}))
     artifact.project = project
     artifact._version = int(manifest["version"])
     artifact._aliases = aliases

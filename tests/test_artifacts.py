@@ -20,6 +20,7 @@ from localtrack.errors import (
     CorruptRunError,
     InvalidNameError,
     StorageError,
+    UnsupportedTypeError,
 )
 
 from .helpers import run_script, script, wait_for
@@ -57,7 +58,8 @@ def test_log_use_download_and_lineage(tmp_path: Path) -> None:
     (tmp_path / "data" / "empty").write_bytes(b"")
     store = tmp_path / "store"
     run = localtrack.init(project="p", dir=store)
-    art = localtrack.Artifact("model", "model", description="d", metadata={"step": 3})
+    art = localtrack.Artifact("model", "model", description="d",
+                              metadata={"step": 3, "loss": float("nan"), "nested": {"a": [1]}})
     art.add_file(tmp_path / "ckpt.pt").add_dir(tmp_path / "data", name="data")
     art.add_reference("s3://bucket/big.bin")
     with art.new_file("notes.txt") as fh:
@@ -70,7 +72,9 @@ def test_log_use_download_and_lineage(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="type 'model'"):
         run.log_artifact(localtrack.Artifact("model", "dataset").add_file(tmp_path / "ckpt.pt"))
     used = run.use_artifact("model:best")
-    assert (used.version, used.metadata, used.description) == ("v0", {"step": 3}, "d")
+    assert (used.version, used.description) == ("v0", "d")
+    assert used.metadata["step"] == 3 and used.metadata["nested"] == {"a": [1]}
+    assert used.metadata["loss"] != used.metadata["loss"]  # NaN, stored as the config stores it
     assert [f.path for f in used.files()] == ["big.bin", "ckpt.pt", "data/b.txt",
                                               "data/empty", "data/sub/a.txt", "notes.txt"]
     out = Path(used.download(root=tmp_path / "out"))
@@ -234,6 +238,9 @@ def test_bad_names_aliases_and_files(tmp_path: Path) -> None:
                 run.log_artifact(art, aliases=[alias])
         with pytest.raises(InvalidNameError, match="file name"):
             art.add_file(tmp_path / "f", name="../escape")
+        with pytest.raises(UnsupportedTypeError, match="metadata of artifact 'm'"):
+            run.log_artifact(localtrack.Artifact("m", "model", metadata={"f": object()}))
+        assert not _blobs(store)
         with pytest.raises(ArtifactError, match="already has a file"):
             art.add_file(tmp_path / "f")
         with pytest.raises(ArtifactError, match="not a file"):
