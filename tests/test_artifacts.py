@@ -335,3 +335,50 @@ def test_sync_uploads_each_blob_once_and_a_directory_remote_serves_use(tmp_path:
     assert api.artifact("p/model:latest").version == "v1"
     report = localtrack.sync(remote, dir=store)
     assert report.uploaded_files == 0
+
+
+CHECKPOINTING = """
+import os, sys, localtrack
+from pathlib import Path
+store, work = sys.argv[1], Path(sys.argv[2])
+run = localtrack.init(project="p", dir=store, resume="auto")
+start = 0
+if run.resumed:
+    ckpt = run.use_artifact("model:latest")
+    state = Path(ckpt.download(root=work / "restored")) / "state.txt"
+    start = int(state.read_text()) + 1
+    run.rewind(ckpt.metadata["step"])   # the rows logged after the checkpoint are archived
+print("start", start, flush=True)
+for step in range(start, 60):
+    run.log({"x": float(step)}, step=step)
+    if step % 10 == 9:
+        (work / "state.txt").write_text(str(step))
+        art = localtrack.Artifact("model", "model", metadata={"step": step})
+        run.log_artifact(art.add_file(work / "state.txt"))
+        print("saved", step, flush=True)
+run.finish()
+"""
+
+
+def test_checkpoint_workflow_killed_resumed_from_model_latest(tmp_path: Path) -> None:
+    """A script logs a checkpoint artifact every 10 steps, is SIGKILLed, restarts with
+    resume="auto", fetches model:latest through use_artifact, rewinds to its step, goes on."""
+    store = tmp_path / "store"
+    first = script(CHECKPOINTING, str(store), str(tmp_path), cwd=tmp_path)
+    assert first.stdout is not None
+    lines = [first.stdout.readline().decode() for _ in range(3)]  # start 0, saved 9, saved 19
+    assert lines[2].split() == ["saved", "19"], lines
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    saved = localtrack.Api(store).artifact("p/model:latest").metadata["step"]
+    assert saved >= 19
+    second = run_script(CHECKPOINTING, str(store), str(tmp_path), cwd=tmp_path, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[0] == f"start {saved + 1}"
+    (run,) = localtrack.Api(store).runs("p")
+    assert run.state == "finished"
+    assert run.history(["x"]).column("_step").to_pylist() == list(range(60))
+    latest = localtrack.Api(store).artifact("p/model:latest")
+    assert latest.metadata["step"] == 59 and latest.logged_by().id == run.id
+    assert [r.id for r in localtrack.Api(store).artifact(f"p/model:v{saved // 10}").used_by()] \
+        == [run.id]
