@@ -12,6 +12,7 @@ from __future__ import annotations
 import os as _os
 from typing import Any as _Any
 
+from ._artifacts import Artifact
 from ._media import Histogram
 from ._query import Api, ApiRun
 from ._richmedia import Audio, Html, Image, Molecule, Object3D, Table, Video
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Api",
     "ApiRun",
+    "Artifact",
     "Audio",
     "Histogram",
     "Html",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _blobs, _durable, _frames, _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
+from ._artifacts import artifacts_dir, orphan_blobs
 from ._remotes._dir import open_file
 from .errors import CorruptRunError, LocaltrackError, RunNotFoundError, UsageError
 
@@ -194,4 +195,27 @@ def check_store(root: Path, targets: list[str] | None = None, fix: bool = False)
         runs += [(project, rid) for rid in ids]
     for project, rid in runs:
         found += check_run(root, project, rid, fix)
+    for project in projects:
+        found += check_artifacts(root, project, fix)
+    return found
+
+
+def check_artifacts(root: Path, project: _naming.ProjectName, fix: bool) -> list[Finding]:
+    """Blobs no artifact version names (a writer died before its manifest), collected with
+    ``fix`` once older than _artifacts.GRACE_SECONDS; a damaged manifest stops the collection."""
+    where = f"{project}/artifacts"
+    try:
+        orphans, damaged = orphan_blobs(root, project)
+    except OSError as exc:
+        return [Finding(where, str(artifacts_dir(root, project)),
+                        f"not checked: {exc}", False)]
+    found = [Finding(where, exc.path or "", f"{exc} (no orphan blob is collected meanwhile)",
+                     False) for exc in damaged]
+    for path in orphans:
+        finding = Finding(where, str(path), "orphan artifact blob (a writer died before its "
+                          "version's manifest; no version names it)", True)
+        if fix:
+            _fsutil.unlink(path)
+            finding.fixed = True
+        found.append(finding)
     return found

@@ -102,6 +102,28 @@ def rename_durable(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
 
 
+def create_exclusive(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` durably, only if no such name exists: False if it does.
+
+    The data is fsynced under a temp name, then hard-linked to ``path`` (link, unlike rename,
+    fails on an existing name, also over NFS): a reader sees the whole file or none.
+    """
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
+
+
 def unlink(path: Path) -> None:
     path.unlink(missing_ok=True)
 

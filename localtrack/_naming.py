@@ -70,6 +70,28 @@ def run_id(value: object) -> RunId:
     return RunId(_check("run id", value))
 
 
+def artifact_name(value: object) -> str:
+    """Validate an artifact name (a folder of the store, like a run id)."""
+    return _check("artifact name", value)
+
+
+_VERSION_RE = re.compile(r"v[0-9]+")
+
+
+def alias_name(value: object) -> str:
+    """Validate an artifact alias: a name, and not ``v<N>``, which names a version."""
+    alias = _check("artifact alias", value)
+    if _VERSION_RE.fullmatch(alias):
+        raise InvalidNameError(f"Invalid artifact alias {alias!r}: 'v<N>' names a version, so it "
+                               "cannot be an alias. Choose a name like 'best' or 'epoch-3'.")
+    return alias
+
+
+def version_number(value: str) -> int | None:
+    """The N of ``v<N>``, None for any other string."""
+    return int(value[1:]) if _VERSION_RE.fullmatch(value) else None
+
+
 def new_run_id() -> RunId:
     """A fresh random id, 8 characters of [a-z0-9] like W&B's."""
     return RunId("".join(secrets.choice(_ID_ALPHABET) for _ in range(8)))

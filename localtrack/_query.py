@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow as pa
 
+    from ._artifacts import Artifact
     from ._sweeps._view import Sweep
 
 log = logging.getLogger("localtrack")
@@ -505,6 +506,34 @@ class Api:
         from . import _sql  # a layer above, and DuckDB: imported when asked
 
         return _sql.query(self.root, sql, project)
+
+    def artifact(self, name: str) -> Artifact:
+        """One artifact version by ``"project/name:alias"`` (or ``:v3``, or W&B's
+        ``"entity/project/name:alias"``)."""
+        from . import _artifacts
+
+        return _artifacts.find(self._local_root("Artifacts"), name)
+
+    def artifacts(self, type: str | None = None, name: str | None = None, *,
+                  project: str | None = None) -> list[Artifact]:
+        """Every artifact version (of one ``type``; of one ``name``, which may be
+        ``"project/name"``; of one ``project``), by project, name and version."""
+        from . import _artifacts
+
+        root = self._local_root("Artifacts")
+        if project and project.count("/") == 1:
+            project = project.split("/")[1]  # W&B's "entity/project"
+        if project or (name and "/" in name):
+            return _artifacts.list_artifacts(root, project or "", type, name)
+        names, skipped = _store.list_projects(root)
+        self._warn(skipped)
+        return [a for p in names for a in _artifacts.list_artifacts(root, p, type, name)]
+
+    def _local_root(self, what: str) -> Path:
+        if not isinstance(self.root, Path):
+            raise UsageError(f"{what} are read from a local (or mounted) store, not from "
+                             f"{str(self.root)!r}.")
+        return self.root
 
     def sweep(self, path: str) -> Sweep:
         """One sweep by ``"project/SWEEP_ID"``: its jobs, states and best run."""

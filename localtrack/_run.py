@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _fsutil, _naming, _store, _wal
 from ._codec import dumps, encode_tree
@@ -27,6 +27,9 @@ from ._logfile import Appender
 from ._naming import Ctx
 from ._settings import Settings
 from ._stream import LogStream
+
+if TYPE_CHECKING:
+    from ._artifacts import Artifact
 
 log = logging.getLogger("localtrack")
 
@@ -127,6 +130,28 @@ class Run(History):
         """Declare that this run may be preempted: a sweep requeues it if it dies."""
         self._require_running("mark_preempting")
         self._event("preempting")
+
+    def log_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str],
+                     name: str | None = None, type: str | None = None,
+                     aliases: list[str] | None = None) -> Artifact:
+        """Store an Artifact (or a file or folder) as the next version of its name, v0, v1, …
+        in the project's artifact store (see _artifacts); ``latest`` follows the newest."""
+        from . import _artifacts
+
+        self._require_running("log an artifact in")
+        return _artifacts.log_for_run(artifact_or_path, name, type, aliases,
+                                      self._rdir.parent.parent.parent, self.project, self.id)
+
+    def use_artifact(self, artifact_or_name: Artifact | str) -> Artifact:
+        """A stored version (``"name:latest"``, ``"name:v3"``, ``"project/name:best"``), recorded
+        as used by this run; from the local store, so it works offline."""
+        from . import _artifacts
+
+        self._require_running("use an artifact in")
+        root = self._rdir.parent.parent.parent
+        if isinstance(artifact_or_name, _artifacts.Artifact) and artifact_or_name.version is None:
+            self.log_artifact(artifact_or_name)
+        return _artifacts.use(artifact_or_name, root, self.project, (self.project, self.id))
 
     def __enter__(self) -> Run:
         return self

@@ -137,6 +137,17 @@ class DisabledRun(_run.Run):
     def mark_preempting(self) -> None:
         pass
 
+    def log_artifact(self, artifact_or_path: Any, name: str | None = None,
+                     type: str | None = None, aliases: list[str] | None = None) -> Any:
+        return artifact_or_path  # nothing is stored
+
+    def use_artifact(self, artifact_or_name: Any) -> Any:
+        if isinstance(artifact_or_name, str):
+            raise UsageError(f"use_artifact({artifact_or_name!r}) in a disabled run: a run with "
+                             'mode="disabled" has no store to read it from; fetch it with '
+                             "localtrack.Api(dir=...).artifact('project/name:alias').")
+        return artifact_or_name
+
     def __repr__(self) -> str:
         return f"<localtrack.Run {self.path} disabled>"
 

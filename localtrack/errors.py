@@ -7,7 +7,9 @@
     │   ├── UnsupportedTypeError    (also TypeError) a logged value of a type that cannot be stored
     │   ├── UnknownArgumentError    (also TypeError) an argument init() does not take
     │   ├── RunStateError           a method called in the wrong run state
-    │   └── SweepConfigError        (also ValueError) a sweep config that cannot run
+    │   ├── SweepConfigError        (also ValueError) a sweep config that cannot run
+    │   └── ArtifactError           an artifact's file is missing, changed or loops (nothing logged)
+    ├── ArtifactNotFoundError       use_artifact() or Api.artifact() on a missing name/version/alias
     ├── RunNotFoundError            resume="must" or Api.run() on a missing run
     ├── SweepNotFoundError          an agent or Api.sweep() on a missing sweep
     ├── RunExistsError              resume="never" on an existing run
@@ -27,6 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ArtifactError",
+    "ArtifactNotFoundError",
     "CorruptRunError",
     "InvalidNameError",
     "InvalidValueError",
@@ -95,6 +99,15 @@ class SweepConfigError(UsageError, ValueError):
 
 class SweepNotFoundError(LocaltrackError):
     """The sweep asked for does not exist in the store."""
+
+
+class ArtifactError(UsageError):
+    """An artifact cannot be logged as asked (a file missing or changed while being added, a
+    symbolic link loop, a name with another type); nothing of it was made visible."""
+
+
+class ArtifactNotFoundError(LocaltrackError):
+    """The artifact, version or alias asked for does not exist in the store."""
 
 
 class RunNotFoundError(LocaltrackError):

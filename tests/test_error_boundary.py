@@ -37,14 +37,14 @@ import numpy as np
 import pytest
 
 import localtrack
-from localtrack import _cli, _stream
+from localtrack import _artifacts, _cli, _stream
 from localtrack._codec import dumps, loads
 from localtrack._frames import frame
 from localtrack.errors import LocaltrackError
 
 from .helpers import run_script, settle
 
-PROJECT, RUN = "p", "r"
+PROJECT, RUN, ART = "p", "r", "model"
 SWEEP_CONFIG = {"method": "grid", "metric": {"name": "loss", "goal": "minimize"},
                 "parameters": {"lr": {"values": [0.1]}}}
 
@@ -82,6 +82,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         sweep_id = localtrack.sweep(SWEEP_CONFIG, project=PROJECT, dir=store)
         localtrack.agent(sweep_id, function=_job, count=1, project=PROJECT, dir=store)
         settle(store)
+        _artifacts.log(localtrack.Artifact(ART, "model").add_file(store / PROJECT / "runs" / RUN
+                                                                  / "run.json"),
+                       store, PROJECT, ["best"], f"{PROJECT}/{RUN}")
     rdir = store / PROJECT / "runs" / RUN
     assert (rdir / "segments" / "00000000.parquet").is_file() and (rdir / "wal" / "00000001.jsonl").is_file()
     assert (rdir / "segments" / "00000000.blob").is_file() and (rdir / "wal" / "00000001.blob").is_file()
@@ -217,7 +220,28 @@ def _manifest(**changes: Any) -> Damage:
     return damage
 
 
+def _artifact(rel: str, data: bytes | None = None, *, dir_: bool = False) -> Damage:
+    """The file (or folder) ``rel`` of the template's artifact store replaced."""
+    def damage(store: Path) -> Path:
+        path = store / PROJECT / "artifacts" / rel
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if dir_:
+            path.mkdir()
+        else:
+            path.write_bytes(data or b"")
+        return store
+    return damage
+
+
 HOSTILE: list[Any] = [
+    pytest.param(_artifact(f"names/{ART}/v0.json", b"{garbage"), id="artifact-manifest-garbage"),
+    pytest.param(_artifact(f"names/{ART}/v0.json", b'{"format": 1, "name": "model", "version": 0, '
+                           b'"type": "model", "files": {"../x": 1}, "references": {}}'),
+                 id="artifact-manifest-escapes"),
+    pytest.param(_artifact(f"names/{ART}/v0.json", dir_=True), id="artifact-manifest-a-directory"),
+    pytest.param(_artifact(f"names/{ART}/aliases/best.json", b"[]"), id="artifact-alias-a-list"),
+    pytest.param(_artifact("blobs", b"x"), id="artifact-blobs-a-file"),
+    pytest.param(_artifact("names", b"x"), id="artifact-names-a-file"),
     pytest.param(_store_missing, id="store-missing"),
     pytest.param(_store_is_a_file, id="store-is-a-file"),
     pytest.param(_store_dangling_link, id="store-dangling-link"),
@@ -346,6 +370,7 @@ Call = Callable[[Any], Any]
 TOP_LEVEL: dict[str, Call] = {
     "Api": lambda c: c.api(),
     "ApiRun": lambda c: c.run(),
+    "Artifact": lambda c: localtrack.Artifact(ART, "model").add_dir(c.store / PROJECT),
     "Run": lambda c: c.resumed(),
     "agent": lambda c: localtrack.agent(c.sweep_id, function=_job, count=1, project=PROJECT,
                                         dir=c.store),
@@ -368,6 +393,9 @@ def _get(name: str) -> Call:
 
 
 API: dict[str, Call] = {
+    "artifact": lambda api: api.artifact(f"{PROJECT}/{ART}:best").download(
+        root=Path(api.root).parent / "download"),
+    "artifacts": lambda api: [a.files() for a in api.artifacts(type="model")],
     "projects": lambda api: api.projects(),
     "run": lambda api: api.run(f"{PROJECT}/{RUN}"),
     "query": lambda api: api.query("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM "
@@ -392,6 +420,9 @@ RUN_ATTRIBUTES = {"summary"}  # set per instance, so not among the class's publi
 RUN_MEMBERS: dict[str, Call] = {
     **{n: _get(n) for n in ("dir", "path", "state")},
     "log": lambda r: r.log({"x": 100}),
+    "log_artifact": lambda r: r.log_artifact(Path(r.dir) / "run.json", name=ART, type="model"),
+    "use_artifact": lambda r: r.use_artifact(f"{ART}:latest").download(
+        root=Path(r.dir).parents[3] / "download"),
     "mark_preempting": lambda r: r.mark_preempting(),
     "rewind": lambda r: r.rewind(0),
     "summary": lambda r: dict(r.summary),  # read back from the files (an instance attribute)

@@ -109,7 +109,8 @@ class Tiny(L.LightningModule):
 torch.manual_seed(0)
 data = torch.utils.data.TensorDataset(torch.randn(32, 3), torch.randn(32, 1))
 loader = torch.utils.data.DataLoader(data, batch_size=4)  # 8 steps an epoch
-logger = LocaltrackLogger(project="lit", dir="store", id=os.environ.get("RUN_ID"), tags=["tiny"])
+logger = LocaltrackLogger(project="lit", dir="store", id=os.environ.get("RUN_ID"), tags=["tiny"],
+                          log_model={"all": "all", "1": True}.get(os.environ.get("LOG_MODEL", ""), False))
 callbacks = []
 if os.environ.get("RUN_ID"):  # a job that can be requeued: checkpoints every 5 steps
     callbacks.append(ModelCheckpoint(dirpath="ckpt", every_n_train_steps=5, save_last=True))
@@ -139,6 +140,22 @@ def test_lightning_trainer_writes_a_run(tmp_path: Path) -> None:
     assert [step for step, _ in column(history, "test/loss")] == [10]  # test() after fit()
     # Lightning's own checkpoint goes to <default_root_dir>/<project>/<run id>, not the store.
     assert list((tmp_path / "lit" / run.id / "checkpoints").glob("*.ckpt"))
+
+
+@needs_lightning
+@pytest.mark.parametrize("log_model", ["all", "1"])
+def test_lightning_log_model_stores_checkpoints_as_artifacts(tmp_path: Path, log_model: str) -> None:
+    run_ok(tmp_path, [*script(tmp_path, LIGHTNING), "10"], RUN_ID="ckpts", LOG_MODEL=log_model)
+    api = localtrack.Api(tmp_path / "store")
+    versions = api.artifacts(name="lit/model-ckpts")
+    # "all": each save (steps 5 and 10: the every-5-steps file and last.ckpt); True: at the end.
+    assert len(versions) >= 1 and versions[-1].aliases[0] == "latest"
+    assert all(v.type == "model" and v.logged_by().id == "ckpts" for v in versions)
+    assert {f.path for v in versions for f in v.files()} == {"model.ckpt"}
+    if log_model == "all":
+        assert len(versions) >= 2
+    out = Path(api.artifact("lit/model-ckpts:latest").download(root=tmp_path / "dl"))
+    assert (out / "model.ckpt").stat().st_size > 0
 
 
 @needs_lightning

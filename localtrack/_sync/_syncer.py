@@ -36,6 +36,7 @@ from .._naming import ProjectName, RunId
 from .._remotes import Remote, open_remote, remote_key
 from .._remotes._dir import DirRemote
 from ..errors import LocaltrackError, RemoteError, RunLockedError, RunNotFoundError, UsageError
+from . import _artifact_upload
 from ._upload import Pending, RunUpload, Stopped, no_link
 
 log = logging.getLogger("localtrack")
@@ -266,6 +267,8 @@ class Syncer:
             self.progress.start(sum(_pending_bytes(run) for run in todo))
         try:
             self._upload(todo, report)
+            for project in sorted({project for project, _ in selected}):
+                _artifact_upload.upload(self, project, report)
         except BaseException:
             self.stop.set()  # Ctrl-C, or a bug: the runs in flight stop at their next upload
             raise

@@ -23,7 +23,7 @@ from ._common import RunHandle, plain
 log = logging.getLogger("localtrack")
 
 # WandbLogger's arguments that have no local meaning: accepted, logged at debug level.
-IGNORED = ("offline", "anonymous", "log_model", "checkpoint_name", "add_file_policy")
+IGNORED = ("offline", "anonymous", "add_file_policy")
 
 
 def rank_zero() -> bool:
@@ -42,8 +42,7 @@ class LoggerBody:
                  prefix: str = "", checkpoint_name: str | None = None,
                  add_file_policy: str = "mutable", **kwargs: Any) -> None:
         super().__init__()
-        given = {"offline": offline, "anonymous": anonymous, "log_model": log_model,
-                 "checkpoint_name": checkpoint_name, "add_file_policy": add_file_policy}
+        given = {"offline": offline, "anonymous": anonymous, "add_file_policy": add_file_policy}
         ignored = [k for k in IGNORED if given[k] not in (None, False, "mutable")]
         if ignored:
             log.debug("LocaltrackLogger ignores %s: runs stay on local disk", ", ".join(ignored))
@@ -54,6 +53,10 @@ class LoggerBody:
                      "project": project, "dir": save_dir or dir, "id": version or id}
         self._prefix = prefix
         self._handle = RunHandle(init_args, experiment)
+        self._log_model = log_model
+        self._checkpoint_name = checkpoint_name
+        self._checkpoint_callback: Any = None
+        self._logged_checkpoints: dict[str, float] = {}  # path -> mtime, as WandbLogger keeps
 
     @property
     def name(self) -> str | None:
@@ -89,8 +92,43 @@ class LoggerBody:
         else:  # rewinds the run if Lightning restored a checkpoint behind it
             self._handle.log_at(row, step)
 
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """WandbLogger's ``log_model``: "all" logs each checkpoint as it is saved, True the
+        checkpoints left when training ends; as artifacts ``model-<run id>`` (or
+        ``checkpoint_name``) of type "model", the best one aliased "best"."""
+        if self._log_model == "all" or (self._log_model is True
+                                        and getattr(checkpoint_callback, "save_top_k", 0) == -1):
+            self._log_checkpoints(checkpoint_callback)
+        elif self._log_model is True:
+            self._checkpoint_callback = checkpoint_callback
+
+    def _log_checkpoints(self, callback: Any) -> None:
+        if not rank_zero():
+            return
+        import os
+
+        run = self._handle.writable()
+        best = getattr(callback, "best_model_path", "") or ""
+        paths = {best, getattr(callback, "last_model_path", "") or "",
+                 *getattr(callback, "best_k_models", {})}
+        found = sorted((os.path.getmtime(p), p) for p in paths if p and os.path.isfile(p))
+        for mtime, path in found:
+            if self._logged_checkpoints.get(path) == mtime:
+                continue
+            score: Any = getattr(callback, "best_k_models", {}).get(path)
+            metadata = {"original_filename": os.path.basename(path),
+                        "score": score.item() if hasattr(score, "item") else score}
+            artifact = localtrack.Artifact(self._checkpoint_name or f"model-{run.id}", "model",
+                                           metadata=metadata)
+            artifact.add_file(path, name="model.ckpt")
+            run.log_artifact(artifact, aliases=["best"] if path == best else [])
+            self._logged_checkpoints[path] = mtime
+
     def finalize(self, status: str) -> None:
         """Finish the run this logger opened: exit code 0 on "success", 1 on "failed".
         "finished" comes before a SLURM requeue: the run stays open (it is being preempted)."""
+        if rank_zero() and self._checkpoint_callback is not None and status == "success":
+            self._log_checkpoints(self._checkpoint_callback)
+            self._checkpoint_callback = None
         if rank_zero() and status != "finished":
             self._handle.finish(exit_code=0 if status == "success" else 1)

@@ -2,7 +2,8 @@
 
 It takes WandbLogger's arguments (``project``, ``name``, ``id``/``version``, ``save_dir``/``dir``
 as the store, and any ``localtrack.init()`` argument such as ``config``, ``tags``, ``resume``);
-``log_model``, ``offline`` and ``anonymous`` are accepted and ignored. Metrics are logged at
+``log_model`` logs checkpoints as artifacts, as WandbLogger's does (see ``_logger``);
+``offline`` and ``anonymous`` are accepted and ignored. Metrics are logged at
 Lightning's step; see ``_logger`` for resuming from a checkpoint.
 """
 

@@ -1,0 +1,94 @@
+"""Artifacts (issue 20): log_artifact of one big file against cp, and what a second version adds.
+
+    python benchmarks/bench_artifacts.py make FILE --mib 1024      a file of random bytes
+    python benchmarks/bench_artifacts.py log FILE STORE            one process: init,
+        log_artifact(FILE), finish; prints the seconds log_artifact took inside it. Time it as a
+        whole process against `cp FILE DEST` (and `cp` + `sync DEST`: log_artifact fsyncs) with
+        any process timer, e.g. /usr/bin/time -v; remove STORE and DEST before each run, or the
+        second run only hashes (the blob is stored already).
+    python benchmarks/bench_artifacts.py delta DIR STORE --files 100 --kib 1024
+        logs DIR's files as v0, rewrites 10% of them, logs v1, prints the bytes v1 added to the
+        store against the bytes changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+
+
+def make(path: Path, mib: int) -> None:
+    with open(path, "wb") as fh:
+        for _ in range(mib):
+            fh.write(os.urandom(1 << 20))
+
+
+def log(path: Path, store: Path) -> None:
+    import localtrack
+
+    run = localtrack.init(project="bench", dir=store)
+    start = time.perf_counter()
+    art = run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(path))
+    took = time.perf_counter() - start
+    run.finish()
+    print(f"log_artifact {art.version} of {path.stat().st_size} bytes: {took:.3f} s")
+
+
+def _stored(store: Path) -> int:
+    """Bytes of every file of the artifact store (blobs, manifests, aliases)."""
+    return sum(p.stat().st_size for p in (store / "bench" / "artifacts").rglob("*")
+               if p.is_file())
+
+
+def delta(folder: Path, store: Path, files: int, kib: int) -> None:
+    import localtrack
+
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(store, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for i in range(files):
+        (folder / f"shard{i:04d}.bin").write_bytes(os.urandom(kib << 10))
+    with localtrack.init(project="bench", dir=store) as run:
+        run.log_artifact(localtrack.Artifact("ckpt", "model").add_dir(folder))
+        first = _stored(store)
+        changed = 0
+        for i in range(0, files, 10):  # every tenth file: 10%
+            (folder / f"shard{i:04d}.bin").write_bytes(os.urandom(kib << 10))
+            changed += kib << 10
+        start = time.perf_counter()
+        run.log_artifact(localtrack.Artifact("ckpt", "model").add_dir(folder))
+        took = time.perf_counter() - start
+    added = _stored(store) - first
+    print(f"v0: {files} files, {first} bytes stored (blobs and manifest); v1 rewrote {changed} bytes "
+          f"({files // 10} files) and added {added} bytes ({added / first:.1%} of v0) "
+          f"in {took:.3f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("make")
+    p.add_argument("file", type=Path)
+    p.add_argument("--mib", type=int, default=1024)
+    p = sub.add_parser("log")
+    p.add_argument("file", type=Path)
+    p.add_argument("store", type=Path)
+    p = sub.add_parser("delta")
+    p.add_argument("dir", type=Path)
+    p.add_argument("store", type=Path)
+    p.add_argument("--files", type=int, default=100)
+    p.add_argument("--kib", type=int, default=1024)
+    args = parser.parse_args()
+    if args.what == "make":
+        make(args.file, args.mib)
+    elif args.what == "log":
+        log(args.file, args.store)
+    else:
+        delta(args.dir, args.store, args.files, args.kib)
+
+
+if __name__ == "__main__":
+    main()

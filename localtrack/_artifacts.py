@@ -1,0 +1,769 @@
+"""Artifacts: versioned sets of files (checkpoints, datasets) in a project's content-addressed store.
+
+    <root>/<project>/artifacts/blobs/<sh>/<sha256>              one file's bytes, stored once
+                               names/<name>/v<N>.json           a version's manifest (immutable)
+                               names/<name>/aliases/<alias>.json   {"version": N} (atomically replaced)
+                               names/<name>/used/<N>/<project>@<run id>.json   who used version N
+                               names/<name>/lock                the name's lock (versions, aliases)
+
+Logging writes every blob first (each fsynced under a temp name, then renamed to its hash),
+the manifest last, created exclusively under the name's lock: a crash leaves no version, or
+a whole one, and at worst blobs no manifest names, which ``localtrack doctor --fix`` removes
+once they are older than GRACE_SECONDS (a live writer touches each blob it reuses, so a
+blob it is about to name is never that old). See docs/format.md ("Artifacts").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
+
+from . import _fsutil, _locks, _naming
+from ._codec import decode_tree, dumps, encode_tree, loads
+from .errors import (
+    ArtifactError,
+    ArtifactNotFoundError,
+    CorruptRunError,
+    InvalidNameError,
+    LocaltrackError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from io import BufferedRandom, BufferedReader
+    from tempfile import TemporaryDirectory
+
+    from ._query import ApiRun
+
+ARTIFACT_FORMAT = 1
+GRACE_SECONDS = 24 * 3600.0  # an unnamed blob younger than this may belong to a live writer
+_LOCK_SECONDS = 120.0
+_CHUNK = 8 << 20
+_HEX = frozenset("0123456789abcdef")
+
+
+def artifacts_dir(root: Path, project: str) -> Path:
+    return root / project / "artifacts"
+
+
+def _blob(adir: Path, sha: str) -> Path:
+    return adir / "blobs" / sha[:2] / sha
+
+
+def _name_dir(adir: Path, name: str) -> Path:
+    return adir / "names" / name
+
+
+class ArtifactFile(NamedTuple):
+    """One entry of an artifact: a stored file (``sha256``, ``size``) or a reference (``uri``)."""
+
+    path: str
+    size: int | None = None
+    sha256: str | None = None
+    uri: str | None = None
+
+
+def _entry_path(value: object, artifact: str) -> str:
+    """A path inside an artifact: relative, '/'-separated, no '..', so it stays under any root."""
+    text = value if isinstance(value, str) else ""
+    parts = PurePosixPath(text).parts
+    if (not parts or text.startswith("/") or "\\" in text or "\0" in text
+            or any(p in (".", "..") for p in text.split("/"))):
+        raise InvalidNameError(f"Invalid file name {value!r} in artifact {artifact!r}: use a "
+                               "relative path with '/' and no '..', like 'model/weights.pt'.")
+    return "/".join(parts)
+
+
+class Artifact:
+    """A set of files logged as one versioned unit: ``run.log_artifact(Artifact("model",
+    "model").add_file("ckpt.pt"))``; ``run.use_artifact("model:latest").download()``."""
+
+    def __init__(self, name: str, type: str, description: str | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self.name = _naming.artifact_name(name)
+        if not isinstance(type, str) or not type:
+            raise UsageError(f"The type of artifact {name!r} must be a non-empty string, "
+                             f"got {type!r}; e.g. 'model' or 'dataset'.")
+        self.type = type
+        self.description = description
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.project: str | None = None
+        self._version: int | None = None
+        self._aliases: list[str] = []
+        self._adir: Path | None = None
+        self._manifest: dict[str, Any] = {}
+        self._sources: dict[str, Path] = {}  # a draft's files, read when it is logged
+        self._refs: dict[str, str] = {}
+        self._staging: TemporaryDirectory[str] | None = None
+
+    # -- building a draft ---------------------------------------------------------------------
+
+    def add_file(self, local_path: str | os.PathLike[str], name: str | None = None) -> Artifact:
+        """Add one file (read when the artifact is logged; not copied now)."""
+        self._require_draft("add a file to")
+        path = Path(local_path)
+        if not self._probe(path, path.is_file):
+            raise ArtifactError(f"Cannot add {str(path)!r} to artifact {self.name!r}: it is not "
+                                "a file (missing, or a directory: use add_dir).")
+        self._put(_entry_path(name if name is not None else path.name, self.name), path)
+        return self
+
+    def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None) -> Artifact:
+        """Add every file under a directory (symbolic links followed; a loop is refused)."""
+        self._require_draft("add a directory to")
+        top = Path(local_path)
+        if not self._probe(top, top.is_dir):
+            raise ArtifactError(f"Cannot add {str(top)!r} to artifact {self.name!r}: it is not "
+                                "a directory.")
+        prefix = _entry_path(name, self.name) + "/" if name else ""
+        found: dict[str, Path] = {}
+        with self._reading(top):
+            for rel, path in _walk(top, self.name):
+                found[_entry_path(prefix + rel, self.name)] = path
+        for entry, path in found.items():
+            self._put(entry, path)
+        return self
+
+    def add_reference(self, uri: str, name: str | None = None) -> Artifact:
+        """Record a URI (``s3://``, ``file://``, ``https://``) without copying what it names."""
+        self._require_draft("add a reference to")
+        if not isinstance(uri, str) or "://" not in uri:
+            raise UsageError(f"Cannot add reference {uri!r} to artifact {self.name!r}: give a "
+                             "URI like 's3://bucket/key' or 'file:///data/x'.")
+        entry = _entry_path(name if name is not None else uri.rstrip("/").rsplit("/", 1)[-1],
+                            self.name)
+        self._check_free(entry)
+        self._refs[entry] = uri
+        return self
+
+    @contextlib.contextmanager
+    def new_file(self, name: str, mode: str = "w", encoding: str | None = None) -> Iterator[IO[Any]]:
+        """Write a file straight into the draft: ``with art.new_file("cfg.json") as f: ...``."""
+        self._require_draft("add a file to")
+        entry = _entry_path(name, self.name)
+        self._check_free(entry)
+        if self._staging is None:
+            import tempfile
+
+            self._staging = tempfile.TemporaryDirectory(prefix="localtrack-artifact-")
+        path = Path(self._staging.name) / secrets.token_hex(8)
+        with open(path, mode, encoding=encoding) as fh:
+            yield fh
+        self._put(entry, path)
+
+    def _probe(self, path: Path, test: Callable[[], bool]) -> bool:
+        with self._reading(path):
+            return test()
+
+    @contextlib.contextmanager
+    def _reading(self, path: Path) -> Iterator[None]:
+        """An OSError while looking at the user's files, told as this artifact's."""
+        try:
+            yield
+        except OSError as exc:
+            raise ArtifactError(f"Cannot add {str(path)!r} to artifact {self.name!r}: "
+                                f"{exc.strerror or exc} ({exc.filename}).") from exc
+
+    def _put(self, entry: str, path: Path) -> None:
+        self._check_free(entry)
+        self._sources[entry] = path
+
+    def _check_free(self, entry: str) -> None:
+        if entry in self._sources or entry in self._refs:
+            raise ArtifactError(f"Artifact {self.name!r} already has a file named {entry!r}; "
+                                "pass name= to add it under another.")
+
+    def _require_draft(self, what: str) -> None:
+        if self._version is not None:
+            raise ArtifactError(f"Cannot {what} artifact {self.qualified_name!r}: a logged "
+                                "version never changes. Make a new Artifact and log it.")
+
+    # -- a logged version ---------------------------------------------------------------------
+
+    @property
+    def version(self) -> str | None:
+        """``"v3"`` once logged (None for a draft)."""
+        return None if self._version is None else f"v{self._version}"
+
+    @property
+    def aliases(self) -> list[str]:
+        return list(self._aliases)
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.project}/{self.name}:{self.version}" if self.project else self.name
+
+    @property
+    def digest(self) -> str | None:
+        return self._manifest.get("digest")
+
+    @property
+    def size(self) -> int:
+        """Bytes of the stored files (references not counted)."""
+        return sum(f.size or 0 for f in self.files())
+
+    def files(self) -> list[ArtifactFile]:
+        """The entries, sorted by path."""
+        if self._version is None:
+            out = [ArtifactFile(e) for e in self._sources] + \
+                  [ArtifactFile(e, uri=u) for e, u in self._refs.items()]
+            return sorted(out, key=lambda f: f.path)
+        files = self._manifest["files"]
+        out = [ArtifactFile(e, size=v["size"], sha256=v["sha256"]) for e, v in files.items()]
+        out += [ArtifactFile(e, uri=u) for e, u in self._manifest["references"].items()]
+        return sorted(out, key=lambda f: f.path)
+
+    def download(self, root: str | os.PathLike[str] | None = None) -> str:
+        """Copy the version's files under ``root`` (default ``./artifacts/<name>:v<N>``) and
+        return it. Copies, not hard links: a script that rewrote a downloaded checkpoint in
+        place would otherwise change every version holding it. References are not fetched."""
+        adir = self._require_logged("download")
+        dest = Path(root) if root is not None else Path("artifacts") / f"{self.name}:{self.version}"
+        for entry, info in self._manifest["files"].items():
+            target = dest.joinpath(*entry.split("/"))
+            with _fsutil.storage_errors(f"download artifact {self.qualified_name!r} into", target):
+                if target.is_file() and target.stat().st_size == info["size"] \
+                        and _hash_file(target) == info["sha256"]:
+                    continue  # already there (a second download)
+            _copy(_blob(adir, info["sha256"]), target, f"{entry!r} of artifact "
+                  f"{self.qualified_name!r}")
+        return str(dest)
+
+    def logged_by(self) -> ApiRun | None:
+        """The run that logged this version (None if it was logged outside a run or is gone)."""
+        from ._query import ApiRun
+
+        self._require_logged("read the lineage of")
+        who = self._manifest.get("logged_by")
+        if not who or not self._adir:
+            return None
+        project, rid = _naming.parse_path(who)
+        try:
+            return ApiRun(self._adir.parent.parent, project, rid)
+        except LocaltrackError:
+            return None
+
+    def used_by(self) -> list[ApiRun]:
+        """The runs that called use_artifact() on this version, oldest use first."""
+        from ._query import ApiRun
+
+        adir = self._require_logged("read the lineage of")
+        folder = _name_dir(adir, self.name) / "used" / str(self._version)
+        uses = []
+        for path in sorted(folder.glob("*@*.json")) if folder.is_dir() else []:
+            project, _, rid = path.stem.partition("@")
+            with contextlib.suppress(LocaltrackError, OSError):
+                uses.append((path.stat().st_mtime, ApiRun(adir.parent.parent,
+                                                          _naming.project_name(project),
+                                                          _naming.run_id(rid))))
+        return [run for _, run in sorted(uses, key=lambda u: u[0])]
+
+    def _require_logged(self, what: str) -> Path:
+        if self._adir is None:
+            raise ArtifactError(f"Cannot {what} artifact {self.name!r}: it has not been logged "
+                                "(run.log_artifact) or fetched (run.use_artifact, Api().artifact).")
+        return self._adir
+
+    def __repr__(self) -> str:
+        return f"<localtrack.Artifact {self.qualified_name} ({self.type})>"
+
+
+def _walk(top: Path, artifact: str) -> Iterator[tuple[str, Path]]:
+    """Files under ``top`` as (relative '/' path, path), following links; a loop is an error."""
+    stack: list[tuple[Path, str, frozenset[tuple[int, int]]]] = [(top, "", frozenset())]
+    while stack:
+        folder, rel, seen = stack.pop()
+        st = folder.stat()
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise ArtifactError(f"Cannot add {str(top)!r} to artifact {artifact!r}: "
+                                f"{str(folder)!r} is a symbolic link loop (it leads back to a "
+                                "folder above it). Remove the link or add the files one by one.")
+        seen = seen | {key}
+        for entry in sorted(folder.iterdir()):
+            sub = f"{rel}{entry.name}"
+            if entry.is_dir():
+                stack.append((entry, sub + "/", seen))
+            elif entry.is_file():
+                yield sub, entry
+
+
+def _copy(blob: Path, target: Path, what: str) -> None:
+    import shutil  # (not on import localtrack's path)
+
+    try:
+        src = open(blob, "rb")
+    except FileNotFoundError:
+        raise CorruptRunError(f"The stored copy {str(blob)!r} of {what} is missing; restore the "
+                              "store's artifacts/blobs from a backup or a sync remote.",
+                              path=str(blob)) from None
+    except OSError as exc:
+        raise _fsutil.storage_error(f"read the stored copy of {what} at", blob, exc) from exc
+    with src, _fsutil.storage_errors(f"download {what} into", target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def _store_blob(adir: Path, src: Path, entry: str, artifact: str,
+                hint: dict[str, Any] | None) -> tuple[str, int]:
+    """Store ``src`` in the blob store under its SHA-256; an existing blob is only touched.
+
+    A file the newest version held at the same path and size (``hint``) is likely unchanged
+    (the other shards of a checkpoint): it is hashed first and copied only if its blob is
+    missing. Any other file is copied by the kernel (copy_file_range, as cp does) and the copy
+    is hashed, so a blob's name is always the hash of its bytes; a source that changed while it
+    was copied (size or mtime) is refused. A copy whose blob exists is removed unsynced.
+    """
+    try:
+        fin = open(src, "rb")
+    except FileNotFoundError:
+        raise ArtifactError(f"Cannot log artifact {artifact!r}: its file {entry!r} "
+                            f"({str(src)!r}) disappeared after it was added; nothing was "
+                            "logged. Add it again or remove it.") from None
+    with fin:
+        before = os.fstat(fin.fileno())
+        if hint is not None and hint.get("size") == before.st_size:
+            sha, size = _hash_stream(fin)
+            dst = _blob(adir, sha)
+            if dst.exists() and size == before.st_size:
+                os.utime(dst)  # young again: doctor's collection leaves it to this writer
+                return sha, size
+        sha, size = _copy_in(adir, fin, lambda: None if _unchanged(before, os.fstat(fin.fileno()))
+                             else f"Cannot log artifact {artifact!r}: its file {entry!r} "
+                             f"({str(src)!r}) changed while it was read; nothing was logged. "
+                             "Log it once the file is complete.")
+    return sha, size
+
+
+def _unchanged(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+
+
+def _hash_stream(fh: BufferedReader | BufferedRandom) -> tuple[str, int]:
+    h = hashlib.sha256()
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    size = 0
+    while n := fh.readinto(buf):
+        h.update(view[:n])
+        size += n
+    return h.hexdigest(), size
+
+
+def _copy_in(adir: Path, fin: BufferedReader, check: Callable[[], str | None]) -> tuple[str, int]:
+    """Copy ``fin`` to a temp file, hashing the copy, and make it the blob of that hash
+    (durably); ``check`` says what is wrong with the source once it was copied."""
+    tmp = adir / "blobs" / f"{_fsutil.TMP_PREFIX}{secrets.token_hex(8)}"
+    try:
+        with open(tmp, "w+b") as fout:
+            sha, size = _copy_hashing(fin, fout)
+            problem = check()
+            if problem:
+                raise ArtifactError(problem)
+            dst = _blob(adir, sha)
+            if dst.exists():
+                os.utime(dst)
+                return sha, size
+            _fsutil.fsync(fout.fileno())
+        os.chmod(tmp, 0o444)
+        _fsutil.ensure_dir(dst.parent)
+        _fsutil.rename_durable(tmp, dst)
+        return sha, size
+    finally:
+        _fsutil.unlink(tmp)
+
+
+_SLICE = 64 << 20
+
+
+def _copy_hashing(fin: BufferedReader, fout: BufferedRandom) -> tuple[str, int]:
+    """Copy all of ``fin`` into the empty ``fout`` and hash what was written: the kernel copies
+    (copy_file_range, as cp does: no bytes through this process) slice by slice while a second
+    thread hashes the slices already in the copy (from the page cache), so the hash is the
+    copy's. A plain read/write loop where the kernel or the file systems cannot."""
+    from concurrent.futures import Future, ThreadPoolExecutor  # (not on import's path)
+
+    h = hashlib.sha256()
+    src, dst = fin.fileno(), fout.fileno()
+
+    def hash_slice(start: int, end: int) -> None:
+        while start < end:
+            data = os.pread(dst, min(_CHUNK, end - start), start)
+            if not data:
+                raise OSError(errno.EIO, "the copy is shorter than what was copied into it")
+            h.update(data)
+            start += len(data)
+
+    offset = 0
+    with ThreadPoolExecutor(1) as hasher:  # one worker: the slices are hashed in order
+        hashed: list[Future[None]] = []
+        try:
+            while n := os.copy_file_range(src, dst, _SLICE, offset, offset):
+                hashed.append(hasher.submit(hash_slice, offset, offset + n))
+                offset += n
+        except OSError as exc:
+            if offset or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                           errno.EOPNOTSUPP, errno.EBADF):
+                raise
+        for done in hashed:
+            done.result()
+    if offset:
+        return h.hexdigest(), offset
+    fin.seek(0)
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    while n := fin.readinto(buf):
+        h.update(view[:n])
+        fout.write(view[:n])
+        offset += n
+    fout.flush()
+    return h.hexdigest(), offset
+
+
+def _manifest_of(artifact: Artifact, files: dict[str, dict[str, Any]], logged_by: str | None,
+                 version: int) -> dict[str, Any]:
+    return {"format": ARTIFACT_FORMAT, "name": artifact.name, "type": artifact.type,
+            "version": version, "description": artifact.description,
+            "metadata": _metadata(artifact),
+            "created": time.time(), "logged_by": logged_by,
+            "files": files, "references": dict(sorted(artifact._refs.items())),
+            "digest": _digest(files, artifact._refs)}
+
+
+def _metadata(artifact: Artifact) -> Any:
+    return encode_tree(artifact.metadata, f"the metadata of artifact {artifact.name!r}")
+
+
+def _digest(files: dict[str, dict[str, Any]], refs: dict[str, str]) -> str:
+    listing = "\n".join([f"{e}\0{files[e]['sha256']}" for e in sorted(files)]
+                        + [f"{e}\0ref\0{refs[e]}" for e in sorted(refs)])
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def log(artifact: Artifact, root: Path, project: str, aliases: list[str] | None,
+        logged_by: str | None) -> Artifact:
+    """Store a draft as the name's next version: blobs first, the manifest last, then aliases."""
+    if not isinstance(artifact, Artifact):
+        raise UsageError(f"log_artifact() takes a localtrack.Artifact or a path, got "
+                         f"{type(artifact).__name__}.")
+    artifact._require_draft("log")
+    if isinstance(aliases, str):
+        aliases = [aliases]  # W&B takes one alias as a string too
+    _metadata(artifact)  # a value that cannot be stored fails before any file is copied
+    wanted = [a for a in (_naming.alias_name(a) for a in aliases or []) if a != "latest"]
+    adir = artifacts_dir(root, project)
+    ndir = _name_dir(adir, artifact.name)
+    what = f"log artifact {artifact.name!r} of project {project!r} into"
+    files: dict[str, dict[str, Any]] = {}
+    hints = _newest_files(ndir, artifact.name)
+    with _fsutil.storage_errors(what, adir):
+        _fsutil.ensure_dir(adir / "blobs")
+        for entry, src in sorted(artifact._sources.items()):
+            with _fsutil.storage_errors(f"store file {entry!r} ({str(src)!r}) of artifact "
+                                        f"{artifact.name!r} in", adir / "blobs"):
+                sha, size = _store_blob(adir, src, entry, artifact.name, hints.get(entry))
+            files[entry] = {"sha256": sha, "size": size}
+        _fsutil.ensure_dir(ndir / "aliases")
+        try:
+            with _locks.hold(ndir / "lock", _LOCK_SECONDS):
+                version = _commit(artifact, ndir, files, logged_by, wanted)
+        except TimeoutError as exc:
+            raise ArtifactError(f"Cannot log artifact {artifact.name!r}: {exc}; another "
+                                "process is logging it. Retry when it is done.") from exc
+    manifest = _read_manifest(ndir, version, artifact.name)
+    if artifact._staging is not None:  # new_file()'s files are stored now
+        artifact._staging.cleanup()
+    _attach(artifact, adir, project, manifest, _aliases_of(ndir, version))
+    return artifact
+
+
+def _newest_files(ndir: Path, name: str) -> dict[str, dict[str, Any]]:
+    """The files of the name's newest version (hints only: a damaged one gives none)."""
+    with contextlib.suppress(LocaltrackError, OSError):
+        versions = _versions(ndir)
+        if versions:
+            return dict(_read_manifest(ndir, versions[-1], name)["files"])
+    return {}
+
+
+def _commit(artifact: Artifact, ndir: Path, files: dict[str, dict[str, Any]],
+            logged_by: str | None, aliases: list[str]) -> int:
+    """Under the name's lock: the next version's manifest (or the latest's, when nothing
+    changed, as W&B does), then the aliases."""
+    versions = _versions(ndir)
+    latest = _read_manifest(ndir, versions[-1], artifact.name) if versions else None
+    if latest is not None and latest["type"] != artifact.type:
+        raise ArtifactError(f"Cannot log artifact {artifact.name!r} as type {artifact.type!r}: "
+                            f"its versions are of type {latest['type']!r}. Use another name.")
+    draft = _manifest_of(artifact, files, logged_by, 0)
+    if latest is not None and latest["digest"] == draft["digest"]:
+        version = int(latest["version"])
+    else:
+        version = versions[-1] + 1 if versions else 0
+        for _ in range(1000):  # a writer without the lock (a store shared over a lockless mount)
+            draft["version"] = version
+            if _fsutil.create_exclusive(ndir / f"v{version}.json", dumps(draft)):
+                break
+            version += 1
+        else:
+            raise ArtifactError(f"Cannot log artifact {artifact.name!r}: no free version number "
+                                f"after v{version} in {str(ndir)!r}.")
+    for alias in aliases:
+        _fsutil.atomic_write(ndir / "aliases" / f"{alias}.json", dumps({"version": version}))
+    return version
+
+
+def use(spec: str | Artifact, root: Path, project: str, user: tuple[str, str] | None) -> Artifact:
+    """Find a version (``name``, ``name:alias``, ``name:vN``, ``[entity/]project/name:alias``) and
+    record that run ``user`` (project, id) used it."""
+    artifact = spec if isinstance(spec, Artifact) else find(root, spec, project)
+    adir = artifact._require_logged("use")
+    if user is not None:
+        folder = _name_dir(adir, artifact.name) / "used" / str(artifact._version)
+        marker = folder / f"{user[0]}@{user[1]}.json"
+        with _fsutil.storage_errors(f"record the use of artifact {artifact.qualified_name!r} in",
+                                    folder):
+            _fsutil.ensure_dir(folder)
+            if not marker.exists():
+                _fsutil.atomic_write(marker, dumps({"project": user[0], "run_id": user[1],
+                                                    "time": time.time()}))
+    return artifact
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def parse_spec(spec: object, project: str | None) -> tuple[str, str, str]:
+    """(project, name, alias or vN) of ``[[entity/]project/]name[:alias]``."""
+    if not isinstance(spec, str) or not spec:
+        raise InvalidNameError(f"An artifact is named as 'name:alias' or 'project/name:v3', "
+                               f"got {spec!r}.")
+    path, _, alias = spec.partition(":")
+    parts = path.split("/")
+    if len(parts) == 3:
+        parts = parts[1:]  # W&B's entity: a store has one namespace
+    if len(parts) == 2:
+        project = parts[0]
+    elif len(parts) != 1:
+        raise InvalidNameError(f"Invalid artifact {spec!r}: expected 'name:alias', "
+                               "'project/name:alias' or 'entity/project/name:alias'.")
+    if project is None:
+        raise UsageError(f"Artifact {spec!r} needs its project: write 'project/{spec}'.")
+    alias = alias or "latest"
+    if _naming.version_number(alias) is None:
+        _naming.alias_name(alias)
+    return _naming.project_name(project), _naming.artifact_name(parts[-1]), alias
+
+
+def find(root: Path, spec: str, project: str | None = None) -> Artifact:
+    project, name, alias = parse_spec(spec, project)
+    adir = artifacts_dir(root, project)
+    ndir = _name_dir(adir, name)
+    version = _naming.version_number(alias)
+    if alias == "latest":
+        versions = _versions(ndir)
+        if not versions:
+            raise ArtifactNotFoundError(_missing(root, project, name, "version"),
+                                        project=project, path=str(ndir))
+        version = versions[-1]
+    if version is None:
+        pointer = ndir / "aliases" / f"{alias}.json"
+        try:
+            data = loads(pointer.read_bytes())
+            version = int(data["version"])
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(_missing(root, project, name, f"alias {alias!r}"),
+                                        project=project, path=str(pointer)) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptRunError(f"The alias file {str(pointer)!r} of artifact {name!r} cannot "
+                                  f"be read ({exc}); log the artifact again with that alias.",
+                                  project=project, path=str(pointer)) from exc
+        except OSError as exc:
+            raise _fsutil.storage_error(f"read alias {alias!r} of artifact {name!r} at", pointer,
+                                        exc) from exc
+    manifest = _read_manifest(ndir, version, name, project=project, root=root)
+    artifact = Artifact.__new__(Artifact)
+    _attach(artifact, adir, project, manifest, _aliases_of(ndir, version))
+    return artifact
+
+
+def _missing(root: Path, project: str, name: str, what: str) -> str:
+    return (f"No {what} of artifact {name!r} in project {project!r} under {str(root)!r}; "
+            "Api().artifacts() lists what is stored.")
+
+
+def _read_manifest(ndir: Path, version: int, name: str, *, project: str | None = None,
+                   root: Path | None = None) -> dict[str, Any]:
+    path = ndir / f"v{version}.json"
+    try:
+        manifest = loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ArtifactNotFoundError(_missing(root or ndir, project or "?", name, f"version v{version}"),
+                                    path=str(path)) from None
+    except OSError as exc:
+        raise _fsutil.storage_error(f"read version v{version} of artifact {name!r} at", path,
+                                    exc) from exc
+    except ValueError as exc:
+        raise CorruptRunError(f"The manifest {str(path)!r} of artifact {name!r} cannot be parsed "
+                              f"({exc}); restore it from a backup or a sync remote.",
+                              path=str(path)) from exc
+    problem = _manifest_problem(manifest, version, name)
+    if problem:
+        raise CorruptRunError(f"The manifest {str(path)!r} of artifact {name!r} is not valid "
+                              f"({problem}); restore it from a backup or a sync remote.",
+                              path=str(path))
+    return dict(manifest)
+
+
+def _manifest_problem(m: object, version: int, name: str) -> str | None:
+    """What is wrong with a manifest read from disk (a received store is input like any other)."""
+    if not isinstance(m, dict):
+        return "not an object"
+    if m.get("format") != ARTIFACT_FORMAT:
+        return f"format {m.get('format')!r}, this version reads {ARTIFACT_FORMAT}"
+    if m.get("version") != version or m.get("name") != name:
+        return "its name or version is not the file's"
+    files, refs = m.get("files"), m.get("references")
+    if not isinstance(files, dict) or not isinstance(refs, dict):
+        return "no file list"
+    if not isinstance(m.get("type"), str) or not isinstance(m.get("metadata") or {}, dict) \
+            or not all(isinstance(u, str) for u in refs.values()):
+        return "a type, metadata or reference of the wrong kind"
+    try:
+        decode_tree(m.get("metadata") or {})
+    except ValueError as exc:
+        return f"its metadata cannot be read ({exc})"
+    for entry, info in files.items():
+        try:
+            _entry_path(entry, name)
+        except InvalidNameError:
+            return f"file name {entry!r} leaves the artifact"
+        sha = info.get("sha256") if isinstance(info, dict) else None
+        if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _HEX
+                and isinstance(info.get("size"), int)):
+            return f"entry {entry!r} has no valid sha256 and size"
+    return None
+
+
+def _versions(ndir: Path) -> list[int]:
+    if not ndir.is_dir():
+        return []
+    found = (_naming.version_number(p.name[:-5]) for p in ndir.iterdir() if p.name.endswith(".json"))
+    return sorted(v for v in found if v is not None)
+
+
+def _aliases_of(ndir: Path, version: int) -> list[str]:
+    """The aliases naming ``version``: ``latest`` is the highest version (no file to move: a
+    crash after the manifest cannot leave it behind), the others are files."""
+    versions = _versions(ndir)
+    out = ["latest"] if versions and versions[-1] == version else []
+    folder = ndir / "aliases"
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if int(loads(path.read_bytes())["version"]) == version:
+                out.append(path.stem)
+    return out
+
+
+def _attach(artifact: Artifact, adir: Path, project: str, manifest: dict[str, Any],
+            aliases: list[str]) -> None:
+    """Make ``artifact`` the stored version ``manifest`` describes."""
+    artifact.name = manifest["name"]
+    artifact.type = manifest["type"]
+    artifact.description = manifest.get("description")
+    artifact.metadata = dict(decode_tree(manifest.get("metadata") or {}))
+    artifact.project = project
+    artifact._version = int(manifest["version"])
+    artifact._aliases = aliases
+    artifact._adir = adir
+    artifact._manifest = manifest
+    artifact._sources, artifact._refs = {}, {}
+    artifact._staging = None
+
+
+def list_artifacts(root: Path, project: str, type: str | None = None,
+                   name: str | None = None) -> list[Artifact]:
+    """Every version in a project (of one type or name), by name then version."""
+    if name and "/" in name:
+        project, name, _ = parse_spec(name, None)
+    adir = artifacts_dir(root, _naming.project_name(project))
+    names_dir = adir / "names"
+    names = [_naming.artifact_name(name)] if name else \
+        sorted(p.name for p in names_dir.iterdir() if not p.name.startswith(".")) \
+        if names_dir.is_dir() else []
+    out = []
+    for n in names:
+        for v in _versions(_name_dir(adir, n)):
+            art = find(root, f"{project}/{n}:v{v}")
+            if type is None or art.type == type:
+                out.append(art)
+    return out
+
+
+# -- collecting orphans (doctor --fix) -----------------------------------------------------------
+
+
+def orphan_blobs(root: Path, project: str,
+                 now: float | None = None) -> tuple[list[Path], list[LocaltrackError]]:
+    """Blobs and temp files no manifest names, older than GRACE_SECONDS (younger ones may be a
+    live writer's, whose manifest is still to come); and the manifests that cannot be read.
+    With any of those, no blob is an orphan: it may be what the damaged manifest names."""
+    adir = artifacts_dir(root, project)
+    blobs = adir / "blobs"
+    if not blobs.is_dir():
+        return [], []
+    named: set[str] = set()
+    damaged: list[LocaltrackError] = []
+    names_dir = adir / "names"
+    for ndir in names_dir.iterdir() if names_dir.is_dir() else []:
+        for v in _versions(ndir):
+            try:
+                manifest = _read_manifest(ndir, v, ndir.name)
+            except LocaltrackError as exc:
+                damaged.append(exc)
+                continue
+            named.update(i["sha256"] for i in manifest["files"].values())
+    if damaged:
+        return [], damaged
+    cutoff = (time.time() if now is None else now) - GRACE_SECONDS
+    found = []
+    for path in [*blobs.iterdir(), *(p for d in blobs.iterdir() if d.is_dir() for p in d.iterdir())]:
+        if path.is_dir() or path.name in named:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if path.lstat().st_mtime < cutoff:
+                found.append(path)
+    return sorted(found), []
+
+
+def log_for_run(obj: Artifact | str | os.PathLike[str], name: str | None, type: str | None,
+                aliases: list[str] | None, root: Path, project: str, rid: str) -> Artifact:
+    """run.log_artifact(): W&B also takes a file or folder path (``name`` defaults to its own)."""
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        art = Artifact(name or path.name, type or "unspecified")
+        if path.is_dir():
+            art.add_dir(path)
+        else:
+            art.add_file(path)
+        obj = art
+    return log(obj, root, project, aliases, f"{project}/{rid}")
