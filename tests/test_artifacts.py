@@ -377,7 +377,7 @@ def test_checkpoint_workflow_killed_resumed_from_model_latest(tmp_path: Path) ->
     assert second.stdout.splitlines()[0] == f"start {saved + 1}"
     (run,) = localtrack.Api(store).runs("p")
     assert run.state == "finished"
-    assert run.history(["x"]).column("_step").to_pylist() == list(range(60))
+    assert run.history_table(["x"]).column("_step").to_pylist() == list(range(60))
     latest = localtrack.Api(store).artifact("p/model:latest")
     assert latest.metadata["step"] == 59 and latest.logged_by().id == run.id
     assert [r.id for r in localtrack.Api(store).artifact(f"p/model:v{saved // 10}").used_by()] \
