@@ -307,3 +307,26 @@ def test_the_dashboard_rows_are_the_same_from_the_index(indexed):
     assert [{**r, "duration": 0} for r in rows] == [{**r, "duration": 0} for r in fresh]
     assert [r["steps"] for r in rows] == [5, 5, 5] and rows[2]["state"] == "failed"
 
+
+def test_the_dashboard_poll_sends_only_what_changed(indexed):
+    from .test_ui_server import get_json
+    from .ui_helpers import UIProcess
+
+    poll = StoreView(localtrack.Api(indexed)).poll
+    first = poll("p")
+    assert first["since"] is None and [r["id"] for r in first["runs"]] == ["a", "b", "c"]
+    again = poll("p", first["stamp"])
+    assert again["runs"] == [] and again["paths"] == ["p/a", "p/b", "p/c"]
+    write(indexed, "b", steps=2)  # resumed and finished again
+    shutil.rmtree(indexed / "p" / "runs" / "c")
+    later = poll("p", again["stamp"])
+    assert [r["id"] for r in later["runs"]] == ["b"] and later["runs"][0]["steps"] == 7
+    assert later["paths"] == ["p/a", "p/b"]  # what the page drops: the paths not there
+    assert len(poll("p", "another-server.1")["runs"]) == 2  # a stamp of another server: all
+    ui = UIProcess(indexed)
+    try:
+        full = get_json(ui.url, "/api/runs", project="p")
+        assert [r["id"] for r in full["runs"]] == ["a", "b"]
+        assert get_json(ui.url, "/api/runs", project="p", since=full["stamp"])["runs"] == []
+    finally:
+        ui.stop()
