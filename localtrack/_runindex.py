@@ -169,10 +169,11 @@ class ProjectIndex:
         if now is not None and entry is not None and entry.get("stamp") == now and _valid(entry):
             self._new[rid] = entry
             return dict(entry)
+        # Read after the stamp: what is read is at least as new as the stamp says (a change
+        # in between only makes the next listing read the run again).
         record = read_record(self.root, self.project, rid)
         if (now is not None and complete(record) and record["state"] != "running"
-                and _newest(now) < self._now_ns - MARGIN_NS
-                and stamp(rdir, lock) == now):
+                and _newest(now) < self._now_ns - MARGIN_NS):
             self._new[rid] = {**record, "stamp": now}
             self._changed = True
         return record
