@@ -187,9 +187,25 @@ class ProjectIndex:
             return  # a sync remote (sync writes it), or a store this user cannot write
         data = dumps({"format": FORMAT, "kind": KIND, "runs": self._new})
         try:
+            _sweep(self.path)
             _fsutil.atomic_write(self.path, data, sync=False)
         except OSError as exc:  # a full disk, a read-only mount: the listing stands without it
             log.debug("could not write the runs index %s: %s", self.path, exc)
+
+
+def _sweep(path: Path) -> None:
+    """Remove the temp files of index writers killed mid-write (a minute old: none in flight)."""
+    prefix = f"{_fsutil.TMP_PREFIX}{path.name}."
+    cutoff = time.time() - 60
+    for name in os.listdir(path.parent):
+        if not name.startswith(prefix):
+            continue
+        try:
+            old = os.lstat(path.parent / name).st_mtime < cutoff
+        except FileNotFoundError:  # renamed into place, or another lister swept it
+            continue
+        if old:
+            _fsutil.unlink(path.parent / name)
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from localtrack._ui._data import StoreView
 from localtrack.errors import CorruptRunError
 
 from .helpers import run_script, script, settle, wait_for
+from .test_damaged_store import chmod_restore, cli, unprivileged  # noqa: F401 - fixtures
 
 WRITE = """
 import sys, localtrack
@@ -153,6 +154,16 @@ def test_a_missing_or_damaged_index_is_ignored_and_rebuilt(indexed, damage):
     assert listed(indexed) == truth
 
 
+def test_temp_files_of_a_killed_index_writer_are_swept(indexed):
+    old, fresh = (indexed / "p" / f".tmp-index.json.{tag}" for tag in ("dead", "busy"))
+    for path in (old, fresh):
+        path.write_bytes(b"{half")
+    os.utime(old, (1, 1))
+    index_path(indexed).unlink()
+    list_until_indexed(indexed, {"a", "b", "c"})
+    assert not old.exists() and fresh.exists()  # a fresh one may be another lister's
+
+
 def test_a_run_resumed_and_finished_again_is_read_anew(indexed):
     before = listed(indexed)["a"]
     write(indexed, "a", steps=3)  # resumes: steps 5..7
@@ -231,6 +242,21 @@ def test_an_unreadable_run_is_skipped_and_the_rest_listed(indexed, caplog):
         _ = runs["c"].config  # listed, and its damage raised as reading it alone raises it
     assert view(runs["a"]) == view(localtrack.Api(indexed).run("p/a"))
     assert "b" not in entries(indexed) and "c" not in entries(indexed)
+
+
+@pytest.mark.parametrize("target", ["run.json", "events.jsonl", "config.json"])
+def test_a_run_made_unreadable_after_indexing_is_not_listed_from_the_index(
+        indexed, unprivileged, chmod_restore, target):  # noqa: F811 - fixtures
+    path = indexed / "p" / "runs" / "b" / target
+    chmod_restore(path, 0)  # a chmod sets the file's ctime: the stamp no longer matches
+    res = cli("runs", "--dir", str(indexed), preexec=unprivileged)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "p/a" in res.stdout and "p/c" in res.stdout
+    if target == "config.json":  # listed (as reading it alone opens it), its config unread
+        assert "p/b" in res.stdout
+        return
+    assert "p/b" not in res.stdout and "skipped p/b" in res.stderr, (res.stdout, res.stderr)
+    assert "Permission denied" in res.stderr
 
 
 def test_listers_in_other_processes_never_see_a_broken_index(indexed):
