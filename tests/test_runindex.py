@@ -92,6 +92,7 @@ def indexed(store: Path) -> Path:
 def test_listing_equals_reading_each_run_with_and_without_the_index(store, sealing):
     write(store, "plain", steps=7)
     write(store, "failed", steps=3, code=2)
+    write(store, "rewound", steps=7)
     killed = script("""
         import os, signal, sys, localtrack
         run = localtrack.init(project="p", id="killed", dir=sys.argv[1], config={"x": [1, 2]})
@@ -101,10 +102,21 @@ def test_listing_equals_reading_each_run_with_and_without_the_index(store, seali
     """, str(store))
     killed.communicate(timeout=60)
     assert killed.returncode == -signal.SIGKILL
+    res = run_script("""
+        import sys, localtrack
+        store = sys.argv[1]
+        with localtrack.init(project="p", dir=store, resume_from="rewound?_step=3") as run:
+            run.log({"loss": -3.0})
+        with localtrack.init(project="p", id="fork", dir=store, fork_from="failed?_step=1") as run:
+            run.log({"forked": 1})
+    """, str(store))
+    assert res.returncode == 0, res.stderr
     settle(store)
     truth = direct(store)
     assert truth["killed"][2] == "crashed" and truth["failed"][2] == "failed"
     assert truth["plain"][3] == 6 and truth["plain"][7] == {"loss": 1 / 7, "i": 6, "best": 7}
+    assert truth["fork"][3] == 2 and truth["fork"][7]["forked"] == 1
+    assert truth["rewound"][3] == 4 and truth["rewound"][7]["loss"] == -3.0
     assert listed(store) == truth                   # read from the runs (no index yet)
     list_until_indexed(store, set(truth))
     assert listed(store) == truth                   # from the index
