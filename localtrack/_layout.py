@@ -36,15 +36,19 @@ def project_dir(root: Path, project: ProjectName) -> Path:
 
 
 def runs_dir(root: Path, project: ProjectName) -> Path:
-    return root / project / "runs"
+    return root.joinpath(project, "runs")
 
 
 def run_dir(root: Path, project: ProjectName, rid: RunId) -> Path:
-    return root / project / "runs" / rid
+    return root.joinpath(project, "runs", rid)  # one parse: listings call it per run
+
+
+def locks_dir(root: Path, project: ProjectName) -> Path:
+    return root.joinpath(project, "locks")
 
 
 def lock_path(root: Path, project: ProjectName, rid: RunId) -> Path:
-    return root / project / "locks" / f"{rid}.lock"
+    return root.joinpath(project, "locks", f"{rid}.lock")
 
 
 def lock_of_run_dir(rdir: Path) -> Path:

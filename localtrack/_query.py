@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _durable, _filters, _layout, _naming, _remotes, _segments, _settings, _store, _wal
+from . import _durable, _filters, _layout, _naming, _remotes, _runindex, _segments, _settings, _store, _wal
 from ._media import Histogram
 from ._naming import Ctx
 from ._remotes import _chunks
@@ -165,15 +165,21 @@ def _logged(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class ApiRun:
-    """A stored run, read from disk (a snapshot: call ``Api.run`` again to refresh)."""
+    """A stored run, read from disk (a snapshot: call ``Api.run`` again to refresh).
 
-    def __init__(self, root: StorePath, project: _naming.ProjectName, rid: _naming.RunId) -> None:
+    A run from a listing comes with its record (see _runindex): its config, summary, last
+    step and last write are then the listing's, read once.
+    """
+
+    def __init__(self, root: StorePath, project: _naming.ProjectName, rid: _naming.RunId,
+                 record: _runindex.Record | None = None) -> None:
         self._root = root
         self._rdir = _store.run_dir(root, project, rid)
         self._ctx: Ctx = {"project": project, "run_id": rid}
         self.project: str = project
         self.id: str = rid
-        meta = _store.read_meta(self._rdir, **self._ctx)
+        self._record = record if record is not None and _runindex.complete(record) else None
+        meta = record["meta"] if record is not None else _store.read_meta(self._rdir, **self._ctx)
         self.meta = meta
         self.name: str = meta.get("name") or rid
         self.entity: str | None = meta.get("entity")
@@ -182,9 +188,14 @@ class ApiRun:
         self.job_type: str | None = meta.get("job_type")
         self.notes: str | None = meta.get("notes")
         self.created: float = meta.get("created", 0.0)
-        self.events = _store.events(self._rdir, **self._ctx)
+        if record is not None:
+            self.events: list[dict[str, Any]] = record["events"]
+            self.state: str = record["state"]
+            return
         with _store.reading(self._rdir, **self._ctx):
-            self.state: str = _store.state(root, project, rid, self.events)
+            live = _store.is_live(root, project, rid)  # first: see is_live
+        self.events = _store.events(self._rdir, **self._ctx)
+        self.state = "running" if live else _store.end_state(self.events)
 
     @property
     def path(self) -> str:
@@ -214,7 +225,7 @@ class ApiRun:
             found = list(_saved_files(self._rdir / FILES, ""))
         return sorted(found, key=lambda f: f.name)
 
-    def _record(self, fields: set[str] | None = None) -> _filters.Record:
+    def _filter_record(self, fields: set[str] | None = None) -> _filters.Record:
         """The run as filters see it (see _filters): only ``fields`` when given, so a filter
         on ``state`` reads no config or summary."""
         want = set(_filters.FIELDS) if fields is None else fields
@@ -236,17 +247,25 @@ class ApiRun:
 
     @property
     def config(self) -> dict[str, Any]:
+        if self._record is not None:
+            return _store.tree_of(self._record["config"], f"{self._rdir}/{_store.CONFIG_JSON}",
+                                  "config", **self._ctx)
         return _store.read_tree(self._rdir / _store.CONFIG_JSON, "config", **self._ctx)
 
     @property
     def summary(self) -> Summary:
         """Last logged value of each key, overridden by run.summary values; nested on '/'
         (``summary["val"]["acc"]``), where W&B's flat ``summary["val/acc"]`` finds it too."""
+        if self._record is not None:
+            return Summary(_store.summary_of(self._record["last"], self._record["summary"],
+                                             self._rdir, **self._ctx))
         return Summary(_store.summary(self._rdir, **self._ctx))
 
     @property
     def last_step(self) -> int:
         """The last step on disk (-1 when nothing was logged), from the log's tail only."""
+        if self._record is not None:
+            return int(self._record["last_step"])
         with _store.reading(self._rdir, **self._ctx):
             return self._last_step()
 
@@ -281,24 +300,10 @@ class ApiRun:
     @property
     def updated(self) -> float:
         """When anything of the run last changed on disk (seconds since the epoch)."""
+        if self._record is not None:
+            return float(self._record["updated"])
         with _store.reading(self._rdir, **self._ctx):
-            return self._updated()
-
-    def _updated(self) -> float:
-        rdir = self._rdir
-        if isinstance(rdir, RemotePath):  # object stores have no directory times: list the objects
-            times = [e.mtime for e in rdir.entries().values()]
-            for folder in (rdir / "wal", rdir / _store.EVENTS):
-                for name, entry in folder.entries().items():
-                    times.append(entry.mtime)
-                    if entry.is_dir:
-                        times += [e.mtime for e in (folder / name).entries().values()]
-            return max([t for t in times if t], default=self.created)
-        paths = [rdir / "wal", rdir / _store.EVENTS, rdir / "manifest.json"]
-        wal = rdir / "wal"
-        if wal.is_dir():
-            paths += list(wal.iterdir())
-        return max((p.stat().st_mtime for p in paths if p.exists()), default=self.created)
+            return _runindex.updated(self._rdir, self.created)
 
     def history(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",
                 pandas: bool = True, stream: str = "default") -> pandas.DataFrame | list[dict[str, Any]]:
@@ -482,7 +487,7 @@ class Api:
             kept = []
             for run in runs:
                 try:
-                    kept.append((run._record(fields), run))
+                    kept.append((run._filter_record(fields), run))
                 except (CorruptRunError, StorageError) as exc:
                     skipped.append(_store.Skipped(run.path, exc.path or run.dir, str(exc)))
             if filters:
@@ -571,12 +576,14 @@ def list_runs(root: StorePath, project: str | None = None) -> tuple[list[ApiRun]
     for name in projects:
         ids, bad = _store.list_runs(root, name)
         skipped += bad
+        index = _runindex.ProjectIndex(root, name)
         for rid in ids:
             try:
-                runs.append(ApiRun(root, name, rid))
+                runs.append(ApiRun(root, name, rid, index.record(rid)))
             except (CorruptRunError, StorageError) as exc:
                 rdir = _store.run_dir(root, name, rid)
                 if isinstance(rdir, Path) and not rdir.exists():
                     continue  # removed since the listing (sync --clean): not there, not damaged
                 skipped.append(_store.Skipped(f"{name}/{rid}", exc.path or str(rdir), str(exc)))
+        index.save()
     return sorted(runs, key=lambda r: (r.project, r.created)), sorted(skipped, key=lambda s: s.where)

@@ -14,6 +14,7 @@ pyarrow is imported here only, lazily, to keep ``import localtrack`` light.
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -122,9 +123,14 @@ def steps_text(seg: dict[str, Any]) -> str:
 def wal_seqs(rdir: StorePath) -> list[int]:
     """Sequence numbers of the log files (in a synced store a log may be a folder of chunks)."""
     wal_dir = rdir / "wal"
-    if isinstance(wal_dir, Path) and not wal_dir.is_dir():
-        return []
-    return sorted(s for p in wal_dir.iterdir() if (s := log_seq(p.name)) is not None)
+    if isinstance(wal_dir, Path):
+        try:
+            names = os.listdir(wal_dir)  # names, not Path objects: listings call this per run
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    else:
+        names = [p.name for p in wal_dir.iterdir()]
+    return sorted(s for name in names if (s := log_seq(name)) is not None)
 
 
 def wal_log(rdir: StorePath, seq: int) -> StorePath:
@@ -677,6 +683,21 @@ def summary_last(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     for seq, bodies, _ in logs:
         last.update(last_values(live(manifest, seq, _frames.records(bodies))))
     return decoded(last, rdir, ctx)
+
+
+def last_and_step(rdir: StorePath, **ctx: Unpack[Ctx]) -> tuple[dict[str, Any], int]:
+    """summary_last's values as stored (flat, not decoded) and the run's last step, from one
+    snapshot: what a listing reads of a run (the step by the rule of ``last_step_at``)."""
+    manifest, logs = _snapshot(rdir, ctx)
+    last = manifest_last(rdir, manifest, **ctx)
+    step = at_least_rewound(manifest, int(manifest["last_step"]))
+    for seq, bodies, _ in logs:
+        records = _frames.records(bodies)
+        last.update(last_values(live(manifest, seq, records)))
+        if records:
+            step = last_step_at(manifest, seq, _wal.step_of(records[-1], str(wal_log(rdir, seq)),
+                                                            **ctx))
+    return last, step
 
 
 def decoded(last: dict[str, Any], rdir: StorePath, ctx: Ctx) -> dict[str, Any]:

@@ -47,7 +47,8 @@ def open_file(path: Path, under: Path | None = None, **ctx: Unpack[Ctx]) -> Bina
     be a folder of chunks); a link or a special file is a CorruptRunError naming it.
     """
     base = path.parent if under is None else under
-    parts = path.relative_to(base).parts
+    # The file's own folder is the common case: no relative_to (a listing opens ~5 files a run).
+    parts = (path.name,) if under is None or base == path.parent else path.relative_to(base).parts
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for i, part in enumerate(parts):

@@ -7,12 +7,15 @@ directory's own mtime (config.json and summary.json are replaced by rename,
 which touches it) and the state. A finished run is therefore read once; a live
 one again only when it wrote something. Downsampled history is cached the same
 way, so a finished 10^6-step run costs one Parquet read however often it is shown.
+The listing itself comes from Api.runs, whose runs carry their record (the runs index,
+_runindex), and ``poll`` sends a poller only the rows changed since its last listing.
 Files are listed and served only for a local store.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -100,6 +103,11 @@ class StoreView:
         self._lock = threading.Lock()
         self._rows: dict[str, tuple[Signature, dict[str, Any]]] = {}
         self._listing: dict[str, threading.Lock] = {}
+        # Polling (poll): each listing is numbered; a row remembers the listing that last
+        # changed it. The token tells this server's numbers from another's (a restart).
+        self._token = secrets.token_hex(4)
+        self._tick = 0
+        self._changed: dict[str, int] = {}
         self._history: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
 
     @property
@@ -119,15 +127,35 @@ class StoreView:
 
     def runs(self, project: str) -> list[dict[str, Any]]:
         """One row per run of ``project``: what the runs table shows, config and summary flat."""
+        return self._listed(project)[0]
+
+    def poll(self, project: str, since: str | None = None) -> dict[str, Any]:
+        """The runs list for polling: ``paths`` of every run in order, ``runs`` the rows that
+        changed after the listing ``since`` names (every row when it is None or another
+        server's; rows of running or damaged runs always, their duration or error moves), and
+        ``stamp`` to pass as ``since`` next time."""
+        rows, tick = self._listed(project)
+        token, _, number = (since or "").partition(".")
+        base = int(number) if token == self._token and number.isdigit() else -1
+        with self._lock:
+            changed = [row for row in rows if row["state"] in ("running", "damaged")
+                       or self._changed.get(row["path"], tick) > base]
+        return {"since": since if base >= 0 else None, "stamp": f"{self._token}.{tick}",
+                "paths": [row["path"] for row in rows], "runs": changed}
+
+    def _listed(self, project: str) -> tuple[list[dict[str, Any]], int]:
         name = _naming.project_name(project)
         with self._lock:
             listing = self._listing.setdefault(name, threading.Lock())
         # One listing of a project at a time: a second caller (the warm-up and the first
         # page, or two tabs) waits and then finds the cache filled instead of reading twice.
         with listing:
-            return self._runs(name)
+            with self._lock:
+                self._tick += 1
+                tick = self._tick
+            return self._runs(name, tick), tick
 
-    def _runs(self, project: _naming.ProjectName) -> list[dict[str, Any]]:
+    def _runs(self, project: _naming.ProjectName, tick: int) -> list[dict[str, Any]]:
         now = time.time()
         rows = []
         for run in self.api.runs(project):
@@ -147,6 +175,7 @@ class StoreView:
                     continue
                 with self._lock:
                     self._rows[run.path] = (sig, row)
+                    self._changed[run.path] = tick
             else:
                 row = cached[1]
             rows.append({**row, "duration": _duration(run, row["updated"], now)})

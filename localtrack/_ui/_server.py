@@ -8,7 +8,8 @@ Safety, since the page has no login:
 - it binds 127.0.0.1 unless ``allow_remote`` is given, and then warns;
 - on loopback it answers only requests whose Host header names loopback, so a
   web page on another site cannot read the store through DNS rebinding;
-- it only reads: GET and HEAD, no route writes to the store;
+- it only reads: GET and HEAD, no route writes a run (listing may refresh the derived
+  runs index, ``<project>/index.json``, as every listing does: docs/format.md);
 - every response forbids inline scripts and foreign origins (CSP), and the page
   inserts store data as text only, so a run named ``<script>`` stays text.
 """
@@ -235,8 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/projects":
             self._json({"root": str(view.root), "projects": view.projects()})
         elif path == "/api/runs":
-            runs = view.runs(_required(q, "project"))
-            self._json({"root": str(view.root), "project": q.get("project"), "runs": runs})
+            polled = view.poll(_required(q, "project"), q.get("since"))  # ?since=: what changed
+            self._json({"root": str(view.root), "project": q.get("project"), **polled})
         elif path == "/api/run":
             self._json({"root": str(view.root), **view.run(_required(q, "path"))})
         elif path == "/api/status":
