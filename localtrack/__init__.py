@@ -42,8 +42,10 @@ __all__ = [
     "finish",
     "init",
     "log",
+    "log_artifact",
     "sweep",
     "sync",
+    "use_artifact",
 ]
 
 
@@ -57,6 +59,28 @@ def log(data: dict[str, _Any] | None = None, step: int | None = None,
     if run is None:
         raise UsageError("localtrack.log() needs an active run: call localtrack.init() first.")
     run.log(data, step=step, commit=commit)
+
+
+def log_artifact(artifact_or_path: _Any, name: str | None = None, type: str | None = None,
+                 aliases: list[str] | None = None) -> _Any:
+    """Log an artifact from the active run (see Run.log_artifact)."""
+    return _active("log_artifact").log_artifact(artifact_or_path, name=name, type=type,
+                                                aliases=aliases)
+
+
+def use_artifact(artifact_or_name: _Any) -> _Any:
+    """Use an artifact in the active run (see Run.use_artifact)."""
+    return _active("use_artifact").use_artifact(artifact_or_name)
+
+
+def _active(what: str) -> _Any:
+    from . import _session
+    from .errors import UsageError
+
+    run = _session.current()
+    if run is None:
+        raise UsageError(f"localtrack.{what}() needs an active run: call localtrack.init() first.")
+    return run
 
 
 def finish(exit_code: int = 0) -> None:

@@ -382,3 +382,20 @@ def test_checkpoint_workflow_killed_resumed_from_model_latest(tmp_path: Path) ->
     assert latest.metadata["step"] == 59 and latest.logged_by().id == run.id
     assert [r.id for r in localtrack.Api(store).artifact(f"p/model:v{saved // 10}").used_by()] \
         == [run.id]
+
+
+def test_module_level_calls_act_on_the_active_run(tmp_path: Path) -> None:
+    """W&B scripts call wandb.log_artifact / wandb.use_artifact on the active run."""
+    store = tmp_path / "store"
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    with pytest.raises(localtrack.errors.UsageError, match="active run"):
+        localtrack.use_artifact("model:latest")
+    writer = localtrack.init(project="p", dir=store)
+    logged = localtrack.log_artifact(tmp_path / "w.bin", name="model", type="model", aliases=["best"])
+    writer.finish()
+    reader = localtrack.init(project="p", dir=store)
+    used = localtrack.use_artifact("model:best")
+    reader.finish()
+    assert logged.version == used.version == "v0"
+    assert (Path(used.download(root=tmp_path / "out")) / "w.bin").read_bytes() == b"weights"
+    assert [r.id for r in localtrack.Api(store).artifact("p/model:v0").used_by()] == [reader.id]

@@ -377,6 +377,10 @@ TOP_LEVEL: dict[str, Call] = {
     "finish": _finish,
     "init": lambda c: localtrack.init(project=PROJECT, dir=c.store),
     "log": _log,
+    "log_artifact": lambda c: (c.resumed(), localtrack.log_artifact(
+        c.store / PROJECT / "runs" / RUN / "run.json", name=ART, type="model")),
+    "use_artifact": lambda c: (c.resumed(), localtrack.use_artifact(f"{ART}:latest").download(
+        root=c.store.parent / "download")),
     **{name: _log_media(name) for name in ("Audio", "Html", "Image", "Molecule", "Object3D",
                                            "Table", "Video")},
     "sweep": lambda c: localtrack.sweep(SWEEP_CONFIG, project=PROJECT, dir=c.store),
