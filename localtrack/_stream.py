@@ -29,9 +29,6 @@ from .errors import CorruptRunError, LockUnavailableError, StorageError, UsageEr
 
 log = logging.getLogger("localtrack")
 
-ROTATE_BYTES = 16 << 20  # a log file this big is closed at the next step boundary
-SEAL_MIN_BYTES = _sealer.SEAL_MIN_BYTES  # a finished tail this big is sealed; smaller stays JSONL
-
 
 class Closed(NamedTuple):
     """How ``LogStream.close`` left the files."""
@@ -48,6 +45,8 @@ class LogStream:
         self._rdir = rdir
         self._policy = settings.fsync
         self._interval = settings.fsync_interval
+        self._rotate_bytes = settings.rotate_bytes  # a log file this big is closed between steps
+        self._seal_min = settings.seal_min_bytes  # a finished tail this big is sealed
         self._mutex = mutex
         self._where = where
         self._ctx = ctx
@@ -109,8 +108,8 @@ class LogStream:
     def _attach(self, manifest: dict[str, Any]) -> int:
         """Open the newest log file for appending, its torn tail cut; the last step on disk."""
         self.seq, last_step, frame_at = self._newest(manifest)
-        self.file = open_log(_layout.wal_path(self._rdir, self.seq), ROTATE_BYTES, self._mapped,
-                             frame_at)
+        self.file = open_log(_layout.wal_path(self._rdir, self.seq), self._rotate_bytes,
+                             self._mapped, frame_at)
         self._rebind()
         return last_step
 
@@ -178,7 +177,7 @@ class LogStream:
             self._close_frame(rotating=True)
             self.file.close(sync=self._policy != "never")
             self.seq += 1
-            self.file = open_log(_layout.wal_path(self._rdir, self.seq), ROTATE_BYTES,
+            self.file = open_log(_layout.wal_path(self._rdir, self.seq), self._rotate_bytes,
                                  self._mapped)
             self._rebind()
             if self._policy != "never":
@@ -231,7 +230,7 @@ class LogStream:
 
     def rotation_due(self) -> bool:
         """Whether the file is big enough to be closed (the caller knows if it is between steps)."""
-        return self.file.offset >= ROTATE_BYTES
+        return self.file.offset >= self._rotate_bytes
 
     def append(self, line: bytes) -> None:
         """Append a plain line that ``put`` refused (the window or the file was full)."""
@@ -262,10 +261,11 @@ class LogStream:
         if self._policy == "periodic":
             self._closed_unsynced.append(self.file.path)
         self.seq += 1
-        self.file = open_log(_layout.wal_path(self._rdir, self.seq), ROTATE_BYTES, self._mapped)
+        self.file = open_log(_layout.wal_path(self._rdir, self.seq), self._rotate_bytes,
+                             self._mapped)
         if self._policy != "never":
             _fsutil.fsync_dir(self._rdir / "wal")
-        _sealer.request(self._rdir, SEAL_MIN_BYTES)
+        _sealer.request(self._rdir, self._seal_min)
 
     def _close_frame(self, rotating: bool = False) -> None:
         """Frame the plain rows at the end of a log file being closed: a closed log is
@@ -336,9 +336,9 @@ class LogStream:
         that process fsyncs the logs first, off the writer's exit path.
         """
         self._stop.set()
-        sealing = (self.file.offset >= SEAL_MIN_BYTES
+        sealing = (self.file.offset >= self._seal_min
                    or len(_segments.wal_seqs(self._rdir)) > 1)  # what the sealer would seal
-        tail_sealed = self.file.offset >= SEAL_MIN_BYTES  # the sealer will remove this file
+        tail_sealed = self.file.offset >= self._seal_min  # the sealer will remove this file
         sync = self._policy == "periodic" and not sealing
         try:
             for path in self._closed_unsynced if sync else ():
@@ -354,7 +354,7 @@ class LogStream:
 
     def request_seal(self) -> None:
         """Have a sealer seal the closed logs (after the writer's lock is released)."""
-        _sealer.request(self._rdir, SEAL_MIN_BYTES)
+        _sealer.request(self._rdir, self._seal_min)
 
     def drop(self) -> None:
         """Let go of the files as a killed writer would: no closing line, no cut, no fsync."""

@@ -198,12 +198,11 @@ _ops = st.lists(st.tuples(st.sampled_from(["row", "row", "row", "partial", "step
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_mix_of_calls_reads_back_as_logged(ops, seal):
     """Plain and framed rows in any order, against a model of log()'s step rules."""
-    from localtrack import _stream
 
     model: dict[int, dict] = {}
     step = 0
     with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as store:
-        patch.setattr(_stream, "SEAL_MIN_BYTES", 0 if seal else 1 << 40)
+        patch.setenv("LOCALTRACK_SEAL_MIN_BYTES", str(0 if seal else 1 << 40))
         run = localtrack.init(project="p", dir=store)
         for op, row, jump in ops:
             if op == "pause":

@@ -32,13 +32,12 @@ from .helpers import script, settle, wait_for
 
 WRITER = """
 import os, sys, random, threading, localtrack
-from localtrack import _frames, _logfile, _sealer, _stream, _wal
+from localtrack import _sealer
 store, snaps, seed, rotate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-_stream.SEAL_MIN_BYTES = 1 << 40
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = str(1 << 40)
 _sealer.request = lambda *a, **k: None   # no sealing: every durable step stays in the logs
 if rotate:
-    _stream.ROTATE_BYTES = 100_000
-    _logfile._WINDOW = 32768
+    os.environ["LOCALTRACK_ROTATE_BYTES"] = "100000"
 real_fsync, lock, count = os.fsync, threading.Lock(), [0]
 
 def fsync(fd):
