@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from . import _fsutil, _layout, _locks, _segments, _store, _wal
 from ._naming import Ctx
@@ -95,7 +94,7 @@ def wait_idle(rdir: Path, timeout: float = 120.0) -> None:
         pass
 
 
-def closed_logs(rdir: Path, manifest: dict[str, Any], min_bytes: int) -> list[int]:
+def closed_logs(rdir: Path, manifest: _segments.Manifest, min_bytes: int) -> list[int]:
     """Sequence numbers of the log files that no writer appends to any more and are worth sealing.
 
     The newest counts only once no writer holds the run and its data (before any padding)

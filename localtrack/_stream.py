@@ -105,7 +105,7 @@ class LogStream:
             self._flusher.start()
         return last_step
 
-    def _attach(self, manifest: dict[str, Any]) -> int:
+    def _attach(self, manifest: _segments.Manifest) -> int:
         """Open the newest log file for appending, its torn tail cut; the last step on disk."""
         self.seq, last_step, frame_at = self._newest(manifest)
         self.file = open_log(_layout.wal_path(self._rdir, self.seq), self._rotate_bytes,
@@ -113,7 +113,7 @@ class LogStream:
         self._rebind()
         return last_step
 
-    def _newest(self, manifest: dict[str, Any]) -> tuple[int, int, int]:
+    def _newest(self, manifest: _segments.Manifest) -> tuple[int, int, int]:
         """(active log seq, last step on disk, where its checksum range starts): reads only
         the tail of the newest log files."""
         rdir = self._rdir
@@ -153,7 +153,7 @@ class LogStream:
         self._last_values = (-1, 0, {})
         return to
 
-    def _rewind(self, manifest: dict[str, Any], last_step: int, to: int) -> int:
+    def _rewind(self, manifest: _segments.Manifest, last_step: int, to: int) -> int:
         """Archive the history after step ``to``: the caller holds the run and the seal lock.
 
         Nothing is moved or rewritten, whatever the length of the history: the manifest
@@ -186,9 +186,10 @@ class LogStream:
         if meta.get("format", 1) < _layout.REWOUND_FORMAT:
             _fsutil.atomic_write(self._rdir / _store.RUN_JSON,
                                  dumps({**meta, "format": _layout.REWOUND_FORMAT}))
-        rewind = {"to": to, "seq": self.seq, "from_step": last_step, "time": time.time()}
-        rewound = {**manifest, "rewinds": [*manifest["rewinds"], rewind],
-                   "last_step": min(manifest["last_step"], to)}
+        rewind: _segments.Rewind = {"to": to, "seq": self.seq, "from_step": last_step,
+                                    "time": time.time()}
+        rewound: _segments.Manifest = {**manifest, "rewinds": [*manifest["rewinds"], rewind],
+                                       "last_step": min(manifest["last_step"], to)}
         # Known at once unless the rewind archives sealed rows; then left to be computed (by a
         # reader or the next sealer, which read Parquet), so a rewind costs the same for any
         # length of history and never loads pyarrow here.
