@@ -702,8 +702,8 @@ def fork_point(rdir: Path, step: int, **ctx: Unpack[Ctx]) -> Parent:
                          f"{last_step}.", **ctx)
     seq = max([manifest["sealed_through"], *(seq for seq, _, _ in logs)])
     ref: Parent = {"project": ctx["project"], "run": ctx["run_id"], "step": step,
-                           "seq": seq, "rewinds": len(manifest["rewinds"]), "last": None,
-                           "keys": sorted(keys_of(manifest))}
+                   "seq": seq, "rewinds": len(manifest["rewinds"]), "last": None,
+                   "keys": sorted(keys_of(manifest))}
     parent = manifest.get("parent")
     view = _view(manifest, ref, step)
     known = known_last(view)
