@@ -144,8 +144,9 @@ class History(Guarded):
         if out is None:
             out = self._encode_slow(data)
         ts = dumps(_time())
-        self._append_framed(b'%s,"_step":%d,"_timestamp":%s' % (out[:-1], s, ts) if len(out) > 2
-                            else b'{"_step":%d,"_timestamp":%s' % (s, ts))
+        self._put = self._log.append_framed(
+            b'%s,"_step":%d,"_timestamp":%s' % (out[:-1], s, ts) if len(out) > 2
+            else b'{"_step":%d,"_timestamp":%s' % (s, ts), s != self._partial_step)
         self._stamp_due = 0.0  # the next row may not be the next step: it carries its own
         if commit or (commit is None and step is None):
             self.step = s + 1
@@ -156,16 +157,11 @@ class History(Guarded):
     def _append_stamped(self, row: bytes) -> None:
         """Append a row (JSON without its closing brace) framed, with its step and time."""
         due = _monotonic() + STAMP_SECONDS
-        self._append_framed(b'%s,"_step":%d,"_timestamp":%s' % (row, self.step, dumps(_time())))
+        # The stream rotates first if the file is full and this is not inside a step.
+        self._put = self._log.append_framed(
+            b'%s,"_step":%d,"_timestamp":%s' % (row, self.step, dumps(_time())),
+            self.step != self._partial_step)
         self._stamp_due = due  # only once written: a failed append must not leave a file unanchored
-
-    def _append_framed(self, body: bytes) -> None:
-        """Append a framed line; the stream rotates first if it is full (never inside a step)."""
-        try:
-            self._log.append_framed(body, may_rotate=self.step != self._partial_step)
-        except OSError as exc:
-            raise self._storage_error("append to the history log", exc) from exc
-        self._put = self._log.put
 
     def _append_slow(self, line: bytes) -> None:
         """Append a plain line that did not fit: frame it if the log file is to rotate."""

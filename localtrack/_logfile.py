@@ -30,8 +30,8 @@ from ._frames import END_BODY, framed_line
 
 log = logging.getLogger("localtrack")
 
-_WINDOW = 1 << 20  # bytes reserved and mapped at a time (a multiple of the page size)
 _PAGE = mmap.ALLOCATIONGRANULARITY
+_WINDOW = 1 << 20  # bytes reserved and mapped at a time, at most (see window())
 # Local file systems where a store into a fallocated, shared writable map cannot fail later:
 # the blocks are reserved and page faults allocate nothing. Not copy-on-write ones (btrfs, f2fs,
 # zfs reserve space at fault time and answer a full disk with SIGBUS), not network or FUSE ones.
@@ -115,9 +115,10 @@ class MappedLog:
     close() cuts the padding unless a sealer is to remove the file.
     """
 
-    def __init__(self, path: Path, frame_at: int = 0) -> None:
+    def __init__(self, path: Path, frame_at: int = 0, window: int = _WINDOW) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        self._window = window  # bytes reserved and mapped at a time (a multiple of the page size)
         self._end = os.fstat(self.fd).st_size  # the opener has cut any padding
         self.frame_at = frame_at  # where the checksum range of the next framed line starts
         self._map: mmap.mmap | None = None
@@ -150,7 +151,7 @@ class MappedLog:
         """Reserve and map a window from the current offset's page through at least ``need``."""
         start = self.offset
         base = start - start % _PAGE
-        limit = max(base + _WINDOW, -(-need // _PAGE) * _PAGE)
+        limit = max(base + self._window, -(-need // _PAGE) * _PAGE)
         try:
             os.posix_fallocate(self.fd, base, limit - base)
         except OSError as exc:
@@ -244,4 +245,11 @@ def open_log(path: Path, limit: int, mapped: bool, frame_at: int = 0) -> MappedL
     Its ``put`` raises ValueError when a window is full (MappedLog) or the file has
     ``limit`` bytes (Appender); ``append`` always writes.
     """
-    return MappedLog(path, frame_at) if mapped else Appender(path, limit, frame_at)
+    return MappedLog(path, frame_at, window(limit)) if mapped else Appender(path, limit, frame_at)
+
+
+def window(limit: int) -> int:
+    """The mapped window of a log file that is to rotate at ``limit`` bytes: 1 MiB, or a
+    quarter of ``limit`` in whole pages when that is less. The writer considers rotating when
+    a window fills, so a file ends at most a window past ``limit``."""
+    return min(_WINDOW, max(_PAGE, -(-(limit // 4) // _PAGE) * _PAGE))

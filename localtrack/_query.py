@@ -424,7 +424,7 @@ class ApiRun:
         """The run's rewinds, oldest first: ``{"to": step, "from_step": last step before,
         "time": when, "seq": the log it continued in}``."""
         with _store.reading(self._rdir, **self._ctx):
-            return list(_segments.load_manifest(self._rdir, **self._ctx)["rewinds"])
+            return [dict(r) for r in _segments.load_manifest(self._rdir, **self._ctx)["rewinds"]]
 
     def __repr__(self) -> str:
         return f"<localtrack.ApiRun {self.path} {self.state}>"

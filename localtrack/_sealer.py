@@ -9,7 +9,7 @@ over the locked descriptor. The child seals every closed log file, releases
 the lock, and looks at the mark again before it exits, so a request made while
 it was busy is never lost. Closed means: every log but the newest while a
 writer holds the run, and the newest too once the run is released, if its
-writer closed it (see closed_logs) and it holds at least SEAL_MIN_BYTES (a
+writer closed it (see closed_logs) and it holds at least the run's seal_min_bytes (a
 small tail stays JSONL: cheaper to read than to seal). A writer opening a run,
 doctor and ``sync --clean`` hold the seal lock (hold()) while they repair,
 read or remove the run's files. The child outlives a finished or killed
@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from . import _blobs, _fsutil, _layout, _locks, _segments, _store, _wal
 from ._naming import Ctx
@@ -33,7 +32,6 @@ log = logging.getLogger("localtrack")
 SEAL_LOCK = "seal.lock"
 AGAIN = "seal.again"
 LOG = "seal.log"
-SEAL_MIN_BYTES = 1 << 20
 _LAST_LINE = 64 * 1024  # how much of the newest log is read to see that its last line is whole
 _CHILD = "import sys; from localtrack._sealer import main; main(*sys.argv[1:])"
 _children: list[int] = []  # sealers this process started, reaped when it starts the next
@@ -43,10 +41,11 @@ def _open_lock(rdir: Path) -> int:
     return os.open(rdir / SEAL_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
 
 
-def request(rdir: Path, min_bytes: int = SEAL_MIN_BYTES) -> None:
+def request(rdir: Path, min_bytes: int) -> None:
     """Ask for the closed log files of ``rdir`` to be sealed; never waits.
 
-    ``min_bytes``: the smallest newest (finished) log worth a segment.
+    ``min_bytes``: the smallest newest (finished) log worth a segment (the run's
+    LOCALTRACK_SEAL_MIN_BYTES, see _settings).
     """
     _reap()
     (rdir / AGAIN).touch()
@@ -95,7 +94,7 @@ def wait_idle(rdir: Path, timeout: float = 120.0) -> None:
         pass
 
 
-def closed_logs(rdir: Path, manifest: dict[str, Any], min_bytes: int) -> list[int]:
+def closed_logs(rdir: Path, manifest: _segments.Manifest, min_bytes: int) -> list[int]:
     """Sequence numbers of the log files that no writer appends to any more and are worth sealing.
 
     The newest counts only once no writer holds the run and its data (before any padding)

@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from . import _blobs, _durable, _frames, _fsutil, _layout, _wal
 from ._codec import HIST_TAG, decode_tree, dumps, encode_tree, histogram_of, loads, untag
@@ -32,19 +32,68 @@ from .errors import CorruptRunError, RemoteError, UsageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from typing_extensions import Unpack
+    from typing_extensions import NotRequired, Unpack
 
 MANIFEST = "manifest.json"
 StorePath = Path | RemotePath  # a local directory, or one in a remote store (read side only)
 _JSON_META = {b"localtrack.encoding": b"json"}
 
 
-def empty_manifest() -> dict[str, Any]:
+# The records of manifest.json (docs/format.md, "Segments and the manifest", "Rewinds", "Forks"),
+# as this module writes them. A manifest read from disk is checked by parse_manifest before it
+# is one of these: the keys it checks are required here; the rest may lack in a damaged or
+# older file, and the code reading them says what it does then.
+class Segment(TypedDict):
+    """A sealed segment: ``segments/<file>``, sealed from log ``seq``."""
+
+    file: str
+    rows: int
+    seq: NotRequired[int]
+    first_step: NotRequired[int]  # of its rows, archived or not
+    last_step: NotRequired[int]
+
+
+class Rewind(TypedDict):
+    """A rewind to step ``to``: the rows after it in logs before ``seq`` are archived."""
+
+    to: int
+    seq: int
+    from_step: NotRequired[int]  # the run's last step before the rewind
+    time: NotRequired[float]
+
+
+class Parent(TypedDict):
+    """A fork's parent: run ``project/run`` through ``step``, its logs through ``seq``, under
+    its first ``rewinds`` rewinds; ``last``: its last values then (None: to be computed)."""
+
+    project: str
+    run: str
+    step: int
+    seq: int
+    rewinds: int
+    last: dict[str, Any] | None
+    keys: NotRequired[list[str]]  # the keys of its history, when ``last`` is None
+
+
+class Manifest(TypedDict):
+    """manifest.json: the sealed segments, the last values over them, rewinds, a fork's parent."""
+
+    format: NotRequired[int]  # the version of the writer that created the run
+    sealed_through: int  # every log up to this seq is sealed (or had no rows)
+    last_step: int
+    segments: list[Segment]
+    last: dict[str, Any] | None  # None after a rewind or fork: computed when first needed
+    keys: NotRequired[list[str]]  # the keys of the sealed history, when ``last`` is None
+    rewinds: list[Rewind]
+    parent: NotRequired[Parent]
+
+
+def empty_manifest() -> Manifest:
     return {"format": _layout.FORMAT_VERSION, "sealed_through": -1, "last_step": -1,
             "segments": [], "last": {}, "rewinds": []}
 
 
-def load_manifest(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def load_manifest(rdir: StorePath, **ctx: Unpack[Ctx]) -> Manifest:
     """The run's manifest, checked (see parse_manifest); an empty one when there is none yet."""
     path = rdir / MANIFEST
     try:
@@ -56,8 +105,8 @@ def load_manifest(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     return parse_manifest(data, path, **ctx)
 
 
-def parse_manifest(data: bytes, path: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
-    """Manifest bytes as a dict whose segment names are segment file names and whose numbers are ints.
+def parse_manifest(data: bytes, path: StorePath, **ctx: Unpack[Ctx]) -> Manifest:
+    """Manifest bytes as a Manifest whose segment names are segment file names and whose numbers are ints.
 
     A store may come from elsewhere: a segment named ``/etc/hostname`` or ``../../x`` would
     make sync upload that file and write outside the remote, so every name is checked
@@ -110,10 +159,10 @@ def parse_manifest(data: bytes, path: StorePath, **ctx: Unpack[Ctx]) -> dict[str
                                   "of the run is read or synced through it. Restore the manifest "
                                   "from a backup or sync remote, or remove the run.",
                                   path=str(path), **ctx)
-    return manifest
+    return cast(Manifest, manifest)
 
 
-def steps_text(seg: dict[str, Any]) -> str:
+def steps_text(seg: Segment) -> str:
     """``steps 0..9`` of a manifest's segment entry, for messages (the step keys are not
     checked by parse_manifest: only messages use them, and a damaged entry may lack them)."""
     first, last = seg.get("first_step"), seg.get("last_step")
@@ -138,20 +187,20 @@ def wal_log(rdir: StorePath, seq: int) -> StorePath:
     return _layout.wal_path(rdir, seq) if isinstance(rdir, Path) else rdir / "wal" / f"{seq:08d}.jsonl"
 
 
-def seq_of(seg: dict[str, Any]) -> int:
+def seq_of(seg: Segment) -> int:
     """A manifest segment's log sequence number, from its (checked) file name."""
     seq = segment_seq(seg["file"])
     assert seq is not None  # parse_manifest refused any other name
     return seq
 
 
-def _span(seg: dict[str, Any]) -> tuple[float, float]:
+def _span(seg: Segment) -> tuple[float, float]:
     """A segment's first and last step, or an unbounded span when the entry lacks them."""
     first, last = seg.get("first_step"), seg.get("last_step")
     return (first if type(first) is int else -math.inf, last if type(last) is int else math.inf)
 
 
-def cap(manifest: dict[str, Any], seq: int) -> int | None:
+def cap(manifest: Manifest, seq: int) -> int | None:
     """The last step of log (or segment) ``seq`` that is still history, None for all of it.
 
     A rewind to step N, recorded in the manifest as ``{"to": N, "seq": S}`` (S: the first log
@@ -161,19 +210,19 @@ def cap(manifest: dict[str, Any], seq: int) -> int | None:
     return min(caps) if caps else None
 
 
-def at_least_rewound(manifest: dict[str, Any], last_step: int) -> int:
+def at_least_rewound(manifest: Manifest, last_step: int) -> int:
     """A run's last step is never before its last rewind's step: it continues after it."""
     return max(last_step, manifest["rewinds"][-1]["to"]) if manifest["rewinds"] else last_step
 
 
-def last_step_at(manifest: dict[str, Any], seq: int, step: int) -> int:
+def last_step_at(manifest: Manifest, seq: int, step: int) -> int:
     """The run's last step when the last record of its logs is at ``step`` in log ``seq``:
     a rewind may have archived it (capped), and never goes below its own step."""
     top = cap(manifest, seq)
     return at_least_rewound(manifest, step if top is None else min(step, top))
 
 
-def rewound_by(manifest: dict[str, Any], seq: int, step: int) -> int | None:
+def rewound_by(manifest: Manifest, seq: int, step: int) -> int | None:
     """Which rewind (1-based, in the manifest's order) archived a row of log ``seq`` at
     ``step``; None for a row that is history."""
     for number, rewind in enumerate(manifest["rewinds"], 1):
@@ -182,7 +231,7 @@ def rewound_by(manifest: dict[str, Any], seq: int, step: int) -> int | None:
     return None
 
 
-def live(manifest: dict[str, Any], seq: int, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def live(manifest: Manifest, seq: int, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records of log ``seq`` that a rewind did not archive."""
     top = cap(manifest, seq)
     return records if top is None else [r for r in records if r["_step"] <= top]
@@ -420,8 +469,8 @@ def _write_segment(table: pa.Table, path: Path) -> None:
                    use_byte_stream_split=floats or False)
 
 
-def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any],
-         **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def seal(rdir: Path, seqs: list[int], manifest: Manifest,
+         **ctx: Unpack[Ctx]) -> Manifest:
     """Seal the closed log files ``seqs`` (ascending) and return the new manifest.
 
     """
@@ -435,7 +484,7 @@ def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any],
             continue
         wal = _layout.wal_path(rdir, seq)
         table = _log_to_table(wal, **ctx)
-        manifest = dict(manifest, sealed_through=seq, segments=list(manifest["segments"]))
+        manifest = {**manifest, "sealed_through": seq, "segments": list(manifest["segments"])}
         if table is not None:
             _fsutil.ensure_dir(seg_dir)
             name = _layout.segment_name(seq)
@@ -461,7 +510,7 @@ def seal(rdir: Path, seqs: list[int], manifest: dict[str, Any],
     return manifest
 
 
-def cleanup(rdir: Path, manifest: dict[str, Any], *, everything: bool = False) -> None:
+def cleanup(rdir: Path, manifest: Manifest, *, everything: bool = False) -> None:
     """Finish what a dead sealer left half done (lock holders only).
 
     A sealer that dies leaves segment files (or their temp files) only under names derived
@@ -488,7 +537,7 @@ def cleanup(rdir: Path, manifest: dict[str, Any], *, everything: bool = False) -
                 _fsutil.unlink(path)
 
 
-def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[int, list[bytes], bytes]]]:
+def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[Manifest, list[tuple[int, list[bytes], bytes]]]:
     """A consistent (manifest, [(seq, record bodies, checked bytes)] per unsealed log), however fast
     a sealer works. A torn tail is left out (a writer may be mid-append).
 
@@ -529,7 +578,7 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[dict[str, Any], list[tuple[int
                           "missing.", path=str(rdir), **ctx)
 
 
-def known_last(manifest: dict[str, Any]) -> dict[str, Any] | None:
+def known_last(manifest: Manifest) -> dict[str, Any] | None:
     """The last value of each key over the sealed rows that are history, when known without
     reading a segment: None when a rewind or a fork left ``last`` null (to be computed), or
     when a rewind archives sealed rows the manifest's ``last`` still counts."""
@@ -541,12 +590,12 @@ def known_last(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return None if last is None else dict(last)
 
 
-def keys_of(manifest: dict[str, Any]) -> set[str]:
+def keys_of(manifest: Manifest) -> set[str]:
     last = manifest["last"]
     return set(last) if last is not None else set(manifest.get("keys", ()))
 
 
-def manifest_last(rdir: StorePath, manifest: dict[str, Any], **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def manifest_last(rdir: StorePath, manifest: Manifest, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """The last value of each key over the sealed history (see known_last), computed when it
     is not known: from the newest segments back until every key is found (most runs log every
     key in every segment: one segment read), over the values a fork starts from."""
@@ -580,7 +629,7 @@ def manifest_last(rdir: StorePath, manifest: dict[str, Any], **ctx: Unpack[Ctx])
 # Nothing is copied; a fork needs its parent in the same store (sync takes both).
 
 
-def _view(manifest: dict[str, Any], ref: dict[str, Any], top: int) -> dict[str, Any]:
+def _view(manifest: Manifest, ref: Parent, top: int) -> Manifest:
     """The parent's manifest as a fork made at ``ref`` sees it, through step ``top``: a
     rewind to ``top`` just after the log the fork was made at, and no later segment."""
     return {**manifest, "segments": [g for g in manifest["segments"] if seq_of(g) <= ref["seq"]],
@@ -588,7 +637,7 @@ def _view(manifest: dict[str, Any], ref: dict[str, Any], top: int) -> dict[str, 
                         {"to": top, "seq": ref["seq"] + 1}]}
 
 
-def _parent_dir(rdir: StorePath, ref: dict[str, Any], ctx: Ctx,
+def _parent_dir(rdir: StorePath, ref: Parent, ctx: Ctx,
                 depth: int) -> tuple[StorePath, Ctx]:
     """The parent's run folder: in the same store as the fork (``depth``: forks followed so
     far, so that parents naming each other in a loop end in an error)."""
@@ -612,7 +661,7 @@ def _parent_dir(rdir: StorePath, ref: dict[str, Any], ctx: Ctx,
     return pdir, pctx
 
 
-def _inherited(rdir: StorePath, ref: dict[str, Any] | None, wanted: list[str] | None, ctx: Ctx,
+def _inherited(rdir: StorePath, ref: Parent | None, wanted: list[str] | None, ctx: Ctx,
                top: int, steps: Steps, depth: int = 0) -> Iterator[pa.Table]:
     """The tables of a fork's inherited history through step ``top``, oldest first."""
     if ref is None:
@@ -630,7 +679,7 @@ def _inherited(rdir: StorePath, ref: dict[str, Any] | None, wanted: list[str] | 
             yield _rewound(_log_rows(pdir, seq, bodies, data, wanted, pctx), view, seq, False)
 
 
-def _inherited_last(rdir: StorePath, ref: dict[str, Any], ctx: Ctx,
+def _inherited_last(rdir: StorePath, ref: Parent, ctx: Ctx,
                     depth: int = 0) -> dict[str, Any]:
     """The last values of a fork's inherited history (its parent's through ``ref['step']``)."""
     pdir, pctx = _parent_dir(rdir, ref, ctx, depth)
@@ -646,7 +695,7 @@ def _inherited_last(rdir: StorePath, ref: dict[str, Any], ctx: Ctx,
     return last
 
 
-def fork_point(rdir: Path, step: int, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def fork_point(rdir: Path, step: int, **ctx: Unpack[Ctx]) -> Parent:
     """What a fork of the run at ``rdir`` made now at ``step`` records as its parent (see
     "Forks" in docs/format.md): where the parent's logs end, how many rewinds it has, and the
     last values of its history through ``step`` when known without reading a segment (else
@@ -663,9 +712,9 @@ def fork_point(rdir: Path, step: int, **ctx: Unpack[Ctx]) -> dict[str, Any]:
         raise UsageError(f"Cannot fork {run_label(ctx)} at step {step}: its last step is "
                          f"{last_step}.", **ctx)
     seq = max([manifest["sealed_through"], *(seq for seq, _, _ in logs)])
-    ref: dict[str, Any] = {"project": ctx["project"], "run": ctx["run_id"], "step": step,
-                           "seq": seq, "rewinds": len(manifest["rewinds"]), "last": None,
-                           "keys": sorted(keys_of(manifest))}
+    ref: Parent = {"project": ctx["project"], "run": ctx["run_id"], "step": step,
+                   "seq": seq, "rewinds": len(manifest["rewinds"]), "last": None,
+                   "keys": sorted(keys_of(manifest))}
     parent = manifest.get("parent")
     view = _view(manifest, ref, step)
     known = known_last(view)
@@ -735,7 +784,7 @@ Steps = tuple[float, float]  # a range of steps, first and last included
 ALL_STEPS: Steps = (-math.inf, math.inf)
 
 
-def _meets(seg: dict[str, Any], steps: Steps) -> bool:
+def _meets(seg: Segment, steps: Steps) -> bool:
     first, last = _span(seg)
     return first <= steps[1] and last >= steps[0]
 
@@ -775,7 +824,7 @@ def _log_rows(rdir: StorePath, seq: int, bodies: list[bytes], data: bytes,
     return _check_steps(table, wal_log(rdir, seq), ctx)
 
 
-def segment_table(rdir: StorePath, seg: dict[str, Any], wanted: list[str] | None,
+def segment_table(rdir: StorePath, seg: Segment, wanted: list[str] | None,
                   ctx: Ctx) -> pa.Table:
     """A manifest segment's rows (``wanted`` columns), its steps checked: a missing, damaged or
     foreign file is a CorruptRunError naming it (on a remote, a failed read a RemoteError)."""
@@ -796,7 +845,7 @@ def segment_table(rdir: StorePath, seg: dict[str, Any], wanted: list[str] | None
                               path=str(path), **ctx) from exc
 
 
-def _rewound(table: pa.Table, manifest: dict[str, Any], seq: int, include: bool) -> pa.Table:
+def _rewound(table: pa.Table, manifest: Manifest, seq: int, include: bool) -> pa.Table:
     """The rows of log ``seq`` that are history, or all of them marked (see read_history)."""
     import pyarrow as pa
     import pyarrow.compute as pc

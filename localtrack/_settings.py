@@ -42,6 +42,8 @@ DEFAULT_PROJECT = "uncategorized"
 _TRUE = ("true", "1", "yes", "auto")
 _FALSE = ("false", "0", "no", "", "none")
 _YES = ("true", "1", "yes", "on")
+ROTATE_BYTES = 16 << 20  # a history log file this big is closed at the next step boundary
+SEAL_MIN_BYTES = 1 << 20  # a finished run's last log this big is sealed; a smaller one stays JSONL
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Settings:
     mode: str
     fsync: str
     fsync_interval: float
+    rotate_bytes: int = ROTATE_BYTES
+    seal_min_bytes: int = SEAL_MIN_BYTES
     # Which job this process is (auto-resume key) and what its scheduler says (_cluster).
     resume_key: str | None = None
     cluster: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
@@ -143,6 +147,8 @@ def resolve(*, project: str | None, run_id: str | None, resume: object,
     except ValueError:
         raise UsageError(f"Invalid LOCALTRACK_FSYNC_INTERVAL={interval_text!r}: "
                          "give seconds as a number.") from None
+    rotate_bytes = _size("ROTATE_BYTES", ROTATE_BYTES, 1)
+    seal_min_bytes = _size("SEAL_MIN_BYTES", SEAL_MIN_BYTES, 0)
     if resume is None:
         for name in ("LOCALTRACK_RESUME", "WANDB_RESUME"):
             if env.get(name) is not None:
@@ -158,9 +164,26 @@ def resolve(*, project: str | None, run_id: str | None, resume: object,
         mode=mode,
         fsync=fsync,
         fsync_interval=interval,
+        rotate_bytes=rotate_bytes,
+        seal_min_bytes=seal_min_bytes,
         resume_key=_cluster.identity(env) if mode != "disabled" else None,
         cluster=_cluster.facts(env) if mode != "disabled" else {},
     )
+
+
+def _size(name: str, default: int, least: int) -> int:
+    """LOCALTRACK_<name>: a number of bytes (an integer, at least ``least``), else ``default``."""
+    text = os.environ.get(f"LOCALTRACK_{name}")
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < least:
+        raise UsageError(f"Invalid LOCALTRACK_{name}={text!r}: give a whole number of bytes, at "
+                         f"least {least} (default {default}).")
+    return value
 
 
 def reinit_mode(value: object) -> str:

@@ -118,7 +118,7 @@ def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
     fields = {**fields, "cluster": cluster or None}  # the latest start's job; none outside one
     if outcome is _resume.Outcome.CREATE:
         encode_tree(config or {}, f"run {rid!r} in project {project!r}")  # validate first
-        manifest = None
+        manifest: _segments.Manifest | None = None
         if fork is not None:  # the parent's history through the step, by reference
             parent, step = fork
             pdir = _layout.run_dir(root, project, parent)

@@ -56,7 +56,7 @@ def run_dir(root: StorePath, project: ProjectName, rid: RunId) -> StorePath:
 
 
 def create_run_dir(root: Path, project: ProjectName, rid: RunId, meta: dict[str, Any],
-                   config: dict[str, Any], manifest: dict[str, Any] | None = None) -> Path:
+                   config: dict[str, Any], manifest: _segments.Manifest | None = None) -> Path:
     """Build the run's folder under a temporary name and rename it into place: a run appears
     complete or not at all (with ``manifest``, a fork's, in it from the start)."""
     runs = _layout.runs_dir(root, project)

@@ -45,9 +45,8 @@ def store(tmp_path: Path) -> Path:
 @pytest.fixture(params=["parquet", "jsonl"])
 def sealing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test twice: finish() seals every tail into Parquet, or leaves small tails as JSONL."""
-    from localtrack import _stream
 
-    monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 0 if request.param == "parquet" else 1 << 40)
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", str(0 if request.param == "parquet" else 1 << 40))
     return str(request.param)
 
 

@@ -198,8 +198,8 @@ def test_a_run_whose_summary_cannot_be_read_is_left_out_of_a_summary_filter(five
 
 LONG = """
 import sys, localtrack
-from localtrack import _logfile, _stream
-_stream.ROTATE_BYTES, _stream.SEAL_MIN_BYTES, _logfile._WINDOW = 20_000, 0, 4096
+import os
+os.environ["LOCALTRACK_ROTATE_BYTES"], os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "20000", "0"
 run = localtrack.init(project="p", id=sys.argv[2], dir=sys.argv[1])
 for i in range(int(sys.argv[3])):
     row = {"loss": float(i), "i": i}

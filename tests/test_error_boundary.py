@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 import localtrack
-from localtrack import _artifacts, _cli, _stream
+from localtrack import _artifacts, _cli
 from localtrack._codec import dumps, loads
 from localtrack._frames import frame
 from localtrack.errors import LocaltrackError
@@ -64,7 +64,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     with pytest.MonkeyPatch.context() as mp:
         for key in [k for k in os.environ if k.startswith("LOCALTRACK_")]:
             mp.delenv(key)
-        mp.setattr(_stream, "SEAL_MIN_BYTES", 0)
+        mp.setenv("LOCALTRACK_SEAL_MIN_BYTES", "0")
         run = localtrack.init(project=PROJECT, id=RUN, dir=store, config={"lr": 0.1})
         for i in range(10):
             run.log({"x": i, **({"img": localtrack.Image(np.zeros((4, 4), np.uint8))} if i == 0
@@ -72,7 +72,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         run.summary["best"] = 1.0
         run.finish()
         settle(store)
-        mp.setattr(_stream, "SEAL_MIN_BYTES", 1 << 40)
+        mp.setenv("LOCALTRACK_SEAL_MIN_BYTES", str(1 << 40))
         run = localtrack.init(project=PROJECT, id=RUN, dir=store, resume="must")
         for i in range(3):
             run.log({"x": 10 + i, "s": "text"})

@@ -181,9 +181,8 @@ def test_the_column_is_a_struct_of_counts_and_edges_in_parquet(store, monkeypatc
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from localtrack import _stream
 
-    monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 0)  # finish() seals the log into Parquet
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "0")  # finish() seals the log into Parquet
     run = localtrack.init(project="p", id="r", dir=store)
     run.log({"h": localtrack.Histogram([1, 2, 3], num_bins=3)})
     run.finish()

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack import _stream
 from localtrack._codec import dumps, loads
 from localtrack._remotes import remote_key
 from localtrack._remotes._dir import TMP_DIR
@@ -34,13 +33,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("template")
     store = root / "store"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_stream, "SEAL_MIN_BYTES", 0)
+        mp.setenv("LOCALTRACK_SEAL_MIN_BYTES", "0")
         run = localtrack.init(project="p", id="r", dir=store, config={"lr": 0.1})
         for i in range(20):
             run.log({"x": i})
         run.finish()
         settle(store)
-        mp.setattr(_stream, "SEAL_MIN_BYTES", 1 << 40)
+        mp.setenv("LOCALTRACK_SEAL_MIN_BYTES", str(1 << 40))
         run = localtrack.init(project="p", id="r", dir=store, resume="must")
         for i in range(5):
             run.log({"x": 20 + i})
@@ -269,7 +268,7 @@ def test_the_sealer_does_not_write_through_a_symlinked_segments_folder(store, tm
     segments = store / "p/runs/r/segments"
     shutil.rmtree(segments)
     segments.symlink_to(outside)
-    monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 0)
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "0")
     run = localtrack.init(project="p", id="r", dir=store, resume="must")
     run.log({"x": 25})
     run.finish()

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import localtrack
-from localtrack import _blobs, _stream
+from localtrack import _blobs
 from localtrack.errors import InvalidValueError, UnsupportedTypeError
 
 from .helpers import run_script, script, settle
@@ -31,9 +31,9 @@ HWC = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
 WRITE_ALL = """
 import io, sys, wave, numpy as np, pandas as pd, torch, localtrack
 from PIL import Image as PILImage
-from localtrack import _stream
+import os
 store, seal, tmp = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
-_stream.SEAL_MIN_BYTES = 0 if seal else 1 << 40
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0" if seal else str(1 << 40)
 rng = np.random.default_rng(20)
 hwc = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
 PILImage.fromarray(hwc).save(tmp + "/img.png")
@@ -131,8 +131,9 @@ def test_show_lists_media_keys(tmp_path: Path) -> None:
 
 THOUSAND = """
 import sys, numpy as np, localtrack
-from localtrack import _blobs, _stream
-_stream.SEAL_MIN_BYTES = 0
+import os
+from localtrack import _blobs
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0"
 _blobs.ROTATE_BYTES = 200_000       # the history rotates when its blob holds ~260 images
 run = localtrack.init(project="p", id="k", dir=sys.argv[1])
 img = np.zeros((16, 16, 3), np.uint8)
@@ -278,7 +279,7 @@ def test_a_damaged_item_is_a_corrupt_run_error_naming_the_run(store: Path) -> No
 def test_a_sealer_that_died_after_moving_a_blob_is_undone(store: Path, monkeypatch) -> None:
     """The blob went to segments/ but the manifest never named the log's segment: the next
     writer moves it back beside its log, and the media read back."""
-    monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 1 << 40)
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", str(1 << 40))
     run = localtrack.init(project="p", id="s", dir=store)
     run.log({"img": localtrack.Image(HWC)})
     run.finish()

@@ -36,11 +36,10 @@ import os, sys, random, threading, numpy as np, localtrack
 from localtrack import _frames, _logfile, _sealer, _stream, _wal
 store, snaps, seed, rotate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 media = sys.argv[5] == "1"
-_stream.SEAL_MIN_BYTES = 1 << 40
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = str(1 << 40)
 _sealer.request = lambda *a, **k: None   # no sealing: every durable step stays in the logs
 if rotate:
-    _stream.ROTATE_BYTES = 100_000
-    _logfile._WINDOW = 32768
+    os.environ["LOCALTRACK_ROTATE_BYTES"] = "100000"
 real_fsync, lock, count = os.fsync, threading.Lock(), [0]
 
 def fsync(fd):

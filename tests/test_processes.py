@@ -18,9 +18,8 @@ from localtrack.errors import RunLockedError
 from .helpers import run_script, script, steps_of, wait_for
 
 WRITER = """
-import sys, localtrack
-from localtrack import _stream
-_stream.ROTATE_BYTES = int(sys.argv[3])           # small log files: kills land in sealing too
+import os, sys, localtrack
+os.environ["LOCALTRACK_ROTATE_BYTES"] = sys.argv[3]  # small log files: kills land in sealing too
 run = localtrack.init(project="p", id="k", resume="allow", dir=sys.argv[1])
 print("start", run.step, flush=True)
 for i in range(int(sys.argv[2])):
@@ -293,10 +292,9 @@ def _traced_fsyncs(store, tmp_path, code: str) -> tuple[str, list[tuple[str, str
 
 
 ROTATING_WRITER = """
-import sys, localtrack
-from localtrack import _logfile, _stream, _wal
-_stream.ROTATE_BYTES = 2000   # rotate every few records: rotation must keep to the policy too
-_logfile._WINDOW = 4096
+import os, sys, localtrack
+os.environ["LOCALTRACK_ROTATE_BYTES"] = "2000"  # rotate every few records: rotation keeps the policy too
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "{seal_min}"
 run = localtrack.init(project="p", id="f", dir=sys.argv[1], fsync={policy!r})
 for i in range(600):
     run.log({{"x": i, "pad": "x" * 40}})  # ~60 bytes a row: a window fills every ~70 rows
@@ -308,7 +306,8 @@ for i in range(600):
     ("always", 600, 10_000), ("never", 0, 0), ("periodic", 0, 5)])
 def test_fsync_policy_at_the_syscall_level(store, tmp_path, policy, min_syncs, max_syncs):
     """The writer's fsyncs of its logs, rotation included (sealer children are not counted)."""
-    code = ROTATING_WRITER.format(policy=policy) + "import os; os._exit(0)  # only the policy's fsyncs"
+    code = (ROTATING_WRITER.format(policy=policy, seal_min=1 << 20)
+            + "os._exit(0)  # only the policy's fsyncs")
     writer, fsyncs = _traced_fsyncs(store, tmp_path, code)
     syncs = sum(1 for pid, name in fsyncs if pid == writer and re.search(r"/wal/\d+\.jsonl$", name))
     rdir = store / "p" / "runs" / "f"
@@ -320,7 +319,7 @@ def test_fsync_policy_at_the_syscall_level(store, tmp_path, policy, min_syncs, m
 def test_finish_leaves_its_fsyncs_to_the_sealer_logs_first(store, tmp_path):
     """finish() under the periodic policy neither fsyncs the logs nor the finished event when it
     starts a sealer: the sealer does, the logs before the events (durable event, durable history)."""
-    code = ROTATING_WRITER.format(policy="periodic") + "_stream.SEAL_MIN_BYTES = 100\nrun.finish()\n"
+    code = ROTATING_WRITER.format(policy="periodic", seal_min=100) + "run.finish()\n"
     writer, fsyncs = _traced_fsyncs(store, tmp_path, code)
     assert localtrack.Api(store).run("p/f").state == "finished"
     assert steps_of(store, "p/f") == list(range(600))

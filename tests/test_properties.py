@@ -39,10 +39,9 @@ def test_fast_path_agrees_with_the_slow_path(row):
 @given(st.lists(rows, min_size=1, max_size=8), st.booleans(), st.booleans())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_log_history_summary_round_trip(logged, sealed, to_parquet):
-    from localtrack import _stream
 
     with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as store:
-        patch.setattr(_stream, "SEAL_MIN_BYTES", 0 if to_parquet else 1 << 40)
+        patch.setenv("LOCALTRACK_SEAL_MIN_BYTES", str(0 if to_parquet else 1 << 40))
         run = localtrack.init(project="p", dir=store)
         for row in logged:
             run.log(row)

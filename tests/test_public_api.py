@@ -16,6 +16,8 @@ import localtrack
 import localtrack.errors as errors
 from localtrack import _settings
 
+from .helpers import settle
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -88,6 +90,37 @@ def test_disabled_mode_writes_nothing(store, monkeypatch):
     assert run.step == 1 and run.config.b == 2
     run.finish()
     assert not store.exists()
+
+
+@pytest.mark.parametrize("name,value", [
+    pytest.param("LOCALTRACK_ROTATE_BYTES", "16M", id="rotate-with-a-unit"),
+    pytest.param("LOCALTRACK_ROTATE_BYTES", "0", id="rotate-zero"),
+    pytest.param("LOCALTRACK_SEAL_MIN_BYTES", "-1", id="seal-negative"),
+    pytest.param("LOCALTRACK_SEAL_MIN_BYTES", "1.5", id="seal-fraction"),
+])
+def test_a_size_variable_that_is_no_size_is_refused_before_anything_is_written(
+        store, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(errors.UsageError, match=f"{name}={value!r}"):
+        localtrack.init(project="p", dir=store)
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("seal_min,tails", [(1 << 40, 1), (0, 0)])
+def test_the_size_variables_rotate_the_log_and_seal_its_tail(store, monkeypatch, seal_min, tails):
+    """LOCALTRACK_ROTATE_BYTES closes a log file at the next step past that size (closed ones
+    are sealed); LOCALTRACK_SEAL_MIN_BYTES decides whether the finished tail is sealed too."""
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "4000")
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", str(seal_min))
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(300):
+        run.log({"x": i, "pad": "x" * 40})  # ~60 bytes a row: ~18 KB in all
+    run.finish()
+    settle(store)
+    rdir = store / "p" / "runs" / "r"
+    assert len(list((rdir / "wal").glob("*.jsonl"))) == tails
+    assert len(list((rdir / "segments").glob("*.parquet"))) >= 3
+    assert localtrack.Api(store).run("p/r").history()["x"].to_pylist() == list(range(300))
 
 
 @pytest.mark.parametrize("call", [

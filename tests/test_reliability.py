@@ -19,17 +19,13 @@ from .helpers import settle
 
 
 def _run_with_log(store: Path, rid: str = "r", steps: int = 5, seal: bool = False) -> Path:
-    from localtrack import _stream
-    old = _stream.SEAL_MIN_BYTES
-    _stream.SEAL_MIN_BYTES = 0 if seal else 1 << 40
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LOCALTRACK_SEAL_MIN_BYTES", str(0 if seal else 1 << 40))
         run = localtrack.init(project="p", id=rid, dir=store, config={"lr": 0.1})
         for i in range(steps):
             run.log({"x": float(i), "s": "v" * i})
         run.summary["best"] = 1
         run.finish()
-    finally:
-        _stream.SEAL_MIN_BYTES = old
     settle(store)  # sealing runs in a child process after finish()
     return store / "p" / "runs" / rid
 

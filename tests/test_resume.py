@@ -162,9 +162,7 @@ def test_log_after_finish_is_a_state_error(store):
 
 
 def test_many_segments_and_resume(store, monkeypatch):
-    from localtrack import _logfile, _stream
-    monkeypatch.setattr(_stream, "ROTATE_BYTES", 2000)
-    monkeypatch.setattr(_logfile, "_WINDOW", 4096)  # rotation is considered when a window fills
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "2000")
     run = localtrack.init(project="p", id="seg", dir=store)
     for i in range(500):
         run.log({"i": i, "pad": "x" * 40})  # ~60 bytes a row: a window fills every ~70 rows

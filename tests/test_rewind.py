@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack import _logfile, _stream
 from localtrack.errors import RunLockedError, RunNotFoundError, UsageError
 
 from .helpers import run_script, script, settle
@@ -50,9 +49,8 @@ def _files(store: Path) -> dict[str, bytes]:
 @pytest.fixture
 def small_logs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Log files of a few KiB, each sealed as soon as it is closed: rewinds land in segments."""
-    monkeypatch.setattr(_stream, "ROTATE_BYTES", 3000)
-    monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 0)
-    monkeypatch.setattr(_logfile, "_WINDOW", 4096)
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "3000")
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "0")
 
 
 def test_a_rewind_archives_the_rows_after_the_step_and_continues_after_it(store):
@@ -215,11 +213,9 @@ def test_sigkill_at_any_instant_of_a_rewind_leaves_the_run_whole_or_rewound(tmp_
     contiguous new rows), and the next writer resumes it. Bounded: TRIALS kills."""
     base = tmp_path / "base"
     code = """
-import sys, localtrack
-from localtrack import _logfile, _stream
-_stream.ROTATE_BYTES = 3000
-_stream.SEAL_MIN_BYTES = 0
-_logfile._WINDOW = 4096
+import os, sys, localtrack
+os.environ["LOCALTRACK_ROTATE_BYTES"] = "3000"
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0"
 run = localtrack.init(project="p", id="r", dir=sys.argv[1])
 for i in range(600):
     if i % 5 == 0:

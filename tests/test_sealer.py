@@ -14,16 +14,14 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack import _doctor, _fsutil, _logfile, _sealer, _stream, _wal
+from localtrack import _doctor, _fsutil, _logfile, _sealer, _wal
 
 from .helpers import run_script, script, steps_of, wait_for
 
 ROTATING_WRITER = """
-import json, sys, localtrack
-from localtrack import _logfile, _stream, _wal
-_stream.ROTATE_BYTES = 50_000    # rotate often: the check runs when a mapped window fills,
-_logfile._WINDOW = 8 * 4096       # so make those small too
-_stream.SEAL_MIN_BYTES = 0       # and have the finished tail sealed
+import json, os, sys, localtrack
+os.environ["LOCALTRACK_ROTATE_BYTES"] = "50000"  # rotate often
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0"  # and have the finished tail sealed
 run = localtrack.init(project="p", id="r", dir=sys.argv[1])
 for i in range(5000):
     run.log({"loss": 1.0 / (i + 1), "acc": i / 5000})
@@ -208,7 +206,7 @@ def test_a_finished_tail_keeps_its_padding_for_the_sealer_to_remove(store, monke
     """finish() leaves the padding of a tail that its sealer will seal (on ext4 the cut waited
     for the file's writeback whenever a journal commit was under way: finish took 20-40 ms);
     readers and a resume ignore it silently, and the sealer seals the padded log."""
-    monkeypatch.setattr(_stream, "SEAL_MIN_BYTES", 500)
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "500")
     run = localtrack.init(project="p", id="r", dir=store)
     holder = _hold_seal_lock(store)  # no sealer starts yet: look at what finish() left
     for i in range(100):
@@ -260,8 +258,7 @@ def test_readers_see_every_step_while_a_sealer_works_through_a_backlog(store, mo
     every read of the history, the summary and the last step sees all of it. (Reading the
     manifest before the listing missed the last logs once the sealer deleted them; with a
     backlog, each read lost its first log to the sealer and gave up after 50 tries.)"""
-    monkeypatch.setattr(_stream, "ROTATE_BYTES", 4_000)
-    monkeypatch.setattr(_logfile, "_WINDOW", 4096)
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "4000")
     monkeypatch.setattr(_sealer, "request", lambda *a, **k: None)  # a backlog builds up
     run = localtrack.init(project="p", id="b", dir=store)
     for i in range(3000):

@@ -23,11 +23,9 @@ import localtrack
 from .helpers import run_script, script
 
 WRITER = """
-import random, sys, localtrack
-from localtrack import _logfile, _run, _stream
-_stream.ROTATE_BYTES = 20_000          # rotate often, so signals land inside rotation
-_logfile._WINDOW = 8192                 # (rotation is considered when a mapped window fills)
-_stream.SEAL_MIN_BYTES = 2_000
+import os, random, sys, localtrack
+os.environ["LOCALTRACK_ROTATE_BYTES"] = "20000"  # rotate often, so signals land inside rotation
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "2000"
 rng = random.Random(int(sys.argv[2]))
 style = sys.argv[3]
 print("init", flush=True)
@@ -117,10 +115,8 @@ def test_signal_loop(store):
 
 
 HANDLER = """
-import signal, sys, localtrack
-from localtrack import _logfile, _run, _stream
-_stream.ROTATE_BYTES = 20_000
-_logfile._WINDOW = 8192
+import os, signal, sys, localtrack
+os.environ["LOCALTRACK_ROTATE_BYTES"] = "20000"
 run = localtrack.init(project="p", id="h", resume="allow", dir=sys.argv[1])
 chain = sys.argv[2] == "chain"
 ours = signal.getsignal(signal.SIGTERM)

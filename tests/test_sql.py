@@ -34,10 +34,10 @@ LRS = {"a": 1e-2, "b": 5e-4, "c": 1e-4, "d": 2e-3, "e": 1e-5}
 
 WRITER = """
 import json, sys, localtrack
-from localtrack import _stream
+import os
 root, seal, lrs, steps = sys.argv[1], sys.argv[2] == "parquet", json.loads(sys.argv[3]), int(sys.argv[4])
 if seal:
-    _stream.SEAL_MIN_BYTES = 0  # every finished tail sealed into Parquet
+    os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0"  # every finished tail sealed into Parquet
 for i, (rid, lr) in enumerate(lrs.items()):
     run = localtrack.init(project="p", id=rid, dir=root, group=f"g{i % 2}", tags=["t", rid],
                           config={"lr": lr, "opt": {"name": "adam"}})
@@ -140,8 +140,8 @@ def test_rewound_and_forked_runs_read_as_the_read_api_does(store):
     write(store)
     res = run_script("""
         import sys, localtrack
-        from localtrack import _stream
-        _stream.SEAL_MIN_BYTES = 0
+        import os
+        os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0"
         root = sys.argv[1]
         run = localtrack.init(project="p", dir=root, resume_from="a?_step=9")  # rows 10..29 archived
         for s in range(10, 15):
@@ -224,8 +224,8 @@ def test_without_duckdb_the_error_names_the_extra(store):
 def test_a_key_of_two_kinds_across_runs_is_read_as_text(store):
     res = run_script("""
         import sys, localtrack
-        from localtrack import _stream
-        _stream.SEAL_MIN_BYTES = 0
+        import os
+        os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0"
         for rid, value in (("n", 1.5), ("s", "high")):
             run = localtrack.init(project="p", id=rid, dir=sys.argv[1])
             run.log({"x": value})
@@ -358,11 +358,11 @@ def test_a_key_of_numbers_histograms_and_unsealed_text_reads_as_text(store):
     the history is read into memory and the key is JSON text (no query error from DuckDB)."""
     res = run_script("""
         import sys, localtrack
-        from localtrack import _stream
+        import os
         root = sys.argv[1]
         hist = localtrack.Histogram(np_histogram=([1, 2], [0.0, 1.0, 2.0]))
         for rid, value, seal in (("n", 1.5, True), ("h", hist, True), ("t", "high", False)):
-            _stream.SEAL_MIN_BYTES = 0 if seal else 1 << 40
+            os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0" if seal else 1 << 40
             run = localtrack.init(project="p", id=rid, dir=root)
             run.log({"x": value, "y": 1})
             run.finish()

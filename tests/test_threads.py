@@ -10,14 +10,12 @@ import warnings
 import pytest
 
 import localtrack
-from localtrack import _logfile, _stream
 
 
 @pytest.fixture
 def small_logs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rotate every few KiB, so that threads race through rotation too."""
-    monkeypatch.setattr(_stream, "ROTATE_BYTES", 20_000)
-    monkeypatch.setattr(_logfile, "_WINDOW", 8192)
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "20000")
 
 
 def _race(threads: int, body) -> list[BaseException]:

@@ -25,11 +25,9 @@ from localtrack import _sealer
 from .helpers import script
 
 WRITER = """
-import random, sys, localtrack
-from localtrack import _logfile, _stream
-_stream.ROTATE_BYTES = 20_000          # seal often, so kills land inside sealing
-_logfile._WINDOW = 8192                 # (rotation is considered when a mapped window fills)
-_stream.SEAL_MIN_BYTES = 2_000         # and finish() seals too
+import os, random, sys, localtrack
+os.environ["LOCALTRACK_ROTATE_BYTES"] = "20000"  # seal often, so kills land inside sealing
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "2000"  # and finish() seals too
 rng = random.Random(int(sys.argv[2]))
 run = localtrack.init(project="p", id="t", resume="allow", dir=sys.argv[1])
 print("start", run.step, flush=True)

@@ -408,7 +408,7 @@ class RunUpload:
         st.synced_at = time.time()
         self._save()
 
-    def _manifest(self) -> tuple[bytes | None, dict[str, Any]]:
+    def _manifest(self) -> tuple[bytes | None, _segments.Manifest]:
         """The manifest's bytes (None when there is none) and its checked content."""
         path = self.rdir / _segments.MANIFEST
         try:
