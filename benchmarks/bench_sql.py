@@ -64,10 +64,10 @@ out = {run.id: pc.max(run.history_table(["val/acc"])["val/acc"]).as_py() for run
 }
 
 WRITER = """
-import math, random, sys, localtrack
+import math, os, random, sys, localtrack
 from pathlib import Path
-from localtrack import _sealer, _stream
-_stream.SEAL_MIN_BYTES = 0  # seal every tail: the Parquet layout other engines read
+from localtrack import _sealer
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0"  # seal every tail: the Parquet layout other engines read
 root, worker, workers, runs, steps = sys.argv[1], *map(int, sys.argv[2:6])
 for i in range(worker, runs, workers):
     rnd = random.Random(i)
