@@ -44,12 +44,15 @@ _RUN_COLUMNS = ("id", "project", "name", "state", "created", "group", "job_type"
 def query(root: StorePath, sql: str, project: str | None = None) -> pa.Table:
     """Run ``sql`` against the views of the store at ``root`` (one project, or all)."""
     duckdb = _duckdb()
+    if project and project.count("/") == 1:
+        project = project.split("/")[1]  # W&B's "entity/project"
     # Offline by design: an extension a query needs (httpfs for an s3:// path of its own) is an
     # error quoting DuckDB, never a download attempt that hangs without a network.
     con = duckdb.connect(config={"autoinstall_known_extensions": False})
     try:
+        runs = None
         for name in _named_views(sql):
-            _register(con, name, root, project)
+            runs = _register(con, name, root, project, runs)
         try:
             relation = con.sql(sql)
             return _empty() if relation is None else relation.to_arrow_table()
@@ -80,20 +83,23 @@ def _named_views(sql: str) -> list[str]:
     return [name for name in VIEWS if name in words]
 
 
-def _register(con: Any, name: str, root: StorePath, project: str | None) -> None:
+def _register(con: Any, name: str, root: StorePath, project: str | None,
+              runs_cache: list[ApiRun] | None) -> list[ApiRun] | None:
+    """Register view ``name``; the runs listed for ``runs`` serve ``events`` too."""
     if name == "history":
         dataset, table = history_sources(root, project)
         con.register("_history_memory", table)
         if dataset is None:
             con.execute("CREATE VIEW history AS SELECT * FROM _history_memory")
-            return
+            return runs_cache
         con.register("_history_segments", dataset)
         first = "run_id, project, _step, _timestamp"
         con.execute(f"CREATE VIEW history AS SELECT {first}, * EXCLUDE ({first}) FROM "
                     "(SELECT * FROM _history_segments UNION ALL BY NAME SELECT * FROM _history_memory)")
-        return
-    runs = _runs(root, project)
+        return runs_cache
+    runs = runs_cache if runs_cache is not None else _runs(root, project)
     con.register(name, runs_table(runs) if name == "runs" else events_table(runs))
+    return runs
 
 
 def _runs(root: StorePath, project: str | None) -> list[ApiRun]:
@@ -281,9 +287,10 @@ def _plain_segments(rdir: StorePath, ctx: Ctx, fs: Any
                 name = f"{path.remote.base}/{path.key}"
             else:
                 return None
+            name.encode()  # pyarrow and DuckDB take UTF-8 paths only
             found.append((name, ds.ParquetFileFormat().inspect(name, filesystem=fs)))
-        except (OSError, pa.ArrowException):
-            return None
+        except (OSError, pa.ArrowException, UnicodeEncodeError):
+            return None  # read whole: the reader opens it, or says what is wrong
     rest = [_segments._log_rows(rdir, seq, bodies, data, None, ctx)
             for seq, bodies, data in logs if bodies]
     return found, rest
