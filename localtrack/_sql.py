@@ -255,10 +255,6 @@ def _filesystem(root: StorePath) -> Any:
     import pyarrow.fs as pafs
 
     if isinstance(root, Path):
-        try:
-            str(root).encode()
-        except UnicodeEncodeError:  # pyarrow takes paths as UTF-8: read such a store whole
-            return None
         return pafs.LocalFileSystem()
     return root.remote.fs if isinstance(root.remote, ArrowRemote) else None
 
