@@ -82,6 +82,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         extra += f" signal={e['signal']}" if "signal" in e else ""  # what preempted it
         if e.get("event") == "rewound":  # the rows after `to` are archived
             extra += f" from step {e.get('from_step')} to step {e.get('to')}"
+        if e.get("event") == "alert":  # run.alert()
+            extra += f" [{e.get('level')}] {e.get('title')}: {e.get('text')}"
+        if e.get("event") == "metric":  # define_metric()
+            extra += " " + " ".join(f"{k}={e[k]!r}" for k in ("name", *_METRIC_FIELDS) if k in e)
         extra += f"  [{_job_facts(e['cluster'])}]" if isinstance(e.get("cluster"), dict) else ""
         print(f"event    {_fmt_time(e.get('time', 0))}  {e.get('event')} at step {e.get('step')}{extra}")
     print("config")
@@ -109,6 +113,9 @@ def _histogram_text(value: Any) -> str | None:
     else:
         return None
     return f"histogram[{len(counts)} bins, {sum(counts)} values]"
+
+
+_METRIC_FIELDS = ("step_metric", "summary", "goal", "hidden")
 
 
 def _job_facts(cluster: dict[str, Any]) -> str:

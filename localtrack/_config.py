@@ -68,6 +68,12 @@ class Config(MutableMapping[str, Any]):
             data.update(config_dict(other), **kw)
             self._commit(data)
 
+    def setdefaults(self, d: Any) -> None:
+        """Set the keys of ``d`` not set yet (W&B's ``config.setdefaults``)."""
+        with self._lock:
+            data = {**config_dict(d), **self._data}
+            self._commit(data)
+
     def _commit(self, data: dict[str, Any]) -> None:
         self._persist(data)  # validates and writes first: a bad value changes nothing
         object.__setattr__(self, "_data", data)
@@ -112,6 +118,21 @@ class Summary(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         self.update({key: value})
 
+    def __getattr__(self, name: str) -> Any:
+        """``run.summary.best`` reads the key "best" (W&B's attribute access)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"summary has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self.update({name: value})
+
     def __delitem__(self, key: str) -> None:
         with self._lock:
             explicit = dict(self._explicit)
@@ -119,10 +140,10 @@ class Summary(MutableMapping[str, Any]):
             self._persist(explicit)
             self._explicit = explicit
 
-    def update(self, other: Any = (), /, **kw: Any) -> None:
+    def update(self, other: Any = None, /, **kw: Any) -> None:
         with self._lock:
             explicit = dict(self._explicit)
-            explicit.update(_flat(dict(other, **kw)))
+            explicit.update(_flat(dict(other or {}, **kw)))
             self._persist(explicit)
             self._explicit = explicit
 
@@ -213,3 +234,12 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _is_wandb_entry(value: object) -> bool:
     """W&B's file format wraps each value: ``{value: 0.1, desc: "learning rate"}``."""
     return isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}
+
+
+DEFAULTS_FILE = "config-defaults.yaml"
+
+
+def config_defaults() -> dict[str, Any]:
+    """W&B's config-defaults.yaml in the working directory (plain or ``{value: ...}`` entries):
+    the config a run starts from, under init()'s own."""
+    return read_config_file(DEFAULTS_FILE) if os.path.isfile(DEFAULTS_FILE) else {}

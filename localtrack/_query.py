@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _durable, _layout, _naming, _remotes, _segments, _settings, _store, _wal
+from . import _durable, _layout, _metrics, _naming, _remotes, _segments, _settings, _store, _wal
 from ._media import Histogram
 from ._naming import Ctx
 from ._remotes import _chunks
@@ -75,7 +75,13 @@ class ApiRun:
     @property
     def summary(self) -> dict[str, Any]:
         """Last logged value of each key, overridden by run.summary values; nested on '/'."""
-        return _store.summary(self._rdir, **self._ctx)
+        return _store.summary(self._rdir, _metrics.fold(self.events), **self._ctx)
+
+    @property
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """The run's define_metric() definitions by name (or glob), in the order first defined:
+        ``{"val/*": {"step_metric": "epoch", "step_sync": True, "summary": ["min"], ...}}``."""
+        return _metrics.fold(self.events)
 
     @property
     def last_step(self) -> int:

@@ -308,6 +308,32 @@ def _finish(c: Case) -> None:
     localtrack.finish()
 
 
+def _on_active(call: Callable[[], Any]) -> Call:
+    """A module-level call that acts on the active run: on the hostile store's run."""
+    def case(c: Case) -> Any:
+        c.resumed()
+        return call()
+    return case
+
+
+def _restore(c: Case) -> Any:
+    with localtrack.restore("a.txt", run_path=f"{PROJECT}/{RUN}", dir=c.store) as f:
+        return f.read()
+
+
+class _Model:
+    """Stands for a torch module (the boundary must hold without torch too)."""
+
+    def named_parameters(self) -> list[Any]:
+        return []
+
+    def register_forward_hook(self, hook: Any) -> Any:
+        return self
+
+    def remove(self) -> None:
+        pass
+
+
 Call = Callable[[Any], Any]
 
 # localtrack.__all__: each name called the way a user calls it. Writers get a store of their own.
@@ -317,6 +343,12 @@ TOP_LEVEL: dict[str, Call] = {
     "Run": lambda c: c.resumed(),
     "agent": lambda c: localtrack.agent(c.sweep_id, function=_job, count=1, project=PROJECT,
                                         dir=c.store),
+    "alert": _on_active(lambda: localtrack.alert("t", "x", level="WARN")),
+    "define_metric": _on_active(lambda: localtrack.define_metric("x", summary="min")),
+    "restore": _restore,
+    "save": _on_active(lambda: localtrack.save("*.txt", policy="now")),
+    "watch": _on_active(lambda: localtrack.watch(_Model(), log=None)),
+    "unwatch": _on_active(lambda: localtrack.unwatch()),
     "finish": _finish,
     "init": lambda c: localtrack.init(project=PROJECT, dir=c.store),
     "log": _log,
@@ -325,6 +357,8 @@ TOP_LEVEL: dict[str, Call] = {
 }
 READ_ONLY = {"Api", "ApiRun"}
 NOT_CALLED = {"LocaltrackError": "the error root itself", "__version__": "a string",
+              "AlertLevel": "an enum", "login": "a no-op: nothing to log in to",
+              "setup": "a no-op", "teardown": "a no-op",
               "Settings": "a record of init()'s settings: no I/O of its own",
               "Histogram": "a value made in memory: no I/O of its own"}
 
@@ -340,17 +374,27 @@ API: dict[str, Call] = {
     "sweep": lambda api: api.sweep(f"{PROJECT}/{_sweep_id(api.root)}"),
 }
 APIRUN: dict[str, Call] = {
-    **{n: _get(n) for n in ("config", "dir", "last_step", "path", "rewinds", "summary", "updated")},
+    **{n: _get(n) for n in ("config", "dir", "last_step", "metrics", "path", "rewinds", "summary",
+                            "updated")},
     "history": lambda r: r.history(include_rewound=True),
     "history_df": lambda r: r.history_df(),
     "histograms": lambda r: r.histograms("x"),
 }
-RUN_ATTRIBUTES = {"summary"}  # set per instance, so not among the class's public members
+RUN_ATTRIBUTES = {"summary", "name_set"}  # not among the class's public members (an instance
+# attribute; setting run.name, which rewrites run.json)
 RUN_MEMBERS: dict[str, Call] = {
-    **{n: _get(n) for n in ("dir", "path", "state")},
+    **{n: _get(n) for n in ("dir", "path", "state", "name", "tags", "group", "notes", "job_type",
+                            "entity", "sweep_id", "url")},
+    "project_name": lambda r: r.project_name(),
+    "define_metric": lambda r: r.define_metric("x", summary="min"),
+    "alert": lambda r: r.alert("t", "x"),
+    "save": lambda r: r.save("*.txt"),
+    "watch": lambda r: r.watch(_Model(), log="all"),
+    "unwatch": lambda r: r.unwatch(),
     "log": lambda r: r.log({"x": 100}),
     "mark_preempting": lambda r: r.mark_preempting(),
     "rewind": lambda r: r.rewind(0),
+    "name_set": lambda r: setattr(r, "name", "renamed"),
     "summary": lambda r: dict(r.summary),  # read back from the files (an instance attribute)
     "finish": lambda r: r.finish(),
 }
