@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _alerts, _files, _fsutil, _metrics, _naming, _store, _wal, _watch
 from ._codec import dumps, encode_tree
-from ._config import Config, Summary
+from ._config import Config, Summary, config_errors
 from ._frames import frame
 from ._guard import Guarded, critical
 from ._history import History, State
@@ -291,7 +291,8 @@ class Run(RunInfo, History):
     @critical
     def _write_config(self, data: dict[str, Any]) -> None:
         self._require_running("change the config of")
-        payload = dumps(encode_tree(data, self._where))
+        with config_errors():
+            payload = dumps(encode_tree(data, self._where))
         with _fsutil.storage_errors("write", self._rdir / _store.CONFIG_JSON, **self._ctx):
             _fsutil.atomic_write(self._rdir / _store.CONFIG_JSON, payload)
 

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 from . import _alerts, _files, _guard, _metrics, _run, _settings, _start
 from ._codec import encode_tree
-from ._config import Config, Summary, config_defaults, config_dict, read_config_file
+from ._config import Config, Summary, config_defaults, config_dict, config_errors, read_config_file, storable
 from ._naming import new_run_id
 from .errors import UnknownArgumentError, UsageError
 
@@ -237,7 +237,8 @@ def init(project: str | None = None, *, entity: str | None = None,
     run_config = _run_config(config, config_include_keys, config_exclude_keys,
                              sweep.params if sweep is not None else {})
     label = f"run {resolved.run_id!r}" if resolved.run_id else "a new run"
-    encode_tree(run_config, f"{label} in project {resolved.project!r}")  # even if not used below
+    with config_errors():
+        encode_tree(run_config, f"{label} in project {resolved.project!r}")  # even if not used
     how = _settings.reinit_mode(args["reinit"])
     previous = _while_active(how, resolved, job=sweep is not None)
     if previous is not None:
@@ -301,7 +302,8 @@ def _run_config(config: object, include: Collection[str] | None, exclude: Collec
     data = {**config_defaults(), **config_dict(config, include=include, exclude=exclude)}
     for path in _settings.config_paths():
         data.update(read_config_file(path))
-    return {**data, **sweep_params}
+    out: dict[str, Any] = storable({**data, **sweep_params})
+    return out
 
 
 def _while_active(how: str, resolved: _settings.Settings, job: bool) -> _run.Run | None:

@@ -408,3 +408,58 @@ def test_run_json_keeps_its_other_fields_when_renamed(tmp_path: Path) -> None:
         run.notes = None
         after = json.loads((Path(run.dir) / "run.json").read_text())
     assert after == {**before, "name": "x"}
+
+
+# -- papercuts -------------------------------------------------------------------------------
+
+
+def test_config_paths_devices_and_dtypes_are_stored_as_strings(job: Path) -> None:
+    pytest.importorskip("torch")
+    out = ok(run_py(job, """
+        import pathlib
+        import torch
+        import localtrack as wandb
+        run = wandb.init(project="p", id="r1", dir="store",
+                         config={"data": pathlib.Path("/data/x"), "device": torch.device("cpu"),
+                                 "dtype": torch.bfloat16, "nested": {"dirs": [pathlib.Path("a")]}})
+        run.config.update({"out": pathlib.PurePosixPath("out/1")})
+        run.config.setdefaults({"dev2": torch.device("cpu", 0)})
+        try:
+            run.config.update({"model": object()})
+        except wandb.LocaltrackError as exc:
+            print(exc)
+        try:
+            wandb.init(project="p", id="r2", dir="store", config={"model": object()},
+                       reinit="create_new")
+        except wandb.LocaltrackError as exc:
+            print(exc)
+    """))
+    assert api_run(job).config == {"data": "/data/x", "device": "cpu", "dtype": "torch.bfloat16",
+                                   "nested": {"dirs": ["a"]}, "out": "out/1", "dev2": "cpu:0"}
+    lines = out.strip().split("\n")
+    assert len(lines) == 2
+    for line in lines:
+        assert line.startswith("Cannot store config key 'model' in run '"), line
+        assert "Cannot log" not in line and "Config values may be" in line
+
+
+def test_show_cut_off_by_a_closed_pipe_ends_quietly(job: Path) -> None:
+    ok(run_py(job, """
+        import localtrack as wandb
+        run = wandb.init(project="p", id="r1", dir="store", config={f"k{i}": i for i in range(3000)})
+        for i in range(3000):
+            run.log({"a": i})
+    """))
+    # As `localtrack show p/r1 | head -2`: the reader closes the pipe after two lines.
+    proc = subprocess.Popen([sys.executable, "-m", "localtrack", "show", "p/r1", "--dir",
+                             str(job / "store"), "--rows", "3000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ,
+                                                         "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.stdout is not None and proc.stderr is not None
+    lines = [proc.stdout.readline() for _ in range(2)]
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports it
+    assert lines[0].startswith(b"run      p/r1")
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err
