@@ -463,3 +463,15 @@ def test_show_cut_off_by_a_closed_pipe_ends_quietly(job: Path) -> None:
     assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports it
     assert lines[0].startswith(b"run      p/r1")
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err
+
+
+def test_an_agent_on_a_finished_sweep_says_so(tmp_path: Path) -> None:
+    sid = localtrack.sweep({"method": "grid", "parameters": {"x": {"values": [1, 2]}}},
+                           project="p", dir=tmp_path)
+    assert localtrack.agent(sid, function=lambda: localtrack.init().log({"a": 1}), project="p",
+                            dir=tmp_path) == 2
+    res = subprocess.run([sys.executable, "-m", "localtrack", "agent", f"p/{sid}", "--dir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert res.returncode == 0, res.stderr  # nothing failed: an agent array may start late
+    assert f"sweep p/{sid} has no job left to run (2 finished)" in res.stderr
