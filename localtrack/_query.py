@@ -125,19 +125,29 @@ class ApiRun:
 
     def _updated(self) -> float:
         rdir = self._rdir
-        if isinstance(rdir, RemotePath):  # object stores have no directory times: list the objects
-            times = [e.mtime for e in rdir.entries().values()]
-            for folder in (rdir / "wal", rdir / _store.EVENTS):
-                for name, entry in folder.entries().items():
-                    times.append(entry.mtime)
-                    if entry.is_dir:
-                        times += [e.mtime for e in (folder / name).entries().values()]
-            return max([t for t in times if t], default=self.created)
+        if isinstance(rdir, RemotePath) or (rdir / _store.EVENTS).is_dir():
+            return self._copy_updated()
         paths = [rdir / "wal", rdir / _store.EVENTS, rdir / "manifest.json"]
         wal = rdir / "wal"
         if wal.is_dir():
             paths += list(wal.iterdir())
         return max((p.stat().st_mtime for p in paths if p.exists()), default=self.created)
+
+    def _copy_updated(self) -> float:
+        """In a sync copy (events and logs are folders of chunks) the files' times are when
+        sync copied them: the run's own times say when it changed (its events, and the time of
+        the last row of its newest log when that row carries one)."""
+        times = [float(e["time"]) for e in self.events if isinstance(e.get("time"), (int, float))]
+        listed = _segments.wal_seqs(self._rdir)
+        if listed:
+            try:
+                record = self._last_record(_segments.wal_log(self._rdir, listed[-1]))
+            except FileNotFoundError:  # sealed meanwhile: the events say enough
+                record = None
+            stamp = (record or {}).get("_timestamp")
+            if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+                times.append(float(stamp))
+        return max(times, default=self.created)
 
     def history(self, keys: list[str] | None = None, *,
                 include_rewound: bool = False) -> pa.Table:

@@ -475,3 +475,44 @@ def test_an_agent_on_a_finished_sweep_says_so(tmp_path: Path) -> None:
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert res.returncode == 0, res.stderr  # nothing failed: an agent array may start late
     assert f"sweep p/{sid} has no job left to run (2 finished)" in res.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "localtrack", *args], capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def test_doctor_reads_a_sync_copy_without_repairing_it(tmp_path: Path) -> None:
+    store, remote = tmp_path / "store", tmp_path / "remote"
+    for rid in ("a", "b"):
+        with localtrack.init(project="p", id=rid, dir=store) as run:
+            run.log({"x": 1})
+    live = localtrack.init(project="p", id="live", dir=store)
+    live.log({"x": 1})
+    localtrack.sync(str(remote), dir=store)
+    live.finish()
+    res = _cli("doctor", "--dir", str(remote))  # raised IsADirectoryError, then saw chunk folders
+    assert (res.returncode, res.stdout.strip()) == (0, "0 problem(s), 0 fixed, 0 left"), res.stderr
+    (remote / "p" / "runs" / "b" / "config.json").write_text("not json")
+    res = _cli("doctor", "--dir", str(remote))
+    assert res.returncode == 1
+    assert res.stdout.startswith("p/b  NEEDS ATTENTION: cannot be read from this sync copy")
+    assert "Sync again from the source store" in res.stdout
+    res = _cli("doctor", "--dir", str(remote), "--fix")
+    assert res.returncode == 2 and "is a copy that `localtrack sync` wrote" in res.stderr
+    assert (remote / "p" / "runs" / "b" / "config.json").read_text() == "not json"
+    res = _cli("doctor", "nosuch", "--dir", str(store))
+    assert res.returncode == 2 and "No project 'nosuch'" in res.stderr
+
+
+def test_a_sync_copy_says_when_the_run_changed_not_when_it_was_copied(tmp_path: Path) -> None:
+    store, remote = tmp_path / "store", tmp_path / "remote"
+    with localtrack.init(project="p", id="a", dir=store) as run:
+        for i in range(10):
+            run.log({"x": i})
+    finished = [e["time"] for e in localtrack.Api(dir=store).run("p/a").events][-1]
+    localtrack.sync(str(remote), dir=store)
+    copied = localtrack.Api(dir=remote).run("p/a").updated
+    assert copied == finished  # the finished event: the run's last change, not a file's time
+    assert copied < (remote / "p" / "runs" / "a" / "run.json").stat().st_mtime
