@@ -9,10 +9,8 @@ run. One call copies at most MAX_FILES files (one inode each).
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -51,6 +49,8 @@ def plan(glob_str: Any, base_path: Any, policy: Any) -> tuple[str, str]:
 
 def copy(rdir: Path, pattern: str, base: str) -> list[str]:
     """Copy the files matching ``pattern`` into ``rdir/files``; returns the stored paths."""
+    import glob  # (with shutil, 10 ms that `import localtrack` does not pay)
+
     sources = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)]
     if len(sources) > MAX_FILES:
         raise UsageError(f"run.save({pattern!r}) matches {len(sources)} files, more than "
@@ -76,6 +76,8 @@ def save_code(rdir: Path) -> str | None:
 
 
 def _copy_file(src: Path, dst: Path) -> str:
+    import shutil
+
     _fsutil.ensure_dir(dst.parent)
     tmp = dst.with_name(f"{_fsutil.TMP_PREFIX}{dst.name}")
     try:

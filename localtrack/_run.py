@@ -70,6 +70,8 @@ class Run(RunInfo, History):
         self.summary = Summary(self._summary_last,
                                _store.read_tree(rdir / _store.SUMMARY_JSON, "summary", **ctx),
                                self._write_summary, self._mutex)
+        if resumed:
+            self._sync_steps()
 
     # -- public API ------------------------------------------------------------------------
 
@@ -163,6 +165,12 @@ class Run(RunInfo, History):
             fields["overwrite"] = True
         self._event("metric", **fields)
         _metrics.merge(defs, fields)
+        self._sync_steps()
+
+    def _sync_steps(self) -> None:
+        """From the first step_sync definition on, log() fills in step metrics (a resumed run
+        whose earlier process defined one too)."""
+        defs = self._definitions()
         if any(d.get("step_sync") for d in defs.values()):
             if self._step_sync is None:
                 self._step_sync = _metrics.StepSync(defs, self._summary_raw())

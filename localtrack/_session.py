@@ -205,9 +205,11 @@ def init(project: str | None = None, *, entity: str | None = None,
 
     Only ``project`` is positional: W&B's ``init("team", "proj")`` (entity, project) would
     otherwise mean project="team", id="proj" here. An argument W&B takes that has no local
-    meaning (``save_code``, ``magic``, ``sync_tensorboard``, ``monitor_gym``, ``anonymous``,
+    meaning (``magic``, ``sync_tensorboard``, ``monitor_gym``, ``anonymous``,
     ``force``, ``tensorboard``, ``allow_val_change``) is accepted and ignored (README, "Coming
-    from W&B"); an argument W&B does not take is an ``UnknownArgumentError``.
+    from W&B"); an argument W&B does not take is an ``UnknownArgumentError``. ``save_code``
+    copies the main script into the run's ``code/``; a ``config-defaults.yaml`` in the working
+    directory is the base of the config (W&B's).
     """
     if unknown:
         raise _unknown_argument(next(iter(unknown)))

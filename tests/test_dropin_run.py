@@ -64,6 +64,8 @@ def test_define_metric_summaries_hold_across_a_resume(job: Path) -> None:
     assert ok(run_py(job, METRICS, "0.5,0.2,0.9")).split() == ["0.2", "False"]
     assert ok(run_py(job, METRICS, "0.7,0.4")).split() == ["0.2", "False"]
     run = api_run(job)
+    rows = [r for r in run.history().to_pylist() if r["val/loss"] is not None]
+    assert [r["epoch"] for r in rows] == [1, 4, 7, 10, 13]  # step_sync, also after the resume
     assert run.summary["val"]["loss"] == {"min": 0.2, "last": 0.4}
     assert run.summary["acc"] == {"best": pytest.approx(0.8)}
     assert "train" not in run.summary  # summary="none"
