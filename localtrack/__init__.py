@@ -10,8 +10,10 @@ Only the first argument of init(), sweep(), agent() and sync() is positional: W&
 from __future__ import annotations
 
 import os as _os
+from pathlib import Path as _Path
 from typing import Any as _Any
 
+from ._alerts import AlertLevel
 from ._artifacts import Artifact
 from ._media import Histogram
 from ._query import Api, ApiRun
@@ -23,6 +25,7 @@ from .errors import LocaltrackError
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlertLevel",
     "Api",
     "ApiRun",
     "Artifact",
@@ -39,13 +42,22 @@ __all__ = [
     "Video",
     "__version__",
     "agent",
+    "alert",
+    "define_metric",
     "finish",
     "init",
     "log",
     "log_artifact",
+    "login",
+    "restore",
+    "save",
+    "setup",
     "sweep",
     "sync",
+    "teardown",
+    "unwatch",
     "use_artifact",
+    "watch",
 ]
 
 
@@ -73,7 +85,16 @@ def use_artifact(artifact_or_name: _Any) -> _Any:
     return _active("use_artifact").use_artifact(artifact_or_name)
 
 
-def _active(what: str) -> _Any:
+def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
+    """Finish the active run, if any (``exit_code`` None: success)."""
+    from . import _session
+
+    run = _session.current()
+    if run is not None:
+        run.finish(exit_code=exit_code, quiet=quiet)
+
+
+def _active(what: str) -> Run:
     from . import _session
     from .errors import UsageError
 
@@ -83,13 +104,71 @@ def _active(what: str) -> _Any:
     return run
 
 
-def finish(exit_code: int = 0) -> None:
-    """Finish the active run, if any."""
+def define_metric(name: str, step_metric: str | None = None, *, step_sync: bool | None = None,
+                  summary: str | None = None, goal: str | None = None,
+                  hidden: bool | None = None, overwrite: bool | None = None) -> None:
+    """Run.define_metric on the active run."""
+    _active("define_metric").define_metric(name, step_metric, step_sync=step_sync,
+                                           summary=summary, goal=goal, hidden=hidden,
+                                           overwrite=overwrite)
+
+
+def alert(title: str, text: str, level: str | AlertLevel = "INFO",
+          wait_duration: _Any = None) -> None:
+    """Run.alert on the active run."""
+    _active("alert").alert(title, text, level, wait_duration)
+
+
+def watch(models: _Any, criterion: _Any = None, log: str | None = "gradients",
+          log_freq: int = 1000, idx: int | None = None, log_graph: bool = False) -> None:
+    """Run.watch on the active run."""
+    _active("watch").watch(models, criterion, log, log_freq, idx, log_graph)
+
+
+def unwatch(models: _Any = None) -> None:
+    """Run.unwatch on the active run (nothing without one)."""
     from . import _session
 
     run = _session.current()
     if run is not None:
-        run.finish(exit_code=exit_code)
+        run.unwatch(models)
+
+
+def save(glob_str: str | _os.PathLike[str], base_path: str | _os.PathLike[str] | None = None,
+         policy: str = "live") -> list[str]:
+    """Run.save on the active run."""
+    return _active("save").save(glob_str, base_path, policy)
+
+
+def restore(name: str, run_path: str | None = None, replace: bool = False,
+            root: str | _os.PathLike[str] | None = None, *,
+            dir: str | _os.PathLike[str] | None = None) -> _Any:
+    """A file that ``run.save()`` stored, opened for reading: of the run ``run_path``
+    (``"project/id"`` or ``"entity/project/id"`` in the store ``dir``) or the active run;
+    with ``root``, copied there first (``replace``: over a file already there)."""
+    from . import _files
+
+    if run_path is None:
+        run = _active("restore")
+        where: _Any = run.dir and _Path(run.dir)  # "" for a disabled run
+        label = f"run {run.path}"
+    else:
+        api_run = Api(dir=dir).run(run_path)
+        where, label = api_run._rdir, f"run {api_run.path}"
+    return _files.open_saved(where, name, root, replace, label)
+
+
+def login(*args: _Any, **kwargs: _Any) -> bool:
+    """W&B's login(): there is nothing to log in to; returns True."""
+    return True
+
+
+def setup(*args: _Any, **kwargs: _Any) -> None:
+    """W&B's setup(): nothing to set up."""
+
+
+def teardown(exit_code: int | None = None) -> None:
+    """W&B's teardown(): nothing to tear down (finish() ends runs; exit finishes the rest)."""
 
 
 def sweep(config: dict[str, _Any], *, project: str | None = None,

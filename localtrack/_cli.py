@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -83,6 +84,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         extra += f" signal={e['signal']}" if "signal" in e else ""  # what preempted it
         if e.get("event") == "rewound":  # the rows after `to` are archived
             extra += f" from step {e.get('from_step')} to step {e.get('to')}"
+        if e.get("event") == "alert":  # run.alert()
+            extra += f" [{e.get('level')}] {e.get('title')}: {e.get('text')}"
+        if e.get("event") == "metric":  # define_metric()
+            extra += " " + " ".join(f"{k}={e[k]!r}" for k in ("name", *_METRIC_FIELDS) if k in e)
         extra += f"  [{_job_facts(e['cluster'])}]" if isinstance(e.get("cluster"), dict) else ""
         print(f"event    {_fmt_time(e.get('time', 0))}  {e.get('event')} at step {e.get('step')}{extra}")
     print("config")
@@ -129,6 +134,9 @@ def _histogram_text(value: Any) -> str | None:
     else:
         return None
     return f"histogram[{len(counts)} bins, {sum(counts)} values]"
+
+
+_METRIC_FIELDS = ("step_metric", "summary", "goal", "hidden")
 
 
 def _job_facts(cluster: dict[str, Any]) -> str:
@@ -428,3 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `localtrack show ... | head`: the reader has all it wanted
+        # Python flushes stdout again at exit: point it at /dev/null so that does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command cut off by `head`

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ._codec import MAX_DEPTH, unflatten
-from .errors import UsageError
+from .errors import InvalidValueError, UnsupportedTypeError, UsageError
 
 
 class Config(MutableMapping[str, Any]):
@@ -65,7 +65,13 @@ class Config(MutableMapping[str, Any]):
         config. A value may always change (W&B's ``allow_val_change`` is accepted for that)."""
         with self._lock:
             data = dict(self._data)
-            data.update(config_dict(other), **kw)
+            data.update(storable({**config_dict(other), **kw}))
+            self._commit(data)
+
+    def setdefaults(self, d: Any) -> None:
+        """Set the keys of ``d`` not set yet (W&B's ``config.setdefaults``)."""
+        with self._lock:
+            data = {**storable(config_dict(d)), **self._data}
             self._commit(data)
 
     def _commit(self, data: dict[str, Any]) -> None:
@@ -112,6 +118,21 @@ class Summary(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         self.update({key: value})
 
+    def __getattr__(self, name: str) -> Any:
+        """``run.summary.best`` reads the key "best" (W&B's attribute access)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"summary has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self.update({name: value})
+
     def __delitem__(self, key: str) -> None:
         with self._lock:
             explicit = dict(self._explicit)
@@ -119,10 +140,10 @@ class Summary(MutableMapping[str, Any]):
             self._persist(explicit)
             self._explicit = explicit
 
-    def update(self, other: Any = (), /, **kw: Any) -> None:
+    def update(self, other: Any = None, /, **kw: Any) -> None:
         with self._lock:
             explicit = dict(self._explicit)
-            explicit.update(_flat(dict(other, **kw)))
+            explicit.update(_flat(dict(other or {}, **kw)))
             self._persist(explicit)
             self._explicit = explicit
 
@@ -213,3 +234,43 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _is_wandb_entry(value: object) -> bool:
     """W&B's file format wraps each value: ``{value: 0.1, desc: "learning rate"}``."""
     return isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}
+
+
+DEFAULTS_FILE = "config-defaults.yaml"
+
+
+def config_defaults() -> dict[str, Any]:
+    """W&B's config-defaults.yaml in the working directory (plain or ``{value: ...}`` entries):
+    the config a run starts from, under init()'s own."""
+    return read_config_file(DEFAULTS_FILE) if os.path.isfile(DEFAULTS_FILE) else {}
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """A config with the values W&B takes but JSON has no type for stored as strings, as W&B
+    stores them: paths (``pathlib.Path``), ``torch.device``, ``torch.dtype``."""
+    if depth > MAX_DEPTH:  # left as it is, for the codec to refuse with a message naming it
+        return value
+    if isinstance(value, dict):
+        return {k: storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v, depth + 1) for v in value]
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        return path if isinstance(path, str) else os.fsdecode(path)
+    kind = type(value)
+    if kind.__module__ == "torch" and kind.__name__ in ("device", "dtype"):
+        return str(value)
+    return value
+
+
+@contextlib.contextmanager
+def config_errors() -> Iterator[None]:
+    """The codec's errors about a config value, worded for a config (not "log")."""
+    try:
+        yield
+    except (UnsupportedTypeError, InvalidValueError) as exc:
+        text = str(exc).replace("Cannot log key", "Cannot store config key").replace(
+            "Log int, float, bool, str, None, a localtrack.Histogram or a nested dict of them",
+            "Config values may be int, float, bool, str, None, a path, a list or a nested dict "
+            "of them")
+        raise type(exc)(text, project=exc.project, run_id=exc.run_id, path=exc.path) from None

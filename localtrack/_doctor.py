@@ -7,7 +7,8 @@ good data after it (a bad record in the middle, a missing segment, a garbled
 metadata file) is reported with the file and offset, never "fixed" by
 dropping data. A live run is only inspected. A folder that is not a run (a
 stray copy, a bad name, no run.json) and a run that cannot be read at all are
-findings too: one of them never stops the check of the others.
+findings too: one of them never stops the check of the others. A copy that `localtrack sync`
+wrote is checked the way readers read it, and never repaired (sync again to do that).
 """
 
 from __future__ import annotations
@@ -193,8 +194,12 @@ def check_store(root: Path, targets: list[str] | None = None, fix: bool = False)
         ids, skipped = _store.list_runs(root, project)
         found += [Finding(s.where, s.path, s.problem, False) for s in skipped]
         runs += [(project, rid) for rid in ids]
+    copy = (root / _layout.REMOTE_ID).exists()
+    if copy and fix:
+        raise UsageError(f"{str(root)!r} is a copy that `localtrack sync` wrote: --fix repairs "
+                         "the store runs are written to; run it there and sync again.")
     for project, rid in runs:
-        found += check_run(root, project, rid, fix)
+        found += _check_copy(root, project, rid) if copy else check_run(root, project, rid, fix)
     for project in projects:
         found += check_artifacts(root, project, fix)
     return found
@@ -219,3 +224,19 @@ def check_artifacts(root: Path, project: _naming.ProjectName, fix: bool) -> list
             finding.fixed = True
         found.append(finding)
     return found
+
+
+def _check_copy(root: Path, project: _naming.ProjectName, rid: _naming.RunId) -> list[Finding]:
+    """A run of a sync copy (its logs are folders of chunks): is it readable as readers read it?
+    Nothing there is repaired: syncing again from the source store does that."""
+    from ._query import ApiRun
+
+    try:
+        run = ApiRun(root, project, rid)
+        _ = run.last_step, run.summary, run.config
+        run.history()
+    except LocaltrackError as exc:
+        return [Finding(f"{project}/{rid}", exc.path or str(_layout.run_dir(root, project, rid)),
+                        f"cannot be read from this sync copy: {exc} Sync again from the source "
+                        "store to repair it.", False)]
+    return []

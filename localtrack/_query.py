@@ -22,7 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _durable, _filters, _layout, _naming, _remotes, _runindex, _segments, _settings, _store, _wal
+from . import (
+    _durable,
+    _filters,
+    _layout,
+    _metrics,
+    _naming,
+    _remotes,
+    _runindex,
+    _segments,
+    _settings,
+    _store,
+    _wal,
+)
 from ._media import Histogram
 from ._naming import Ctx
 from ._remotes import _chunks
@@ -254,12 +266,20 @@ class ApiRun:
 
     @property
     def summary(self) -> Summary:
-        """Last logged value of each key, overridden by run.summary values; nested on '/'
-        (``summary["val"]["acc"]``), where W&B's flat ``summary["val/acc"]`` finds it too."""
+        """Last logged value of each key (or define_metric's aggregates), overridden by
+        run.summary values; nested on '/' (``summary["val"]["acc"]``), where W&B's flat
+        ``summary["val/acc"]`` finds it too."""
+        metrics = _metrics.fold(self.events)
         if self._record is not None:
             return Summary(_store.summary_of(self._record["last"], self._record["summary"],
-                                             self._rdir, **self._ctx))
-        return Summary(_store.summary(self._rdir, **self._ctx))
+                                             self._rdir, metrics, **self._ctx))
+        return Summary(_store.summary(self._rdir, metrics, **self._ctx))
+
+    @property
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """The run's define_metric() definitions by name (or glob), in the order first defined:
+        ``{"val/*": {"step_metric": "epoch", "step_sync": True, "summary": ["min"], ...}}``."""
+        return _metrics.fold(self.events)
 
     @property
     def last_step(self) -> int:
@@ -303,7 +323,7 @@ class ApiRun:
         if self._record is not None:
             return float(self._record["updated"])
         with _store.reading(self._rdir, **self._ctx):
-            return _runindex.updated(self._rdir, self.created)
+            return _runindex.updated(self._rdir, self.created, self.events)
 
     def history(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",
                 pandas: bool = True, stream: str = "default") -> pandas.DataFrame | list[dict[str, Any]]:

@@ -16,17 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _fsutil, _naming, _store, _wal
+from . import _alerts, _files, _fsutil, _metrics, _naming, _store, _wal, _watch
 from ._codec import dumps, encode_tree
-from ._config import Config, Summary
+from ._config import Config, Summary, config_errors
 from ._frames import frame
 from ._guard import Guarded, critical
 from ._history import History, State
 from ._locks import RunLock
 from ._logfile import Appender
 from ._naming import Ctx
+from ._runinfo import RunInfo
 from ._settings import Settings
 from ._stream import LogStream
+from .errors import LocaltrackError, UsageError
 
 if TYPE_CHECKING:
     from ._artifacts import Artifact
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("localtrack")
 
 
-class Run(History):
+class Run(RunInfo, History):
     """A run being written by this process. Create it with ``localtrack.init()``."""
 
     def __init__(self, *, settings: Settings, rid: _naming.RunId, rdir: Path, meta: dict[str, Any],
@@ -43,7 +45,6 @@ class Run(History):
         self.id: str = rid
         self._rid = rid
         self.project: str = settings.project
-        self.name: str = meta.get("name") or rid
         self.resumed = resumed
         self._on_close = on_close  # the session forgets the run (no import of _session here)
         self._rdir = rdir
@@ -53,6 +54,11 @@ class Run(History):
         ctx: Ctx = {"project": settings.project, "run_id": rid}
         where = f"run {rid!r} in project {settings.project!r}"
         self._preempted_by: str | None = None
+        self._metrics: dict[str, dict[str, Any]] | None = None  # definitions, read when needed
+        self._step_sync: _metrics.StepSync | None = None
+        self._alerted: dict[str, float] = {}
+        self._saves: list[tuple[str, str]] = []  # save(policy="live"/"end"): copied at finish
+        self._watches: list[_watch.Watch] = []
         self._signalled: str | None = None  # a signal came (perhaps still deferred): not finished
         Guarded.__init__(self)
         History.__init__(self, LogStream(rdir, settings, self._mutex, where=where, ctx=ctx),
@@ -67,6 +73,8 @@ class Run(History):
         self.summary = Summary(self._summary_last,
                                _store.read_tree(rdir / _store.SUMMARY_JSON, "summary", **ctx),
                                self._write_summary, self._mutex)
+        if resumed:
+            self._sync_steps()
 
     # -- public API ------------------------------------------------------------------------
 
@@ -82,10 +90,29 @@ class Run(History):
     def path(self) -> str:
         return f"{self.project}/{self.id}"
 
-    @critical
-    def finish(self, exit_code: int = 0) -> None:
-        """Close the log, record the exit code, release the run; a child process seals the tail."""
+    def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
+        """Close the log, record the exit code (None: 0, success), release the run; a child
+        process seals the tail. ``quiet`` is W&B's and changes nothing here."""
         if self._state is State.FINISHED or os.getpid() != self._owner_pid:
+            return
+        exit_code = 0 if exit_code is None else exit_code
+        if isinstance(exit_code, bool) or not isinstance(exit_code, int):
+            raise UsageError(f"finish(exit_code={exit_code!r}): give an int (0 is success) or "
+                             f"None ({self._where}).", **self._ctx)
+        try:
+            self.unwatch()
+        except Exception:  # a model's own hook handles: the run must still finish
+            log.error("finish() could not remove watch()'s hooks of %s", self._where, exc_info=True)
+        for pattern, base in self._saves:  # policy "live" and "end": their files as they end
+            try:
+                self._copy_saved(pattern, base)
+            except LocaltrackError as exc:
+                log.warning("finish() could not copy the files saved as %r: %s", pattern, exc)
+        self._finish(exit_code)
+
+    @critical
+    def _finish(self, exit_code: int) -> None:
+        if self._state is State.FINISHED:
             return
         self._state = State.FINISHED
         self._open = False
@@ -124,6 +151,94 @@ class Run(History):
         self._stamp_due = 0.0  # the next row is framed: it starts a log file
         self._put = self._log.put
         self._event("rewound", from_step=last, to=step)
+
+    @critical
+    def define_metric(self, name: str, step_metric: str | None = None, *,
+                      step_sync: bool | None = None, summary: str | None = None,
+                      goal: str | None = None, hidden: bool | None = None,
+                      overwrite: bool | None = None) -> None:
+        """W&B's define_metric (see _metrics): stored as a ``metric`` event, so a resumed run
+        and readers (``ApiRun.metrics``, the summary) know it. (W&B returns a Metric object;
+        scripts do not use it.)"""
+        self._require_running("define a metric of")
+        fields = _metrics.definition(name, step_metric=step_metric, step_sync=step_sync,
+                                     summary=summary, goal=goal, hidden=hidden)
+        defs = self._definitions()
+        if overwrite:
+            fields["overwrite"] = True
+        self._event("metric", **fields)
+        _metrics.merge(defs, fields)
+        self._sync_steps()
+
+    def _sync_steps(self) -> None:
+        """From the first step_sync definition on, log() fills in step metrics (a resumed run
+        whose earlier process defined one too)."""
+        defs = self._definitions()
+        if any(d.get("step_sync") for d in defs.values()):
+            if self._step_sync is None:
+                self._step_sync = _metrics.StepSync(defs, self._summary_raw())
+                self.log = self._log_synced  # type: ignore[method-assign]
+            self._step_sync.reset()
+
+    def _log_synced(self, data: dict[str, Any] | None = None, step: int | None = None,
+                    commit: bool | None = None) -> None:
+        """log() once a step_sync metric is defined: the row gets its step metric's value."""
+        if type(data) is dict and self._step_sync is not None:
+            data = self._step_sync.fill(data)
+        History.log(self, data, step, commit)
+
+    @critical
+    def alert(self, title: str, text: str, level: str | _alerts.AlertLevel = "INFO",
+              wait_duration: Any = None) -> None:
+        """W&B's alert, recorded as an ``alert`` event (`localtrack show` prints it)."""
+        self._require_running("record an alert in")
+        fields = _alerts.fields(title, text, level, wait_duration)
+        if _alerts.due(self._alerted, title, fields.get("wait_duration"), time.monotonic()):
+            self._event("alert", **fields)
+
+    def save(self, glob_str: str | os.PathLike[str], base_path: str | os.PathLike[str] | None = None,
+             policy: str = "live") -> list[str]:
+        """Copy the files matching ``glob_str`` into the run's ``files/`` (see _files):
+        "now" copies them now, "end" at finish(), "live" both. Returns the stored paths."""
+        self._require_running("save files into")
+        pattern, base = _files.plan(glob_str, base_path, policy)
+        if policy != "now":
+            self._saves.append((pattern, base))
+        return self._copy_saved(pattern, base) if policy != "end" else []
+
+    def _save_code(self) -> None:
+        """init(save_code=True): the main script into the run's ``code/``."""
+        with _fsutil.storage_errors("save the code into", self._rdir / _files.CODE, **self._ctx):
+            _files.save_code(self._rdir)
+
+    def _copy_saved(self, pattern: str, base: str) -> list[str]:
+        with _fsutil.storage_errors("save files into", self._rdir / _files.FILES, **self._ctx):
+            return _files.copy(self._rdir, pattern, base)
+
+    def watch(self, models: Any, criterion: Any = None, log: str | None = "gradients",
+              log_freq: int = 1000, idx: int | None = None, log_graph: bool = False) -> None:
+        """W&B's watch on torch modules (see _watch); ``criterion`` and ``log_graph`` are
+        accepted and ignored (no graph is drawn)."""
+        self._require_running("watch a model for")
+        many = models if isinstance(models, (list, tuple)) else [models]
+        for model in many:
+            _watch.check(model, log, log_freq)
+        for i, model in enumerate(many):
+            n = (idx or 0) + i
+            prefix = f"graph_{n}/" if len(many) > 1 or idx else ""
+            self._watches.append(_watch.Watch(model, self._log_watched, log, log_freq, prefix))
+
+    def _log_watched(self, row: dict[str, Any]) -> None:
+        if self._open:
+            self.log(row, commit=False)
+
+    def unwatch(self, models: Any = None) -> None:
+        """Take watch()'s hooks off ``models`` (all watched models when None)."""
+        many = None if models is None else models if isinstance(models, (list, tuple)) else [models]
+        for w in list(self._watches):
+            if many is None or any(w.model is m for m in many):
+                w.remove()
+                self._watches.remove(w)
 
     @critical
     def mark_preempting(self) -> None:
@@ -196,7 +311,7 @@ class Run(History):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _event(self, name: str, sync: bool = True, **fields: Any) -> None:
+    def _event(self, name: str, /, sync: bool = True, **fields: Any) -> None:
         record = {"event": name, "time": time.time(), "step": self.step, "pid": os.getpid(),
                   **fields}
         try:
@@ -209,7 +324,8 @@ class Run(History):
     @critical
     def _write_config(self, data: dict[str, Any]) -> None:
         self._require_running("change the config of")
-        payload = dumps(encode_tree(data, self._where))
+        with config_errors():
+            payload = dumps(encode_tree(data, self._where))
         with _fsutil.storage_errors("write", self._rdir / _store.CONFIG_JSON, **self._ctx):
             _fsutil.atomic_write(self._rdir / _store.CONFIG_JSON, payload)
 
@@ -220,8 +336,28 @@ class Run(History):
         with _fsutil.storage_errors("write", self._rdir / _store.SUMMARY_JSON, **self._ctx):
             _fsutil.atomic_write(self._rdir / _store.SUMMARY_JSON, payload)
 
-    def _summary_last(self) -> dict[str, Any]:
-        """The last logged value of each key, read back from the run's files when asked:
-        log() keeps no copy (a dict update per step was a tenth of its cost)."""
+    def _summary_raw(self) -> dict[str, Any]:
         with self._mutex:
             return self._log.last_values()
+
+    def _summary_last(self) -> dict[str, Any]:
+        """The last logged value of each key, read back from the run's files when asked:
+        log() keeps no copy (a dict update per step was a tenth of its cost); under
+        define_metric's summaries, the aggregates of the history (see _metrics)."""
+        return _metrics.summarize(self._definitions(), self._summary_raw(), self._columns)
+
+    def _columns(self, keys: list[str]) -> dict[str, list[Any]]:
+        with self._mutex:
+            return _store.columns(self._rdir, keys, self._ctx)
+
+    def _definitions(self) -> dict[str, dict[str, Any]]:
+        """define_metric's definitions, this run's earlier processes' included."""
+        if self._metrics is None:
+            self._metrics = _metrics.fold(_store.events(self._rdir, **self._ctx))
+        return self._metrics
+
+    @critical
+    def _persist_meta(self, meta: dict[str, Any]) -> None:
+        self._require_running("change run.json of")
+        with _fsutil.storage_errors("write", self._rdir / _store.RUN_JSON, **self._ctx):
+            _fsutil.atomic_write(self._rdir / _store.RUN_JSON, dumps(meta))

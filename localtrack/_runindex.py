@@ -26,6 +26,7 @@ from typing import Any
 from . import _fsutil, _layout, _segments, _store
 from ._codec import dumps, loads
 from ._naming import Ctx, ProjectName, RunId
+from ._remotes import _chunks
 from ._remotes._base import RemotePath
 from .errors import LocaltrackError
 
@@ -74,16 +75,12 @@ def _newest(stamp: list[int]) -> int:
     return max(stamp[1], *stamp[2::2])  # [ino, ctime, then (ctime, size) per file]
 
 
-def updated(rdir: _store.StorePath, created: float) -> float:
-    """When anything of the run last changed on disk (seconds since the epoch)."""
-    if isinstance(rdir, RemotePath):  # object stores have no directory times: list the objects
-        times = [e.mtime for e in rdir.entries().values()]
-        for folder in (rdir / "wal", rdir / _store.EVENTS):
-            for name, entry in folder.entries().items():
-                times.append(entry.mtime)
-                if entry.is_dir:
-                    times += [e.mtime for e in (folder / name).entries().values()]
-        return max([t for t in times if t], default=created)
+def updated(rdir: _store.StorePath, created: float, events: list[dict[str, Any]]) -> float:
+    """When anything of the run last changed (seconds since the epoch): its files' times, or in
+    a sync copy (events and logs are folders of chunks, their times when sync copied them) the
+    run's own times: its events, and the time of the last row of its newest log."""
+    if isinstance(rdir, RemotePath) or os.path.isdir(f"{rdir}/{_store.EVENTS}"):
+        return _copy_updated(rdir, created, events)
     base = str(rdir)
     paths = [base + "/wal", base + "/" + _store.EVENTS, base + "/" + _segments.MANIFEST]
     try:
@@ -96,6 +93,21 @@ def updated(rdir: _store.StorePath, created: float) -> float:
             times.append(os.stat(path).st_mtime)
         except FileNotFoundError:
             continue
+    return max(times, default=created)
+
+
+def _copy_updated(rdir: _store.StorePath, created: float, events: list[dict[str, Any]]) -> float:
+    times = [float(e["time"]) for e in events
+             if isinstance(e.get("time"), (int, float)) and not isinstance(e.get("time"), bool)]
+    listed = _segments.wal_seqs(rdir)
+    if listed:
+        try:
+            records = _chunks.read_records(_segments.wal_log(rdir, listed[-1]))
+        except FileNotFoundError:  # sealed meanwhile: the events say enough
+            records = []
+        stamp = records[-1].get("_timestamp") if records else None
+        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+            times.append(float(stamp))
     return max(times, default=created)
 
 
@@ -116,7 +128,7 @@ def read_record(root: _store.StorePath, project: ProjectName, rid: RunId) -> Rec
             config = _store.read_json(rdir / _store.CONFIG_JSON, "config", **ctx)
             explicit = _store.read_json(rdir / _store.SUMMARY_JSON, "summary", **ctx)
             last, last_step = _segments.last_and_step(rdir, **ctx)
-            when = updated(rdir, meta.get("created", 0.0))
+            when = updated(rdir, meta.get("created", 0.0), events)
     except (LocaltrackError, OSError):
         return record
     record.update(config=config, summary=explicit, last=last, last_step=last_step, updated=when)

@@ -32,9 +32,9 @@ from collections.abc import Collection, Mapping
 from types import FrameType, TracebackType
 from typing import Any, NoReturn
 
-from . import _guard, _run, _settings, _start
+from . import _alerts, _files, _guard, _metrics, _run, _settings, _start
 from ._codec import encode_tree
-from ._config import Config, Summary, config_dict, read_config_file
+from ._config import Config, Summary, config_defaults, config_dict, config_errors, read_config_file, storable
 from ._naming import new_run_id
 from .errors import UnknownArgumentError, UsageError
 
@@ -54,7 +54,7 @@ _SETTING_ARGS = {"mode": "mode", "project": "project", "entity": "entity", "run_
                  "run_name": "name", "run_notes": "notes", "run_tags": "tags",
                  "run_group": "group", "run_job_type": "job_type", "resume": "resume",
                  "resume_from": "resume_from", "fork_from": "fork_from", "reinit": "reinit",
-                 "root_dir": "dir", "fsync": "fsync"}
+                 "root_dir": "dir", "fsync": "fsync", "save_code": "save_code"}
 
 
 class Settings:
@@ -97,10 +97,16 @@ class DisabledRun(_run.Run):
 
     resumed = False
     starting_step = 0
+    # run.json's fields, kept in memory (_persist_meta writes nothing)
+    name, tags, group, notes = _run.Run.name, _run.Run.tags, _run.Run.group, _run.Run.notes
+    job_type, entity, sweep_id = _run.Run.job_type, _run.Run.entity, _run.Run.sweep_id
+    url, project_name = _run.Run.url, _run.Run.project_name
 
-    def __init__(self, project: str, rid: str, name: str | None, config: dict[str, Any]) -> None:
+    def __init__(self, project: str, rid: str, fields: dict[str, Any],
+                 config: dict[str, Any]) -> None:
         _guard.Guarded.__init__(self)  # a signal handler asks any run whether it interrupted it
-        self.project, self.id, self.name, self.step = project, rid, name or rid, 0
+        self.project, self.id, self.step = project, rid, 0
+        self._meta = {k: v for k, v in fields.items() if v is not None}
         self._signalled = None
         self._ended = False
         self.config = Config(config, lambda data: None)
@@ -127,9 +133,35 @@ class DisabledRun(_run.Run):
         if commit or (commit is None and step is None):
             self.step += 1
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
         self._ended = True
         forget(self)
+
+    def define_metric(self, name: str, step_metric: str | None = None, *,
+                      step_sync: bool | None = None, summary: str | None = None,
+                      goal: str | None = None, hidden: bool | None = None,
+                      overwrite: bool | None = None) -> None:
+        _metrics.definition(name, step_metric=step_metric, step_sync=step_sync,
+                            summary=summary, goal=goal, hidden=hidden)
+
+    def alert(self, title: str, text: str, level: str | _alerts.AlertLevel = "INFO",
+              wait_duration: Any = None) -> None:
+        _alerts.fields(title, text, level, wait_duration)
+
+    def save(self, glob_str: str | os.PathLike[str], base_path: str | os.PathLike[str] | None = None,
+             policy: str = "live") -> list[str]:
+        _files.plan(glob_str, base_path, policy)
+        return []
+
+    def watch(self, models: Any, criterion: Any = None, log: str | None = "gradients",
+              log_freq: int = 1000, idx: int | None = None, log_graph: bool = False) -> None:
+        pass
+
+    def unwatch(self, models: Any = None) -> None:
+        pass
+
+    def _persist_meta(self, meta: dict[str, Any]) -> None:
+        pass
 
     def rewind(self, step: int) -> None:
         self.step = self.starting_step = step + 1
@@ -184,9 +216,11 @@ def init(project: str | None = None, *, entity: str | None = None,
 
     Only ``project`` is positional: W&B's ``init("team", "proj")`` (entity, project) would
     otherwise mean project="team", id="proj" here. An argument W&B takes that has no local
-    meaning (``save_code``, ``magic``, ``sync_tensorboard``, ``monitor_gym``, ``anonymous``,
+    meaning (``magic``, ``sync_tensorboard``, ``monitor_gym``, ``anonymous``,
     ``force``, ``tensorboard``, ``allow_val_change``) is accepted and ignored (README, "Coming
-    from W&B"); an argument W&B does not take is an ``UnknownArgumentError``.
+    from W&B"); an argument W&B does not take is an ``UnknownArgumentError``. ``save_code``
+    copies the main script into the run's ``code/``; a ``config-defaults.yaml`` in the working
+    directory is the base of the config (W&B's).
     """
     if unknown:
         raise _unknown_argument(next(iter(unknown)))
@@ -194,8 +228,9 @@ def init(project: str | None = None, *, entity: str | None = None,
     args = _with_settings(given, {
         "project": project, "entity": entity, "dir": dir, "id": id, "name": name, "notes": notes,
         "tags": tags, "group": group, "job_type": job_type, "mode": mode, "reinit": reinit,
-        "resume": resume, "resume_from": resume_from, "fork_from": fork_from, "fsync": fsync})
-    _ignore(given, {"save_code": save_code, "magic": magic, "sync_tensorboard": sync_tensorboard,
+        "resume": resume, "resume_from": resume_from, "fork_from": fork_from, "fsync": fsync,
+        "save_code": save_code})
+    _ignore(given, {"magic": magic, "sync_tensorboard": sync_tensorboard,
                        "monitor_gym": monitor_gym, "anonymous": anonymous, "force": force,
                        "tensorboard": tensorboard, "allow_val_change": allow_val_change})
     if _settings.silent(args["silent"]):
@@ -215,18 +250,22 @@ def init(project: str | None = None, *, entity: str | None = None,
     run_config = _run_config(config, config_include_keys, config_exclude_keys,
                              sweep.params if sweep is not None else {})
     label = f"run {resolved.run_id!r}" if resolved.run_id else "a new run"
-    encode_tree(run_config, f"{label} in project {resolved.project!r}")  # even if not used below
+    with config_errors():
+        encode_tree(run_config, f"{label} in project {resolved.project!r}")  # even if not used
     how = _settings.reinit_mode(args["reinit"])
     previous = _while_active(how, resolved, job=sweep is not None)
     if previous is not None:
         return previous
     if resolved.mode == "disabled":
         run: _run.Run = DisabledRun(resolved.project, resolved.run_id or new_run_id(),
-                                    fields["name"], run_config)
+                                    fields, run_config)
         _register(run, how)
         return run
-    return _start_run(resolved, fields, run_config, how,
-                      *_settings.branch_points(args["resume_from"], args["fork_from"]))
+    run = _start_run(resolved, fields, run_config, how,
+                     *_settings.branch_points(args["resume_from"], args["fork_from"]))
+    if _settings.save_code(args["save_code"]):
+        run._save_code()
+    return run
 
 
 def _register(run: _run.Run, how: str) -> None:
@@ -273,10 +312,11 @@ def _run_config(config: object, include: Collection[str] | None, exclude: Collec
     """The config a new run starts with: init()'s (only the included, or not excluded, keys),
     then the keys of WANDB_CONFIG_PATHS files (which win over the script's, as in W&B: a
     launcher overrides a script's defaults through them), then a sweep's parameters."""
-    data = config_dict(config, include=include, exclude=exclude)
+    data = {**config_defaults(), **config_dict(config, include=include, exclude=exclude)}
     for path in _settings.config_paths():
         data.update(read_config_file(path))
-    return {**data, **sweep_params}
+    out: dict[str, Any] = storable({**data, **sweep_params})
+    return out
 
 
 def _while_active(how: str, resolved: _settings.Settings, job: bool) -> _run.Run | None:

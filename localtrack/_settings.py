@@ -232,3 +232,10 @@ def silent(value: bool | None = None) -> bool:
     if value is not None:
         return bool(value)
     return os.environ.get("WANDB_SILENT", "").strip().lower() in _YES
+
+
+def save_code(value: bool | None = None) -> bool:
+    """``value`` (init's or the settings' ``save_code``), else WANDB_SAVE_CODE."""
+    if value is not None:
+        return bool(value)
+    return os.environ.get("WANDB_SAVE_CODE", "").strip().lower() in _YES

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _durable, _fsutil, _layout, _locks, _naming, _segments
+from . import _durable, _fsutil, _layout, _locks, _metrics, _naming, _segments
 from ._codec import decode_tree, dumps, encode_tree, loads, unflatten
 from ._naming import Ctx, ProjectName, RunId, run_label
 from ._remotes import _chunks
@@ -233,20 +233,33 @@ def tree_of(value: Any, path: StorePath | str, what: str, **ctx: Unpack[Ctx]) ->
                               path=str(path), **ctx) from exc
 
 
-def summary(rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
-    """A run's summary: the last logged value of each key, overridden by the values set
-    through run.summary; nested on '/'."""
+def summary(rdir: StorePath, metrics: dict[str, dict[str, Any]] | None = None,
+            **ctx: Unpack[Ctx]) -> dict[str, Any]:
+    """A run's summary: the last logged value of each key (or under define_metric's
+    ``metrics``, their aggregates), overridden by the values set through run.summary; nested
+    on '/'."""
     with reading(rdir, **ctx):
-        last = _segments.summary_last(rdir, **ctx)
+        last = _metrics.summarize(metrics or {}, _segments.summary_last(rdir, **ctx),
+                                  lambda keys: columns(rdir, keys, ctx))
     explicit = read_tree(rdir / SUMMARY_JSON, "summary", **ctx)
     return unflatten({**last, **explicit})
 
 
-def summary_of(last: dict[str, Any], explicit: Any, rdir: StorePath, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def summary_of(last: dict[str, Any], explicit: Any, rdir: StorePath,
+               metrics: dict[str, dict[str, Any]] | None = None, **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """summary() from what a listing read: the stored last values (flat, as in the manifest)
     and the parsed summary.json (None: no file)."""
     decoded = _segments.decoded(last, rdir, ctx)
+    if metrics:
+        with reading(rdir, **ctx):
+            decoded = _metrics.summarize(metrics, decoded, lambda keys: columns(rdir, keys, ctx))
     return unflatten({**decoded, **tree_of(explicit, f"{rdir}/{SUMMARY_JSON}", "summary", **ctx)})
+
+
+def columns(rdir: StorePath, keys: list[str], ctx: Ctx) -> dict[str, list[Any]]:
+    """The history's values of ``keys`` (of the keys it has), as lists."""
+    table = _segments.read_history(rdir, keys, **ctx)
+    return {k: table.column(k).to_pylist() for k in keys if k in table.column_names}
 
 
 # events.jsonl: the type of each key readers use (a checksum passes JSON of any shape).

@@ -364,6 +364,32 @@ def _finish(c: Case) -> None:
     localtrack.finish()
 
 
+def _on_active(call: Callable[[], Any]) -> Call:
+    """A module-level call that acts on the active run: on the hostile store's run."""
+    def case(c: Case) -> Any:
+        c.resumed()
+        return call()
+    return case
+
+
+def _restore(c: Case) -> Any:
+    with localtrack.restore("a.txt", run_path=f"{PROJECT}/{RUN}", dir=c.store) as f:
+        return f.read()
+
+
+class _Model:
+    """Stands for a torch module (the boundary must hold without torch too)."""
+
+    def named_parameters(self) -> list[Any]:
+        return []
+
+    def register_forward_hook(self, hook: Any) -> Any:
+        return self
+
+    def remove(self) -> None:
+        pass
+
+
 Call = Callable[[Any], Any]
 
 # localtrack.__all__: each name called the way a user calls it. Writers get a store of their own.
@@ -374,6 +400,12 @@ TOP_LEVEL: dict[str, Call] = {
     "Run": lambda c: c.resumed(),
     "agent": lambda c: localtrack.agent(c.sweep_id, function=_job, count=1, project=PROJECT,
                                         dir=c.store),
+    "alert": _on_active(lambda: localtrack.alert("t", "x", level="WARN")),
+    "define_metric": _on_active(lambda: localtrack.define_metric("x", summary="min")),
+    "restore": _restore,
+    "save": _on_active(lambda: localtrack.save("*.txt", policy="now")),
+    "watch": _on_active(lambda: localtrack.watch(_Model(), log=None)),
+    "unwatch": _on_active(lambda: localtrack.unwatch()),
     "finish": _finish,
     "init": lambda c: localtrack.init(project=PROJECT, dir=c.store),
     "log": _log,
@@ -388,6 +420,8 @@ TOP_LEVEL: dict[str, Call] = {
 }
 READ_ONLY = {"Api", "ApiRun"}
 NOT_CALLED = {"LocaltrackError": "the error root itself", "__version__": "a string",
+              "AlertLevel": "an enum", "login": "a no-op: nothing to log in to",
+              "setup": "a no-op", "teardown": "a no-op",
               "Settings": "a record of init()'s settings: no I/O of its own",
               "Histogram": "a value made in memory: no I/O of its own"}
 
@@ -410,8 +444,8 @@ API: dict[str, Call] = {
     "sweep": lambda api: api.sweep(f"{PROJECT}/{_sweep_id(api.root)}"),
 }
 APIRUN: dict[str, Call] = {
-    **{n: _get(n) for n in ("config", "created_at", "dir", "lastHistoryStep", "last_step", "path",
-                            "rewinds", "summary", "updated", "url")},
+    **{n: _get(n) for n in ("config", "created_at", "dir", "lastHistoryStep", "last_step", "metrics",
+                            "path", "rewinds", "summary", "updated", "url")},
     "files": lambda r: r.files(),
     "history": lambda r: r.history(samples=3, keys=["x"], pandas=False),
     "history_table": lambda r: r.history_table(include_rewound=True),
@@ -420,15 +454,24 @@ APIRUN: dict[str, Call] = {
     "histograms": lambda r: r.histograms("x"),
     "media": lambda r: (r.media("img"), r.media("t", pandas=True)),
 }
-RUN_ATTRIBUTES = {"summary"}  # set per instance, so not among the class's public members
+RUN_ATTRIBUTES = {"summary", "name_set"}  # not among the class's public members (an instance
+# attribute; setting run.name, which rewrites run.json)
 RUN_MEMBERS: dict[str, Call] = {
-    **{n: _get(n) for n in ("dir", "path", "state")},
+    **{n: _get(n) for n in ("dir", "path", "state", "name", "tags", "group", "notes", "job_type",
+                            "entity", "sweep_id", "url")},
+    "project_name": lambda r: r.project_name(),
+    "define_metric": lambda r: r.define_metric("x", summary="min"),
+    "alert": lambda r: r.alert("t", "x"),
+    "save": lambda r: r.save("*.txt"),
+    "watch": lambda r: r.watch(_Model(), log="all"),
+    "unwatch": lambda r: r.unwatch(),
     "log": lambda r: r.log({"x": 100}),
     "log_artifact": lambda r: r.log_artifact(Path(r.dir) / "run.json", name=ART, type="model"),
     "use_artifact": lambda r: r.use_artifact(f"{ART}:latest").download(
         root=Path(r.dir).parents[3] / "download"),
     "mark_preempting": lambda r: r.mark_preempting(),
     "rewind": lambda r: r.rewind(0),
+    "name_set": lambda r: setattr(r, "name", "renamed"),
     "summary": lambda r: dict(r.summary),  # read back from the files (an instance attribute)
     "finish": lambda r: r.finish(),
 }

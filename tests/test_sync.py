@@ -214,16 +214,23 @@ def test_no_credential_is_printed_or_written(store, s3, tmp_path):
 
 def test_clean_removes_only_finished_runs_complete_on_the_remote(store, tmp_path):
     make_store(store)
+    failed = localtrack.init(project="q", id="failed", dir=store)
+    failed.log({"x": 1})
+    failed.finish(exit_code=1)  # may be resumed: --clean keeps it (issue 16)
+    with localtrack.init(project="q", id="done", dir=store, config={"k": 1}) as done:
+        done.log({"x": 1})
     remote = tmp_path / "remote"
     localtrack.sync(str(remote), dir=store)
     before = {r.path: r.history_table() for r in localtrack.Api(remote).runs()}
-    (remote / "p/runs/small/config.json").write_text('{"tampered": 1}')  # sizes differ now
+    (remote / "q/runs/done/config.json").write_text('{"tampered": 1}')  # sizes differ now
     res = cli("sync", "--to", str(remote), "--dir", str(store), "--clean")
     assert res.returncode == 0, res.stderr
     assert "removed local copy of p/big" in res.stdout
-    assert "not cleaning p/small: config.json differs" in res.stderr
+    assert (res.stdout + res.stderr).count("removed") == 1  # said once, not logged as well
+    assert "not cleaning q/done: config.json differs" in res.stderr
     left = sorted(r.path for r in localtrack.Api(store).runs())
-    assert left == ["p/small", "q/crashed"]  # a changed copy is kept; a crashed run may resume
+    # a changed copy is kept; a failed (p/small, q/failed) or crashed run may be resumed
+    assert left == ["p/small", "q/crashed", "q/done", "q/failed"]
     assert same_table(localtrack.Api(remote).run("p/big").history_table(), before["p/big"])
     again = localtrack.init(project="p", id="big", dir=store, resume="allow")
     assert again.step == 0 and not again.resumed  # the id is free again

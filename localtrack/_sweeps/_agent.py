@@ -157,6 +157,8 @@ def agent(sweep_id: str, *, function: Callable[[], Any] | None = None, count: in
             while (count is None or ran < count) and not runner.stopping:
                 job = store.claim(agent_id)
                 if job is None:
+                    if ran == 0:
+                        _say_nothing_left(store)
                     break
                 run_id, params = job
                 env = job_env(store, run_id, params)
@@ -171,6 +173,18 @@ def agent(sweep_id: str, *, function: Callable[[], Any] | None = None, count: in
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return ran
+
+
+def _say_nothing_left(store: SweepStore) -> None:
+    """An agent that finds no job at all says why, rather than exiting as if it had worked."""
+    counts: dict[str, int] = {}
+    for job in store.read_state()["jobs"].values():
+        counts[job.get("status", "?")] = counts.get(job.get("status", "?"), 0) + 1
+    done = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no jobs"
+    log.warning("sweep %s/%s has no job left to run (%s): its search space or run_cap is used "
+                "up%s. See `localtrack sweep --status %s/%s`.", store.project, store.id, done,
+                "; the running ones belong to other agents" if counts.get("running") else "",
+                store.project, store.id)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -366,11 +366,11 @@ class Syncer:
             log.warning("run %s is not fully synced to %s: %s", path, self.remote.url, exc)
 
     def _clean(self, project: ProjectName, rid: RunId, report: SyncReport) -> None:
-        """Delete the local copy of a finished run whose files are all on the remote."""
+        """Delete the local copy of a finished run (exit code 0) whose files are all on the
+        remote. A failed run stays, as a crashed or preempted one does: it may be resumed."""
         run = RunUpload(self, project, rid)
         evs = _store.events(run.rdir, **run.ctx)
-        ends = [e for e in evs if e.get("event") in ("finished", "preempted", "started", "resumed")]
-        if not ends or ends[-1].get("event") != "finished" or run.live_holder() is not None:
+        if _store.end_state(evs) != "finished" or run.live_holder() is not None:
             return
         if not run.up_to_date(run.signature(), None):
             return
@@ -405,7 +405,8 @@ class Syncer:
             lock.release()
         _fsutil.unlink(run.lock_path)
         report.cleaned.append(run.path)
-        log.info("removed the local copy of %s: it is complete on %s", run.path, self.remote.url)
+        # (report.cleaned has it: the CLI prints it once)
+        log.debug("removed the local copy of %s: it is complete on %s", run.path, self.remote.url)
 
     def status(self) -> list[RunStatus]:
         out = []
