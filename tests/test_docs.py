@@ -71,7 +71,7 @@ def test_the_readme_quick_start_logs_each_epochs_keys_at_one_step(tmp_path: Path
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=300)
     (run,) = localtrack.Api(dir=tmp_path / "localtrack-runs").runs("mnist")
-    rows = run.history().to_pylist()
+    rows = run.history_table().to_pylist()
     assert [r["_step"] for r in rows] == list(range(100))  # one step per epoch
     assert all(r["loss"] == 0.3 and r["val/loss"] == 0.4 for r in rows)
     assert run.summary["best_acc"] == 0.95

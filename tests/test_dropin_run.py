@@ -64,7 +64,7 @@ def test_define_metric_summaries_hold_across_a_resume(job: Path) -> None:
     assert ok(run_py(job, METRICS, "0.5,0.2,0.9")).split() == ["0.2", "False"]
     assert ok(run_py(job, METRICS, "0.7,0.4")).split() == ["0.2", "False"]
     run = api_run(job)
-    rows = [r for r in run.history().to_pylist() if r["val/loss"] is not None]
+    rows = [r for r in run.history_table().to_pylist() if r["val/loss"] is not None]
     assert [r["epoch"] for r in rows] == [1, 4, 7, 10, 13]  # step_sync, also after the resume
     assert run.summary["val"]["loss"] == {"min": 0.2, "last": 0.4}
     assert run.summary["acc"] == {"best": pytest.approx(0.8)}
@@ -89,7 +89,7 @@ def test_step_sync_gives_each_point_of_a_metric_its_x(job: Path) -> None:
         wandb.define_metric("other", step_metric="epoch", step_sync=False)
         wandb.log({"other": 5})
     """))
-    rows = api_run(job).history().to_pylist()
+    rows = api_run(job).history_table().to_pylist()
     assert [(r["val/acc"], r["epoch"]) for r in rows if r["val/acc"] is not None] == \
         [(0.0, 0), (0.1, 1), (0.2, 2)]
     assert all(r["epoch"] is None for r in rows if r["train"] is not None)
@@ -159,7 +159,7 @@ def test_watch_logs_histograms_every_log_freq_steps_until_unwatched(job: Path, h
     out = ok(run_py(job, WATCH.replace("LOG", '"all"').replace("UNWATCH", end)))
     assert out.split() == ["5", "0"]  # one forward hook and one per parameter, then none
     run = api_run(job)
-    names = {c for c in run.history().column_names if c.startswith(("parameters/", "gradients/"))}
+    names = {c for c in run.history_table().column_names if c.startswith(("parameters/", "gradients/"))}
     assert names == {f"{kind}/{layer}.{p}" for kind in ("parameters", "gradients")
                      for layer in (0, 2) for p in ("weight", "bias")}
     # Steps 0, 2, 4 (log_freq=2), each joined to the row the script logged next.
@@ -172,7 +172,7 @@ def test_watch_logs_histograms_every_log_freq_steps_until_unwatched(job: Path, h
 def test_watch_gradients_only_and_refusals(job: Path) -> None:
     pytest.importorskip("torch")
     ok(run_py(job, WATCH.replace("LOG", '"gradients"').replace("UNWATCH", "run.finish()")))
-    cols = api_run(job).history().column_names
+    cols = api_run(job).history_table().column_names
     assert any(c.startswith("gradients/") for c in cols)
     assert not any(c.startswith("parameters/") for c in cols)
     with localtrack.init(project="p", dir=job / "other") as run:

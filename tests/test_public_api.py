@@ -120,7 +120,7 @@ def test_the_size_variables_rotate_the_log_and_seal_its_tail(store, monkeypatch,
     rdir = store / "p" / "runs" / "r"
     assert len(list((rdir / "wal").glob("*.jsonl"))) == tails
     assert len(list((rdir / "segments").glob("*.parquet"))) >= 3
-    assert localtrack.Api(store).run("p/r").history()["x"].to_pylist() == list(range(300))
+    assert localtrack.Api(store).run("p/r").history_table()["x"].to_pylist() == list(range(300))
 
 
 @pytest.mark.parametrize("call", [
