@@ -436,8 +436,8 @@ def test_run_page_shows_media(browser, tmp_path):
         assert pg.locator('.media-panel[data-key="tone"] audio').count() == 1
         assert "<script>alert(3)</script>" in pg.inner_text('.media-panel[data-key="page"] pre')
         pg.locator('.media-panel[data-key="weights"] .heatmaplayer').wait_for()
-        steps = pg.evaluate("""() => document.querySelector('.media-panel[data-key="weights"] .js-plotly-plot').data[0].x""")
-        assert steps == [0, 1, 2, 3, 4]
+        heatmap = pg.locator('.media-panel[data-key="weights"] .js-plotly-plot')
+        assert heatmap.evaluate("gd => gd.data[0].x") == [0, 1, 2, 3, 4]
         tab.check()
     finally:
         tab.context.close()
