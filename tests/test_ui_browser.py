@@ -18,7 +18,7 @@ import pytest
 
 import localtrack
 
-from .ui_helpers import EVIL_CONFIG, EVIL_NAME, LiveWriter, UIProcess, build_store
+from .ui_helpers import EVIL_CONFIG, EVIL_NAME, LiveWriter, UIProcess, build_media_run, build_store
 
 # Read at import: the autouse fixture in conftest.py clears LOCALTRACK_* before each test.
 ALLOW_NO_BROWSER = bool(os.environ.get("LOCALTRACK_ALLOW_NO_BROWSER"))
@@ -287,7 +287,7 @@ def test_store_data_is_text_not_code(page):
     pg.wait_for_selector("#config")
     assert pg.inner_text("#run-name") == EVIL_NAME
     assert EVIL_CONFIG in pg.inner_text("#config")
-    assert pg.evaluate("document.scripts.length") == 2 and pg.evaluate("document.images.length") == 0
+    assert pg.evaluate("document.scripts.length") == 3 and pg.evaluate("document.images.length") == 0
     pg.evaluate("document.title")   # the page is alive; close() checks no dialog ever opened
 
 
@@ -396,6 +396,48 @@ def test_sweeps_view_shows_runs_and_best(browser, sweep_store):
         best.locator("a", has_text=runs[0.1]).click()
         pg.wait_for_selector("#config")
         assert "0.1" in pg.inner_text("#config") and pg.url.endswith(f"#/p/tune/r/{runs[0.1]}")
+        tab.check()
+    finally:
+        tab.context.close()
+        code, _, err = proc.stop()
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_run_page_shows_media(browser, tmp_path):
+    """Images by step with a slider, a table, audio, HTML as text, histograms over steps."""
+    root = tmp_path / "store"
+    path = build_media_run(root)
+    proc = UIProcess(root)
+    tab = Page(browser, proc.url)
+    try:
+        pg = tab.page
+        pg.goto(proc.url + f"#/p/{path.replace('/', '/r/')}", wait_until="domcontentloaded")
+        image = pg.locator('.media-panel[data-key="sample"] img')
+        image.wait_for()
+        pixel = """(img) => { const c = document.createElement('canvas'); c.width = c.height = 1;
+            const g = c.getContext('2d'); g.drawImage(img, 0, 0, 1, 1);
+            return Array.from(g.getImageData(0, 0, 1, 1).data.slice(0, 3)); }"""
+        tab.wait("the last step's image", lambda: image.evaluate("i => i.complete && i.naturalWidth") == 8)
+        assert image.evaluate(pixel) == [160, 95, 0]  # step 4's colour
+        panel = pg.locator('.media-panel[data-key="sample"]')
+        assert "step 4" in panel.inner_text()
+        last_src = image.get_attribute("src")
+        panel.locator("input.media-slider").fill("1")
+        tab.wait("step 1's image", lambda: image.get_attribute("src") != last_src
+                 and image.evaluate("i => i.complete && i.naturalWidth") == 8)
+        assert "step=1" in (image.get_attribute("src") or "")
+        assert image.evaluate(pixel) == [40, 215, 0]
+        assert "step 1" in panel.locator("figcaption").inner_text()
+        table = pg.locator('.media-panel[data-key="preds"] table')
+        assert table.locator("thead th").all_inner_texts() == ["id", "label"]
+        assert table.locator("tbody tr").count() == 20
+        assert table.locator("tbody tr").nth(3).inner_text().split() == ["3", "cls<3>"]
+        assert "150 rows" in pg.inner_text('.media-panel[data-key="preds"]')
+        assert pg.locator('.media-panel[data-key="tone"] audio').count() == 1
+        assert "<script>alert(3)</script>" in pg.inner_text('.media-panel[data-key="page"] pre')
+        pg.locator('.media-panel[data-key="weights"] .heatmaplayer').wait_for()
+        heatmap = pg.locator('.media-panel[data-key="weights"] .js-plotly-plot')
+        assert heatmap.evaluate("gd => gd.data[0].x") == [0, 1, 2, 3, 4]
         tab.check()
     finally:
         tab.context.close()

@@ -154,3 +154,26 @@ class UIProcess:
             self.proc.kill()
             out, err = self.proc.communicate()
         return self.proc.returncode, out.decode(), err.decode()
+
+
+def build_media_run(root: Path) -> str:
+    """A run whose subprocess logs images (one colour per step), tables, histograms, audio and
+    HTML; returns its path. Step s's image is a solid (40 * s, 255 - 40 * s, 0) square."""
+    done = run_script(f"""
+        import numpy as np, localtrack
+        run = localtrack.init(project="media", id="m1", dir={str(root)!r}, name="with-media")
+        for s in range(5):
+            img = np.zeros((8, 8, 3), np.uint8); img[:, :] = (40 * s, 255 - 40 * s, 0)
+            values = np.random.default_rng(s).normal(s, 1.0, 500)
+            row = {{"sample": localtrack.Image(img, caption=f"step {{s}}"), "loss": 1.0 / (s + 1),
+                    "weights": localtrack.Histogram(values)}}
+            if s == 2:
+                row["preds"] = localtrack.Table(columns=["id", "label"],
+                                                data=[[i, f"cls<{{i}}>"] for i in range(150)])
+                row["tone"] = localtrack.Audio(np.sin(np.arange(800) / 8.0) * 0.5, sample_rate=8000)
+                row["page"] = localtrack.Html("<script>alert(3)</script><b>hi</b>")
+            run.log(row)
+        run.finish()
+    """)
+    assert done.returncode == 0, done.stderr
+    return "media/m1"

@@ -33,14 +33,14 @@ import orjson
 
 from .._query import Api
 from ..errors import LocaltrackError, RunNotFoundError, SweepNotFoundError, UsageError
-from . import _sweeps
+from . import _media, _sweeps
 from ._assets import Assets
 from ._data import StoreView
 
 logger = logging.getLogger("localtrack")
 
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; "
+        "img-src 'self' data:; media-src 'self'; font-src 'self'; connect-src 'self'; base-uri 'none'; "
         "form-action 'none'; frame-ancestors 'none'")
 _SECURITY_HEADERS = {
     "Content-Security-Policy": _CSP,
@@ -253,6 +253,14 @@ class _Handler(BaseHTTPRequestHandler):
                         "sweeps": _sweeps.sweeps(view.api, project)})
         elif path == "/api/sweep":
             self._json({"root": str(view.root), **_sweeps.sweep(view.api, _required(q, "path"))})
+        elif path == "/api/media":
+            self._json(_media.media_keys(view.api.run(_required(q, "path"))))
+        elif path == "/api/media/item":
+            run = view.api.run(_required(q, "path"))
+            body, ctype = _media.media_item(run, _required(q, "key"), q.get("step"), q.get("index"))
+            self._send(200, body, ctype, headers={"Cache-Control": "no-store"})
+        elif path == "/api/histograms":
+            self._json(_media.histograms(view.api.run(_required(q, "path")), _required(q, "key")))
         elif path == "/api/file":
             self._file(_required(q, "path"), _required(q, "name"))
         else:

@@ -799,7 +799,8 @@ async function showRun(project, id) {
   const head = h("div");
   const body = h("div");
   const chartRoot = h("section", {id: "charts"});
-  app.replaceChildren(head, body, h("h2", {}, "charts"), chartRoot);
+  const mediaRoot = h("section", {id: "media"});
+  app.replaceChildren(head, body, h("h2", {}, "charts"), chartRoot, mediaRoot);
   const charts = new Charts(chartRoot, store(project), () => [run], () => PALETTE[0]);
   v.charts.push(charts);
 
@@ -827,6 +828,7 @@ async function showRun(project, id) {
   }
   render();
   await charts.refresh();
+  let media = v.alive ? await showMedia(mediaRoot, path) : null;  // media.js
   every(v, STATUS_EVERY_MS, async () => {
     const s = (await api("/api/status", {paths: path}))[path];
     if (!s || (s.updated === run.updated && s.steps === run.steps && s.state === run.state)) return;
@@ -834,6 +836,8 @@ async function showRun(project, id) {
     if (!v.alive) return;
     render();
     await charts.refresh();
+    const listing = JSON.stringify(await api("/api/media", {path}));
+    if (v.alive && listing !== media) media = await showMedia(mediaRoot, path);
   });
 }
 

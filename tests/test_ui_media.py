@@ -1,0 +1,132 @@
+"""`localtrack ui`'s media routes over HTTP, on a run a real subprocess logged media into."""
+
+from __future__ import annotations
+
+import io
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import localtrack
+
+from .test_ui_server import get
+from .ui_helpers import UIProcess, build_media_run
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("uim") / "store"
+    path = build_media_run(root)
+    proc = UIProcess(root)
+    yield proc, path, root
+    code, out, err = proc.stop()
+    assert code == 0 and "Traceback" not in err, (out, err)
+
+
+def test_media_listing(media):
+    ui, path, _ = media
+    status, _, body = get(ui.url, "/api/media", path=path)
+    assert status == 200
+    listing = json.loads(body)
+    by_key = {m["key"]: m for m in listing["media"]}
+    assert set(by_key) == {"sample", "preds", "tone", "page"}
+    assert by_key["sample"]["type"] == "image" and by_key["sample"]["steps"] == [0, 1, 2, 3, 4]
+    assert by_key["sample"]["captions"] == [f"step {s}" for s in range(5)]
+    assert [by_key[k]["type"] for k in ("preds", "tone", "page")] == ["table", "audio", "html"]
+    assert by_key["preds"]["steps"] == [2]
+    assert listing["histograms"] == ["weights"]
+
+
+@pytest.mark.parametrize("step", [0, 3])
+def test_an_image_is_sent_as_png_of_its_step(media, step):
+    ui, path, _ = media
+    status, headers, body = get(ui.url, "/api/media/item", path=path, key="sample", step=step)
+    assert status == 200 and headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(body)) as image:
+        assert image.format == "PNG" and image.size == (8, 8)
+        assert image.convert("RGB").getpixel((3, 3)) == (40 * step, 255 - 40 * step, 0)
+
+
+def test_table_audio_and_html_items(media):
+    ui, path, root = media
+    status, headers, body = get(ui.url, "/api/media/item", path=path, key="preds", step=2)
+    assert status == 200 and headers["content-type"] == "application/json"
+    table = json.loads(body)
+    assert table["columns"] == ["id", "label"] and table["rows"] == 150
+    assert len(table["data"]) == 100 and table["data"][7] == [7, "cls<7>"]
+
+    status, headers, body = get(ui.url, "/api/media/item", path=path, key="tone", step=2)
+    assert status == 200 and headers["content-type"] == "audio/wav"
+    with wave.open(io.BytesIO(body)) as wav:
+        assert (wav.getframerate(), wav.getnframes(), wav.getnchannels()) == (8000, 800, 1)
+        served = np.frombuffer(wav.readframes(800), "<i2")
+    stored = localtrack.Api(root).run(path).media("tone")[0][1][0]
+    assert np.abs(served / 32767 - stored).max() < 1e-3
+
+    status, headers, body = get(ui.url, "/api/media/item", path=path, key="page", step=2)
+    assert status == 200 and headers["content-type"] == "text/plain; charset=utf-8"
+    assert body == b"<script>alert(3)</script><b>hi</b>"  # its source as text, never run
+    assert "default-src 'none'" in headers["content-security-policy"]
+
+
+def test_histograms_over_steps(media):
+    ui, path, root = media
+    status, _, body = get(ui.url, "/api/histograms", path=path, key="weights")
+    assert status == 200
+    d = json.loads(body)
+    assert d["steps"] == [0, 1, 2, 3, 4] and len(d["edges"]) == len(d["counts"][0]) + 1
+    assert [sum(row) for row in d["counts"]] == [500] * 5
+    stored = localtrack.Api(root).run(path).histograms("weights")
+    assert d["edges"][0] == min(h.edges[0] for _, h in stored)
+    assert d["edges"][-1] == pytest.approx(max(h.edges[-1] for _, h in stored))
+    centres = [(a + b) / 2 for a, b in zip(d["edges"], d["edges"][1:], strict=False)]
+    means = [sum(c * n for c, n in zip(centres, row, strict=True)) / 500 for row in d["counts"]]
+    assert means == sorted(means) and means[4] - means[0] > 3  # normal(s, 1) moves right
+
+
+@pytest.mark.parametrize(("route", "params", "status", "says"), [
+    ("/api/media/item", {"key": "sample", "step": "x"}, 400, "whole number for step"),
+    ("/api/media/item", {"key": "sample", "step": "-1"}, 400, "step >= 0"),
+    ("/api/media/item", {"key": "sample"}, 400, "Missing query parameter 'step'"),
+    ("/api/media/item", {"step": "1"}, 400, "Missing query parameter 'key'"),
+    ("/api/media/item", {"key": "sample", "step": "9"}, 404, "no media under 'sample' at step 9"),
+    ("/api/media/item", {"key": "loss", "step": "1"}, 404, "no media under 'loss'"),
+    ("/api/media/item", {"key": "nokey", "step": "1"}, 404, "no media under 'nokey'"),
+    ("/api/media/item", {"key": "sample", "step": "1", "index": "3"}, 404, "there is no item 3"),
+    ("/api/histograms", {"key": "loss"}, 404, "no histogram under 'loss'"),
+    ("/api/histograms", {"key": "_step"}, 400, "holds no histograms"),
+    ("/api/media", {"path": "../../etc"}, 400, "Invalid project name"),
+    ("/api/media", {"path": "media/../../x"}, 400, ""),
+    ("/api/media", {"path": "media/nope"}, 404, ""),
+    ("/api/media/item", {"path": "/etc/passwd", "key": "sample", "step": "0"}, 404, "No run 'passwd'"),
+])
+def test_bad_parameters_are_4xx_with_a_message(media, route, params, status, says):
+    ui, path, _ = media
+    got, headers, body = get(ui.url, route, **{"path": path, **params})
+    assert got == status, body
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert says in error and "Traceback" not in error
+
+
+def test_a_damaged_blob_is_an_error_not_a_traceback(tmp_path: Path):
+    root = tmp_path / "store"
+    path = build_media_run(root)
+    blobs = list((root / "media").rglob("*.blob"))
+    assert blobs
+    for blob in blobs:
+        data = bytearray(blob.read_bytes())
+        for i in range(0, len(data), 16):  # every item: each fails its CRC-32
+            data[i] ^= 0xFF
+        blob.write_bytes(bytes(data))
+    ui = UIProcess(root)
+    try:
+        statuses = [get(ui.url, "/api/media/item", path=path, key="sample", step=s) for s in range(5)]
+    finally:
+        code, _, err = ui.stop()
+    assert all(s == 500 and b"cannot be read" in body for s, _, body in statuses), statuses
+    assert code == 0 and "Traceback" not in err
