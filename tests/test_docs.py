@@ -4,8 +4,10 @@ Each ```python block runs in a fresh directory in a subprocess. A block may rely
 page says exists (a run to read, the user's own functions): an HTML comment just above it,
 ``<!-- before: CODE -->`` (or ``after:``), holds the code that stands for it, invisible on the
 rendered page. Blocks marked ``<!-- file: NAME -->`` are files that tests/test_slurm.py runs
-under a real SLURM. Remote URIs are the one substitution: an S3 bucket or a shared mount
-becomes a local directory (tests/test_sync.py runs sync against S3 itself).
+under a real SLURM; ``<!-- runby: TEST_FILE -->`` marks a block another test runs against a
+store it writes (docs/format.md's Polars and Spark reads, in tests/test_sql.py). Remote URIs
+are the one substitution: an S3 bucket or a shared mount becomes a local directory
+(tests/test_sync.py runs sync against S3 itself).
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ def test_a_python_block_runs_as_written(tmp_path: Path, where: str, line: int,
     if "file" in notes:
         assert where.startswith("docs/slurm.md"), "only docs/slurm.md's files are run elsewhere"
         pytest.skip(f"{notes['file']} runs under SLURM in tests/test_slurm.py")
+    if "runby" in notes:
+        assert where.split(":")[0] in (ROOT / notes["runby"]).read_text(), notes["runby"]
+        pytest.skip(f"run against a store by {notes['runby']}")
     for i, uri in enumerate(REMOTES):
         code = code.replace(uri, str(tmp_path / f"remote{i}"))
     script = "\n".join([notes.get("before", ""), code, notes.get("after", "")])
