@@ -108,8 +108,13 @@ def test_a_finished_run_s_sealed_blob_goes_up_whole(store, remote_uri):
     assert res.returncode == 0, res.stderr
     settle(store)
     assert (store / "p/runs/done/segments/00000000.blob").exists()
+    status = subprocess.run([sys.executable, "-m", "localtrack", "sync", "--to", remote_uri, "--dir",
+                             str(store), "--status"], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
     report = localtrack.sync(remote_uri, dir=store)
     assert report.ok, report.pending
+    # --status counted the blob log too: what it said was pending is what went up
+    assert f" {report.uploaded_files} file(s)" in status.stdout, (status.stdout, report)
     assert len(same_media(store, remote_uri, "p/done")) == 4
     assert [len(items) for _, items in same_media(store, remote_uri, "p/done", "imgs")] == [2]
     again = localtrack.sync(remote_uri, dir=store)

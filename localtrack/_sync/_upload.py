@@ -568,8 +568,9 @@ class RunUpload:
         mbytes, manifest = self._manifest()
         for seg in manifest["segments"]:
             if seg["file"] not in self.state.segments:
-                files += 1
-                nbytes += _size(self.rdir / "segments" / seg["file"])
+                blob = _size(self.rdir / "segments" / _blobs.name(_segments.seq_of(seg)))
+                files += 1 + (blob > 0)
+                nbytes += _size(self.rdir / "segments" / seg["file"]) + blob
         if mbytes is not None and _sha(mbytes) != self.state.manifest:
             files, nbytes = files + 1, nbytes + len(mbytes)
         logs = [f"wal/{s:08d}.jsonl" for s in _segments.wal_seqs(self.rdir)
@@ -577,6 +578,12 @@ class RunUpload:
         for name in logs:
             grown = _size(self.rdir / name) - (self.state.logs.get(name) or _NOTHING_SENT)["sent"]
             if grown > 0:
+                files, nbytes = files + 1, nbytes + grown
+        for seq in _segments.wal_seqs(self.rdir):
+            name = f"wal/{_blobs.name(seq)}"
+            chunks = self.state.blobs.get(name, [])
+            grown = _size(self.rdir / name) - (chunks[-1][0] + chunks[-1][1] if chunks else 0)
+            if seq > manifest["sealed_through"] and grown > 0:
                 files, nbytes = files + 1, nbytes + grown
         for name in METADATA:
             try:
