@@ -170,3 +170,44 @@ def test_clean_removes_a_synced_finished_run_with_media_and_keeps_an_unsynced_on
     assert "not cleaning p/late: blob log segments/00000000.blob differs" in out.stderr
     assert sorted(r.path for r in localtrack.Api(store).runs()) == ["p/late"]
     assert pixels(localtrack.Api(remote).run("p/done").media("img")) == expected
+
+
+KILL_AFTER_LOG_CHUNK = """
+import os, signal, sys
+import localtrack
+from localtrack._remotes import _dir
+put = _dir.DirRemote.put
+def put_then_die(self, key, data):
+    put(self, key, data)
+    if "/wal/00000000.jsonl/" in key:  # a chunk of history rows is on the remote
+        os.kill(os.getpid(), signal.SIGKILL)
+_dir.DirRemote.put = put_then_die
+localtrack.sync(sys.argv[1], dir=sys.argv[2])
+"""
+
+
+def test_a_sync_killed_right_after_a_log_chunk_leaves_every_remote_row_s_media_readable(
+        store, tmp_path):
+    remote = tmp_path / "remote"
+    with script(LIVE, str(store), stdin=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            assert proc.stdout.readline() == b"ready\n"
+            assert localtrack.sync(str(remote), dir=store).ok  # the run is on the remote now
+            proc.stdin.write(b"\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == b"ready\n"  # three more images, still live
+            res = run_script(KILL_AFTER_LOG_CHUNK, str(remote), str(store))
+            assert res.returncode == -9, res.stderr
+            # the rows just sent name items of the blob: those went up before them
+            steps = [step for step, _ in localtrack.Api(remote).run("p/live").media("img")]
+            assert steps == list(range(6))
+            assert localtrack.sync(str(remote), dir=store).ok
+            same_media(store, str(remote), "p/live")
+            proc.stdin.write(b"\n")
+            proc.stdin.flush()
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
