@@ -92,6 +92,21 @@ def read(path: Path, ref: dict[str, Any]) -> bytes:
         data = os.pread(fd, length, off)
     finally:
         os.close(fd)
+    return check(data, ref, path)
+
+
+def item(blob: bytes, ref: dict[str, Any], path: object) -> bytes:
+    """The item ``ref`` out of a whole blob file's bytes ``blob`` (a remote copy's, read whole);
+    ValueError as read()."""
+    off, length = ref.get("off"), ref.get("len")
+    if type(off) is not int or type(length) is not int or off < 0 or length < 0:
+        raise ValueError(f"a media reference without a valid offset and length: {ref!r}")
+    return check(blob[off:off + length], ref, path)
+
+
+def check(data: bytes, ref: dict[str, Any], path: object) -> bytes:
+    """``data`` when it is the whole item of ``ref`` and passes its checksum, else ValueError."""
+    off, length = ref.get("off"), ref.get("len")
     if len(data) != length:
         raise ValueError(f"the item at {off} ({length} bytes) is past the end of {path}")
     if zlib.crc32(data) != ref.get("crc"):

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from . import _blobs, _segments
 from ._codec import decode_tree, loads
 from ._naming import Ctx, run_label
+from ._remotes import RemotePath
+from ._remotes._chunks import read_log
 from ._richmedia import Table, decode_audio, decode_image
-from .errors import CorruptRunError, UsageError
+from .errors import CorruptRunError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,9 +59,6 @@ def media_counts(rdir: StorePath, **ctx: Any) -> dict[str, int]:
 def read_media(rdir: StorePath, key: str, steps: Any, ctx: Ctx, *,
                pandas: bool = False) -> list[tuple[int, Any]]:
     """(step, decoded item, or a list of them for a list of media) of every row of ``key``."""
-    if not isinstance(rdir, Path):
-        raise UsageError(f"The media of {run_label(ctx)} are read from a local store; a synced "
-                         "store holds no media yet.", **ctx)
     wanted = None if steps is None else set(steps)
     manifest = _segments.load_manifest(rdir, **ctx)
     parent = manifest.get("parent")
@@ -79,13 +78,20 @@ def read_media(rdir: StorePath, key: str, steps: Any, ctx: Ctx, *,
     return out
 
 
-def _bytes(rdir: Path, ref: dict[str, Any], ctx: Ctx) -> bytes:
+def _bytes(rdir: StorePath, ref: dict[str, Any], ctx: Ctx) -> bytes:
     seq = ref.get("log")
-    path = _blobs.locate(rdir, seq) if type(seq) is int and seq >= 0 else None
+    path: StorePath | None = None
     try:
-        if path is None:
+        if type(seq) is not int or seq < 0:
             raise FileNotFoundError(f"no blob file for log {seq!r}")
-        return _blobs.read(path, ref)
+        if isinstance(rdir, Path):
+            path = _blobs.locate(rdir, seq)
+            if path is None:
+                raise FileNotFoundError(f"no blob file for log {seq!r}")
+            if path.is_dir():  # a store synced to a directory: a live blob is a folder of chunks
+                return _blobs.item(read_log(path, rdir, **ctx), ref, path)
+            return _blobs.read(path, ref)
+        return _remote_item(rdir, seq, ref)
     except (OSError, ValueError) as exc:
         raise CorruptRunError(f"A stored {ref.get('type')} of {run_label(ctx)} cannot be read ({exc}). "
                               "If the run crashed, resuming it (or `localtrack doctor --fix`) "
@@ -93,7 +99,21 @@ def _bytes(rdir: Path, ref: dict[str, Any], ctx: Ctx) -> bytes:
                               "backup.", path=str(path or rdir), **ctx) from exc
 
 
-def _decode(rdir: Path, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any:
+def _remote_item(rdir: RemotePath, seq: int, ref: dict[str, Any]) -> bytes:
+    """An item from a synced copy: the live blob is a folder of chunks (sync uploads it
+    before the rows that refer to it), the sealed one a plain object; looked up in the order
+    sync moves it (wal/, then segments/ once the manifest covers the log, then wal/ again).
+    The blob is read whole: remotes read whole objects."""
+    name = _blobs.name(seq)
+    for path in (rdir / "wal" / name, rdir / "segments" / name, rdir / "wal" / name):
+        try:
+            return _blobs.item(read_log(path), ref, path)
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"no blob file for log {seq} in {rdir}")
+
+
+def _decode(rdir: StorePath, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any:
     """A stored item as Python values: see ApiRun.media."""
     ref = {k: v for k, v in ref.items() if v is not None}  # a column's struct has every field
     data = _bytes(rdir, ref, ctx)
@@ -119,6 +139,6 @@ def _decode(rdir: Path, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any:
                           "it was written by a newer localtrack.", path=str(rdir), **ctx)
 
 
-def _cell(rdir: Path, value: Any, ctx: Ctx) -> Any:
+def _cell(rdir: StorePath, value: Any, ctx: Ctx) -> Any:
     ref = next(_blobs.refs(value), None) if type(value) is dict else None
     return _decode(rdir, ref, ctx, False) if ref is not None else decode_tree(value)

@@ -388,14 +388,17 @@ def test_blob_items_check_their_crc(store: Path) -> None:
     assert ref["crc"] == zlib.crc32(b"<i>x</i>")
 
 
-def test_sync_clean_keeps_a_run_whose_media_are_not_synced(store: Path, tmp_path: Path) -> None:
-    """Sync does not upload blob logs yet: --clean must not delete the only copy of media."""
+def test_sync_clean_removes_a_run_once_its_media_are_on_the_remote(store: Path, tmp_path: Path) -> None:
+    """Sync uploads blob logs (issue 20): --clean deletes the local copy, the remote keeps the media."""
     run = localtrack.init(project="p", id="sc", dir=store)
     run.log({"img": localtrack.Image(HWC), "x": 1.0})
+    local = localtrack.Api(store).run("p/sc").media("img")
     run.finish()
     settle(store)
-    localtrack.sync(tmp_path / "remote", dir=store, clean=True)
-    assert len(localtrack.Api(store).run("p/sc").media("img")) == 1
+    report = localtrack.sync(tmp_path / "remote", dir=store, clean=True)
+    assert report.cleaned == ["p/sc"]
+    remote = localtrack.Api(tmp_path / "remote").run("p/sc").media("img")
+    assert [(s, i.tobytes()) for s, i in remote] == [(s, i.tobytes()) for s, i in local]
 
 
 def test_doctor_finds_and_fixes_a_row_whose_media_were_lost(store: Path) -> None:

@@ -331,7 +331,7 @@ def test_folders_that_are_not_runs_are_skipped_with_one_warning(store, tmp_path,
 
 
 STATE_KEYS = ["v", "remote", "remote_id", "segments", "manifest", "logs", "files", "lock", "sig",
-              "synced_at"]
+              "synced_at", "blobs"]
 
 
 def state_file(store: Path) -> Path:

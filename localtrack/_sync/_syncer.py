@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import _blobs, _fsutil, _layout, _locks, _naming, _sealer, _settings, _store
+from .. import _fsutil, _layout, _locks, _naming, _sealer, _settings, _store
 from .._codec import dumps, loads
 from .._naming import ProjectName, RunId
 from .._remotes import Remote, open_remote, remote_key
@@ -373,10 +373,6 @@ class Syncer:
         if _store.end_state(evs) != "finished" or run.live_holder() is not None:
             return
         if not run.up_to_date(run.signature(), None):
-            return
-        if any(run.rdir.glob(f"*/*{_blobs.SUFFIX}")):  # sync does not upload media yet
-            log.warning("not cleaning %s: its media (blob logs) are not synced to remotes yet",
-                        run.path)
             return
         try:
             problem = run.verify_remote()

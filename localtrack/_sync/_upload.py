@@ -4,11 +4,15 @@ Who writes: only sync writes the remote. Locally it only reads the store,
 except for its own state (``<run>/sync/<remote-key>.json``, replaced
 atomically), its lock (``<root>/.sync/<remote-key>.lock``) and ``--clean``.
 One pass over a run uploads, in this order:
-  1. the sealed segments the manifest names (immutable: each goes up once);
+  1. the sealed segments the manifest names, each after its blob log if it has one
+     (``segments/<seq>.blob``, whole: immutable, so each goes up once);
   2. the manifest bytes read in step 1, so it never names a segment not yet there;
   3. drops the remote log folders that manifest now covers;
   4. the new complete records of each unsealed log, oldest first, then of
-     events.jsonl, as a chunk named by its byte offset (objects cannot grow);
+     events.jsonl, as a chunk named by its byte offset (objects cannot grow); before a log's
+     chunk, the new bytes of its live blob log (``wal/<seq>.blob``), read after the log's
+     bytes, as a chunk of the same kind (_remotes._chunks): an item is written before the
+     row that refers to it, so every item the chunk's rows name is on the remote first;
   5. the writer's lock record, config.json, summary.json and run.json when changed.
 So at every instant the remote history is a prefix of the local one. The
 state is saved after each upload: a SIGKILL loses at most the record of one
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from .. import _frames, _fsutil, _layout, _locks, _naming, _segments, _store, _wal
+from .. import _blobs, _frames, _fsutil, _layout, _locks, _naming, _segments, _store, _wal
 from .._codec import dumps, loads
 from .._naming import Ctx, ProjectName, RunId
 from .._remotes import Remote
@@ -111,6 +115,7 @@ class SyncState:
     lock: str | None = None            # id of the writer's lock record sent; None: none there
     sig: list[Any] | None = None       # the local files' (size, mtime, inode) when last complete
     synced_at: float | None = None
+    blobs: dict[str, list[list[int]]] = field(default_factory=dict)  # "wal/<seq>.blob" -> chunks
 
     @classmethod
     def parse(cls, data: bytes | None, remote: str, remote_id: str | None) -> SyncState:
@@ -126,13 +131,15 @@ class SyncState:
         if not (isinstance(logs, dict) and all(_log_name(n) and _log_sent(e) for n, e in logs.items())
                 and _list_of(raw.get("segments"), str) and _map_of(raw.get("files"), str)
                 and _optional(raw.get("manifest"), str) and _optional(raw.get("lock"), str)
-                and _optional(raw.get("sig"), list) and _optional(raw.get("synced_at"), (int, float))):
+                and _optional(raw.get("sig"), list) and _optional(raw.get("synced_at"), (int, float))
+                and _blobs_sent(raw.get("blobs", {}))):
             return cls(remote, remote_id)
         return cls(remote, remote_id, raw["segments"], raw.get("manifest"),
                    {n: {"sent": e["sent"], "chunks": e["chunks"], "tail": e["tail"],
                         # states written before format 3 sent whole frames only
                         "frame": e.get("frame", e["sent"])} for n, e in logs.items()},
-                   raw["files"], raw.get("lock"), raw.get("sig"), raw.get("synced_at"))
+                   raw["files"], raw.get("lock"), raw.get("sig"), raw.get("synced_at"),
+                   raw.get("blobs", {}))  # states written before media were synced have none
 
     def dump(self) -> bytes:
         return dumps({"v": STATE_VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}})
@@ -152,8 +159,24 @@ def _int(value: Any) -> bool:
 
 def _log_sent(entry: Any) -> bool:
     return (isinstance(entry, dict) and all(_int(entry.get(k)) for k in ("sent", "tail"))
-            and _int(entry.get("frame", 0)) and isinstance(entry.get("chunks"), list)
-            and all(isinstance(c, list) and len(c) == 2 and all(map(_int, c)) for c in entry["chunks"]))
+            and _int(entry.get("frame", 0)) and _chunks_of(entry.get("chunks")))
+
+
+def _blob_name(name: str) -> bool:
+    """Whether a blob log name is the format's ``wal/<seq>.blob`` (it becomes a remote key)."""
+    stem = name[4:-len(_blobs.SUFFIX)]
+    return (name.startswith("wal/") and name.endswith(_blobs.SUFFIX)
+            and len(stem) == 8 and stem.isascii() and stem.isdigit())
+
+
+def _blobs_sent(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        _blob_name(n) and _chunks_of(c) for n, c in value.items())
+
+
+def _chunks_of(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(c, list) and len(c) == 2 and all(map(_int, c)) for c in value)
 
 
 def _list_of(value: Any, kind: type) -> bool:
@@ -355,6 +378,7 @@ class RunUpload:
             name = seg["file"]
             if name in done:
                 continue
+            self._sealed_blob(_segments.seq_of(seg), there)
             try:
                 data = read_file(self.rdir / "segments" / name, self.rdir, **self.ctx)
             except FileNotFoundError:
@@ -376,10 +400,16 @@ class RunUpload:
                 self._delete(name)
                 del st.logs[name]
                 self._save()
+        for name in [n for n in st.blobs if int(n[4:12]) <= sealed]:  # now in segments/
+            self._delete(name)
+            del st.blobs[name]
+            self._save()
         if self.fresh:
             for name in self.s.call(self.remote.list, f"{self.prefix}/wal"):
                 seq = _naming.log_seq(name)
-                if seq is not None and seq <= sealed and f"wal/{name}" not in st.logs:
+                if seq is None and _blob_name(f"wal/{name}"):
+                    seq = int(name[:8])
+                if seq is not None and seq <= sealed and f"wal/{name}" not in (*st.logs, *st.blobs):
                     self._delete(f"wal/{name}")
             self.fresh = False
         # 4. unsealed logs, oldest first: a log is complete once a newer one exists
@@ -451,6 +481,8 @@ class RunUpload:
         damaged = checked.corrupt or (closed and checked.bad_at is not None)
         # whole records not sent yet; of a damaged log only what its checksums vouch for
         n = max(0, frame_end - sent if damaged else frame + checked.end - sent)
+        if n and name.startswith("wal/"):
+            self._live_blob(int(name[4:12]))  # after reading the rows, before sending them
         if damaged:
             if n:
                 self._send(name, local, entry, sent, t, memoryview(data)[k - t:], n, frame_end)
@@ -478,6 +510,43 @@ class RunUpload:
                                  "tail": zlib.crc32(tail), "frame": frame_end}
         self._save()
 
+    def _sealed_blob(self, seq: int, there: dict[str, Any]) -> None:
+        """Upload ``segments/<seq>.blob`` whole, if the log had media, before its segment."""
+        name = _blobs.name(seq)
+        try:
+            data = read_file(_blobs.sealed_blob(self.rdir, seq), self.rdir, **self.ctx)
+        except FileNotFoundError:
+            return  # a log without media
+        if name not in there or there[name].size != len(data):
+            self._put(f"segments/{name}", data)
+
+    def _live_blob(self, seq: int) -> None:
+        """Send the new bytes of log ``seq``'s blob as a chunk (merged like a log's, see
+        merge_count). The blob is append-only and unframed: every byte there is sent. Where a
+        sealer just moved it (or a crash left it in segments/ with its log unsealed), it is
+        read there: the same file."""
+        name = f"wal/{_blobs.name(seq)}"
+        path = _blobs.locate(self.rdir, seq)
+        if path is None:
+            return  # no media in this log
+        chunks = self.state.blobs.get(name, [])
+        sent = chunks[-1][0] + chunks[-1][1] if chunks else 0
+        data = _read_range(path, self.rdir, sent, **self.ctx)
+        if not data:
+            return
+        chunks = [*chunks, [sent, len(data)]]
+        k = merge_count(chunks)
+        start, end = chunks[-k][0], sent + len(data)
+        payload = data if k == 1 else _read_range(path, self.rdir, start, end, **self.ctx)
+        if len(payload) != end - start:
+            raise _Reread
+        self._put(f"{name}/{chunk_name(start)}", payload)
+        # If we die here: the merged chunk overlaps the smaller ones; readers skip overlaps.
+        for offset, _ in chunks[-k + 1:] if k > 1 else []:
+            self._delete(f"{name}/{chunk_name(offset)}")
+        self.state.blobs[name] = [*chunks[:-k], [start, end - start]]
+        self._save()
+
     def _rewritten(self, name: str, sent: int) -> None:
         """The local log no longer starts with what was sent (power lost after sync read it)."""
         log.error("%s of run %s changed below byte %d, which was already sent to %s (was power "
@@ -499,8 +568,9 @@ class RunUpload:
         mbytes, manifest = self._manifest()
         for seg in manifest["segments"]:
             if seg["file"] not in self.state.segments:
-                files += 1
-                nbytes += _size(self.rdir / "segments" / seg["file"])
+                blob = _size(self.rdir / "segments" / _blobs.name(_segments.seq_of(seg)))
+                files += 1 + (blob > 0)
+                nbytes += _size(self.rdir / "segments" / seg["file"]) + blob
         if mbytes is not None and _sha(mbytes) != self.state.manifest:
             files, nbytes = files + 1, nbytes + len(mbytes)
         logs = [f"wal/{s:08d}.jsonl" for s in _segments.wal_seqs(self.rdir)
@@ -508,6 +578,12 @@ class RunUpload:
         for name in logs:
             grown = _size(self.rdir / name) - (self.state.logs.get(name) or _NOTHING_SENT)["sent"]
             if grown > 0:
+                files, nbytes = files + 1, nbytes + grown
+        for seq in _segments.wal_seqs(self.rdir):
+            name = f"wal/{_blobs.name(seq)}"
+            chunks = self.state.blobs.get(name, [])
+            grown = _size(self.rdir / name) - (chunks[-1][0] + chunks[-1][1] if chunks else 0)
+            if seq > manifest["sealed_through"] and grown > 0:
                 files, nbytes = files + 1, nbytes + grown
         for name in METADATA:
             try:
@@ -533,6 +609,10 @@ class RunUpload:
             size = _size(self.rdir / "segments" / seg["file"])
             if seg["file"] not in segs or segs[seg["file"]].size != size:
                 return f"segment {seg['file']} differs"
+            blob = _blobs.name(_segments.seq_of(seg))
+            size = _size(self.rdir / "segments" / blob)
+            if size and (blob not in segs or segs[blob].size != size):
+                return f"blob log segments/{blob} differs"
         logs = [f"wal/{s:08d}.jsonl" for s in _segments.wal_seqs(self.rdir)
                 if s > manifest["sealed_through"]] + [_store.EVENTS]
         for name in logs:
@@ -542,6 +622,12 @@ class RunUpload:
                 size = 0
             if chain_end(self.s.call(self.remote.list, f"{self.prefix}/{name}")) < size:
                 return f"{name} is not complete"
+        for seq in _segments.wal_seqs(self.rdir):
+            blob = f"wal/{_blobs.name(seq)}"
+            size = _size(self.rdir / blob)
+            if seq > manifest["sealed_through"] and size \
+                    and chain_end(self.s.call(self.remote.list, f"{self.prefix}/{blob}")) < size:
+                return f"{blob} is not complete"
         return None
 
 
