@@ -362,7 +362,7 @@ def test_a_key_of_numbers_histograms_and_unsealed_text_reads_as_text(store):
         root = sys.argv[1]
         hist = localtrack.Histogram(np_histogram=([1, 2], [0.0, 1.0, 2.0]))
         for rid, value, seal in (("n", 1.5, True), ("h", hist, True), ("t", "high", False)):
-            os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0" if seal else 1 << 40
+            os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0" if seal else str(1 << 40)
             run = localtrack.init(project="p", id=rid, dir=root)
             run.log({"x": value, "y": 1})
             run.finish()
