@@ -171,17 +171,27 @@ def teardown(exit_code: int | None = None) -> None:
     """W&B's teardown(): nothing to tear down (finish() ends runs; exit finishes the rest)."""
 
 
-def sweep(config: dict[str, _Any], *, project: str | None = None,
-          dir: str | _os.PathLike[str] | None = None) -> str:
-    """Create a sweep from a W&B-style config; returns its id (see docs/sweeps.md)."""
+def sweep(sweep: dict[str, _Any] | None = None, *, entity: str | None = None,
+          project: str | None = None, dir: str | _os.PathLike[str] | None = None,
+          config: dict[str, _Any] | None = None) -> str:
+    """Create a sweep from a W&B-style config (W&B's ``sweep=``, or ``config=``); returns its id
+    (see docs/sweeps.md). ``entity`` is W&B's: a store has one namespace, so it changes nothing."""
     from ._sweeps import _queue
+    from .errors import UsageError
 
-    return _queue.create(config, project=project, dir=dir)
+    spec = sweep if sweep is not None else config
+    if spec is None or (sweep is not None and config is not None):
+        raise UsageError("localtrack.sweep() takes the sweep's config once: as its first argument "
+                         "(W&B's sweep=) or as config=, " + ("and got neither." if spec is None
+                                                            else "not both."))
+    return _queue.create(spec, project=project, dir=dir)
 
 
 def agent(sweep_id: str, *, function: _Any = None, count: int | None = None,
-          project: str | None = None, dir: str | _os.PathLike[str] | None = None) -> int:
-    """Run jobs of a sweep (``function`` in this process, else the sweep's program)."""
+          entity: str | None = None, project: str | None = None,
+          dir: str | _os.PathLike[str] | None = None) -> int:
+    """Run jobs of a sweep (``function`` in this process, else the sweep's program); ``entity``
+    is W&B's and changes nothing here (one namespace per store)."""
     from ._sweeps import _agent
 
     return _agent.agent(sweep_id, function=function, count=count, project=project, dir=dir)

@@ -463,3 +463,34 @@ def test_a_program_that_outlived_its_agent_keeps_its_job(store, tmp_path):
     assert [(a[0], int(a[1])) for a in map(str.split, attempts.read_text().splitlines())
             if a[2] == "0"] == [(rid, 0), (rid, 6)]   # one program per attempt, never two at once
     assert steps_of(store, f"p/{rid}") == list(range(6))
+
+
+def test_sweep_takes_wandbs_argument_names(store: Path) -> None:
+    """W&B's sweep(sweep=cfg, entity=, project=) and agent(entity=), as its quickstart calls them."""
+    cfg = {"method": "grid", "parameters": {"x": {"values": [1, 2]}}}
+    seen: list[int] = []
+
+    def job() -> None:
+        with localtrack.init() as run:
+            seen.append(run.config["x"])
+
+    by_w_and_b = localtrack.sweep(sweep=cfg, entity="team", project="p", dir=store)
+    assert localtrack.agent(by_w_and_b, function=job, entity="team", project="p", dir=store) == 2
+    assert sorted(seen) == [1, 2]
+    assert localtrack.sweep(config=cfg, project="p", dir=store) != by_w_and_b
+    for both_or_neither in ({"sweep": cfg, "config": cfg}, {}):
+        with pytest.raises(localtrack.errors.UsageError, match="config once"):
+            localtrack.sweep(**both_or_neither, project="p", dir=store)
+
+
+def test_an_agent_finds_a_bare_sweep_id_in_the_store(store: Path) -> None:
+    """W&B's quickstart: sweep(sweep=cfg, project="p") then agent(sweep_id, function=) alone."""
+    cfg = {"method": "grid", "parameters": {"x": {"values": [1]}}}
+    sid = localtrack.sweep(cfg, project="p", dir=store)
+    assert localtrack.agent(sid, function=lambda: localtrack.init().finish(), dir=store) == 1
+    other = localtrack.sweep(cfg, project="q", dir=store)
+    os.rename(store / "q" / "sweeps" / other, store / "q" / "sweeps" / sid)  # one id, two projects
+    with pytest.raises(localtrack.errors.UsageError, match="several projects"):
+        localtrack.agent(sid, function=lambda: None, dir=store)
+    with pytest.raises(localtrack.errors.UsageError, match="needs a project"):
+        localtrack.agent("nosuchid", function=lambda: None, dir=store)

@@ -162,8 +162,7 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[localtrack.Api], None],
     ("ddp_log_rank0.py", (), ddp_log_rank0, [needs("torch")]),
     ("launch_quickstart.py", (), launch_quickstart,
      [needs("torch")]),
-    ("sweep_quickstart.py", (), sweep_quickstart,
-     [missing("wandb.sweep(sweep=...) (W&B's name of the config argument)")]),
+    ("sweep_quickstart.py", (), sweep_quickstart, []),
 ]
 
 

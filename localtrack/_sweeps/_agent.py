@@ -32,15 +32,25 @@ from ._queue import LEASE_SECONDS, SweepStore
 log = logging.getLogger("localtrack")
 
 
-def parse_sweep_path(value: str, project: str | None) -> tuple[_naming.ProjectName, str]:
-    """``"p/SWEEP_ID"`` or a bare id with ``project=``."""
+def parse_sweep_path(value: str, project: str | None,
+                     root: Path | None = None) -> tuple[_naming.ProjectName, str]:
+    """``"p/SWEEP_ID"``, a bare id with ``project=``, or (as W&B's quickstart calls agent()) a
+    bare id alone: then the store's one project that holds a sweep of that id."""
     if "/" in value:
         proj, _, sweep_id = value.partition("/")
     else:
         proj, sweep_id = _settings.default_project(project) or "", value
+    sweep_id = str(_naming.run_id(sweep_id))
+    if not proj and root is not None:
+        found = sorted(p.parent.parent.parent.name
+                       for p in root.glob(f"*/sweeps/{sweep_id}/sweep.json"))
+        if len(found) > 1:
+            raise UsageError(f"Sweep {sweep_id!r} is in several projects ({', '.join(found)}): "
+                             "pass 'PROJECT/SWEEP_ID' or project=.")
+        proj = found[0] if found else ""
     if not proj:
         raise UsageError(f"Sweep {value!r} needs a project: pass 'PROJECT/SWEEP_ID' or project=.")
-    return _naming.project_name(proj), str(_naming.run_id(sweep_id))
+    return _naming.project_name(proj), sweep_id
 
 
 def job_env(store: SweepStore, run_id: str, params: dict[str, Any]) -> dict[str, str]:
@@ -142,8 +152,9 @@ class _ProgramRunner:
 def agent(sweep_id: str, *, function: Callable[[], Any] | None = None, count: int | None = None,
           project: str | None = None, dir: str | os.PathLike[str] | None = None) -> int:
     """Run jobs of a sweep until it is done or ``count`` jobs ran; returns how many ran."""
-    proj, sid = parse_sweep_path(sweep_id, project)
-    store = SweepStore(_settings.root_dir(dir), proj, sid)
+    root = _settings.root_dir(dir)
+    proj, sid = parse_sweep_path(sweep_id, project, root)
+    store = SweepStore(root, proj, sid)
     if count is not None and count < 1:
         raise UsageError(f"count must be >= 1, got {count}.")
     runner = _ProgramRunner()
