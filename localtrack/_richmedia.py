@@ -258,21 +258,28 @@ class Audio(Media):
         if samples.ndim not in (1, 2) or samples.ndim == 2 and not 1 <= samples.shape[1] <= 64:
             raise _bad(key, where, f"audio must have shape (n,) or (n, channels), got "
                                    f"{samples.shape}.")
-        if samples.dtype != np.int16:
-            if samples.dtype.kind != "f":
-                raise _bad(key, where, f"audio samples must be floats in -1..1 or int16, got "
-                                       f"{samples.dtype.name}.")
-            samples = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
-        channels = 1 if samples.ndim == 1 else samples.shape[1]
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as out:
-            out.setnchannels(channels)
-            out.setsampwidth(2)
-            out.setframerate(rate)
-            out.writeframes(np.ascontiguousarray(samples).astype("<i2").tobytes())
-        meta = {"type": "audio", "fmt": "wav", "sample_rate": rate, "channels": channels,
-                "frames": len(samples)}
-        return Item(_with_caption(meta, self.caption), buf.getvalue())
+        if samples.dtype != np.int16 and samples.dtype.kind != "f":
+            raise _bad(key, where, f"audio samples must be floats in -1..1 or int16, got "
+                                   f"{samples.dtype.name}.")
+        meta = {"type": "audio", "fmt": "wav", "sample_rate": rate,
+                "channels": 1 if samples.ndim == 1 else samples.shape[1], "frames": len(samples)}
+        return Item(_with_caption(meta, self.caption), encode_wav(samples, rate))
+
+
+def encode_wav(samples: Any, rate: int) -> bytes:
+    """A 16-bit WAV of int16 samples, or of floats in -1..1 (clipped), shape (n,) or
+    (n, channels): how audio is stored, and how the dashboard serves it."""
+    import numpy as np
+
+    if samples.dtype != np.int16:
+        samples = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1 if samples.ndim == 1 else samples.shape[1])
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.ascontiguousarray(samples).astype("<i2").tobytes())
+    return buf.getvalue()
 
 
 def decode_audio(meta: dict[str, Any], data: bytes) -> tuple[Any, int | None]:

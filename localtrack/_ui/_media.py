@@ -10,7 +10,6 @@ counts over steps as a heatmap.
 from __future__ import annotations
 
 import io
-import wave
 from typing import Any
 
 from .._blobs import refs as blob_refs
@@ -85,7 +84,7 @@ def media_item(run: ApiRun, key: str, step_text: str | None,
 def _encode(item: Any) -> tuple[bytes, str]:
     from PIL import Image as PILImage
 
-    from .._richmedia import Table
+    from .._richmedia import Table, encode_wav
 
     if isinstance(item, PILImage.Image):
         buf = io.BytesIO()
@@ -104,7 +103,7 @@ def _encode(item: Any) -> tuple[bytes, str]:
         samples, rate = item
         if rate is None:
             return bytes(samples), "application/octet-stream"
-        return _wav(samples, rate), "audio/wav"
+        return encode_wav(samples, rate), "audio/wav"
     return bytes(item), "application/octet-stream"  # video: its file
 
 
@@ -112,19 +111,6 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (type(None), bool, int, float, str)):
         return value
     return f"[{type(value).__name__}]"
-
-
-def _wav(samples: Any, rate: int) -> bytes:
-    import numpy as np
-
-    channels = 1 if samples.ndim == 1 else samples.shape[1]
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(channels)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def histograms(run: ApiRun, key: str) -> dict[str, Any]:
