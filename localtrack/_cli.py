@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from . import __version__, _blobs, _settings, _store
 from ._media import Histogram
 from ._mediaread import refs_column
@@ -327,10 +329,10 @@ def _print_sync_status(syncer: Syncer) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     table = _api(args.dir).query(args.sql, args.project)
     if args.format == "json":
-        import json
-
+        # JSON has no NaN/Infinity: orjson writes them as null (as JSON.stringify and
+        # pandas do), so every line parses with any JSON reader; --format csv keeps them.
         for row in table.to_pylist():
-            print(json.dumps(row, default=str, allow_nan=True))
+            print(orjson.dumps(row, default=str).decode())
     elif args.format == "csv":
         import csv
 

@@ -374,3 +374,13 @@ def test_a_key_of_numbers_histograms_and_unsealed_text_reads_as_text(store):
     assert [(r["run_id"], r["y"]) for r in rows] == [("h", 1), ("n", 1), ("t", 1)]
     assert rows[1]["x"] == "1.5" and rows[2]["x"] == '"high"'
     assert '"$h"' in rows[0]["x"] and '"counts":[1,2]' in rows[0]["x"]
+
+
+def test_json_output_is_strict_json_with_nan_as_null(store):
+    """`--format json` writes one strict JSON object per line: NaN/Infinity (no JSON form) as null."""
+    write(store)
+    res = cli("query", "SELECT 'a' AS id, 'NaN'::DOUBLE AS x, 'inf'::DOUBLE AS y, 1.5::DOUBLE AS z",
+              "--dir", str(store), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert row == {"id": "a", "x": None, "y": None, "z": 1.5}
