@@ -431,11 +431,6 @@ def run_exists(root: StorePath, project: ProjectName, rid: RunId) -> bool:
         return path.exists()
 
 
-def state(root: Path | RemotePath, project: ProjectName, rid: RunId, evs: list[dict[str, Any]]) -> str:
-    """running / finished / failed / crashed / preempted, from events and the writer lock."""
-    return "running" if is_live(root, project, rid) else end_state(evs)
-
-
 def is_live(root: Path | RemotePath, project: ProjectName, rid: RunId) -> bool:
     """Whether the run has a live writer. Ask before reading the events that say how it ended:
     a writer writes its last event before it lets go of the lock, so events read after a free

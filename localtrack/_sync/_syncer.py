@@ -413,7 +413,9 @@ class Syncer:
                 files, nbytes = run.pending()
             except (LocaltrackError, OSError) as exc:
                 files, nbytes, note = 0, 0, str(exc)
-            state = _store.state(self.root, project, rid, _store.events(run.rdir, **run.ctx))
+            # The lock before the events: read first, a run finishing meanwhile showed as crashed.
+            live = _store.is_live(self.root, project, rid)
+            state = "running" if live else _store.end_state(_store.events(run.rdir, **run.ctx))
             out.append(RunStatus(run.path, state, files, nbytes, run.state.synced_at, note))
         return out
 
