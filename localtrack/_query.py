@@ -13,6 +13,7 @@ StorageError), naming the file.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -186,7 +187,7 @@ class ApiRun:
     def __init__(self, root: StorePath, project: _naming.ProjectName, rid: _naming.RunId,
                  record: _runindex.Record | None = None) -> None:
         self._root = root
-        self._rdir = _store.run_dir(root, project, rid)
+        self._names = (project, rid)
         self._ctx: Ctx = {"project": project, "run_id": rid}
         self.project: str = project
         self.id: str = rid
@@ -208,6 +209,11 @@ class ApiRun:
             live = _store.is_live(root, project, rid)  # first: see is_live
         self.events = _store.events(self._rdir, **self._ctx)
         self.state = "running" if live else _store.end_state(self.events)
+
+    @functools.cached_property
+    def _rdir(self) -> StorePath:
+        """Made on first use: a listing of 10,000 runs reads most of them from the index only."""
+        return _store.run_dir(self._root, *self._names)
 
     @property
     def path(self) -> str:
@@ -594,9 +600,9 @@ def list_runs(root: StorePath, project: str | None = None) -> tuple[list[ApiRun]
         projects, skipped = _store.list_projects(root)
     runs = []
     for name in projects:
-        ids, bad = _store.list_runs(root, name)
-        skipped += bad
         index = _runindex.ProjectIndex(root, name)
+        ids, bad = _store.list_runs(root, name, index.known)
+        skipped += bad
         for rid in ids:
             try:
                 runs.append(ApiRun(root, name, rid, index.record(rid)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,16 @@ from .errors import LocaltrackError
 log = logging.getLogger("localtrack")
 
 INDEX = "index.json"
-FORMAT = 1
+FORMAT = 2
 KIND = "localtrack-runs-index"
 #: A run whose stamp changed this recently is not indexed: file times are coarse (a change in
 #: the same tick as the stamp leaves it equal), and a network file system's clock may differ.
 MARGIN_NS = 2 * 10**9
+#: The entries follow the header as its last member, so the checksum covers their exact bytes.
+_RUNS = b',"runs":'
 
 Record = dict[str, Any]
 _REST = ("config", "summary", "last", "last_step", "updated")
-_TREE = (dict, type(None))  # config.json, summary.json: an object, or no file
 
 
 _STAMPED = (_store.RUN_JSON, _store.CONFIG_JSON, _store.SUMMARY_JSON, _segments.MANIFEST, "wal",
@@ -140,18 +142,6 @@ def complete(record: Record) -> bool:
     return all(key in record for key in _REST)
 
 
-def _valid(entry: Any) -> bool:
-    """An index entry of the right shape (a damaged index's entries are read from the run)."""
-    try:
-        return (type(entry["meta"]) is dict and type(entry["events"]) is list
-                and entry["state"] in _store.STATES and type(entry["last"]) is dict
-                and type(entry["last_step"]) is int and type(entry["updated"]) in (int, float)
-                and type(entry["config"]) in _TREE and type(entry["summary"]) in _TREE
-                and _store.meta_problem(entry["meta"]) is None)
-    except (KeyError, TypeError):
-        return False
-
-
 class ProjectIndex:
     """One listing's use of a project's index: records by stamp, then the index written back
     when it changed (``save``)."""
@@ -163,6 +153,7 @@ class ProjectIndex:
         self._old: dict[str, Any] = {}
         self._new: dict[str, Any] = {}
         self._changed = False
+        self._stamps: dict[str, list[int] | None] = {}
         self._now_ns = time.time_ns()
         if isinstance(root, Path):
             self.path = _layout.project_dir(root, project) / INDEX
@@ -170,15 +161,24 @@ class ProjectIndex:
             self._locks = str(_layout.locks_dir(root, project))
             self._old = _load(self.path)
 
+    def known(self, rid: RunId) -> bool:
+        """Whether the index holds the run under the stamp it shows now (its run.json is then
+        there: the listing need not look again). The stamp is kept for ``record``."""
+        if self.path is None:
+            return False
+        now = stamp(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock")  # strings: cheaper than paths
+        self._stamps[rid] = now
+        entry = self._old.get(rid)
+        return now is not None and entry is not None and entry.get("stamp") == now
+
     def record(self, rid: RunId) -> Record:
         """The run's record: the index's while its stamp matches, else read from the run."""
         if self.path is None:
             return read_record(self.root, self.project, rid)
-        rdir = f"{self._runs}/{rid}"  # strings: a path object per file per run costs more than the stats
-        lock = f"{self._locks}/{rid}.lock"
-        now = stamp(rdir, lock)
+        now = self._stamps.pop(rid) if rid in self._stamps else \
+            stamp(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock")
         entry = self._old.get(rid)
-        if now is not None and entry is not None and entry.get("stamp") == now and _valid(entry):
+        if now is not None and entry is not None and entry.get("stamp") == now:
             self._new[rid] = entry
             return dict(entry)
         # Read after the stamp: what is read is at least as new as the stamp says (a change
@@ -197,7 +197,9 @@ class ProjectIndex:
         assert isinstance(self.root, Path)
         if os.path.exists(self.root / _layout.REMOTE_ID) or not os.access(self.path.parent, os.W_OK):
             return  # a sync remote (sync writes it), or a store this user cannot write
-        data = dumps({"format": FORMAT, "kind": KIND, "runs": self._new})
+        runs = dumps(self._new)
+        head = dumps({"format": FORMAT, "kind": KIND, "crc": zlib.crc32(runs)})
+        data = head[:-1] + _RUNS + runs + b"}"
         try:
             _sweep(self.path)
             _fsutil.atomic_write(self.path, data, sync=False)
@@ -221,13 +223,20 @@ def _sweep(path: Path) -> None:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    """The index's entries by run id; {} for a missing, damaged or foreign index."""
+    """The index's entries by run id; {} for a missing, damaged or foreign index. The checksum
+    over the entries is what lets a listing take each entry as written, unchecked."""
     try:
         with open(path, "rb") as fh:
-            data = loads(fh.read())
+            head, sep, runs = fh.read().partition(_RUNS)
+        meta = loads(head + b"}")
     except (OSError, ValueError):
         return {}
-    if (not isinstance(data, dict) or data.get("kind") != KIND or data.get("format") != FORMAT
-            or not isinstance(data.get("runs"), dict)):
+    if (not sep or not runs.endswith(b"}") or not isinstance(meta, dict)
+            or meta.get("kind") != KIND or meta.get("format") != FORMAT
+            or meta.get("crc") != zlib.crc32(runs[:-1])):
         return {}
-    return dict(data["runs"])
+    try:
+        entries = loads(runs[:-1])
+    except ValueError:
+        return {}
+    return entries if isinstance(entries, dict) else {}

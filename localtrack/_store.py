@@ -20,7 +20,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,13 +372,15 @@ _NO_RUN_JSON = ("has no run.json, so it is not a run (a stray folder, or a damag
                 "run.json from a sync remote or a backup, or move the folder out of the store")
 
 
-def list_runs(root: StorePath, project: ProjectName) -> tuple[list[RunId], list[Skipped]]:
+def list_runs(root: StorePath, project: ProjectName,
+              known: Callable[[RunId], bool] | None = None) -> tuple[list[RunId], list[Skipped]]:
     """The run ids of a project sorted by name, plus each folder there that is not a readable run.
 
     Cheap on purpose (a listing and one stat per run): the files of a run are checked when it
     is read. Dot-entries are a run being created (``.tmp-``) or clutter, and not listed. In a
     remote store a folder without run.json is a run whose first upload is under way (sync puts
-    run.json last), so it is left out without a report.
+    run.json last), so it is left out without a report. ``known(rid)`` true: the caller has
+    just seen the run's run.json (the runs index's stamp), so it is not looked at again.
     """
     rdir = runs_dir(root, project)
     ids: list[RunId] = []
@@ -405,6 +407,9 @@ def list_runs(root: StorePath, project: ProjectName) -> tuple[list[RunId], list[
         if isinstance(rdir, RemotePath):
             if (rdir / name / RUN_JSON).exists():
                 ids.append(rid)
+            continue
+        if known is not None and known(rid):
+            ids.append(rid)
             continue
         entry = f"{rdir}/{name}"
         try:
