@@ -199,17 +199,19 @@ def agent(sweep_id: str, *, function: _Any = None, count: int | None = None,
 
 def sync(to: str | _os.PathLike[str], *, dir: str | _os.PathLike[str] | None = None,
          runs: list[str] | str | None = None, watch: bool = False, poll: float | None = None,
-         clean: bool = False, jobs: int | None = None) -> _Any:
+         clean: bool = False, jobs: int | None = None, max_lag: float = 10.0) -> _Any:
     """Upload runs of the store ``dir`` to ``to`` (a directory, or an s3://, gs:// or hdfs:// URI).
 
     Incremental and safe to interrupt: only what is new goes up. ``runs`` limits it to
     ``"project"`` or ``"project/id"`` entries. ``jobs`` runs go up at a time (default 4 to a
     directory, 16 to an object store). Returns a report; raises SyncError when something is
-    left pending. ``watch=True`` keeps syncing until interrupted. See docs/sync.md.
+    left pending. ``watch=True`` keeps syncing until interrupted, warning when a change waits
+    more than ``max_lag`` seconds to go up. See docs/sync.md.
     """
     from ._sync import sync as _sync
 
-    return _sync(to, dir=dir, runs=runs, watch=watch, poll=poll, clean=clean, jobs=jobs)
+    return _sync(to, dir=dir, runs=runs, watch=watch, poll=poll, clean=clean, jobs=jobs,
+                 max_lag=max_lag)
 
 
 def __getattr__(name: str) -> _Any:

@@ -255,10 +255,13 @@ class _Bar:
 def cmd_sync(args: argparse.Namespace) -> int:
     """Upload (or --watch, or --status); exit 1 when anything is left pending."""
     from ._sync import human_bytes, open_syncer, watch
+    from ._sync._watch import DEFAULT_MAX_LAG
 
     tty = sys.stderr.isatty()
-    if args.poll is not None and not args.watch:
-        raise UsageError("--poll only applies to --watch.")
+    if (args.poll is not None or args.max_lag is not None) and not args.watch:
+        raise UsageError("--poll and --max-lag only apply to --watch.")
+    if args.max_lag is not None and not args.max_lag > 0:
+        raise UsageError(f"--max-lag must be a number of seconds above 0, not {args.max_lag}.")
     if not tty or args.watch:
         logging.getLogger("localtrack").setLevel(logging.INFO)
     if args.status:
@@ -272,7 +275,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             signal.signal(signum, lambda *_: stop.set())
     with syncer:
         if args.watch:
-            report = watch(syncer, poll=args.poll)
+            report = watch(syncer, poll=args.poll,
+                           max_lag=DEFAULT_MAX_LAG if args.max_lag is None else args.max_lag)
             print(f"sync daemon stopped: {report.uploaded_files} file(s), "
                   f"{human_bytes(report.uploaded_bytes)} uploaded to {report.remote}", file=sys.stderr)
             return 0
@@ -390,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--status", action="store_true", help="show what is pending per run, upload nothing")
     p.add_argument("--poll", type=float, metavar="N",
                    help="with --watch: poll every N seconds instead of using file events")
+    p.add_argument("--max-lag", type=float, metavar="S",
+                   help="with --watch: warn when a change waits more than S seconds to go up "
+                        "(default 10)")
     p.add_argument("--clean", action="store_true",
                    help="delete local copies of finished runs once all their files are on the remote")
     p.add_argument("--retries", type=int, default=4, metavar="N",

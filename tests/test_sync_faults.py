@@ -220,7 +220,47 @@ def test_daemon_polling_picks_up_new_runs(store, tmp_path):
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
-    assert "polling every 0.3 s, up to 3 run(s) at a time" in log_path.read_text()
+    text = log_path.read_text()
+    assert "polling every 0.3 s, up to 3 run(s) at a time" in text
+    assert "falling behind" not in text, text  # 9 small runs: well within the default 10 s
     settle(store)
     assert localtrack.sync(str(remote), dir=store).runs == 9
     assert_same(store, remote)
+
+
+@pytest.mark.parametrize("mode", [["--poll", "0.3"], []], ids=["polling", "file-events"])
+def test_daemon_says_when_changes_wait_longer_than_max_lag(store, tmp_path, mode):
+    """A daemon whose passes let a change wait longer than --max-lag says so (with what it saw),
+    once a minute, and keeps syncing. Here the limit (1 ms) is below any pass's own length."""
+    remote = tmp_path / "remote"
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log_file:
+        daemon = subprocess.Popen(sync_cmd(remote, store, "--watch", *mode, "--max-lag", "0.001"),
+                                  stdout=log_file, stderr=log_file, env=env_without_localtrack())
+    try:
+        for i in range(12):
+            with localtrack.init(project="p", id=f"r{i}", dir=store) as run:
+                run.log({"x": i})
+        wait_for(lambda: all((remote / f"p/runs/r{i}/run.json").exists() for i in range(12)), 30,
+                 "the runs on the remote")
+        wait_for(lambda: "falling behind" in log_path.read_text(), 30, "the falling-behind warning")
+        daemon.send_signal(signal.SIGINT)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    text = log_path.read_text()
+    assert text.count("falling behind") == 1, text  # at most once a minute
+    assert f"sync to {remote} is falling behind its writers: a change waited" in text, text
+    assert "(more than 0.001 s)" in text and "--jobs" in text, text
+
+
+def test_max_lag_is_checked_and_only_with_watch(store, tmp_path):
+    localtrack.init(project="p", id="a", dir=store).finish()
+    for extra, says in ((["--max-lag", "5"], "only apply to --watch"),
+                        (["--watch", "--max-lag", "0"], "--max-lag must be a number of seconds above 0"),
+                        (["--watch", "--max-lag", "nan"], "--max-lag must be")):
+        res = subprocess.run(sync_cmd(tmp_path / "remote", store, *extra), capture_output=True,
+                             text=True, timeout=60, env=env_without_localtrack())
+        assert res.returncode == 2 and says in res.stderr and "Traceback" not in res.stderr, res.stderr

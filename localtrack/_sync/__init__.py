@@ -28,13 +28,14 @@ __all__ = ["Progress", "RunStatus", "SyncReport", "Syncer", "human_bytes", "open
 def sync(to: str | os.PathLike[str], *, dir: str | os.PathLike[str] | None = None,
          runs: Iterable[str] | str | None = None, watch: bool = False, poll: float | None = None,
          clean: bool = False, retries: int = 4, jobs: int | None = None,
-         progress: Progress | None = None, stop: threading.Event | None = None) -> SyncReport:
+         progress: Progress | None = None, stop: threading.Event | None = None,
+         max_lag: float = _watch.DEFAULT_MAX_LAG) -> SyncReport:
     """Upload what is pending (or keep uploading, with ``watch``); see localtrack.sync."""
     syncer = open_syncer(to, dir, runs, clean=clean, retries=retries, jobs=jobs, progress=progress,
                          stop=stop)
     with syncer:
         if watch:
-            return _watch.watch(syncer, poll=poll)
+            return _watch.watch(syncer, poll=poll, max_lag=max_lag)
         syncer.check()
         report = syncer.run_once()
     if report.pending:

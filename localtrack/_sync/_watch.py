@@ -10,7 +10,10 @@ catches what events miss (a writer that died changes no file). Where events
 cannot be trusted (NFS, Lustre, GPFS and other network file systems do not
 report writes made on other nodes) or when ``poll`` is given, it polls only.
 An unreachable remote is retried with exponential backoff (capped at 30 s) and
-logged; the daemon never gives up.
+logged; the daemon never gives up. When a change waited longer than ``max_lag`` seconds
+to reach the remote (too many runs for the pool, a slow remote), it says so, at most
+once a minute, with what it saw: a daemon that silently trails its writers is the
+failure users cannot see until a node is lost.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ DEFAULT_POLL = 10.0
 _TICK = 1.0
 _BACKOFF_BASE = 1.0
 _BACKOFF_CAP = 30.0
+DEFAULT_MAX_LAG = 10.0
+_BEHIND_EVERY = 60.0
 # File systems whose change events miss writes made on other hosts.
 NETWORK_FS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "ceph", "beegfs",
                         "glusterfs", "fuse.glusterfs", "fuse.sshfs", "fuse.s3fs", "9p", "afs",
@@ -41,11 +46,13 @@ NETWORK_FS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs"
 
 
 class _Dirty:
-    """Runs touched by file events since the last pass (the watchdog thread adds, the loop takes)."""
+    """Runs touched by file events since the last pass, each with when it was first touched
+    (monotonic), so a pass knows how long its oldest change waited (the watchdog thread adds,
+    the loop takes)."""
 
     def __init__(self, root: Path) -> None:
         self.root = os.path.realpath(root)
-        self.runs: set[tuple[ProjectName, RunId]] = set()
+        self.runs: dict[tuple[ProjectName, RunId], float] = {}
         self.cond = threading.Condition()
 
     def touched(self, path: str) -> None:
@@ -61,7 +68,7 @@ class _Dirty:
         except LocaltrackError:
             return  # .tmp- directories of a creator, and anything not a run
         with self.cond:
-            self.runs.add(key)
+            self.runs.setdefault(key, time.monotonic())
             self.cond.notify()
 
     def add_live(self) -> None:
@@ -74,9 +81,9 @@ class _Dirty:
             except OSError:
                 continue
 
-    def take(self) -> set[tuple[ProjectName, RunId]]:
+    def take(self) -> dict[tuple[ProjectName, RunId], float]:
         with self.cond:
-            runs, self.runs = self.runs, set()
+            runs, self.runs = self.runs, {}
             return runs
 
     def wait(self, timeout: float) -> None:
@@ -109,7 +116,7 @@ def _start_observer(root: Path, dirty: _Dirty) -> Any:
     return observer
 
 
-def watch(syncer: Syncer, poll: float | None = None) -> SyncReport:
+def watch(syncer: Syncer, poll: float | None = None, max_lag: float = DEFAULT_MAX_LAG) -> SyncReport:
     """Sync until ``syncer.stop`` is set; returns the totals."""
     interval = DEFAULT_POLL if poll is None else max(0.1, float(poll))
     fstype = mount_type(syncer.root)
@@ -129,6 +136,7 @@ def watch(syncer: Syncer, poll: float | None = None) -> SyncReport:
     failures = 0
     retry_at = next_full = 0.0
     checked = False
+    behind = _Behind(syncer.remote.url, max_lag, syncer.jobs)
     try:
         while not syncer.stop.is_set():
             if observer is not None:
@@ -136,7 +144,8 @@ def watch(syncer: Syncer, poll: float | None = None) -> SyncReport:
             now = time.monotonic()
             if now >= retry_at and (now >= next_full or dirty.runs):
                 full = now >= next_full
-                runs = None if full else sorted(dirty.take())
+                taken = {} if full else dirty.take()
+                runs = None if full else sorted(taken)
                 try:
                     if not checked:
                         syncer.check()
@@ -160,6 +169,11 @@ def watch(syncer: Syncer, poll: float | None = None) -> SyncReport:
                     if failures:
                         log.warning("%s is reachable again; syncing", syncer.remote.url)
                     failures = 0
+                    assert report is not None
+                    # A dirty pass: its oldest change waited until now. A full pass cannot
+                    # know when what it found changed: its own length is the lag it adds.
+                    waited = time.monotonic() - (min(taken.values()) if taken else now)
+                    behind.check(waited, time.monotonic() - now, report, len(dirty.runs))
                     if full:
                         next_full = time.monotonic() + interval
             wait = max(0.05, min(retry_at, next_full) - time.monotonic())
@@ -173,6 +187,25 @@ def watch(syncer: Syncer, poll: float | None = None) -> SyncReport:
             observer.stop()
             observer.join()
     return total
+
+
+class _Behind:
+    """Says, at most once a minute, that changes wait longer than ``max_lag`` to go up."""
+
+    def __init__(self, url: str, max_lag: float, jobs: int) -> None:
+        self.url, self.max_lag, self.jobs = url, max_lag, jobs
+        self.said = -_BEHIND_EVERY
+
+    def check(self, waited: float, took: float, report: SyncReport, waiting: int) -> None:
+        now = time.monotonic()
+        if waited <= self.max_lag or now - self.said < _BEHIND_EVERY:
+            return
+        self.said = now
+        log.warning("sync to %s is falling behind its writers: a change waited %.1f s to go up "
+                    "(more than %g s); the last pass took %.1f s over %d run(s) (%d uploaded, %d at "
+                    "a time) and %d run(s) changed meanwhile. Upload more at a time (--jobs), or "
+                    "split the runs between daemons.", self.url, waited, self.max_lag, took,
+                    report.runs, len(report.synced_runs), self.jobs, waiting)
 
 
 def _add(total: SyncReport, report: SyncReport | None) -> None:
