@@ -378,13 +378,15 @@ def list_runs(root: StorePath, project: ProjectName,
 
     Cheap on purpose (a listing and one stat per run): the files of a run are checked when it
     is read. Dot-entries are a run being created (``.tmp-``) or clutter, and not listed. In a
-    remote store a folder without run.json is a run whose first upload is under way (sync puts
-    run.json last), so it is left out without a report. ``known(rid)`` true: the caller has
-    just seen the run's run.json (the runs index's stamp), so it is not looked at again.
+    remote store, or a directory sync writes to, a folder without run.json is a run whose first
+    upload is under way (sync puts run.json last), so it is left out without a report.
+    ``known(rid)`` true: the caller has just seen the run's run.json (the runs index's stamp),
+    so it is not looked at again.
     """
     rdir = runs_dir(root, project)
     ids: list[RunId] = []
     skipped: list[Skipped] = []
+    synced: bool | None = None  # whether root is a sync copy: looked up on the first such folder
     try:
         if isinstance(rdir, Path) and not rdir.is_dir():
             return [], []
@@ -418,7 +420,10 @@ def list_runs(root: StorePath, project: ProjectName,
             skipped.append(Skipped(where, entry, _NOT_A_FOLDER))
         except FileNotFoundError:
             if os.path.isdir(entry):
-                skipped.append(Skipped(where, entry, _NO_RUN_JSON))
+                if synced is None:
+                    synced = os.path.exists(f"{root}/{_layout.REMOTE_ID}")
+                if not synced:
+                    skipped.append(Skipped(where, entry, _NO_RUN_JSON))
             elif os.path.lexists(entry):  # a dangling link
                 skipped.append(Skipped(where, entry, _NOT_A_FOLDER))
             # else: removed since the listing (sync --clean, a creator's rename): not there
