@@ -178,8 +178,18 @@ class Syncer:
         except ValueError:
             remote_id = None
         if not isinstance(remote_id, str):
-            remote_id = secrets.token_hex(8)
-            self.call(self.remote.put, _layout.REMOTE_ID, dumps({"id": remote_id, "created": time.time()}))
+            ours = secrets.token_hex(8)
+            self.call(self.remote.put, _layout.REMOTE_ID, dumps({"id": ours, "created": time.time()}))
+            # Read back: another store's first sync may have put its id at the same moment;
+            # whichever stayed is the remote's, and a remote someone else also writes is not new.
+            try:
+                found = loads(self.call(self.remote.get, _layout.REMOTE_ID))
+            except (FileNotFoundError, ValueError):
+                found = None
+            remote_id = found.get("id") if isinstance(found, dict) else None
+            remote_id = remote_id if isinstance(remote_id, str) else ours
+            if remote_id != ours:
+                self.new_remote = False
         if remote_id != self.remote_id:
             with _fsutil.storage_errors("record the remote's id in", self._id_path):
                 _fsutil.ensure_dir(self._id_path.parent)

@@ -54,6 +54,8 @@ _TAIL = 64                # bytes before the sent offset whose CRC detects a rew
 _MERGE_LIMIT = 1 << 20    # chunks this big are never merged again
 _MAX_REREADS = 20         # passes restarted because the writer sealed under our feet
 METADATA = (_store.CONFIG_JSON, _store.SUMMARY_JSON, _store.RUN_JSON)
+OWNER = ".owner"          # the state's files entry recording this run's claim on the remote
+_OWNER_PREFIX = ".owner-"
 
 
 class Transport(Protocol):
@@ -368,6 +370,8 @@ class RunUpload:
 
     def _pass(self, sig: list[Any], holder: dict[str, Any] | None) -> None:
         st = self.state
+        if OWNER not in st.files:
+            self._claim()
         # Every name the manifest gives is checked before anything is uploaded (a received
         # store may name /etc/hostname or ../../x), and no local file is read through a link.
         mbytes, manifest = self._manifest()
@@ -437,6 +441,51 @@ class RunUpload:
         st.sig = sig
         st.synced_at = time.time()
         self._save()
+
+    def _claim(self) -> None:
+        """Before this store first writes the run to the remote: make sure no other run of the
+        same path (another store's run with the same id) is there or arriving, so two stores
+        syncing to one remote can never mix two runs' files.
+
+        A run is known by when it was created (run.json's ``created``, kept across resumes).
+        The claim is an object ``.owner-<digest>.json`` in the run's folder, put and then
+        checked for company: of two stores claiming at once, both see both claims, withdraw
+        and report it (a later sync tries again); a remote run synced before claims existed
+        is compared by its run.json. Idempotent: the same run claims the same name.
+        """
+        name, ident = self._claim_object()
+        created = loads(ident)["created"]
+
+        def others() -> list[str]:
+            there = self.s.call(self.remote.list, self.prefix)
+            if not any(n.startswith(_OWNER_PREFIX) for n in there) and _store.RUN_JSON in there:
+                try:  # synced before claims: its run.json says whose it is
+                    theirs = loads(self.s.call(self.remote.get, f"{self.prefix}/{_store.RUN_JSON}"))
+                except (FileNotFoundError, ValueError):
+                    return []
+                same = isinstance(theirs, dict) and theirs.get("created") == created
+                return [] if same else [_store.RUN_JSON]
+            return [n for n in there if n.startswith(_OWNER_PREFIX) and n != name]
+
+        if not self.s.new_remote and others():
+            raise Pending(self._taken())
+        self._put(name, ident)
+        if others():  # claimed at the same time by another store: both withdraw
+            self._stopping()
+            self.s.call(self.remote.delete, f"{self.prefix}/{name}")
+            raise Pending(self._taken())
+        self.state.files[OWNER] = name
+        self._save()
+
+    def _claim_object(self) -> tuple[str, bytes]:
+        """The claim's name and bytes: the same for the same run, whoever syncs it."""
+        ident = dumps({"created": _store.read_meta(self.rdir, **self.ctx).get("created")})
+        return f"{_OWNER_PREFIX}{hashlib.sha1(ident).hexdigest()[:16]}.json", ident
+
+    def _taken(self) -> str:
+        return (f"the remote already holds (or another store is syncing) a different run with "
+                f"the id {self.path}; nothing of this run was written there. Sync this store to "
+                "another remote, or move the run to another project before syncing")
 
     def _manifest(self) -> tuple[bytes | None, _segments.Manifest]:
         """The manifest's bytes (None when there is none) and its checked content."""
@@ -594,6 +643,8 @@ class RunUpload:
                 files, nbytes = files + 1, nbytes + len(data)
         if self._lock_id(holder) != self.state.lock:
             files += 1
+        if OWNER not in self.state.files:
+            files, nbytes = files + 1, nbytes + len(self._claim_object()[1])
         return files, nbytes
 
     def verify_remote(self) -> str | None:
