@@ -375,19 +375,20 @@ def _curve_chart(curves: dict[Any, tuple[Any, Any]], columns: tuple[str, str],
 
 
 def _labels(value: Any, what: str, name: str) -> list[Any]:
-    """Class labels as a list of ints or strs (refusing an empty or nested one)."""
+    """Class labels as a list of ints or strs (bools and whole floats, as a numpy array of
+    labels holds them, as ints), refusing an empty list or another kind of label."""
     labels = _values(value, what, name)
     if not labels:
         raise InvalidValueError(f"{what}: {name} is empty; give one label per sample.")
+    out = []
     for label in labels:
-        if isinstance(label, float) and label.is_integer():
-            continue  # labels read as floats (e.g. from a float array)
-        if isinstance(label, bool) or not isinstance(label, (int, str, float)):
-            raise InvalidValueError(f"{what}: {name} holds {label!r}; labels are ints or strs.")
-        if isinstance(label, float):
+        if isinstance(label, (bool, float)) and float(label).is_integer():
+            label = int(label)
+        if not isinstance(label, (int, str)):
             raise InvalidValueError(f"{what}: {name} holds {label!r}; labels are ints or strs "
                                     "(a class index, or a class name).")
-    return [int(v) if isinstance(v, float) else v for v in labels]
+        out.append(label)
+    return out
 
 
 def _scores(value: Any, what: str, name: str) -> Any:

@@ -52,6 +52,9 @@ def test_pr_curve_is_the_interpolated_precision_at_each_recall():
     assert len(chart.table.data) == 42
     only = localtrack.plot.pr_curve(Y_TRUE, Y_PROBAS, classes_to_plot=[1], interp_size=3)
     assert only.table.data == [[1, 0.667, 1.0], [1, 1.0, 0.5], [1, 1.0, 0.0]]
+    as_arrays = localtrack.plot.pr_curve(np.array(Y_TRUE, bool), np.array(Y_PROBAS),
+                                         classes_to_plot=[1], interp_size=3)
+    assert as_arrays.table.data == only.table.data
 
 
 def test_roc_curve_points_by_hand():
@@ -215,9 +218,12 @@ for step in range(2):
                "hist": wandb.plot.histogram(table, "y"),
                "series": wandb.plot.line_series([0, 1, 2], [[1, 2, 3], [3, 2, 1]], keys=["up", "down"]),
                "custom": wandb.plot_table("me/custom/v1", table, {{"a": "x"}}),
-               "mixed": table if step == 0 else wandb.plot.bar(table, "g", "y")}})
+               "mixed": table if step == 0 else wandb.plot.bar(table, "g", "y"),
+               "evil": wandb.plot.bar(wandb.Table(columns=["l", "v"], data=[[{evil!r}, 1]]), "l",
+                                      "v", title={evil!r})}})
 run.finish()
 """
+EVIL = "<img src=x onerror=alert(1)>&amp;"
 KINDS = {"pr": "wandb/area-under-curve/v0", "roc": "wandb/area-under-curve/v0",
          "cm": "wandb/confusion_matrix/v1", "line": "wandb/line/v0", "scatter": "wandb/scatter/v0",
          "bar": "wandb/bar/v0", "hist": "wandb/histogram/v0", "series": "wandb/lineseries/v0",
@@ -225,7 +231,7 @@ KINDS = {"pr": "wandb/area-under-curve/v0", "roc": "wandb/area-under-curve/v0",
 
 
 def log_every_kind(root: Path, seal: bool) -> str:
-    done = run_script(SCRIPT.format(root=str(root), y_true=Y_TRUE, y_probas=Y_PROBAS),
+    done = run_script(SCRIPT.format(root=str(root), y_true=Y_TRUE, y_probas=Y_PROBAS, evil=EVIL),
                       env={"LOCALTRACK_SEAL_MIN_BYTES": "0" if seal else str(1 << 40)})
     assert done.returncode == 0, done.stderr
     settle(root)
@@ -317,6 +323,9 @@ def test_the_run_page_draws_each_chart(browser, served):
         custom = pg.locator('.media-panel[data-key="custom"] table')  # an unknown spec: its table
         assert custom.locator("thead th").all_inner_texts() == ["x", "y", "g"]
         assert custom.locator("tbody tr").count() == 6
+        evil = pg.locator('.media-panel[data-key="evil"] .plot-chart')
+        assert evil.locator(".xtick text").all_text_contents() == [EVIL]  # text, never markup
+        assert evil.locator(".gtitle").text_content() == EVIL
         tab.check()
     finally:
         tab.context.close()
