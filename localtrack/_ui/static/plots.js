@@ -16,13 +16,14 @@ function plotGroups(rows, i) {
   return groups;
 }
 
-/** One line per group of ``rows`` by column ``g``: ``y`` over ``x``, sorted by x. */
+/** One line per group of ``rows`` by column ``g``: ``y`` over ``x`` (sorted by x when x is
+ * numeric; else in row order, x as categories). */
 function plotLines(rows, x, y, g, mode) {
   return [...plotGroups(rows, g)].map(([name, rs]) => {
-    const pts = rs.filter(r => typeof r[x] === "number" && typeof r[y] === "number")
-      .sort((a, b) => a[x] - b[x]);
+    let pts = rs.filter(r => typeof r[y] === "number" && r[x] !== null && r[x] !== undefined);
+    if (pts.every(r => typeof r[x] === "number")) pts = pts.sort((a, b) => a[x] - b[x]);
     return {type: "scatter", mode, name: plotText(name), showlegend: g >= 0,
-      x: pts.map(r => r[x]), y: pts.map(r => r[y])};
+      x: pts.map(r => (typeof r[x] === "number" ? r[x] : plotText(r[x]))), y: pts.map(r => r[y])};
   });
 }
 
