@@ -13,9 +13,11 @@ import os as _os
 from pathlib import Path as _Path
 from typing import Any as _Any
 
+from . import plot
 from ._alerts import AlertLevel
 from ._artifacts import Artifact
 from ._media import Histogram
+from ._plots import plot_table
 from ._query import Api, ApiRun
 from ._richmedia import Audio, Html, Image, Molecule, Object3D, Table, Video
 from ._run import Run
@@ -49,6 +51,8 @@ __all__ = [
     "log",
     "log_artifact",
     "login",
+    "plot",
+    "plot_table",
     "restore",
     "save",
     "setup",

@@ -13,7 +13,7 @@ import wave
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _blobs, _segments
+from . import _blobs, _plots, _segments
 from ._codec import decode_tree, loads
 from ._naming import Ctx, run_label
 from ._remotes import RemotePath
@@ -131,6 +131,8 @@ def _decode(rdir: StorePath, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any
             stored = loads(data)
             table = Table(columns=stored["columns"])
             table.data = [[_cell(rdir, v, ctx) for v in row] for row in stored["data"]]
+            if "chart" in stored:  # a chart: its spec beside the table (see _plots)
+                return _plots.read_chart(table, stored["chart"], pandas)
             return table.get_dataframe() if pandas else table
     except (ValueError, KeyError, TypeError, OSError, EOFError, wave.Error) as exc:
         raise CorruptRunError(f"A stored {kind} of {run_label(ctx)} cannot be decoded ({exc}).",

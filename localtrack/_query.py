@@ -432,7 +432,9 @@ class ApiRun:
 
         An image is a PIL image; audio is ``(float32 samples, sample_rate)`` (a file that was
         not WAV: ``(its bytes, None)``); HTML a str; a video its file's bytes; a table a
-        ``localtrack.Table`` (images in it as PIL images), or with ``pandas=True`` a DataFrame.
+        ``localtrack.Table`` (images in it as PIL images), or with ``pandas=True`` a DataFrame;
+        a chart (``localtrack.plot.*``) a ``localtrack.plot.CustomChart`` (``.table``,
+        ``.spec``), or with ``pandas=True`` its table's DataFrame, the spec in ``.attrs["chart"]``.
         """
         from ._mediaread import read_media
 

@@ -77,7 +77,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         for i in range(3):
             run.log({"x": 10 + i, "s": "text"})
         run.log({"img": [localtrack.Image(np.ones((2, 2), np.uint8))],
-                 "t": localtrack.Table(columns=["i"], data=[[localtrack.Image(np.ones((2, 2)))]])})
+                 "t": localtrack.Table(columns=["i"], data=[[localtrack.Image(np.ones((2, 2)))]]),
+                 "c": localtrack.plot.line(localtrack.Table(columns=["a"], data=[[1]]), "a", "a")})
         run.finish()
         sweep_id = localtrack.sweep(SWEEP_CONFIG, project=PROJECT, dir=store)
         localtrack.agent(sweep_id, function=_job, count=1, project=PROJECT, dir=store)
@@ -351,7 +352,10 @@ def _log_media(name: str) -> Call:
               "Molecule": lambda: localtrack.Molecule("m.pdb"),  # refused by log()
               "Object3D": lambda: localtrack.Object3D(np.zeros((3, 3))),
               "Table": lambda: localtrack.Table(columns=["a"], data=[[1]]),
-              "Video": lambda: localtrack.Video(np.zeros((2, 3, 4, 4), np.uint8))}
+              "Video": lambda: localtrack.Video(np.zeros((2, 3, 4, 4), np.uint8)),
+              "plot": lambda: localtrack.plot.pr_curve([0, 1], [[0.8, 0.2], [0.3, 0.7]]),
+              "plot_table": lambda: localtrack.plot_table(
+                  "wandb/line/v0", localtrack.Table(columns=["a"], data=[[1]]), {"x": "a", "y": "a"})}
 
     def call(c: Case) -> None:
         c.resumed()
@@ -414,7 +418,7 @@ TOP_LEVEL: dict[str, Call] = {
     "use_artifact": lambda c: (c.resumed(), localtrack.use_artifact(f"{ART}:latest").download(
         root=c.store.parent / "download")),
     **{name: _log_media(name) for name in ("Audio", "Html", "Image", "Molecule", "Object3D",
-                                           "Table", "Video")},
+                                           "Table", "Video", "plot", "plot_table")},
     "sweep": lambda c: localtrack.sweep(SWEEP_CONFIG, project=PROJECT, dir=c.store),
     "sync": lambda c: localtrack.sync(c.remote, dir=c.store),
 }
@@ -452,7 +456,7 @@ APIRUN: dict[str, Call] = {
     "scan_history": lambda r: list(r.scan_history(page_size=2)),
     "history_df": lambda r: r.history_df(),
     "histograms": lambda r: r.histograms("x"),
-    "media": lambda r: (r.media("img"), r.media("t", pandas=True)),
+    "media": lambda r: (r.media("img"), r.media("t", pandas=True), r.media("c")),
 }
 RUN_ATTRIBUTES = {"summary", "name_set"}  # not among the class's public members (an instance
 # attribute; setting run.name, which rewrites run.json)

@@ -287,7 +287,7 @@ def test_store_data_is_text_not_code(page):
     pg.wait_for_selector("#config")
     assert pg.inner_text("#run-name") == EVIL_NAME
     assert EVIL_CONFIG in pg.inner_text("#config")
-    assert pg.evaluate("document.scripts.length") == 3 and pg.evaluate("document.images.length") == 0
+    assert pg.evaluate("document.scripts.length") == 4 and pg.evaluate("document.images.length") == 0
     pg.evaluate("document.title")   # the page is alive; close() checks no dialog ever opened
 
 

@@ -233,7 +233,7 @@ def test_every_asset_is_local(ui):
     status, headers, page = get(ui.url, "/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     srcs = [s for s in re.findall(rb'(?:src|href)="([^"]+)"', page) if not s.startswith(b"#")]
-    assert len(srcs) == 4 and all(s.startswith(b"/static/") for s in srcs), srcs
+    assert len(srcs) == 5 and all(s.startswith(b"/static/") for s in srcs), srcs
     assert '"/static/plotly.min.js"' in (STATIC_DIR / "app.js").read_text()  # loaded by the page
     for src in srcs:
         assert get(ui.url, src.decode())[0] == 200, src

@@ -19,6 +19,8 @@ from ..errors import RunNotFoundError, UsageError
 
 #: Rows of a table sent to the page (the rest is counted, not sent).
 TABLE_ROWS = 100
+#: Rows of a chart's table sent to draw it (_plots.MAX_ROWS: what a computed curve holds).
+CHART_ROWS = 10_000
 #: Bins of the common grid the histograms of a key are put on.
 HIST_BINS = 64
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
@@ -49,7 +51,8 @@ def media_keys(run: ApiRun) -> dict[str, Any]:
         media.append({"key": key, "type": refs[0].get("type") if refs else None,
                       "steps": [step for step, _ in rows],
                       "counts": [len(v) if type(v) is list else 1 for _, v in rows],
-                      "captions": [r.get("caption") for r in refs]})
+                      "captions": [r.get("caption") for r in refs],
+                      "chart": refs[-1].get("chart") if refs else None})
     return {"path": run.path, "media": media, "histograms": hists}
 
 
@@ -84,8 +87,17 @@ def media_item(run: ApiRun, key: str, step_text: str | None,
 def _encode(item: Any) -> tuple[bytes, str]:
     from PIL import Image as PILImage
 
+    from .._plots import CustomChart
     from .._richmedia import Table, encode_wav
 
+    if isinstance(item, CustomChart):  # drawn by plots.js: its rows and its spec
+        import orjson
+
+        table = item.table
+        rows = [[_cell(c) for c in row] for row in table.data[:CHART_ROWS]]
+        body = orjson.dumps({"columns": table.columns, "data": rows, "rows": len(table.data),
+                             "chart": item.spec}, default=str)
+        return body, "application/json"
     if isinstance(item, PILImage.Image):
         buf = io.BytesIO()
         item.save(buf, format="PNG")

@@ -80,7 +80,8 @@ async function mediaPanels(root, path) {
   const panels = [];
   for (const m of listing.media) {
     let body;
-    if (m.type === "image") body = imagePanel(path, m);
+    if (m.chart) body = await plotPanel(path, m);  // plots.js
+    else if (m.type === "image") body = imagePanel(path, m);
     else if (m.type === "table") body = await tablePanel(path, m);
     else if (m.type === "audio") body = audioPanel(path, m);
     else if (m.type === "html") body = await htmlPanel(path, m);
