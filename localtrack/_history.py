@@ -15,11 +15,10 @@ import operator
 import os
 import time
 import warnings
-import zlib
 from collections.abc import Callable
 from typing import Any
 
-from . import _fsutil
+from . import _blobs, _fsutil
 from ._blobs import TAG
 from ._codec import LINE_OPTS, dumps, encode_fast, encode_row, plain_json
 from ._guard import Guarded
@@ -203,11 +202,15 @@ class History(Guarded):
     def _put_item(self, item: Item) -> dict[str, Any]:
         """Write one media item (a table's images first); its reference tag."""
         data = item.data
-        for i, child in enumerate(item.children):
-            data = data.replace(b'{"%s":%d}' % (CHILD.encode(), i), dumps(self._put_item(child)), 1)
+        if item.children:  # a table's JSON: its images' references go in
+            body = bytes(data)
+            for i, child in enumerate(item.children):
+                body = body.replace(b'{"%s":%d}' % (CHILD.encode(), i),
+                                    dumps(self._put_item(child)), 1)
+            data = body
         seq, offset = self._log.put_blob(data)
         return {TAG: {**item.meta, "log": seq, "off": offset, "len": len(data),
-                      "crc": zlib.crc32(data)}}
+                      _blobs.SUM: _blobs.digest(data)}}
 
     def _recover(self) -> None:
         """After an exception that a signal handler raised in the middle of log(): what is on

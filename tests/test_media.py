@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 
 import localtrack
 from localtrack import _blobs
@@ -378,14 +379,40 @@ def test_media_are_refused_in_config_and_summary(store: Path) -> None:
     run.finish()
 
 
-def test_blob_items_check_their_crc(store: Path) -> None:
+def test_blob_items_check_their_xxh3(store: Path) -> None:
     run = localtrack.init(project="p", id="q", dir=store)
-    run.log({"a": localtrack.Html("<i>x</i>")})
+    run.log({"a": localtrack.Html("<i>x</i>"), "img": localtrack.Image(HWC)})
     run.finish()
-    ref = localtrack.Api(store).run("p/q").history_table(["a"]).to_pylist()[0]["a"][_blobs.TAG]
+    row = localtrack.Api(store).run("p/q").history_table(["a", "img"]).to_pylist()[0]
     data = (store / "p" / "runs" / "q" / "wal" / _blobs.name(0)).read_bytes()
+    ref = row["a"][_blobs.TAG]
     assert data[ref["off"]:ref["off"] + ref["len"]] == b"<i>x</i>"
-    assert ref["crc"] == zlib.crc32(b"<i>x</i>")
+    assert ref["xxh3"] == xxhash.xxh3_64_hexdigest(b"<i>x</i>") and ref.get("crc") is None
+    ref = row["img"][_blobs.TAG]  # written from the array's buffer: the same bytes
+    assert data[ref["off"]:ref["off"] + ref["len"]] == HWC.tobytes()
+    assert ref["xxh3"] == xxhash.xxh3_64_hexdigest(HWC.tobytes())
+
+
+@pytest.mark.parametrize("field", ["crc", "xxh3"])
+def test_items_of_either_checksum_are_read_and_a_damaged_one_refused(tmp_path: Path,
+                                                                     field: str) -> None:
+    """Items written before XXH3 carry a CRC-32 (`crc`) and still verify; a flipped byte
+    fails either; a reference with no checksum at all is refused."""
+    item = bytes(range(256)) * 40
+    path = tmp_path / _blobs.name(0)
+    path.write_bytes(b"junk" + item)
+    want = zlib.crc32(item) if field == "crc" else xxhash.xxh3_64_hexdigest(item)
+    ref = {"off": 4, "len": len(item), field: want}
+    assert _blobs.read(path, ref) == item
+    with pytest.raises(ValueError, match="fails its checksum"):
+        _blobs.read(path, {**ref, "off": 3})
+    damaged = bytearray(b"junk" + item)
+    damaged[100] ^= 1
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match="fails its checksum"):
+        _blobs.read(path, ref)
+    with pytest.raises(ValueError, match="fails its checksum"):
+        _blobs.read(path, {"off": 4, "len": len(item)})
 
 
 def test_sync_clean_removes_a_run_once_its_media_are_on_the_remote(store: Path, tmp_path: Path) -> None:
