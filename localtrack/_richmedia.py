@@ -35,7 +35,9 @@ class Item(NamedTuple):
     """One stored value: its tag's fields, its bytes, and the items its bytes refer to."""
 
     meta: dict[str, Any]  # type, fmt and what a reader needs (w, h, sample_rate, caption...)
-    data: bytes  # a table's JSON holds {"$c": i} where child i's reference goes
+    # A table's JSON holds {"$c": i} where child i's reference goes. An image's pixels are a
+    # view of its array (flat, bytes): written from there, with no copy (log() is synchronous).
+    data: bytes | memoryview
     children: tuple[Item, ...] = ()
 
 
@@ -173,6 +175,7 @@ class Image(Media):
 
     def _item(self, key: str, where: str) -> Item:
         data = self._data
+        raw: bytes | memoryview
         if _is_path(data):
             raw, _ = _read_path(data, key, where, "image")
             fmt = next((name for magic, name in _IMAGE_MAGIC if raw.startswith(magic)), None)
@@ -192,7 +195,7 @@ class Image(Media):
             pixels = _pixels(_numpy(data, key, where, "image"), key, where)
             height, width, channels = pixels.shape
             meta = {"type": "image", "fmt": "raw", "w": width, "h": height, "c": channels}
-            raw = pixels.tobytes()
+            raw = memoryview(pixels.reshape(-1))
         if self.mode is not None:
             meta["mode"] = self.mode
         return Item(_with_caption(meta, self.caption), raw)
