@@ -4,7 +4,8 @@
 another, nothing between them, each written with one write() and never changed. A row refers
 to an item with the tag ``{"$m": {"type", "fmt", "log": seq, "off", "len", "xxh3", ...}}``
 (XXH3-64 of the item's bytes, as 16 hex digits; items written before it have ``crc``, their
-CRC-32, and still check against it); a table's JSON refers to its images the same way. The file is
+CRC-32, and still check against it); a table's JSON refers to its images the same way, and an
+image's ``masks`` (JSON text) to its masks. The file is
 made on the first media value of its log. Order: an item is written (and under
 fsync="always" fsynced) before the row that refers to it; the flusher fsyncs the blob before
 the history log, so the durable watermark covers both. When the sealer seals log ``seq`` the
@@ -140,6 +141,8 @@ def intact(rdir: Path, ref: dict[str, Any]) -> bool:
         data = read(path, ref)
         if ref.get("type") == "table":
             return all(intact(rdir, child) for child in _table_refs(loads(data)))
+        if type(ref.get("masks")) is str:  # an image's masks: items of their own
+            return all(intact(rdir, child) for child in _table_refs(loads(ref["masks"])))
     except (OSError, ValueError):
         return False
     return True
