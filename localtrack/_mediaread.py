@@ -123,7 +123,9 @@ def _decode(rdir: StorePath, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any
             image = decode_image(ref, data)
             image.boxes, image.masks = overlays(ref)  # W&B's arguments, as logged
             for spec in image.masks.values():
-                mask = next(_blobs.refs(spec.pop("mask")))
+                mask = next(_blobs.refs(spec.pop("mask")), None)
+                if mask is None:
+                    raise ValueError("a mask without a media reference")
                 spec["mask_data"] = decode_mask(mask, _bytes(rdir, mask, ctx))
             return image
         if kind == "audio":

@@ -528,3 +528,28 @@ def test_doctor_finds_and_fixes_a_row_whose_media_were_lost(store: Path) -> None
     _doctor.check_store(store, fix=True)
     assert not _doctor.check_store(store)
     assert [s for s, _ in localtrack.Api(store).run("p/d").media("img")] == [0, 1]
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param({"masks": "{not json"}, id="masks-not-json"),
+    pytest.param({"masks": '{"m": {"mask": 1, "class_labels": {}}}'}, id="mask-not-a-reference"),
+    pytest.param({"masks": '{"m": {"class_labels": {}}}'}, id="mask-missing"),
+    pytest.param({"masks": 7}, id="masks-a-number"),
+    pytest.param({"boxes": '{"p": {"box_data": [], "class_labels": {"cat": "x"}}}'},
+                 id="box-label-not-an-int"),
+    pytest.param({"masks": '{"m": {"mask": {"$m": {"type": "mask", "w": 2, "h": 2, "log": 0, '
+                           '"off": 0, "len": 1}}, "class_labels": {}}}'}, id="mask-unchecked"),
+])
+def test_a_damaged_image_tag_is_a_corrupt_run_error(store: Path, fields: dict[str, Any]) -> None:
+    """The tag's boxes and masks come from the store: anything wrong in them is reported as a
+    damaged run, never as a raw exception."""
+    from localtrack._mediaread import _decode
+
+    rdir = store / "p" / "runs" / "d"
+    (rdir / "wal").mkdir(parents=True)
+    (rdir / "wal" / _blobs.name(0)).write_bytes(b"\x07")
+    ref = {"type": "image", "fmt": "raw", "w": 1, "h": 1, "c": 1, "log": 0, "off": 0, "len": 1,
+           "xxh3": xxhash.xxh3_64_hexdigest(b"\x07"), **fields}
+    assert _decode(rdir, {k: v for k, v in ref.items() if k not in fields}, {}, False).masks == {}
+    with pytest.raises(localtrack.errors.CorruptRunError):
+        _decode(rdir, ref, {"project": "p", "run_id": "d"}, False)
