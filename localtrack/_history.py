@@ -15,16 +15,15 @@ import operator
 import os
 import time
 import warnings
-import zlib
 from collections.abc import Callable
 from typing import Any
 
-from . import _fsutil
+from . import _blobs, _fsutil
 from ._blobs import TAG
 from ._codec import LINE_OPTS, dumps, encode_fast, encode_row, plain_json
 from ._guard import Guarded
 from ._naming import Ctx
-from ._richmedia import CHILD, Item
+from ._richmedia import Item, splice
 from ._stream import LogStream
 from .errors import LocaltrackError, RunStateError, StorageError, UsageError
 
@@ -201,13 +200,17 @@ class History(Guarded):
             raise self._storage_error("append to the media log", exc) from exc
 
     def _put_item(self, item: Item) -> dict[str, Any]:
-        """Write one media item (a table's images first); its reference tag."""
-        data = item.data
-        for i, child in enumerate(item.children):
-            data = data.replace(b'{"%s":%d}' % (CHILD.encode(), i), dumps(self._put_item(child)), 1)
+        """Write one media item (a table's images, an image's masks first); its reference tag."""
+        data, meta = item.data, item.meta
+        if item.children:  # their references go into a table's JSON or an image's masks
+            refs = [dumps(self._put_item(child)) for child in item.children]
+            if item.refs_in == "data":
+                data = splice(bytes(data), refs)
+            else:
+                meta = {**meta, item.refs_in: splice(meta[item.refs_in].encode(), refs).decode()}
         seq, offset = self._log.put_blob(data)
-        return {TAG: {**item.meta, "log": seq, "off": offset, "len": len(data),
-                      "crc": zlib.crc32(data)}}
+        return {TAG: {**meta, "log": seq, "off": offset, "len": len(data),
+                      _blobs.SUM: _blobs.digest(data)}}
 
     def _recover(self) -> None:
         """After an exception that a signal handler raised in the middle of log(): what is on

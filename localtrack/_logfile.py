@@ -57,7 +57,7 @@ class Appender:
             raise ValueError("the log file is full")
         self.append(line)
 
-    def append(self, line: bytes) -> None:
+    def append(self, line: bytes | memoryview) -> None:
         """Write one line with one write(); on failure the file is cut back, then re-raise."""
         try:
             n = os.write(self.fd, line)
@@ -72,7 +72,7 @@ class Appender:
         """The CRC-32 of the bytes since the last framed line."""
         return _pread_crc(self.fd, self.frame_at, self.offset)
 
-    def _finish_short_write(self, line: bytes, n: int) -> None:
+    def _finish_short_write(self, line: bytes | memoryview, n: int) -> None:
         view = memoryview(line)
         while n < len(view):
             n += os.write(self.fd, view[n:])

@@ -18,7 +18,7 @@ from ._codec import decode_tree, loads
 from ._naming import Ctx, run_label
 from ._remotes import RemotePath
 from ._remotes._chunks import read_log
-from ._richmedia import Table, decode_audio, decode_image
+from ._richmedia import Table, decode_audio, decode_image, decode_mask, overlays
 from .errors import CorruptRunError
 
 if TYPE_CHECKING:
@@ -120,7 +120,14 @@ def _decode(rdir: StorePath, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any
     kind = ref.get("type")
     try:
         if kind == "image":
-            return decode_image(ref, data)
+            image = decode_image(ref, data)
+            image.boxes, image.masks = overlays(ref)  # W&B's arguments, as logged
+            for spec in image.masks.values():
+                mask = next(_blobs.refs(spec.pop("mask")), None)
+                if mask is None:
+                    raise ValueError("a mask without a media reference")
+                spec["mask_data"] = decode_mask(mask, _bytes(rdir, mask, ctx))
+            return image
         if kind == "audio":
             return decode_audio(ref, data)
         if kind == "html":

@@ -430,11 +430,13 @@ class ApiRun:
         """``(step, item)`` of every step that logged media under ``key`` (a list of items for
         a list of media), in order; ``steps``: only those steps.
 
-        An image is a PIL image; audio is ``(float32 samples, sample_rate)`` (a file that was
-        not WAV: ``(its bytes, None)``); HTML a str; a video its file's bytes; a table a
-        ``localtrack.Table`` (images in it as PIL images), or with ``pandas=True`` a DataFrame;
-        a chart (``localtrack.plot.*``) a ``localtrack.plot.CustomChart`` (``.table``,
-        ``.spec``), or with ``pandas=True`` its table's DataFrame, the spec in ``.attrs["chart"]``.
+        An image is a PIL image, with ``.boxes`` and ``.masks`` (W&B's ``boxes=`` and
+        ``masks=`` as logged, a mask's ``mask_data`` a numpy uint8 array; ``{}`` when none);
+        audio is ``(float32 samples, sample_rate)`` (a file that was not WAV: ``(its bytes,
+        None)``); HTML a str; a video its file's bytes; a table a ``localtrack.Table`` (images
+        in it as PIL images), or with ``pandas=True`` a DataFrame; a chart
+        (``localtrack.plot.*``) a ``localtrack.plot.CustomChart`` (``.table``, ``.spec``), or
+        with ``pandas=True`` its table's DataFrame, the spec in ``.attrs["chart"]``.
         """
         from ._mediaread import read_media
 

@@ -35,8 +35,18 @@ class Item(NamedTuple):
     """One stored value: its tag's fields, its bytes, and the items its bytes refer to."""
 
     meta: dict[str, Any]  # type, fmt and what a reader needs (w, h, sample_rate, caption...)
-    data: bytes  # a table's JSON holds {"$c": i} where child i's reference goes
-    children: tuple[Item, ...] = ()
+    # A table's JSON holds {"$c": i} where child i's reference goes. An image's pixels are a
+    # view of its array (flat, bytes): written from there, with no copy (log() is synchronous).
+    data: bytes | memoryview
+    children: tuple[Item, ...] = ()  # written first; their references replace {"$c": i} ...
+    refs_in: str = "data"  # ... in ``data`` (a table's JSON) or in this text field of ``meta``
+
+
+def splice(text: bytes, refs: list[bytes]) -> bytes:
+    """``text`` with child i's reference (JSON) in place of ``{"$c": i}``."""
+    for i, ref in enumerate(refs):
+        text = text.replace(b'{"%s":%d}' % (CHILD.encode(), i), ref, 1)
+    return text
 
 
 class Media:
@@ -151,8 +161,14 @@ class Image(Media):
 
     ``data_or_path``: a numpy array (HxW, HxWxC or CxHxW; uint8, or floats in 0..1), a torch
     tensor, a PIL image, or the path of an image file (PNG, JPEG, GIF, BMP: stored as it is).
-    ``mode``: the PIL mode it is read back in (e.g. "L"). Boxes and masks are not stored yet.
-    The pixels are read when the image is logged.
+    ``mode``: the PIL mode it is read back in (e.g. "L"). ``boxes`` and ``masks`` as W&B takes
+    them: ``boxes={"predictions": {"box_data": [{"position": {"minX", "maxX", "minY", "maxY"}
+    or {"middle": [x, y], "width", "height"}, "class_id", "box_caption", "scores",
+    "domain": "pixel" or None}], "class_labels": {1: "cat"}}}``, ``masks={"truth":
+    {"mask_data": HxW ints 0..255, "class_labels": {...}}}``; stored with the image (boxes as
+    JSON in its tag, each mask as an item of its own) and read back as ``.boxes`` and
+    ``.masks`` of the PIL image ApiRun.media returns. Everything is read and checked when the
+    image is logged.
     """
 
     _type = "image"
@@ -160,19 +176,31 @@ class Image(Media):
     def __init__(self, data_or_path: Any, mode: str | None = None, caption: str | None = None,
                  grouping: int | None = None, classes: Any = None, boxes: Any = None,
                  masks: Any = None, file_type: str | None = None, normalize: bool = True) -> None:
-        if boxes is not None or masks is not None:
-            raise UnsupportedTypeError("localtrack.Image(boxes=..., masks=...): bounding boxes "
-                                       "and masks are not stored yet; log the image alone, and "
-                                       "the boxes or the mask as an image or a table of its own.")
         if mode is not None and not isinstance(mode, str):
             raise UnsupportedTypeError(f"localtrack.Image(mode={mode!r}): mode is a PIL mode "
                                        "such as 'RGB' or 'L'.")
         self._data = data_or_path
         self.mode = mode
         self.caption = _caption(caption)
+        self.boxes = boxes
+        self.masks = masks
 
     def _item(self, key: str, where: str) -> Item:
+        item = self._image_item(key, where)
+        if self.boxes is None and self.masks is None:
+            return item
+        meta = dict(item.meta)
+        children: tuple[Item, ...] = ()
+        if self.boxes is not None:
+            meta["boxes"] = orjson.dumps(_boxes(self.boxes, key, where)).decode()
+        if self.masks is not None:
+            masks, children = _masks(self.masks, (meta["h"], meta["w"]), key, where)
+            meta["masks"] = orjson.dumps(masks).decode()
+        return Item(meta, item.data, children, "masks")
+
+    def _image_item(self, key: str, where: str) -> Item:
         data = self._data
+        raw: bytes | memoryview
         if _is_path(data):
             raw, _ = _read_path(data, key, where, "image")
             fmt = next((name for magic, name in _IMAGE_MAGIC if raw.startswith(magic)), None)
@@ -192,10 +220,142 @@ class Image(Media):
             pixels = _pixels(_numpy(data, key, where, "image"), key, where)
             height, width, channels = pixels.shape
             meta = {"type": "image", "fmt": "raw", "w": width, "h": height, "c": channels}
-            raw = pixels.tobytes()
+            raw = memoryview(pixels.reshape(-1))
         if self.mode is not None:
             meta["mode"] = self.mode
         return Item(_with_caption(meta, self.caption), raw)
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _class_labels(labels: Any, what: str, key: str, where: str) -> dict[str, str]:
+    """W&B's ``class_labels`` ({int: str}) with the ints as JSON keys (strings)."""
+    if labels is None:
+        return {}
+    if not isinstance(labels, dict) or not all(
+            isinstance(k, numbers.Integral) and not isinstance(k, bool) and isinstance(v, str)
+            for k, v in labels.items()):
+        raise _bad(key, where, f"class_labels of {what} must map ints to strings, e.g. "
+                               "{1: 'cat'}.")
+    return {str(int(k)): v for k, v in labels.items()}
+
+
+def _boxes(boxes: Any, key: str, where: str) -> dict[str, Any]:
+    """W&B's ``boxes`` argument, checked: {group: {"box_data": [box], "class_labels"}}."""
+    if not isinstance(boxes, dict) or not boxes:
+        raise _bad(key, where, "boxes= takes a dict of box groups, e.g. {'predictions': "
+                               "{'box_data': [...], 'class_labels': {1: 'cat'}}}.")
+    out = {}
+    for group, spec in boxes.items():
+        what = f"boxes[{group!r}]"
+        if not isinstance(group, str) or not isinstance(spec, dict) \
+                or not isinstance(spec.get("box_data"), (list, tuple)):
+            raise _bad(key, where, f"{what} must be a dict with a 'box_data' list (group names "
+                                   "are strings).")
+        out[group] = {"box_data": [_box(box, f"{what}['box_data'][{i}]", key, where)
+                                   for i, box in enumerate(spec["box_data"])],
+                      "class_labels": _class_labels(spec.get("class_labels"), what, key, where)}
+    return out
+
+
+def _box(box: Any, what: str, key: str, where: str) -> dict[str, Any]:
+    position = box.get("position") if isinstance(box, dict) else None
+    if not isinstance(position, dict):
+        raise _bad(key, where, f"{what} needs a 'position' dict: {{'minX', 'maxX', 'minY', "
+                               "'maxY'}} or {'middle': [x, y], 'width', 'height'}.")
+    pos: dict[str, Any]
+    if "middle" in position:
+        middle = position["middle"]
+        xy = [_real(v) for v in middle] if isinstance(middle, (list, tuple)) else []
+        size = [_real(position.get(k)) for k in ("width", "height")]
+        if len(xy) != 2 or None in xy or None in size or min(s for s in size if s is not None) < 0:
+            raise _bad(key, where, f"{what}: position {position!r} needs 'middle' as [x, y] and "
+                                   "'width' and 'height' >= 0, all finite numbers.")
+        pos = {"middle": xy, "width": size[0], "height": size[1]}
+    else:
+        pos = {k: _real(position.get(k)) for k in ("minX", "maxX", "minY", "maxY")}
+        if None in pos.values() or pos["minX"] > pos["maxX"] or pos["minY"] > pos["maxY"]:
+            raise _bad(key, where, f"{what}: position {position!r} needs finite numbers minX "
+                                   "<= maxX and minY <= maxY (or 'middle', 'width', 'height').")
+    out: dict[str, Any] = {"position": pos}
+    domain = box.get("domain")
+    if domain not in (None, "pixel"):
+        raise _bad(key, where, f"{what}: domain is 'pixel' or None (fractions of the image), "
+                               f"got {domain!r}.")
+    if domain is not None:
+        out["domain"] = domain
+    class_id = box.get("class_id")
+    if class_id is not None:
+        if isinstance(class_id, bool) or not isinstance(class_id, numbers.Integral):
+            raise _bad(key, where, f"{what}: class_id must be an int, got {class_id!r}.")
+        out["class_id"] = int(class_id)
+    caption = box.get("box_caption")
+    if caption is not None:
+        if not isinstance(caption, str):
+            raise _bad(key, where, f"{what}: box_caption must be a str, got {caption!r}.")
+        out["box_caption"] = caption
+    scores = box.get("scores")
+    if scores is not None:
+        if not isinstance(scores, dict) or not all(
+                isinstance(k, str) and _real(v) is not None for k, v in scores.items()):
+            raise _bad(key, where, f"{what}: scores must map names to finite numbers, got "
+                                   f"{scores!r}.")
+        out["scores"] = {k: _real(v) for k, v in scores.items()}
+    return out
+
+
+def _masks(masks: Any, shape: tuple[int, int], key: str,
+           where: str) -> tuple[dict[str, Any], tuple[Item, ...]]:
+    """W&B's ``masks`` argument, checked: each mask becomes an item (uint8, height x width)
+    whose reference goes where ``{"$c": i}`` is."""
+    import numpy as np
+
+    if not isinstance(masks, dict) or not masks:
+        raise _bad(key, where, "masks= takes a dict of masks, e.g. {'predictions': "
+                               "{'mask_data': array, 'class_labels': {1: 'cat'}}}.")
+    out, children = {}, []
+    for name, spec in masks.items():
+        what = f"masks[{name!r}]"
+        if not isinstance(name, str) or not isinstance(spec, dict) or "mask_data" not in spec:
+            raise _bad(key, where, f"{what} must be a dict with 'mask_data', a 2-D array of "
+                                   "class ids (a mask file by 'path' is not stored).")
+        mask = _numpy(spec["mask_data"], key, where, f"mask {name!r}")
+        if mask.shape != shape:
+            raise _bad(key, where, f"{what}: mask_data has shape {mask.shape}, the image is "
+                                   f"{shape[0]}x{shape[1]} (height x width); give one class id "
+                                   "per pixel.")
+        if mask.dtype.kind not in "biu" or mask.min() < 0 or mask.max() > 255:
+            raise _bad(key, where, f"{what}: mask_data must hold ints from 0 to 255, got "
+                                   f"{mask.dtype.name} from {mask.min()} to {mask.max()}.")
+        pixels: Any = np.ascontiguousarray(mask, dtype=np.uint8).reshape(-1)
+        children.append(Item({"type": "mask", "fmt": "raw", "w": shape[1], "h": shape[0]},
+                             memoryview(pixels)))
+        out[name] = {"mask": {CHILD: len(children) - 1},
+                     "class_labels": _class_labels(spec.get("class_labels"), what, key, where)}
+    return out, tuple(children)
+
+
+def overlays(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(boxes, masks) of a stored image's tag, as W&B takes them (class ids as ints); each
+    mask's ``"mask"`` is still the reference of its item (see decode_mask)."""
+    boxes = orjson.loads(meta["boxes"]) if "boxes" in meta else {}
+    masks = orjson.loads(meta["masks"]) if "masks" in meta else {}
+    for spec in (*boxes.values(), *masks.values()):
+        spec["class_labels"] = {int(k): v for k, v in spec["class_labels"].items()}
+    return boxes, masks
+
+
+def decode_mask(meta: dict[str, Any], data: bytes) -> Any:
+    """A stored mask as a numpy uint8 array, height x width."""
+    import numpy as np
+
+    return np.frombuffer(data, np.uint8).reshape(meta["h"], meta["w"]).copy()
 
 
 def _image_size(data: bytes, key: str, where: str) -> tuple[int, int]:

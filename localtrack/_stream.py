@@ -248,7 +248,7 @@ class LogStream:
             self._rotate()
             self._rebind()
 
-    def put_blob(self, data: bytes) -> tuple[int, int]:
+    def put_blob(self, data: bytes | memoryview) -> tuple[int, int]:
         """Append one media item to the blob log of the current log file (made on first use);
         (log seq, offset). Under fsync="always" it is fsynced before this returns, so before the
         row that refers to it is written."""

@@ -211,3 +211,30 @@ def test_a_sync_killed_right_after_a_log_chunk_leaves_every_remote_row_s_media_r
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.parametrize("seal", [False, True], ids=["live-blob-chunks", "sealed-blob"])
+def test_an_image_s_masks_and_boxes_read_back_from_a_synced_copy(store, tmp_path, monkeypatch,
+                                                                 seal):
+    """A mask is an item of its own in the blob: sync sends it with the image, and a reader
+    of the remote copy finds it through the image's tag (chunks of a live blob, or the sealed
+    blob)."""
+    import numpy as np
+
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "0" if seal else str(1 << 40))
+    mask = np.zeros((6, 8), np.uint8)
+    mask[1:3, 2:5] = 3
+    boxes = {"p": {"box_data": [{"position": {"middle": [4, 3], "width": 2, "height": 2},
+                                 "domain": "pixel", "class_id": 3}], "class_labels": {3: "x"}}}
+    with localtrack.init(project="p", id="mk", dir=store) as run:
+        for i in range(3):
+            run.log({"img": localtrack.Image(np.full((6, 8, 3), i, np.uint8), boxes=boxes,
+                                             masks={"m": {"mask_data": mask * (i % 2)}})})
+    settle(store)
+    assert (store / "p/runs/mk/segments/00000000.blob").exists() == seal
+    remote = str(tmp_path / "remote")
+    assert localtrack.sync(remote, dir=store).ok
+    read = localtrack.Api(remote).run("p/mk").media("img")
+    assert [int(im.masks["m"]["mask_data"].sum()) for _, im in read] == [0, 18, 0]
+    assert all(im.boxes["p"]["class_labels"] == {3: "x"} for _, im in read)
+    assert pixels(read) == pixels(localtrack.Api(store).run("p/mk").media("img"))
