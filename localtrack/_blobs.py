@@ -2,9 +2,8 @@
 
 ``wal/<seq>.blob`` holds the media of the rows of ``wal/<seq>.jsonl``: the items one after
 another, nothing between them, each written with one write() and never changed. A row refers
-to an item with the tag ``{"$m": {"type", "fmt", "log": seq, "off", "len", "xxh3", ...}}``
-(XXH3-64 of the item's bytes, as 16 hex digits; items written before it have ``crc``, their
-CRC-32, and still check against it); a table's JSON refers to its images the same way, and an
+to an item with the tag ``{"$m": {"type", "fmt", "log": seq, "off", "len", "crc", ...}}``
+(CRC-32 of the item's bytes); a table's JSON refers to its images the same way, and an
 image's ``masks`` (JSON text) to its masks. The file is
 made on the first media value of its log. Order: an item is written (and under
 fsync="always" fsynced) before the row that refers to it; the flusher fsyncs the blob before
@@ -31,7 +30,6 @@ from ._codec import loads
 TAG = "$m"
 SUFFIX = ".blob"
 ROTATE_BYTES = 256 << 20  # a blob file this big has its log rotated at the next step boundary
-SUM = "xxh3"  # the checksum field of the items written now (see digest)
 
 
 def name(seq: int) -> str:
@@ -107,26 +105,12 @@ def item(blob: bytes, ref: dict[str, Any], path: object) -> bytes:
     return check(blob[off:off + length], ref, path)
 
 
-def digest(data: bytes | memoryview) -> str:
-    """The checksum of a new item (its ``SUM`` field): XXH3-64, 16 hex digits.
-
-    Not CRC-32 as before: zlib's crc32 runs at ~4 GB/s here, 36 µs of a 224x224x3 image's
-    log(), XXH3 at ~65 GB/s (2.3 µs); see benchmarks/RESULTS.md "Media". A string, not a
-    number: a 64-bit value is not exact in JSON readers that use doubles, nor in int64."""
-    import xxhash  # imported on the first media item: `import localtrack` stays lean
-
-    return xxhash.xxh3_64_hexdigest(data)
-
-
 def check(data: bytes, ref: dict[str, Any], path: object) -> bytes:
-    """``data`` when it is the whole item of ``ref`` and passes its checksum (``xxh3``, or
-    ``crc`` for an item written before it), else ValueError."""
+    """``data`` when it is the whole item of ``ref`` and passes its checksum, else ValueError."""
     off, length = ref.get("off"), ref.get("len")
     if len(data) != length:
         raise ValueError(f"the item at {off} ({length} bytes) is past the end of {path}")
-    want = ref.get(SUM)
-    if not (digest(data) == want if want is not None else
-            "crc" in ref and zlib.crc32(data) == ref["crc"]):
+    if zlib.crc32(data) != ref.get("crc"):
         raise ValueError(f"the item at {off} ({length} bytes) of {path} fails its checksum")
     return data
 

@@ -50,7 +50,7 @@ class CustomChart(Media):
             raise _bad(key, where, str(exc)) from None
         item = self.table._item(key, where)
         # The table's JSON object with the spec as one more member (a reader of tables skips it).
-        data = item.data[:-1] + b',"chart":' + orjson.dumps(spec) + b"}"
+        data = bytes(item.data[:-1]) + b',"chart":' + orjson.dumps(spec) + b"}"
         return Item({**item.meta, "chart": spec["spec_name"]}, data, item.children)
 
     def __repr__(self) -> str:

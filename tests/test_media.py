@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import xxhash
 
 import localtrack
 from localtrack import _blobs
@@ -466,7 +465,7 @@ def test_media_are_refused_in_config_and_summary(store: Path) -> None:
     run.finish()
 
 
-def test_blob_items_check_their_xxh3(store: Path) -> None:
+def test_blob_items_carry_their_crc(store: Path) -> None:
     run = localtrack.init(project="p", id="q", dir=store)
     run.log({"a": localtrack.Html("<i>x</i>"), "img": localtrack.Image(HWC)})
     run.finish()
@@ -474,22 +473,19 @@ def test_blob_items_check_their_xxh3(store: Path) -> None:
     data = (store / "p" / "runs" / "q" / "wal" / _blobs.name(0)).read_bytes()
     ref = row["a"][_blobs.TAG]
     assert data[ref["off"]:ref["off"] + ref["len"]] == b"<i>x</i>"
-    assert ref["xxh3"] == xxhash.xxh3_64_hexdigest(b"<i>x</i>") and ref.get("crc") is None
+    assert ref["crc"] == zlib.crc32(b"<i>x</i>")
     ref = row["img"][_blobs.TAG]  # written from the array's buffer: the same bytes
     assert data[ref["off"]:ref["off"] + ref["len"]] == HWC.tobytes()
-    assert ref["xxh3"] == xxhash.xxh3_64_hexdigest(HWC.tobytes())
+    assert ref["crc"] == zlib.crc32(HWC.tobytes())
 
 
-@pytest.mark.parametrize("field", ["crc", "xxh3"])
-def test_items_of_either_checksum_are_read_and_a_damaged_one_refused(tmp_path: Path,
-                                                                     field: str) -> None:
-    """Items written before XXH3 carry a CRC-32 (`crc`) and still verify; a flipped byte
-    fails either; a reference with no checksum at all is refused."""
+def test_an_item_is_read_and_a_damaged_one_refused(tmp_path: Path) -> None:
+    """An item reads when its CRC-32 (`crc`) matches; a flipped byte or a shifted offset
+    fails it; a reference with no checksum at all is refused."""
     item = bytes(range(256)) * 40
     path = tmp_path / _blobs.name(0)
     path.write_bytes(b"junk" + item)
-    want = zlib.crc32(item) if field == "crc" else xxhash.xxh3_64_hexdigest(item)
-    ref = {"off": 4, "len": len(item), field: want}
+    ref = {"off": 4, "len": len(item), "crc": zlib.crc32(item)}
     assert _blobs.read(path, ref) == item
     with pytest.raises(ValueError, match="fails its checksum"):
         _blobs.read(path, {**ref, "off": 3})
@@ -549,7 +545,7 @@ def test_a_damaged_image_tag_is_a_corrupt_run_error(store: Path, fields: dict[st
     (rdir / "wal").mkdir(parents=True)
     (rdir / "wal" / _blobs.name(0)).write_bytes(b"\x07")
     ref = {"type": "image", "fmt": "raw", "w": 1, "h": 1, "c": 1, "log": 0, "off": 0, "len": 1,
-           "xxh3": xxhash.xxh3_64_hexdigest(b"\x07"), **fields}
+           "crc": zlib.crc32(b"\x07"), **fields}
     assert _decode(rdir, {k: v for k, v in ref.items() if k not in fields}, {}, False).masks == {}
     with pytest.raises(localtrack.errors.CorruptRunError):
         _decode(rdir, ref, {"project": "p", "run_id": "d"}, False)
