@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import RemoteError
@@ -52,6 +53,14 @@ class Remote(abc.ABC):
     @abc.abstractmethod
     def put(self, key: str, data: bytes) -> None:
         """Create or replace the object atomically (parents are implied)."""
+
+    def put_file(self, key: str, path: Path, chunk: int) -> int:
+        """Create or replace the object with a local file's bytes, atomically, and return how many
+        went up. The in-tree remotes stream it ``chunk`` bytes at a time (a checkpoint of many
+        GiB is never held in memory); this default, for a remote that cannot, reads it whole."""
+        data = path.read_bytes()
+        self.put(key, data)
+        return len(data)
 
     @abc.abstractmethod
     def list(self, key: str) -> dict[str, Entry]:

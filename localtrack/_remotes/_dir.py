@@ -20,6 +20,7 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -147,6 +148,21 @@ class DirRemote(Remote):
             raise self._error("read", key, exc) from exc
 
     def put(self, key: str, data: bytes) -> None:
+        self._write(key, lambda fh: fh.write(data))
+
+    def put_file(self, key: str, path: Path, chunk: int) -> int:
+        """As put, streamed from ``path`` ``chunk`` bytes at a time."""
+        import shutil  # here only: import localtrack need not load it (and bz2, lzma)
+
+        def fill(fh: BinaryIO) -> int:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, fh, chunk)
+            return fh.tell()
+
+        return self._write(key, fill)
+
+    def _write(self, key: str, fill: Callable[[BinaryIO], int]) -> int:
+        """Create or replace ``key`` with what ``fill`` writes into a temporary, durably."""
         target = self._path(key, write=True)
         tmp_dir = self._path(TMP_DIR, write=True)
         tmp = tmp_dir / f"{target.name}.{secrets.token_hex(6)}"
@@ -154,13 +170,14 @@ class DirRemote(Remote):
             _fsutil.ensure_dir(target.parent)
             _fsutil.ensure_dir(tmp_dir)
             with open(tmp, "wb") as fh:
-                fh.write(data)
+                size = fill(fh)
             _fsutil.fsync_file(tmp)
             # If we die here: only the temporary exists; check() sweeps it later.
             _fsutil.rename_durable(tmp, target)
         except OSError as exc:
             _fsutil.unlink(tmp)
             raise self._error("write", key, exc) from exc
+        return size
 
     def list(self, key: str) -> dict[str, Entry]:
         out: dict[str, Entry] = {}
