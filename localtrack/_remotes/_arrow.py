@@ -85,7 +85,8 @@ class ArrowRemote(Remote):
         """As put, streamed: an object store gets a multipart upload once the bytes pass
         pyarrow's part size (completed on close, so a reader sees the whole object or none;
         a process killed before leaves an unfinished upload no reader sees), other filesystems
-        a temporary and a rename; ``chunk`` bytes are held at a time."""
+        a temporary and a rename; about a chunk and a part are held at a time
+        (benchmarks/RESULTS.md: 111 MiB peak for a 512 MiB blob, 1 GiB before)."""
         import pyarrow as pa
 
         target = self._path(key)
@@ -114,6 +115,9 @@ class ArrowRemote(Remote):
         try:
             while n := src.readinto(buf):
                 dst.write(view[:n])
+                # Waits for the parts uploading in the background: without it they queue up
+                # in memory as fast as the disk reads (the whole file, on a slow link).
+                dst.flush()
                 size += n
             if size != expected:
                 raise OSError(errno.EIO, f"the file changed while it was read ({expected} bytes "
