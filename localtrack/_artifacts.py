@@ -811,10 +811,10 @@ def list_artifacts(root: Where, project: str, type: str | None = None,
 # -- collecting orphans (doctor --fix) -----------------------------------------------------------
 
 
-def orphan_blobs(root: Path, project: str,
-                 now: float | None = None) -> tuple[list[Path], list[LocaltrackError]]:
-    """Blobs and temp files no manifest names, older than GRACE_SECONDS (younger ones may be a
-    live writer's, whose manifest is still to come); and the manifests that cannot be read.
+def orphan_blobs(root: Path, project: str, now: float | None = None,
+                 grace: float = GRACE_SECONDS) -> tuple[list[Path], list[LocaltrackError]]:
+    """Blobs and temp files no manifest names, older than ``grace`` seconds (younger ones may
+    be a live writer's, whose manifest is still to come); and the manifests that cannot be read.
     With any of those, no blob is an orphan: it may be what the damaged manifest names."""
     adir = artifacts_dir(root, project)
     blobs = adir / "blobs"
@@ -833,7 +833,7 @@ def orphan_blobs(root: Path, project: str,
             named.update(i["sha256"] for i in manifest["files"].values())
     if damaged:
         return [], damaged
-    cutoff = (time.time() if now is None else now) - GRACE_SECONDS
+    cutoff = (time.time() if now is None else now) - grace
     found = []
     for path in [*blobs.iterdir(), *(p for d in blobs.iterdir() if d.is_dir() for p in d.iterdir())]:
         if path.is_dir() or path.name in named:
