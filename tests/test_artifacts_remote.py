@@ -109,33 +109,28 @@ def test_another_node_uses_and_downloads_what_a_node_synced(
     assert not list((store_b / "p" / "artifacts").rglob("v*.json"))  # nothing copied into B
     used = sorted(p.name for p in (store_b / "p" / "artifacts").rglob(f"p@{user}.json"))
     assert len(used) == 3
-    # The copy read with the Api, as an analyst's notebook would.
-    for key, value in env.items():
-        os.environ[key] = value
-    try:
-        api = localtrack.Api(uri)
-        art = api.artifact("p/model:best")
-        assert (art.version, art.metadata, art.logged_by().id) == ("v1", {"step": 1}, writer)
-        assert [f.path for f in art.files()] == ["step.txt", "weights.bin"]
-        assert [a.qualified_name for a in api.artifacts(type="model")] == \
-            ["p/model:v0", "p/model:v1", "p/model:v2"]
-        assert [a.qualified_name for a in api.artifacts(name="p/data")] == ["p/data:v0"]
-        root = Path(art.download(root=tmp_path / "nb"))
-        assert (root / "step.txt").read_text() == "1"
-        assert localtrack.sync(uri, dir=store_b).ok
-        assert [r.id for r in localtrack.Api(uri).artifact("p/model:v2").used_by()] == [user]
-        # A damaged blob: a clear error naming the file and the version, nothing in the root.
-        sha = art._manifest["files"]["weights.bin"]["sha256"]
-        server = request.getfixturevalue("s3") if env else None
-        _corrupt_blob(uri, sha, server)
-        with pytest.raises(CorruptRunError, match=r"'weights\.bin' of artifact 'p/model:v1'.*damaged"):
-            localtrack.Api(uri).artifact("p/model:v1").download(root=tmp_path / "bad" / "x")
-        assert not (tmp_path / "bad" / "x").exists()
-        with pytest.raises(ArtifactNotFoundError, match="model"):
-            localtrack.Api(uri).artifact("p/model:v7")
-    finally:
-        for key in env:
-            del os.environ[key]
+    # The copy read with the Api, as an analyst's notebook would (the s3 fixture set the
+    # credentials in this process).
+    api = localtrack.Api(uri)
+    art = api.artifact("p/model:best")
+    assert (art.version, art.metadata, art.logged_by().id) == ("v1", {"step": 1}, writer)
+    assert [f.path for f in art.files()] == ["step.txt", "weights.bin"]
+    assert [a.qualified_name for a in api.artifacts(type="model")] == \
+        ["p/model:v0", "p/model:v1", "p/model:v2"]
+    assert [a.qualified_name for a in api.artifacts(name="p/data")] == ["p/data:v0"]
+    root = Path(art.download(root=tmp_path / "nb"))
+    assert (root / "step.txt").read_text() == "1"
+    assert localtrack.sync(uri, dir=store_b).ok
+    assert [r.id for r in localtrack.Api(uri).artifact("p/model:v2").used_by()] == [user]
+    # A damaged blob: a clear error naming the file and the version, nothing in the root.
+    sha = art._manifest["files"]["weights.bin"]["sha256"]
+    server = request.getfixturevalue("s3") if env else None
+    _corrupt_blob(uri, sha, server)
+    with pytest.raises(CorruptRunError, match=r"'weights\.bin' of artifact 'p/model:v1'.*damaged"):
+        localtrack.Api(uri).artifact("p/model:v1").download(root=tmp_path / "bad" / "x")
+    assert not (tmp_path / "bad" / "x").exists()
+    with pytest.raises(ArtifactNotFoundError, match="model"):
+        localtrack.Api(uri).artifact("p/model:v7")
 
 
 def test_use_artifact_without_a_remote_says_how_to_name_one(tmp_path: Path) -> None:
@@ -144,22 +139,29 @@ def test_use_artifact_without_a_remote_says_how_to_name_one(tmp_path: Path) -> N
         run.use_artifact("model:latest")
 
 
-def test_a_missing_remote_blob_leaves_nothing_half_written(tmp_path: Path) -> None:
+def test_a_missing_remote_blob_leaves_nothing_half_written(
+        tmp_path: Path, remote: tuple[str, dict[str, str]], request: pytest.FixtureRequest) -> None:
     """Two files, the second's blob gone from the copy: the first is not left in the root
     either (a download lands whole or not at all)."""
-    store, remote = tmp_path / "store", tmp_path / "remote"
+    uri, env = remote
+    store = tmp_path / "store"
     (tmp_path / "a.bin").write_bytes(b"a" * 1000)
     (tmp_path / "b.bin").write_bytes(b"b" * 1000)
     with localtrack.init(project="p", dir=store) as run:
         art = localtrack.Artifact("m", "model").add_file(tmp_path / "a.bin")
         run.log_artifact(art.add_file(tmp_path / "b.bin", name="sub/b.bin"))
-    localtrack.sync(str(remote), dir=store)
+    localtrack.sync(uri, dir=store)
     sha = art._manifest["files"]["sub/b.bin"]["sha256"]
-    (remote / "p" / "artifacts" / "blobs" / sha[:2] / sha).unlink()
+    key = f"p/artifacts/blobs/{sha[:2]}/{sha}"
+    if env:
+        bucket = uri.split("://", 1)[1].split("/", 1)[0]
+        request.getfixturevalue("s3").filesystem().delete_file(f"{bucket}/team/{key}")
+    else:
+        (Path(uri) / key).unlink()
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(CorruptRunError, match=r"'sub/b\.bin' of artifact 'p/m:v0' is missing"):
-        localtrack.Api(remote).artifact("p/m:latest").download(root=out)
+        localtrack.Api(uri).artifact("p/m:latest").download(root=out)
     assert list(out.iterdir()) == []
 
 
