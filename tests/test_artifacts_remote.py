@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import localtrack
-from localtrack.errors import ArtifactNotFoundError, CorruptRunError
+from localtrack._remotes import open_remote
+from localtrack.errors import ArtifactNotFoundError, CorruptRunError, SyncError
 
 from . import s3server
 from .helpers import run_script
@@ -186,3 +187,32 @@ def test_sync_streams_a_blob_larger_than_its_chunk(tmp_path: Path, kind: str,
     assert report.ok and report.uploaded_bytes > 11 << 20
     out = Path(localtrack.Api(uri).artifact("p/model:latest").download(root=tmp_path / "out"))
     assert _sha(out / "ckpt.bin") == _sha(big)
+
+
+def test_a_damaged_local_blob_is_not_uploaded(tmp_path: Path, remote: tuple[str, dict[str, str]],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob whose bytes no longer hash to its name (bit rot, a hand edit) is refused while
+    it streams: nothing lands under its name, its version's manifest stays local, the
+    artifacts stay pending with the file named; once restored, the next sync sends it."""
+    uri, _ = remote
+    monkeypatch.setenv("LOCALTRACK_UPLOAD_CHUNK_BYTES", "4096")
+    store = tmp_path / "store"
+    (tmp_path / "w.bin").write_bytes(os.urandom(50_000))
+    with localtrack.init(project="p", dir=store) as run:
+        art = run.log_artifact(tmp_path / "w.bin", name="model", type="model")
+    sha = art._manifest["files"]["w.bin"]["sha256"]
+    blob = store / "p" / "artifacts" / "blobs" / sha[:2] / sha
+    good = blob.read_bytes()
+    os.chmod(blob, 0o644)
+    blob.write_bytes(good[:40_000] + bytes([good[40_000] ^ 1]) + good[40_001:])
+    with pytest.raises(SyncError) as refused:
+        localtrack.sync(uri, dir=store)
+    why = refused.value.pending["p/artifacts"]
+    assert sha in why and "damaged" in why and "not uploaded" in why
+    assert open_remote(uri).info(f"p/artifacts/blobs/{sha[:2]}/{sha}") is None
+    with pytest.raises(ArtifactNotFoundError):
+        localtrack.Api(uri).artifact("p/model:v0")
+    blob.write_bytes(good)
+    assert localtrack.sync(uri, dir=store).ok
+    out = Path(localtrack.Api(uri).artifact("p/model:v0").download(root=tmp_path / "out"))
+    assert (out / "w.bin").read_bytes() == good

@@ -10,15 +10,12 @@ credentials; ``transient`` is False only for what a retry cannot fix
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import secrets
-from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
 from ..errors import RemoteError
-from ._base import Entry, Remote, check_key
+from ._base import Entry, FileChunks, Remote, check_key
 
 _OBJECT_STORES = ("s3", "gcs")
 _PERMANENT_MARKERS = ("ACCESS_DENIED", "NO_SUCH_BUCKET", "INVALID_ACCESS_KEY", "SIGNATURE_DOES_NOT_MATCH",
@@ -81,7 +78,7 @@ class ArrowRemote(Remote):
         except (OSError, pa.ArrowException) as exc:
             raise self._error("write", key, exc) from exc
 
-    def put_file(self, key: str, path: Path, chunk: int) -> int:
+    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None) -> int:
         """As put, streamed: an object store gets a multipart upload once the bytes pass
         pyarrow's part size (completed on close, so a reader sees the whole object or none;
         a process killed before leaves an unfinished upload no reader sees), other filesystems
@@ -95,8 +92,7 @@ class ArrowRemote(Remote):
         try:
             if not self._object_store:
                 self.fs.create_dir(parent, recursive=True)
-            with open(path, "rb") as src:
-                size = self._stream(src, tmp, chunk)
+            size = self._stream(FileChunks(path, chunk, sha256), tmp)
             if tmp != target:
                 # If we die here: a temporary that readers skip (its name starts with .tmp-).
                 self.fs.move(tmp, target)
@@ -104,24 +100,16 @@ class ArrowRemote(Remote):
             raise self._error("write", key, exc) from exc
         return size
 
-    def _stream(self, src: BufferedReader, dst_path: str, chunk: int) -> int:
-        """Copy ``src`` to a new object. pyarrow completes an upload on close whatever came
-        before (its __exit__ too): a failure or a short read mid-way removes what it left."""
-        expected = os.fstat(src.fileno()).st_size
-        buf = bytearray(chunk)
-        view = memoryview(buf)
-        size = 0
+    def _stream(self, chunks: FileChunks, dst_path: str) -> int:
+        """Copy a file to a new object. pyarrow completes an upload on close whatever came
+        before (its __exit__ too): a failure or a refused file mid-way removes what it left."""
         dst = self.fs.open_output_stream(dst_path)
         try:
-            while n := src.readinto(buf):
-                dst.write(view[:n])
+            for piece in chunks:
+                dst.write(piece)
                 # Waits for the parts uploading in the background: without it they queue up
                 # in memory as fast as the disk reads (the whole file, on a slow link).
                 dst.flush()
-                size += n
-            if size != expected:
-                raise OSError(errno.EIO, f"the file changed while it was read ({expected} bytes "
-                              f"before, {size} read)")
         except BaseException:
             with contextlib.suppress(Exception):
                 dst.close()
@@ -129,7 +117,7 @@ class ArrowRemote(Remote):
                 self.fs.delete_file(dst_path)
             raise
         dst.close()
-        return size
+        return chunks.size
 
     def list(self, key: str) -> dict[str, Entry]:
         import pyarrow as pa

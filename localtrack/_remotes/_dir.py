@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .. import _fsutil
 from .._naming import Ctx, run_label
 from ..errors import CorruptRunError, RemoteError
-from ._base import Entry, Remote, check_key
+from ._base import Entry, FileChunks, Remote, check_key
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -150,14 +150,13 @@ class DirRemote(Remote):
     def put(self, key: str, data: bytes) -> None:
         self._write(key, lambda fh: fh.write(data))
 
-    def put_file(self, key: str, path: Path, chunk: int) -> int:
-        """As put, streamed from ``path`` ``chunk`` bytes at a time."""
-        import shutil  # here only: import localtrack need not load it (and bz2, lzma)
-
+    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None) -> int:
+        """As put, streamed from ``path`` ``chunk`` bytes at a time (see FileChunks)."""
         def fill(fh: BinaryIO) -> int:
-            with open(path, "rb") as src:
-                shutil.copyfileobj(src, fh, chunk)
-            return fh.tell()
+            chunks = FileChunks(path, chunk, sha256)
+            for piece in chunks:
+                fh.write(piece)
+            return chunks.size
 
         return self._write(key, fill)
 
@@ -177,6 +176,9 @@ class DirRemote(Remote):
         except OSError as exc:
             _fsutil.unlink(tmp)
             raise self._error("write", key, exc) from exc
+        except BaseException:  # a file refused by fill (FileChunks' CorruptRunError)
+            _fsutil.unlink(tmp)
+            raise
         return size
 
     def list(self, key: str) -> dict[str, Entry]:

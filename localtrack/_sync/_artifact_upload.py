@@ -65,9 +65,10 @@ def _upload(syncer: Syncer, project: str, adir: Path, state: dict[str, Any],
             report.uploaded_bytes += len(data)
         syncer.advance(len(data))
 
-    def put_file(key: str, path: Path) -> None:
-        """A blob streamed (a checkpoint of many GiB is never held in memory)."""
-        size = syncer.call(syncer.remote.put_file, key, path, chunk)
+    def put_file(key: str, path: Path, sha: str) -> None:
+        """A blob streamed (a checkpoint of many GiB is never held in memory) and checked
+        against its name as it goes: a blob damaged here never lands on the remote."""
+        size = syncer.call(syncer.remote.put_file, key, path, chunk, sha)
         with syncer._mutex:
             report.uploaded_files += 1
             report.uploaded_bytes += size
@@ -86,7 +87,7 @@ def _upload(syncer: Syncer, project: str, adir: Path, state: dict[str, Any],
                 sha = info["sha256"]
                 blob_key = f"{base}/blobs/{sha[:2]}/{sha}"
                 if sha not in blobs and syncer.call(syncer.remote.info, blob_key) is None:
-                    put_file(blob_key, _artifacts._blob(adir, sha))
+                    put_file(blob_key, _artifacts._blob(adir, sha), sha)
                 blobs.add(sha)
                 state["blobs"] = sorted(blobs)
             put(key, (ndir / f"v{version}.json").read_bytes())
