@@ -9,6 +9,12 @@
     python benchmarks/bench_artifacts.py delta DIR STORE --files 100 --kib 1024
         logs DIR's files as v0, rewrites 10% of them, logs v1, prints the bytes v1 added to the
         store against the bytes changed.
+    python benchmarks/bench_artifacts.py sync STORE REMOTE
+        syncs STORE (after `log`) to REMOTE, a directory or an s3:// URI (e.g. a `moto_server`
+        started in another process: `s3://bkt/x?endpoint_override=127.0.0.1:5000&scheme=http`
+        with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY set, its bucket made first); prints
+        the seconds and the process's peak RSS before and after (blobs are streamed, so the
+        growth stays near LOCALTRACK_UPLOAD_CHUNK_BYTES, not the file's size).
 """
 
 from __future__ import annotations
@@ -67,6 +73,24 @@ def delta(folder: Path, store: Path, files: int, kib: int) -> None:
           f"in {took:.3f} s")
 
 
+def _peak_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def sync(store: Path, remote: str) -> None:
+    import pyarrow.fs  # noqa: F401  (loaded before the baseline: it is not what is measured)
+
+    import localtrack
+    before = _peak_mib()
+    start = time.perf_counter()
+    report = localtrack.sync(remote, dir=store)
+    took = time.perf_counter() - start
+    print(f"sync: {report.uploaded_bytes} bytes in {report.uploaded_files} objects, {took:.2f} s; "
+          f"peak RSS {before:.0f} MiB before, {_peak_mib():.0f} MiB after")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -81,11 +105,16 @@ def main() -> None:
     p.add_argument("store", type=Path)
     p.add_argument("--files", type=int, default=100)
     p.add_argument("--kib", type=int, default=1024)
+    p = sub.add_parser("sync")
+    p.add_argument("store", type=Path)
+    p.add_argument("remote")
     args = parser.parse_args()
     if args.what == "make":
         make(args.file, args.mib)
     elif args.what == "log":
         log(args.file, args.store)
+    elif args.what == "sync":
+        sync(args.store, args.remote)
     else:
         delta(args.dir, args.store, args.files, args.kib)
 

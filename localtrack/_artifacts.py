@@ -11,6 +11,11 @@ the manifest last, created exclusively under the name's lock: a crash leaves no 
 a whole one, and at worst blobs no manifest names, which ``localtrack doctor --fix`` removes
 once they are older than GRACE_SECONDS (a live writer touches each blob it reuses, so a
 blob it is about to name is never that old). See docs/format.md ("Artifacts").
+
+Reading works on a local store and on a synced copy (a directory, or ``s3://`` through
+_remotes), which has the same layout: a node without the artifact in its own store reads it
+from there (``Api(dir=remote)``, or use_artifact through LOCALTRACK_ARTIFACT_REMOTE).
+A download checks every file against its manifest's SHA-256 before any lands in place.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import _fsutil, _locks, _naming
+from . import _fsutil, _locks, _naming, _settings
 from ._codec import decode_tree, dumps, encode_tree, loads
+from ._remotes import RemotePath, open_store, redact
 from .errors import (
     ArtifactError,
     ArtifactNotFoundError,
@@ -48,17 +54,27 @@ _LOCK_SECONDS = 120.0
 _CHUNK = 8 << 20
 _HEX = frozenset("0123456789abcdef")
 
+Where = Path | RemotePath  # a store read: local, or a synced copy
+W = TypeVar("W", Path, RemotePath, Where)
 
-def artifacts_dir(root: Path, project: str) -> Path:
+
+def artifacts_dir(root: W, project: str) -> W:
     return root / project / "artifacts"
 
 
-def _blob(adir: Path, sha: str) -> Path:
+def _blob(adir: W, sha: str) -> W:
     return adir / "blobs" / sha[:2] / sha
 
 
-def _name_dir(adir: Path, name: str) -> Path:
+def _name_dir(adir: W, name: str) -> W:
     return adir / "names" / name
+
+
+def _listing(folder: Where) -> list[str]:
+    """The names in a folder ([] when there is none): one request on a remote."""
+    if isinstance(folder, RemotePath):
+        return list(folder.entries())
+    return [p.name for p in folder.iterdir()] if folder.is_dir() else []
 
 
 class ArtifactFile(NamedTuple):
@@ -97,7 +113,8 @@ class Artifact:
         self.project: str | None = None
         self._version: int | None = None
         self._aliases: list[str] = []
-        self._adir: Path | None = None
+        self._root: Where | None = None  # the store it was read from
+        self._adir: Where | None = None
         self._manifest: dict[str, Any] = {}
         self._sources: dict[str, Path] = {}  # a draft's files, read when it is logged
         self._refs: dict[str, str] = {}
@@ -226,14 +243,15 @@ class Artifact:
         place would otherwise change every version holding it. References are not fetched."""
         adir = self._require_logged("download")
         dest = Path(root) if root is not None else Path("artifacts") / f"{self.name}:{self.version}"
-        for entry, info in self._manifest["files"].items():
+        todo = []
+        for entry, info in sorted(self._manifest["files"].items()):
             target = dest.joinpath(*entry.split("/"))
             with _fsutil.storage_errors(f"download artifact {self.qualified_name!r} into", target):
                 if target.is_file() and target.stat().st_size == info["size"] \
                         and _hash_file(target) == info["sha256"]:
                     continue  # already there (a second download)
-            _copy(_blob(adir, info["sha256"]), target, f"{entry!r} of artifact "
-                  f"{self.qualified_name!r}")
+            todo.append((entry, info, target))
+        _download(adir, todo, self.qualified_name)
         return str(dest)
 
     def logged_by(self) -> ApiRun | None:
@@ -242,11 +260,11 @@ class Artifact:
 
         self._require_logged("read the lineage of")
         who = self._manifest.get("logged_by")
-        if not who or not self._adir:
+        if not who or self._root is None:
             return None
         project, rid = _naming.parse_path(who)
         try:
-            return ApiRun(self._adir.parent.parent, project, rid)
+            return ApiRun(self._root, project, rid)
         except LocaltrackError:
             return None
 
@@ -257,15 +275,17 @@ class Artifact:
         adir = self._require_logged("read the lineage of")
         folder = _name_dir(adir, self.name) / "used" / str(self._version)
         uses = []
-        for path in sorted(folder.glob("*@*.json")) if folder.is_dir() else []:
-            project, _, rid = path.stem.partition("@")
+        for name in sorted(_listing(folder)):
+            project, at, rid = name.removesuffix(".json").partition("@")
+            if not at or not name.endswith(".json") or self._root is None:
+                continue
             with contextlib.suppress(LocaltrackError, OSError):
-                uses.append((path.stat().st_mtime, ApiRun(adir.parent.parent,
-                                                          _naming.project_name(project),
-                                                          _naming.run_id(rid))))
+                uses.append(((folder / name).stat().st_mtime,
+                             ApiRun(self._root, _naming.project_name(project),
+                                    _naming.run_id(rid))))
         return [run for _, run in sorted(uses, key=lambda u: u[0])]
 
-    def _require_logged(self, what: str) -> Path:
+    def _require_logged(self, what: str) -> Where:
         if self._adir is None:
             raise ArtifactError(f"Cannot {what} artifact {self.name!r}: it has not been logged "
                                 "(run.log_artifact) or fetched (run.use_artifact, Api().artifact).")
@@ -295,21 +315,71 @@ def _walk(top: Path, artifact: str) -> Iterator[tuple[str, Path]]:
                 yield sub, entry
 
 
-def _copy(blob: Path, target: Path, what: str) -> None:
-    import shutil  # (not on import localtrack's path)
-
+def _download(adir: Where, todo: list[tuple[str, dict[str, Any], Path]], artifact: str) -> None:
+    """Copy each blob to a temp name beside its target, hashing it, and check it against the
+    manifest; rename them into place only once every one is whole. A blob missing or damaged
+    (a synced copy is input like any other) leaves nothing under the root: no half file, no
+    mix of two versions; the folders this call made are removed again."""
+    staged: list[tuple[Path, Path]] = []
+    made: list[Path] = []
     try:
-        src = open(blob, "rb")
+        for entry, info, target in todo:
+            what = f"file {entry!r} of artifact {artifact!r}"
+            tmp = target.with_name(f"{_fsutil.TMP_PREFIX}{target.name}.{secrets.token_hex(4)}")
+            with _fsutil.storage_errors(f"download {what} into", target):
+                made += _make_dirs(target.parent)
+                staged.append((tmp, target))
+                _fetch(_blob(adir, info["sha256"]), tmp, info, what)
+        for tmp, target in staged:
+            with _fsutil.storage_errors(f"download artifact {artifact!r} into", target):
+                # Not made durable: a download is a copy; one cut short by a crash is redone
+                # (a file whose size or hash is not the manifest's is fetched again).
+                tmp.replace(target)
+    except BaseException:
+        for tmp, _ in staged:
+            _fsutil.unlink(tmp)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p, returning the folders it created (top first)."""
+    missing = []
+    while not folder.is_dir() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    missing.reverse()
+    for path in missing:
+        path.mkdir(exist_ok=True)
+    return missing
+
+
+def _fetch(blob: Where, tmp: Path, info: dict[str, Any], what: str) -> None:
+    """Copy ``blob`` to ``tmp`` (created new), refusing bytes that are not the manifest's."""
+    try:
+        src = blob.open_input() if isinstance(blob, RemotePath) else open(blob, "rb")
     except FileNotFoundError:
-        raise CorruptRunError(f"The stored copy {str(blob)!r} of {what} is missing; restore the "
-                              "store's artifacts/blobs from a backup or a sync remote.",
-                              path=str(blob)) from None
+        raise CorruptRunError(f"The stored copy {str(blob)!r} of {what} is missing; nothing was "
+                              "downloaded. Sync the store that logged it again, or restore its "
+                              "artifacts/blobs from a backup.", path=str(blob)) from None
     except OSError as exc:
-        raise _fsutil.storage_error(f"read the stored copy of {what} at", blob, exc) from exc
-    with src, _fsutil.storage_errors(f"download {what} into", target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, _CHUNK)
+        raise _fsutil.storage_error(f"read the stored copy of {what} at", str(blob), exc) from exc
+    h = hashlib.sha256()
+    size = 0
+    with src, open(tmp, "xb") as dst:
+        while chunk := src.read(_CHUNK):
+            h.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+    sha = h.hexdigest()
+    if (sha, size) != (info["sha256"], info["size"]):
+        raise CorruptRunError(f"The stored copy {str(blob)!r} of {what} is damaged: it holds "
+                              f"{size} bytes hashing to {sha[:16]}..., the version's manifest "
+                              f"says {info['size']} bytes hashing to {info['sha256'][:16]}...; "
+                              "nothing was downloaded. Sync the store that logged it again, or "
+                              "restore the blob from a backup.", path=str(blob))
 
 
 def _hash_file(path: Path) -> str:
@@ -492,7 +562,7 @@ def log(artifact: Artifact, root: Path, project: str, aliases: list[str] | None,
     manifest = _read_manifest(ndir, version, artifact.name)
     if artifact._staging is not None:  # new_file()'s files are stored now
         artifact._staging.cleanup()
-    _attach(artifact, adir, project, manifest, _aliases_of(ndir, version))
+    _attach(artifact, root, project, manifest, _aliases_of(ndir, version))
     return artifact
 
 
@@ -534,10 +604,14 @@ def _commit(artifact: Artifact, ndir: Path, files: dict[str, dict[str, Any]],
 
 def use(spec: str | Artifact, root: Path, project: str, user: tuple[str, str] | None) -> Artifact:
     """Find a version (``name``, ``name:alias``, ``name:vN``, ``[entity/]project/name:alias``) and
-    record that run ``user`` (project, id) used it."""
-    artifact = spec if isinstance(spec, Artifact) else find(root, spec, project)
-    adir = artifact._require_logged("use")
+    record that run ``user`` (project, id) used it, in ``root``: the run's lineage stays with
+    the run, and goes up with its next sync. A version the store lacks is read from
+    LOCALTRACK_ARTIFACT_REMOTE when that names a synced copy (an air-gapped node's view of
+    what other nodes logged); the local store is asked first."""
+    artifact = spec if isinstance(spec, Artifact) else _find_or_fetch(root, spec, project)
+    artifact._require_logged("use")
     if user is not None:
+        adir = artifacts_dir(root, _naming.project_name(artifact.project or project))
         folder = _name_dir(adir, artifact.name) / "used" / str(artifact._version)
         marker = folder / f"{user[0]}@{user[1]}.json"
         with _fsutil.storage_errors(f"record the use of artifact {artifact.qualified_name!r} in",
@@ -547,6 +621,24 @@ def use(spec: str | Artifact, root: Path, project: str, user: tuple[str, str] | 
                 _fsutil.atomic_write(marker, dumps({"project": user[0], "run_id": user[1],
                                                     "time": time.time()}))
     return artifact
+
+
+def _find_or_fetch(root: Path, spec: str, project: str) -> Artifact:
+    try:
+        return find(root, spec, project)
+    except ArtifactNotFoundError as exc:
+        remote = _settings.artifact_remote()
+        if remote is None:
+            raise ArtifactNotFoundError(f"{exc} To read it from a synced copy of another "
+                                        "store, set LOCALTRACK_ARTIFACT_REMOTE to that copy "
+                                        "(a directory or s3://...).", project=exc.project,
+                                        path=exc.path) from None
+        try:
+            return find(open_store(remote), spec, project)
+        except ArtifactNotFoundError as again:
+            raise ArtifactNotFoundError(f"{exc} Nor in LOCALTRACK_ARTIFACT_REMOTE="
+                                        f"{redact(remote)!r}: {again}", project=exc.project,
+                                        path=exc.path) from None
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -574,7 +666,7 @@ def parse_spec(spec: object, project: str | None) -> tuple[str, str, str]:
     return _naming.project_name(project), _naming.artifact_name(parts[-1]), alias
 
 
-def find(root: Path, spec: str, project: str | None = None) -> Artifact:
+def find(root: Where, spec: str, project: str | None = None) -> Artifact:
     project, name, alias = parse_spec(spec, project)
     adir = artifacts_dir(root, project)
     ndir = _name_dir(adir, name)
@@ -598,21 +690,21 @@ def find(root: Path, spec: str, project: str | None = None) -> Artifact:
                                   f"be read ({exc}); log the artifact again with that alias.",
                                   project=project, path=str(pointer)) from exc
         except OSError as exc:
-            raise _fsutil.storage_error(f"read alias {alias!r} of artifact {name!r} at", pointer,
-                                        exc) from exc
+            raise _fsutil.storage_error(f"read alias {alias!r} of artifact {name!r} at",
+                                        str(pointer), exc) from exc
     manifest = _read_manifest(ndir, version, name, project=project, root=root)
     artifact = Artifact.__new__(Artifact)
-    _attach(artifact, adir, project, manifest, _aliases_of(ndir, version))
+    _attach(artifact, root, project, manifest, _aliases_of(ndir, version))
     return artifact
 
 
-def _missing(root: Path, project: str, name: str, what: str) -> str:
+def _missing(root: Where, project: str, name: str, what: str) -> str:
     return (f"No {what} of artifact {name!r} in project {project!r} under {str(root)!r}; "
             "Api().artifacts() lists what is stored.")
 
 
-def _read_manifest(ndir: Path, version: int, name: str, *, project: str | None = None,
-                   root: Path | None = None) -> dict[str, Any]:
+def _read_manifest(ndir: Where, version: int, name: str, *, project: str | None = None,
+                   root: Where | None = None) -> dict[str, Any]:
     path = ndir / f"v{version}.json"
     try:
         manifest = loads(path.read_bytes())
@@ -620,8 +712,8 @@ def _read_manifest(ndir: Path, version: int, name: str, *, project: str | None =
         raise ArtifactNotFoundError(_missing(root or ndir, project or "?", name, f"version v{version}"),
                                     path=str(path)) from None
     except OSError as exc:
-        raise _fsutil.storage_error(f"read version v{version} of artifact {name!r} at", path,
-                                    exc) from exc
+        raise _fsutil.storage_error(f"read version v{version} of artifact {name!r} at",
+                                    str(path), exc) from exc
     except ValueError as exc:
         raise CorruptRunError(f"The manifest {str(path)!r} of artifact {name!r} cannot be parsed "
                               f"({exc}); restore it from a backup or a sync remote.",
@@ -664,29 +756,27 @@ def _manifest_problem(m: object, version: int, name: str) -> str | None:
     return None
 
 
-def _versions(ndir: Path) -> list[int]:
-    if not ndir.is_dir():
-        return []
-    found = (_naming.version_number(p.name[:-5]) for p in ndir.iterdir() if p.name.endswith(".json"))
+def _versions(ndir: Where) -> list[int]:
+    found = (_naming.version_number(n[:-5]) for n in _listing(ndir) if n.endswith(".json"))
     return sorted(v for v in found if v is not None)
 
 
-def _aliases_of(ndir: Path, version: int) -> list[str]:
+def _aliases_of(ndir: Where, version: int) -> list[str]:
     """The aliases naming ``version``: ``latest`` is the highest version (no file to move: a
     crash after the manifest cannot leave it behind), the others are files."""
     versions = _versions(ndir)
     out = ["latest"] if versions and versions[-1] == version else []
     folder = ndir / "aliases"
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for name in sorted(n for n in _listing(folder) if n.endswith(".json")):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            if int(loads(path.read_bytes())["version"]) == version:
-                out.append(path.stem)
+            if int(loads((folder / name).read_bytes())["version"]) == version:
+                out.append(name[:-5])
     return out
 
 
-def _attach(artifact: Artifact, adir: Path, project: str, manifest: dict[str, Any],
+def _attach(artifact: Artifact, root: Where, project: str, manifest: dict[str, Any],
             aliases: list[str]) -> None:
-    """Make ``artifact`` the stored version ``manifest`` describes."""
+    """Make ``artifact`` the stored version ``manifest`` describes (read from ``root``)."""
     artifact.name = manifest["name"]
     artifact.type = manifest["type"]
     artifact.description = manifest.get("description")
@@ -694,22 +784,21 @@ def _attach(artifact: Artifact, adir: Path, project: str, manifest: dict[str, An
     artifact.project = project
     artifact._version = int(manifest["version"])
     artifact._aliases = aliases
-    artifact._adir = adir
+    artifact._root = root
+    artifact._adir = artifacts_dir(root, project)
     artifact._manifest = manifest
     artifact._sources, artifact._refs = {}, {}
     artifact._staging = None
 
 
-def list_artifacts(root: Path, project: str, type: str | None = None,
+def list_artifacts(root: Where, project: str, type: str | None = None,
                    name: str | None = None) -> list[Artifact]:
     """Every version in a project (of one type or name), by name then version."""
     if name and "/" in name:
         project, name, _ = parse_spec(name, None)
     adir = artifacts_dir(root, _naming.project_name(project))
-    names_dir = adir / "names"
     names = [_naming.artifact_name(name)] if name else \
-        sorted(p.name for p in names_dir.iterdir() if not p.name.startswith(".")) \
-        if names_dir.is_dir() else []
+        sorted(n for n in _listing(adir / "names") if not n.startswith("."))
     out = []
     for n in names:
         for v in _versions(_name_dir(adir, n)):
@@ -722,10 +811,10 @@ def list_artifacts(root: Path, project: str, type: str | None = None,
 # -- collecting orphans (doctor --fix) -----------------------------------------------------------
 
 
-def orphan_blobs(root: Path, project: str,
-                 now: float | None = None) -> tuple[list[Path], list[LocaltrackError]]:
-    """Blobs and temp files no manifest names, older than GRACE_SECONDS (younger ones may be a
-    live writer's, whose manifest is still to come); and the manifests that cannot be read.
+def orphan_blobs(root: Path, project: str, now: float | None = None,
+                 grace: float = GRACE_SECONDS) -> tuple[list[Path], list[LocaltrackError]]:
+    """Blobs and temp files no manifest names, older than ``grace`` seconds (younger ones may
+    be a live writer's, whose manifest is still to come); and the manifests that cannot be read.
     With any of those, no blob is an orphan: it may be what the damaged manifest names."""
     adir = artifacts_dir(root, project)
     blobs = adir / "blobs"
@@ -744,7 +833,7 @@ def orphan_blobs(root: Path, project: str,
             named.update(i["sha256"] for i in manifest["files"].values())
     if damaged:
         return [], damaged
-    cutoff = (time.time() if now is None else now) - GRACE_SECONDS
+    cutoff = (time.time() if now is None else now) - grace
     found = []
     for path in [*blobs.iterdir(), *(p for d in blobs.iterdir() if d.is_dir() for p in d.iterdir())]:
         if path.is_dir() or path.name in named:

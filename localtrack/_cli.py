@@ -229,6 +229,38 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from ._doctor import collect_garbage
+
+    root = _api(args.dir).root
+    if not isinstance(root, Path):
+        raise UsageError("gc collects in a local (or mounted) store, the one runs are written to.")
+    older = None if args.older_than is None else _seconds(args.older_than)
+    found = collect_garbage(root, args.projects, older, args.dry_run)
+    for f in found:
+        status = "deleted" if f.fixed else "would delete" if f.fixable else "NEEDS ATTENTION"
+        print(f"{f.run}  {status}: {f.problem}  ({f.path})")
+    garbage = [f for f in found if f.fixable]
+    print(f"{len(garbage)} garbage file(s) {'found' if args.dry_run else 'deleted'}"
+          + (f"; {len(found) - len(garbage)} problem(s): see `localtrack doctor`"
+             if len(found) > len(garbage) else ""))
+    return 1 if len(found) > len(garbage) else 0
+
+
+def _seconds(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``24h``, ``7d`` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise UsageError(f"Invalid --older-than {text!r}: give a duration like 24h, 30m, 7d or "
+                         "seconds.")
+    return value * units[unit]
+
+
 class _Bar:
     """A tqdm progress bar over the bytes of one sync pass (only on a terminal)."""
 
@@ -372,6 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fix", action="store_true",
                    help="cut torn tails, delete orphan/stale/temp files (never drops good data)")
     p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("gc", parents=[common],
+                       help="delete artifact blobs no version names (what a killed writer left)")
+    p.add_argument("projects", nargs="*", metavar="PROJECT", help="only these (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    p.add_argument("--older-than", metavar="AGE",
+                   help="only what is older (default 24h; a younger blob may be a live "
+                   "log_artifact's whose version is still to come: keep it above the longest one)")
+    p.set_defaults(func=cmd_gc)
     p = sub.add_parser("sweep", parents=[common],
                        help="create a sweep from W&B-style YAML (prints its id), or --status")
     p.add_argument("config", nargs="?", help="sweep YAML file")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _blobs, _durable, _frames, _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
-from ._artifacts import artifacts_dir, orphan_blobs
+from ._artifacts import GRACE_SECONDS, artifacts_dir, orphan_blobs
 from ._remotes._dir import open_file
 from .errors import CorruptRunError, LocaltrackError, RunNotFoundError, UsageError
 
@@ -205,20 +205,46 @@ def check_store(root: Path, targets: list[str] | None = None, fix: bool = False)
     return found
 
 
-def check_artifacts(root: Path, project: _naming.ProjectName, fix: bool) -> list[Finding]:
+def collect_garbage(root: Path, projects: list[str] | None, older_than: float | None,
+                    dry_run: bool) -> list[Finding]:
+    """``localtrack gc``: what no one will read again, deleted (unless ``dry_run``): artifact
+    blobs no version names, older than ``older_than`` seconds (default GRACE_SECONDS). The
+    same collection as doctor --fix, with the grace chosen; a run's leftovers stay doctor's
+    (they come with repairs)."""
+    if (root / _layout.REMOTE_ID).exists():
+        raise UsageError(f"{str(root)!r} is a copy that `localtrack sync` wrote: a blob there "
+                         "may wait for its manifest's upload. Collect in the source store.")
+    if projects:
+        names = [_naming.project_name(p) for p in projects]
+        found: list[Finding] = []
+    else:
+        names, skipped = _store.list_projects(root)
+        found = [Finding(s.where, s.path, s.problem, False) for s in skipped]
+    for project in names:
+        found += check_artifacts(root, project, not dry_run,
+                                 GRACE_SECONDS if older_than is None else older_than)
+    return found
+
+
+def check_artifacts(root: Path, project: _naming.ProjectName, fix: bool,
+                    grace: float = GRACE_SECONDS) -> list[Finding]:
     """Blobs no artifact version names (a writer died before its manifest), collected with
-    ``fix`` once older than _artifacts.GRACE_SECONDS; a damaged manifest stops the collection."""
+    ``fix`` once older than ``grace`` seconds; a damaged manifest stops the collection."""
     where = f"{project}/artifacts"
     try:
-        orphans, damaged = orphan_blobs(root, project)
+        orphans, damaged = orphan_blobs(root, project, grace=grace)
     except OSError as exc:
         return [Finding(where, str(artifacts_dir(root, project)),
                         f"not checked: {exc}", False)]
     found = [Finding(where, exc.path or "", f"{exc} (no orphan blob is collected meanwhile)",
                      False) for exc in damaged]
     for path in orphans:
-        finding = Finding(where, str(path), "orphan artifact blob (a writer died before its "
-                          "version's manifest; no version names it)", True)
+        try:
+            size = path.stat().st_size
+        except OSError:  # gone meanwhile (another collection)
+            size = 0
+        finding = Finding(where, str(path), f"orphan artifact blob of {size} bytes (a writer "
+                          "died before its version's manifest; no version names it)", True)
         if fix:
             _fsutil.unlink(path)
             finding.fixed = True

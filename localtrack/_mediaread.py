@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _blobs, _plots, _segments
 from ._codec import decode_tree, loads
-from ._naming import Ctx, run_label
+from ._naming import Ctx, chunk_offset, run_label
 from ._remotes import RemotePath
 from ._remotes._chunks import read_log
 from ._richmedia import Table, decode_audio, decode_image, decode_mask, overlays
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._segments import StorePath
 
 _JSON = {b"localtrack.encoding": b"json"}  # _segments' mark of a column of JSON text
+_REREADS = 10  # listings of a live blob's chunks while sync merges them, as _remotes._chunks
 
 
 def refs_column(table: pa.Table, key: str) -> list[tuple[int, Any]]:
@@ -103,14 +104,54 @@ def _remote_item(rdir: RemotePath, seq: int, ref: dict[str, Any]) -> bytes:
     """An item from a synced copy: the live blob is a folder of chunks (sync uploads it
     before the rows that refer to it), the sealed one a plain object; looked up in the order
     sync moves it (wal/, then segments/ once the manifest covers the log, then wal/ again).
-    The blob is read whole: remotes read whole objects."""
+    Only the item's range is read (a ranged GET on S3), not the whole blob."""
+    off, length = ref.get("off"), ref.get("len")
+    if type(off) is not int or type(length) is not int or off < 0 or length < 0:
+        raise ValueError(f"a media reference without a valid offset and length: {ref!r}")
     name = _blobs.name(seq)
     for path in (rdir / "wal" / name, rdir / "segments" / name, rdir / "wal" / name):
-        try:
-            return _blobs.item(read_log(path), ref, path)
-        except FileNotFoundError:
-            continue
+        for _ in range(_REREADS):
+            try:
+                return _blobs.check(_read_range(path, off, length), ref, path)
+            except _ChunkGone:
+                continue  # merged into a bigger chunk since it was listed: list again
+            except FileNotFoundError:
+                break
     raise FileNotFoundError(f"no blob file for log {seq} in {rdir}")
+
+
+class _ChunkGone(Exception):
+    pass
+
+
+def _read_range(path: RemotePath, off: int, length: int) -> bytes:
+    """Bytes ``off`` to ``off + length`` of a remote log, plain or a folder of chunks (see
+    _remotes._chunks: overlapping chunks hold the same bytes there). Short at a gap or the
+    end, for check() to report; FileNotFoundError when the log is not there."""
+    entries = path.entries()
+    if not entries:  # a plain object, or nothing
+        with path.open_input() as fh:
+            fh.seek(off)
+            return bytes(fh.read(length))
+    chunks = sorted((o, e.size, n) for n, e in entries.items() if (o := chunk_offset(n)) is not None)
+    out = bytearray()
+    end = off + length
+    while off + len(out) < end:
+        pos = off + len(out)
+        cover = next(((o, size, n) for o, size, n in chunks if o <= pos < o + size), None)
+        if cover is None:
+            break
+        start, size, chunk = cover
+        try:
+            with (path / chunk).open_input() as fh:
+                fh.seek(pos - start)
+                data = fh.read(min(end, start + size) - pos)
+        except FileNotFoundError:
+            raise _ChunkGone from None
+        if not data:
+            break
+        out += data
+    return bytes(out)
 
 
 def _decode(rdir: StorePath, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any:

@@ -40,7 +40,6 @@ from ._media import Histogram
 from ._naming import Ctx
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
-from ._remotes._dir import DirRemote
 from .errors import CorruptRunError, RunNotFoundError, StorageError, UsageError
 
 if TYPE_CHECKING:
@@ -467,8 +466,7 @@ class Api:
         raw = _settings.store_location(dir)
         self.root: StorePath
         if raw is not None and _remotes.is_uri(raw):
-            remote = _remotes.open_remote(raw)
-            self.root = remote.root if isinstance(remote, DirRemote) else RemotePath(remote)
+            self.root = _remotes.open_store(raw)
         else:
             self.root = _settings.root_dir(dir)
         self._warned: set[_store.Skipped] = set()
@@ -544,10 +542,10 @@ class Api:
 
     def artifact(self, name: str) -> Artifact:
         """One artifact version by ``"project/name:alias"`` (or ``:v3``, or W&B's
-        ``"entity/project/name:alias"``)."""
+        ``"entity/project/name:alias"``), from a local store or a synced copy (``s3://``...)."""
         from . import _artifacts
 
-        return _artifacts.find(self._local_root("Artifacts"), name)
+        return _artifacts.find(self.root, name)
 
     def artifacts(self, type: str | None = None, name: str | None = None, *,
                   project: str | None = None) -> list[Artifact]:
@@ -555,7 +553,7 @@ class Api:
         ``"project/name"``; of one ``project``), by project, name and version."""
         from . import _artifacts
 
-        root = self._local_root("Artifacts")
+        root = self.root
         if project and project.count("/") == 1:
             project = project.split("/")[1]  # W&B's "entity/project"
         if project or (name and "/" in name):
@@ -563,12 +561,6 @@ class Api:
         names, skipped = _store.list_projects(root)
         self._warn(skipped)
         return [a for p in names for a in _artifacts.list_artifacts(root, p, type, name)]
-
-    def _local_root(self, what: str) -> Path:
-        if not isinstance(self.root, Path):
-            raise UsageError(f"{what} are read from a local (or mounted) store, not from "
-                             f"{str(self.root)!r}.")
-        return self.root
 
     def sweep(self, path: str) -> Sweep:
         """One sweep by ``"project/SWEEP_ID"``: its jobs, states and best run."""

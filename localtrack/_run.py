@@ -259,7 +259,8 @@ class Run(RunInfo, History):
 
     def use_artifact(self, artifact_or_name: Artifact | str) -> Artifact:
         """A stored version (``"name:latest"``, ``"name:v3"``, ``"project/name:best"``), recorded
-        as used by this run; from the local store, so it works offline."""
+        as used by this run; from the local store, so it works offline (else from the synced
+        copy LOCALTRACK_ARTIFACT_REMOTE names)."""
         from . import _artifacts
 
         self._require_running("use an artifact in")

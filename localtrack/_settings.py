@@ -44,6 +44,7 @@ _FALSE = ("false", "0", "no", "", "none")
 _YES = ("true", "1", "yes", "on")
 ROTATE_BYTES = 16 << 20  # a history log file this big is closed at the next step boundary
 SEAL_MIN_BYTES = 1 << 20  # a finished run's last log this big is sealed; a smaller one stays JSONL
+UPLOAD_CHUNK_BYTES = 8 << 20  # sync streams a file to a remote this much at a time
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,18 @@ def store_location(dir: str | os.PathLike[str] | None = None) -> str | None:
     """``dir``, else LOCALTRACK_DIR, else WANDB_DIR, as given (a path or a remote URI); None
     for the default. W&B's ``dir`` and WANDB_DIR are one setting, so here both name the store."""
     return os.fspath(dir) if dir is not None else _env("DIR")
+
+
+def artifact_remote() -> str | None:
+    """LOCALTRACK_ARTIFACT_REMOTE: a synced copy (a directory or a URI such as ``s3://``) that
+    use_artifact() reads a version from when the run's own store lacks it."""
+    return os.environ.get("LOCALTRACK_ARTIFACT_REMOTE") or None
+
+
+def upload_chunk_bytes() -> int:
+    """LOCALTRACK_UPLOAD_CHUNK_BYTES: how much of a file sync holds at a time while streaming
+    it to a remote (an artifact's blob)."""
+    return _size("UPLOAD_CHUNK_BYTES", UPLOAD_CHUNK_BYTES, 1)
 
 
 def root_dir(dir: str | os.PathLike[str] | None = None) -> Path:

@@ -502,6 +502,7 @@ def _out(c: Case) -> str:
 CLI: dict[str, tuple[bool, Callable[[Case], list[str]]]] = {
     "agent": (True, lambda c: ["agent", f"{PROJECT}/{c.sweep_id}", "--count", "1"]),
     "doctor": (True, lambda c: ["doctor", "--fix"]),
+    "gc": (True, lambda c: ["gc", "--older-than", "0s"]),
     "plot": (False, lambda c: ["plot", f"{PROJECT}/{RUN}", "--key", "x", "--out", _out(c)]),
     "query": (False, lambda c: ["query", "SELECT count(*) FROM runs, history, events"]),
     "runs": (False, lambda c: ["runs"]),

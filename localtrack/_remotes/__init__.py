@@ -17,7 +17,8 @@ from ..errors import UsageError
 from ._base import Entry, Remote, RemotePath
 from ._dir import DirRemote
 
-__all__ = ["Entry", "Remote", "RemotePath", "is_uri", "open_remote", "redact", "remote_key"]
+__all__ = ["Entry", "Remote", "RemotePath", "is_uri", "open_remote", "open_store", "redact",
+           "remote_key"]
 
 _S3_QUERY = ("endpoint_override", "region", "scheme", "access_key", "secret_key", "session_token",
              "allow_bucket_creation")
@@ -58,6 +59,13 @@ def open_remote(target: str | os.PathLike[str]) -> Remote:
     if scheme in ("s3", "s3a"):
         return _open_s3(text)
     return _open_arrow(text)
+
+
+def open_store(target: str | os.PathLike[str]) -> Path | RemotePath:
+    """A synced copy to read as a store: a directory remote as a local path (read as any local
+    store is), any other remote through RemotePath."""
+    remote = open_remote(target)
+    return remote.root if isinstance(remote, DirRemote) else RemotePath(remote)
 
 
 def _open_s3(uri: str) -> Remote:

@@ -12,11 +12,15 @@ FileNotFoundError passes through, because it means "not there" to callers.
 from __future__ import annotations
 
 import abc
+import errno
+import hashlib
 import io
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import RemoteError
+from ..errors import CorruptRunError, RemoteError
 
 
 def check_key(key: str, url: str) -> str:
@@ -53,6 +57,16 @@ class Remote(abc.ABC):
     def put(self, key: str, data: bytes) -> None:
         """Create or replace the object atomically (parents are implied)."""
 
+    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None) -> int:
+        """Create or replace the object with a local file's bytes, atomically, and return how many
+        went up; with ``sha256``, only if the bytes hash to it (see FileChunks). The in-tree
+        remotes stream it ``chunk`` bytes at a time (a checkpoint of many GiB is never held in
+        memory); this default, for a remote that cannot, reads it whole."""
+        chunks = FileChunks(path, chunk, sha256)
+        data = b"".join(bytes(piece) for piece in chunks)
+        self.put(key, data)
+        return chunks.size
+
     @abc.abstractmethod
     def list(self, key: str) -> dict[str, Entry]:
         """The children of a directory (``{}`` when there is none); temporaries are left out."""
@@ -78,6 +92,37 @@ class Remote(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
+
+
+class FileChunks:
+    """A local file read for an upload, ``chunk`` bytes at a time (one buffer, reused: write
+    each piece before asking for the next). Hashed as it goes: when the iteration ends, a
+    file that changed size while read is an OSError, and one whose bytes do not hash to the
+    ``sha256`` expected a CorruptRunError, raised before the caller completes its upload, so
+    a damaged blob of a content-addressed store never reaches a remote under its name."""
+
+    def __init__(self, path: Path, chunk: int, sha256: str | None) -> None:
+        self.path, self.chunk, self.sha256, self.size = path, chunk, sha256, 0
+
+    def __iter__(self) -> Iterator[memoryview]:
+        h = hashlib.sha256()
+        buf = bytearray(self.chunk)
+        view = memoryview(buf)
+        with open(self.path, "rb") as fh:
+            expected = os.fstat(fh.fileno()).st_size
+            while n := fh.readinto(buf):
+                if self.sha256 is not None:
+                    h.update(view[:n])
+                self.size += n
+                yield view[:n]
+        if self.size != expected:
+            raise OSError(errno.EIO, f"{self.path} changed while it was read ({expected} bytes "
+                          f"before, {self.size} read)")
+        if self.sha256 is not None and h.hexdigest() != self.sha256:
+            raise CorruptRunError(f"The stored file {str(self.path)!r} is damaged: its bytes "
+                                  f"hash to {h.hexdigest()[:16]}..., not to its name; it was not "
+                                  "uploaded. Restore it from a backup or a sync remote.",
+                                  path=str(self.path))
 
 
 class _Stat(NamedTuple):

@@ -20,13 +20,14 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import _fsutil
 from .._naming import Ctx, run_label
 from ..errors import CorruptRunError, RemoteError
-from ._base import Entry, Remote, check_key
+from ._base import Entry, FileChunks, Remote, check_key
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -147,6 +148,20 @@ class DirRemote(Remote):
             raise self._error("read", key, exc) from exc
 
     def put(self, key: str, data: bytes) -> None:
+        self._write(key, lambda fh: fh.write(data))
+
+    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None) -> int:
+        """As put, streamed from ``path`` ``chunk`` bytes at a time (see FileChunks)."""
+        def fill(fh: BinaryIO) -> int:
+            chunks = FileChunks(path, chunk, sha256)
+            for piece in chunks:
+                fh.write(piece)
+            return chunks.size
+
+        return self._write(key, fill)
+
+    def _write(self, key: str, fill: Callable[[BinaryIO], int]) -> int:
+        """Create or replace ``key`` with what ``fill`` writes into a temporary, durably."""
         target = self._path(key, write=True)
         tmp_dir = self._path(TMP_DIR, write=True)
         tmp = tmp_dir / f"{target.name}.{secrets.token_hex(6)}"
@@ -154,13 +169,17 @@ class DirRemote(Remote):
             _fsutil.ensure_dir(target.parent)
             _fsutil.ensure_dir(tmp_dir)
             with open(tmp, "wb") as fh:
-                fh.write(data)
+                size = fill(fh)
             _fsutil.fsync_file(tmp)
             # If we die here: only the temporary exists; check() sweeps it later.
             _fsutil.rename_durable(tmp, target)
         except OSError as exc:
             _fsutil.unlink(tmp)
             raise self._error("write", key, exc) from exc
+        except BaseException:  # a file refused by fill (FileChunks' CorruptRunError)
+            _fsutil.unlink(tmp)
+            raise
+        return size
 
     def list(self, key: str) -> dict[str, Entry]:
         out: dict[str, Entry] = {}

@@ -3,7 +3,8 @@
 The remote gets the local layout (docs/format.md, "Artifacts"), so a directory remote is a
 store Api(dir=...) reads artifacts from. Order per version: every blob it names that the
 remote lacks, then its manifest (a reader of the remote never meets a manifest naming a
-missing blob), then the aliases and use records. What went up is recorded locally, per
+missing blob), then the aliases and use records. A blob is streamed from its file
+(LOCALTRACK_UPLOAD_CHUNK_BYTES at a time), never read whole into memory. What went up is recorded locally, per
 remote id (``.sync/<remote>-artifacts-<project>.json``), so a pass with nothing new makes no
 request; a blob already on the remote (another store synced it) is not sent again.
 """
@@ -14,7 +15,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _artifacts, _fsutil
+from .. import _artifacts, _fsutil, _settings
 from .._codec import dumps, loads
 from ..errors import LocaltrackError
 
@@ -55,6 +56,7 @@ def _load(path: Path, remote_id: str | None) -> dict[str, Any]:
 def _upload(syncer: Syncer, project: str, adir: Path, state: dict[str, Any],
             report: SyncReport) -> None:
     blobs, manifests, small = set(state["blobs"]), set(state["manifests"]), state["small"]
+    chunk = _settings.upload_chunk_bytes()
 
     def put(key: str, data: bytes) -> None:
         syncer.call(syncer.remote.put, key, data)
@@ -62,6 +64,15 @@ def _upload(syncer: Syncer, project: str, adir: Path, state: dict[str, Any],
             report.uploaded_files += 1
             report.uploaded_bytes += len(data)
         syncer.advance(len(data))
+
+    def put_file(key: str, path: Path, sha: str) -> None:
+        """A blob streamed (a checkpoint of many GiB is never held in memory) and checked
+        against its name as it goes: a blob damaged here never lands on the remote."""
+        size = syncer.call(syncer.remote.put_file, key, path, chunk, sha)
+        with syncer._mutex:
+            report.uploaded_files += 1
+            report.uploaded_bytes += size
+        syncer.advance(size)
 
     base = f"{project}/artifacts"
     for ndir in sorted((adir / "names").iterdir()):
@@ -76,7 +87,7 @@ def _upload(syncer: Syncer, project: str, adir: Path, state: dict[str, Any],
                 sha = info["sha256"]
                 blob_key = f"{base}/blobs/{sha[:2]}/{sha}"
                 if sha not in blobs and syncer.call(syncer.remote.info, blob_key) is None:
-                    put(blob_key, _artifacts._blob(adir, sha).read_bytes())
+                    put_file(blob_key, _artifacts._blob(adir, sha), sha)
                 blobs.add(sha)
                 state["blobs"] = sorted(blobs)
             put(key, (ndir / f"v{version}.json").read_bytes())
