@@ -269,6 +269,31 @@ def test_live_run_updates_without_reload(page, live, store):
     assert pg.evaluate("window.__notReloaded") is True
 
 
+def test_runs_table_polls_only_what_changed(page, store):
+    """After the first full listing the table asks ?since=STAMP and merges the changed rows:
+    a run started, finished and deleted while the page is open shows each change."""
+    page.goto("#/p/mnist")
+    pg = page.page
+    pg.wait_for_selector('#runs tbody tr[data-path="mnist/r0-baseline"]')
+    shown = int(pg.inner_text("#run-count").split()[0])
+    del page.requests[:]
+    late = localtrack.init(project="mnist", id="poll-late", dir=store, name="started-while-open")
+    try:
+        late.log({"loss": 0.5})
+        page.wait("the started run's row", lambda: row(page, "mnist/poll-late").locator(".state.running").count() == 1)
+    finally:
+        late.finish()
+    page.wait("its finished state", lambda: row(page, "mnist/poll-late").locator(".state.finished").count() == 1)
+    assert pg.inner_text("#run-count") == f"{shown + 1} of {shown + 1} runs"
+    polls = [u for u in page.requests if "/api/runs?" in u]
+    assert polls and all("since=" in u for u in polls), polls
+
+    shutil.rmtree(localtrack.Api(store).run("mnist/poll-late").dir)  # the user deletes the run
+    page.wait("the deleted run's row gone", lambda: row(page, "mnist/poll-late").count() == 0)
+    assert pg.inner_text("#run-count") == f"{shown} of {shown} runs"
+    assert row(page, "mnist/r0-baseline").count() == 1
+
+
 def test_store_data_is_text_not_code(page):
     page.goto("#/p/mnist")
     pg = page.page

@@ -610,7 +610,6 @@ async function showProject(project) {
   renderTable();
   await charts.refresh();
 
-  let listed = JSON.stringify(runs);
   // Live: a selected run that changed refreshes its curves; the table follows on its own clock.
   every(v, STATUS_EVERY_MS, async () => {
     const paths = selected();
@@ -626,25 +625,48 @@ async function showProject(project) {
     }
     if (changed && v.alive) { renderTable(); await charts.refresh(); }
   });
+  // The table: ask only for the rows changed since the last listing (?since=), merge them.
+  let stamp = listing.stamp;
   every(v, LIST_EVERY_MS, async () => {
-    const fresh = (await api("/api/runs", {project})).runs;
-    const text = JSON.stringify(fresh.map(r => ({...r, duration: 0})));
-    if (!v.alive || text === listed) {
-      // durations of live runs still tick
-      if (fresh.some(r => r.state === "running")) {
-        for (const r of fresh) { const old = byPath.get(r.path); if (old) old.duration = r.duration; }
-        renderTable();
-      }
-      return;
+    const polled = await api("/api/runs", {project, since: stamp});
+    if (!v.alive) return;
+    const merged = mergeRuns(byPath, polled);
+    stamp = polled.stamp;
+    if (merged.changed) {
+      runs = merged.runs;
+      byPath = new Map(runs.map(r => [r.path, r]));
+      renderFilters();
+      renderTable();
+      await charts.refresh();
+    } else if (merged.ticking) {
+      renderTable();   // durations of live runs still tick
     }
-    listed = text;
-    runs = fresh;
-    byPath = new Map(runs.map(r => [r.path, r]));
-    renderFilters();
-    renderTable();
-    await charts.refresh();
   });
-  listed = JSON.stringify(runs.map(r => ({...r, duration: 0})));
+}
+
+/**
+ * Merge an incremental listing ({since, paths, runs}) into the rows held (path -> row):
+ * the rows it sends replace theirs, paths it no longer lists are gone; a listing whose
+ * since is null (first, or the server restarted) is every row. changed: anything beyond a
+ * duration moved; ticking: a live run's duration did.
+ */
+function mergeRuns(byPath, polled) {
+  const held = polled.since === null ? new Map() : byPath;
+  const fresh = new Map(polled.runs.map(r => [r.path, r]));
+  let changed = polled.since === null || polled.paths.length !== byPath.size, ticking = false;
+  const runs = [];
+  for (const path of polled.paths) {
+    const old = byPath.get(path), row = fresh.get(path) || held.get(path);
+    if (!row) continue;   // not sent and not held: the next full listing brings it
+    if (!old) changed = true;
+    else if (row !== old) {
+      if (JSON.stringify({...row, duration: 0}) !== JSON.stringify({...old, duration: 0})) changed = true;
+      else if (row.duration !== old.duration) { old.duration = row.duration; ticking = true; }
+      if (!changed) { runs.push(old); continue; }
+    }
+    runs.push(row);
+  }
+  return {runs, changed, ticking};
 }
 
 // ---------------------------------------------------------------- sweeps
