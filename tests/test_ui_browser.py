@@ -280,10 +280,11 @@ def test_runs_table_polls_only_what_changed(page, store):
     late = localtrack.init(project="mnist", id="poll-late", dir=store, name="started-while-open")
     try:
         late.log({"loss": 0.5})
-        page.wait("the started run's row", lambda: row(page, "mnist/poll-late").locator(".state.running").count() == 1)
+        late_row = row(page, "mnist/poll-late")
+        page.wait("the started run's row", lambda: late_row.locator(".state.running").count() == 1)
     finally:
         late.finish()
-    page.wait("its finished state", lambda: row(page, "mnist/poll-late").locator(".state.finished").count() == 1)
+    page.wait("its finished state", lambda: late_row.locator(".state.finished").count() == 1)
     assert pg.inner_text("#run-count") == f"{shown + 1} of {shown + 1} runs"
     polls = [u for u in page.requests if "/api/runs?" in u]
     assert polls and all("since=" in u for u in polls), polls

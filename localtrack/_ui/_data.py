@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from .. import _naming
+from .. import _metrics, _naming
 from .._query import Api, ApiRun
 from ..errors import CorruptRunError, LocaltrackError, RunNotFoundError, StorageError, UsageError
 from . import _downsample
@@ -253,7 +253,9 @@ class StoreView:
 
     def history(self, path: str, keys: list[str], *, x: str = "step", points: int = 1000,
                 xmin: float | None = None, xmax: float | None = None) -> dict[str, Any]:
-        """Downsampled series of ``keys`` of one run (see _downsample)."""
+        """Downsampled series of ``keys`` of one run (see _downsample). A series carries its
+        define_metric() facts: ``axis`` (the step metric it is charted against) and
+        ``hidden``."""
         if x not in _X_COLUMNS:
             raise UsageError(f"Invalid x axis {x!r}: use 'step' or 'time'.")
         keys = [k for k in dict.fromkeys(keys) if k not in _X_COLUMNS.values()]
@@ -265,9 +267,23 @@ class StoreView:
             if hit is not None:
                 self._history.move_to_end(cache_key)
                 return hit
-        table = run.history_table(keys)
-        series = {key: _downsample.series(table, key, x=_X_COLUMNS[x], points=points,
-                                          xmin=xmin, xmax=xmax) for key in keys}
+        defs = run.metrics
+        shown = {key: _metrics.match(defs, key) or {} for key in keys}
+        # define_metric(step_metric=...): on the step axis, a key is charted against its
+        # step metric's values at the same rows (W&B's x axis); on the time axis, against time.
+        axes = {key: d["step_metric"] for key, d in shown.items()
+                if x == "step" and isinstance(d.get("step_metric"), str)}
+        table = run.history_table(list(dict.fromkeys([*keys, *axes.values()])))
+        series = {}
+        for key in keys:
+            axis = axes.get(key)
+            one = _downsample.series(table, key, x=axis or _X_COLUMNS[x], points=points,
+                                     xmin=xmin, xmax=xmax)
+            if axis:
+                one["axis"] = axis
+            if shown[key].get("hidden"):
+                one["hidden"] = True
+            series[key] = one
         out = {"path": path, "state": run.state, "steps": run.last_step + 1, "rows": table.num_rows,
                "x": x, "series": series}
         with self._lock:
