@@ -78,7 +78,8 @@ def _int(value: str | None, name: str) -> int:
 def stored(run: ApiRun, key: str, step_text: str | None) -> tuple[int, Any]:
     """(step, stored references) of ``key`` at the step ``step_text`` names."""
     step = _int(step_text, "step")
-    for at, value in refs_column(run.history_table([key]), key):
+    rows = [] if key in ("_step", "_timestamp") else refs_column(run.history_table([key]), key)
+    for at, value in rows:
         if at == step:
             return step, value
     raise RunNotFoundError(f"Run {run.path!r} logged no media under {key!r} at step {step}.",
