@@ -97,6 +97,16 @@ class UIServer(ThreadingHTTPServer):
     def root(self) -> str:
         return self.view.root
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser that drops a connection (a closed tab, a slider moved on) is routine: no
+        traceback on stderr for it, as socketserver would print; anything else is logged."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            logger.debug("ui: %s dropped the connection", client_address, exc_info=True)
+        else:
+            logger.error("ui: a request from %s failed", client_address, exc_info=True)
+
 
 def make_server(dir: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = 8080,
                 allow_remote: bool = False) -> UIServer:
