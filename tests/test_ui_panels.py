@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 import localtrack
 
 from . import s3server, test_ui_browser
-from .helpers import run_script
+from .helpers import run_script, script
 from .test_ui_server import get, get_json
 from .ui_helpers import EVIL_NAME, UIProcess
 
@@ -160,6 +163,23 @@ def test_hostile_item_parameters_are_4xx_with_a_message(ui, params, status, says
     assert says in error and "Traceback" not in error
 
 
+def test_a_connection_reset_mid_request_prints_no_traceback(store):
+    """A closed tab or a moved slider drops connections: the server says nothing on stderr."""
+    proc = UIProcess(store)
+    port = int(proc.url.rsplit(":", 1)[1].strip("/"))
+    try:
+        for request in (b"GET /api/projects HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port,  # cut in the headers
+                        b"GET /static/plotly.min.js HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port):
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(request)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+        assert get_json(proc.url, "/api/projects")["projects"][0]["name"] == "dash"
+    finally:
+        code, out, err = proc.stop()
+    assert code == 0 and "Traceback" not in err and "Exception" not in err, err
+
+
 # -- in Chromium -----------------------------------------------------------------------------
 
 def open_run(browser, url: str):
@@ -198,6 +218,39 @@ def test_alerts_panel(browser, ui):
         tab.check()
     finally:
         tab.context.close()
+
+
+def test_an_alert_raised_while_the_page_is_open_shows_up(browser, ui, store):
+    proc = script(f"""
+        import sys, localtrack
+        run = localtrack.init(project="dash", id="alerting", dir={str(store)!r})
+        run.log({{"loss": 1.0}})
+        print("ready", flush=True)
+        sys.stdin.readline()
+        run.log({{"loss": float("nan")}})
+        run.alert(title="nan loss", text="loss is nan at step 1", level="ERROR")
+        print("alerted", flush=True)
+        sys.stdin.readline()
+        run.finish()
+    """, stdin=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    tab = test_ui_browser.Page(browser, ui.url)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        tab.page.goto(ui.url + "#/p/dash/r/alerting", wait_until="domcontentloaded")
+        tab.page.wait_for_selector("#events")
+        assert tab.page.locator("#alerts").count() == 0
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"alerted\n"
+        tab.wait("the alert on the open page", lambda: tab.page.locator("#alerts tbody tr").count() == 1)
+        cells = tab.page.locator("#alerts tbody tr td").all_inner_texts()
+        assert cells[1:] == ["ERROR", "nan loss", "loss is nan at step 1", "2"]  # the step being logged
+        tab.check()
+    finally:
+        tab.context.close()
+        proc.communicate(b"done\n", timeout=60)
+    assert proc.returncode == 0
 
 
 def test_define_metric_axes_and_hidden_metrics(browser, ui):
