@@ -294,6 +294,20 @@ def test_runs_table_polls_only_what_changed(page, store):
     assert pg.inner_text("#run-count") == f"{shown} of {shown} runs"
     assert row(page, "mnist/r0-baseline").count() == 1
 
+    # The merge itself: a listing from a restarted server (since null) replaces every row.
+    merged = pg.evaluate("""() => {
+        const held = new Map([["p/a", {path: "p/a", state: "running", duration: 1}],
+                              ["p/b", {path: "p/b", state: "finished", duration: 2}]]);
+        const tick = mergeRuns(held, {since: "s.1", paths: ["p/a", "p/b"],
+                                      runs: [{path: "p/a", state: "running", duration: 5}]});
+        const gone = mergeRuns(held, {since: "s.2", paths: ["p/b"], runs: []});
+        const restart = mergeRuns(held, {since: null, paths: ["p/c"],
+                                         runs: [{path: "p/c", state: "finished"}]});
+        return [tick.changed, tick.ticking, held.get("p/a").duration, gone.changed,
+                gone.runs.map(r => r.path), restart.changed, restart.runs.map(r => r.path)];
+    }""")
+    assert merged == [False, True, 5, True, ["p/b"], True, ["p/c"]]
+
 
 def test_store_data_is_text_not_code(page):
     page.goto("#/p/mnist")
