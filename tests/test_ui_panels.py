@@ -16,7 +16,7 @@ import pytest
 import localtrack
 
 from . import s3server, test_ui_browser
-from .helpers import run_script, script
+from .helpers import run_script, script, wait_for
 from .test_ui_server import get, get_json
 from .ui_helpers import EVIL_NAME, UIProcess
 
@@ -137,6 +137,40 @@ def test_an_item_url_with_its_version_is_cached_for_good(ui):
     stale, headers4, body4 = get(ui.url, "/api/media/item", path=RUN, key="samples", step=2, index=1,
                                  v="0" * 20)
     assert stale == 200 and headers4["cache-control"] == "no-cache" and body4 == body  # revalidated each time
+
+
+def test_a_steps_version_survives_sealing(tmp_path):
+    """What a browser cached of a live run's media stays valid once the run is sealed."""
+    root = tmp_path / "store"
+    proc = script(f"""
+        import sys, numpy as np, localtrack
+        run = localtrack.init(project="seal", id="s1", dir={str(root)!r})
+        for s in range(3):
+            run.log({{"img": localtrack.Image(np.full((4, 4, 3), 50 * s, np.uint8)), "loss": s}})
+        print("ready", flush=True)
+        sys.stdin.readline()
+        run.finish()
+    """, env={"LOCALTRACK_SEAL_MIN_BYTES": "0"}, stdin=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    ui = UIProcess(root)
+    try:
+        def versions() -> list[str]:
+            return get_json(ui.url, "/api/media", path="seal/s1")["media"][0]["versions"]
+
+        live = versions()
+        _, headers, _ = get(ui.url, "/api/media/item", path="seal/s1", key="img", step=1, v=live[1])
+        segments = root / "seal" / "runs" / "s1" / "segments"
+        assert not list(segments.glob("*.parquet"))
+        proc.communicate(b"\n", timeout=60)
+        assert proc.returncode == 0
+        wait_for(lambda: list(segments.glob("*.parquet")), what="the run sealed into Parquet")
+        assert versions() == live
+        status, _, _ = get(ui.url, "/api/media/item", {"If-None-Match": headers["etag"]}, path="seal/s1",
+                           key="img", step=1, v=live[1])
+        assert status == 304
+    finally:
+        code, _, err = ui.stop()
+    assert code == 0 and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize(("params", "status", "says"), [

@@ -90,8 +90,11 @@ def version(value: Any) -> str:
     """A name for the bytes a row's references point at. A reference names its log, offset,
     length and CRC-32, and blob logs are append-only, so while a step keeps these references
     (a rewind or a cut torn tail gives it new ones) its items are what they were: an item URL
-    carrying the version can be cached for good."""
-    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
+    carrying the version can be cached for good. Fields without a value are left out: a sealed
+    segment's column has every field of a reference, the log's row only those it set, and the
+    version must not change when the sealer moves a step."""
+    refs = [{k: v for k, v in ref.items() if v is not None} for ref in blob_refs(value)]
+    return hashlib.sha256(orjson.dumps(refs, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
 
 
 def address(q: dict[str, str]) -> tuple[int, tuple[int, int] | None]:
