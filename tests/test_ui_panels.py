@@ -94,6 +94,31 @@ def test_history_carries_define_metric(ui):
     assert zoomed["val/loss"]["x"] == [2, 3]  # a zoom is in the axis's units
 
 
+def test_odd_step_metrics_chart_or_stay_empty(tmp_path):
+    """step_metric naming a built-in column, a text key or a key never logged: no 500."""
+    root = tmp_path / "store"
+    done = run_script(f"""
+        import localtrack
+        run = localtrack.init(project="odd", id="o1", dir={str(root)!r})
+        for key, axis in (("a", "_step"), ("b", "_timestamp"), ("c", "label"), ("d", "never")):
+            run.define_metric(key, step_metric=axis, step_sync=False)
+        for s in range(3):
+            run.log({{"a": s, "b": s, "c": s, "d": s, "label": f"t{{s}}"}})
+        run.finish()
+    """)
+    assert done.returncode == 0, done.stderr
+    ui = UIProcess(root)
+    try:
+        series = get_json(ui.url, "/api/history", path="odd/o1", keys="a,b,c,d")["series"]
+    finally:
+        code, _, err = ui.stop()
+    assert code == 0 and "Traceback" not in err, err
+    assert series["a"]["x"] == [0, 1, 2] and series["a"]["axis"] == "_step"
+    assert series["b"]["axis"] == "_timestamp" and series["b"]["x"] == sorted(series["b"]["x"])
+    assert series["c"]["x"] == [0, 1, 2] and "axis" not in series["c"]  # text is no axis: by step
+    assert series["d"]["x"] == [] and series["d"]["axis"] == "never"  # no x value, no point
+
+
 def test_listing_names_every_item_and_its_version(ui):
     listing = {m["key"]: m for m in get_json(ui.url, "/api/media", path=RUN)["media"]}
     assert listing["samples"]["counts"] == [3, 3, 3] and listing["samples"]["captions"][1] == "s1i0"

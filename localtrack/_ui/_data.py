@@ -267,16 +267,22 @@ class StoreView:
             if hit is not None:
                 self._history.move_to_end(cache_key)
                 return hit
+        import pyarrow as pa
+
         defs = run.metrics
         shown = {key: _metrics.match(defs, key) or {} for key in keys}
         # define_metric(step_metric=...): on the step axis, a key is charted against its
         # step metric's values at the same rows (W&B's x axis); on the time axis, against time.
         axes = {key: d["step_metric"] for key, d in shown.items()
                 if x == "step" and isinstance(d.get("step_metric"), str)}
-        table = run.history_table(list(dict.fromkeys([*keys, *axes.values()])))
+        extra = [a for a in axes.values() if a not in _X_COLUMNS.values()]  # always read
+        table = run.history_table(list(dict.fromkeys([*keys, *extra])))
         series = {}
         for key in keys:
             axis = axes.get(key)
+            if axis and not (pa.types.is_null(table.schema.field(axis).type)
+                             or _downsample.is_numeric(table.schema.field(axis).type)):
+                axis = None  # text cannot be an x axis: chart it by step
             one = _downsample.series(table, key, x=axis or _X_COLUMNS[x], points=points,
                                      xmin=xmin, xmax=xmax)
             if axis:
