@@ -43,8 +43,10 @@ def build_panels_run(root: Path) -> None:
         run.define_metric("val/*", step_metric="epoch")
         run.define_metric("epoch", hidden=True)
         run.define_metric("debug/grad", hidden=True)
+        run.define_metric("train/loss", summary="min,max")  # the summary holds train/loss/min, not the key
+        run.define_metric("lr", summary="none")  # no summary at all
         for s in range(12):
-            row = {{"train/loss": 1.0 / (s + 1), "debug/grad": s * 0.1}}
+            row = {{"train/loss": 1.0 / (s + 1), "debug/grad": s * 0.1, "lr": 0.1 * 0.9 ** s}}
             if s % 4 == 3:
                 row.update({{"epoch": s // 4 + 1, "val/loss": 0.5 / (s // 4 + 1), "val/acc": 0.2 * (s // 4)}})
             if s < 3:
@@ -117,6 +119,15 @@ def test_odd_step_metrics_chart_or_stay_empty(tmp_path):
     assert series["b"]["axis"] == "_timestamp" and series["b"]["x"] == sorted(series["b"]["x"])
     assert series["c"]["x"] == [0, 1, 2] and "axis" not in series["c"]  # text is no axis: by step
     assert series["d"]["x"] == [] and series["d"]["axis"] == "never"  # no x value, no point
+
+
+def test_keys_summarised_by_define_metric_are_charted(ui):
+    run = get_json(ui.url, "/api/run", path=RUN)
+    assert "train/loss" not in run["summary"] and run["summary"]["train/loss/min"] == 1 / 12
+    assert "lr" not in run["summary"]
+    assert {"train/loss", "lr", "val/loss", "epoch"} <= set(run["metrics"])
+    listed = get_json(ui.url, "/api/runs", project="dash")["runs"]
+    assert {"train/loss", "lr"} <= set(next(r for r in listed if r["path"] == RUN)["metrics"])
 
 
 def test_listing_names_every_item_and_its_version(ui):
@@ -327,6 +338,7 @@ def test_define_metric_axes_and_hidden_metrics(browser, ui):
         assert train.get_attribute("data-axis") is None
         xs = "gd => gd.data.find(t => t.name !== undefined).x.length"
         assert train.locator(".js-plotly-plot").evaluate(xs) == 12
+        assert pg.locator('.panel[data-metric="lr"]').count() == 1  # summary="none", still charted
         for hidden in ("debug/grad", "epoch"):
             assert pg.locator(f'.panel[data-metric="{hidden}"]').count() == 0
         pg.check("#show-hidden")

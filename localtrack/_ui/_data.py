@@ -63,6 +63,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def chart_keys(summary: dict[str, Any], defs: dict[str, dict[str, Any]]) -> list[str]:
+    """The keys a chart asks the history for: the summary's numeric keys, where an aggregate
+    define_metric(summary=...) made (``val/loss/min``) stands for its key (``val/loss``), and
+    the exactly named definitions (a ``summary="none"`` key is in no summary). A key the
+    history lacks just draws no panel."""
+    keys = set()
+    for key, value in summary.items():
+        if not _is_number(value):
+            continue
+        base, _, agg = key.rpartition("/")
+        defined = _metrics.match(defs, base) if base else None
+        keys.add(base if defined and agg in defined.get("summary", ()) else key)
+    keys.update(name for name in defs if "*" not in name)
+    return sorted(keys)
+
+
 def signature(run: ApiRun, updated: float) -> Signature:
     """Changes whenever anything of the run changes in the store.
 
@@ -190,7 +206,7 @@ class StoreView:
             "host": run.meta.get("host"),
             "config": {k: _short(v) for k, v in flatten(run.config, ".").items()},
             "summary": {k: _short(v) for k, v in summary.items()},
-            "metrics": sorted(k for k, v in summary.items() if _is_number(v)),
+            "metrics": chart_keys(summary, run.metrics),
         }
 
     def status(self, paths: Iterable[str]) -> dict[str, Any]:
@@ -220,7 +236,7 @@ class StoreView:
             "updated": updated, "duration": _duration(run, updated, time.time()),
             "tags": list(run.tags), "group": run.group, "job_type": run.job_type, "notes": run.notes,
             "meta": run.meta, "config": flatten(run.config, "."), "summary": summary,
-            "metrics": sorted(k for k, v in summary.items() if _is_number(v)),
+            "metrics": chart_keys(summary, run.metrics),
             "events": run.events, "files": self._files(run),
         }
 

@@ -455,7 +455,7 @@ function defaultColumns(runs) {
       if (!cfg.has(k)) cfg.set(k, new Set());
       cfg.get(k).add(JSON.stringify(v));
     }
-    r.metrics.forEach(m => sum.add(m));
+    for (const [k, v] of Object.entries(r.summary)) if (typeof v === "number") sum.add(k);
   }
   const varying = [...cfg].filter(([, vals]) => vals.size > 1).map(([k]) => k);
   return {config: varying.slice(0, 6), summary: [...sum].sort().slice(0, 6)};
