@@ -407,6 +407,51 @@ def test_media_panels(browser, ui):
         tab.context.close()
 
 
+def test_a_slider_moved_back_stays_while_the_run_logs_on(browser, ui, store):
+    proc = script(f"""
+        import sys, numpy as np, localtrack
+        run = localtrack.init(project="dash", id="live-media", dir={str(store)!r})
+        for line in sys.stdin:
+            for _ in range(int(line)):
+                s = run.step
+                run.log({{"img": localtrack.Image(np.full((4, 4, 3), 30 * s, np.uint8))}})
+            print("at", run.step, flush=True)
+        run.finish()
+    """, stdin=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def log(n: int) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(f"{n}\n".encode())
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith(b"at ")
+
+    tab = test_ui_browser.Page(browser, ui.url)
+    pg = tab.page
+    try:
+        log(2)
+        pg.goto(ui.url + "#/p/dash/r/live-media", wait_until="domcontentloaded")
+        panel = pg.locator('.media-panel[data-key="img"]')
+        slider = panel.locator("input.media-slider")
+        image = panel.locator(".media-items img")
+        tab.wait("two steps of images", lambda: slider.count() == 1 and slider.get_attribute("max") == "1")
+        slider.fill("0")
+        tab.wait("step 0's image", lambda: loaded(image, 1) and image.evaluate(PIXEL) == [0, 0, 0])
+        log(2)
+        tab.wait("the panel rebuilt with four steps", lambda: slider.get_attribute("max") == "3")
+        assert slider.input_value() == "0" and "step 0" in panel.inner_text()
+        tab.wait("still step 0's image", lambda: loaded(image, 1) and image.evaluate(PIXEL) == [0, 0, 0])
+        slider.fill("3")  # back at the last step: follow the run again
+        log(1)
+        tab.wait("the newest step", lambda: slider.get_attribute("max") == slider.input_value() == "4")
+        tab.wait("its image", lambda: loaded(image, 1) and image.evaluate(PIXEL) == [120, 120, 120])
+        tab.check()
+    finally:
+        tab.context.close()
+        proc.communicate(b"", timeout=60)
+    assert proc.returncode == 0
+
+
 @pytest.mark.parametrize("remote", ["directory", "s3"])
 def test_media_panels_of_a_synced_store(browser, store, tmp_path, request, remote):
     if remote == "s3":

@@ -5,6 +5,9 @@
 "use strict";
 
 const MEDIA_TABLE_ROWS = 20;    // rows of a table shown on the run page
+// The step a slider was moved back to, by "path|key": a live run's panels are rebuilt as it
+// logs, and should stay where the user put them (a slider at the last step follows the run).
+const mediaPinned = new Map();
 
 /**
  * An item's URL. v is its step's version (see _media.version): the server lets the browser
@@ -49,16 +52,19 @@ const ITEM_VIEWS = {
 
 /**
  * A panel for one media key: every item of one step (a list of media is all of them), a
- * slider over the steps that logged one, the last step first. A slow answer for a step the
- * slider has since left is dropped.
+ * slider over the steps that logged one, the last step first (or the one it was moved to). A
+ * slow answer for a step the slider has since left is dropped.
  */
 async function stepPanel(path, m) {
   const view = ITEM_VIEWS[m.type];
   const last = m.steps.length - 1;
+  const pin = `${path}|${m.key}`;
+  const pinned = m.steps.indexOf(mediaPinned.get(pin));
+  const first = pinned >= 0 ? pinned : last;
   const items = h("div", {class: "media-items"});
   const label = h("span", {class: "media-step mono"});
   const caption = h("figcaption", {class: "muted"});
-  const slider = h("input", {type: "range", min: 0, max: last, value: last, step: 1,
+  const slider = h("input", {type: "range", min: 0, max: last, value: first, step: 1,
     class: "media-slider", "aria-label": `${m.key} step`, disabled: last === 0});
   let shown = 0;
   async function show(i) {
@@ -69,10 +75,12 @@ async function stepPanel(path, m) {
     const built = await Promise.all(n.map(k => view(path, m, i, k)));
     if (ticket === shown) items.replaceChildren(...built);
   }
-  slider.addEventListener("input", () => show(Number(slider.value)).catch(err => {
-    items.replaceChildren(h("p", {class: "error"}, String(err.message || err)));
-  }));
-  await show(last);
+  slider.addEventListener("input", () => {
+    const i = Number(slider.value);
+    if (i === last) mediaPinned.delete(pin); else mediaPinned.set(pin, m.steps[i]);
+    show(i).catch(err => items.replaceChildren(h("p", {class: "error"}, String(err.message || err))));
+  });
+  await show(first);
   return h("figure", {}, items, caption, h("div", {class: "media-controls"}, slider, label));
 }
 
