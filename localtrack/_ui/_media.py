@@ -82,8 +82,12 @@ def stored(run: ApiRun, key: str, step_text: str | None) -> tuple[int, Any]:
     for at, value in rows:
         if at == step:
             return step, value
-    raise RunNotFoundError(f"Run {run.path!r} logged no media under {key!r} at step {step}.",
-                           path=key)
+    raise _no_media(run, key, step)
+
+
+def _no_media(run: ApiRun, key: str, step: int) -> RunNotFoundError:
+    return RunNotFoundError(f"Run {run.path!r} logged no media under {key!r} at step {step}.",
+                            path=key)
 
 
 def version(value: Any) -> str:
@@ -115,6 +119,8 @@ def media_item(run: ApiRun, key: str, step: int, value: Any, index: int,
         raise RunNotFoundError(f"Run {run.path!r} logged {len(refs)} item(s) under {key!r} at "
                                f"step {step}; there is no item {index}.", path=key)
     found = run.media(key, [step])
+    if not found:  # rewound since its references were read
+        raise _no_media(run, key, step)
     items = found[0][1] if isinstance(found[0][1], list) else [found[0][1]]
     item = items[index]
     if cell is not None:
