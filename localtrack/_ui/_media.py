@@ -40,8 +40,9 @@ def _is_histogram_column(table: Any, key: str) -> bool:
 
 
 def media_keys(run: ApiRun) -> dict[str, Any]:
-    """``media``: per key its type and format, steps, item counts, captions (first item of
-    each step) and versions (see ``version``); ``histograms``: the keys holding histograms."""
+    """``media``: per key its type and format, steps, item counts, captions (of the first item
+    of each step, and of every item) and versions (see ``version``); ``histograms``: the keys
+    holding histograms."""
     table = run.history_table()
     media, hists = [], []
     for key in table.column_names:
@@ -59,6 +60,7 @@ def media_keys(run: ApiRun) -> dict[str, Any]:
                       "steps": [step for step, _ in rows],
                       "counts": [len(v) if type(v) is list else 1 for _, v in rows],
                       "captions": [r.get("caption") for r in refs],
+                      "item_captions": [[r.get("caption") for r in blob_refs(v)] for _, v in rows],
                       "versions": [version(v) for _, v in rows]})
     return {"path": run.path, "media": media, "histograms": hists}
 

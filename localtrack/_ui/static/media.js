@@ -69,10 +69,15 @@ async function stepPanel(path, m) {
   let shown = 0;
   async function show(i) {
     const ticket = ++shown;
-    label.textContent = `step ${fmtNum(m.steps[i])}` + (m.counts[i] > 1 ? ` · ${m.counts[i]} items` : "");
-    caption.textContent = m.captions[i] || "";
+    const many = m.counts[i] > 1;   // a list of media: each item with its own caption
+    label.textContent = `step ${fmtNum(m.steps[i])}` + (many ? ` · ${m.counts[i]} items` : "");
+    caption.textContent = many ? "" : m.captions[i] || "";
     const n = Array.from({length: m.counts[i]}, (_, k) => k);
-    const built = await Promise.all(n.map(k => view(path, m, i, k)));
+    const built = await Promise.all(n.map(async k => {
+      const el = await view(path, m, i, k);
+      const cap = m.item_captions[i][k];
+      return many ? h("figure", {class: "media-item"}, el, cap ? h("figcaption", {class: "muted"}, cap) : "") : el;
+    }));
     if (ticket === shown) items.replaceChildren(...built);
   }
   slider.addEventListener("input", () => {
