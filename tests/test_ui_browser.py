@@ -269,6 +269,46 @@ def test_live_run_updates_without_reload(page, live, store):
     assert pg.evaluate("window.__notReloaded") is True
 
 
+def test_runs_table_polls_only_what_changed(page, store):
+    """After the first full listing the table asks ?since=STAMP and merges the changed rows:
+    a run started, finished and deleted while the page is open shows each change."""
+    page.goto("#/p/mnist")
+    pg = page.page
+    pg.wait_for_selector('#runs tbody tr[data-path="mnist/r0-baseline"]')
+    shown = int(pg.inner_text("#run-count").split()[0])
+    del page.requests[:]
+    late = localtrack.init(project="mnist", id="poll-late", dir=store, name="started-while-open")
+    try:
+        late.log({"loss": 0.5})
+        late_row = row(page, "mnist/poll-late")
+        page.wait("the started run's row", lambda: late_row.locator(".state.running").count() == 1)
+    finally:
+        late.finish()
+    page.wait("its finished state", lambda: late_row.locator(".state.finished").count() == 1)
+    assert pg.inner_text("#run-count") == f"{shown + 1} of {shown + 1} runs"
+    polls = [u for u in page.requests if "/api/runs?" in u]
+    assert polls and all("since=" in u for u in polls), polls
+
+    shutil.rmtree(localtrack.Api(store).run("mnist/poll-late").dir)  # the user deletes the run
+    page.wait("the deleted run's row gone", lambda: row(page, "mnist/poll-late").count() == 0)
+    assert pg.inner_text("#run-count") == f"{shown} of {shown} runs"
+    assert row(page, "mnist/r0-baseline").count() == 1
+
+    # The merge itself: a listing from a restarted server (since null) replaces every row.
+    merged = pg.evaluate("""() => {
+        const held = new Map([["p/a", {path: "p/a", state: "running", duration: 1}],
+                              ["p/b", {path: "p/b", state: "finished", duration: 2}]]);
+        const tick = mergeRuns(held, {since: "s.1", paths: ["p/a", "p/b"],
+                                      runs: [{path: "p/a", state: "running", duration: 5}]});
+        const gone = mergeRuns(held, {since: "s.2", paths: ["p/b"], runs: []});
+        const restart = mergeRuns(held, {since: null, paths: ["p/c"],
+                                         runs: [{path: "p/c", state: "finished"}]});
+        return [tick.changed, tick.ticking, held.get("p/a").duration, gone.changed,
+                gone.runs.map(r => r.path), restart.changed, restart.runs.map(r => r.path)];
+    }""")
+    assert merged == [False, True, 5, True, ["p/b"], True, ["p/c"]]
+
+
 def test_store_data_is_text_not_code(page):
     page.goto("#/p/mnist")
     pg = page.page

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from .. import _naming
+from .. import _metrics, _naming
 from .._query import Api, ApiRun
 from ..errors import CorruptRunError, LocaltrackError, RunNotFoundError, StorageError, UsageError
 from . import _downsample
@@ -61,6 +61,22 @@ def _short(value: Any) -> Any:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def chart_keys(summary: dict[str, Any], defs: dict[str, dict[str, Any]]) -> list[str]:
+    """The keys a chart asks the history for: the summary's numeric keys, where an aggregate
+    define_metric(summary=...) made (``val/loss/min``) stands for its key (``val/loss``), and
+    the exactly named definitions (a ``summary="none"`` key is in no summary). A key the
+    history lacks just draws no panel."""
+    keys = set()
+    for key, value in summary.items():
+        if not _is_number(value):
+            continue
+        base, _, agg = key.rpartition("/")
+        defined = _metrics.match(defs, base) if base else None
+        keys.add(base if defined and agg in defined.get("summary", ()) else key)
+    keys.update(name for name in defs if "*" not in name)
+    return sorted(keys)
 
 
 def signature(run: ApiRun, updated: float) -> Signature:
@@ -190,7 +206,7 @@ class StoreView:
             "host": run.meta.get("host"),
             "config": {k: _short(v) for k, v in flatten(run.config, ".").items()},
             "summary": {k: _short(v) for k, v in summary.items()},
-            "metrics": sorted(k for k, v in summary.items() if _is_number(v)),
+            "metrics": chart_keys(summary, run.metrics),
         }
 
     def status(self, paths: Iterable[str]) -> dict[str, Any]:
@@ -220,7 +236,7 @@ class StoreView:
             "updated": updated, "duration": _duration(run, updated, time.time()),
             "tags": list(run.tags), "group": run.group, "job_type": run.job_type, "notes": run.notes,
             "meta": run.meta, "config": flatten(run.config, "."), "summary": summary,
-            "metrics": sorted(k for k, v in summary.items() if _is_number(v)),
+            "metrics": chart_keys(summary, run.metrics),
             "events": run.events, "files": self._files(run),
         }
 
@@ -253,7 +269,9 @@ class StoreView:
 
     def history(self, path: str, keys: list[str], *, x: str = "step", points: int = 1000,
                 xmin: float | None = None, xmax: float | None = None) -> dict[str, Any]:
-        """Downsampled series of ``keys`` of one run (see _downsample)."""
+        """Downsampled series of ``keys`` of one run (see _downsample). A series carries its
+        define_metric() facts: ``axis`` (the step metric it is charted against) and
+        ``hidden``."""
         if x not in _X_COLUMNS:
             raise UsageError(f"Invalid x axis {x!r}: use 'step' or 'time'.")
         keys = [k for k in dict.fromkeys(keys) if k not in _X_COLUMNS.values()]
@@ -265,9 +283,29 @@ class StoreView:
             if hit is not None:
                 self._history.move_to_end(cache_key)
                 return hit
-        table = run.history_table(keys)
-        series = {key: _downsample.series(table, key, x=_X_COLUMNS[x], points=points,
-                                          xmin=xmin, xmax=xmax) for key in keys}
+        import pyarrow as pa
+
+        defs = run.metrics
+        shown = {key: _metrics.match(defs, key) or {} for key in keys}
+        # define_metric(step_metric=...): on the step axis, a key is charted against its
+        # step metric's values at the same rows (W&B's x axis); on the time axis, against time.
+        axes = {key: d["step_metric"] for key, d in shown.items()
+                if x == "step" and isinstance(d.get("step_metric"), str)}
+        extra = [a for a in axes.values() if a not in _X_COLUMNS.values()]  # always read
+        table = run.history_table(list(dict.fromkeys([*keys, *extra])))
+        series = {}
+        for key in keys:
+            axis = axes.get(key)
+            if axis and not (pa.types.is_null(table.schema.field(axis).type)
+                             or _downsample.is_numeric(table.schema.field(axis).type)):
+                axis = None  # text cannot be an x axis: chart it by step
+            one = _downsample.series(table, key, x=axis or _X_COLUMNS[x], points=points,
+                                     xmin=xmin, xmax=xmax)
+            if axis:
+                one["axis"] = axis
+            if shown[key].get("hidden"):
+                one["hidden"] = True
+            series[key] = one
         out = {"path": path, "state": run.state, "steps": run.last_step + 1, "rows": table.num_rows,
                "x": x, "series": series}
         with self._lock:

@@ -2,15 +2,20 @@
 
 Items are read through ApiRun.media and sent in a form a browser shows as it is: an image
 as PNG (Pillow), audio as WAV (a file logged in another format: its bytes), a table as JSON
-(its first rows), HTML as plain text (the page shows its source; store HTML never runs).
+(its first rows; an image cell is fetched on its own), HTML as plain text (the page shows its
+source; store HTML never runs), a video as its file. Each step's references have a
+``version``, so the page can cache an item for good while the step keeps them.
 Histograms come from ApiRun.histograms, put on one grid of bins so the page can draw
 counts over steps as a heatmap.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Any
+
+import orjson
 
 from .._blobs import refs as blob_refs
 from .._mediaread import refs_column
@@ -23,7 +28,10 @@ TABLE_ROWS = 100
 CHART_ROWS = 10_000
 #: Bins of the common grid the histograms of a key are put on.
 HIST_BINS = 64
-_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac"}
+_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "flac": "audio/flac",
+                "m4a": "audio/mp4", "aac": "audio/aac", "opus": "audio/ogg"}
+_VIDEO_TYPES = {"gif": "image/gif", "mp4": "video/mp4", "webm": "video/webm", "ogg": "video/ogg",
+                "ogv": "video/ogg", "mov": "video/quicktime"}
 
 
 def _is_histogram_column(table: Any, key: str) -> bool:
@@ -34,8 +42,9 @@ def _is_histogram_column(table: Any, key: str) -> bool:
 
 
 def media_keys(run: ApiRun) -> dict[str, Any]:
-    """``media``: per key its type, steps and captions (first item of each step);
-    ``histograms``: the keys holding histograms."""
+    """``media``: per key its type and format, steps, item counts, captions (of the first item
+    of each step, and of every item) and versions (see ``version``); ``histograms``: the keys
+    holding histograms."""
     table = run.history_table()
     media, hists = [], []
     for key in table.column_names:
@@ -49,9 +58,12 @@ def media_keys(run: ApiRun) -> dict[str, Any]:
             continue
         refs = [next(blob_refs(value), {}) for _, value in rows]
         media.append({"key": key, "type": refs[0].get("type") if refs else None,
+                      "fmt": refs[0].get("fmt") if refs else None,
                       "steps": [step for step, _ in rows],
                       "counts": [len(v) if type(v) is list else 1 for _, v in rows],
                       "captions": [r.get("caption") for r in refs],
+                      "item_captions": [[r.get("caption") for r in blob_refs(v)] for _, v in rows],
+                      "versions": [version(v) for _, v in rows],
                       "chart": refs[-1].get("chart") if refs else None})
     return {"path": run.path, "media": media, "histograms": hists}
 
@@ -68,31 +80,84 @@ def _int(value: str | None, name: str) -> int:
     return number
 
 
-def media_item(run: ApiRun, key: str, step_text: str | None,
-               index_text: str | None) -> tuple[bytes, str]:
-    """(body, content type) of item ``index`` of ``key`` at ``step``."""
-    step, index = _int(step_text, "step"), _int(index_text or "0", "index")
-    found = run.media(key, [step])
-    if not found:
-        raise RunNotFoundError(f"Run {run.path!r} logged no media under {key!r} at step {step}.",
-                               path=key)
-    value = found[0][1]
-    items = value if isinstance(value, list) else [value]
-    if index >= len(items):
-        raise RunNotFoundError(f"Run {run.path!r} logged {len(items)} item(s) under {key!r} at "
+def stored(run: ApiRun, key: str, step_text: str | None) -> tuple[int, Any]:
+    """(step, stored references) of ``key`` at the step ``step_text`` names."""
+    step = _int(step_text, "step")
+    rows = [] if key in ("_step", "_timestamp") else refs_column(run.history_table([key]), key)
+    for at, value in rows:
+        if at == step:
+            return step, value
+    raise _no_media(run, key, step)
+
+
+def _no_media(run: ApiRun, key: str, step: int) -> RunNotFoundError:
+    return RunNotFoundError(f"Run {run.path!r} logged no media under {key!r} at step {step}.",
+                            path=key)
+
+
+def version(value: Any) -> str:
+    """A name for the bytes a row's references point at. A reference names its log, offset,
+    length and CRC-32, and blob logs are append-only, so while a step keeps these references
+    (a rewind or a cut torn tail gives it new ones) its items are what they were: an item URL
+    carrying the version can be cached for good. Fields without a value are left out: a sealed
+    segment's column has every field of a reference, the log's row only those it set, and the
+    version must not change when the sealer moves a step."""
+    refs = [{k: v for k, v in ref.items() if v is not None} for ref in blob_refs(value)]
+    return hashlib.sha256(orjson.dumps(refs, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
+
+
+def address(q: dict[str, str]) -> tuple[int, tuple[int, int] | None]:
+    """Which item a request names: ``index`` (0 when absent) and, given ``row`` or ``col``,
+    the cell (both needed)."""
+    index = _int(q.get("index") or "0", "index")
+    if "row" not in q and "col" not in q:
+        return index, None
+    return index, (_int(q.get("row"), "row"), _int(q.get("col"), "col"))
+
+
+def media_item(run: ApiRun, key: str, step: int, value: Any, index: int,
+               cell: tuple[int, int] | None) -> tuple[bytes, str]:
+    """(body, content type) of item ``index`` of ``key`` at ``step`` (whose stored references
+    are ``value``); with ``cell`` (row, column), the image in that cell of a table."""
+    refs = list(blob_refs(value))
+    if index >= len(refs):
+        raise RunNotFoundError(f"Run {run.path!r} logged {len(refs)} item(s) under {key!r} at "
                                f"step {step}; there is no item {index}.", path=key)
-    return _encode(items[index])
+    found = run.media(key, [step])
+    if not found:  # rewound since its references were read
+        raise _no_media(run, key, step)
+    items = found[0][1] if isinstance(found[0][1], list) else [found[0][1]]
+    item = items[index]
+    if cell is not None:
+        return _encode(_table_image(run, key, step, item, *cell), None)
+    return _encode(item, refs[index].get("fmt"))
 
 
-def _encode(item: Any) -> tuple[bytes, str]:
+def _table_image(run: ApiRun, key: str, step: int, item: Any, row: int, col: int) -> Any:
+    from PIL import Image as PILImage
+
+    from .._richmedia import Table
+
+    where = f"the {key!r} of run {run.path!r} at step {step}"
+    if not isinstance(item, Table):
+        raise UsageError(f"row= and col= name a cell of a table; {where} is not a table.")
+    if row >= len(item.data) or col >= len(item.columns):
+        raise RunNotFoundError(f"The table {where} has {len(item.data)} rows and "
+                               f"{len(item.columns)} columns; there is no cell ({row}, {col}).",
+                               path=key)
+    cell = item.data[row][col]
+    if not isinstance(cell, PILImage.Image):
+        raise RunNotFoundError(f"Cell ({row}, {col}) of the table {where} holds no image.", path=key)
+    return cell
+
+
+def _encode(item: Any, fmt: str | None) -> tuple[bytes, str]:
     from PIL import Image as PILImage
 
     from .._plots import CustomChart
     from .._richmedia import Table, encode_wav
 
     if isinstance(item, CustomChart):  # drawn by plots.js: its rows and its spec
-        import orjson
-
         table = item.table
         rows = [[_cell(c) for c in row] for row in table.data[:CHART_ROWS]]
         body = orjson.dumps({"columns": table.columns, "data": rows, "rows": len(table.data),
@@ -103,9 +168,7 @@ def _encode(item: Any) -> tuple[bytes, str]:
         item.save(buf, format="PNG")
         return buf.getvalue(), "image/png"
     if isinstance(item, Table):
-        import orjson
-
-        rows = [[_cell(c) for c in row] for row in item.data[:TABLE_ROWS]]
+        rows = [[_cell(c, r, i) for i, c in enumerate(row)] for r, row in enumerate(item.data[:TABLE_ROWS])]
         body = orjson.dumps({"columns": item.columns, "data": rows, "rows": len(item.data)},
                             default=str)
         return body, "application/json"
@@ -114,14 +177,20 @@ def _encode(item: Any) -> tuple[bytes, str]:
     if isinstance(item, tuple):  # audio
         samples, rate = item
         if rate is None:
-            return bytes(samples), "application/octet-stream"
+            return bytes(samples), _AUDIO_TYPES.get(fmt or "", "application/octet-stream")
         return encode_wav(samples, rate), "audio/wav"
-    return bytes(item), "application/octet-stream"  # video: its file
+    return bytes(item), _VIDEO_TYPES.get(fmt or "", "application/octet-stream")  # video: its file
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: Any, row: int, col: int) -> Any:
+    """A table cell as JSON: an image as ``{"image": [row, col]}`` (the page asks for it with
+    row= and col=), other media by their type's name."""
+    from PIL import Image as PILImage
+
     if isinstance(value, (type(None), bool, int, float, str)):
         return value
+    if isinstance(value, PILImage.Image):
+        return {"image": [row, col]}
     return f"[{type(value).__name__}]"
 
 

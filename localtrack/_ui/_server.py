@@ -97,6 +97,16 @@ class UIServer(ThreadingHTTPServer):
     def root(self) -> str:
         return self.view.root
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser that drops a connection (a closed tab, a slider moved on) is routine: no
+        traceback on stderr for it, as socketserver would print; anything else is logged."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            logger.debug("ui: %s dropped the connection", client_address, exc_info=True)
+        else:
+            logger.error("ui: a request from %s failed", client_address, exc_info=True)
+
 
 def make_server(dir: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = 8080,
                 allow_remote: bool = False) -> UIServer:
@@ -256,9 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/media":
             self._json(_media.media_keys(view.api.run(_required(q, "path"))))
         elif path == "/api/media/item":
-            run = view.api.run(_required(q, "path"))
-            body, ctype = _media.media_item(run, _required(q, "key"), q.get("step"), q.get("index"))
-            self._send(200, body, ctype, headers={"Cache-Control": "no-store"})
+            self._media_item(q)
         elif path == "/api/histograms":
             self._json(_media.histograms(view.api.run(_required(q, "path")), _required(q, "key")))
         elif path == "/api/file":
@@ -266,20 +274,40 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(HTTPStatus.NOT_FOUND, f"No such page: {path!r}.")
 
+    def _not_modified(self, headers: dict[str, str]) -> bool:
+        """Answer 304 when the browser holds the version ``headers["ETag"]`` names."""
+        if self.headers.get("If-None-Match") != headers["ETag"]:
+            return False
+        self.send_response(HTTPStatus.NOT_MODIFIED)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
     def _static(self, name: str) -> None:
         asset = self.server.assets.get(name)
         if asset is None:
             self._error(HTTPStatus.NOT_FOUND, f"No such file: {name!r}.")
             return
         headers = {"ETag": asset.etag, "Cache-Control": "no-cache"}
-        if self.headers.get("If-None-Match") == asset.etag:
-            self.send_response(HTTPStatus.NOT_MODIFIED)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self._send(200, asset.body, asset.content_type, gzipped=asset.gzipped, headers=headers)
+        if not self._not_modified(headers):
+            self._send(200, asset.body, asset.content_type, gzipped=asset.gzipped, headers=headers)
+
+    def _media_item(self, q: dict[str, str]) -> None:
+        """One media item. Its ETag is its step's version (see _media.version): a browser that
+        holds it gets a 304 without a blob read, and a URL that carries the version (``v=``,
+        as the page's do) may be kept for good, so moving a step slider back costs nothing."""
+        run = self.server.view.api.run(_required(q, "path"))
+        key = _required(q, "key")
+        step, value = _media.stored(run, key, q.get("step"))
+        index, cell = _media.address(q)
+        tag = _media.version(value)
+        cache = "private, max-age=31536000, immutable" if q.get("v") == tag else "no-cache"
+        headers = {"ETag": f'"{tag}-{index}-{cell or ""}"'.replace(" ", ""), "Cache-Control": cache}
+        if not self._not_modified(headers):
+            body, ctype = _media.media_item(run, key, step, value, index, cell)
+            self._send(200, body, ctype, headers=headers)
 
     def _file(self, run_path: str, name: str) -> None:
         target = self.server.view.file(run_path, name)

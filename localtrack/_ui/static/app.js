@@ -208,7 +208,7 @@ class Charts {
     this.runs = runs;
     this.colorOf = colorOf;
     this.st = st;   // shared with the view, so neither overwrites the other's settings
-    this.opts = Object.assign({x: "step", smooth: 0, log: false, filter: ""}, this.st.data.chart || {});
+    this.opts = Object.assign({x: "step", smooth: 0, log: false, filter: "", hidden: false}, this.st.data.chart || {});
     this.hist = new Map();          // path -> {sig, data}
     this.zoom = new Map();          // metric -> {range: [x0, x1], data: Map(path -> series)}
     this.panels = new Map();        // metric -> {el, plot, info}
@@ -228,12 +228,15 @@ class Charts {
       oninput: e => { o.smooth = Number(e.target.value); smoothVal.textContent = o.smooth.toFixed(2); save(); this.draw(); }});
     const log = h("input", {type: "checkbox", id: "log-y", checked: o.log,
       onchange: e => { o.log = e.target.checked; save(); this.draw(); }});
+    const hidden = h("input", {type: "checkbox", id: "show-hidden", checked: o.hidden,
+      onchange: e => { o.hidden = e.target.checked; save(); this.draw(); }});
     const filter = h("input", {type: "search", id: "metric-filter", placeholder: "filter metrics", value: o.filter,
       oninput: e => { o.filter = e.target.value; save(); this.draw(); }});
     return h("div", {class: "chart-controls"},
       h("label", {class: "inline"}, "x axis ", xSel),
       h("label", {class: "inline"}, "smoothing ", smooth, smoothVal),
       h("label", {class: "inline"}, log, " log y"),
+      h("label", {class: "inline", title: "metrics define_metric(hidden=True) keeps off the charts"}, hidden, " hidden metrics"),
       filter,
       h("span", {class: "muted"}, "drag to zoom (full resolution inside the zoom), double-click to reset"));
   }
@@ -275,14 +278,18 @@ class Charts {
   }
 
   metrics() {
-    // Metrics with at least one point among the shown runs (a summary-only key has none).
-    const all = new Set();
+    // Metrics with at least one point among the shown runs (a summary-only key has none);
+    // define_metric(hidden=True) keeps a metric off unless the "hidden metrics" box is ticked.
+    const all = new Set(), hidden = new Set();
     for (const r of this.runs()) {
       const series = this.hist.get(r.path)?.data.series || {};
-      r.metrics.forEach(m => { if (series[m]?.x?.length) all.add(m); });
+      r.metrics.forEach(m => {
+        if (series[m]?.x?.length) all.add(m);
+        if (series[m]?.hidden) hidden.add(m);
+      });
     }
     const f = this.opts.filter.toLowerCase();
-    return [...all].filter(m => !f || m.toLowerCase().includes(f)).sort((a, b) => a.localeCompare(b, undefined, {numeric: true}));
+    return [...all].filter(m => (this.opts.hidden || !hidden.has(m)) && (!f || m.toLowerCase().includes(f))).sort((a, b) => a.localeCompare(b, undefined, {numeric: true}));
   }
 
   draw() {
@@ -323,11 +330,12 @@ class Charts {
     const o = this.opts;
     const zoom = this.zoom.get(metric);
     const traces = [];
-    let rows = 0, sampled = false;
+    let rows = 0, sampled = false, axis = null;
     for (const r of runs) {
       const entry = this.hist.get(r.path);
       let s = zoom?.data.get(r.path) || entry?.data.series[metric];
       if (!s || !s.x || !s.x.length) continue;
+      axis = axis || s.axis || null;   // define_metric(step_metric=...): the x axis it names
       rows = Math.max(rows, s.rows);
       sampled = sampled || s.sampled;
       const color = this.colorOf(r.path);
@@ -353,12 +361,14 @@ class Charts {
     const layout = {
       margin: {l: 52, r: 12, t: 6, b: 34}, height: 270, showlegend: runs.length > 1,
       legend: {orientation: "h", y: -0.18, font: {size: 11}},
-      xaxis: {type: o.x === "time" ? "date" : "linear", zeroline: false, automargin: true},
+      xaxis: {type: o.x === "time" ? "date" : "linear", zeroline: false, automargin: true,
+        title: axis ? {text: plotText(axis), standoff: 4, font: {size: 11}} : undefined},
       yaxis: {type: o.log ? "log" : "linear", zeroline: false, automargin: true, exponentformat: "e"},
       hovermode: "closest", uirevision: `${metric}|${o.x}|${o.log}`,
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", font: {size: 11},
     };
     if (runs.length > 1) layout.margin.b = 20;
+    if (axis) p.el.dataset.axis = axis; else delete p.el.dataset.axis;
     Plotly.react(p.plot, traces, layout, {displaylogo: false, responsive: true, typesetMath: false,
       modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"]});
     if (!p.bound) {
@@ -445,7 +455,7 @@ function defaultColumns(runs) {
       if (!cfg.has(k)) cfg.set(k, new Set());
       cfg.get(k).add(JSON.stringify(v));
     }
-    r.metrics.forEach(m => sum.add(m));
+    for (const [k, v] of Object.entries(r.summary)) if (typeof v === "number") sum.add(k);
   }
   const varying = [...cfg].filter(([, vals]) => vals.size > 1).map(([k]) => k);
   return {config: varying.slice(0, 6), summary: [...sum].sort().slice(0, 6)};
@@ -610,7 +620,6 @@ async function showProject(project) {
   renderTable();
   await charts.refresh();
 
-  let listed = JSON.stringify(runs);
   // Live: a selected run that changed refreshes its curves; the table follows on its own clock.
   every(v, STATUS_EVERY_MS, async () => {
     const paths = selected();
@@ -626,25 +635,48 @@ async function showProject(project) {
     }
     if (changed && v.alive) { renderTable(); await charts.refresh(); }
   });
+  // The table: ask only for the rows changed since the last listing (?since=), merge them.
+  let stamp = listing.stamp;
   every(v, LIST_EVERY_MS, async () => {
-    const fresh = (await api("/api/runs", {project})).runs;
-    const text = JSON.stringify(fresh.map(r => ({...r, duration: 0})));
-    if (!v.alive || text === listed) {
-      // durations of live runs still tick
-      if (fresh.some(r => r.state === "running")) {
-        for (const r of fresh) { const old = byPath.get(r.path); if (old) old.duration = r.duration; }
-        renderTable();
-      }
-      return;
+    const polled = await api("/api/runs", {project, since: stamp});
+    if (!v.alive) return;
+    const merged = mergeRuns(byPath, polled);
+    stamp = polled.stamp;
+    if (merged.changed) {
+      runs = merged.runs;
+      byPath = new Map(runs.map(r => [r.path, r]));
+      renderFilters();
+      renderTable();
+      await charts.refresh();
+    } else if (merged.ticking) {
+      renderTable();   // durations of live runs still tick
     }
-    listed = text;
-    runs = fresh;
-    byPath = new Map(runs.map(r => [r.path, r]));
-    renderFilters();
-    renderTable();
-    await charts.refresh();
   });
-  listed = JSON.stringify(runs.map(r => ({...r, duration: 0})));
+}
+
+/**
+ * Merge an incremental listing ({since, paths, runs}) into the rows held (path -> row):
+ * the rows it sends replace theirs, paths it no longer lists are gone; a listing whose
+ * since is null (first, or the server restarted) is every row. changed: anything beyond a
+ * duration moved; ticking: a live run's duration did.
+ */
+function mergeRuns(byPath, polled) {
+  const held = polled.since === null ? new Map() : byPath;
+  const fresh = new Map(polled.runs.map(r => [r.path, r]));
+  let changed = polled.since === null || polled.paths.length !== byPath.size, ticking = false;
+  const runs = [];
+  for (const path of polled.paths) {
+    const old = byPath.get(path), row = fresh.get(path) || held.get(path);
+    if (!row) continue;   // not sent and not held: the next full listing brings it
+    if (!old) changed = true;
+    else if (row !== old) {
+      if (JSON.stringify({...row, duration: 0}) !== JSON.stringify({...old, duration: 0})) changed = true;
+      else if (row.duration !== old.duration) { old.duration = row.duration; ticking = true; }
+      if (!changed) { runs.push(old); continue; }
+    }
+    runs.push(row);
+  }
+  return {runs, changed, ticking};
 }
 
 // ---------------------------------------------------------------- sweeps
@@ -782,6 +814,24 @@ function eventsTable(events) {
       h("td", {class: "num"}, e.step ?? ""), h("td", {class: "num"}, e.pid ?? ""), h("td", {class: "mono"}, extra(e))))));
 }
 
+const ALERT_LEVELS = ["INFO", "WARN", "ERROR"];
+
+/** run.alert()'s alerts (``alert`` events), newest first; null when the run raised none. */
+function alertsPanel(events) {
+  const alerts = events.filter(e => e.event === "alert").reverse();
+  if (!alerts.length) return null;
+  return h("section", {class: "card", id: "alerts-card"}, h("h2", {}, `alerts (${alerts.length})`),
+    h("table", {id: "alerts"},
+      h("thead", {}, h("tr", {}, ["time", "level", "title", "text", "step"].map(x => h("th", {}, x)))),
+      h("tbody", {}, alerts.map(e => {
+        const level = ALERT_LEVELS.includes(e.level) ? e.level : "INFO";
+        return h("tr", {dataset: {level}}, h("td", {}, fmtTime(e.time)),
+          h("td", {}, h("span", {class: `alert-level ${level.toLowerCase()}`}, String(e.level ?? ""))),
+          h("td", {class: "alert-title"}, String(e.title ?? "")), h("td", {class: "wrap alert-text"}, String(e.text ?? "")),
+          h("td", {class: "num"}, e.step ?? ""));
+      }))));
+}
+
 function fmtSize(n) {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
@@ -814,6 +864,7 @@ async function showRun(project, id) {
         `${m.fork.project}/${m.fork.run}`), ` at step ${fmtNum(m.fork.step)}`) : null]]
       .filter(([, x]) => x !== undefined && x !== null && x !== "");
     body.replaceChildren(
+      alertsPanel(run.events) || "",
       h("div", {class: "grid2"},
         h("section", {class: "card"}, h("dl", {class: "meta"}, meta.map(([k, x]) => [h("dt", {}, k), h("dd", {}, x)]))),
         h("section", {class: "card"}, h("h2", {}, "lifecycle"), h("p", {id: "lifecycle"}, lifecycle(run.events)), eventsTable(run.events))),

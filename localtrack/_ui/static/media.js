@@ -1,55 +1,92 @@
-// localtrack dashboard: the run page's media panels (images by step, tables, audio, HTML
-// source, histograms over steps). Loaded after app.js, whose helpers (h, api, enc,
+// localtrack dashboard: the run page's media panels (images, tables, audio, HTML source and
+// videos by step, histograms over steps). Loaded after app.js, whose helpers (h, api, enc,
 // plotlyReady, plotText, fmtNum) it uses; the same safety rule holds: store data reaches
 // the page as text, attribute values or escaped plotly strings only.
 "use strict";
 
 const MEDIA_TABLE_ROWS = 20;    // rows of a table shown on the run page
+// The step a slider was moved back to, by "path|key": a live run's panels are rebuilt as it
+// logs, and should stay where the user put them (a slider at the last step follows the run).
+const mediaPinned = new Map();
 
-function mediaUrl(path, key, step, index = 0) {
-  return `/api/media/item?path=${enc(path)}&key=${enc(key)}&step=${step}&index=${index}`;
+/**
+ * An item's URL. v is its step's version (see _media.version): the server lets the browser
+ * keep such a URL for good, so moving a slider back to a step shown before fetches nothing.
+ */
+function mediaUrl(path, m, i, index = 0, cell = null) {
+  const at = cell ? `&row=${cell[0]}&col=${cell[1]}` : "";
+  return `/api/media/item?path=${enc(path)}&key=${enc(m.key)}&step=${m.steps[i]}&index=${index}${at}` +
+    `&v=${enc(m.versions[i])}`;
 }
 
-/** An image panel: the image of one step, a slider over the steps that logged one. */
-function imagePanel(path, m) {
+async function mediaFetch(url, as) {
+  const res = await fetch(url);   // the browser's cache: the server says how long it holds
+  if (!res.ok) {
+    const body = await res.json().catch(() => ({error: res.statusText}));
+    throw new Error(body.error || res.statusText);
+  }
+  return as === "json" ? res.json() : res.text();
+}
+
+/** What one item of a step looks like; async where the page must fetch it to show it. */
+const ITEM_VIEWS = {
+  image: (path, m, i, n) => h("img", {class: "media-img", alt: `${m.key} ${n}`, src: mediaUrl(path, m, i, n)}),
+  audio: (path, m, i, n) => h("audio", {controls: true, preload: "none", src: mediaUrl(path, m, i, n)}),
+  video: (path, m, i, n) => m.fmt === "gif"
+    ? h("img", {class: "media-img", alt: `${m.key} ${n}`, src: mediaUrl(path, m, i, n)})
+    : h("video", {controls: true, preload: "metadata", class: "media-video", src: mediaUrl(path, m, i, n)}),
+  html: async (path, m, i, n) => h("pre", {class: "media-html"}, await mediaFetch(mediaUrl(path, m, i, n), "text")),
+  table: async (path, m, i, n) => {
+    const t = await mediaFetch(mediaUrl(path, m, i, n), "json");
+    const rows = t.data.slice(0, MEDIA_TABLE_ROWS);
+    const cell = c => c && typeof c === "object" && Array.isArray(c.image)
+      ? h("img", {class: "media-thumb", alt: `${m.key} cell ${c.image.join(",")}`, loading: "lazy",
+        src: mediaUrl(path, m, i, n, c.image)})
+      : c ?? "";
+    return h("div", {class: "media-table"},
+      h("p", {class: "muted"}, `${fmtNum(t.rows)} rows` + (t.rows > rows.length ? ` (first ${rows.length} shown)` : "")),
+      h("table", {}, h("thead", {}, h("tr", {}, t.columns.map(c => h("th", {}, c)))),
+        h("tbody", {}, rows.map(r => h("tr", {}, r.map(c => h("td", {}, cell(c))))))));
+  },
+};
+
+/**
+ * A panel for one media key: every item of one step (a list of media is all of them), a
+ * slider over the steps that logged one, the last step first (or the one it was moved to). A
+ * slow answer for a step the slider has since left is dropped.
+ */
+async function stepPanel(path, m) {
+  const view = ITEM_VIEWS[m.type];
   const last = m.steps.length - 1;
-  const img = h("img", {class: "media-img", alt: m.key});
+  const pin = `${path}|${m.key}`;
+  const pinned = m.steps.indexOf(mediaPinned.get(pin));
+  const first = pinned >= 0 ? pinned : last;
+  const items = h("div", {class: "media-items"});
   const label = h("span", {class: "media-step mono"});
   const caption = h("figcaption", {class: "muted"});
-  const slider = h("input", {type: "range", min: 0, max: last, value: last, step: 1,
+  const slider = h("input", {type: "range", min: 0, max: last, value: first, step: 1,
     class: "media-slider", "aria-label": `${m.key} step`, disabled: last === 0});
-  function show(i) {
-    img.src = mediaUrl(path, m.key, m.steps[i]);
-    label.textContent = `step ${fmtNum(m.steps[i])}`;
-    caption.textContent = m.captions[i] || "";
+  let shown = 0;
+  async function show(i) {
+    const ticket = ++shown;
+    const many = m.counts[i] > 1;   // a list of media: each item with its own caption
+    label.textContent = `step ${fmtNum(m.steps[i])}` + (many ? ` · ${m.counts[i]} items` : "");
+    caption.textContent = many ? "" : m.captions[i] || "";
+    const n = Array.from({length: m.counts[i]}, (_, k) => k);
+    const built = await Promise.all(n.map(async k => {
+      const el = await view(path, m, i, k);
+      const cap = m.item_captions[i][k];
+      return many ? h("figure", {class: "media-item"}, el, cap ? h("figcaption", {class: "muted"}, cap) : "") : el;
+    }));
+    if (ticket === shown) items.replaceChildren(...built);
   }
-  slider.addEventListener("input", () => show(Number(slider.value)));
-  show(last);
-  return h("figure", {}, img, caption, h("div", {class: "media-controls"}, slider, label));
-}
-
-async function tablePanel(path, m) {
-  const step = m.steps[m.steps.length - 1];
-  const t = await api("/api/media/item", {path, key: m.key, step});
-  const rows = t.data.slice(0, MEDIA_TABLE_ROWS);
-  return h("div", {class: "media-table"},
-    h("p", {class: "muted"}, `step ${fmtNum(step)} · ${fmtNum(t.rows)} rows` +
-      (t.rows > rows.length ? ` (first ${rows.length} shown)` : "")),
-    h("table", {}, h("thead", {}, h("tr", {}, t.columns.map(c => h("th", {}, c)))),
-      h("tbody", {}, rows.map(r => h("tr", {}, r.map(c => h("td", {}, c ?? "")))))));
-}
-
-function audioPanel(path, m) {
-  const step = m.steps[m.steps.length - 1];
-  return h("div", {}, h("audio", {controls: true, preload: "none", src: mediaUrl(path, m.key, step)}),
-    h("p", {class: "muted"}, `step ${fmtNum(step)}`));
-}
-
-async function htmlPanel(path, m) {
-  const step = m.steps[m.steps.length - 1];
-  const res = await fetch(mediaUrl(path, m.key, step), {cache: "no-store"});
-  return h("div", {}, h("p", {class: "muted"}, `step ${fmtNum(step)} · HTML source`),
-    h("pre", {class: "media-html"}, await res.text()));
+  slider.addEventListener("input", () => {
+    const i = Number(slider.value);
+    if (i === last) mediaPinned.delete(pin); else mediaPinned.set(pin, m.steps[i]);
+    show(i).catch(err => items.replaceChildren(h("p", {class: "error"}, String(err.message || err))));
+  });
+  await show(first);
+  return h("figure", {}, items, caption, h("div", {class: "media-controls"}, slider, label));
 }
 
 async function histogramPanel(path, key) {
@@ -79,13 +116,9 @@ async function mediaPanels(root, path) {
   const listing = await api("/api/media", {path});
   const panels = [];
   for (const m of listing.media) {
-    let body;
-    if (m.chart) body = await plotPanel(path, m);  // plots.js
-    else if (m.type === "image") body = imagePanel(path, m);
-    else if (m.type === "table") body = await tablePanel(path, m);
-    else if (m.type === "audio") body = audioPanel(path, m);
-    else if (m.type === "html") body = await htmlPanel(path, m);
-    else body = h("p", {class: "muted"}, `${m.type} at ${m.steps.length} step(s)`);
+    const body = m.chart ? await plotPanel(path, m)  // plots.js
+      : ITEM_VIEWS[m.type] ? await stepPanel(path, m)
+      : h("p", {class: "muted"}, `${m.type} at ${m.steps.length} step(s)`);
     panels.push(h("section", {class: "card media-panel", dataset: {key: m.key, type: m.type}},
       h("h3", {class: "mono"}, m.key), body));
   }
