@@ -159,7 +159,8 @@ def _encode(item: Any, fmt: str | None) -> tuple[bytes, str]:
 
     if isinstance(item, CustomChart):  # drawn by plots.js: its rows and its spec
         table = item.table
-        rows = [[_cell(c) for c in row] for row in table.data[:CHART_ROWS]]
+        rows = [[_cell(c, r, i) for i, c in enumerate(row)]
+                for r, row in enumerate(table.data[:CHART_ROWS])]
         body = orjson.dumps({"columns": table.columns, "data": rows, "rows": len(table.data),
                              "chart": item.spec}, default=str)
         return body, "application/json"
