@@ -212,9 +212,24 @@ def sync(to: str | _os.PathLike[str], *, dir: str | _os.PathLike[str] | None = N
     return _sync(to, dir=dir, runs=runs, watch=watch, poll=poll, clean=clean, jobs=jobs)
 
 
+# W&B's integrations as attributes of the module (``wandb.xgboost.WandbCallback``): each
+# imports its framework, so it is imported when first named, never by ``import localtrack``.
+_INTEGRATIONS = ("keras", "lightgbm", "xgboost")
+
+
 def __getattr__(name: str) -> _Any:
     if name in ("run", "config", "summary"):
         from . import _session
 
         return _session.module_attr(name)
+    if name in _INTEGRATIONS:
+        import importlib
+
+        from .errors import UsageError
+
+        try:
+            return importlib.import_module(f"{__name__}.integrations.{name}")
+        except ModuleNotFoundError as exc:
+            raise UsageError(f"localtrack.{name} (W&B's wandb.{name}) needs {exc.name}: pip "
+                             f"install {exc.name}, or 'localtrack[integrations]'.") from exc
     raise AttributeError(f"module 'localtrack' has no attribute {name!r}")

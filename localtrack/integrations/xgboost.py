@@ -1,9 +1,9 @@
 """An XGBoost callback that writes a localtrack run: ``xgb.train(..., callbacks=[LocaltrackCallback()])``.
 
-Shaped as W&B's ``WandbCallback`` (also importable under that name): before training the
-booster's configuration (``save_config()``) becomes the config; after each boosting round the
-evaluation results are a row at the round's number (counted on from a model training
-continues) as ``<data>-<metric>`` (``validation-rmse``; under ``xgb.cv``, the folds' mean)
+Shaped as W&B's ``WandbCallback`` (also importable under that name; ``wandb_callback()`` is W&B's
+older one): before training the booster's configuration (``save_config()``) becomes the config;
+after each boosting round the evaluation results are a row at the round's number (counted on
+from a model training continues) as ``<data>-<metric>`` (``validation-rmse``; under ``xgb.cv``, the folds' mean)
 with ``epoch``; after training the summary gets ``best_iteration``/``best_score`` (set by early
 stopping) and the ``feature_importance`` map (``importance_type``; W&B draws it as a bar chart).
 The run opens with ``init_args`` at the start of training (or is the script's active run, left
@@ -24,7 +24,7 @@ import localtrack
 
 from ._common import RunHandle, plain
 
-__all__ = ["LocaltrackCallback", "WandbCallback"]
+__all__ = ["LocaltrackCallback", "WandbCallback", "wandb_callback"]
 
 log = logging.getLogger("localtrack")
 
@@ -81,3 +81,11 @@ class LocaltrackCallback(TrainingCallback):  # type: ignore[misc]  # XGBoost is 
 
 
 WandbCallback = LocaltrackCallback
+
+
+def wandb_callback(**init_args: Any) -> LocaltrackCallback:
+    """W&B's older callback (``wandb.xgboost.wandb_callback()``, deprecated there for
+    WandbCallback): the evaluation results at each round. W&B's is a function for XGBoost's
+    callback API of before 2.0, which XGBoost no longer calls; this is the TrainingCallback
+    that logs the same rows (and, as WandbCallback, the booster's config and best score)."""
+    return LocaltrackCallback(log_feature_importance=False, **init_args)
