@@ -230,6 +230,7 @@ def __getattr__(name: str) -> _Any:
         try:
             return importlib.import_module(f"{__name__}.integrations.{name}")
         except ModuleNotFoundError as exc:
-            raise UsageError(f"localtrack.{name} (W&B's wandb.{name}) needs {exc.name}: pip "
-                             f"install {exc.name}, or 'localtrack[integrations]'.") from exc
+            needed = (exc.name or name).partition(".")[0]
+            raise UsageError(f"localtrack.{name} (W&B's wandb.{name}) needs {needed}: pip "
+                             f"install {needed}, or 'localtrack[integrations]'.") from exc
     raise AttributeError(f"module 'localtrack' has no attribute {name!r}")

@@ -69,6 +69,41 @@ def test_import_localtrack_loads_no_framework() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@needs_keras
+@needs_xgboost
+@needs_lightgbm
+def test_wandb_module_attributes_are_the_integrations(tmp_path: Path) -> None:
+    """``wandb.xgboost.WandbCallback``, ``wandb.lightgbm.log_summary``, ``wandb.keras.*``:
+    imported when first named."""
+    code = """
+    import sys
+    import localtrack
+    assert "xgboost" not in sys.modules
+    import localtrack.integrations.keras, localtrack.integrations.lightgbm, localtrack.integrations.xgboost
+    assert localtrack.xgboost is localtrack.integrations.xgboost
+    assert localtrack.lightgbm is localtrack.integrations.lightgbm
+    assert localtrack.keras is localtrack.integrations.keras
+    assert localtrack.xgboost.wandb_callback().__class__ is localtrack.xgboost.WandbCallback
+    print(sorted(m for m in ("keras", "lightgbm", "xgboost") if hasattr(localtrack, m)))
+    """
+    assert run_ok(tmp_path, script(tmp_path, code)).stdout.split() == ["['keras',", "'lightgbm',",
+                                                                       "'xgboost']"]
+
+
+def test_a_wandb_module_attribute_without_its_framework_says_what_to_install(tmp_path: Path) -> None:
+    code = """
+    import sys
+    sys.modules["xgboost"] = None  # as if xgboost were not installed
+    import localtrack
+    try:
+        localtrack.xgboost
+    except localtrack.errors.UsageError as e:
+        print(e)
+    """
+    out = run_ok(tmp_path, script(tmp_path, code)).stdout
+    assert "localtrack.xgboost (W&B's wandb.xgboost) needs xgboost: pip install xgboost" in out
+
+
 LIGHTNING = """
 import os, sys, time
 import torch
@@ -326,6 +361,129 @@ def test_keras_callback_refuses_a_bad_log_freq(tmp_path: Path) -> None:
     out = run_ok(tmp_path, script(tmp_path, code)).stdout.splitlines()
     assert len(out) == 5 and all("use 'epoch', 'batch' or a count of batches" in line for line in out)
     assert not (tmp_path / "localtrack-runs").exists()  # no run was opened
+
+
+KERAS_CHECKPOINT = """
+import sys
+import numpy as np
+import keras
+import localtrack as wandb
+
+keras.utils.set_random_seed(0)
+x, y = np.random.rand(32, 3).astype("float32"), np.random.rand(32, 1).astype("float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+
+
+class Score(keras.callbacks.Callback):  # a monitored value that improves at epochs 0, 1, 3
+    def on_epoch_end(self, epoch, logs=None):
+        logs["score"] = [3.0, 1.0, 2.0, 0.5][epoch]
+
+
+if sys.argv[1] == "best":
+    run = wandb.init(project="keras", dir="store", id="best")
+    ckpt = wandb.keras.WandbModelCheckpoint("ckpt/model-{epoch:02d}.keras", monitor="score",
+                                            mode="min", save_best_only=True)
+    callbacks = [Score(), ckpt, wandb.keras.WandbMetricsLogger()]
+else:
+    ckpt = wandb.keras.WandbModelCheckpoint("ckpt/w.weights.h5", save_weights_only=True,
+                                            save_freq=2, project="keras", dir="store", id="batches")
+    callbacks = [Score(), ckpt]
+model.fit(x, y, batch_size=8, epochs=4, callbacks=callbacks, verbose=0)
+print(ckpt.run.path, ckpt.run.state)
+"""
+
+
+@needs_keras
+def test_keras_model_checkpoint_logs_each_save_as_an_artifact_version(tmp_path: Path) -> None:
+    cmd = script(tmp_path, KERAS_CHECKPOINT)
+    # save_best_only: epochs 0, 1 and 3 improve the score, epoch 2 does not and logs nothing.
+    assert run_ok(tmp_path, [*cmd, "best"]).stdout.split()[-2:] == ["keras/best", "running"]
+    api = localtrack.Api(tmp_path / "store")
+    versions = api.artifacts(name="keras/run_best_model")
+    assert [(v.version, v.aliases) for v in versions] == [
+        ("v0", ["epoch_0"]), ("v1", ["epoch_1"]), ("v2", ["latest", "best", "epoch_3"])]
+    assert [[f.path for f in v.files()] for v in versions] == [
+        ["model-01.keras"], ["model-02.keras"], ["model-04.keras"]]
+    assert all(v.type == "model" and v.logged_by().id == "best" for v in versions)
+    out = Path(api.artifact("keras/run_best_model:best").download(root=tmp_path / "dl"))
+    assert (out / "model-04.keras").read_bytes() == (tmp_path / "ckpt" / "model-04.keras").read_bytes()
+    run = api.run("keras/best")  # the metrics logger beside it wrote the script's run
+    assert run.state == "finished"
+    assert [s for s, _ in column(run.history_table(), "epoch/loss")] == [0, 1, 2, 3]
+
+    # Weights every 2 batches (4 an epoch), no run active: the callback opens one and finishes it.
+    assert run_ok(tmp_path, [*cmd, "batches"]).stdout.split()[-2:] == ["keras/batches", "finished"]
+    versions = api.artifacts(name="keras/run_batches_model")
+    assert [v.aliases[-1] for v in versions] == [f"epoch_{e}_batch_{b}" for e in range(4) for b in (1, 3)]
+    assert versions[-1].aliases[0] == "latest" and api.run("keras/batches").state == "finished"
+    assert {f.path for v in versions for f in v.files()} == {"w.weights.h5"}
+
+
+KERAS_EVAL = """
+import sys
+import numpy as np
+import keras
+import localtrack as wandb
+
+keras.utils.set_random_seed(0)
+x = np.random.rand(6, 4).astype("float32")
+y = np.array([0, 1, 2, 0, 1, 2])
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+
+
+class ClfEval(wandb.keras.WandbEvalCallback):
+    def __init__(self, validation_data, data_table_columns, pred_table_columns, **init_args):
+        super().__init__(data_table_columns, pred_table_columns, **init_args)
+        self.x, self.y = validation_data
+
+    def add_ground_truth(self, logs=None):
+        for idx, (row, label) in enumerate(zip(self.x, self.y)):
+            self.data_table.add_data(idx, wandb.Image(np.tile(row, (4, 1))), label)
+
+    def add_model_predictions(self, epoch, logs=None):
+        preds = self.model.predict(self.x, verbose=0).argmax(axis=-1)
+        ref = self.data_table_ref
+        for idx in ref.get_index():
+            self.pred_table.add_data(epoch, ref.data[idx][0], ref.data[idx][1], ref.data[idx][2],
+                                     preds[idx])
+
+
+how = sys.argv[1]
+where = {"project": "keras", "dir": "store", "id": how}
+if how != "alone":  # W&B's way: init() first; else the callback opens the run itself
+    wandb.init(**where)
+evals = ClfEval((x, y), ["idx", "image", "label"], ["epoch", "idx", "image", "label", "pred"],
+                **(where if how == "alone" else {}))
+metrics = [wandb.keras.WandbMetricsLogger()] if how != "alone" else []
+callbacks = [evals, *metrics] if how == "eval-first" else [*metrics, evals]
+model.fit(x, y, epochs=3, callbacks=callbacks, verbose=0)
+print(evals.run.path, evals.run.state)
+"""
+
+
+@needs_keras
+@pytest.mark.parametrize("how", ["eval-first", "eval-last", "alone"])
+def test_keras_eval_callback_logs_its_tables(tmp_path: Path, how: str) -> None:
+    out = run_ok(tmp_path, [*script(tmp_path, KERAS_EVAL), how]).stdout
+    assert out.split()[-2:] == [f"keras/{how}", "running" if how != "alone" else "finished"]
+    run = localtrack.Api(tmp_path / "store").run(f"keras/{how}")
+    assert run.state == "finished"
+    [(step, data)] = run.media("val_data")  # the ground truth, once, at the first step
+    assert step == 0 and data.columns == ["idx", "image", "label"]
+    assert [(r[0], r[2]) for r in data.data] == [(i, i % 3) for i in range(6)]
+    assert all(r[1].size == (4, 4) for r in data.data)  # the images, read back as PIL images
+    tables = run.media("eval_data")
+    # a table of predictions per epoch, each at the step of that epoch's metrics row (whichever
+    # callback comes first), or at a step of its own when it is alone
+    assert [s for s, _ in tables] == [0, 1, 2]
+    for epoch, (_, table) in enumerate(tables):
+        assert table.columns == ["epoch", "idx", "image", "label", "pred"]
+        assert [r[:2] for r in table.data] == [[epoch, i] for i in range(6)]
+        assert all(r[4] in (0, 1, 2) for r in table.data)
+    metrics = [s for s, _ in column(run.history_table(), "epoch/loss")]
+    assert metrics == ([] if how == "alone" else [0, 1, 2])
 
 
 XGBOOST = """

@@ -1,15 +1,16 @@
 """An XGBoost callback that writes a localtrack run: ``xgb.train(..., callbacks=[LocaltrackCallback()])``.
 
-Shaped as W&B's ``WandbCallback`` (also importable under that name; ``wandb_callback()`` is W&B's
-older one): before training the booster's configuration (``save_config()``) becomes the config;
-after each boosting round the evaluation results are a row at the round's number (counted on
-from a model training continues) as ``<data>-<metric>`` (``validation-rmse``; under ``xgb.cv``, the folds' mean)
-with ``epoch``; after training the summary gets ``best_iteration``/``best_score`` (set by early
-stopping) and the ``feature_importance`` map (``importance_type``; W&B draws it as a bar chart).
-The run opens with ``init_args`` at the start of training (or is the script's active run, left
-open) and the run it opened finishes when training ends. Training continued from a saved model
-(``xgb_model=``) on the same run id (``id=..., resume="allow"``) numbers its rounds on from the
-model's: rows logged after the model was saved are rewound.
+Shaped as W&B's ``WandbCallback`` (also importable under that name; ``wandb_callback()`` is
+W&B's older one): before training the booster's configuration (``save_config()``) becomes the
+config; after each boosting round the evaluation results are a row at the round's number
+(counted on from a model training continues) as ``<data>-<metric>`` (``validation-rmse``; under
+``xgb.cv``, the folds' mean) with ``epoch``; after training the summary gets
+``best_iteration``/``best_score`` (set by early stopping) and the ``feature_importance`` map
+(``importance_type``; W&B draws it as a bar chart). The run opens with ``init_args`` at the
+start of training (or is the script's active run, left open) and the run it opened finishes
+when training ends. Training continued from a saved model (``xgb_model=``) on the same run id
+(``id=..., resume="allow"``) numbers its rounds on from the model's: rows logged after the
+model was saved are rewound.
 """
 
 from __future__ import annotations
