@@ -501,7 +501,8 @@ if sys.argv[1] == "own-run":  # the script's run: the callback logs to it and le
     localtrack.init(project="xgb", dir="store", id="x1")
     callback = WandbCallback()
 else:
-    callback = LocaltrackCallback(project="xgb", dir="store", id="x1", resume="allow")
+    callback = LocaltrackCallback(project="xgb", dir="store", id="x1", resume="allow",
+                                  log_model=sys.argv[1] != "cv")
 if sys.argv[1] == "cv":  # the mean of 3 folds at each round
     xgb.cv(params, train, num_boost_round=int(sys.argv[2]), nfold=3, callbacks=[callback])
     print(callback.run.path, callback.run.state)
@@ -533,13 +534,30 @@ def test_xgboost_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path, 
         assert [s for s, _ in column(history, key)] == [0, 1, 2, 3], key
     assert run.summary["best_iteration"] in range(4)
     assert set(run.summary["feature_importance"]) <= {"f0", "f1", "f2", "f3"}
+    for key in ("train-rmse", "validation-mae"):  # define_metric: a loss's summary is its least
+        assert run.summary[key] == {"min": min(v for _, v in column(history, key))}, key
     if how == "own-run":
         return
+    [model] = localtrack.Api(tmp_path / "store").artifacts(name="xgb/x1_model.json")  # log_model
+    assert model.type == "model" and [f.path for f in model.files()] == ["x1_model.json"]
+    out = Path(model.download(root=tmp_path / "dl")) / "x1_model.json"
+    assert xgb_rounds(out) == 4
     # Continued from the saved 4-round model for 3 rounds more: rounds 4..6 follow on.
     run_ok(tmp_path, [*cmd, "continue", "3"])
     run = localtrack.Api(tmp_path / "store").run("xgb/x1")
     assert column(run.history_table(), "epoch") == [(i, i) for i in range(7)]
     assert run.rewinds == [] and run.state == "finished"
+    models = localtrack.Api(tmp_path / "store").artifacts(name="xgb/x1_model.json")
+    assert [(m.version, m.aliases) for m in models] == [("v0", []), ("v1", ["latest"])]
+    assert xgb_rounds(Path(models[1].download(root=tmp_path / "dl2")) / "x1_model.json") == 7
+
+
+def xgb_rounds(path: Path) -> int:
+    """The boosting rounds of a model XGBoost saved as JSON."""
+    import json
+
+    model = json.loads(path.read_text())["learner"]["gradient_booster"]["model"]
+    return int(model["gbtree_model_param"]["num_trees"])
 
 
 @needs_xgboost
@@ -573,7 +591,7 @@ booster = lgb.train(params, train, num_boost_round=int(sys.argv[2]), valid_sets=
                     callbacks=[localtrack_callback(project="lgb", dir="store", id="g1",
                                                    resume="allow")])
 booster.save_model("saved.txt")
-log_summary(booster)
+log_summary(booster, save_model_checkpoint=True)
 print(localtrack.run.path, localtrack.run.state)
 if sys.argv[3] == "killed":
     import os, signal
@@ -594,6 +612,11 @@ def test_lightgbm_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path)
     assert [s for s, _ in column(history, "valid_0_l1")] == list(range(5))
     assert run.summary["best_score"]["valid_0_l2"] == column(history, "valid_0_l2")[-1][1]
     assert set(run.summary["feature_importance"]) == {f"Column_{i}" for i in range(4)}
+    for key in ("valid_0_l2", "valid_0_l1"):  # define_metric: an l1/l2's summary is its least
+        assert run.summary[key] == {"min": min(v for _, v in column(history, key))}, key
+    [model] = localtrack.Api(tmp_path / "store").artifacts(name="lgb/model_g1")
+    # best_iteration 0 (no early stopping): the whole model, as W&B names it
+    assert model.aliases == ["latest", "best"] and [f.path for f in model.files()] == ["model_ckpt_0.txt"]
 
     # Continued from the saved model for 3 rounds: iterations 5..7 follow on, same run.
     proc = subprocess.run([*cmd, "more", "3", "killed"], cwd=tmp_path, env=env(),
@@ -602,3 +625,29 @@ def test_lightgbm_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path)
     run = localtrack.Api(tmp_path / "store").run("lgb/g1")
     assert column(run.history_table(), "iteration") == [(i, i) for i in range(8)]
     assert run.state != "finished"
+    models = localtrack.Api(tmp_path / "store").artifacts(name="lgb/model_g1")
+    assert [(m.version, m.aliases) for m in models] == [("v0", []), ("v1", ["latest", "best"])]
+    assert [f.path for f in models[1].files()] == ["model_ckpt_0.txt"]
+
+
+@needs_lightgbm
+def test_lightgbm_cv_writes_the_folds_mean_and_deviation(tmp_path: Path) -> None:
+    code = """
+    import numpy as np
+    import lightgbm as lgb
+    import localtrack
+    from localtrack.integrations.lightgbm import wandb_callback
+
+    localtrack.init(project="lgb", dir="store", id="cv")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((90, 4)), rng.random(90)
+    lgb.cv({"objective": "regression", "metric": ["l2", "auc"], "num_leaves": 4, "verbose": -1},
+           lgb.Dataset(x, y > 0.5), num_boost_round=3, nfold=3, stratified=False,
+           callbacks=[wandb_callback()])
+    """
+    run_ok(tmp_path, script(tmp_path, code))
+    run = localtrack.Api(tmp_path / "store").run("lgb/cv")
+    history = run.history_table()
+    for key in ("iteration", "valid_l2-mean", "valid_l2-stdv", "valid_auc-mean", "valid_auc-stdv"):
+        assert [s for s, _ in column(history, key)] == [0, 1, 2], key
+    assert run.summary["valid_l2-stdv"] == column(history, "valid_l2-stdv")[-1][1]

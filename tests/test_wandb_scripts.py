@@ -82,6 +82,11 @@ def lightgbm_regression(api: localtrack.Api) -> None:
         assert steps(run, key) == list(range(best + 5)), key
     assert run.summary["best_score"]["validation_rmse"] == values(run, "validation_rmse")[best - 1]
     assert len(run.summary["feature_importance"]) == 28
+    # log_summary(save_model_checkpoint=True): the model at its best iteration
+    [model] = api.artifacts(name=f"uncategorized/model_{run.id}")
+    assert model.aliases == ["latest", "best"]
+    assert [f.path for f in model.files()] == [f"model_ckpt_{best}.txt"]
+    assert run.summary["validation_rmse"] == {"min": min(values(run, "validation_rmse"))}
 
 
 def keras_metrics_logger(api: localtrack.Api) -> None:

@@ -9,6 +9,9 @@ resumed for a later call.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+from collections.abc import Callable, Collection
 from typing import Any
 
 import localtrack
@@ -81,3 +84,27 @@ def plain(value: Any) -> Any:
     if callable(item) and getattr(value, "ndim", None) == 0:
         return plain(item())
     return getattr(value, "__name__", None) or str(value)
+
+
+def define_best(run: localtrack.Run, key: str, metric: str, minimize: Collection[str],
+                maximize: Collection[str]) -> None:
+    """As W&B's XGBoost and LightGBM callbacks do (``define_metric=True``): the summary of
+    ``key`` is its best value, the least of a loss or a metric in ``minimize``, the greatest of
+    one in ``maximize`` (others keep the last value)."""
+    name = metric.lower()
+    if "loss" in name or name in minimize:
+        run.define_metric(key, summary="min")
+    elif name in maximize:
+        run.define_metric(key, summary="max")
+
+
+def log_model_file(run: localtrack.Run, artifact: str, filename: str,
+                   save: Callable[[str], object], aliases: list[str] | None = None) -> None:
+    """Save a model with ``save(path)`` into a scratch folder and log that file as the next
+    version of the ``artifact`` (type "model"); the store keeps its own copy."""
+    with tempfile.TemporaryDirectory(prefix="localtrack-model-") as scratch:
+        path = os.path.join(scratch, filename)
+        save(path)
+        model = localtrack.Artifact(artifact, "model")
+        model.add_file(path)
+        run.log_artifact(model, aliases=aliases)

@@ -21,7 +21,6 @@ when training ends.
 from __future__ import annotations
 
 import abc
-import logging
 import os
 from typing import Any
 
@@ -32,8 +31,6 @@ import localtrack
 from ._common import RunHandle, plain
 
 __all__ = ["LocaltrackCallback", "WandbEvalCallback", "WandbMetricsLogger", "WandbModelCheckpoint"]
-
-log = logging.getLogger("localtrack")
 
 
 class LocaltrackCallback(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is not type-checked here
