@@ -220,6 +220,30 @@ def test_lightning_killed_and_restarted_from_its_checkpoint(tmp_path: Path) -> N
     assert archived == [10, 11]
 
 
+@needs_lightning
+def test_lightning_log_image_refuses_what_is_not_a_list_of_items(tmp_path: Path) -> None:
+    code = """
+    import numpy as np
+    from localtrack.errors import InvalidValueError, UnsupportedTypeError
+    from localtrack.integrations.lightning import WandbLogger
+    logger = WandbLogger(project="lit", dir="store")
+    img = np.zeros((4, 4), dtype=np.uint8)
+    for images, kwargs, error in [(img, {}, UnsupportedTypeError),
+                                  ([img, img], {"caption": ["one"]}, InvalidValueError),
+                                  ([img], {"caption": "one"}, InvalidValueError)]:
+        try:
+            logger.log_image("samples", images, **kwargs)
+        except error as e:
+            print(e)
+        else:
+            raise SystemExit(f"log_image({images!r}, {kwargs}) was taken")
+    """
+    out = run_ok(tmp_path, script(tmp_path, code)).stdout.splitlines()
+    assert out[0] == "log_image('samples', images=...) takes a list, got ndarray; pass [image] for one."
+    assert all("give a list of one value per item (" in line for line in out[1:]) and len(out) == 3
+    assert not (tmp_path / "store").exists()  # refused before any run was opened
+
+
 TRANSFORMERS = """
 import os, sys
 import torch

@@ -142,6 +142,27 @@ def sweep_quickstart(api: localtrack.Api) -> None:
         assert values(run, "score") == [pytest.approx(run.config["x"] ** 3 + run.config["y"])]
 
 
+def lightning_logger_media(api: localtrack.Api) -> None:
+    run = only_run(api, "uncategorized")
+    assert run.config["lr"] == 0.001 and run.config["n_layer_2"] == 256  # save_hyperparameters
+    assert (run.config["dataset"], run.config["val_size"], run.config["batch_size"]) == (
+        "random-28x28", 32, 16)
+    assert steps(run, "train_loss") == [1, 3, 5, 7]  # log_every_n_steps=2, 4 batches an epoch
+    assert steps(run, "val_accuracy") == [3, 7]
+    assert run.summary["val_accuracy"] == {"max": max(values(run, "val_accuracy"))}
+    # the first validation batch of the sanity check and of each epoch, at Lightning's step
+    images, tables = run.media("sample_images"), run.media("sample_table")
+    assert [s for s, _ in images] == [0, 3, 7] and all(len(imgs) == 16 for _, imgs in images)
+    assert [s for s, _ in tables] == [0, 3, 7]
+    for _, table in tables:
+        assert table.columns == ["image", "ground truth", "prediction"] and len(table.data) == 16
+        assert all(row[0].size == (28, 28) and row[1] in range(10) for row in table.data)
+    assert any(key.startswith("gradients/layer_1") for key in run.history_table().column_names)
+    versions = api.artifacts(name=f"uncategorized/model-{run.id}")  # log_model="all"
+    assert versions and all(v.type == "model" for v in versions)
+    assert "best" in api.artifact(f"uncategorized/model-{run.id}:best").aliases
+
+
 def missing(call: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=f"localtrack has no {call} yet")
 
@@ -166,6 +187,8 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[localtrack.Api], None],
     ("launch_quickstart.py", (), launch_quickstart,
      [needs("torch")]),
     ("sweep_quickstart.py", (), sweep_quickstart, []),
+    ("lightning_logger_media.py", (), lightning_logger_media,
+     [needs("lightning", "torchmetrics")]),
 ]
 
 

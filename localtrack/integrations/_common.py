@@ -28,6 +28,7 @@ class RunHandle:
         self._owns = False  # whether finish() finishes it (not a run the script started)
         self._checked_restart = False  # log_at's check, made at its first row
         self._offset = 0  # added by log_at to the framework's steps
+        self._here: tuple[int, set[str]] = (-1, set())  # log_here's step, and its keys there
 
     def open(self) -> localtrack.Run:
         if self.run is None and localtrack.run is not None:
@@ -64,6 +65,22 @@ class RunHandle:
             elif step < run.step:
                 self._offset = run.step - step
         run.log(row, step=step + self._offset)
+        return run
+
+    def log_here(self, row: dict[str, Any]) -> localtrack.Run:
+        """Log ``row`` at the step the run is at, joining the row the framework logs there at
+        its own step (before or after: the step stays open). Were a key of ``row`` already
+        logged there by this handle, the step is committed first: no value is overwritten, and
+        no row lands behind the run's step, to be dropped."""
+        run = self.writable()
+        step, keys = self._here
+        if run.step != step:
+            step, keys = run.step, set()
+        elif not keys.isdisjoint(row):
+            run.log()  # commits the step this handle left open
+            step, keys = run.step, set()
+        run.log(row, commit=False)
+        self._here = (step, keys | set(row))
         return run
 
     def finish(self, exit_code: int) -> None:

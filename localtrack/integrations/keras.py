@@ -179,7 +179,6 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):  # type: ignore[misc
         self.pred_table = localtrack.Table(columns=pred_table_columns)
         self.data_table_ref = TableRef(self.data_table)
         self._handle = RunHandle(init_args)
-        self._logged: tuple[int, set[str]] = (-1, set())  # the step this callback's tables are at
 
     @property
     def run(self) -> localtrack.Run | None:
@@ -229,12 +228,4 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):  # type: ignore[misc
         self._log_table(table_name, self.pred_table)
 
     def _log_table(self, key: str, table: localtrack.Table) -> None:
-        run = self._handle.writable()
-        step, keys = self._logged
-        if run.step != step:
-            step, keys = run.step, set()
-        elif key in keys:  # nothing moved the step on since this table was logged
-            run.log()  # commits the step this callback left open
-            step, keys = run.step, set()
-        run.log({key: table}, commit=False)  # joins the step, open for a metrics row
-        self._logged = (step, keys | {key})
+        self._handle.log_here({key: table})
