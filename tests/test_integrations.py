@@ -244,6 +244,54 @@ def test_lightning_log_image_refuses_what_is_not_a_list_of_items(tmp_path: Path)
     assert not (tmp_path / "store").exists()  # refused before any run was opened
 
 
+FABRIC = """
+import sys
+import torch
+import lightning as L
+import localtrack
+from localtrack.integrations.fabric import LocaltrackLogger, WandbLogger
+
+assert WandbLogger is LocaltrackLogger
+wandb_logger = WandbLogger(project="fab", dir="store", id="f1", log_model=False)
+wandb_logger.log_hyperparams({"lr": 0.1, "batch_size": 4})
+localtrack.define_metric("val_accuracy", summary="max")  # the logger opened the run: active
+fabric = L.Fabric(accelerator="cpu", devices=1, loggers=[wandb_logger])
+fabric.launch()
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+model, optimizer = fabric.setup(model, optimizer)
+loader = fabric.setup_dataloaders(torch.utils.data.DataLoader(
+    torch.utils.data.TensorDataset(torch.randn(16, 3), torch.randn(16, 1)), batch_size=4))
+for epoch in range(2):
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        fabric.backward(loss)
+        optimizer.step()
+        fabric.log_dict({"loss": loss})  # no step: one per call
+    fabric.log("val_accuracy", [0.5, 0.25][epoch])
+fabric.log_dict({"at": 1.0}, step=20)
+if sys.argv[1] == "finalize":
+    fabric.logger.finalize("success")
+    print(wandb_logger.experiment.state)
+"""
+
+
+@needs_lightning
+@pytest.mark.parametrize("end", ["finalize", "exit"])
+def test_lightning_fabric_logger_writes_a_run(tmp_path: Path, end: str) -> None:
+    out = run_ok(tmp_path, [*script(tmp_path, FABRIC), end]).stdout
+    assert out.split()[-1:] == (["finished"] if end == "finalize" else [])
+    run = localtrack.Api(tmp_path / "store").run("fab/f1")
+    assert run.state == "finished" and run.config == {"lr": 0.1, "batch_size": 4}
+    history = run.history_table()
+    assert [s for s, _ in column(history, "loss")] == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert [s for s, _ in column(history, "val_accuracy")] == [4, 9]
+    assert run.summary["val_accuracy"] == {"max": 0.5}
+    assert column(history, "at") == [(20, 1.0)]
+
+
 TRANSFORMERS = """
 import os, sys
 import torch

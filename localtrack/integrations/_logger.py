@@ -35,6 +35,10 @@ class LoggerBody:
     """What LocaltrackLogger does; each package's module adds its ``Logger`` base and
     ``experiment`` (rank zero's run, Lightning's stand-in elsewhere)."""
 
+    # Whether a row logged without a step joins the step the run is at (the Trainer logs its
+    # own rows at its step) or is a step of its own (Fabric's loggers count one per call).
+    JOINS = True
+
     def __init__(self, name: str | None = None, save_dir: str | None = None,
                  version: str | None = None, offline: bool = False, dir: str | None = None,
                  id: str | None = None, anonymous: bool | None = None, project: str | None = None,
@@ -87,8 +91,10 @@ class LoggerBody:
         if not rank_zero():
             return
         row = {f"{self._prefix}-{k}" if self._prefix else k: v for k, v in metrics.items()}
-        if step is None:  # the user's call (log_image, ...): at the step Lightning is at
-            self._handle.log_here(row)
+        if step is None and self.JOINS:  # the user's call (log_image, ...): at the step
+            self._handle.log_here(row)  # Lightning is at
+        elif step is None:
+            self._handle.writable().log(row)
         else:  # rewinds the run if Lightning restored a checkpoint behind it
             self._handle.log_at(row, step)
 
