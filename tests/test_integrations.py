@@ -315,12 +315,13 @@ model = BertForSequenceClassification(BertConfig(
     intermediate_size=16, max_position_embeddings=16, num_labels=2))
 args = TrainingArguments(output_dir="out", report_to="none", max_steps=6, logging_steps=2,
                          per_device_train_batch_size=4, eval_strategy="steps", eval_steps=3,
-                         save_strategy="no", use_cpu=True, learning_rate=0.01, run_name="tiny",
-                         disable_tqdm=True)
+                         save_strategy="steps" if len(sys.argv) > 2 else "no", save_steps=3,
+                         use_cpu=True, learning_rate=0.01, run_name="tiny", disable_tqdm=True)
 mine = sys.argv[1] == "own-run"
 if mine:  # the script's own run: the callback logs to it and leaves it open
     localtrack.init(project="hf", dir="store", config={"mine": 1})
-callback = LocaltrackCallback(project="hf", dir="store")
+more = {"log_model": sys.argv[2], "watch": "all"} if len(sys.argv) > 2 else {}
+callback = LocaltrackCallback(project="hf", dir="store", **more)
 Trainer(model=model, args=args, train_dataset=Data(), eval_dataset=Data(),
         callbacks=[callback]).train()
 print(callback.run.path, callback.run.state)
@@ -328,6 +329,34 @@ if mine:
     localtrack.log({"after": 1.0})
     localtrack.finish()
 """
+
+
+@needs_transformers
+@pytest.mark.parametrize("log_model", ["checkpoint", "end"])
+def test_transformers_log_model_stores_the_model_as_artifacts(tmp_path: Path,
+                                                               log_model: str) -> None:
+    path = run_ok(tmp_path, [*script(tmp_path, TRANSFORMERS), "callback-run", log_model]
+                  ).stdout.split()[-2]
+    api = localtrack.Api(tmp_path / "store")
+    run = api.run(path)
+    assert run.config["model/num_parameters"] > 0
+    versions = api.artifacts(name="hf/model-tiny")  # run_name="tiny" names it, as W&B's
+    # "checkpoint": each checkpoint folder, then (as "end") the final model
+    saves = [["checkpoint_global_step_3", "epoch_0.38"], ["checkpoint_global_step_6", "epoch_0.75"]]
+    assert [v.aliases for v in versions] == [
+        ["base_model"], *(saves if log_model == "checkpoint" else []), ["latest", "final_model"]]
+    assert all(v.type == "model" and v.logged_by().id == run.id for v in versions)
+    assert [f.path for f in versions[0].files()] == ["model_architecture.txt"]
+    assert versions[0].metadata["initial_model"] is True
+    final = {f.path for f in versions[-1].files()}
+    assert {"config.json", "model.safetensors", "model_architecture.txt"} <= final
+    assert versions[-1].metadata["final_model"] is True
+    assert versions[-1].metadata["train_loss"] == run.summary["train_loss"]
+    if log_model == "checkpoint":  # the checkpoint folders as Transformers wrote them
+        assert all("trainer_state.json" in {f.path for f in v.files()} for v in versions[1:3])
+    names = run.history_table().column_names  # watch="all": parameters and gradients
+    assert any(k.startswith("parameters/") for k in names)
+    assert any(k.startswith("gradients/") for k in names)
 
 
 @needs_transformers
