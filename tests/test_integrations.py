@@ -547,8 +547,8 @@ class ClfEval(wandb.keras.WandbEvalCallback):
         preds = self.model.predict(self.x, verbose=0).argmax(axis=-1)
         ref = self.data_table_ref
         for idx in ref.get_index():
-            self.pred_table.add_data(epoch, ref.data[idx][0], ref.data[idx][1], ref.data[idx][2],
-                                     preds[idx])
+            self.pred_table.add_data(epoch, ref[idx][0], ref.data[idx][1], ref.data[idx][2],
+                                     preds[idx])  # W&B's ref[row][column] and ref.data
 
 
 how = sys.argv[1]

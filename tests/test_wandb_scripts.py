@@ -163,6 +163,23 @@ def lightning_logger_media(api: localtrack.Api) -> None:
     assert "best" in api.artifact(f"uncategorized/model-{run.id}:best").aliases
 
 
+def keras_checkpoint_eval(api: localtrack.Api) -> None:
+    run = only_run(api, "uncategorized")
+    assert run.config == {"hyper": "parameter"}
+    assert steps(run, "epoch/val_accuracy") == [0, 1]
+    [(step, data)] = run.media("val_data")
+    assert step == 0 and data.columns == ["idx", "image", "label"] and len(data.data) == 12
+    tables = run.media("eval_data")  # beside each epoch's metrics
+    assert [s for s, _ in tables] == [0, 1]
+    for epoch, (_, table) in enumerate(tables):
+        assert [row[:2] for row in table.data] == [[epoch, i] for i in range(12)]
+        assert [row[3] for row in table.data] == [row[2] for row in data.data]  # the labels
+        assert all(row[2].size == (8, 8) and row[4] in (0, 1, 2) for row in table.data)
+    versions = api.artifacts(name=f"uncategorized/run_{run.id}_model")
+    assert [v.aliases for v in versions] == [["epoch_0"], ["latest", "epoch_1"]]
+    assert all([f.path for f in v.files()] == ["models.keras"] for v in versions)
+
+
 def missing(call: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=f"localtrack has no {call} yet")
 
@@ -187,6 +204,7 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[localtrack.Api], None],
     ("launch_quickstart.py", (), launch_quickstart,
      [needs("torch")]),
     ("sweep_quickstart.py", (), sweep_quickstart, []),
+    ("keras_checkpoint_eval.py", (), keras_checkpoint_eval, [needs("keras", "torch")]),
     ("lightning_logger_media.py", (), lightning_logger_media,
      [needs("lightning", "torchmetrics")]),
 ]

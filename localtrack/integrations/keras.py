@@ -150,7 +150,8 @@ class WandbModelCheckpoint(keras.callbacks.ModelCheckpoint):  # type: ignore[mis
 
 class TableRef:
     """The logged ``data_table`` as W&B's ``data_table_ref`` offers it: its ``columns``,
-    ``data``, and ``get_index()`` (the row indexes, for a prediction table to refer to)."""
+    ``data`` (also as ``ref[row][column]``), and ``get_index()`` (the row indexes, for a
+    prediction table to refer to)."""
 
     def __init__(self, table: localtrack.Table) -> None:
         self.columns = table.columns
@@ -158,6 +159,12 @@ class TableRef:
 
     def get_index(self) -> list[int]:
         return list(range(len(self.data)))
+
+    def __getitem__(self, row: int) -> list[Any]:
+        return self.data[row]
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):  # type: ignore[misc]
