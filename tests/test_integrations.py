@@ -587,6 +587,22 @@ def test_keras_eval_callback_logs_its_tables(tmp_path: Path, how: str) -> None:
     assert metrics == ([] if how == "alone" else [0, 1, 2])
 
 
+@needs_keras
+def test_keras_model_checkpoint_refuses_a_keras_before_3_10(tmp_path: Path) -> None:
+    code = """
+    import keras
+    from localtrack.errors import UsageError
+    from localtrack.integrations.keras import WandbModelCheckpoint
+    del keras.callbacks.ModelCheckpoint._should_save_model  # as Keras 3.9 was: it decides inline
+    try:
+        WandbModelCheckpoint("m.keras")
+    except UsageError as e:
+        print(e)
+    """
+    out = run_ok(tmp_path, script(tmp_path, code)).stdout
+    assert "WandbModelCheckpoint needs Keras 3.10 or later" in out and "pip install -U keras" in out
+
+
 XGBOOST = """
 import sys
 import numpy as np

@@ -105,6 +105,10 @@ class WandbModelCheckpoint(keras.callbacks.ModelCheckpoint):  # type: ignore[mis
                  verbose: int = 0, save_best_only: bool = False, save_weights_only: bool = False,
                  mode: str = "auto", save_freq: str | int = "epoch",
                  initial_value_threshold: float | None = None, **init_args: Any) -> None:
+        if not hasattr(keras.callbacks.ModelCheckpoint, "_should_save_model"):  # Keras < 3.10
+            raise localtrack.errors.UsageError(
+                f"WandbModelCheckpoint needs Keras 3.10 or later to know which epochs saved a "
+                f"file; this is Keras {keras.__version__}: pip install -U keras.")
         super().__init__(filepath=filepath, monitor=monitor, verbose=verbose,
                          save_best_only=save_best_only, save_weights_only=save_weights_only,
                          mode=mode, save_freq=save_freq,
