@@ -218,9 +218,25 @@ def sync(to: str | _os.PathLike[str], *, dir: str | _os.PathLike[str] | None = N
                  max_lag=max_lag)
 
 
+# W&B's integrations as attributes of the module (``wandb.xgboost.WandbCallback``): each
+# imports its framework, so it is imported when first named, never by ``import localtrack``.
+_INTEGRATIONS = ("keras", "lightgbm", "xgboost")
+
+
 def __getattr__(name: str) -> _Any:
     if name in ("run", "config", "summary"):
         from . import _session
 
         return _session.module_attr(name)
+    if name in _INTEGRATIONS:
+        import importlib
+
+        from .errors import UsageError
+
+        try:
+            return importlib.import_module(f"{__name__}.integrations.{name}")
+        except ModuleNotFoundError as exc:
+            needed = (exc.name or name).partition(".")[0]
+            raise UsageError(f"localtrack.{name} (W&B's wandb.{name}) needs {needed}: pip "
+                             f"install {needed}, or 'localtrack[integrations]'.") from exc
     raise AttributeError(f"module 'localtrack' has no attribute {name!r}")

@@ -69,6 +69,41 @@ def test_import_localtrack_loads_no_framework() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@needs_keras
+@needs_xgboost
+@needs_lightgbm
+def test_wandb_module_attributes_are_the_integrations(tmp_path: Path) -> None:
+    """``wandb.xgboost.WandbCallback``, ``wandb.lightgbm.log_summary``, ``wandb.keras.*``:
+    imported when first named."""
+    code = """
+    import sys
+    import localtrack
+    assert "xgboost" not in sys.modules
+    import localtrack.integrations.keras, localtrack.integrations.lightgbm, localtrack.integrations.xgboost
+    assert localtrack.xgboost is localtrack.integrations.xgboost
+    assert localtrack.lightgbm is localtrack.integrations.lightgbm
+    assert localtrack.keras is localtrack.integrations.keras
+    assert localtrack.xgboost.wandb_callback().__class__ is localtrack.xgboost.WandbCallback
+    print(sorted(m for m in ("keras", "lightgbm", "xgboost") if hasattr(localtrack, m)))
+    """
+    assert run_ok(tmp_path, script(tmp_path, code)).stdout.split() == ["['keras',", "'lightgbm',",
+                                                                       "'xgboost']"]
+
+
+def test_a_wandb_module_attribute_without_its_framework_says_what_to_install(tmp_path: Path) -> None:
+    code = """
+    import sys
+    sys.modules["xgboost"] = None  # as if xgboost were not installed
+    import localtrack
+    try:
+        localtrack.xgboost
+    except localtrack.errors.UsageError as e:
+        print(e)
+    """
+    out = run_ok(tmp_path, script(tmp_path, code)).stdout
+    assert "localtrack.xgboost (W&B's wandb.xgboost) needs xgboost: pip install xgboost" in out
+
+
 LIGHTNING = """
 import os, sys, time
 import torch
@@ -185,6 +220,78 @@ def test_lightning_killed_and_restarted_from_its_checkpoint(tmp_path: Path) -> N
     assert archived == [10, 11]
 
 
+@needs_lightning
+def test_lightning_log_image_refuses_what_is_not_a_list_of_items(tmp_path: Path) -> None:
+    code = """
+    import numpy as np
+    from localtrack.errors import InvalidValueError, UnsupportedTypeError
+    from localtrack.integrations.lightning import WandbLogger
+    logger = WandbLogger(project="lit", dir="store")
+    img = np.zeros((4, 4), dtype=np.uint8)
+    for images, kwargs, error in [(img, {}, UnsupportedTypeError),
+                                  ([img, img], {"caption": ["one"]}, InvalidValueError),
+                                  ([img], {"caption": "one"}, InvalidValueError)]:
+        try:
+            logger.log_image("samples", images, **kwargs)
+        except error as e:
+            print(e)
+        else:
+            raise SystemExit(f"log_image({images!r}, {kwargs}) was taken")
+    """
+    out = run_ok(tmp_path, script(tmp_path, code)).stdout.splitlines()
+    assert out[0] == "log_image('samples', images=...) takes a list, got ndarray; pass [image] for one."
+    assert all("give a list of one value per item (" in line for line in out[1:]) and len(out) == 3
+    assert not (tmp_path / "store").exists()  # refused before any run was opened
+
+
+FABRIC = """
+import sys
+import torch
+import lightning as L
+import localtrack
+from localtrack.integrations.fabric import LocaltrackLogger, WandbLogger
+
+assert WandbLogger is LocaltrackLogger
+wandb_logger = WandbLogger(project="fab", dir="store", id="f1", log_model=False)
+wandb_logger.log_hyperparams({"lr": 0.1, "batch_size": 4})
+localtrack.define_metric("val_accuracy", summary="max")  # the logger opened the run: active
+fabric = L.Fabric(accelerator="cpu", devices=1, loggers=[wandb_logger])
+fabric.launch()
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+model, optimizer = fabric.setup(model, optimizer)
+loader = fabric.setup_dataloaders(torch.utils.data.DataLoader(
+    torch.utils.data.TensorDataset(torch.randn(16, 3), torch.randn(16, 1)), batch_size=4))
+for epoch in range(2):
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        fabric.backward(loss)
+        optimizer.step()
+        fabric.log_dict({"loss": loss})  # no step: one per call
+    fabric.log("val_accuracy", [0.5, 0.25][epoch])
+fabric.log_dict({"at": 1.0}, step=20)
+if sys.argv[1] == "finalize":
+    fabric.logger.finalize("success")
+    print(wandb_logger.experiment.state)
+"""
+
+
+@needs_lightning
+@pytest.mark.parametrize("end", ["finalize", "exit"])
+def test_lightning_fabric_logger_writes_a_run(tmp_path: Path, end: str) -> None:
+    out = run_ok(tmp_path, [*script(tmp_path, FABRIC), end]).stdout
+    assert out.split()[-1:] == (["finished"] if end == "finalize" else [])
+    run = localtrack.Api(tmp_path / "store").run("fab/f1")
+    assert run.state == "finished" and run.config == {"lr": 0.1, "batch_size": 4}
+    history = run.history_table()
+    assert [s for s, _ in column(history, "loss")] == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert [s for s, _ in column(history, "val_accuracy")] == [4, 9]
+    assert run.summary["val_accuracy"] == {"max": 0.5}
+    assert column(history, "at") == [(20, 1.0)]
+
+
 TRANSFORMERS = """
 import os, sys
 import torch
@@ -208,12 +315,13 @@ model = BertForSequenceClassification(BertConfig(
     intermediate_size=16, max_position_embeddings=16, num_labels=2))
 args = TrainingArguments(output_dir="out", report_to="none", max_steps=6, logging_steps=2,
                          per_device_train_batch_size=4, eval_strategy="steps", eval_steps=3,
-                         save_strategy="no", use_cpu=True, learning_rate=0.01, run_name="tiny",
-                         disable_tqdm=True)
+                         save_strategy="steps" if len(sys.argv) > 2 else "no", save_steps=3,
+                         use_cpu=True, learning_rate=0.01, run_name="tiny", disable_tqdm=True)
 mine = sys.argv[1] == "own-run"
 if mine:  # the script's own run: the callback logs to it and leaves it open
     localtrack.init(project="hf", dir="store", config={"mine": 1})
-callback = LocaltrackCallback(project="hf", dir="store")
+more = {"log_model": sys.argv[2], "watch": "all"} if len(sys.argv) > 2 else {}
+callback = LocaltrackCallback(project="hf", dir="store", **more)
 Trainer(model=model, args=args, train_dataset=Data(), eval_dataset=Data(),
         callbacks=[callback]).train()
 print(callback.run.path, callback.run.state)
@@ -221,6 +329,34 @@ if mine:
     localtrack.log({"after": 1.0})
     localtrack.finish()
 """
+
+
+@needs_transformers
+@pytest.mark.parametrize("log_model", ["checkpoint", "end"])
+def test_transformers_log_model_stores_the_model_as_artifacts(tmp_path: Path,
+                                                               log_model: str) -> None:
+    path = run_ok(tmp_path, [*script(tmp_path, TRANSFORMERS), "callback-run", log_model]
+                  ).stdout.split()[-2]
+    api = localtrack.Api(tmp_path / "store")
+    run = api.run(path)
+    assert run.config["model/num_parameters"] > 0
+    versions = api.artifacts(name="hf/model-tiny")  # run_name="tiny" names it, as W&B's
+    # "checkpoint": each checkpoint folder, then (as "end") the final model
+    saves = [["checkpoint_global_step_3", "epoch_0.38"], ["checkpoint_global_step_6", "epoch_0.75"]]
+    assert [v.aliases for v in versions] == [
+        ["base_model"], *(saves if log_model == "checkpoint" else []), ["latest", "final_model"]]
+    assert all(v.type == "model" and v.logged_by().id == run.id for v in versions)
+    assert [f.path for f in versions[0].files()] == ["model_architecture.txt"]
+    assert versions[0].metadata["initial_model"] is True
+    final = {f.path for f in versions[-1].files()}
+    assert {"config.json", "model.safetensors", "model_architecture.txt"} <= final
+    assert versions[-1].metadata["final_model"] is True
+    assert versions[-1].metadata["train_loss"] == run.summary["train_loss"]
+    if log_model == "checkpoint":  # the checkpoint folders as Transformers wrote them
+        assert all("trainer_state.json" in {f.path for f in v.files()} for v in versions[1:3])
+    names = run.history_table().column_names  # watch="all": parameters and gradients
+    assert any(k.startswith("parameters/") for k in names)
+    assert any(k.startswith("gradients/") for k in names)
 
 
 @needs_transformers
@@ -328,6 +464,145 @@ def test_keras_callback_refuses_a_bad_log_freq(tmp_path: Path) -> None:
     assert not (tmp_path / "localtrack-runs").exists()  # no run was opened
 
 
+KERAS_CHECKPOINT = """
+import sys
+import numpy as np
+import keras
+import localtrack as wandb
+
+keras.utils.set_random_seed(0)
+x, y = np.random.rand(32, 3).astype("float32"), np.random.rand(32, 1).astype("float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+
+
+class Score(keras.callbacks.Callback):  # a monitored value that improves at epochs 0, 1, 3
+    def on_epoch_end(self, epoch, logs=None):
+        logs["score"] = [3.0, 1.0, 2.0, 0.5][epoch]
+
+
+if sys.argv[1] == "best":
+    run = wandb.init(project="keras", dir="store", id="best")
+    ckpt = wandb.keras.WandbModelCheckpoint("ckpt/model-{epoch:02d}.keras", monitor="score",
+                                            mode="min", save_best_only=True)
+    callbacks = [Score(), ckpt, wandb.keras.WandbMetricsLogger()]
+else:
+    ckpt = wandb.keras.WandbModelCheckpoint("ckpt/w.weights.h5", save_weights_only=True,
+                                            save_freq=2, project="keras", dir="store", id="batches")
+    callbacks = [Score(), ckpt]
+model.fit(x, y, batch_size=8, epochs=4, callbacks=callbacks, verbose=0)
+print(ckpt.run.path, ckpt.run.state)
+"""
+
+
+@needs_keras
+def test_keras_model_checkpoint_logs_each_save_as_an_artifact_version(tmp_path: Path) -> None:
+    cmd = script(tmp_path, KERAS_CHECKPOINT)
+    # save_best_only: epochs 0, 1 and 3 improve the score, epoch 2 does not and logs nothing.
+    assert run_ok(tmp_path, [*cmd, "best"]).stdout.split()[-2:] == ["keras/best", "running"]
+    api = localtrack.Api(tmp_path / "store")
+    versions = api.artifacts(name="keras/run_best_model")
+    assert [(v.version, v.aliases) for v in versions] == [
+        ("v0", ["epoch_0"]), ("v1", ["epoch_1"]), ("v2", ["latest", "best", "epoch_3"])]
+    assert [[f.path for f in v.files()] for v in versions] == [
+        ["model-01.keras"], ["model-02.keras"], ["model-04.keras"]]
+    assert all(v.type == "model" and v.logged_by().id == "best" for v in versions)
+    out = Path(api.artifact("keras/run_best_model:best").download(root=tmp_path / "dl"))
+    assert (out / "model-04.keras").read_bytes() == (tmp_path / "ckpt" / "model-04.keras").read_bytes()
+    run = api.run("keras/best")  # the metrics logger beside it wrote the script's run
+    assert run.state == "finished"
+    assert [s for s, _ in column(run.history_table(), "epoch/loss")] == [0, 1, 2, 3]
+
+    # Weights every 2 batches (4 an epoch), no run active: the callback opens one and finishes it.
+    assert run_ok(tmp_path, [*cmd, "batches"]).stdout.split()[-2:] == ["keras/batches", "finished"]
+    versions = api.artifacts(name="keras/run_batches_model")
+    assert [v.aliases[-1] for v in versions] == [f"epoch_{e}_batch_{b}" for e in range(4) for b in (1, 3)]
+    assert versions[-1].aliases[0] == "latest" and api.run("keras/batches").state == "finished"
+    assert {f.path for v in versions for f in v.files()} == {"w.weights.h5"}
+
+
+KERAS_EVAL = """
+import sys
+import numpy as np
+import keras
+import localtrack as wandb
+
+keras.utils.set_random_seed(0)
+x = np.random.rand(6, 4).astype("float32")
+y = np.array([0, 1, 2, 0, 1, 2])
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+
+
+class ClfEval(wandb.keras.WandbEvalCallback):
+    def __init__(self, validation_data, data_table_columns, pred_table_columns, **init_args):
+        super().__init__(data_table_columns, pred_table_columns, **init_args)
+        self.x, self.y = validation_data
+
+    def add_ground_truth(self, logs=None):
+        for idx, (row, label) in enumerate(zip(self.x, self.y)):
+            self.data_table.add_data(idx, wandb.Image(np.tile(row, (4, 1))), label)
+
+    def add_model_predictions(self, epoch, logs=None):
+        preds = self.model.predict(self.x, verbose=0).argmax(axis=-1)
+        ref = self.data_table_ref
+        for idx in ref.get_index():
+            self.pred_table.add_data(epoch, ref[idx][0], ref.data[idx][1], ref.data[idx][2],
+                                     preds[idx])  # W&B's ref[row][column] and ref.data
+
+
+how = sys.argv[1]
+where = {"project": "keras", "dir": "store", "id": how}
+if how != "alone":  # W&B's way: init() first; else the callback opens the run itself
+    wandb.init(**where)
+evals = ClfEval((x, y), ["idx", "image", "label"], ["epoch", "idx", "image", "label", "pred"],
+                **(where if how == "alone" else {}))
+metrics = [wandb.keras.WandbMetricsLogger()] if how != "alone" else []
+callbacks = [evals, *metrics] if how == "eval-first" else [*metrics, evals]
+model.fit(x, y, epochs=3, callbacks=callbacks, verbose=0)
+print(evals.run.path, evals.run.state)
+"""
+
+
+@needs_keras
+@pytest.mark.parametrize("how", ["eval-first", "eval-last", "alone"])
+def test_keras_eval_callback_logs_its_tables(tmp_path: Path, how: str) -> None:
+    out = run_ok(tmp_path, [*script(tmp_path, KERAS_EVAL), how]).stdout
+    assert out.split()[-2:] == [f"keras/{how}", "running" if how != "alone" else "finished"]
+    run = localtrack.Api(tmp_path / "store").run(f"keras/{how}")
+    assert run.state == "finished"
+    [(step, data)] = run.media("val_data")  # the ground truth, once, at the first step
+    assert step == 0 and data.columns == ["idx", "image", "label"]
+    assert [(r[0], r[2]) for r in data.data] == [(i, i % 3) for i in range(6)]
+    assert all(r[1].size == (4, 4) for r in data.data)  # the images, read back as PIL images
+    tables = run.media("eval_data")
+    # a table of predictions per epoch, each at the step of that epoch's metrics row (whichever
+    # callback comes first), or at a step of its own when it is alone
+    assert [s for s, _ in tables] == [0, 1, 2]
+    for epoch, (_, table) in enumerate(tables):
+        assert table.columns == ["epoch", "idx", "image", "label", "pred"]
+        assert [r[:2] for r in table.data] == [[epoch, i] for i in range(6)]
+        assert all(r[4] in (0, 1, 2) for r in table.data)
+    metrics = [s for s, _ in column(run.history_table(), "epoch/loss")]
+    assert metrics == ([] if how == "alone" else [0, 1, 2])
+
+
+@needs_keras
+def test_keras_model_checkpoint_refuses_a_keras_before_3_10(tmp_path: Path) -> None:
+    code = """
+    import keras
+    from localtrack.errors import UsageError
+    from localtrack.integrations.keras import WandbModelCheckpoint
+    del keras.callbacks.ModelCheckpoint._should_save_model  # as Keras 3.9 was: it decides inline
+    try:
+        WandbModelCheckpoint("m.keras")
+    except UsageError as e:
+        print(e)
+    """
+    out = run_ok(tmp_path, script(tmp_path, code)).stdout
+    assert "WandbModelCheckpoint needs Keras 3.10 or later" in out and "pip install -U keras" in out
+
+
 XGBOOST = """
 import sys
 import numpy as np
@@ -343,7 +618,8 @@ if sys.argv[1] == "own-run":  # the script's run: the callback logs to it and le
     localtrack.init(project="xgb", dir="store", id="x1")
     callback = WandbCallback()
 else:
-    callback = LocaltrackCallback(project="xgb", dir="store", id="x1", resume="allow")
+    callback = LocaltrackCallback(project="xgb", dir="store", id="x1", resume="allow",
+                                  log_model=sys.argv[1] != "cv")
 if sys.argv[1] == "cv":  # the mean of 3 folds at each round
     xgb.cv(params, train, num_boost_round=int(sys.argv[2]), nfold=3, callbacks=[callback])
     print(callback.run.path, callback.run.state)
@@ -375,13 +651,30 @@ def test_xgboost_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path, 
         assert [s for s, _ in column(history, key)] == [0, 1, 2, 3], key
     assert run.summary["best_iteration"] in range(4)
     assert set(run.summary["feature_importance"]) <= {"f0", "f1", "f2", "f3"}
+    for key in ("train-rmse", "validation-mae"):  # define_metric: a loss's summary is its least
+        assert run.summary[key] == {"min": min(v for _, v in column(history, key))}, key
     if how == "own-run":
         return
+    [model] = localtrack.Api(tmp_path / "store").artifacts(name="xgb/x1_model.json")  # log_model
+    assert model.type == "model" and [f.path for f in model.files()] == ["x1_model.json"]
+    out = Path(model.download(root=tmp_path / "dl")) / "x1_model.json"
+    assert xgb_rounds(out) == 4
     # Continued from the saved 4-round model for 3 rounds more: rounds 4..6 follow on.
     run_ok(tmp_path, [*cmd, "continue", "3"])
     run = localtrack.Api(tmp_path / "store").run("xgb/x1")
     assert column(run.history_table(), "epoch") == [(i, i) for i in range(7)]
     assert run.rewinds == [] and run.state == "finished"
+    models = localtrack.Api(tmp_path / "store").artifacts(name="xgb/x1_model.json")
+    assert [(m.version, m.aliases) for m in models] == [("v0", []), ("v1", ["latest"])]
+    assert xgb_rounds(Path(models[1].download(root=tmp_path / "dl2")) / "x1_model.json") == 7
+
+
+def xgb_rounds(path: Path) -> int:
+    """The boosting rounds of a model XGBoost saved as JSON."""
+    import json
+
+    model = json.loads(path.read_text())["learner"]["gradient_booster"]["model"]
+    return int(model["gbtree_model_param"]["num_trees"])
 
 
 @needs_xgboost
@@ -415,7 +708,7 @@ booster = lgb.train(params, train, num_boost_round=int(sys.argv[2]), valid_sets=
                     callbacks=[localtrack_callback(project="lgb", dir="store", id="g1",
                                                    resume="allow")])
 booster.save_model("saved.txt")
-log_summary(booster)
+log_summary(booster, save_model_checkpoint=True)
 print(localtrack.run.path, localtrack.run.state)
 if sys.argv[3] == "killed":
     import os, signal
@@ -436,6 +729,11 @@ def test_lightgbm_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path)
     assert [s for s, _ in column(history, "valid_0_l1")] == list(range(5))
     assert run.summary["best_score"]["valid_0_l2"] == column(history, "valid_0_l2")[-1][1]
     assert set(run.summary["feature_importance"]) == {f"Column_{i}" for i in range(4)}
+    for key in ("valid_0_l2", "valid_0_l1"):  # define_metric: an l1/l2's summary is its least
+        assert run.summary[key] == {"min": min(v for _, v in column(history, key))}, key
+    [model] = localtrack.Api(tmp_path / "store").artifacts(name="lgb/model_g1")
+    # best_iteration 0 (no early stopping): the whole model, as W&B names it
+    assert model.aliases == ["latest", "best"] and [f.path for f in model.files()] == ["model_ckpt_0.txt"]
 
     # Continued from the saved model for 3 rounds: iterations 5..7 follow on, same run.
     proc = subprocess.run([*cmd, "more", "3", "killed"], cwd=tmp_path, env=env(),
@@ -444,3 +742,29 @@ def test_lightgbm_train_writes_a_run_and_continues_a_saved_model(tmp_path: Path)
     run = localtrack.Api(tmp_path / "store").run("lgb/g1")
     assert column(run.history_table(), "iteration") == [(i, i) for i in range(8)]
     assert run.state != "finished"
+    models = localtrack.Api(tmp_path / "store").artifacts(name="lgb/model_g1")
+    assert [(m.version, m.aliases) for m in models] == [("v0", []), ("v1", ["latest", "best"])]
+    assert [f.path for f in models[1].files()] == ["model_ckpt_0.txt"]
+
+
+@needs_lightgbm
+def test_lightgbm_cv_writes_the_folds_mean_and_deviation(tmp_path: Path) -> None:
+    code = """
+    import numpy as np
+    import lightgbm as lgb
+    import localtrack
+    from localtrack.integrations.lightgbm import wandb_callback
+
+    localtrack.init(project="lgb", dir="store", id="cv")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((90, 4)), rng.random(90)
+    lgb.cv({"objective": "regression", "metric": ["l2", "auc"], "num_leaves": 4, "verbose": -1},
+           lgb.Dataset(x, y > 0.5), num_boost_round=3, nfold=3, stratified=False,
+           callbacks=[wandb_callback()])
+    """
+    run_ok(tmp_path, script(tmp_path, code))
+    run = localtrack.Api(tmp_path / "store").run("lgb/cv")
+    history = run.history_table()
+    for key in ("iteration", "valid_l2-mean", "valid_l2-stdv", "valid_auc-mean", "valid_auc-stdv"):
+        assert [s for s, _ in column(history, key)] == [0, 1, 2], key
+    assert run.summary["valid_l2-stdv"] == column(history, "valid_l2-stdv")[-1][1]

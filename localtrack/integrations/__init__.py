@@ -1,9 +1,11 @@
 """Framework integrations. Each module imports its framework, so ``import localtrack`` never does.
 
-- ``localtrack.integrations.lightning.LocaltrackLogger``: a Lightning ``Logger``, built as
-  ``WandbLogger`` is (``pytorch_lightning.LocaltrackLogger`` for the older package name).
+- ``localtrack.integrations.lightning.LocaltrackLogger`` (``WandbLogger``): a Lightning
+  ``Logger``, built as ``WandbLogger`` is (``pytorch_lightning.LocaltrackLogger`` for the older
+  package name, ``fabric.LocaltrackLogger`` for Lightning Fabric).
 - ``localtrack.integrations.transformers.LocaltrackCallback``: a Transformers ``TrainerCallback``.
-- ``localtrack.integrations.keras.LocaltrackCallback`` (``WandbMetricsLogger``): a Keras 3 callback.
+- ``localtrack.integrations.keras.LocaltrackCallback`` (``WandbMetricsLogger``),
+  ``WandbModelCheckpoint`` and ``WandbEvalCallback``: Keras 3 callbacks.
 - ``localtrack.integrations.xgboost.LocaltrackCallback`` (``WandbCallback``): an XGBoost
   ``TrainingCallback``.
 - ``localtrack.integrations.lightgbm.localtrack_callback`` (``wandb_callback``) and

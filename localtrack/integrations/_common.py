@@ -9,6 +9,9 @@ resumed for a later call.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+from collections.abc import Callable, Collection
 from typing import Any
 
 import localtrack
@@ -25,6 +28,7 @@ class RunHandle:
         self._owns = False  # whether finish() finishes it (not a run the script started)
         self._checked_restart = False  # log_at's check, made at its first row
         self._offset = 0  # added by log_at to the framework's steps
+        self._here: tuple[int, set[str]] = (-1, set())  # log_here's step, and its keys there
 
     def open(self) -> localtrack.Run:
         if self.run is None and localtrack.run is not None:
@@ -63,6 +67,22 @@ class RunHandle:
         run.log(row, step=step + self._offset)
         return run
 
+    def log_here(self, row: dict[str, Any]) -> localtrack.Run:
+        """Log ``row`` at the step the run is at, joining the row the framework logs there at
+        its own step (before or after: the step stays open). Were a key of ``row`` already
+        logged there by this handle, the step is committed first: no value is overwritten, and
+        no row lands behind the run's step, to be dropped."""
+        run = self.writable()
+        step, keys = self._here
+        if run.step != step:
+            step, keys = run.step, set()
+        elif not keys.isdisjoint(row):
+            run.log()  # commits the step this handle left open
+            step, keys = run.step, set()
+        run.log(row, commit=False)
+        self._here = (step, keys | set(row))
+        return run
+
     def finish(self, exit_code: int) -> None:
         if self._owns and self.run is not None:
             self.run.finish(exit_code=exit_code)
@@ -81,3 +101,27 @@ def plain(value: Any) -> Any:
     if callable(item) and getattr(value, "ndim", None) == 0:
         return plain(item())
     return getattr(value, "__name__", None) or str(value)
+
+
+def define_best(run: localtrack.Run, key: str, metric: str, minimize: Collection[str],
+                maximize: Collection[str]) -> None:
+    """As W&B's XGBoost and LightGBM callbacks do (``define_metric=True``): the summary of
+    ``key`` is its best value, the least of a loss or a metric in ``minimize``, the greatest of
+    one in ``maximize`` (others keep the last value)."""
+    name = metric.lower()
+    if "loss" in name or name in minimize:
+        run.define_metric(key, summary="min")
+    elif name in maximize:
+        run.define_metric(key, summary="max")
+
+
+def log_model_file(run: localtrack.Run, artifact: str, filename: str,
+                   save: Callable[[str], object], aliases: list[str] | None = None) -> None:
+    """Save a model with ``save(path)`` into a scratch folder and log that file as the next
+    version of the ``artifact`` (type "model"); the store keeps its own copy."""
+    with tempfile.TemporaryDirectory(prefix="localtrack-model-") as scratch:
+        path = os.path.join(scratch, filename)
+        save(path)
+        model = localtrack.Artifact(artifact, "model")
+        model.add_file(path)
+        run.log_artifact(model, aliases=aliases)

@@ -35,6 +35,10 @@ class LoggerBody:
     """What LocaltrackLogger does; each package's module adds its ``Logger`` base and
     ``experiment`` (rank zero's run, Lightning's stand-in elsewhere)."""
 
+    # Whether a row logged without a step joins the step the run is at (the Trainer logs its
+    # own rows at its step) or is a step of its own (Fabric's loggers count one per call).
+    JOINS = True
+
     def __init__(self, name: str | None = None, save_dir: str | None = None,
                  version: str | None = None, offline: bool = False, dir: str | None = None,
                  id: str | None = None, anonymous: bool | None = None, project: str | None = None,
@@ -87,10 +91,82 @@ class LoggerBody:
         if not rank_zero():
             return
         row = {f"{self._prefix}-{k}" if self._prefix else k: v for k, v in metrics.items()}
-        if step is None:
+        if step is None and self.JOINS:  # the user's call (log_image, ...): at the step
+            self._handle.log_here(row)  # Lightning is at
+        elif step is None:
             self._handle.writable().log(row)
         else:  # rewinds the run if Lightning restored a checkpoint behind it
             self._handle.log_at(row, step)
+
+    def watch(self, model: Any, log: str = "gradients", log_freq: int = 100,
+              log_graph: bool = True) -> None:
+        """``run.watch(model)`` on rank zero."""
+        if rank_zero():
+            self._handle.writable().watch(model, log=log, log_freq=log_freq, log_graph=log_graph)
+
+    def log_table(self, key: str, columns: list[str] | None = None,
+                  data: list[list[Any]] | None = None, dataframe: Any = None,
+                  step: int | None = None) -> None:
+        """A ``localtrack.Table`` of ``columns`` and ``data`` (or of a ``dataframe``) as
+        ``key``; at ``step``, or at the step Lightning is at."""
+        if rank_zero():
+            table = localtrack.Table(columns=columns, data=data, dataframe=dataframe)
+            self.log_metrics({key: table}, step)  # type: ignore[dict-item]
+
+    def log_text(self, key: str, columns: list[str] | None = None,
+                 data: list[list[str]] | None = None, dataframe: Any = None,
+                 step: int | None = None) -> None:
+        """Text as a table (see log_table)."""
+        self.log_table(key, columns, data, dataframe, step)
+
+    def log_image(self, key: str, images: list[Any], step: int | None = None,
+                  **kwargs: Any) -> None:
+        """A list of ``localtrack.Image`` as ``key``; each keyword is a list of one value per
+        image (``caption=[...]``)."""
+        self._log_media(key, "images", localtrack.Image, images, step, kwargs)
+
+    def log_audio(self, key: str, audios: list[Any], step: int | None = None,
+                  **kwargs: Any) -> None:
+        """A list of ``localtrack.Audio`` (``sample_rate=[...]``, ``caption=[...]``)."""
+        self._log_media(key, "audios", localtrack.Audio, audios, step, kwargs)
+
+    def log_video(self, key: str, videos: list[Any], step: int | None = None,
+                  **kwargs: Any) -> None:
+        """A list of ``localtrack.Video`` (``fps=[...]``, ``caption=[...]``)."""
+        self._log_media(key, "videos", localtrack.Video, videos, step, kwargs)
+
+    def _log_media(self, key: str, what: str, kind: Any, items: list[Any], step: int | None,
+                   kwargs: dict[str, Any]) -> None:
+        if not rank_zero():
+            return
+        errors = localtrack.errors
+        if not isinstance(items, list):
+            raise errors.UnsupportedTypeError(
+                f"log_{what[:-1]}({key!r}, {what}=...) takes a list, got "
+                f"{type(items).__name__}; pass [{what[:-1]}] for one.")
+        for name, values in kwargs.items():
+            if not isinstance(values, list) or len(values) != len(items):
+                raise errors.InvalidValueError(
+                    f"log_{what[:-1]}({key!r}, {name}=...): give a list of one value per item "
+                    f"({len(items)} {what}), got {values!r}.")
+        media = [kind(item, **{name: values[i] for name, values in kwargs.items()})
+                 for i, item in enumerate(items)]
+        self.log_metrics({key: media}, step)  # type: ignore[dict-item]
+
+    def use_artifact(self, artifact: str, artifact_type: str | None = None) -> Any:
+        """``run.use_artifact(artifact)``: a stored version, recorded as used by the run."""
+        return self._handle.writable().use_artifact(artifact)
+
+    @staticmethod
+    def download_artifact(artifact: str, save_dir: str | None = None,
+                          artifact_type: str | None = None, use_artifact: bool = True) -> str:
+        """Copy a stored artifact version (``"project/name:best"``) to ``save_dir`` (default:
+        ``./artifacts/<name>:<version>``) and return that folder: used by the active run, or
+        read from the default store (``Api()``) when there is none."""
+        run = localtrack.run
+        found = (run.use_artifact(artifact) if run is not None and use_artifact
+                 else localtrack.Api().artifact(artifact))
+        return str(found.download(root=save_dir))
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """WandbLogger's ``log_model``: "all" logs each checkpoint as it is saved, True the

@@ -17,9 +17,13 @@ from typing import Any
 
 import localtrack
 
-from ._common import RunHandle, plain
+from ._common import RunHandle, define_best, log_model_file, plain
 
 __all__ = ["LocaltrackCallback", "localtrack_callback", "log_summary", "wandb_callback"]
+
+# W&B's: define_metric=True makes these keys' summary their least or greatest value.
+MINIMIZE = ("l1", "l2", "rmse", "mape", "huber", "fair", "poisson", "gamma", "binary_logloss")
+MAXIMIZE = ("map", "auc", "average_precision")
 
 
 class LocaltrackCallback:
@@ -31,6 +35,7 @@ class LocaltrackCallback:
     def __init__(self, log_params: bool = True, define_metric: bool = True,
                  **init_args: Any) -> None:
         self._log_params = log_params
+        self._define_metric = define_metric
         self._handle = RunHandle(init_args)
 
     @property
@@ -39,26 +44,41 @@ class LocaltrackCallback:
         return self._handle.run
 
     def __call__(self, env: Any) -> None:
-        if self._log_params and env.iteration == env.begin_iteration:
-            self._handle.writable().config.update(plain(dict(env.params)), allow_val_change=True)
         row: dict[str, Any] = {"iteration": env.iteration}
-        for data, name, value, *_ in env.evaluation_result_list or []:
-            row[f"{data}_{name}"] = float(value)
+        best: list[tuple[str, str]] = []  # (key, metric) for define_metric
+        for data, name, value, *more in env.evaluation_result_list or []:
+            if len(more) == 2:  # lgb.cv: ("valid", "l2", mean, bigger, stdv) (LightGBM 4.6),
+                # ("cv_agg", "valid l2", ...) before
+                if data == "cv_agg" and " " in name:
+                    data, name = name.split(" ", 1)
+                for part, v in (("mean", value), ("stdv", more[1])):
+                    row[f"{data}_{name}-{part}"] = float(v)
+                    best.append((f"{data}_{name}-{part}", f"{name}-{part}"))
+            else:
+                row[f"{data}_{name}"] = float(value)
+                best.append((f"{data}_{name}", name))
+        if env.iteration == env.begin_iteration:
+            run = self._handle.writable()
+            if self._log_params:
+                run.config.update(plain(dict(env.params)), allow_val_change=True)
+            for key, metric in best if self._define_metric else []:
+                define_best(run, key, metric, MINIMIZE, MAXIMIZE)
         self._handle.log_at(row, env.iteration)
-
 
 def localtrack_callback(log_params: bool = True, define_metric: bool = True,
                         **init_args: Any) -> LocaltrackCallback:
-    """A callback for ``lgb.train(callbacks=[...])``; ``define_metric`` is accepted for W&B's
-    signature (a run's summary keeps each key's last value)."""
+    """A callback for ``lgb.train`` or ``lgb.cv`` (``callbacks=[...]``; under ``lgb.cv``, each
+    metric's ``-mean`` and ``-stdv`` over the folds, as W&B's); ``define_metric``: the summary
+    of an l1, l2, rmse or loss is its least value, of a map or auc its greatest, as W&B's."""
     return LocaltrackCallback(log_params, define_metric, **init_args)
 
 
 def log_summary(model: Any, feature_importance: bool = True,
                 save_model_checkpoint: bool = False) -> None:
     """Put the booster's ``best_iteration``, ``best_score`` and (``feature_importance``) the
-    gain of each feature in the active run's summary. ``save_model_checkpoint`` is accepted for
-    W&B's signature and ignored (no artifacts yet)."""
+    gain of each feature in the active run's summary. ``save_model_checkpoint``: the model at
+    its best iteration is a version of the artifact ``model_<run id>`` aliased ``best``, as
+    W&B's."""
     run = localtrack.run
     if run is None:
         raise localtrack.errors.RunStateError(
@@ -72,6 +92,10 @@ def log_summary(model: Any, feature_importance: bool = True,
         gains = model.feature_importance(importance_type="gain")
         run.summary["feature_importance"] = {
             name: float(g) for name, g in zip(model.feature_name(), gains, strict=True)}
+    if save_model_checkpoint:
+        best = int(model.best_iteration)
+        log_model_file(run, f"model_{run.id}", f"model_ckpt_{best}.txt",
+                       lambda path: model.save_model(path, num_iteration=best), aliases=["best"])
 
 
 wandb_callback = localtrack_callback

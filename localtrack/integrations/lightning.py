@@ -4,7 +4,10 @@ It takes WandbLogger's arguments (``project``, ``name``, ``id``/``version``, ``s
 as the store, and any ``localtrack.init()`` argument such as ``config``, ``tags``, ``resume``);
 ``log_model`` logs checkpoints as artifacts, as WandbLogger's does (see ``_logger``);
 ``offline`` and ``anonymous`` are accepted and ignored. Metrics are logged at
-Lightning's step; see ``_logger`` for resuming from a checkpoint.
+Lightning's step; see ``_logger`` for resuming from a checkpoint. Also importable as
+``WandbLogger``, with its ``watch``, ``log_table``, ``log_text``, ``log_image``, ``log_audio``,
+``log_video``, ``use_artifact`` and ``download_artifact``: what they log without a ``step``
+joins the step Lightning is at.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from ._logger import LoggerBody
 
-__all__ = ["LocaltrackLogger"]
+__all__ = ["LocaltrackLogger", "WandbLogger"]
 
 
 class LocaltrackLogger(LoggerBody, Logger):  # type: ignore[misc]  # Lightning is not type-checked here
@@ -27,3 +30,6 @@ class LocaltrackLogger(LoggerBody, Logger):  # type: ignore[misc]  # Lightning i
     @rank_zero_experiment  # type: ignore[untyped-decorator]
     def experiment(self) -> Any:
         return self._experiment()
+
+
+WandbLogger = LocaltrackLogger

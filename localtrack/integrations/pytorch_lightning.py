@@ -10,7 +10,7 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from ._logger import LoggerBody
 
-__all__ = ["LocaltrackLogger"]
+__all__ = ["LocaltrackLogger", "WandbLogger"]
 
 
 class LocaltrackLogger(LoggerBody, Logger):  # type: ignore[misc]  # Lightning is not type-checked here
@@ -20,3 +20,6 @@ class LocaltrackLogger(LoggerBody, Logger):  # type: ignore[misc]  # Lightning i
     @rank_zero_experiment  # type: ignore[untyped-decorator]
     def experiment(self) -> Any:
         return self._experiment()
+
+
+WandbLogger = LocaltrackLogger
