@@ -152,20 +152,22 @@ class Run(RunInfo, History):
         self._put = self._log.put
         self._event("rewound", from_step=last, to=step)
 
-    @critical
     def define_metric(self, name: str, step_metric: str | None = None, *,
                       step_sync: bool | None = None, summary: str | None = None,
                       goal: str | None = None, hidden: bool | None = None,
-                      overwrite: bool | None = None) -> None:
+                      overwrite: bool | None = None) -> _metrics.Metric:
         """W&B's define_metric (see _metrics): stored as a ``metric`` event, so a resumed run
-        and readers (``ApiRun.metrics``, the summary) know it. (W&B returns a Metric object;
-        scripts do not use it.)"""
+        and readers (``ApiRun.metrics``, the summary) know it. Returns W&B's Metric."""
         self._require_running("define a metric of")
         fields = _metrics.definition(name, step_metric=step_metric, step_sync=step_sync,
                                      summary=summary, goal=goal, hidden=hidden)
+        self._define_metric(dict(fields, overwrite=True) if overwrite else fields)
+        return _metrics.Metric(fields)
+
+    @critical
+    def _define_metric(self, fields: dict[str, Any]) -> None:
+        self._require_running("define a metric of")
         defs = self._definitions()
-        if overwrite:
-            fields["overwrite"] = True
         self._event("metric", **fields)
         _metrics.merge(defs, fields)
         self._sync_steps()
