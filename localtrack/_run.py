@@ -58,6 +58,7 @@ class Run(RunInfo, History):
         self._step_sync: _metrics.StepSync | None = None
         self._alerted: dict[str, float] = {}
         self._saves: list[tuple[str, str]] = []  # save(policy="live"/"end"): copied at finish
+        self._saver = _files.Saver(rdir, self._save_failed)
         self._watches: list[_watch.Watch] = []
         self._signalled: str | None = None  # a signal came (perhaps still deferred): not finished
         Guarded.__init__(self)
@@ -103,6 +104,7 @@ class Run(RunInfo, History):
             self.unwatch()
         except Exception:  # a model's own hook handles: the run must still finish
             log.error("finish() could not remove watch()'s hooks of %s", self._where, exc_info=True)
+        self._saver.stop()
         for pattern, base in self._saves:  # policy "live" and "end": their files as they end
             try:
                 self._copy_saved(pattern, base)
@@ -201,12 +203,18 @@ class Run(RunInfo, History):
     def save(self, glob_str: str | os.PathLike[str], base_path: str | os.PathLike[str] | None = None,
              policy: str = "live") -> list[str]:
         """Copy the files matching ``glob_str`` into the run's ``files/`` (see _files):
-        "now" copies them now, "end" at finish(), "live" both. Returns the stored paths."""
+        "now" copies them now, "end" at finish(), "live" now, whenever they change while the
+        run lives, and at finish(). Returns the stored paths (none for "end")."""
         self._require_running("save files into")
         pattern, base = _files.plan(glob_str, base_path, policy)
         if policy != "now":
             self._saves.append((pattern, base))
-        return self._copy_saved(pattern, base) if policy != "end" else []
+        if policy == "end":
+            return []
+        stored = self._copy_saved(pattern, base)
+        if policy == "live":
+            self._saver.follow(pattern, base)
+        return stored
 
     def _save_code(self) -> None:
         """init(save_code=True): the main script into the run's ``code/``."""
@@ -215,7 +223,11 @@ class Run(RunInfo, History):
 
     def _copy_saved(self, pattern: str, base: str) -> list[str]:
         with _fsutil.storage_errors("save files into", self._rdir / _files.FILES, **self._ctx):
-            return _files.copy(self._rdir, pattern, base)
+            return self._saver.copy(pattern, base)
+
+    def _save_failed(self, pattern: str, exc: Exception) -> None:
+        log.warning("save(%r, policy='live') could not copy a changed file of %s: %s; "
+                    "finish() copies it again", pattern, self._where, exc)
 
     def watch(self, models: Any, criterion: Any = None, log: str | None = "gradients",
               log_freq: int = 1000, idx: int | None = None, log_graph: bool = False) -> None:
@@ -306,6 +318,7 @@ class Run(RunInfo, History):
         files stay as they are, the lock is released (for tests that simulate a crash in-process)."""
         self._state = State.FINISHED
         self._open = False
+        self._saver.stop()
         self._log.drop()
         self._events.abandon()
         self._lock.release()

@@ -8,7 +8,13 @@ User scripts run in real subprocesses; what they leave is read back through the 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +90,106 @@ def test_define_metric_returns_wandbs_metric(job: Path) -> None:
     off = localtrack.init(mode="disabled")
     assert off.define_metric("x", summary="min").summary == ("min",)
     off.finish()
+
+
+# -- save() policies ------------------------------------------------------------------------
+
+LIVE = """
+import os, sys, time
+import localtrack as wandb
+
+def put(name, text):  # as a training script rewrites a checkpoint: whole, then renamed
+    with open(name + ".part", "w") as f:
+        f.write(text)
+    os.replace(name + ".part", name)
+
+put("live.txt", "v1")
+put("now.txt", "n1")
+put("end.txt", "e1")
+run = wandb.init(project="p", id="r1", dir="store")
+wandb.save("live.txt")
+wandb.save("now.txt", policy="now")
+wandb.save("end.txt", policy="end")
+wandb.save("chk/*.bin")                      # a folder that does not exist yet
+put("now.txt", "n2")
+print("ready", flush=True)
+for _ in range(1200):                        # the test says when to rewrite
+    if os.path.exists("go"):
+        break
+    time.sleep(0.05)
+put("live.txt", "v2")
+os.makedirs("chk", exist_ok=True)
+for i in range(100_000):                     # rewritten until the test kills us
+    put("chk/model.bin", str(i) * 1000 + "|end")
+    if i == 3:
+        print("writing", flush=True)
+    time.sleep(0.002)
+"""
+
+
+def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
+    """``check()`` once it is truthy; fails naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def test_live_save_follows_changes_and_a_kill_leaves_whole_copies(job: Path) -> None:
+    (job / "train.py").write_text(LIVE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "WANDB_"))}
+    proc = subprocess.Popen([sys.executable, "train.py"], cwd=job, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n", proc.stderr
+        files = job / "store" / "p" / "runs" / "r1" / "files"
+        assert read(files / "live.txt") == "v1" and read(files / "now.txt") == "n1"
+        (job / "go").touch()
+        # Another process (this one) sees the new content while the writer still runs.
+        wait_for("the live copy of v2", lambda: read(files / "live.txt") == "v2")
+        assert proc.stdout.readline() == "writing\n"
+        copies = wait_for("live copies of chk/model.bin",
+                          lambda: read(files / "chk" / "model.bin"))
+        for _ in range(20):  # every copy read while it is being replaced is whole
+            text = read(files / "chk" / "model.bin")
+            assert text is not None and text.endswith("|end") and len(text) >= 1004, text
+        assert proc.poll() is None, proc.stderr
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert proc.returncode == -signal.SIGKILL
+    text = read(files / "chk" / "model.bin")
+    assert text is not None and text.endswith("|end") and copies
+    assert read(files / "now.txt") == "n1"      # "now": the call only
+    assert read(files / "end.txt") is None      # "end": at finish, which never came
+    names = [f.name for f in api_run(job).files()]
+    assert names == ["chk/model.bin", "live.txt", "now.txt"], names  # no temp file listed
+
+
+def test_end_policy_copies_at_finish_only_and_now_ignores_later_changes(job: Path) -> None:
+    ok(run_py(job, """
+        import localtrack as wandb
+        open("a.txt", "w").write("a1")
+        open("b.txt", "w").write("b1")
+        run = wandb.init(project="p", id="r1", dir="store")
+        assert wandb.save("a.txt", policy="end") == []
+        assert len(wandb.save("b.txt", policy="now")) == 1
+        assert not run.summary.keys() and not __import__("os").path.exists(run.dir + "/files/a.txt")
+        open("a.txt", "w").write("a2")
+        open("b.txt", "w").write("b2")
+        run.finish()
+    """))
+    files = job / "store" / "p" / "runs" / "r1" / "files"
+    assert read(files / "a.txt") == "a2" and read(files / "b.txt") == "b1"
