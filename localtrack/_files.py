@@ -21,6 +21,7 @@ import os
 import secrets
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -209,16 +210,39 @@ def _copy_file(src: Path, dst: Path) -> str:
     return str(dst)
 
 
+def saved_name(name: Any, what: str) -> str:
+    """A saved file's name checked: relative and inside ``files/`` (no ``..``, not absolute)."""
+    if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
+        raise UsageError(f"{what} needs the name of a saved file, got {name!r}.")
+    rel = os.path.normpath(os.fspath(name))
+    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep) or "\0" in rel:
+        raise UsageError(f"{what}: {os.fspath(name)!r} is not a saved file's name; give a path "
+                         "relative to the run's saved files (as run.save() stored it).")
+    return rel
+
+
+def fetch(source: Callable[[], IO[bytes]], dst: Path) -> None:
+    """Copy a stored file (``source()`` opens it) to ``dst`` in chunks: written under a temp
+    name, then renamed, so ``dst`` is the old file or the whole new one."""
+    import shutil
+
+    _fsutil.ensure_dir(dst.parent)
+    tmp = dst.with_name(f"{_fsutil.TMP_PREFIX}{dst.name}.{secrets.token_hex(4)}")
+    try:
+        with source() as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        # If we die here: dst is as it was; the tmp file is left beside it.
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def open_saved(rdir: Any, name: Any, root: Any, replace: bool, label: str) -> IO[str]:
     """``rdir/files/name`` opened for reading; with ``root``, a copy made there first (W&B's
     restore() downloads into ``root``; a file already there is kept unless ``replace``).
     ``label`` names the run in errors."""
-    if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
-        raise UsageError(f"restore() needs the name of a saved file, got {name!r}.")
-    rel = os.path.normpath(os.fspath(name))
-    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
-        raise UsageError(f"restore({os.fspath(name)!r}): give a path relative to the run's "
-                         "saved files (as run.save() stored it).")
+    rel = saved_name(name, "restore()")
     if not rdir:
         raise UsageError(f"restore({rel!r}): {label} is disabled and keeps no files.")
     dst = None if root is None else Path(os.fspath(root)) / rel

@@ -7,6 +7,7 @@ User scripts run in real subprocesses; what they leave is read back through the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 import localtrack
+from localtrack.errors import UsageError
 from tests.test_dropin import ok, run_py
 
 
@@ -193,3 +195,62 @@ def test_end_policy_copies_at_finish_only_and_now_ignores_later_changes(job: Pat
     """))
     files = job / "store" / "p" / "runs" / "r1" / "files"
     assert read(files / "a.txt") == "a2" and read(files / "b.txt") == "b1"
+
+
+# -- ApiRun.file() / RunFile.download() -------------------------------------------------------
+
+SAVER = """
+import os
+import localtrack as wandb
+os.makedirs("ckpt/sub", exist_ok=True)
+open("ckpt/a.txt", "w").write("alpha")
+open("ckpt/sub/b.txt", "w").write("beta")
+run = wandb.init(project="p", id="r1", dir="store")
+wandb.save("ckpt/**/*.txt", policy="now")
+run.finish()
+"""
+
+
+def check_downloads(run: localtrack.ApiRun, dest: Path) -> None:
+    """W&B's File semantics on ``run``'s saved files, downloaded into ``dest``."""
+    files = run.files()
+    assert [(f.name, f.size) for f in files] == [("ckpt/a.txt", 5), ("ckpt/sub/b.txt", 4)]
+    b = run.file("ckpt/sub/b.txt")
+    assert b == files[1] and b.url.split(":", 1)[0] in ("file", "s3")
+    with b.download(root=dest) as f:
+        assert f.read() == "beta"
+    assert (dest / "ckpt" / "sub" / "b.txt").read_text() == "beta"
+    (dest / "ckpt" / "sub" / "b.txt").write_text("mine")
+    with pytest.raises(ValueError, match="replace=True"):
+        b.download(root=dest)                                  # W&B: exists -> ValueError
+    with b.download(root=dest, exist_ok=True) as f:            # left as it is
+        assert f.read() == "mine"
+    with b.download(root=dest, replace=True) as f:             # copied over it
+        assert f.read() == "beta"
+    with run.file("ckpt/a.txt").download(root=dest) as f:
+        assert f.read() == "alpha"
+    for bad in ("../run.json", "/etc/passwd", "ckpt/../../run.json", "", "missing.txt"):
+        with pytest.raises(UsageError):
+            run.file(bad)
+
+
+def test_file_and_download_as_wandb(job: Path) -> None:
+    ok(run_py(job, SAVER))
+    check_downloads(api_run(job), job / "dl")
+    assert not list((job / "dl").rglob(".tmp-*"))
+
+
+def test_download_refuses_a_name_that_climbs_out_of_root(job: Path) -> None:
+    ok(run_py(job, SAVER))
+    f = api_run(job).file("ckpt/a.txt")
+    hostile = dataclasses.replace(f, name="../../escaped.txt")
+    with pytest.raises(UsageError):
+        hostile.download(root=job / "dl")
+    assert not (job / "escaped.txt").exists()
+    # A saved file replaced by a link after the listing is not followed.
+    target = job / "store" / "p" / "runs" / "r1" / "files" / "ckpt" / "a.txt"
+    target.unlink()
+    target.symlink_to(job / "train.py")
+    with pytest.raises(localtrack.LocaltrackError):
+        f.download(root=job / "dl2")
+    assert not (job / "dl2" / "ckpt" / "a.txt").exists()
