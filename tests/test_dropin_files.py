@@ -20,8 +20,14 @@ from typing import Any
 import pytest
 
 import localtrack
+from localtrack import _sync
+from localtrack._remotes import open_remote
+from localtrack._remotes._dir import DirRemote
 from localtrack.errors import UsageError
+from tests import s3server
 from tests.test_dropin import ok, run_py
+
+s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
 
 
 @pytest.fixture
@@ -254,3 +260,108 @@ def test_download_refuses_a_name_that_climbs_out_of_root(job: Path) -> None:
     with pytest.raises(localtrack.LocaltrackError):
         f.download(root=job / "dl2")
     assert not (job / "dl2" / "ckpt" / "a.txt").exists()
+
+
+# -- sync carries files/ and code/ ------------------------------------------------------------
+
+@pytest.fixture
+def remote_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A directory remote or a fresh bucket on the loopback S3 server."""
+    if request.param == "dir":
+        return str(tmp_path / "remote")
+    server = request.getfixturevalue("s3")
+    return str(server.uri(server.new_bucket()))
+
+
+class RecordingRemote(DirRemote):
+    """A real directory remote that notes its writes in order."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.puts: list[str] = []
+
+    def put(self, key: str, data: bytes) -> None:
+        super().put(key, data)
+        self.puts.append(key)
+
+
+@pytest.mark.parametrize("remote_uri", ["dir", "s3"], indirect=True)
+def test_sync_uploads_saved_files_and_code_and_runfile_reads_them(job: Path, remote_uri: str) -> None:
+    ok(run_py(job, SAVER.replace('dir="store")', 'dir="store", save_code=True)')))
+    report = localtrack.sync(remote_uri, dir=job / "store")
+    assert report.ok
+    remote_run = localtrack.Api(dir=remote_uri).run("p/r1")
+    check_downloads(remote_run, job / "from-remote")
+    objects = remote_objects(remote_uri)
+    assert objects["p/runs/r1/code/train.py"] == (job / "train.py").read_bytes()
+    again = localtrack.sync(remote_uri, dir=job / "store")
+    assert again.ok and again.uploaded_files == 0
+
+
+def test_sync_sends_only_changed_files_and_before_run_json(job: Path, tmp_path: Path) -> None:
+    ok(run_py(job, SAVER))
+    store = job / "store"
+    remote = RecordingRemote(tmp_path / "remote")
+    with _sync.Syncer(store, remote) as syncer:
+        syncer.check()
+        assert syncer.run_once().ok
+    run_keys = [k for k in remote.puts if k.startswith("p/runs/r1/")]
+    assert run_keys.index("p/runs/r1/files/ckpt/a.txt") < run_keys.index("p/runs/r1/run.json")
+    ok(run_py(job, """
+        import localtrack as wandb
+        open("ckpt/a.txt", "w").write("alpha, again")
+        run = wandb.init(project="p", id="r1", dir="store", resume="must")
+        wandb.save("ckpt/a.txt", policy="now")
+        run.finish()
+    """, name="again.py"))
+    remote.puts.clear()
+    with _sync.Syncer(store, remote) as syncer:
+        syncer.check()
+        assert syncer.run_once().ok
+    sent = [k for k in remote.puts if "/files/" in k or "/code/" in k]
+    assert sent == ["p/runs/r1/files/ckpt/a.txt"]  # b.txt did not change
+    with localtrack.Api(dir=tmp_path / "remote").run("p/r1").file("ckpt/a.txt").download(
+            root=tmp_path / "dl") as f:
+        assert f.read() == "alpha, again"
+
+
+def test_a_killed_sync_rerun_leaves_every_saved_file_whole(job: Path, tmp_path: Path) -> None:
+    ok(run_py(job, """
+        import os
+        import localtrack as wandb
+        os.makedirs("many", exist_ok=True)
+        for i in range(150):
+            open(f"many/{i:03d}.bin", "wb").write(bytes([i]) * 200_000)
+        run = wandb.init(project="p", id="r1", dir="store")
+        wandb.save("many/*.bin", policy="now")
+        run.finish()
+    """))
+    remote = tmp_path / "remote"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "AWS_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "localtrack", "sync", str(remote), "--dir",
+                             str(job / "store")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the first saved file on the remote",
+                 lambda: proc.poll() is not None or any((remote / "p/runs/r1/files/many").glob("*.bin")))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert localtrack.sync(str(remote), dir=job / "store").ok
+    files = sorted((remote / "p/runs/r1/files/many").iterdir())
+    assert [f.name for f in files] == [f"{i:03d}.bin" for i in range(150)]
+    assert all(f.read_bytes() == bytes([i]) * 200_000 for i, f in enumerate(files))
+    assert localtrack.sync(str(remote), dir=job / "store").uploaded_files == 0
+
+
+def remote_objects(uri: str) -> dict[str, bytes]:
+    remote = open_remote(uri)
+
+    def walk(key: str) -> dict[str, bytes]:
+        out = {}
+        for name, entry in remote.list(key).items():
+            sub = f"{key}/{name}" if key else name
+            out.update(walk(sub) if entry.is_dir else {sub: remote.get(sub)})
+        return out
+
+    return walk("")

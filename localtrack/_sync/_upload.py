@@ -13,7 +13,8 @@ One pass over a run uploads, in this order:
      chunk, the new bytes of its live blob log (``wal/<seq>.blob``), read after the log's
      bytes, as a chunk of the same kind (_remotes._chunks): an item is written before the
      row that refers to it, so every item the chunk's rows name is on the remote first;
-  5. the writer's lock record, config.json, summary.json and run.json when changed.
+  5. the writer's lock record, then the run's saved files and code (_files_upload), then
+     config.json, summary.json and run.json when changed.
 So at every instant the remote history is a prefix of the local one. The
 state is saved after each upload: a SIGKILL loses at most the record of one
 upload, and redoing it writes the same key with the same bytes (or, for a
@@ -42,6 +43,7 @@ from .._remotes import Remote
 from .._remotes._chunks import chain_end, chunk_name, read_log
 from .._remotes._dir import open_file, read_file
 from ..errors import CorruptRunError, LocaltrackError
+from . import _files_upload
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -298,7 +300,8 @@ class RunUpload:
         except FileNotFoundError:
             wal = []
         sig.append(wal)
-        sig.append(_stat_sig(str(self.lock_path), "lock"))
+        sig.append(_files_upload.stamps(self.rdir))  # sig[-2]: the saved files
+        sig.append(_stat_sig(str(self.lock_path), "lock"))  # sig[-1]: see live_holder
         return sig
 
     def live_holder(self, sig: list[Any] | None = None) -> dict[str, Any] | None:
@@ -432,6 +435,7 @@ class RunUpload:
                 self.s.call(self.remote.put, key, record)
             st.lock = lock_id
             self._save()
+        _files_upload.upload(self.rdir, sig[-2], st.files, self._put, self._save, **self.ctx)
         for name in METADATA:
             self._file(name)
         st.sig = sig

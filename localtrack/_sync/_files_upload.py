@@ -1,0 +1,66 @@
+"""A run's saved files (``files/``, from run.save()) and code (``code/``, save_code) on a remote.
+
+Each file is uploaded whole, as one object, so a reader of the remote sees its old or its new
+bytes, never a part. A file is sent again only when its (size, mtime, inode) stamp changed;
+the stamp is taken before the file is read, so one that changes while it is read is sent
+again on the next pass. The stamps sent are kept in the run's sync state (``files``, under
+the keys ``files/<path>`` and ``code/<path>``), saved after each upload: a kill loses at most
+the record of the file in flight, which the rerun sends again (same key, whole bytes). The
+pass sends these files before run.json (see _upload). A file removed locally stays on the
+remote (sync never deletes what a user saved). Links and temp files (a copy in progress)
+are left out, and no file is read through a link.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import _files, _fsutil
+from .._naming import Ctx
+from .._remotes._dir import read_file
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+FOLDERS = (_files.FILES, _files.CODE)
+
+
+def stamps(rdir: Path) -> list[list[str]]:
+    """``[key, stamp]`` of every saved file of the run, sorted (part of the run's signature)."""
+    out: list[list[str]] = []
+    stack = [(rdir / top, top) for top in FOLDERS]
+    while stack:
+        folder, key = stack.pop()
+        try:
+            it = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with it:
+            for entry in it:
+                if entry.name.startswith(_fsutil.TMP_PREFIX) or entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((Path(entry.path), f"{key}/{entry.name}"))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    out.append([f"{key}/{entry.name}", f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"])
+    return sorted(out)
+
+
+def upload(rdir: Path, found: list[list[str]], sent: dict[str, str],
+           put: Callable[[str, bytes], None], save: Callable[[], None], **ctx: Unpack[Ctx]) -> None:
+    """Send each file of ``found`` (from ``stamps``) whose stamp is not the one in ``sent``;
+    ``put(key, data)`` uploads, then ``sent`` is updated and ``save()`` records it."""
+    for key, stamp in found:
+        if sent.get(key) == stamp:
+            continue
+        try:
+            data = read_file(rdir / key, rdir, **ctx)
+        except FileNotFoundError:  # replaced since it was listed: the next pass sends it
+            continue
+        put(key, data)
+        sent[key] = stamp
+        save()
