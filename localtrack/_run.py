@@ -311,6 +311,7 @@ class Run(RunInfo, History):
         self._renew_mutex()
         object.__setattr__(self.config, "_lock", self._mutex)  # (Config's setattr writes keys)
         self.summary._lock = self._mutex
+        self._saver = _files.Saver(self._rdir, self._save_failed)  # the parent's thread stays there
         self._open = False
 
     def _drop(self) -> None:

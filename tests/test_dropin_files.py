@@ -330,27 +330,29 @@ def test_a_killed_sync_rerun_leaves_every_saved_file_whole(job: Path, tmp_path: 
         import os
         import localtrack as wandb
         os.makedirs("many", exist_ok=True)
-        for i in range(150):
-            open(f"many/{i:03d}.bin", "wb").write(bytes([i]) * 200_000)
+        for i in range(400):
+            open(f"many/{i:03d}.bin", "wb").write(bytes([i % 256]) * 50_000)
         run = wandb.init(project="p", id="r1", dir="store")
         wandb.save("many/*.bin", policy="now")
         run.finish()
     """))
     remote = tmp_path / "remote"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "AWS_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "localtrack", "sync", str(remote), "--dir",
-                             str(job / "store")], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "localtrack", "sync", "--to", str(remote),
+                             "--dir", str(job / "store")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
         wait_for("the first saved file on the remote",
                  lambda: proc.poll() is not None or any((remote / "p/runs/r1/files/many").glob("*.bin")))
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err  # killed mid-way, not ended on its own
+    assert len(list((remote / "p/runs/r1/files/many").glob("*.bin"))) < 400
     assert localtrack.sync(str(remote), dir=job / "store").ok
     files = sorted((remote / "p/runs/r1/files/many").iterdir())
-    assert [f.name for f in files] == [f"{i:03d}.bin" for i in range(150)]
-    assert all(f.read_bytes() == bytes([i]) * 200_000 for i, f in enumerate(files))
+    assert [f.name for f in files] == [f"{i:03d}.bin" for i in range(400)]
+    assert all(f.read_bytes() == bytes([i % 256]) * 50_000 for i, f in enumerate(files))
     assert localtrack.sync(str(remote), dir=job / "store").uploaded_files == 0
 
 
@@ -365,3 +367,23 @@ def remote_objects(uri: str) -> dict[str, bytes]:
         return out
 
     return walk("")
+
+
+def test_status_counts_saved_files_and_clean_wants_them_on_the_remote(job: Path,
+                                                                       tmp_path: Path) -> None:
+    ok(run_py(job, SAVER))
+    store, remote = job / "store", tmp_path / "remote"
+    with _sync.Syncer(store, DirRemote(remote)) as syncer:
+        syncer.check()
+        assert syncer.run_once().ok
+        assert [(s.pending_files, s.pending_bytes) for s in syncer.status()] == [(0, 0)]
+        (store / "p/runs/r1/files/ckpt/a.txt").write_text("changed!")
+        assert [(s.pending_files, s.pending_bytes) for s in syncer.status()] == [(1, 8)]
+        assert syncer.run_once().ok
+    (remote / "p/runs/r1/files/ckpt/sub/b.txt").unlink()  # the remote lost one
+    report = localtrack.sync(str(remote), dir=store, clean=True)
+    assert report.cleaned == [] and (store / "p/runs/r1/files/ckpt/sub/b.txt").is_file()
+    (store / "p/runs/r1/sync").rename(tmp_path / "lost-state")  # the state is lost: all again
+    report = localtrack.sync(str(remote), dir=store, clean=True)
+    assert report.cleaned == ["p/r1"] and not (store / "p/runs/r1").exists()
+    assert (remote / "p/runs/r1/files/ckpt/sub/b.txt").read_text() == "beta"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .. import _files, _fsutil
 from .._naming import Ctx
+from .._remotes._base import Entry
 from .._remotes._dir import read_file
 
 if TYPE_CHECKING:
@@ -64,3 +65,23 @@ def upload(rdir: Path, found: list[list[str]], sent: dict[str, str],
         put(key, data)
         sent[key] = stamp
         save()
+
+
+def pending(found: list[list[str]], sent: dict[str, str]) -> tuple[int, int]:
+    """(files, bytes) of ``found`` not sent as they are now, from the stamps alone."""
+    todo = [int(stamp.split(":", 1)[0]) for key, stamp in found if sent.get(key) != stamp]
+    return len(todo), sum(todo)
+
+
+def verify(found: list[list[str]], listing: Callable[[str], dict[str, Entry]]) -> str | None:
+    """Why the remote lacks a saved file of ``found`` (its size compared; ``listing(folder)``
+    lists a folder of the run on the remote), or None when it has them all."""
+    folders: dict[str, dict[str, Entry]] = {}
+    for key, stamp in found:
+        folder, _, name = key.rpartition("/")
+        if folder not in folders:
+            folders[folder] = listing(folder)
+        entry = folders[folder].get(name)
+        if entry is None or entry.is_dir or entry.size != int(stamp.split(":", 1)[0]):
+            return f"saved file {key} differs"
+    return None

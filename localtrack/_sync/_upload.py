@@ -596,6 +596,8 @@ class RunUpload:
                 continue
             if self.state.files.get(name) != _sha(data):
                 files, nbytes = files + 1, nbytes + len(data)
+        saved = _files_upload.pending(sig[-2], self.state.files)
+        files, nbytes = files + saved[0], nbytes + saved[1]
         if self._lock_id(holder) != self.state.lock:
             files += 1
         return files, nbytes
@@ -632,7 +634,8 @@ class RunUpload:
             if seq > manifest["sealed_through"] and size \
                     and chain_end(self.s.call(self.remote.list, f"{self.prefix}/{blob}")) < size:
                 return f"{blob} is not complete"
-        return None
+        return _files_upload.verify(_files_upload.stamps(self.rdir), lambda folder: self.s.call(
+            self.remote.list, f"{self.prefix}/{folder}"))
 
 
 def _size(path: Path) -> int:
