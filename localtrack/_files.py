@@ -108,7 +108,8 @@ class Saver:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._observer: Any = None
-        self._watched: set[str] = set()
+        self._watched: set[tuple[str, bool]] = set()
+        self._watching = threading.Lock()
 
     def copy(self, pattern: str, base: str, changed: bool = False) -> list[str]:
         """Copy now (only the files changed since their last copy when ``changed``)."""
@@ -126,7 +127,8 @@ class Saver:
 
     def stop(self) -> None:
         """End the thread (a copy under way completes first); finish() copies once more."""
-        self._stopped = True
+        with self._watching:
+            self._stopped = True
         self._wake.set()
         if self._observer is not None:
             self._observer.stop()
@@ -134,10 +136,12 @@ class Saver:
             self._thread.join(timeout=30)
 
     def _watch(self, folder: tuple[str, bool]) -> None:
-        path, recursive = folder
-        if path in self._watched:
-            return
-        self._watched.add(path)
+        with self._watching:  # follow() and the thread both add watches
+            if folder not in self._watched and not self._stopped:
+                self._watched.add(folder)
+                self._schedule(*folder)
+
+    def _schedule(self, path: str, recursive: bool) -> None:
         try:
             from watchdog.events import FileSystemEvent, FileSystemEventHandler
             from watchdog.observers import Observer
@@ -167,6 +171,7 @@ class Saver:
             if self._stopped:
                 return
             for pattern, base in list(self._live):
+                self._watch(_watch_dir(pattern))  # a folder made since: watched from now on
                 try:
                     self.copy(pattern, base, changed=True)
                 except Exception as exc:  # noqa: BLE001 - logged; finish() copies again
@@ -174,14 +179,15 @@ class Saver:
 
 
 def _watch_dir(pattern: str) -> tuple[str, bool]:
-    """The folder to watch for ``pattern`` (its part before the first glob character, or the
-    nearest folder that exists above it) and whether to watch below it too."""
+    """The folder to watch for ``pattern`` (its part before the first glob character) and
+    whether to watch below it too; while it does not exist, the nearest folder above it, alone
+    (a wake-up then watches the folder once it is made: no recursive watch of a big tree)."""
     parts = pattern.split(os.sep)
     fixed = next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")), len(parts) - 1)
     folder = os.sep.join(parts[:fixed]) or os.sep
     recursive = fixed < len(parts) - 1
     while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-        folder, recursive = os.path.dirname(folder), True
+        folder, recursive = os.path.dirname(folder), False
     return folder, recursive
 
 

@@ -4,8 +4,9 @@ Each file is uploaded whole, as one object, so a reader of the remote sees its o
 bytes, never a part. A file is sent again only when its (size, mtime, inode) stamp changed;
 the stamp is taken before the file is read, so one that changes while it is read is sent
 again on the next pass. The stamps sent are kept in the run's sync state (``files``, under
-the keys ``files/<path>`` and ``code/<path>``), saved after each upload: a kill loses at most
-the record of the file in flight, which the rerun sends again (same key, whole bytes). The
+the keys ``files/<path>`` and ``code/<path>``), saved every SAVE_EVERY seconds and at the
+end: a kill loses at most the record of the files sent since, which the rerun sends again
+(same keys, whole bytes). The
 pass sends these files before run.json (see _upload). A file removed locally stays on the
 remote (sync never deletes what a user saved). Links and temp files (a copy in progress)
 are left out, and no file is read through a link.
@@ -14,6 +15,7 @@ are left out, and no file is read through a link.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 FOLDERS = (_files.FILES, _files.CODE)
+SAVE_EVERY = 0.5  # seconds between saves of the sync state while files go up
 
 
 def stamps(rdir: Path) -> list[list[str]]:
@@ -54,17 +57,26 @@ def stamps(rdir: Path) -> list[list[str]]:
 def upload(rdir: Path, found: list[list[str]], sent: dict[str, str],
            put: Callable[[str, bytes], None], save: Callable[[], None], **ctx: Unpack[Ctx]) -> None:
     """Send each file of ``found`` (from ``stamps``) whose stamp is not the one in ``sent``;
-    ``put(key, data)`` uploads, then ``sent`` is updated and ``save()`` records it."""
-    for key, stamp in found:
-        if sent.get(key) == stamp:
-            continue
-        try:
-            data = read_file(rdir / key, rdir, **ctx)
-        except FileNotFoundError:  # replaced since it was listed: the next pass sends it
-            continue
-        put(key, data)
-        sent[key] = stamp
-        save()
+    ``put(key, data)`` uploads, then ``sent`` is updated and ``save()`` records it, at most
+    every SAVE_EVERY seconds (the state holds every file: saving it after each of thousands
+    of small files would rewrite it thousands of times; a kill costs those re-uploads only)."""
+    saved, unsaved = time.monotonic(), False
+    try:
+        for key, stamp in found:
+            if sent.get(key) == stamp:
+                continue
+            try:
+                data = read_file(rdir / key, rdir, **ctx)
+            except FileNotFoundError:  # replaced since it was listed: the next pass sends it
+                continue
+            put(key, data)
+            sent[key], unsaved = stamp, True
+            if time.monotonic() - saved >= SAVE_EVERY:
+                save()
+                saved, unsaved = time.monotonic(), False
+    finally:
+        if unsaved:  # also when a put failed or the sync stops: what went up is recorded
+            save()
 
 
 def pending(found: list[list[str]], sent: dict[str, str]) -> tuple[int, int]:
