@@ -17,6 +17,7 @@ from . import plot
 from ._alerts import AlertLevel
 from ._artifacts import Artifact
 from ._media import Histogram
+from ._metrics import Metric as _Metric
 from ._plots import plot_table
 from ._query import Api, ApiRun
 from ._richmedia import Audio, Html, Image, Molecule, Object3D, Table, Video
@@ -110,11 +111,11 @@ def _active(what: str) -> Run:
 
 def define_metric(name: str, step_metric: str | None = None, *, step_sync: bool | None = None,
                   summary: str | None = None, goal: str | None = None,
-                  hidden: bool | None = None, overwrite: bool | None = None) -> None:
+                  hidden: bool | None = None, overwrite: bool | None = None) -> _Metric:
     """Run.define_metric on the active run."""
-    _active("define_metric").define_metric(name, step_metric, step_sync=step_sync,
-                                           summary=summary, goal=goal, hidden=hidden,
-                                           overwrite=overwrite)
+    return _active("define_metric").define_metric(name, step_metric, step_sync=step_sync,
+                                                  summary=summary, goal=goal, hidden=hidden,
+                                                  overwrite=overwrite)
 
 
 def alert(title: str, text: str, level: str | AlertLevel = "INFO",

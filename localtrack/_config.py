@@ -88,8 +88,11 @@ class Config(MutableMapping[str, Any]):
 class Summary(MutableMapping[str, Any]):
     """Last logged value of each key, overridden by values set here.
 
-    Keys are flat (``"val/loss"``); ``summary["val"]`` returns the nested
-    subtree and ``as_dict()`` the whole summary nested on ``/``.
+    Keys are flat (``"val/loss"``); ``summary["val"]`` is a live view of the subtree
+    (``SummarySubDict``, as W&B's), so ``summary["val"]["best"] = 1`` and
+    ``summary.val.best = 1`` persist. ``as_dict()`` is the whole summary nested on ``/``.
+    ``update({"val": {...}})`` replaces the subtree that was set under "val", as W&B's does
+    (a key logged under it stays: the history is not changed).
     """
 
     def __init__(self, last: Callable[[], dict[str, Any]], explicit: dict[str, Any],
@@ -109,10 +112,8 @@ class Summary(MutableMapping[str, Any]):
         merged = self._merged()
         if key in merged:
             return merged[key]
-        prefix = key + "/"
-        sub = {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
-        if sub:
-            return unflatten(sub)
+        if _subtree(merged, key):
+            return SummarySubDict(self, key)
         raise KeyError(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -135,15 +136,23 @@ class Summary(MutableMapping[str, Any]):
 
     def __delitem__(self, key: str) -> None:
         with self._lock:
-            explicit = dict(self._explicit)
-            del explicit[key]
+            explicit = _without(self._explicit, key)
+            if len(explicit) == len(self._explicit):
+                raise KeyError(key)
             self._persist(explicit)
             self._explicit = explicit
 
     def update(self, other: Any = None, /, **kw: Any) -> None:
+        """Set keys with one write of summary.json; a dict value replaces what was set under
+        its key (W&B's rule), ``summary[k1][k2] = v`` sets one key inside it."""
+        self._set("", dict(other or {}, **kw))
+
+    def _set(self, prefix: str, values: dict[str, Any]) -> None:
         with self._lock:
             explicit = dict(self._explicit)
-            explicit.update(_flat(dict(other or {}, **kw)))
+            for key in values:
+                explicit = _without(explicit, f"{prefix}{key}")
+            explicit.update(_flat(values, prefix))
             self._persist(explicit)
             self._explicit = explicit
 
@@ -158,6 +167,70 @@ class Summary(MutableMapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Summary({self.as_dict()!r})"
+
+
+class SummarySubDict(MutableMapping[str, Any]):
+    """A nested part of a run's summary, read through to it: setting or deleting a key here
+    changes the run's summary (and summary.json) as W&B's nested summary dicts do."""
+
+    def __init__(self, root: Summary, key: str) -> None:
+        object.__setattr__(self, "_root", root)
+        object.__setattr__(self, "_key", key)
+
+    def _items(self) -> dict[str, Any]:
+        return _subtree(self._root._merged(), self._key)
+
+    def __getitem__(self, key: str) -> Any:
+        items = self._items()
+        if key in items:
+            return items[key]
+        if _subtree(items, key):
+            return SummarySubDict(self._root, f"{self._key}/{key}")
+        raise KeyError(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        del self._root[f"{self._key}/{key}"]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"summary[{self._key!r}] has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.update({name: value})
+
+    def update(self, other: Any = None, /, **kw: Any) -> None:
+        self._root._set(f"{self._key}/", dict(other or {}, **kw))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(unflatten(self._items()))
+
+    def __len__(self) -> int:
+        return len(unflatten(self._items()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return unflatten(self._items())
+
+    def __repr__(self) -> str:
+        return repr(self.as_dict())  # prints as the dict it stands for
+
+
+def _subtree(flat: dict[str, Any], key: str) -> dict[str, Any]:
+    """The keys of ``flat`` under ``key/``, without that prefix."""
+    prefix = key + "/"
+    return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+
+
+def _without(flat: dict[str, Any], key: str) -> dict[str, Any]:
+    """``flat`` without ``key`` and the keys under it."""
+    prefix = key + "/"
+    return {k: v for k, v in flat.items() if k != key and not k.startswith(prefix)}
 
 
 def _flat(data: Mapping[str, Any], prefix: str = "", depth: int = 0) -> dict[str, Any]:

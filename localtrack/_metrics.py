@@ -59,6 +59,50 @@ def definition(name: Any, *, step_metric: Any = None, step_sync: Any = None, sum
     return out
 
 
+class Metric:
+    """What define_metric() returns, as W&B's ``wandb_metric.Metric``: the definition made,
+    read-only (``summary`` a tuple of aggregates, ``goal`` "minimize"/"maximize")."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._fields = dict(fields)
+
+    @property
+    def name(self) -> str:
+        return str(self._fields["name"])
+
+    @property
+    def step_metric(self) -> str | None:
+        return self._fields.get("step_metric")
+
+    @property
+    def step_sync(self) -> bool | None:
+        return self._fields.get("step_sync")
+
+    @property
+    def hidden(self) -> bool | None:
+        return self._fields.get("hidden")
+
+    @property
+    def summary(self) -> tuple[str, ...] | None:
+        parts = self._fields.get("summary")
+        return None if parts is None else tuple(parts)
+
+    @property
+    def goal(self) -> str | None:
+        return self._fields.get("goal")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Metric) and other._fields == self._fields
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._fields.items() if k != "overwrite")
+        return f"Metric({args})"
+
+
 def fold(events: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The definitions in force after these events, by name, in the order first defined. A
     later definition of a name adds to the earlier one, or replaces it when ``overwrite``."""

@@ -19,13 +19,15 @@ import math
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import (
     _durable,
+    _files,
     _filters,
+    _fsutil,
     _layout,
     _metrics,
     _naming,
@@ -40,7 +42,8 @@ from ._media import Histogram
 from ._naming import Ctx
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
-from .errors import CorruptRunError, RunNotFoundError, StorageError, UsageError
+from ._remotes._dir import open_file
+from .errors import CorruptRunError, InvalidValueError, RunNotFoundError, StorageError, UsageError
 
 if TYPE_CHECKING:
     import pandas
@@ -92,33 +95,73 @@ class Summary(dict[str, Any]):
 
 @dataclass(frozen=True)
 class RunFile:
-    """A file saved with a run: its name under the run's ``files/``, size in bytes, and path."""
+    """A file saved with a run (W&B's File): its name under the run's ``files/``, size in
+    bytes, path (local, or on the remote), ``url`` and ``download()``."""
 
     name: str
     size: int
     path: str
+    _source: StorePath = field(compare=False, repr=False)
+    _files: StorePath = field(compare=False, repr=False)  # the run's files/: no link below it
+    _ctx: Ctx = field(compare=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Where the file is: a ``file://`` URL, or the remote's (``s3://...``)."""
+        src = self._source
+        return src.absolute().as_uri() if isinstance(src, Path) else str(src)
+
+    def download(self, root: str | os.PathLike[str] = ".", replace: bool = False,
+                 exist_ok: bool = False) -> IO[str]:
+        """Copy the file to ``root/<name>`` and open it, as W&B's ``File.download``: a file
+        already there is an InvalidValueError (a ValueError, as W&B's) unless ``replace``
+        (copy over it) or ``exist_ok`` (open it as it is)."""
+        rel = _files.saved_name(self.name, f"download() of {self.name!r}")
+        if not isinstance(root, (str, os.PathLike)):
+            raise UsageError(f"download(root={root!r}): give a folder path.")
+        dst = Path(os.fspath(root)) / rel
+        if os.path.lexists(dst) and not replace:
+            if not exist_ok:
+                raise InvalidValueError(
+                    f"download(): {str(dst)!r} exists (the file {self.name!r} of run "
+                    f"{self._ctx.get('project')}/{self._ctx.get('run_id')}); pass replace=True "
+                    "to overwrite it or exist_ok=True to open it as it is.")
+        else:
+            src, under = self._source, self._files
+            opener = (src.open_input if isinstance(src, RemotePath) else
+                      lambda: open_file(src, under, **self._ctx))  # type: ignore[arg-type]
+            with _store.reading(src, **self._ctx):
+                try:
+                    _files.fetch(opener, dst)
+                except FileNotFoundError:
+                    raise UsageError(f"download(): the saved file {self.name!r} is gone from "
+                                     f"{src}; list the run's files() again.") from None
+        with _fsutil.storage_errors("open", dst, **self._ctx):
+            return open(dst, encoding="utf-8")  # noqa: SIM115 - the caller owns the file
 
 
-def _saved_files(folder: StorePath, prefix: str) -> Iterator[RunFile]:
-    """The plain files under ``folder`` (links and other kinds left out), recursively."""
+def _saved_files(folder: StorePath, prefix: str, top: StorePath, ctx: Ctx) -> Iterator[RunFile]:
+    """The plain files under ``folder`` (links, other kinds and temp files left out)."""
     if isinstance(folder, RemotePath):
         for name, entry in folder.entries().items():
             if entry.is_dir:
-                yield from _saved_files(folder / name, f"{prefix}{name}/")
-            else:
-                yield RunFile(f"{prefix}{name}", entry.size, str(folder / name))
+                yield from _saved_files(folder / name, f"{prefix}{name}/", top, ctx)
+            elif not name.startswith(_fsutil.TMP_PREFIX):
+                yield RunFile(f"{prefix}{name}", entry.size, str(folder / name), folder / name,
+                              top, ctx)
         return
     try:
         children = sorted(folder.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return
     for child in children:
-        if child.is_symlink():
+        if child.is_symlink() or child.name.startswith(_fsutil.TMP_PREFIX):
             continue
         if child.is_dir():
-            yield from _saved_files(child, f"{prefix}{child.name}/")
+            yield from _saved_files(child, f"{prefix}{child.name}/", top, ctx)
         elif child.is_file():
-            yield RunFile(f"{prefix}{child.name}", child.stat().st_size, str(child))
+            yield RunFile(f"{prefix}{child.name}", child.stat().st_size, str(child), child, top,
+                          ctx)
 
 
 def _check_int(name: str, value: Any, least: int | None) -> None:
@@ -239,8 +282,19 @@ class ApiRun:
         A link or anything but a plain file is left out: a store may come from elsewhere.
         """
         with _store.reading(self._rdir, **self._ctx):
-            found = list(_saved_files(self._rdir / FILES, ""))
+            found = list(_saved_files(self._rdir / FILES, "", self._rdir / FILES, self._ctx))
         return sorted(found, key=lambda f: f.name)
+
+    def file(self, name: str) -> RunFile:
+        """The saved file ``name`` (as ``files()`` names it), W&B's ``run.file(name)``."""
+        rel = _files.saved_name(name, f"file() of run {self.path}")
+        key = rel.replace(os.sep, "/")
+        for f in self.files():
+            if f.name == key:
+                return f
+        raise UsageError(f"Run {self.path} has no saved file {key!r} in {self._rdir / FILES} "
+                         f"(its files: {[f.name for f in self.files()][:10]}); save it with "
+                         "run.save().", **self._ctx)
 
     def _filter_record(self, fields: set[str] | None = None) -> _filters.Record:
         """The run as filters see it (see _filters): only ``fields`` when given, so a filter

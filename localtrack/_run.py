@@ -58,6 +58,7 @@ class Run(RunInfo, History):
         self._step_sync: _metrics.StepSync | None = None
         self._alerted: dict[str, float] = {}
         self._saves: list[tuple[str, str]] = []  # save(policy="live"/"end"): copied at finish
+        self._saver = _files.Saver(rdir, self._save_failed)
         self._watches: list[_watch.Watch] = []
         self._signalled: str | None = None  # a signal came (perhaps still deferred): not finished
         Guarded.__init__(self)
@@ -103,6 +104,7 @@ class Run(RunInfo, History):
             self.unwatch()
         except Exception:  # a model's own hook handles: the run must still finish
             log.error("finish() could not remove watch()'s hooks of %s", self._where, exc_info=True)
+        self._saver.stop()
         for pattern, base in self._saves:  # policy "live" and "end": their files as they end
             try:
                 self._copy_saved(pattern, base)
@@ -152,20 +154,22 @@ class Run(RunInfo, History):
         self._put = self._log.put
         self._event("rewound", from_step=last, to=step)
 
-    @critical
     def define_metric(self, name: str, step_metric: str | None = None, *,
                       step_sync: bool | None = None, summary: str | None = None,
                       goal: str | None = None, hidden: bool | None = None,
-                      overwrite: bool | None = None) -> None:
+                      overwrite: bool | None = None) -> _metrics.Metric:
         """W&B's define_metric (see _metrics): stored as a ``metric`` event, so a resumed run
-        and readers (``ApiRun.metrics``, the summary) know it. (W&B returns a Metric object;
-        scripts do not use it.)"""
+        and readers (``ApiRun.metrics``, the summary) know it. Returns W&B's Metric."""
         self._require_running("define a metric of")
         fields = _metrics.definition(name, step_metric=step_metric, step_sync=step_sync,
                                      summary=summary, goal=goal, hidden=hidden)
+        self._define_metric(dict(fields, overwrite=True) if overwrite else fields)
+        return _metrics.Metric(fields)
+
+    @critical
+    def _define_metric(self, fields: dict[str, Any]) -> None:
+        self._require_running("define a metric of")
         defs = self._definitions()
-        if overwrite:
-            fields["overwrite"] = True
         self._event("metric", **fields)
         _metrics.merge(defs, fields)
         self._sync_steps()
@@ -199,12 +203,18 @@ class Run(RunInfo, History):
     def save(self, glob_str: str | os.PathLike[str], base_path: str | os.PathLike[str] | None = None,
              policy: str = "live") -> list[str]:
         """Copy the files matching ``glob_str`` into the run's ``files/`` (see _files):
-        "now" copies them now, "end" at finish(), "live" both. Returns the stored paths."""
+        "now" copies them now, "end" at finish(), "live" now, whenever they change while the
+        run lives, and at finish(). Returns the stored paths (none for "end")."""
         self._require_running("save files into")
         pattern, base = _files.plan(glob_str, base_path, policy)
         if policy != "now":
             self._saves.append((pattern, base))
-        return self._copy_saved(pattern, base) if policy != "end" else []
+        if policy == "end":
+            return []
+        stored = self._copy_saved(pattern, base)
+        if policy == "live":
+            self._saver.follow(pattern, base)
+        return stored
 
     def _save_code(self) -> None:
         """init(save_code=True): the main script into the run's ``code/``."""
@@ -213,7 +223,11 @@ class Run(RunInfo, History):
 
     def _copy_saved(self, pattern: str, base: str) -> list[str]:
         with _fsutil.storage_errors("save files into", self._rdir / _files.FILES, **self._ctx):
-            return _files.copy(self._rdir, pattern, base)
+            return self._saver.copy(pattern, base)
+
+    def _save_failed(self, pattern: str, exc: Exception) -> None:
+        log.warning("save(%r, policy='live') could not copy a changed file of %s: %s; "
+                    "finish() copies it again", pattern, self._where, exc)
 
     def watch(self, models: Any, criterion: Any = None, log: str | None = "gradients",
               log_freq: int = 1000, idx: int | None = None, log_graph: bool = False) -> None:
@@ -298,6 +312,7 @@ class Run(RunInfo, History):
         self._renew_mutex()
         object.__setattr__(self.config, "_lock", self._mutex)  # (Config's setattr writes keys)
         self.summary._lock = self._mutex
+        self._saver = _files.Saver(self._rdir, self._save_failed)  # the parent's thread stays there
         self._open = False
 
     def _drop(self) -> None:
@@ -305,6 +320,7 @@ class Run(RunInfo, History):
         files stay as they are, the lock is released (for tests that simulate a crash in-process)."""
         self._state = State.FINISHED
         self._open = False
+        self._saver.stop()
         self._log.drop()
         self._events.abandon()
         self._lock.release()

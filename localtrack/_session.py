@@ -140,9 +140,10 @@ class DisabledRun(_run.Run):
     def define_metric(self, name: str, step_metric: str | None = None, *,
                       step_sync: bool | None = None, summary: str | None = None,
                       goal: str | None = None, hidden: bool | None = None,
-                      overwrite: bool | None = None) -> None:
-        _metrics.definition(name, step_metric=step_metric, step_sync=step_sync,
-                            summary=summary, goal=goal, hidden=hidden)
+                      overwrite: bool | None = None) -> _metrics.Metric:
+        return _metrics.Metric(_metrics.definition(name, step_metric=step_metric,
+                                                   step_sync=step_sync, summary=summary,
+                                                   goal=goal, hidden=hidden))
 
     def alert(self, title: str, text: str, level: str | _alerts.AlertLevel = "INFO",
               wait_duration: Any = None) -> None:

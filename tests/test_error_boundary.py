@@ -451,6 +451,7 @@ APIRUN: dict[str, Call] = {
     **{n: _get(n) for n in ("config", "created_at", "dir", "lastHistoryStep", "last_step", "metrics",
                             "path", "rewinds", "summary", "updated", "url")},
     "files": lambda r: r.files(),
+    "file": lambda r: r.file("a.txt"),
     "history": lambda r: r.history(samples=3, keys=["x"], pandas=False),
     "history_table": lambda r: r.history_table(include_rewound=True),
     "scan_history": lambda r: list(r.scan_history(page_size=2)),

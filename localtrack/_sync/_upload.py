@@ -13,7 +13,8 @@ One pass over a run uploads, in this order:
      chunk, the new bytes of its live blob log (``wal/<seq>.blob``), read after the log's
      bytes, as a chunk of the same kind (_remotes._chunks): an item is written before the
      row that refers to it, so every item the chunk's rows name is on the remote first;
-  5. the writer's lock record, config.json, summary.json and run.json when changed.
+  5. the writer's lock record, then the run's saved files and code (_files_upload), then
+     config.json, summary.json and run.json when changed.
 So at every instant the remote history is a prefix of the local one. The
 state is saved after each upload: a SIGKILL loses at most the record of one
 upload, and redoing it writes the same key with the same bytes (or, for a
@@ -42,6 +43,7 @@ from .._remotes import Remote
 from .._remotes._chunks import chain_end, chunk_name, read_log
 from .._remotes._dir import open_file, read_file
 from ..errors import CorruptRunError, LocaltrackError
+from . import _files_upload
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -300,7 +302,8 @@ class RunUpload:
         except FileNotFoundError:
             wal = []
         sig.append(wal)
-        sig.append(_stat_sig(str(self.lock_path), "lock"))
+        sig.append(_files_upload.stamps(self.rdir))  # sig[-2]: the saved files
+        sig.append(_stat_sig(str(self.lock_path), "lock"))  # sig[-1]: see live_holder
         return sig
 
     def live_holder(self, sig: list[Any] | None = None) -> dict[str, Any] | None:
@@ -436,6 +439,7 @@ class RunUpload:
                 self.s.call(self.remote.put, key, record)
             st.lock = lock_id
             self._save()
+        _files_upload.upload(self.rdir, sig[-2], st.files, self._put, self._save, **self.ctx)
         for name in METADATA:
             self._file(name)
         st.sig = sig
@@ -641,6 +645,8 @@ class RunUpload:
                 continue
             if self.state.files.get(name) != _sha(data):
                 files, nbytes = files + 1, nbytes + len(data)
+        saved = _files_upload.pending(sig[-2], self.state.files)
+        files, nbytes = files + saved[0], nbytes + saved[1]
         if self._lock_id(holder) != self.state.lock:
             files += 1
         if OWNER not in self.state.files:
@@ -679,7 +685,8 @@ class RunUpload:
             if seq > manifest["sealed_through"] and size \
                     and chain_end(self.s.call(self.remote.list, f"{self.prefix}/{blob}")) < size:
                 return f"{blob} is not complete"
-        return None
+        return _files_upload.verify(_files_upload.stamps(self.rdir), lambda folder: self.s.call(
+            self.remote.list, f"{self.prefix}/{folder}"))
 
 
 def _size(path: Path) -> int:
