@@ -35,7 +35,7 @@ from typing import Any
 from .. import _fsutil, _layout, _locks, _naming, _settings, _store
 from .._codec import decode_tree, dumps, encode_tree, loads
 from ..errors import CorruptRunError, LocaltrackError, LockUnavailableError, SweepNotFoundError
-from . import _search, _spec
+from . import _hyperband, _search, _spec
 
 log = logging.getLogger("localtrack")
 
@@ -184,7 +184,8 @@ class SweepStore:
     def _settle(self, state: dict[str, Any], run_id: str, exit_status: int | None) -> str:
         """Apply the requeue table to a job that ended; returns its new status.
 
-        A run with no events whose program left no status (its node was lost) or was killed
+        A job early termination marked (``job["stop"]``) is stopped, whatever its status. A
+        run with no events whose program left no status (its node was lost) or was killed
         by a signal (a preemption; Popen's negative status) died before init() made it: nothing
         said it must not be requeued, and nothing of it is lost by starting it again. A program
         that exited with a status before init() (an import error) failed. Everything requeued
@@ -194,6 +195,9 @@ class SweepStore:
         job["exit_status"] = exit_status
         job["updated"] = time.time()
         job.pop("agent", None)
+        if "stop" in job:  # early termination chose it: ended on purpose, never requeued
+            job["status"] = "stopped"
+            return "stopped"
         if exit_status == 0:
             job["status"] = "finished"
             return "finished"
@@ -245,6 +249,36 @@ class SweepStore:
     def finish_job(self, run_id: str, exit_status: int | None) -> str:
         with self.transaction() as state:
             return self._settle(state, run_id, exit_status)
+
+    def mark_stops(self, decisions: dict[str, dict[str, float]]) -> list[str]:
+        """Record early termination's decisions on the jobs still running and not yet marked
+        (so a job is marked once, whichever agent decided first); returns those marked now."""
+        marked = []
+        with self.transaction() as state:
+            for run_id, why in decisions.items():
+                job = state["jobs"].get(run_id)
+                if job is not None and job["status"] == "running" and "stop" not in job:
+                    job["stop"] = {**why, "at": time.time()}
+                    marked.append(run_id)
+        return marked
+
+    def metric_history(self, run_id: str) -> list[float]:
+        """The metric's logged values (finite numbers), in order, negated for maximize: what
+        hyperband counts as iterations. Empty for a run that has no files or cannot be read."""
+        if self.spec.metric is None:
+            return []
+        rid = _naming.run_id(run_id)
+        rdir = _layout.run_dir(self.root, self.project, rid)
+        name = self.spec.metric["name"]
+        try:
+            column = _store.columns(rdir, [name], {"project": self.project, "run_id": rid})
+        except FileNotFoundError:
+            return []
+        except LocaltrackError as exc:
+            log.warning("sweep %s: no history of %s from run %s: %s", self.id, name, run_id, exc)
+            return []
+        sign = -1.0 if self.spec.metric["goal"] == "maximize" else 1.0
+        return [sign * float(v) for v in column.get(name, []) if _hyperband.is_number(v)]
 
     def _results(self, state: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
         """(params, metric) of finished jobs, for bayes."""
