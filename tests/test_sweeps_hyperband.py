@@ -18,7 +18,8 @@ import localtrack
 from localtrack._sweeps import _hyperband, _spec
 from localtrack.errors import SweepConfigError
 
-from .helpers import steps_of
+from .helpers import steps_of, wait_for
+from .test_sweeps import _group_alive
 
 
 def _hb(**et):
@@ -106,23 +107,33 @@ run = localtrack.init()
 run.mark_preempting()   # a SIGTERM would requeue it, were it not a stop
 with open(out, "a") as fh:
     fh.write(f"START {run.id} {args.quality}\\n")
-for step in range(run.step, STEPS):
-    run.log({"loss": 1.0 if args.quality == "good" else 10.0})
-    time.sleep(0.05)
+for step in range(run.step, int(os.environ.get("STEPS", "STEPS"))):
+    run.log({"loss": 1.0 if args.quality.startswith("good") else 10.0})
+    time.sleep(float(os.environ.get("SLEEP", "0.05")))
 run.finish()
 """.replace("STEPS", str(STEPS))
 
 
-def _sweep(store: Path, tmp_path: Path) -> str:
+def _node(store: Path, tmp_path: Path, sweep_id: str, env: dict[str, str],
+          *extra: str) -> subprocess.Popen:
+    """An agent in its own process group: the group is the node (agent, program, sealer)."""
+    return subprocess.Popen([sys.executable, "-m", "localtrack", "agent", f"p/{sweep_id}",
+                             "--dir", str(store), *extra], cwd=tmp_path,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _sweep(store: Path, tmp_path: Path, quality: str = "[good, bad]",
+           seed: str = "[1, 2, 3]") -> str:
     (tmp_path / "train.py").write_text(textwrap.dedent(PROGRAM))
-    (tmp_path / "sweep.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "sweep.yaml").write_text(textwrap.dedent(f"""
         program: train.py
         method: grid
-        metric: {name: loss, goal: minimize}
-        early_terminate: {type: hyperband, min_iter: 3, eta: 3}
+        metric: {{name: loss, goal: minimize}}
+        early_terminate: {{type: hyperband, min_iter: 3, eta: 3}}
         parameters:
-          quality: {values: [good, bad]}
-          seed: {values: [1, 2, 3]}
+          quality: {{values: {quality}}}
+          seed: {{values: {seed}}}
     """))
     res = subprocess.run([sys.executable, "-m", "localtrack", "sweep", "sweep.yaml", "--project",
                           "p", "--dir", str(store)], cwd=tmp_path, capture_output=True, text=True,
@@ -138,11 +149,8 @@ def test_agents_stop_bad_runs_at_a_band(store, tmp_path):
     called mark_preempting()."""
     sweep_id = _sweep(store, tmp_path)
     attempts = tmp_path / "attempts"
-    env = {**os.environ, "ATTEMPTS": str(attempts), "LOCALTRACK_AGENT_POLL": "0.2"}
-    agents = [subprocess.Popen([sys.executable, "-m", "localtrack", "agent", f"p/{sweep_id}",
-                                "--dir", str(store)], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True) for _ in range(2)]
+    env = {"ATTEMPTS": str(attempts), "LOCALTRACK_AGENT_POLL": "0.2"}
+    agents = [_node(store, tmp_path, sweep_id, env) for _ in range(2)]
     try:
         outs = [a.communicate(timeout=120)[0].decode() for a in agents]
     finally:
@@ -175,6 +183,55 @@ def test_agents_stop_bad_runs_at_a_band(store, tmp_path):
                              f"p/{sweep_id}", "--dir", str(store)], capture_output=True,
                             text=True, timeout=60)
     assert "stopped=3" in status.stdout and "finished=3" in status.stdout, status.stdout
+
+
+def test_a_stop_decided_for_a_lost_node_settles_stopped(store, tmp_path):
+    """Node A runs the bad job and never checks (a long poll); agent C, running another job,
+    decides and marks A's job (before it passes 81 values: a run alone at a band is only
+    compared with itself there); A is lost before it delivers the stop. The job is settled
+    "stopped" by the next agent that claims work, not requeued though it called
+    mark_preempting(): the stop is decided once and the run is never started again."""
+    sweep_id = _sweep(store, tmp_path, quality="[good, bad, good2]", seed="[1]")
+    attempts = tmp_path / "attempts"
+    env = {"ATTEMPTS": str(attempts), "LOCALTRACK_AGENT_POLL": "0.1"}
+    first = _node(store, tmp_path, sweep_id, env, "--count", "1")
+    out = first.communicate(timeout=120)[0].decode()
+    assert "-> finished" in out, out
+    node_a = _node(store, tmp_path, sweep_id, {**env, "LOCALTRACK_AGENT_POLL": "1000",
+                                               "STEPS": "100000", "SLEEP": "0.3"})
+    sweep = localtrack.Api(store)
+    try:
+        def bad_run() -> str | None:
+            runs = sweep.sweep(f"p/{sweep_id}").runs
+            return next((r["id"] for r in runs if r["params"]["quality"] == "bad"), None)
+
+        def values() -> int:
+            rid = bad_run()
+            try:
+                return len(steps_of(store, f"p/{rid}")) if rid else 0
+            except localtrack.errors.RunNotFoundError:   # its program is starting
+                return 0
+
+        wait_for(lambda: values() >= 3, timeout=60, what="the bad run's third value")
+        node_c = _node(store, tmp_path, sweep_id, env)
+        wait_for(lambda: "stop" in sweep.sweep(f"p/{sweep_id}").jobs[bad_run()], timeout=60,
+                 what="node C to mark the bad run")
+        os.killpg(node_a.pid, signal.SIGKILL)   # node A is lost before it looks
+        node_a.communicate(timeout=30)
+        wait_for(lambda: not _group_alive(node_a.pid), what="node A to die")
+        outs = [node_c.communicate(timeout=120)[0].decode()]
+        last = _node(store, tmp_path, sweep_id, env)
+        outs.append(last.communicate(timeout=120)[0].decode())
+    finally:
+        for node in (node_a,):
+            if _group_alive(node.pid):
+                os.killpg(node.pid, signal.SIGKILL)
+    final = sweep.sweep(f"p/{sweep_id}")
+    assert final.counts() == {"finished": 2, "stopped": 1}, (final.runs, outs)
+    bad = next(r for r in final.runs if r["params"]["quality"] == "bad")
+    assert bad["requeues"] == 0 and bad["exit_status"] is None and bad["stop"]["band"] >= 3
+    starts = [line for line in attempts.read_text().splitlines() if line.startswith("START")]
+    assert sum(bad["id"] in line for line in starts) == 1
 
 
 def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch):
