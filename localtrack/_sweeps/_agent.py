@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .. import _naming, _session, _settings
+from .. import _fsutil, _naming, _session, _settings
 from .._codec import dumps
 from ..errors import LocaltrackError, RunStoppedError, UsageError
 from . import _hyperband
@@ -232,8 +232,9 @@ def _early_terminate(store: SweepStore, run_id: str, deliver: Callable[[bool], N
         thread.join()
 
 
-def build_command(store: SweepStore, params: dict[str, Any]) -> list[str]:
-    """W&B's command macros: ${env} ${interpreter} ${program} ${args} ${args_no_hyphens} ${args_json}."""
+def build_command(store: SweepStore, params: dict[str, Any], run_id: str) -> list[str]:
+    """W&B's command macros: ${env} ${interpreter} ${program} ${args} ${args_no_hyphens}
+    ${args_no_boolean_flags} ${args_json} ${args_json_file}."""
     spec = store.spec
     if spec.program is None and spec.command is None:
         raise UsageError(f"Sweep {store.id!r} has no 'program' or 'command' to run; pass "
@@ -245,8 +246,16 @@ def build_command(store: SweepStore, params: dict[str, Any]) -> list[str]:
         "${program}": [spec.program or ""],
         "${args}": [f"--{k}={_arg(v)}" for k, v in flat],
         "${args_no_hyphens}": [f"{k}={_arg(v)}" for k, v in flat],
+        "${args_no_boolean_flags}": [f"--{k}" if v is True else f"--{k}={_arg(v)}"
+                                     for k, v in flat if v is not False],
         "${args_json}": [dumps(spec.nest(params)).decode()],
     }
+    if "${args_json_file}" in template:
+        path = store.dir / "args" / f"{run_id}.json"
+        with _fsutil.storage_errors("write the job's arguments", path):
+            _fsutil.ensure_dir(path.parent)
+            _fsutil.atomic_write(path, dumps(spec.nest(params)))
+        macros["${args_json_file}"] = [str(path)]
     out: list[str] = []
     for part in template:
         out.extend(macros.get(part, [part]))
@@ -317,7 +326,7 @@ def agent(sweep_id: str, *, function: Callable[[], Any] | None = None, count: in
                     if function is not None:
                         code = _run_function(function, env, fstop)
                     else:
-                        code = runner.run(build_command(store, params), env, agent_lock)
+                        code = runner.run(build_command(store, params, run_id), env, agent_lock)
                 status = store.finish_job(run_id, code)
                 log.info("sweep %s: run %s ended with %s -> %s", sid, run_id, code, status)
                 ran += 1
