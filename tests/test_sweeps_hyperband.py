@@ -117,7 +117,8 @@ run.finish()
 def _node(store: Path, tmp_path: Path, sweep_id: str, env: dict[str, str],
           *extra: str) -> subprocess.Popen:
     """An agent in its own process group: the group is the node (agent, program, sealer)."""
-    return subprocess.Popen([sys.executable, "-m", "localtrack", "agent", f"p/{sweep_id}",
+    path = sweep_id if "/" in sweep_id else f"p/{sweep_id}"
+    return subprocess.Popen([sys.executable, "-m", "localtrack", "agent", path,
                              "--dir", str(store), *extra], cwd=tmp_path,
                             env={**os.environ, **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -264,3 +265,41 @@ def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch)
     assert sweep.jobs[bad["id"]]["stop"]["threshold"] == -0.9   # maximize: values negated
     assert len(steps_of(store, f"p/{bad['id']}")) < 200
     assert localtrack.Api(store).run(f"p/{bad['id']}").state == "failed"
+
+
+FASHION = Path(__file__).parent / "wandb_scripts" / "pytorch_cnn_fashion_sweep"
+
+
+def test_wandbs_pytorch_fashion_sweep_runs_through_the_cli(store, tmp_path):
+    """W&B's example sweep as is: `localtrack sweep sweep-grid-hyperband.yaml`, then
+    `localtrack agent` runs `program: train.py` (which parses no arguments and reads
+    wandb.config) for the first grid points; hyperband (bands 3 and 9) judges each run."""
+    pytest.importorskip("torch")
+    for name in ("train.py", "sweep-grid-hyperband.yaml"):
+        (tmp_path / name).write_text((FASHION / name).read_text())
+    res = subprocess.run([sys.executable, "-m", "localtrack", "sweep", "sweep-grid-hyperband.yaml",
+                          "--project", "pytorch-cnn-fashion", "--dir", str(store)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    sweep_id = res.stdout.strip()
+    agent = _node(store, tmp_path, f"pytorch-cnn-fashion/{sweep_id}", {
+        "LOCALTRACK_AGENT_POLL": "0.2"}, "--count", "3")
+    out = agent.communicate(timeout=600)[0].decode()
+    assert agent.returncode == 0, out
+    api = localtrack.Api(store)
+    sweep = api.sweep(f"pytorch-cnn-fashion/{sweep_id}")
+    assert len(sweep.runs) == 3 and set(sweep.counts()) <= {"finished", "stopped"}, sweep.runs
+    first = {"dropout": 0.1, "channels_one": 10, "channels_two": 24, "epochs": 27}
+    for r in sweep.runs:
+        run = api.run(f"pytorch-cnn-fashion/{r['id']}")
+        # the sweep's values, not the script's defaults (dropout 0.5, epochs 2); batch_size is
+        # the script's own (no sweep parameter)
+        assert {k: run.config[k] for k in first} == first and run.config["batch_size"] == 100
+        assert run.config["learning_rate"] == r["params"]["learning_rate"]
+        losses = run.history_table(["loss"]).column("loss").to_pylist()
+        if r["status"] == "finished":
+            assert len(losses) == 9
+        else:
+            assert r["stop"]["value"] > r["stop"]["threshold"] and r["stop"]["band"] in (3, 9)
+            assert r["stop"]["band"] <= len(losses) < 9
+    assert sweep.runs[0]["status"] == "finished"   # alone at every band: never stopped
