@@ -34,8 +34,12 @@ def test_bands_as_wandb_computes_them():
     assert _hb(max_iter=81, s=3).bands == (3, 9, 27)
     assert _hb(max_iter=18, s=2).bands == (2, 6)
     assert _hb(max_iter=5, s=2, eta=2).bands == (1, 2)          # 2.5 -> 2, 1.25 -> 1
-    assert _hb(max_iter=10, s=2).bands == (1, 3)                # W&B's local-controller example
     assert _hb(min_iter=3).strict is True
+    local = _spec.parse({"method": "grid", "controller": {"type": "local"},  # W&B's key: taken
+                         "metric": {"name": "loss_metric", "goal": "minimize"},
+                         "early_terminate": {"type": "hyperband", "max_iter": 10, "s": 2, "eta": 3},
+                         "parameters": {"base": {"values": [10, 15, 20]}}})
+    assert local.early_terminate.bands == (1, 3)
 
 
 def test_threshold_and_decision_by_hand():
@@ -265,6 +269,11 @@ def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch)
     assert sweep.jobs[bad["id"]]["stop"]["threshold"] == -0.9   # maximize: values negated
     assert len(steps_of(store, f"p/{bad['id']}")) < 200
     assert localtrack.Api(store).run(f"p/{bad['id']}").state == "failed"
+    from localtrack._ui import _sweeps as ui  # what the dashboard's sweep view is sent
+    view = ui.sweep(localtrack.Api(store), f"p/{sweep_id}")
+    assert view["counts"] == {"finished": 1, "stopped": 1}
+    assert [r["stop"]["band"] for r in view["runs"] if r["status"] == "stopped"] == [2]
+    assert ui.sweeps(localtrack.Api(store), "p")[0]["counts"]["stopped"] == 1
 
 
 FASHION = Path(__file__).parent / "wandb_scripts" / "pytorch_cnn_fashion_sweep"

@@ -13,7 +13,8 @@ of agents on any number of nodes (with flock-coherent shared storage) claim
 work without two running the same job. A job whose agent died (same host and
 pid namespace: its pid is gone; otherwise no heartbeat for LEASE seconds) and
 whose locks are free (no flock on the run's lock nor on the agent's, which its
-program inherits) is settled as "no status": requeued if
+program inherits) is settled as "no status": stopped if early termination marked it
+(``job["stop"]``, set once by whichever agent decided it), else requeued if
 the run called mark_preempting(), or if it never came to exist (the node was
 lost while the program started, before init()); crashed otherwise. A program
 killed by a signal before init() is requeued too.

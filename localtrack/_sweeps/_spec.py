@@ -21,7 +21,8 @@ DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform
                  "log_uniform_values", "q_log_uniform_values", "log_uniform", "normal",
                  "q_normal", "log_normal")
 _TOP_KEYS = {"method", "metric", "parameters", "run_cap", "program", "command", "name",
-             "description", "project", "entity", "max_requeues", "early_terminate"}
+             "description", "project", "entity", "max_requeues", "early_terminate",
+             "controller"}  # controller: W&B's local/cloud choice; here every agent is one
 
 
 def _fail(where: str, problem: str) -> SweepConfigError:
