@@ -189,6 +189,7 @@ def test_agents_stop_bad_runs_at_a_band(store, tmp_path):
                              f"p/{sweep_id}", "--dir", str(store)], capture_output=True,
                             text=True, timeout=60)
     assert "stopped=3" in status.stdout and "finished=3" in status.stdout, status.stdout
+    assert status.stdout.count("stopped at ") == 3, status.stdout   # with the band
 
 
 def test_a_stop_decided_for_a_lost_node_settles_stopped(store, tmp_path):
