@@ -103,7 +103,8 @@ out = os.environ["ATTEMPTS"]
 def on_term(signum, frame):   # localtrack's handler records "preempted", then calls this one
     with open(out, "a") as fh:
         fh.write(f"TERM {os.environ['LOCALTRACK_RUN_ID']}\\n")
-    sys.exit(143)
+    if not os.environ.get("IGNORE_TERM"):   # a program that goes on: SIGKILL comes later
+        sys.exit(143)
 
 signal.signal(signal.SIGTERM, on_term)
 import localtrack
@@ -111,7 +112,8 @@ run = localtrack.init()
 run.mark_preempting()   # a SIGTERM would requeue it, were it not a stop
 with open(out, "a") as fh:
     fh.write(f"START {run.id} {args.quality}\\n")
-for step in range(run.step, int(os.environ.get("STEPS", "STEPS"))):
+for step in range(run.step, int(os.environ.get(f"STEPS_{args.quality}",
+                                              os.environ.get("STEPS", "STEPS")))):
     run.log({"loss": 1.0 if args.quality.startswith("good") else 10.0})
     time.sleep(float(os.environ.get("SLEEP", "0.05")) * (1 if args.quality != "bad" else 3))
 run.finish()
@@ -239,6 +241,28 @@ def test_a_stop_decided_for_a_lost_node_settles_stopped(store, tmp_path):
     assert bad["requeues"] == 0 and bad["exit_status"] is None and bad["stop"]["band"] >= 3
     starts = [line for line in attempts.read_text().splitlines() if line.startswith("START")]
     assert sum(bad["id"] in line for line in starts) == 1
+
+
+def test_a_program_that_ignores_sigterm_is_killed_after_the_kill_delay(store, tmp_path):
+    """As W&B's agent: SIGTERM first, SIGKILL once the program outlived the kill delay
+    (LOCALTRACK_AGENT_KILL_DELAY, else W&B's WANDB_AGENT_KILL_DELAY); the job is stopped."""
+    sweep_id = _sweep(store, tmp_path, seed="[1]")
+    attempts = tmp_path / "attempts"
+    env = {"ATTEMPTS": str(attempts), "LOCALTRACK_AGENT_POLL": "0.1", "IGNORE_TERM": "1",
+           "WANDB_AGENT_KILL_DELAY": "0.5", "STEPS_bad": "100000"}
+    agent = _node(store, tmp_path, sweep_id, env)
+    try:
+        out = agent.communicate(timeout=120)[0].decode()
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.communicate(timeout=30)
+    sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert sweep.counts() == {"finished": 1, "stopped": 1}, (sweep.runs, out)
+    bad = next(r for r in sweep.runs if r["params"]["quality"] == "bad")
+    assert bad["exit_status"] == -signal.SIGKILL and bad["requeues"] == 0, out
+    terms = [line for line in attempts.read_text().splitlines() if line == f"TERM {bad['id']}"]
+    assert len(terms) == 1   # one SIGTERM, then the SIGKILL
 
 
 def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch):

@@ -35,7 +35,6 @@ from ._queue import LEASE_SECONDS, SweepStore
 log = logging.getLogger("localtrack")
 
 _POLL_SECONDS = 5.0  # between early-termination checks while a job runs
-_KILL_DELAY = 30.0  # W&B's agent: SIGKILL a stopped program still running after this
 
 
 def parse_sweep_path(value: str, project: str | None,
@@ -182,16 +181,16 @@ class _Watcher:
         return jobs
 
 
-def poll_seconds() -> float:
-    """LOCALTRACK_AGENT_POLL: seconds between an agent's early-termination checks."""
-    text = os.environ.get("LOCALTRACK_AGENT_POLL", "").strip()
+def _seconds(name: str, given: str | None, default: float) -> float:
+    """LOCALTRACK_<name> (else W&B's WANDB_<name>), ``given``: seconds > 0, else ``default``."""
+    text = (given or "").strip()
     try:
-        value = float(text) if text else _POLL_SECONDS
+        value = float(text) if text else default
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise UsageError(f"Invalid LOCALTRACK_AGENT_POLL={text!r}: give a number of seconds "
-                         f"> 0 (default {_POLL_SECONDS:g}).")
+        raise UsageError(f"Invalid LOCALTRACK_{name} (or WANDB_{name})={text!r}: give a number "
+                         f"of seconds > 0 (default {default:g}).")
     return value
 
 
@@ -199,12 +198,13 @@ def poll_seconds() -> float:
 def _early_terminate(store: SweepStore, run_id: str, deliver: Callable[[bool], None],
                      watcher: _Watcher | None) -> Any:
     """While a job runs, check every poll; once its own job is marked, deliver the stop (a
-    program: SIGTERM, then SIGKILL after the kill delay)."""
+    program: SIGTERM, then SIGKILL once it outlived AGENT_KILL_DELAY seconds: W&B's 30)."""
     if watcher is None:
         yield
         return
     done = threading.Event()
-    poll = poll_seconds()
+    poll = _seconds("AGENT_POLL", _settings._env("AGENT_POLL"), _POLL_SECONDS)
+    kill_delay = _seconds("AGENT_KILL_DELAY", _settings._env("AGENT_KILL_DELAY"), 30.0)
 
     def watch() -> None:
         sent: float | None = None
@@ -219,7 +219,7 @@ def _early_terminate(store: SweepStore, run_id: str, deliver: Callable[[bool], N
             if sent is None:
                 sent = time.monotonic()
                 deliver(False)
-            elif time.monotonic() - sent > _KILL_DELAY:
+            elif time.monotonic() - sent > kill_delay:
                 deliver(True)
                 sent = math.inf
 
