@@ -130,6 +130,17 @@ def _node(store: Path, tmp_path: Path, sweep_id: str, env: dict[str, str],
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _outputs(nodes: list[subprocess.Popen]) -> list[str]:
+    """The nodes' outputs once they end (within bounds); a failure leaves none running."""
+    try:
+        return [n.communicate(timeout=120)[0].decode() for n in nodes]
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                os.killpg(n.pid, signal.SIGKILL)
+                n.communicate(timeout=30)
+
+
 def _sweep(store: Path, tmp_path: Path, quality: str = "[good, bad]",
            seed: str = "[1, 2, 3]") -> str:
     (tmp_path / "train.py").write_text(textwrap.dedent(PROGRAM))
@@ -158,13 +169,7 @@ def test_agents_stop_bad_runs_at_a_band(store, tmp_path):
     attempts = tmp_path / "attempts"
     env = {"ATTEMPTS": str(attempts), "LOCALTRACK_AGENT_POLL": "0.2"}
     agents = [_node(store, tmp_path, sweep_id, env) for _ in range(2)]
-    try:
-        outs = [a.communicate(timeout=120)[0].decode() for a in agents]
-    finally:
-        for a in agents:
-            if a.poll() is None:
-                os.killpg(a.pid, signal.SIGKILL)
-                a.communicate(timeout=30)
+    outs = _outputs(agents)
     assert all(a.returncode == 0 for a in agents), outs
     sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
     assert sweep.counts() == {"finished": 3, "stopped": 3}, (sweep.runs, outs)
@@ -250,13 +255,7 @@ def test_a_program_that_ignores_sigterm_is_killed_after_the_kill_delay(store, tm
     attempts = tmp_path / "attempts"
     env = {"ATTEMPTS": str(attempts), "LOCALTRACK_AGENT_POLL": "0.1", "IGNORE_TERM": "1",
            "WANDB_AGENT_KILL_DELAY": "0.5", "STEPS_bad": "100000"}
-    agent = _node(store, tmp_path, sweep_id, env)
-    try:
-        out = agent.communicate(timeout=120)[0].decode()
-    finally:
-        if agent.poll() is None:
-            os.killpg(agent.pid, signal.SIGKILL)
-            agent.communicate(timeout=30)
+    (out,) = _outputs([_node(store, tmp_path, sweep_id, env)])
     sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
     assert sweep.counts() == {"finished": 1, "stopped": 1}, (sweep.runs, out)
     bad = next(r for r in sweep.runs if r["params"]["quality"] == "bad")
