@@ -510,7 +510,8 @@ wandb.config.update(args)       # the argparse defaults must not undo the sweep'
 wandb.config.lr = 99.0          # nor an assignment
 with open(os.environ["OUT"], "a") as fh:
     fh.write(json.dumps({"argv": sys.argv[1:], "lr": wandb.config.lr, "fast": wandb.config.fast,
-                         "layers": wandb.config.layers, "id": run.id}) + "\\n")
+                         "layers": wandb.config.layers, "id": run.id,
+                         "sweep": os.environ.get("WANDB_SWEEP_ID")}) + "\\n")
 run.log({"loss": wandb.config.lr})
 run.finish()
 """
@@ -560,6 +561,7 @@ def test_wandb_yaml_commands_and_a_script_that_parses_its_args(store, tmp_path, 
         lr = r["params"]["lr"]
         got = seen[r["id"]]
         assert (got["lr"], got["fast"], got["layers"]) == (lr, True, 2), (got, log)
+        assert got["sweep"] == res.stdout.strip()   # W&B's variable, which scripts test
         if argv is not None:
             assert got["argv"] == argv(lr)
         else:   # the path of a JSON file holding the parameters

@@ -61,7 +61,7 @@ def parse_sweep_path(value: str, project: str | None,
 def job_env(store: SweepStore, run_id: str, params: dict[str, Any]) -> dict[str, str]:
     return {"LOCALTRACK_DIR": str(store.root), "LOCALTRACK_PROJECT": store.project,
             "LOCALTRACK_RUN_ID": run_id, "LOCALTRACK_RESUME": "allow",
-            "LOCALTRACK_SWEEP_ID": store.id,
+            "LOCALTRACK_SWEEP_ID": store.id, "WANDB_SWEEP_ID": store.id,  # (scripts test it)
             "LOCALTRACK_SWEEP_PARAMS": dumps(store.spec.nest(params)).decode()}
 
 
