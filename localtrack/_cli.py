@@ -197,7 +197,8 @@ def _print_sweep(dir: str | None, path: str) -> int:
     counts = sweep.counts()
     print("jobs     " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none yet"))
     print(f"queue    {' '.join(sweep.queue) or '-'}")
-    rows = [(r["id"], r["status"], r["requeues"], "-" if r["metric"] is None else r["metric"],
+    rows = [(r["id"], r["status"] + (f" at {r['stop']['band']}" if r["stop"] else ""),
+             r["requeues"], "-" if r["metric"] is None else r["metric"],
              " ".join(f"{k}={v}" for k, v in r["params"].items())) for r in sweep.runs]
     if rows:
         print(_table(("RUN", "STATUS", "REQUEUES", metric.upper(), "PARAMS"), rows))

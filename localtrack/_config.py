@@ -13,6 +13,7 @@ A config is given as W&B takes it: a dict, an ``argparse.Namespace`` or any obje
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager
@@ -23,6 +24,8 @@ import orjson
 from ._codec import MAX_DEPTH, unflatten
 from .errors import InvalidValueError, UnsupportedTypeError, UsageError
 
+logger = logging.getLogger("localtrack")
+
 
 class Config(MutableMapping[str, Any]):
     """W&B-style config: ``config["lr"]``, ``config.lr``, ``config.update({...})``."""
@@ -32,6 +35,7 @@ class Config(MutableMapping[str, Any]):
         object.__setattr__(self, "_data", dict(data))
         object.__setattr__(self, "_persist", persist)
         object.__setattr__(self, "_lock", lock or contextlib.nullcontext())
+        object.__setattr__(self, "_locked", {})
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -63,10 +67,21 @@ class Config(MutableMapping[str, Any]):
     def update(self, other: Any = None, /, allow_val_change: bool | None = None, **kw: Any) -> None:
         """Set many keys with one write of config.json. ``other`` is anything init() takes as
         config. A value may always change (W&B's ``allow_val_change`` is accepted for that)."""
+        new = storable({**config_dict(other), **kw})
+        for key in [k for k in new if k in self._locked]:
+            if new[key] != self._data.get(key):  # W&B's words, and as W&B the value stays
+                logger.warning("Config item '%s' was locked by '%s' (ignored update).", key,
+                               self._locked[key])
+            del new[key]
         with self._lock:
             data = dict(self._data)
-            data.update(storable({**config_dict(other), **kw}))
+            data.update(new)
             self._commit(data)
+
+    def _lock_keys(self, keys: Collection[str], by: str) -> None:
+        """Keys an update leaves as they are (a sweep's parameters, as W&B locks them: a
+        script's ``config.update(args)`` does not undo the agent's values)."""
+        self._locked.update(dict.fromkeys(keys, by))
 
     def setdefaults(self, d: Any) -> None:
         """Set the keys of ``d`` not set yet (W&B's ``config.setdefaults``)."""

@@ -264,6 +264,8 @@ def init(project: str | None = None, *, entity: str | None = None,
         return run
     run = _start_run(resolved, fields, run_config, how,
                      *_settings.branch_points(args["resume_from"], args["fork_from"]))
+    if sweep is not None:  # as W&B: the sweep's values stay whatever the script updates
+        run.config._lock_keys(sweep.params, "sweep")
     if _settings.save_code(args["save_code"]):
         run._save_code()
     return run

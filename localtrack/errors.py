@@ -12,6 +12,7 @@
     ├── ArtifactNotFoundError       use_artifact() or Api.artifact() on a missing name/version/alias
     ├── RunNotFoundError            resume="must" or Api.run() on a missing run
     ├── SweepNotFoundError          an agent or Api.sweep() on a missing sweep
+    ├── RunStoppedError             a sweep's early termination stopped the run an agent runs
     ├── RunExistsError              resume="never" on an existing run
     ├── RunLockedError              another live process writes that run
     ├── LockUnavailableError        the file system cannot lock (e.g. Lustre noflock)
@@ -40,6 +41,7 @@ __all__ = [
     "RunExistsError",
     "RunLockedError",
     "RunNotFoundError",
+    "RunStoppedError",
     "RunStateError",
     "StorageError",
     "SweepConfigError",
@@ -112,6 +114,16 @@ class ArtifactNotFoundError(LocaltrackError):
 
 class RunNotFoundError(LocaltrackError):
     """The run asked for does not exist in the store."""
+
+
+class RunStoppedError(LocaltrackError):
+    """A sweep's early termination stopped this run: raised inside the function an agent runs
+    (as W&B's agent raises in it), so it ends and the agent goes on to its next job."""
+
+    def __init__(self, message: str = "The sweep's early termination (hyperband) stopped this "
+                 "run: its metric was below the band's threshold. Nothing to fix; the agent "
+                 "goes on with its next job.", **kw: Any) -> None:
+        super().__init__(message, **kw)
 
 
 class RunExistsError(LocaltrackError):

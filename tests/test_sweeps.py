@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -494,3 +495,78 @@ def test_an_agent_finds_a_bare_sweep_id_in_the_store(store: Path) -> None:
         localtrack.agent(sid, function=lambda: None, dir=store)
     with pytest.raises(localtrack.errors.UsageError, match="needs a project"):
         localtrack.agent("nosuchid", function=lambda: None, dir=store)
+
+
+ARGPARSE_PROGRAM = """
+import argparse, json, os, sys
+import localtrack as wandb
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float, default=0.5)
+p.add_argument("--layers", type=int, default=2)
+p.add_argument("--fast", nargs="?", const=True, default=False)
+args, rest = p.parse_known_args()
+run = wandb.init(config=args, magic=True)
+wandb.config.update(args)       # the argparse defaults must not undo the sweep's values
+wandb.config.lr = 99.0          # nor an assignment
+with open(os.environ["OUT"], "a") as fh:
+    fh.write(json.dumps({"argv": sys.argv[1:], "lr": wandb.config.lr, "fast": wandb.config.fast,
+                         "layers": wandb.config.layers, "id": run.id,
+                         "sweep": os.environ.get("WANDB_SWEEP_ID")}) + "\\n")
+run.log({"loss": wandb.config.lr})
+run.finish()
+"""
+
+
+@pytest.mark.parametrize("method,command,argv", [
+    pytest.param("grid", None, lambda lr: [f"--lr={lr}", "--fast=true"], id="default-args"),
+    pytest.param("random", '["${env}", "${interpreter}", "${program}", "-b", "cfg", "${args}"]',
+                 lambda lr: ["-b", "cfg", f"--lr={lr}", "--fast=true"], id="args"),
+    pytest.param("grid", '["${env}", "python", "${program}", "${args_no_hyphens}"]',
+                 lambda lr: [f"lr={lr}", "fast=true"], id="no-hyphens"),
+    pytest.param("bayes", '["${env}", "${interpreter}", "${program}", "${args_no_boolean_flags}"]',
+                 lambda lr: [f"--lr={lr}", "--fast"], id="no-boolean-flags"),
+    pytest.param("random", '["${env}", "${interpreter}", "${program}", "${args_json}"]',
+                 lambda lr: [json.dumps({"lr": lr, "fast": True}, separators=(",", ":"))],
+                 id="args-json"),
+    pytest.param("grid", '["${env}", "${interpreter}", "${program}", "${args_json_file}"]',
+                 None, id="args-json-file"),
+])
+def test_wandb_yaml_commands_and_a_script_that_parses_its_args(store, tmp_path, method, command,
+                                                              argv):
+    """W&B's YAML forms run as written (`localtrack sweep` then `localtrack agent`), and a script
+    that parses argparse defaults into its config (init(config=args, magic=True), then
+    config.update(args)) sees the sweep's lr in wandb.config: the agent's values are locked,
+    as W&B locks them, whatever the command passed."""
+    if method == "bayes":
+        pytest.importorskip("optuna")
+    (tmp_path / "train.py").write_text(textwrap.dedent(ARGPARSE_PROGRAM))
+    lines = ["program: train.py", f"method: {method}", "run_cap: 2",
+             "metric: {name: loss, goal: minimize}",
+             "parameters:", "  lr: {values: [0.1, 0.2]}", "  fast: {value: true}"]
+    if command:
+        lines.append(f"command: {command}")
+    (tmp_path / "sweep.yaml").write_text("\n".join(lines) + "\n")
+    res = subprocess.run([sys.executable, "-m", "localtrack", "sweep", "sweep.yaml", "--project",
+                          "p", "--dir", str(store)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "out"
+    proc = _agent_proc(store, tmp_path, res.stdout.strip(), {"OUT": str(out)})
+    log = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, log
+    sweep = localtrack.Api(store).sweep(f"p/{res.stdout.strip()}")
+    assert sweep.counts() == {"finished": 2}, (sweep.runs, log)
+    seen = {s["id"]: s for s in map(json.loads, out.read_text().splitlines())}
+    for r in sweep.runs:
+        lr = r["params"]["lr"]
+        got = seen[r["id"]]
+        assert (got["lr"], got["fast"], got["layers"]) == (lr, True, 2), (got, log)
+        assert got["sweep"] == res.stdout.strip()   # W&B's variable, which scripts test
+        if argv is not None:
+            assert got["argv"] == argv(lr)
+        else:   # the path of a JSON file holding the parameters
+            (path,) = got["argv"]
+            assert json.loads(Path(path).read_text()) == {"lr": lr, "fast": True}
+        stored = localtrack.Api(store).run(f"p/{r['id']}").config
+        assert stored["lr"] == lr and stored["layers"] == 2
+    assert "was locked by 'sweep' (ignored update)" in log

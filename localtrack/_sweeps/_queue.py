@@ -13,7 +13,8 @@ of agents on any number of nodes (with flock-coherent shared storage) claim
 work without two running the same job. A job whose agent died (same host and
 pid namespace: its pid is gone; otherwise no heartbeat for LEASE seconds) and
 whose locks are free (no flock on the run's lock nor on the agent's, which its
-program inherits) is settled as "no status": requeued if
+program inherits) is settled as "no status": stopped if early termination marked it
+(``job["stop"]``, set once by whichever agent decided it), else requeued if
 the run called mark_preempting(), or if it never came to exist (the node was
 lost while the program started, before init()); crashed otherwise. A program
 killed by a signal before init() is requeued too.
@@ -35,7 +36,7 @@ from typing import Any
 from .. import _fsutil, _layout, _locks, _naming, _settings, _store
 from .._codec import decode_tree, dumps, encode_tree, loads
 from ..errors import CorruptRunError, LocaltrackError, LockUnavailableError, SweepNotFoundError
-from . import _search, _spec
+from . import _hyperband, _search, _spec
 
 log = logging.getLogger("localtrack")
 
@@ -184,7 +185,8 @@ class SweepStore:
     def _settle(self, state: dict[str, Any], run_id: str, exit_status: int | None) -> str:
         """Apply the requeue table to a job that ended; returns its new status.
 
-        A run with no events whose program left no status (its node was lost) or was killed
+        A job early termination marked (``job["stop"]``) is stopped, whatever its status. A
+        run with no events whose program left no status (its node was lost) or was killed
         by a signal (a preemption; Popen's negative status) died before init() made it: nothing
         said it must not be requeued, and nothing of it is lost by starting it again. A program
         that exited with a status before init() (an import error) failed. Everything requeued
@@ -194,6 +196,9 @@ class SweepStore:
         job["exit_status"] = exit_status
         job["updated"] = time.time()
         job.pop("agent", None)
+        if "stop" in job:  # early termination chose it: ended on purpose, never requeued
+            job["status"] = "stopped"
+            return "stopped"
         if exit_status == 0:
             job["status"] = "finished"
             return "finished"
@@ -245,6 +250,36 @@ class SweepStore:
     def finish_job(self, run_id: str, exit_status: int | None) -> str:
         with self.transaction() as state:
             return self._settle(state, run_id, exit_status)
+
+    def mark_stops(self, decisions: dict[str, dict[str, float]]) -> list[str]:
+        """Record early termination's decisions on the jobs still running and not yet marked
+        (so a job is marked once, whichever agent decided first); returns those marked now."""
+        marked = []
+        with self.transaction() as state:
+            for run_id, why in decisions.items():
+                job = state["jobs"].get(run_id)
+                if job is not None and job["status"] == "running" and "stop" not in job:
+                    job["stop"] = {**why, "at": time.time()}
+                    marked.append(run_id)
+        return marked
+
+    def metric_history(self, run_id: str) -> list[float]:
+        """The metric's logged values (finite numbers), in order, negated for maximize: what
+        hyperband counts as iterations. Empty for a run that has no files or cannot be read."""
+        if self.spec.metric is None:
+            return []
+        rid = _naming.run_id(run_id)
+        rdir = _layout.run_dir(self.root, self.project, rid)
+        name = self.spec.metric["name"]
+        try:
+            column = _store.columns(rdir, [name], {"project": self.project, "run_id": rid})
+        except FileNotFoundError:
+            return []
+        except LocaltrackError as exc:
+            log.warning("sweep %s: no history of %s from run %s: %s", self.id, name, run_id, exc)
+            return []
+        sign = -1.0 if self.spec.metric["goal"] == "maximize" else 1.0
+        return [sign * float(v) for v in column.get(name, []) if _hyperband.is_number(v)]
 
     def _results(self, state: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
         """(params, metric) of finished jobs, for bayes."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SweepConfigError
+from . import _hyperband
 
 METHODS = ("grid", "random", "bayes")
 GOALS = ("minimize", "maximize")
@@ -20,7 +21,8 @@ DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform
                  "log_uniform_values", "q_log_uniform_values", "log_uniform", "normal",
                  "q_normal", "log_normal")
 _TOP_KEYS = {"method", "metric", "parameters", "run_cap", "program", "command", "name",
-             "description", "project", "entity", "max_requeues", "early_terminate"}
+             "description", "project", "entity", "max_requeues", "early_terminate",
+             "controller"}  # controller: W&B's local/cloud choice; here every agent is one
 
 
 def _fail(where: str, problem: str) -> SweepConfigError:
@@ -160,6 +162,7 @@ class SweepSpec:
     program: str | None
     command: list[str] | None
     raw: dict[str, Any] = field(repr=False)
+    early_terminate: _hyperband.Hyperband | None = None
 
     def nest(self, flat: dict[str, Any]) -> dict[str, Any]:
         """``{"opt.lr": 1}`` -> ``{"opt": {"lr": 1}}`` for nested parameters."""
@@ -213,7 +216,52 @@ def parse(config: Any) -> SweepSpec:
     if command is not None and (not isinstance(command, list)
                                 or not all(isinstance(c, str) for c in command)):
         raise _fail("command", "expected a list of strings")
-    spec = SweepSpec(method, params, metric, run_cap, max_requeues, program, command, config)
+    early = _early_terminate(config.get("early_terminate"), metric)
+    spec = SweepSpec(method, params, metric, run_cap, max_requeues, program, command, config,
+                     early)
     if method == "grid":
         spec.grid()  # raises naming the parameter that cannot be gridded
     return spec
+
+
+_ET_KEYS = {"type", "min_iter", "max_iter", "s", "eta", "strict"}
+
+
+def _early_terminate(et: Any, metric: dict[str, str] | None) -> _hyperband.Hyperband | None:
+    """W&B's ``early_terminate: {type: hyperband, min_iter | max_iter + s, eta: 3, strict}``."""
+    if et is None:
+        return None
+    if not isinstance(et, dict) or et.get("type") != "hyperband":
+        raise _fail("early_terminate.type", f"expected 'hyperband', got "
+                    f"{et.get('type') if isinstance(et, dict) else et!r}")
+    unknown = set(et) - _ET_KEYS
+    if unknown:
+        raise _fail(f"early_terminate.{sorted(unknown)[0]}", "unknown key; known keys are "
+                    f"{', '.join(sorted(_ET_KEYS))}")
+    if metric is None:
+        raise _fail("metric", "early_terminate needs the metric whose history it compares")
+    iters: dict[str, int | None] = {}
+    for key in ("min_iter", "max_iter"):
+        value = et.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise _fail(f"early_terminate.{key}", f"expected an integer >= 1, got {value!r}")
+        iters[key] = value
+    s = et.get("s")
+    if s is not None:
+        s = _number(et, "s", "early_terminate")
+    if iters["max_iter"] is not None and s is None:
+        raise _fail("early_terminate.s", "max_iter needs s, the number of bands below it")
+    if iters["max_iter"] is None and iters["min_iter"] is None:
+        raise _fail("early_terminate", "give min_iter, or max_iter and s")
+    eta = _number({"eta": et.get("eta", 3)}, "eta", "early_terminate")
+    if eta <= 1:
+        raise _fail("early_terminate.eta", f"must be > 1, got {eta}")
+    strict = et.get("strict", True)
+    if not isinstance(strict, bool):
+        raise _fail("early_terminate.strict", f"expected true or false, got {strict!r}")
+    hb = _hyperband.make(iters["min_iter"], iters["max_iter"], s, eta, strict)
+    if not hb.bands:
+        raise _fail("early_terminate", f"max_iter {iters['max_iter']} with eta {eta} leaves no "
+                    "band of at least 1 iteration; raise max_iter or lower eta")
+    return hb

@@ -24,12 +24,13 @@ class Sweep:
 
     @property
     def runs(self) -> list[dict[str, Any]]:
-        """One dict per job: run id, status, parameters, requeues, metric value."""
+        """One dict per job: run id, status, parameters, requeues, metric value, and what early
+        termination decided (``stop``: band, value, threshold; None if it did not stop it)."""
         out = []
         for run_id, job in sorted(self.jobs.items(), key=lambda kv: kv[1].get("index", 0)):
             out.append({"id": run_id, "status": job["status"], "params": job["params"],
                         "requeues": job["requeues"], "exit_status": job.get("exit_status"),
-                        "metric": self._store.metric_of(run_id)})
+                        "stop": job.get("stop"), "metric": self._store.metric_of(run_id)})
         return out
 
     def counts(self) -> dict[str, int]:
