@@ -267,6 +267,7 @@ class RunUpload:
         # No state: what the remote holds of the run is unknown, so the first pass lists it
         # (segments already there, log folders to drop), unless the remote was just created.
         self.fresh = not self.state.sig and not s.new_remote
+        self._claiming = False
         self.uploaded_files = 0
         self.uploaded_bytes = 0
         self.deleted = 0
@@ -347,6 +348,7 @@ class RunUpload:
 
     def _put(self, key: str, data: bytes) -> None:
         self._stopping()
+        self._claimed()
         self.s.call(self.remote.put, f"{self.prefix}/{key}" if key else self.prefix, data)
         self.uploaded_files += 1
         self.uploaded_bytes += len(data)
@@ -354,6 +356,7 @@ class RunUpload:
 
     def _delete(self, key: str) -> None:
         self._stopping()
+        self._claimed()
         self.s.call(self.remote.delete, f"{self.prefix}/{key}")
         self.deleted += 1
 
@@ -373,8 +376,6 @@ class RunUpload:
 
     def _pass(self, sig: list[Any], holder: dict[str, Any] | None) -> None:
         st = self.state
-        if OWNER not in st.files:
-            self._claim()
         # Every name the manifest gives is checked before anything is uploaded (a received
         # store may name /etc/hostname or ../../x), and no local file is read through a link.
         mbytes, manifest = self._manifest()
@@ -432,6 +433,7 @@ class RunUpload:
         if lock_id != st.lock:
             key = f"{self.project}/locks/{self.rid}.lock"
             self._stopping()
+            self._claimed()
             if holder is None:
                 self.s.call(self.remote.delete, key)
             else:
@@ -445,6 +447,17 @@ class RunUpload:
         st.sig = sig
         st.synced_at = time.time()
         self._save()
+
+    def _claimed(self) -> None:
+        """Claim the run's remote folder before this store's first write there (every write
+        goes through here), after everything the pass checks first (a hostile manifest's
+        names, links): a run refused for those leaves nothing on the remote, not even a claim."""
+        if OWNER not in self.state.files and not self._claiming:
+            self._claiming = True
+            try:
+                self._claim()
+            finally:
+                self._claiming = False
 
     def _claim(self) -> None:
         """Before this store first writes the run to the remote: make sure no other run of the
