@@ -116,9 +116,14 @@ async function mediaPanels(root, path) {
   const listing = await api("/api/media", {path});
   const panels = [];
   for (const m of listing.media) {
-    const body = m.chart ? await plotPanel(path, m)  // plots.js
-      : ITEM_VIEWS[m.type] ? await stepPanel(path, m)
-      : h("p", {class: "muted"}, `${m.type} at ${m.steps.length} step(s)`);
+    let body;
+    try {  // one key that cannot be shown (a damaged item) leaves the others drawn
+      body = m.chart ? await plotPanel(path, m)  // plots.js
+        : ITEM_VIEWS[m.type] ? await stepPanel(path, m)
+        : h("p", {class: "muted"}, `${m.type} at ${m.steps.length} step(s)`);
+    } catch (err) {
+      body = h("p", {class: "error"}, String(err.message || err));
+    }
     panels.push(h("section", {class: "card media-panel", dataset: {key: m.key, type: m.type}},
       h("h3", {class: "mono"}, m.key), body));
   }

@@ -1,6 +1,6 @@
 // localtrack dashboard: charts logged with localtrack.plot.* (W&B's wandb.plot), drawn on the
 // run page from their table and spec (see localtrack/_plots.py). Loaded after app.js and
-// media.js, whose helpers (h, api, plotlyReady, plotText, fmtNum, tablePanel) it uses; the
+// media.js, whose helpers (h, api, plotlyReady, plotText, fmtNum, stepPanel) it uses; the
 // same safety rule holds: store data reaches the page as text, attribute values or escaped
 // plotly strings only.
 "use strict";
@@ -73,7 +73,7 @@ async function plotPanel(path, m) {
   const step = m.steps[m.steps.length - 1];
   const t = await api("/api/media/item", {path, key: m.key, step});
   const drawn = plotTraces(t);
-  if (!drawn) return tablePanel(path, m);  // a custom Vega spec: shown as its table
+  if (!drawn) return stepPanel(path, m);  // a custom Vega spec: shown as its table (media.js)
   const title = (t.chart.string_fields || {}).title;
   const el = h("div", {class: "plot-chart", dataset: {spec: t.chart.spec_name}});
   const Plotly = await plotlyReady;
