@@ -122,6 +122,8 @@ def _media_text(value: Any) -> str | None:
     if len(refs) > 1 or isinstance(value, list):
         return f"{len(refs)} {refs[0].get('type')}s"
     ref = refs[0]
+    if isinstance(ref.get("chart"), str):  # localtrack.plot.*: a table with a chart spec
+        return f"chart[{ref['chart']}]"
     size = f"[{ref['w']}x{ref['h']}]" if ref.get("w") and ref.get("h") else ""
     return f"{ref.get('type')}{size}"
 

@@ -267,6 +267,12 @@ def test_a_script_logs_every_kind_and_api_reads_them_back(tmp_path: Path, seal: 
     stored = json.loads(_blobs.read(_blobs.locate(run._rdir, ref["log"]), ref))
     assert stored["columns"] == ["class", "precision", "recall"] and len(stored["data"]) == 42
     assert stored["chart"]["fields"] == {"x": "recall", "y": "precision", "class": "class"}
+    if not seal:  # `localtrack show` names a chart by its spec, not as a table
+        res = run_script("from localtrack._cli import main; main()", "show", "plots/r1",
+                         "--dir", str(root), "--rows", "2")
+        assert res.returncode == 0, res.stderr
+        assert "chart[wandb/area-under-curve/v0]" in res.stdout, res.stdout
+        assert "chart[me/custom/v1]" in res.stdout, res.stdout
 
 
 # -- the dashboard --------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 // uses innerHTML, eval or inline handlers, and the server's CSP forbids inline scripts.
 "use strict";
 
-const STATES = ["running", "finished", "failed", "crashed", "preempted"];
+const STATES = ["running", "finished", "failed", "crashed", "preempted", "stopped"];  // stopped: a sweep job its early termination ended
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#c026d3",
   "#65a30d", "#b45309", "#475569", "#db2777", "#0d9488"];
 const STATUS_EVERY_MS = 2000;   // selected/open runs: charts of a live run follow within ~2 s
