@@ -30,6 +30,16 @@ def env_without_localtrack(**extra: str) -> dict[str, str]:
     return env
 
 
+def stop_daemon(daemon: subprocess.Popen[bytes], hard: bool = False) -> None:
+    """Ctrl-C the daemon (it must exit 0), or, ``hard``, kill one still running (a failed test)."""
+    if not hard:
+        daemon.send_signal(signal.SIGINT)
+        assert daemon.wait(timeout=30) == 0
+    elif daemon.poll() is None:
+        daemon.kill()
+        daemon.wait()
+
+
 def assert_remote_is_a_prefix(store, remote) -> None:
     """What a reader of the remote sees at any instant: each run's history is a prefix of the local one."""
     local = {r.path: r for r in localtrack.Api(store).runs()}
@@ -214,12 +224,9 @@ def test_daemon_polling_picks_up_new_runs(store, tmp_path):
                 run.log({"x": i})
         wait_for(lambda: all((remote / f"p/runs/next{i}/run.json").exists() for i in range(8)), 20,
                  "the new runs")
-        daemon.send_signal(signal.SIGINT)
-        assert daemon.wait(timeout=30) == 0
+        stop_daemon(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        stop_daemon(daemon, hard=True)
     text = log_path.read_text()
     assert "polling every 0.3 s, up to 3 run(s) at a time" in text
     assert "falling behind" not in text, text  # 9 small runs: well within the default 10 s
@@ -244,12 +251,9 @@ def test_daemon_says_when_changes_wait_longer_than_max_lag(store, tmp_path, mode
         wait_for(lambda: all((remote / f"p/runs/r{i}/run.json").exists() for i in range(12)), 30,
                  "the runs on the remote")
         wait_for(lambda: "falling behind" in log_path.read_text(), 30, "the falling-behind warning")
-        daemon.send_signal(signal.SIGINT)
-        assert daemon.wait(timeout=30) == 0
+        stop_daemon(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        stop_daemon(daemon, hard=True)
     text = log_path.read_text()
     assert text.count("falling behind") == 1, text  # at most once a minute
     assert f"sync to {remote} is falling behind its writers: a change waited" in text, text
