@@ -320,7 +320,8 @@ args = TrainingArguments(output_dir="out", report_to="none", max_steps=6, loggin
 mine = sys.argv[1] == "own-run"
 if mine:  # the script's own run: the callback logs to it and leaves it open
     localtrack.init(project="hf", dir="store", config={"mine": 1})
-more = {"log_model": sys.argv[2], "watch": "all"} if len(sys.argv) > 2 else {}
+# "env": W&B's WANDB_LOG_MODEL / WANDB_WATCH (set by the test) instead of the arguments
+more = {"log_model": sys.argv[2], "watch": "all"} if len(sys.argv) > 2 and sys.argv[2] != "env" else {}
 callback = LocaltrackCallback(project="hf", dir="store", **more)
 Trainer(model=model, args=args, train_dataset=Data(), eval_dataset=Data(),
         callbacks=[callback]).train()
@@ -332,11 +333,17 @@ if mine:
 
 
 @needs_transformers
-@pytest.mark.parametrize("log_model", ["checkpoint", "end"])
-def test_transformers_log_model_stores_the_model_as_artifacts(tmp_path: Path,
-                                                               log_model: str) -> None:
-    path = run_ok(tmp_path, [*script(tmp_path, TRANSFORMERS), "callback-run", log_model]
-                  ).stdout.split()[-2]
+@pytest.mark.parametrize("log_model, given", [("checkpoint", "argument"), ("end", "argument"),
+                                              ("checkpoint", "environment")])
+def test_transformers_log_model_stores_the_model_as_artifacts(tmp_path: Path, log_model: str,
+                                                               given: str) -> None:
+    """log_model= and watch= as arguments, or as W&B's WANDB_LOG_MODEL / WANDB_WATCH."""
+    if given == "argument":
+        done = run_ok(tmp_path, [*script(tmp_path, TRANSFORMERS), "callback-run", log_model])
+    else:
+        done = run_ok(tmp_path, [*script(tmp_path, TRANSFORMERS), "callback-run", "env"],
+                      WANDB_LOG_MODEL=log_model.upper(), WANDB_WATCH="all")
+    path = done.stdout.split()[-2]
     api = localtrack.Api(tmp_path / "store")
     run = api.run(path)
     assert run.config["model/num_parameters"] > 0
@@ -444,6 +451,28 @@ def test_keras_epochs_follow_the_rows_of_the_scripts_own_run(tmp_path: Path) -> 
     assert [s for s, _ in column(history, "data/rows")] == [0, 1, 2]
     assert column(history, "epoch/epoch") == [(3, 0), (4, 1)]
     assert run.state == "finished" and run.rewinds == []
+
+
+@needs_transformers
+def test_transformers_callback_refuses_a_bad_wandb_log_model(tmp_path: Path) -> None:
+    code = """
+    import os
+    from localtrack.errors import InvalidValueError
+    from localtrack.integrations.transformers import LocaltrackCallback
+    for variable, value in (("WANDB_LOG_MODEL", "always"), ("WANDB_WATCH", "weights")):
+        os.environ[variable] = value
+        try:
+            LocaltrackCallback()
+        except InvalidValueError as e:
+            print(e)
+        else:
+            raise SystemExit(f"{variable}={value} was taken")
+        del os.environ[variable]
+    LocaltrackCallback()  # unset: off
+    """
+    out = run_ok(tmp_path, script(tmp_path, code)).stdout.splitlines()
+    assert out[0].startswith("WANDB_LOG_MODEL='always': log_model is one of 'false', 'end'"), out
+    assert out[1].startswith("WANDB_WATCH='weights': watch is one of"), out
 
 
 @needs_keras

@@ -6,10 +6,11 @@ the model's config and the TrainingArguments as config; each ``on_log`` is a row
 ``state.global_step``, its keys named as W&B's are (``train/loss``, ``eval/loss``); the
 end-of-training totals (``train_runtime``, ``train_loss``, ...) go to the summary. Training
 resumed from a checkpoint rewinds the run to the checkpoint's step (see ``_logger``).
-``log_model`` and ``watch`` are W&B's ``WANDB_LOG_MODEL`` and ``WANDB_WATCH`` (given here, not
-read from the environment): the model as artifact ``model-<run id>`` (``model-<run_name>``),
-aliased ``base_model`` (its architecture, at the start), ``final_model`` ("end"), or
-``checkpoint_global_step_<N>`` and ``epoch_<E>`` for each checkpoint folder ("checkpoint").
+``log_model`` and ``watch`` are W&B's ``WANDB_LOG_MODEL`` and ``WANDB_WATCH`` (given here, or
+else read from those variables as W&B's callback reads them): the model as artifact
+``model-<run id>`` (``model-<run_name>``), aliased ``base_model`` (its architecture, at the
+start), ``final_model`` ("end"), or ``checkpoint_global_step_<N>`` and ``epoch_<E>`` for each
+checkpoint folder ("checkpoint").
 """
 
 from __future__ import annotations
@@ -30,26 +31,37 @@ __all__ = ["LocaltrackCallback"]
 
 log = logging.getLogger("localtrack")
 
+# "true" is W&B's older spelling of "end" (it still takes it, with a deprecation warning).
 LOG_MODEL: dict[str | bool, str | None] = {False: None, "false": None, "end": "end",
-                                           "checkpoint": "checkpoint"}
+                                           "checkpoint": "checkpoint", "true": "end"}
 WATCH: dict[str | bool, str | None] = {False: None, "false": None, "gradients": "gradients",
                                        "parameters": "parameters", "all": "all"}
 TOTALS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss",
           "total_flos")
 
 
+def _choice(arg: str, value: str | bool | None, variable: str,
+            allowed: dict[str | bool, str | None]) -> str | None:
+    """The argument's meaning, else the W&B variable's (lower-cased, as W&B reads it; unset:
+    off): a value neither knows is an error naming where it came from."""
+    where = f"LocaltrackCallback({arg}={value!r})"
+    if value is None:
+        value = os.environ.get(variable, "false").strip().lower() or "false"
+        where = f"{variable}={value!r}"
+    if value not in allowed:
+        choices = ", ".join(repr(k) for k in allowed if k is not False)
+        raise localtrack.errors.InvalidValueError(
+            f"{where}: {arg} is one of {choices} or False (W&B's {variable}).")
+    return allowed[value]
+
+
 class LocaltrackCallback(TrainerCallback):  # type: ignore[misc]  # Transformers is not type-checked here
     """Logs the Trainer's logs to a localtrack run; ``init_args`` go to ``localtrack.init()``."""
 
-    def __init__(self, log_model: str | bool = False, watch: str | bool = False,
+    def __init__(self, log_model: str | bool | None = None, watch: str | bool | None = None,
                  **init_args: Any) -> None:
-        if log_model not in LOG_MODEL or watch not in WATCH:
-            raise localtrack.errors.InvalidValueError(
-                f"LocaltrackCallback(log_model={log_model!r}, watch={watch!r}): log_model is "
-                "one of 'end', 'checkpoint', False; watch one of 'gradients', 'parameters', "
-                "'all', False (W&B's WANDB_LOG_MODEL and WANDB_WATCH).")
-        self._log_model = LOG_MODEL[log_model]
-        self._watch = WATCH[watch]
+        self._log_model = _choice("log_model", log_model, "WANDB_LOG_MODEL", LOG_MODEL)
+        self._watch = _choice("watch", watch, "WANDB_WATCH", WATCH)
         self._handle = RunHandle(init_args)
 
     @property
