@@ -164,8 +164,11 @@ def _yaml_sweep(store: Path, tmp_path: Path, extra: str = "") -> str:
 
 
 def _agent_proc(store, tmp_path, sweep_id, env, *extra):
+    # As in an activated venv: a YAML command naming `python` finds this interpreter (a fresh
+    # machine's `python` on PATH may be the system's, without localtrack).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return subprocess.Popen([sys.executable, "-m", "localtrack", "agent", f"p/{sweep_id}", "--dir",
-                             str(store), *extra], cwd=tmp_path, env={**os.environ, **env},
+                             str(store), *extra], cwd=tmp_path, env={**os.environ, "PATH": path, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
