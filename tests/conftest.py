@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,17 @@ import pytest
 from localtrack import _sealer, _session
 
 from .helpers import settle
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The user scripts the suite starts get SIGHUP and SIGINT at their defaults, as under a
+    terminal or sbatch. A runner under nohup, or in a background job of a shell without job
+    control, ignores them, and an ignored signal stays ignored in children (localtrack keeps
+    it so: no preemption); a handler of our own here is reset to the default by exec, while
+    the suite itself still ignores them."""
+    for signum in (signal.SIGHUP, signal.SIGINT):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, lambda *_: None)
 
 
 @pytest.fixture(autouse=True)

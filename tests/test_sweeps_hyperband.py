@@ -337,5 +337,7 @@ def test_wandbs_pytorch_fashion_sweep_runs_through_the_cli(store, tmp_path):
             assert len(losses) == 9
         else:
             assert r["stop"]["value"] > r["stop"]["threshold"] and r["stop"]["band"] in (3, 9)
-            assert r["stop"]["band"] <= len(losses) < 9
+            # judged once it reached the band; a run judged at its last band (9) may have
+            # logged all 9 values before the agent's stop reached it
+            assert r["stop"]["band"] <= len(losses) <= 9
     assert sweep.runs[0]["status"] == "finished"   # alone at every band: never stopped
