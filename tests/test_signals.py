@@ -147,7 +147,7 @@ def test_a_user_handler_that_logs_and_finishes_from_inside_log(store, chain):
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGTERM)
         try:
-            out, err = proc.communicate(timeout=5)
+            out, err = proc.communicate(timeout=30)  # generous: a loaded machine is slow
         except subprocess.TimeoutExpired:
             proc.kill()
             pytest.fail(f"trial {k}: a handler calling log()/finish() deadlocked")
@@ -164,6 +164,26 @@ def test_a_user_handler_that_logs_and_finishes_from_inside_log(store, chain):
         else:  # replaced without chaining: localtrack never saw a signal, and the handler
             assert proc.returncode == 3, err.decode()  # finished the run itself
             assert run.state == "finished", err.decode()
+
+
+def test_a_signal_the_process_ignores_stays_ignored(store):
+    """Under nohup SIGHUP is ignored: a hang-up is no preemption, the run goes on."""
+    proc = script("""
+        import signal, sys, localtrack
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)   # as nohup leaves it
+        run = localtrack.init(project="p", id="n", dir=sys.argv[1])
+        run.log({"x": 1.0})
+        print("logged", flush=True)
+        sys.stdin.readline()                           # the hang-up comes here
+        run.log({"x": 2.0})
+        run.finish()
+        """, str(store), stdin=subprocess.PIPE)
+    assert proc.stdout.readline() == b"logged\n"
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(b"go\n", timeout=60)
+    assert proc.returncode == 0, err.decode()
+    run = localtrack.Api(store).run("p/n")
+    assert run.state == "finished" and run.history_table(["x"]).column("x").to_pylist() == [1.0, 2.0]
 
 
 def test_a_signal_during_init_is_acted_on_when_init_returns(store):
