@@ -119,7 +119,7 @@ args = p.parse_args()
 run = localtrack.init()
 assert (run.config.lr, run.config.bs) == (args.lr, args.bs)
 how = os.environ.get("HOW", "ok") if args.bs == 32 else "ok"
-if how != "fail-plain":
+if how != "fail-plain" and not (how == "marked-once" and run.resumed):
     run.mark_preempting()
 checkpoint = os.environ["ATTEMPTS"] + "." + run.id
 if how == "ckpt" and run.resumed:      # requeued: back to the checkpoint's step
@@ -132,8 +132,10 @@ for step in range(run.step, 8):
     if how == "ckpt" and step == 1:    # a checkpoint of the state after step 1
         with open(checkpoint, "w") as fh:
             fh.write("1")
+    if how == "marked-once" and step == 5 and run.resumed:
+        sys.exit(3)                    # a failure in a life that did not call mark_preempting()
     if step == (5 if how == "ckpt" else 3) and not run.resumed:
-        if how in ("term", "ckpt"):
+        if how in ("term", "ckpt", "marked-once"):
             os.kill(os.getpid(), signal.SIGTERM)
         elif how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
@@ -143,6 +145,8 @@ for step in range(run.step, 8):
             print("hanging", flush=True)
             time.sleep(60)
 run.finish()
+if how == "late-term" and not run.resumed:   # preempted as the program exits, its run finished
+    os.kill(os.getpid(), signal.SIGTERM)
 """
 
 
@@ -233,6 +237,32 @@ def test_failure_without_mark_preempting_is_not_requeued(store, tmp_path):
     sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
     assert sweep.counts() == {"finished": 2, "failed": 2}
     assert all(r["requeues"] == 0 for r in sweep.runs)
+
+
+def test_a_run_preempted_after_it_finished_is_not_run_again(store, tmp_path):
+    """SLURM's SIGTERM lands after the program finished its run (it was exiting): the job is
+    finished, not requeued to start a finished run again (which a CI run once saw)."""
+    sweep_id = _yaml_sweep(store, tmp_path)
+    attempts = tmp_path / "attempts"
+    proc = _agent_proc(store, tmp_path, sweep_id, {"HOW": "late-term", "ATTEMPTS": str(attempts)})
+    out = proc.communicate(timeout=120)[0].decode()
+    sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert sweep.counts() == {"finished": 4}, (sweep.runs, out)
+    assert all(r["requeues"] == 0 for r in sweep.runs), sweep.runs
+    assert sorted(a[0] for a in _attempts(attempts)) == sorted(r["id"] for r in sweep.runs)
+    late = [r for r in sweep.runs if r["params"]["bs"] == 32]
+    assert all(r["exit_status"] == -signal.SIGTERM for r in late), late
+
+
+def test_mark_preempting_holds_for_the_process_that_called_it(store, tmp_path):
+    """Preempted once (marked), resumed without mark_preempting(), then failing: failed, not
+    requeued again on the strength of the first process's mark."""
+    sweep_id = _yaml_sweep(store, tmp_path)
+    env = {"HOW": "marked-once", "ATTEMPTS": str(tmp_path / "attempts")}
+    out = _agent_proc(store, tmp_path, sweep_id, env).communicate(timeout=120)[0].decode()
+    sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
+    assert sweep.counts() == {"finished": 2, "failed": 2}, (sweep.runs, out)
+    assert sorted(r["requeues"] for r in sweep.runs) == [0, 0, 1, 1]
 
 
 def test_requeue_limit(store, tmp_path):
@@ -460,12 +490,12 @@ def test_a_program_that_outlived_its_agent_keeps_its_job(store, tmp_path):
         if _group_alive(first.pid):
             os.killpg(first.pid, signal.SIGKILL)
         first.communicate(timeout=30)
-    third = _node(store, tmp_path, sweep_id, env)   # settles it: no status, mark_preempting()
+    third = _node(store, tmp_path, sweep_id, env)   # settles it: no status, but its run finished
     out = third.communicate(timeout=120)[0].decode()
     api = localtrack.Api(store).sweep(f"p/{sweep_id}")
     assert api.counts() == {"finished": 2}, (api.runs, out)
     assert [(a[0], int(a[1])) for a in map(str.split, attempts.read_text().splitlines())
-            if a[2] == "0"] == [(rid, 0), (rid, 6)]   # one program per attempt, never two at once
+            if a[2] == "0"] == [(rid, 0)]   # one program, never a second for a finished run
     assert steps_of(store, f"p/{rid}") == list(range(6))
 
 

@@ -190,7 +190,9 @@ class SweepStore:
         by a signal (a preemption; Popen's negative status) died before init() made it: nothing
         said it must not be requeued, and nothing of it is lost by starting it again. A program
         that exited with a status before init() (an import error) failed. Everything requeued
-        past ``max_requeues`` is failed (given up on), never crashed.
+        past ``max_requeues`` is failed (given up on), never crashed. Only the last process's
+        events count: one that finished its run finished, whatever ended it after that (a
+        preemption landing as it exits); mark_preempting() holds for the process that called it.
         """
         job = state["jobs"][run_id]
         job["exit_status"] = exit_status
@@ -199,12 +201,16 @@ class SweepStore:
         if "stop" in job:  # early termination chose it: ended on purpose, never requeued
             job["status"] = "stopped"
             return "stopped"
-        if exit_status == 0:
+        events = self._events(run_id)
+        starts = [i for i, e in enumerate(events) if e.get("event") in ("started", "resumed")]
+        life = events[starts[-1]:] if starts else events  # the last process's
+        if exit_status == 0 or any(e.get("event") == "finished" and e.get("exit_code") == 0
+                                   for e in life):
+            # A signal or a lost node after the program finished its run loses nothing of it.
             job["status"] = "finished"
             return "finished"
-        events = self._events(run_id)
         never_started = not events and (exit_status is None or exit_status < 0)
-        preempting = any(e.get("event") == "preempting" for e in events)  # mark_preempting()
+        preempting = any(e.get("event") == "preempting" for e in life)  # mark_preempting()
         if never_started or preempting:
             if job["requeues"] < self.spec.max_requeues:
                 job["status"] = "queued"
