@@ -15,12 +15,11 @@ import operator
 import os
 import time
 import warnings
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 from . import _fsutil
-from ._blobs import TAG
+from ._blobs import TAG, digest
 from ._codec import LINE_OPTS, dumps, encode_fast, encode_row, plain_json
 from ._guard import Guarded
 from ._naming import Ctx
@@ -210,8 +209,7 @@ class History(Guarded):
             else:
                 meta = {**meta, item.refs_in: splice(meta[item.refs_in].encode(), refs).decode()}
         seq, offset = self._log.put_blob(data)
-        return {TAG: {**meta, "log": seq, "off": offset, "len": len(data),
-                      "crc": zlib.crc32(data)}}
+        return {TAG: {**meta, "log": seq, "off": offset, "len": len(data), **digest(data)}}
 
     def _recover(self) -> None:
         """After an exception that a signal handler raised in the middle of log(): what is on

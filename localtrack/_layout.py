@@ -26,7 +26,8 @@ from ._naming import ProjectName, RunId
 
 FORMAT_VERSION = 3  # what a run is written as, unless it uses a later feature:
 REWOUND_FORMAT = 4  # a run whose manifest holds rewinds (older readers would show their archive)
-KNOWN_FORMAT = 4  # the newest format this version reads
+MEDIA_FORMAT = 5  # a run with media checked by XXH3 (older readers would take them for damaged)
+KNOWN_FORMAT = 5  # the newest format this version reads
 DEFAULT_DIR = "localtrack-runs"
 REMOTE_ID = ".localtrack-remote.json"  # at the root of a store that `localtrack sync` wrote
 

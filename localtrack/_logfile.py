@@ -42,15 +42,21 @@ class Appender:
     """An open log file that appends framed lines with one write() each; the caller fsyncs.
 
     ``put`` is append() until the file reaches ``limit`` bytes, then raises ValueError,
-    like a full MappedLog window: that is when the writer considers rotating.
+    like a full MappedLog window: that is when the writer considers rotating. With
+    ``reserve`` (blob logs: large appends), blocks are reserved that many bytes at a time past
+    the end (_fsutil.reserve, the size unchanged: readers see no padding); close() gives back
+    what was not used, and so does the sealer for a killed writer's file (_blobs.seal).
     """
 
-    def __init__(self, path: Path, limit: int = 1 << 62, frame_at: int = 0) -> None:
+    def __init__(self, path: Path, limit: int = 1 << 62, frame_at: int = 0,
+                 reserve: int = 0) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         self.offset = os.fstat(self.fd).st_size
         self.frame_at = frame_at  # where the checksum range of the next framed line starts
         self._limit = limit
+        self._reserve = reserve
+        self._reserved = self.offset  # the end of the blocks reserved so far
 
     def put(self, line: bytes) -> None:
         if self.offset >= self._limit:
@@ -59,6 +65,8 @@ class Appender:
 
     def append(self, line: bytes | memoryview) -> None:
         """Write one line with one write(); on failure the file is cut back, then re-raise."""
+        if self._reserve and self.offset + len(line) > self._reserved:
+            self._reserve_more(len(line))
         try:
             n = os.write(self.fd, line)
             if n != len(line):
@@ -67,6 +75,13 @@ class Appender:
             self._cut_back()
             raise
         self.offset += len(line)
+
+    def _reserve_more(self, need: int) -> None:
+        length = max(self._reserve, need)
+        if _fsutil.reserve(self.fd, self.offset, length):
+            self._reserved = self.offset + length
+        else:
+            self._reserve = 0  # not here: appends allocate as they go
 
     def range_crc(self) -> int:
         """The CRC-32 of the bytes since the last framed line."""
@@ -95,9 +110,12 @@ class Appender:
             self.fd = -1
 
     def close(self, sync: bool = True, cut: bool = True) -> None:
-        """Close, fsyncing first if ``sync`` (``cut``: as MappedLog's; this file has no padding)."""
+        """Close, fsyncing first if ``sync`` (``cut``: as MappedLog's; this file has no padding);
+        reserved blocks not used are given back."""
         if self.fd >= 0:
             try:
+                if self._reserved > self.offset:
+                    os.ftruncate(self.fd, self.offset)
                 if sync:
                     _fsutil.fsync(self.fd)
             finally:

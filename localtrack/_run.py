@@ -375,6 +375,10 @@ class Run(RunInfo, History):
 
     @critical
     def _persist_meta(self, meta: dict[str, Any]) -> None:
+        """Write run.json, keeping the format the stream raised it to since init() read it (a
+        rewind, the first media item): lowering it would let older readers misread the run."""
         self._require_running("change run.json of")
         with _fsutil.storage_errors("write", self._rdir / _store.RUN_JSON, **self._ctx):
+            on_disk = _store.read_meta(self._rdir, **self._ctx).get("format", 1)
+            meta = {**meta, "format": max(meta.get("format", 1), on_disk)}
             _fsutil.atomic_write(self._rdir / _store.RUN_JSON, dumps(meta))

@@ -28,6 +28,7 @@ from ._settings import Settings
 from .errors import CorruptRunError, LockUnavailableError, StorageError, UsageError
 
 log = logging.getLogger("localtrack")
+_BLOB_RESERVE = 4 << 20  # blocks reserved ahead in a blob log (see _logfile.Appender)
 
 
 class Closed(NamedTuple):
@@ -54,6 +55,7 @@ class LogStream:
         self._closed_unsynced: list[Path] = []  # rotated logs (and blobs) the flusher fsyncs
         self._blob: Appender | None = None  # the blob log of log ``_blob_seq`` (see _blobs)
         self._blob_seq = -1
+        self._format = 0  # run.json's format as far as this stream has checked (_require_format)
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._last_values: tuple[int, int, dict[str, Any]] = (-1, 0, {})
@@ -185,10 +187,7 @@ class LogStream:
             self._rebind()
             if self._policy != "never":
                 _fsutil.fsync_dir(self._rdir / "wal")
-        meta = _store.read_meta(self._rdir, **self._ctx)  # (2)
-        if meta.get("format", 1) < _layout.REWOUND_FORMAT:
-            _fsutil.atomic_write(self._rdir / _store.RUN_JSON,
-                                 dumps({**meta, "format": _layout.REWOUND_FORMAT}))
+        self._require_format(_layout.REWOUND_FORMAT)  # (2)
         rewind: _segments.Rewind = {"to": to, "seq": self.seq, "from_step": last_step,
                                     "time": time.time()}
         rewound: _segments.Manifest = {**manifest, "rewinds": [*manifest["rewinds"], rewind],
@@ -254,10 +253,11 @@ class LogStream:
         row that refers to it is written."""
         blob = self._blob
         if blob is None or self._blob_seq != self.seq:
+            self._require_format(_layout.MEDIA_FORMAT)  # before the first item it describes
             self._close_blob(sync=False)
             path = _blobs.wal_blob(self._rdir, self.seq)
             new = not path.exists()
-            blob = self._blob = Appender(path)
+            blob = self._blob = Appender(path, reserve=_BLOB_RESERVE)
             self._blob_seq = self.seq
             if new and self._policy != "never":  # its name must survive a power cut too
                 _fsutil.fsync_dir(self._rdir / "wal")
@@ -266,6 +266,16 @@ class LogStream:
         if self._policy == "always":
             blob.sync()
         return self._blob_seq, offset
+
+    def _require_format(self, version: int) -> None:
+        """Raise run.json's format to ``version`` (durably) before the run first uses a
+        feature of that format, so that an older reader refuses the run rather than misread it."""
+        if self._format >= version:
+            return
+        meta = _store.read_meta(self._rdir, **self._ctx)
+        if meta.get("format", 1) < version:
+            _fsutil.atomic_write(self._rdir / _store.RUN_JSON, dumps({**meta, "format": version}))
+        self._format = max(version, meta.get("format", 1))
 
     def _close_blob(self, *, sync: bool) -> None:
         """Close the blob log; under "periodic" the flusher fsyncs it (before its log)."""

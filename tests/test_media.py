@@ -465,27 +465,133 @@ def test_media_are_refused_in_config_and_summary(store: Path) -> None:
     run.finish()
 
 
-def test_blob_items_carry_their_crc(store: Path) -> None:
+def test_blob_items_carry_their_checksum(store: Path) -> None:
+    """Items are checked by XXH3-64 (its low 63 bits): the run is format 5 from its first one,
+    and only then (a run without media stays format 3, readable by older versions)."""
+    import json
+
+    import xxhash
+
+    plain = localtrack.init(project="p", id="plain", dir=store)
+    plain.log({"x": 1.0})
+    plain.finish()
     run = localtrack.init(project="p", id="q", dir=store)
+    run.log({"x": 1.0})
+    assert json.loads((store / "p" / "runs" / "q" / "run.json").read_text())["format"] == 3
     run.log({"a": localtrack.Html("<i>x</i>"), "img": localtrack.Image(HWC)})
+    run.name = "renamed"  # run.json rewritten from what init() read: the format stays
     run.finish()
-    row = localtrack.Api(store).run("p/q").history_table(["a", "img"]).to_pylist()[0]
+    meta = json.loads((store / "p" / "runs" / "q" / "run.json").read_text())
+    assert meta["format"] == 5 and meta["name"] == "renamed"
+    assert json.loads((store / "p" / "runs" / "plain" / "run.json").read_text())["format"] == 3
+    row = localtrack.Api(store).run("p/q").history_table(["a", "img"]).to_pylist()[1]
     data = (store / "p" / "runs" / "q" / "wal" / _blobs.name(0)).read_bytes()
     ref = row["a"][_blobs.TAG]
     assert data[ref["off"]:ref["off"] + ref["len"]] == b"<i>x</i>"
-    assert ref["crc"] == zlib.crc32(b"<i>x</i>")
+    assert ref["xxh"] == xxhash.xxh3_64_intdigest(b"<i>x</i>") & (2**63 - 1)
     ref = row["img"][_blobs.TAG]  # written from the array's buffer: the same bytes
     assert data[ref["off"]:ref["off"] + ref["len"]] == HWC.tobytes()
-    assert ref["crc"] == zlib.crc32(HWC.tobytes())
+    assert ref["xxh"] == xxhash.xxh3_64_intdigest(HWC.tobytes()) & (2**63 - 1)
+    assert "crc" not in ref
 
 
-def test_an_item_is_read_and_a_damaged_one_refused(tmp_path: Path) -> None:
-    """An item reads when its CRC-32 (`crc`) matches; a flipped byte or a shifted offset
-    fails it; a reference with no checksum at all is refused."""
+def test_an_older_reader_is_told_a_run_with_media_is_newer(store: Path) -> None:
+    """A localtrack that knows only format 4 would take XXH3-checked items for damaged ones
+    (and cut their rows when repairing): it refuses the run instead."""
+    run = localtrack.init(project="p", id="m", dir=store)
+    run.log({"img": localtrack.Image(HWC)})
+    run.finish()
+    older = """
+import sys, localtrack
+from localtrack import _layout
+_layout.KNOWN_FORMAT = 4
+try:
+    localtrack.Api(sys.argv[1]).run("p/m").history_table()
+except localtrack.errors.CorruptRunError as exc:
+    print(exc)
+"""
+    res = run_script(older, str(store))
+    assert "uses format 5, newer than this localtrack understands (4)" in res.stdout, res
+
+
+def test_items_of_an_older_format_read_beside_new_ones(store: Path, monkeypatch) -> None:
+    """A format 3 run whose items carry CRC-32 (as localtrack wrote them before format 5),
+    resumed by this version: old and new items read back, unsealed and sealed (where the
+    Parquet column holds both members, each null where the other is set)."""
+    import json
+
+    from localtrack import _frames
+
+    run = localtrack.init(project="p", id="o", dir=store)
+    run.finish()
+    rdir = store / "p" / "runs" / "o"
+    meta = json.loads((rdir / "run.json").read_text())
+    (rdir / "run.json").write_text(json.dumps({**meta, "format": 3}))
+    item = b"<i>old</i>"
+    (rdir / "wal" / _blobs.name(0)).write_bytes(item)
+    ref = {"type": "html", "fmt": "html", "log": 0, "off": 0, "len": len(item),
+           "crc": zlib.crc32(item)}
+    (rdir / "wal" / "00000000.jsonl").write_bytes(_frames.frame(
+        {"a": {_blobs.TAG: ref}, "_step": 0, "_timestamp": 1.0}))
+    again = localtrack.init(project="p", id="o", resume="must", dir=store)
+    again.log({"a": localtrack.Html("<i>new</i>")})
+    again.finish()
+    assert json.loads((rdir / "run.json").read_text())["format"] == 5
+
+    def html() -> list[str]:
+        return [str(v) for _, v in localtrack.Api(store).run("p/o").media("a")]
+    assert html() == ["<i>old</i>", "<i>new</i>"]
+    settle(store)
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "1")
+    localtrack.init(project="p", id="o", resume="must", dir=store).finish()
+    settle(store)
+    assert json.loads((rdir / "manifest.json").read_text())["segments"], "not sealed"
+    assert html() == ["<i>old</i>", "<i>new</i>"]
+
+
+def test_blob_space_reserved_ahead_is_given_back(store: Path, monkeypatch) -> None:
+    """Blocks reserved past a blob log's end (so an image's write() allocates nothing) never
+    show in its size, and are given back when the writer closes it or, for a killed writer's
+    file, when the sealer seals it."""
+    def allocated(path: Path) -> int:
+        return os.stat(path).st_blocks * 512
+
+    code = """
+import os, signal, sys, localtrack, numpy as np
+run = localtrack.init(project="p", id=sys.argv[2], dir=sys.argv[1])
+run.log({"img": localtrack.Image(np.zeros((64, 64, 3), np.uint8))})
+print(os.stat(run.dir + "/wal/00000000.blob").st_blocks * 512, flush=True)
+if sys.argv[3] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+run.finish()
+"""
+    for rid, how in (("closed", "finish"), ("killed", "kill")):
+        res = run_script(code, str(store), rid, how)
+        assert int(res.stdout.split()[0]) >= 1 << 20, res  # reserved while the run logs
+        blob = store / "p" / "runs" / rid / "wal" / _blobs.name(0)
+        assert blob.stat().st_size == 64 * 64 * 3  # no padding: readers see the items only
+        if how == "finish":
+            assert allocated(blob) < 1 << 16
+    killed = store / "p" / "runs" / "killed" / "wal" / _blobs.name(0)
+    assert allocated(killed) >= 1 << 20  # a killed writer gave nothing back
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "1")
+    localtrack.init(project="p", id="killed", resume="must", dir=store).finish()
+    settle(store)
+    sealed = store / "p" / "runs" / "killed" / "segments" / _blobs.name(0)
+    assert sealed.stat().st_size == 64 * 64 * 3 and allocated(sealed) < 1 << 16
+    assert len(localtrack.Api(store).run("p/killed").media("img")) == 1
+
+
+@pytest.mark.parametrize("member", ["xxh", "crc"])
+def test_an_item_is_read_and_a_damaged_one_refused(tmp_path: Path, member: str) -> None:
+    """An item reads when its checksum (format 5's `xxh`, or `crc`, CRC-32, before) matches;
+    a flipped byte or a shifted offset fails it; a reference with no checksum is refused."""
     item = bytes(range(256)) * 40
     path = tmp_path / _blobs.name(0)
     path.write_bytes(b"junk" + item)
-    ref = {"off": 4, "len": len(item), "crc": zlib.crc32(item)}
+    ref = {"off": 4, "len": len(item),
+           **(_blobs.digest(item) if member == "xxh" else {"crc": zlib.crc32(item)})}
+    assert set(ref) == {"off", "len", member}
     assert _blobs.read(path, ref) == item
     with pytest.raises(ValueError, match="fails its checksum"):
         _blobs.read(path, {**ref, "off": 3})
