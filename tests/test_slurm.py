@@ -263,7 +263,11 @@ def test_an_agent_array_finishes_every_point_once_through_two_random_preemptions
     assert 2 <= sum(restarts) <= 6 and sum(r["requeues"] for r in sweep.runs) <= sum(restarts), where
     for job in sweep.runs:
         assert job["status"] == "finished", where
-        check_run(runs[job["id"]], SWEEP_STEPS, ["SIGTERM"] * job["requeues"])
+        # A requeue leaves a preempted/resumed pair, or nothing when its program was preempted
+        # before init() (while starting; CI saw it): at most one pair per requeue.
+        preempted = sum(e.get("event") == "preempted" for e in runs[job["id"]].events)
+        assert preempted <= job["requeues"], where
+        check_run(runs[job["id"]], SWEEP_STEPS, ["SIGTERM"] * preempted)
     assert not sweep.queue and sorted(r["params"]["lr"] for r in sweep.runs) == values, where
     assert sweep.counts() == {"finished": 6}, where
 
