@@ -551,11 +551,11 @@ run.finish()
 
 
 @pytest.mark.parametrize("method,command,argv", [
-    pytest.param("grid", None, lambda lr: [f"--lr={lr}", "--fast=true"], id="default-args"),
+    pytest.param("grid", None, lambda lr: [f"--lr={lr}", "--fast=True"], id="default-args"),
     pytest.param("random", '["${env}", "${interpreter}", "${program}", "-b", "cfg", "${args}"]',
-                 lambda lr: ["-b", "cfg", f"--lr={lr}", "--fast=true"], id="args"),
+                 lambda lr: ["-b", "cfg", f"--lr={lr}", "--fast=True"], id="args"),
     pytest.param("grid", '["${env}", "python", "${program}", "${args_no_hyphens}"]',
-                 lambda lr: [f"lr={lr}", "fast=true"], id="no-hyphens"),
+                 lambda lr: [f"lr={lr}", "fast=True"], id="no-hyphens"),
     pytest.param("bayes", '["${env}", "${interpreter}", "${program}", "${args_no_boolean_flags}"]',
                  lambda lr: [f"--lr={lr}", "--fast"], id="no-boolean-flags"),
     pytest.param("random", '["${env}", "${interpreter}", "${program}", "${args_json}"]',
