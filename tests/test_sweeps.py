@@ -120,7 +120,8 @@ run = localtrack.init()
 assert (run.config.lr, run.config.bs) == (args.lr, args.bs)
 how = os.environ.get("HOW", "ok") if args.bs == 32 else "ok"
 if how != "fail-plain" and not (how == "marked-once" and run.resumed):
-    run.mark_preempting()
+    # W&B's module-level call in one case, the run's in the others: both mark this process
+    (localtrack.mark_preempting if how == "marked-once" else run.mark_preempting)()
 checkpoint = os.environ["ATTEMPTS"] + "." + run.id
 if how == "ckpt" and run.resumed:      # requeued: back to the checkpoint's step
     with open(checkpoint) as fh:
