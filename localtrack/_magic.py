@@ -7,7 +7,8 @@ parsed when ``init()`` is called (in the frame that called it) are taken at once
 ``ArgumentParser.parse_known_args`` (which ``parse_args`` calls) is patched until the last
 magic run finishes, so a later parse is taken too. A key the config already holds (given to
 init(), set by the script, a sweep's locked value) is never overridden; a key magic set itself
-follows the newest parse. init()'s ``config_include_keys``/``config_exclude_keys`` apply.
+follows the newest parse. init()'s ``config_include_keys``/``config_exclude_keys`` apply. A
+forked child drops the captures of the runs it inherits (they are not its to write).
 """
 
 from __future__ import annotations

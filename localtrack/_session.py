@@ -376,12 +376,17 @@ def _start_run(resolved: _settings.Settings, fields: dict[str, Any], config: dic
 
 def forget(run: _run.Run) -> None:
     global _current
-    if "localtrack._magic" in sys.modules:  # its argparse patch ends with the last magic run
-        sys.modules["localtrack._magic"].release(run)
+    _release_magic(run)
     if run in _active:
         _active.remove(run)
     if _current is run:
         _current = None
+
+
+def _release_magic(run: _run.Run) -> None:
+    """init(magic=)'s capture ends with the run (its argparse patch with the last one)."""
+    if "localtrack._magic" in sys.modules:
+        sys.modules["localtrack._magic"].release(run)
 
 
 def current() -> _run.Run | None:
@@ -395,6 +400,7 @@ def _after_fork_in_child() -> None:
     global _current
     for run in _active:
         run._disown()
+        _release_magic(run)  # the parent's runs take no arguments parsed here
     _active.clear()
     _current = None
 

@@ -124,3 +124,27 @@ def test_module_level_mark_preempting_needs_a_run() -> None:
     assert localtrack.run is None
     with pytest.raises(UsageError, match=r"localtrack.mark_preempting\(\) needs an active run"):
         localtrack.mark_preempting()
+
+
+FORKED = """
+import argparse, os
+import localtrack as wandb
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--workers", type=int, default=1)
+run = wandb.init(project="p", id="r1", dir="store", magic=True)
+pid = os.fork()
+if pid == 0:  # a data-loader child parsing its own arguments: not the parent's run's
+    parser.parse_args(["--workers", "9"])
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+parser.parse_args(["--workers", "4"])
+run.finish()
+"""
+
+
+def test_a_forked_child_parses_without_touching_the_parents_run(tmp_path: Path) -> None:
+    proc = run_py(tmp_path, FORKED)
+    ok(proc)
+    assert "magic" not in proc.stderr, proc.stderr  # no refused write from the child
+    assert localtrack.Api(tmp_path / "store").run("p/r1").config == {"workers": 4}
