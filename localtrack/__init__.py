@@ -52,6 +52,7 @@ __all__ = [
     "log",
     "log_artifact",
     "login",
+    "mark_preempting",
     "plot",
     "plot_table",
     "restore",
@@ -107,6 +108,11 @@ def _active(what: str) -> Run:
     if run is None:
         raise UsageError(f"localtrack.{what}() needs an active run: call localtrack.init() first.")
     return run
+
+
+def mark_preempting() -> None:
+    """Run.mark_preempting on the active run (W&B's ``wandb.mark_preempting()``)."""
+    _active("mark_preempting").mark_preempting()
 
 
 def define_metric(name: str, step_metric: str | None = None, *, step_sync: bool | None = None,

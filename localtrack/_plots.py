@@ -33,15 +33,27 @@ SPECS = {"line": "wandb/line/v0", "scatter": "wandb/scatter/v0", "bar": "wandb/b
 class CustomChart(Media):
     """A chart to log: ``table`` (a localtrack.Table) and ``spec`` (a dict: ``spec_name``,
     ``fields``, ``string_fields``), as W&B's ``wandb.plot.*`` return it. ``ApiRun.media``
-    returns the same kind of object."""
+    returns the same kind of object. ``key`` is the key it was logged under (W&B's
+    ``set_key``, which ``log()`` calls); ``split_table`` is W&B's UI layout (its table in a
+    "Custom Chart Tables" section), kept as given and not stored."""
 
     _type = "table"
 
-    def __init__(self, table: Table, spec: dict[str, Any]) -> None:
+    def __init__(self, table: Table, spec: dict[str, Any], split_table: bool = False) -> None:
         self.table = table
         self.spec = spec
+        self.split_table = split_table
+        self.key = ""
+
+    def set_key(self, key: str) -> None:
+        """Name the chart by the key it is logged under, as W&B's ``log()`` does."""
+        if not isinstance(key, str) or not key:
+            raise UnsupportedTypeError(f"CustomChart.set_key() takes the chart's key, a "
+                                       f"non-empty str, got {key!r}.")
+        self.key = key
 
     def _item(self, key: str, where: str) -> Item:
+        self.set_key(key)
         spec = self.spec if isinstance(self.spec, dict) else {}
         try:  # checked again: the table or the spec may have changed since it was made
             spec = _spec(spec.get("spec_name"), self.table, spec.get("fields"),
@@ -71,9 +83,9 @@ def plot_table(vega_spec_name: str, data_table: Table, fields: dict[str, Any],
                split_table: bool = False) -> CustomChart:
     """A chart of ``data_table`` drawn by the Vega spec ``vega_spec_name`` (W&B's
     ``wandb.plot_table``); the dashboard draws W&B's built-in specs and shows any other as
-    its table. ``split_table`` is W&B's UI layout: it changes nothing here."""
+    its table. ``split_table`` is W&B's UI layout: kept on the chart, it changes nothing here."""
     return CustomChart(data_table, _spec(vega_spec_name, data_table, fields, string_fields,
-                                         "localtrack.plot_table()"))
+                                         "localtrack.plot_table()"), split_table=split_table)
 
 
 def _spec(name: Any, table: Any, fields: Any, strings: Any, what: str) -> dict[str, Any]:

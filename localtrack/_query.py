@@ -56,6 +56,7 @@ log = logging.getLogger("localtrack")
 
 StorePath = _store.StorePath
 FILES = "files"  # a run's saved files (run.save()), under its folder
+CODE = "code"  # its saved code (save_code), listed by files() as "code/<name>"
 UI_ADDRESS = "http://127.0.0.1:8080/"  # where `localtrack ui` serves by default
 
 
@@ -277,16 +278,22 @@ class ApiRun:
         return self.last_step
 
     def files(self) -> list[RunFile]:
-        """The files saved with the run (``files/`` in its folder), by name; [] when none.
+        """The files saved with the run (``files/`` in its folder) and its saved code
+        (``code/``, from ``save_code``, named ``code/<name>`` as W&B names them), by name;
+        [] when none. A saved file of the same name as a code file hides it.
 
         A link or anything but a plain file is left out: a store may come from elsewhere.
         """
         with _store.reading(self._rdir, **self._ctx):
-            found = list(_saved_files(self._rdir / FILES, "", self._rdir / FILES, self._ctx))
-        return sorted(found, key=lambda f: f.name)
+            found = {f.name: f for f in _saved_files(self._rdir / CODE, f"{CODE}/",
+                                                      self._rdir / CODE, self._ctx)}
+            found.update((f.name, f) for f in _saved_files(self._rdir / FILES, "",
+                                                           self._rdir / FILES, self._ctx))
+        return sorted(found.values(), key=lambda f: f.name)
 
     def file(self, name: str) -> RunFile:
-        """The saved file ``name`` (as ``files()`` names it), W&B's ``run.file(name)``."""
+        """The saved file ``name`` (as ``files()`` names it: ``code/train.py`` for the saved
+        code), W&B's ``run.file(name)``."""
         rel = _files.saved_name(name, f"file() of run {self.path}")
         key = rel.replace(os.sep, "/")
         for f in self.files():

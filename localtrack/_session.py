@@ -217,10 +217,11 @@ def init(project: str | None = None, *, entity: str | None = None,
 
     Only ``project`` is positional: W&B's ``init("team", "proj")`` (entity, project) would
     otherwise mean project="team", id="proj" here. An argument W&B takes that has no local
-    meaning (``magic``, ``sync_tensorboard``, ``monitor_gym``, ``anonymous``,
+    meaning (``sync_tensorboard``, ``monitor_gym``, ``anonymous``,
     ``force``, ``tensorboard``, ``allow_val_change``) is accepted and ignored (README, "Coming
     from W&B"); an argument W&B does not take is an ``UnknownArgumentError``. ``save_code``
-    copies the main script into the run's ``code/``; a ``config-defaults.yaml`` in the working
+    copies the main script into the run's ``code/``; ``magic`` puts the script's argparse
+    arguments in the config (_magic); a ``config-defaults.yaml`` in the working
     directory is the base of the config (W&B's).
     """
     if unknown:
@@ -231,7 +232,7 @@ def init(project: str | None = None, *, entity: str | None = None,
         "tags": tags, "group": group, "job_type": job_type, "mode": mode, "reinit": reinit,
         "resume": resume, "resume_from": resume_from, "fork_from": fork_from, "fsync": fsync,
         "save_code": save_code})
-    _ignore(given, {"magic": magic, "sync_tensorboard": sync_tensorboard,
+    _ignore(given, {"sync_tensorboard": sync_tensorboard,
                        "monitor_gym": monitor_gym, "anonymous": anonymous, "force": force,
                        "tensorboard": tensorboard, "allow_val_change": allow_val_change})
     if _settings.silent(args["silent"]):
@@ -256,18 +257,29 @@ def init(project: str | None = None, *, entity: str | None = None,
     how = _settings.reinit_mode(args["reinit"])
     previous = _while_active(how, resolved, job=sweep is not None)
     if previous is not None:
-        return previous
+        return _with_magic(previous, magic, config_include_keys, config_exclude_keys)
     if resolved.mode == "disabled":
         run: _run.Run = DisabledRun(resolved.project, resolved.run_id or new_run_id(),
                                     fields, run_config)
         _register(run, how)
-        return run
+        return _with_magic(run, magic, config_include_keys, config_exclude_keys)
     run = _start_run(resolved, fields, run_config, how,
                      *_settings.branch_points(args["resume_from"], args["fork_from"]))
     if sweep is not None:  # as W&B: the sweep's values stay whatever the script updates
         run.config._lock_keys(sweep.params, "sweep")
     if _settings.save_code(args["save_code"]):
         run._save_code()
+    return _with_magic(run, magic, config_include_keys, config_exclude_keys)
+
+
+def _with_magic(run: _run.Run, magic: object, include: Collection[str] | None,
+                exclude: Collection[str] | None) -> _run.Run:
+    """W&B's ``magic`` (anything but None/False turns it on, as W&B's): the script's argparse
+    arguments go into the config (see _magic)."""
+    if magic is not None and magic is not False:
+        from . import _magic  # argparse only for a script that asks
+
+        _magic.install(run, include, exclude)
     return run
 
 
@@ -364,10 +376,17 @@ def _start_run(resolved: _settings.Settings, fields: dict[str, Any], config: dic
 
 def forget(run: _run.Run) -> None:
     global _current
+    _release_magic(run)
     if run in _active:
         _active.remove(run)
     if _current is run:
         _current = None
+
+
+def _release_magic(run: _run.Run) -> None:
+    """init(magic=)'s capture ends with the run (its argparse patch with the last one)."""
+    if "localtrack._magic" in sys.modules:
+        sys.modules["localtrack._magic"].release(run)
 
 
 def current() -> _run.Run | None:
@@ -381,6 +400,7 @@ def _after_fork_in_child() -> None:
     global _current
     for run in _active:
         run._disown()
+        _release_magic(run)  # the parent's runs take no arguments parsed here
     _active.clear()
     _current = None
 

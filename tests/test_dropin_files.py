@@ -219,7 +219,7 @@ run.finish()
 
 def check_downloads(run: localtrack.ApiRun, dest: Path) -> None:
     """W&B's File semantics on ``run``'s saved files, downloaded into ``dest``."""
-    files = run.files()
+    files = [f for f in run.files() if not f.name.startswith("code/")]  # (check_code's)
     assert [(f.name, f.size) for f in files] == [("ckpt/a.txt", 5), ("ckpt/sub/b.txt", 4)]
     b = run.file("ckpt/sub/b.txt")
     assert b == files[1] and b.url.split(":", 1)[0] in ("file", "s3")
@@ -285,13 +285,25 @@ class RecordingRemote(DirRemote):
         self.puts.append(key)
 
 
+def check_code(run: localtrack.ApiRun, job: Path, dest: Path) -> None:
+    """save_code's copy is among the run's files as W&B names it, ``code/<script>``."""
+    assert [f.name for f in run.files()] == ["ckpt/a.txt", "ckpt/sub/b.txt", "code/train.py"]
+    code = run.file("code/train.py")
+    assert code.size == (job / "train.py").stat().st_size
+    with code.download(root=dest) as f:
+        assert f.read() == (job / "train.py").read_text()
+    assert (dest / "code" / "train.py").read_bytes() == (job / "train.py").read_bytes()
+
+
 @pytest.mark.parametrize("remote_uri", ["dir", "s3"], indirect=True)
 def test_sync_uploads_saved_files_and_code_and_runfile_reads_them(job: Path, remote_uri: str) -> None:
     ok(run_py(job, SAVER.replace('dir="store")', 'dir="store", save_code=True)')))
+    check_code(api_run(job), job, job / "code-local")
     report = localtrack.sync(remote_uri, dir=job / "store")
     assert report.ok
     remote_run = localtrack.Api(dir=remote_uri).run("p/r1")
     check_downloads(remote_run, job / "from-remote")
+    check_code(remote_run, job, job / "code-remote")
     objects = remote_objects(remote_uri)
     assert objects["p/runs/r1/code/train.py"] == (job / "train.py").read_bytes()
     again = localtrack.sync(remote_uri, dir=job / "store")

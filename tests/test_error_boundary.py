@@ -406,6 +406,7 @@ TOP_LEVEL: dict[str, Call] = {
                                         dir=c.store),
     "alert": _on_active(lambda: localtrack.alert("t", "x", level="WARN")),
     "define_metric": _on_active(lambda: localtrack.define_metric("x", summary="min")),
+    "mark_preempting": _on_active(lambda: localtrack.mark_preempting()),
     "restore": _restore,
     "save": _on_active(lambda: localtrack.save("*.txt", policy="now")),
     "watch": _on_active(lambda: localtrack.watch(_Model(), log=None)),

@@ -797,3 +797,81 @@ def test_lightgbm_cv_writes_the_folds_mean_and_deviation(tmp_path: Path) -> None
     for key in ("iteration", "valid_l2-mean", "valid_l2-stdv", "valid_auc-mean", "valid_auc-stdv"):
         assert [s for s, _ in column(history, key)] == [0, 1, 2], key
     assert run.summary["valid_l2-stdv"] == column(history, "valid_l2-stdv")[-1][1]
+
+
+KERAS_LEGACY = """
+import sys
+import numpy as np
+import keras
+import localtrack as wandb
+
+keras.utils.set_random_seed(0)
+x, y = np.random.rand(32, 3).astype("float32"), np.random.rand(32, 1).astype("float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, name="dense")])
+model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+
+
+class Score(keras.callbacks.Callback):  # a monitored value that improves at epochs 0 and 1
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_score"] = [3.0, 1.0, 2.0, 1.5][epoch]
+        if epoch == 1:  # the best epoch's weights, which the saved model must hold
+            np.save("best-kernel.npy", keras.ops.convert_to_numpy(self.model.layers[0].kernel))
+
+
+try:
+    wandb.keras.WandbCallback()
+except wandb.errors.UsageError as exc:
+    print("no-run:", "localtrack.init() first" in str(exc))
+run = wandb.init(project="keras", dir="store", id=sys.argv[1])
+try:
+    wandb.keras.WandbCallback(log_gradients=True, training_data=(x, y))
+except wandb.errors.UsageError as exc:
+    print("gradients:", "log_gradients" in str(exc))
+weights_only = sys.argv[1] == "weights"
+callback = wandb.keras.WandbCallback(  # W&B's usual arguments, the views' ones ignored here
+    monitor="val_score", mode="min", save_weights_only=weights_only, log_weights=True,
+    save_model=True, training_data=(x, y), validation_data=(x, y), labels=["y"], predictions=4,
+    input_type=None, output_type=None, log_evaluation=True, log_batch_frequency=2 if
+    weights_only else None, save_graph=True, compute_flops=True, verbose=1)
+model.fit(x, y, batch_size=8, epochs=4, callbacks=[Score(), callback], verbose=0)
+print(run.state, callback.best_epoch)
+run.finish()
+"""
+
+
+@needs_keras
+def test_keras_legacy_wandb_callback(tmp_path: Path) -> None:
+    """W&B's legacy WandbCallback: `epoch` and Keras's logs per epoch at the run's steps, the
+    best monitored value and its epoch in the summary, the best model saved with the run."""
+    cmd = script(tmp_path, KERAS_LEGACY)
+    out = run_ok(tmp_path, [*cmd, "model"]).stdout.split("\n")
+    assert out[:3] == ["no-run: True", "gradients: True", "running 1"]
+    api = localtrack.Api(tmp_path / "store")
+    run = api.run("keras/model")
+    history = run.history_table()
+    assert column(history, "epoch") == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert column(history, "val_score") == [(0, 3.0), (1, 1.0), (2, 2.0), (3, 1.5)]
+    assert [s for s, _ in column(history, "loss")] == [0, 1, 2, 3]
+    assert run.summary["best_val_score"] == 1.0 and run.summary["best_epoch"] == 1
+    assert [s for s, _ in run.histograms("parameters/dense.weights")] == [0, 1, 2, 3]
+    assert [s for s, _ in run.histograms("parameters/dense.bias")] == [0, 1, 2, 3]
+    assert [f.name for f in run.files()] == ["model-best.h5"]
+    run.file("model-best.h5").download(root=tmp_path / "dl").close()
+    import h5py  # a real HDF5 Keras model file, loadable by Keras
+
+    kernels: list[object] = []
+    with h5py.File(tmp_path / "dl" / "model-best.h5", "r") as h5:
+        h5["model_weights"].visititems(lambda name, obj: kernels.append(obj[()])
+                                       if name.endswith("kernel") else None)
+    import numpy as np
+
+    assert len(kernels) == 1 and np.array_equal(kernels[0], np.load(tmp_path / "best-kernel.npy"))
+
+    # save_weights_only, and a row of the batch's logs every 2 batches (4 an epoch): W&B's
+    # batch rows take steps of their own between the epochs' rows.
+    run_ok(tmp_path, [*cmd, "weights"])
+    run = api.run("keras/weights")
+    history = run.history_table()
+    assert [s for s, _ in column(history, "epoch")] == [2, 5, 8, 11]
+    assert [s for s, _ in column(history, "loss")] == list(range(12))
+    assert [f.name for f in run.files()] == ["model-best.weights.h5"]

@@ -335,3 +335,23 @@ def test_the_run_page_draws_each_chart(browser, served):
         tab.check()
     finally:
         tab.context.close()
+
+
+def test_custom_chart_set_key_and_split_table_as_wandb(tmp_path: Path) -> None:
+    """W&B's CustomChart methods: ``set_key`` names the chart (log() calls it with the key it
+    logs under); ``split_table`` is kept as given (a UI layout, nothing stored)."""
+    table = localtrack.Table(columns=["x", "y"], data=[[0, 1.0], [1, 2.0]])
+    chart = localtrack.plot.line(table, "x", "y", title="t", split_table=True)
+    plain = localtrack.plot.scatter(table, "x", "y")
+    assert (chart.key, chart.split_table, plain.split_table) == ("", True, False)
+    chart.set_key("mine")
+    assert chart.key == "mine"
+    for bad in ("", 3, None):
+        with pytest.raises(UnsupportedTypeError, match="set_key"):
+            chart.set_key(bad)  # type: ignore[arg-type]
+    assert chart.key == "mine"
+    with localtrack.init(project="p", id="r1", dir=tmp_path / "store") as run:
+        run.log({"curves/loss": chart, "s": plain})
+    assert (chart.key, plain.key) == ("curves/loss", "s")
+    stored = localtrack.Api(tmp_path / "store").run("p/r1").media("curves/loss")[0][1]
+    assert stored.table.data == table.data and stored.spec == chart.spec

@@ -263,8 +263,9 @@ def build_command(store: SweepStore, params: dict[str, Any], run_id: str) -> lis
 
 
 def _arg(value: Any) -> str:
-    return dumps(value).decode() if isinstance(value, (list, dict, bool)) or value is None \
-        else str(value)
+    """A value as W&B's agent writes it in ${args}: Python's str (``True``, ``[1, 2]``, ``None``),
+    so a script that parses the flags as it did under W&B gets what it got there."""
+    return str(value)
 
 
 class _ProgramRunner:

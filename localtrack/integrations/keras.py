@@ -16,12 +16,25 @@ version of the model artifact ``run_<run id>_model``; ``WandbEvalCallback`` is W
 callbacks that log a table of data at the start of training and one of predictions after each
 epoch. Each uses the script's active run, or opens one with its ``init_args`` and finishes it
 when training ends.
+
+``WandbCallback`` is W&B's legacy callback (``wandb.keras.WandbCallback``, deprecated by W&B
+but in many scripts), with its whole signature: each epoch logs ``epoch`` and Keras's logs as
+one row at the run's next step (and, with ``log_batch_frequency``, every that many batches a
+row of the batch's logs), ``best_<monitor>`` and ``best_epoch`` in the summary when the monitored
+value improves, and the best model saved as ``model-best.h5`` (``model-best.weights.h5`` with
+``save_weights_only``) in the run's files, where ``localtrack.restore`` and
+``Api().run(p).file`` find it. ``log_weights`` logs a ``Histogram`` of each layer's weights
+(``parameters/<layer>.weights``, ``.bias``).
 """
 
 from __future__ import annotations
 
 import abc
+import logging
+import operator
 import os
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -30,7 +43,10 @@ import localtrack
 
 from ._common import RunHandle, plain
 
-__all__ = ["LocaltrackCallback", "WandbEvalCallback", "WandbMetricsLogger", "WandbModelCheckpoint"]
+__all__ = ["LocaltrackCallback", "WandbCallback", "WandbEvalCallback", "WandbMetricsLogger",
+           "WandbModelCheckpoint"]
+
+log = logging.getLogger("localtrack")
 
 
 class LocaltrackCallback(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is not type-checked here
@@ -240,3 +256,122 @@ class WandbEvalCallback(keras.callbacks.Callback, abc.ABC):  # type: ignore[misc
 
     def _log_table(self, key: str, table: localtrack.Table) -> None:
         self._handle.log_here({key: table})
+
+
+# WandbCallback's arguments that show W&B's server views (example predictions, evaluation
+# tables, the graph, FLOPs): accepted, and ignored here with one debug log.
+_VIEWS = ("training_data", "validation_data", "labels", "generator", "input_type", "output_type",
+          "validation_steps", "class_colors", "validation_indexes", "validation_row_processor",
+          "prediction_row_processor")
+
+
+class WandbCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    """W&B's legacy ``WandbCallback``: metrics per epoch, the best value in the summary, the
+    best model saved with the run (see the module's docstring). As W&B's, it needs
+    ``localtrack.init()`` first; it leaves the run open."""
+
+    def __init__(self, monitor: str = "val_loss", verbose: int = 0, mode: str = "auto",
+                 save_weights_only: bool = False, log_weights: bool = False,
+                 log_gradients: bool = False, save_model: bool = True,
+                 training_data: Any = None, validation_data: Any = None, labels: Any = None,
+                 predictions: int = 36, generator: Any = None, input_type: str | None = None,
+                 output_type: str | None = None, log_evaluation: bool = False,
+                 validation_steps: int | None = None, class_colors: Any = None,
+                 log_batch_frequency: int | None = None, log_best_prefix: str = "best_",
+                 save_graph: bool = True, validation_indexes: Any = None,
+                 validation_row_processor: Any = None, prediction_row_processor: Any = None,
+                 infer_missing_processors: bool = True, log_evaluation_frequency: int = 0,
+                 compute_flops: bool = False, **kwargs: Any) -> None:
+        given = dict(locals())
+        super().__init__()
+        if localtrack.run is None:
+            raise localtrack.errors.UsageError(
+                "WandbCallback() needs an active run, as W&B's does: call localtrack.init() "
+                "first (or use LocaltrackCallback, which opens one).")
+        if log_gradients:
+            raise localtrack.errors.UsageError(
+                "WandbCallback(log_gradients=True) is not supported by localtrack: W&B computes "
+                "them with TensorFlow from training_data. Log gradient histograms with "
+                "localtrack.watch(model) on a torch-backend model, or drop log_gradients.")
+        if log_batch_frequency is not None and (isinstance(log_batch_frequency, bool) or not
+                                                isinstance(log_batch_frequency, int)
+                                                or log_batch_frequency < 1):
+            raise localtrack.errors.InvalidValueError(
+                f"WandbCallback(log_batch_frequency={log_batch_frequency!r}): give a count of "
+                "batches >= 1, or None for epochs only")
+        self.run = localtrack.run
+        self.monitor = monitor
+        self.verbose = verbose
+        self.save_weights_only = save_weights_only
+        self.log_weights = log_weights
+        self.save_model = save_model
+        self.log_batch_frequency = log_batch_frequency
+        self.log_best_prefix = log_best_prefix
+        self.monitor_op, self.best = _monitor(monitor, mode)
+        self.best_epoch: int | None = None
+        ignored = [n for n in (*_VIEWS, "log_evaluation", "log_evaluation_frequency",
+                               "compute_flops") if _given(given[n])]
+        ignored += list(kwargs)
+        if ignored:
+            log.debug("WandbCallback ignores %s: W&B server views with no local counterpart",
+                      ", ".join(ignored))
+
+    @property
+    def filename(self) -> str:
+        """The best model's name in the run's files (W&B's ``model-best.h5``)."""
+        return "model-best.weights.h5" if self.save_weights_only else "model-best.h5"
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.log_batch_frequency and batch % self.log_batch_frequency == 0:
+            self.run.log({k: plain(v) for k, v in (logs or {}).items()})
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        row: dict[str, Any] = {"epoch": epoch, **{k: plain(v) for k, v in logs.items()}}
+        if self.log_weights:
+            row.update(self._weights())
+        self.run.log(row)
+        current = logs.get(self.monitor)
+        if current is None or not self.monitor_op(float(current), self.best):
+            return
+        self.best, self.best_epoch = float(current), epoch
+        if self.log_best_prefix:
+            self.run.summary.update({f"{self.log_best_prefix}{self.monitor}": self.best,
+                                     f"{self.log_best_prefix}epoch": epoch})
+        if self.save_model:
+            self._save_best(epoch)
+
+    def _weights(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for layer in self.model.layers:
+            weights = [keras.ops.convert_to_numpy(w) for w in layer.weights]
+            for suffix, w in zip(("weights", "bias"), weights[:2], strict=False):
+                out[f"parameters/{layer.name}.{suffix}"] = localtrack.Histogram(w.ravel())
+        return out
+
+    def _save_best(self, epoch: int) -> None:
+        save: Callable[[str], object] = (self.model.save_weights if self.save_weights_only
+                                         else self.model.save)
+        with tempfile.TemporaryDirectory(prefix="localtrack-model-") as scratch:
+            path = os.path.join(scratch, self.filename)
+            save(path)
+            self.run.save(path, base_path=scratch, policy="now")
+        if self.verbose:
+            log.info("Epoch %d: %s improved to %s, saved the model as %s in %s", epoch,
+                     self.monitor, self.best, self.filename, self.run.path)
+
+
+def _given(value: Any) -> bool:
+    """Whether an argument was set (an array's truth is no answer: compare by identity)."""
+    return not (value is None or value is False or (type(value) is int and value == 0))
+
+
+def _monitor(monitor: str, mode: str) -> tuple[Callable[[float, float], bool], float]:
+    """W&B's rule: "min" or "max", and with "auto" max for an accuracy (or fmeasure)."""
+    if mode not in ("auto", "min", "max"):
+        log.warning("WandbCallback mode %r is unknown: falling back to auto", mode)
+        mode = "auto"
+    if mode == "max" or (mode == "auto" and ("acc" in monitor
+                                              or monitor.startswith("fmeasure"))):
+        return operator.gt, float("-inf")
+    return operator.lt, float("inf")
