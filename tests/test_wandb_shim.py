@@ -158,6 +158,20 @@ def test_a_keras_script_importing_wandb_writes_a_run(tmp_path: Path) -> None:
     assert column(run, "after") == [(1, 1.0), (2, 2.0)]
 
 
+@needs("accelerate", "torch")
+def test_accelerates_wandb_tracker_writes_a_run(tmp_path: Path) -> None:
+    run_script(tmp_path, """
+        from accelerate import Accelerator
+        acc = Accelerator(log_with="wandb", cpu=True)
+        acc.init_trackers("acc", config={"lr": 0.1})
+        for i in range(3):
+            acc.log({"loss": 1.0 / (i + 1)}, step=i)
+        acc.end_training()
+    """)
+    [run] = localtrack.Api(tmp_path / "localtrack-runs").runs("acc")
+    assert run.state == "finished" and run.config == {"lr": 0.1}
+    assert column(run, "loss") == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
+
 @pytest.mark.parametrize(("module", "name", "framework"), [
     ("wandb.integration.keras", "keras", "keras"),
     ("wandb.keras", "keras", "keras"),
