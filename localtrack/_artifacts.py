@@ -38,6 +38,7 @@ from .errors import (
     ArtifactNotFoundError,
     CorruptRunError,
     InvalidNameError,
+    InvalidValueError,
     LocaltrackError,
     UsageError,
 )
@@ -86,6 +87,13 @@ class ArtifactFile(NamedTuple):
     uri: str | None = None
 
 
+def _check_policy(policy: object, artifact: str) -> None:
+    if policy not in ("mutable", "immutable"):
+        raise InvalidValueError(f"Cannot add to artifact {artifact!r} with policy={policy!r}: "
+                                "give 'mutable' or 'immutable' (W&B's; both read the file when "
+                                "the artifact is logged).")
+
+
 def _entry_path(value: object, artifact: str) -> str:
     """A path inside an artifact: relative, '/'-separated, no '..', so it stays under any root."""
     text = value if isinstance(value, str) else ""
@@ -122,9 +130,13 @@ class Artifact:
 
     # -- building a draft ---------------------------------------------------------------------
 
-    def add_file(self, local_path: str | os.PathLike[str], name: str | None = None) -> Artifact:
-        """Add one file (read when the artifact is logged; not copied now)."""
+    def add_file(self, local_path: str | os.PathLike[str], name: str | None = None, *,
+                 policy: str = "mutable") -> Artifact:
+        """Add one file (read when the artifact is logged; not copied now). ``policy`` is W&B's
+        ("mutable" or "immutable"; Lightning's WandbLogger passes it): either, the file is
+        read when the artifact is logged."""
         self._require_draft("add a file to")
+        _check_policy(policy, self.name)
         path = Path(local_path)
         if not self._probe(path, path.is_file):
             raise ArtifactError(f"Cannot add {str(path)!r} to artifact {self.name!r}: it is not "
@@ -132,9 +144,12 @@ class Artifact:
         self._put(_entry_path(name if name is not None else path.name, self.name), path)
         return self
 
-    def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None) -> Artifact:
-        """Add every file under a directory (symbolic links followed; a loop is refused)."""
+    def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None, *,
+                policy: str = "mutable") -> Artifact:
+        """Add every file under a directory (symbolic links followed; a loop is refused);
+        ``policy`` as add_file's."""
         self._require_draft("add a directory to")
+        _check_policy(policy, self.name)
         top = Path(local_path)
         if not self._probe(top, top.is_dir):
             raise ArtifactError(f"Cannot add {str(top)!r} to artifact {self.name!r}: it is not "

@@ -384,6 +384,23 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wandb_shim(args: argparse.Namespace) -> int:
+    """Print the folder that holds localtrack's ``wandb`` shim, for PYTHONPATH (opt-in: nothing
+    puts it there otherwise); warn when the real wandb is installed, which it would shadow."""
+    from importlib.machinery import PathFinder
+
+    shim = Path(__file__).resolve().parent / "_shim"
+    others = [p for p in sys.path if p and Path(p).resolve() != shim]
+    real = PathFinder.find_spec("wandb", others)
+    if real is not None:
+        print(f"localtrack: warning: the real wandb is installed ({real.origin}). With this folder "
+              "on PYTHONPATH, `import wandb` finds whichever comes first on sys.path: the shim "
+              "when PYTHONPATH puts it first. Uninstall wandb, or leave the shim off PYTHONPATH "
+              "to use the real one.", file=sys.stderr)
+    print(shim)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localtrack",
                                      description="Experiment runs in plain local files.")
@@ -475,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=float, default=0.0, help="EMA smoothing weight in [0, 1)")
     p.add_argument("--log", action="store_true", help="log-scale y axis")
     p.set_defaults(func=cmd_plot)
+    p = sub.add_parser("wandb-shim", help="print the folder to put on PYTHONPATH so that code "
+                       "importing wandb (Transformers, Lightning) runs on localtrack")
+    p.set_defaults(func=cmd_wandb_shim)
     return parser
 
 

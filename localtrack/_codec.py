@@ -229,12 +229,15 @@ def encode_row(data: dict[Any, Any], where: str, media: list[str] | None = None,
 
 
 def encode_tree(value: Any, where: str, path: str = "", depth: int = 0) -> Any:
-    """Encode a config/summary value, keeping nesting; lists and tuples become lists."""
+    """Encode a config/summary value, keeping nesting; lists and tuples become lists. A number
+    key becomes the string JSON writes for it, as W&B stores it (Transformers' ``id2label``)."""
     if isinstance(value, (dict, list, tuple)) and depth >= MAX_DEPTH:
         raise _too_deep(path.rstrip("/") or "value", where)
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
+            if isinstance(key, (int, float)):  # bool too: "true"
+                key = orjson.dumps(key).decode()
             if type(key) is not str or key in (_TAG, HIST_TAG):
                 raise InvalidValueError(f"Cannot store key {path + repr(key)} in {where}: "
                                         "keys must be strings other than '$f' and '$h'.")

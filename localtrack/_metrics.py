@@ -26,9 +26,10 @@ FIELDS = ("step_metric", "step_sync", "summary", "goal", "hidden")
 def definition(name: Any, *, step_metric: Any = None, step_sync: Any = None, summary: Any = None,
                goal: Any = None, hidden: Any = None) -> dict[str, Any]:
     """A checked definition (the fields of its event), or a UsageError naming the bad argument."""
-    if not isinstance(name, str) or not name or name.startswith("*"):
-        raise UsageError(f"define_metric() needs a metric name or a glob such as 'val/*', got "
-                         f"{name!r} (a leading '*' would match every key).")
+    # "*" alone is W&B's every key (Lightning's and Transformers' x axis); W&B refuses "*loss".
+    if not isinstance(name, str) or not name or (name.startswith("*") and name != "*"):
+        raise UsageError(f"define_metric() needs a metric name, a glob such as 'val/*', or '*' "
+                         f"(every key), got {name!r} (a glob may not start with '*').")
     if step_metric is not None and (not isinstance(step_metric, str) or not step_metric
                                     or "*" in step_metric):
         raise UsageError(f"define_metric({name!r}): step_metric must be the name of a logged key "

@@ -21,6 +21,7 @@ from localtrack.errors import (
     ArtifactNotFoundError,
     CorruptRunError,
     InvalidNameError,
+    InvalidValueError,
     StorageError,
     UnsupportedTypeError,
 )
@@ -103,6 +104,26 @@ def test_log_use_download_and_lineage(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="never changes"):
         latest.add_file(tmp_path / "ckpt.pt")
 
+
+@pytest.mark.parametrize("policy", ["mutable", "immutable", "copy"])
+def test_add_file_and_add_dir_take_wandbs_policy(tmp_path: Path, policy: str) -> None:
+    """Lightning's WandbLogger passes ``add_file(p, name=, policy=)``: either W&B value reads
+    the file when the artifact is logged; any other is refused, naming it."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "w.bin").write_bytes(b"w")
+    art = localtrack.Artifact("m", "model")
+    if policy == "copy":
+        with pytest.raises(InvalidValueError, match="'copy'"):
+            art.add_file(tmp_path / "d" / "w.bin", policy=policy)
+        with pytest.raises(InvalidValueError, match="'copy'"):
+            art.add_dir(tmp_path / "d", policy=policy)
+        return
+    art.add_file(tmp_path / "d" / "w.bin", name="model.ckpt", policy=policy)
+    art.add_dir(tmp_path / "d", name="dir", policy=policy)
+    with localtrack.init(project="p", dir=tmp_path / "store") as run:
+        run.log_artifact(art)
+    read = localtrack.Api(tmp_path / "store").artifact("p/m:latest")
+    assert sorted(f.path for f in read.files()) == ["dir/w.bin", "model.ckpt"]
 
 def test_files_are_stored_once_and_a_new_version_costs_what_changed(tmp_path: Path) -> None:
     src = tmp_path / "ckpt"

@@ -114,7 +114,7 @@ def test_define_metric_overwrite_replaces_and_a_later_one_merges(job: Path) -> N
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"name": "*"}, {"name": ""}, {"name": 3}, {"name": "a", "summary": "median"},
+    {"name": "*loss"}, {"name": ""}, {"name": 3}, {"name": "a", "summary": "median"},
     {"name": "a", "summary": "min,none"}, {"name": "a", "goal": "up"},
     {"name": "a", "summary": "best"}, {"name": "a", "step_metric": "e*"},
 ])
@@ -124,6 +124,18 @@ def test_define_metric_refuses_what_it_cannot_use(tmp_path: Path, kwargs: dict[s
         with pytest.raises(UsageError):
             run.define_metric(name, **kwargs)  # type: ignore[arg-type]
         assert localtrack.Api(dir=tmp_path).run(run.path).metrics == {}
+
+
+def test_define_metric_star_is_every_key_but_those_defined(tmp_path: Path) -> None:
+    """Lightning's and Transformers' W&B loggers: "*" charts every key against their step."""
+    with localtrack.init(project="p", dir=tmp_path) as run:
+        run.define_metric("trainer/global_step")
+        run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+        run.log({"loss": 1.0, "trainer/global_step": 4})
+        run.log({"val/acc": 0.5})
+    read = localtrack.Api(dir=tmp_path).run(run.path)
+    assert read.metrics["*"] == {"step_metric": "trainer/global_step", "step_sync": True}
+    assert [r["trainer/global_step"] for r in read.history_table().to_pylist()] == [4, 4]
 
 
 def test_define_metric_needs_an_active_run() -> None:

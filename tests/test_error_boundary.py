@@ -516,6 +516,7 @@ CLI_ELSEWHERE = {
     "demo": "not run: it trains two children for seconds; test_cli covers a store that is a "
             "file and a child that fails",
     "ui": "serves until stopped: see test_cli_ui_serves_or_refuses_without_a_traceback",
+    "wandb-shim": "reads no store (prints a folder): tests/test_wandb_shim.py",
 }
 
 
@@ -528,7 +529,7 @@ def cli_commands() -> set[str]:
     """The subcommands, as ``python -m localtrack --help`` lists them."""
     res = subprocess.run([sys.executable, "-m", "localtrack", "--help"], capture_output=True,
                          text=True, timeout=60, check=True)
-    match = re.search(r"\{([a-z,]+)\}", res.stdout)
+    match = re.search(r"\{([a-z,-]+)\}", res.stdout)
     assert match, res.stdout
     return set(match.group(1).split(","))
 

@@ -142,6 +142,27 @@ def test_config_round_trip_and_validation(store):
                       "bs": 64, "momentum": 0.9}
 
 
+def test_number_keys_of_config_summary_and_metadata_are_stored_as_json_writes_them(store):
+    """As W&B stores them (Transformers' model config has ``id2label = {0: "LABEL_0"}``)."""
+    run = localtrack.init(project="p", dir=store, config={"id2label": {0: "a", 1: "b"}})
+    run.config.update({"more": {2.5: 1, True: 2}})
+    run.summary["by_class"] = {3: 0.5}
+    art = localtrack.Artifact("m", "model", metadata={"labels": {0: "a"}})
+    with art.new_file("w.txt") as fh:
+        fh.write("w")
+    run.log_artifact(art)
+    run.finish()
+    api = localtrack.Api(store)
+    read = api.run(f"p/{run.id}")
+    assert read.config == {"id2label": {"0": "a", "1": "b"}, "more": {"2.5": 1, "true": 2}}
+    assert read.summary["by_class"] == {"3": 0.5}
+    assert api.artifact("p/m:latest").metadata == {"labels": {"0": "a"}}
+    other = localtrack.init(project="p", dir=store)
+    with pytest.raises(InvalidValueError):  # log() keys stay strings only (W&B's too)
+        other.log({"a": {1: 2.0}})
+    other.finish()
+
+
 @pytest.mark.parametrize("rows,expect", [
     pytest.param([{"k": False}, {"k": 0}], 0, id="bool-then-int"),        # hypothesis found these
     pytest.param([{"k": False}, {"k": None}], False, id="none-keeps-last"),

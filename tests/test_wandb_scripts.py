@@ -259,6 +259,10 @@ def exists(name: str, scope: dict[str, Any]) -> bool:
         if not path.exists() or not attr:
             return path.exists()
         return f'"{attr}"' in path.read_text().split("__all__ = [")[1].split("]")[0]
+    if name == "wandb" or name.startswith("wandb."):  # a module of the wandb shim (read, not
+        # imported: its framework may be missing here; tests/test_wandb_shim.py imports them)
+        base = PACKAGE.joinpath("_shim", *name.split("."))
+        return (base / "__init__.py").is_file() or base.with_suffix(".py").is_file()
     module = name.removeprefix("localtrack.")
     if module in localtrack._INTEGRATIONS:  # imported when named (tests/test_integrations.py
         # checks that in a subprocess); here, where its framework may be missing, read the file
