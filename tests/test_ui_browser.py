@@ -522,10 +522,8 @@ def check_boxes_and_masks(tab: Page) -> None:
     def pixel(x: float, y: float, dx: float = 0, dy: float = 0) -> list[int]:
         """The colour Chromium drew at (x, y) in the image's own pixels, moved (dx, dy) CSS
         pixels (to land inside a box's 2 CSS pixel border)."""
-        box = image.bounding_box()
-        assert box is not None
-        shot = Image.open(io.BytesIO(pg.screenshot(clip=box))).convert("RGB")
-        scale = (box["width"] - 2) / 40
+        shot = Image.open(io.BytesIO(panel.locator(".media-stack").screenshot())).convert("RGB")
+        scale = (shot.width - 2) / 40  # the stack is the image (1px border) and its layers
         return list(shot.getpixel((int(1 + x * scale + dx), int(1 + y * scale + dy))))
 
     def near(got: list[int], want: list[int] | tuple[int, ...]) -> bool:
