@@ -104,21 +104,37 @@ const ITEM_VIEWS = {
 };
 
 /**
+ * The step slider of a panel over the steps of ``m``: at the last step first, or at the step
+ * it was moved back to (mediaPinned); moving it calls ``show(i)`` (a promise; ``fail`` gets
+ * its error). Returns the slider and the index to show first.
+ */
+function stepSlider(path, m, show, fail) {
+  const last = m.steps.length - 1;
+  const pin = `${path}|${m.key}`;
+  const pinned = m.steps.indexOf(mediaPinned.get(pin));
+  const first = pinned >= 0 ? pinned : last;
+  const slider = h("input", {type: "range", min: 0, max: last, value: first, step: 1,
+    class: "media-slider", "aria-label": `${m.key} step`, disabled: last === 0});
+  slider.addEventListener("input", () => {
+    const i = Number(slider.value);
+    if (i === last) mediaPinned.delete(pin); else mediaPinned.set(pin, m.steps[i]);
+    show(i).catch(fail);
+  });
+  return {slider, first};
+}
+
+/**
  * A panel for one media key: every item of one step (a list of media is all of them), a
  * slider over the steps that logged one, the last step first (or the one it was moved to). A
  * slow answer for a step the slider has since left is dropped.
  */
 async function stepPanel(path, m) {
   const view = ITEM_VIEWS[m.type];
-  const last = m.steps.length - 1;
-  const pin = `${path}|${m.key}`;
-  const pinned = m.steps.indexOf(mediaPinned.get(pin));
-  const first = pinned >= 0 ? pinned : last;
   const items = h("div", {class: "media-items"});
   const label = h("span", {class: "media-step mono"});
   const caption = h("figcaption", {class: "muted"});
-  const slider = h("input", {type: "range", min: 0, max: last, value: first, step: 1,
-    class: "media-slider", "aria-label": `${m.key} step`, disabled: last === 0});
+  const {slider, first} = stepSlider(path, m, i => show(i),
+    err => items.replaceChildren(h("p", {class: "error"}, String(err.message || err))));
   let shown = 0;
   async function show(i) {
     const ticket = ++shown;
@@ -133,11 +149,6 @@ async function stepPanel(path, m) {
     }));
     if (ticket === shown) items.replaceChildren(...built);
   }
-  slider.addEventListener("input", () => {
-    const i = Number(slider.value);
-    if (i === last) mediaPinned.delete(pin); else mediaPinned.set(pin, m.steps[i]);
-    show(i).catch(err => items.replaceChildren(h("p", {class: "error"}, String(err.message || err))));
-  });
   await show(first);
   return h("figure", {}, items, caption, h("div", {class: "media-controls"}, slider, label));
 }
