@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 import localtrack
+from localtrack._ui import _media
 
+from .helpers import run_script, settle
 from .test_ui_server import get
 from .ui_helpers import UIProcess, build_media_run
 
@@ -87,6 +89,33 @@ def test_an_image_s_boxes_and_masks(media):
     tags = {get(ui.url, "/api/media/item", path=path, key="seg", step=4, **part)[1]["etag"]
             for part in ({}, {"overlay": "1"}, {"mask": "pred"})}
     assert len(tags) == 3
+
+
+@pytest.mark.parametrize("seal", [False, True], ids=["wal", "sealed"])
+def test_which_steps_have_boxes_or_masks(tmp_path: Path, seal: bool):
+    """A sealed segment's reference has every field (null where unset): a step without boxes
+    or masks is still one without."""
+    root = tmp_path / "store"
+    done = run_script(f"""
+        import numpy as np, localtrack
+        run = localtrack.init(project="o", id="o1", dir={str(root)!r})
+        box = {{"p": {{"box_data": [{{"position": {{"minX": 0, "maxX": 1, "minY": 0, "maxY": 1}}}}]}}}}
+        img = np.zeros((4, 4, 3), np.uint8)
+        masked = localtrack.Image(img, masks={{"m": {{"mask_data": img[:, :, 0]}}}})
+        for s in range(4):
+            run.log({{"im": localtrack.Image(img, boxes=box) if s == 1 else localtrack.Image(img),
+                      "many": [localtrack.Image(img), masked] if s == 2 else [localtrack.Image(img)]}})
+        run.finish()
+    """, env={"LOCALTRACK_SEAL_MIN_BYTES": "0" if seal else str(1 << 40)})
+    assert done.returncode == 0, done.stderr
+    settle(root)
+    run = localtrack.Api(root).run("o/o1")
+    assert bool(list(Path(run.dir).glob("segments/*.parquet"))) == seal
+    listing = {m["key"]: m for m in _media.media_keys(run)["media"]}
+    assert listing["im"]["overlaid"] == [False, True, False, False]
+    assert listing["many"]["overlaid"] == [False, False, True, False]
+    assert _media.overlay(run.media("many", [2])[0][1][1])["masks"] == {
+        "m": [{"id": 0, "label": "class_0", "colour": _media.colour(0)}]}
 
 
 def test_table_audio_and_html_items(media):

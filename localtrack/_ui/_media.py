@@ -64,7 +64,7 @@ def media_keys(run: ApiRun) -> dict[str, Any]:
                       "captions": [r.get("caption") for r in refs],
                       "item_captions": [[r.get("caption") for r in blob_refs(v)] for _, v in rows],
                       "versions": [version(v) for _, v in rows],
-                      "overlaid": [any("boxes" in r or "masks" in r for r in blob_refs(v))
+                      "overlaid": [any(r.get("boxes") or r.get("masks") for r in blob_refs(v))
                                    for _, v in rows],
                       "chart": refs[-1].get("chart") if refs else None})
     return {"path": run.path, "media": media, "histograms": hists}
