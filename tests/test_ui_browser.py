@@ -537,8 +537,11 @@ def check_boxes_and_masks(tab: Page) -> None:
     toggle["mask:pred"].uncheck()
     assert not mask.is_visible()
     tab.wait("the image without its mask", lambda: near(pixel(5, 17.5), GREY))
+    evil = panel.locator(".media-boxes").last  # store text stays text: group, caption, toggle
+    assert evil.get_attribute("data-group") == EVIL_NAME and evil.inner_text() == EVIL_NAME
+    assert panel.locator(".overlay-toggle").last.inner_text().strip() == f"boxes {EVIL_NAME} (1)"
     toggle["boxes:pred"].uncheck()
-    assert not pred.first.is_visible() and panel.locator(".media-box").last.is_visible()
+    assert not pred.first.is_visible() and panel.locator('.media-boxes[data-group="truth"]').is_visible()
     panel.locator("input.media-slider").fill("0")  # step 3: what was hidden stays hidden
     tab.wait("step 3's image", lambda: "step 3" in panel.inner_text() and pred.count() == 2
              and "step=3" in (image.get_attribute("src") or ""))
