@@ -16,6 +16,7 @@ import math
 import numbers
 import os
 import wave
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -165,10 +166,11 @@ class Image(Media):
     them: ``boxes={"predictions": {"box_data": [{"position": {"minX", "maxX", "minY", "maxY"}
     or {"middle": [x, y], "width", "height"}, "class_id", "box_caption", "scores",
     "domain": "pixel" or None}], "class_labels": {1: "cat"}}}``, ``masks={"truth":
-    {"mask_data": HxW ints 0..255, "class_labels": {...}}}``; stored with the image (boxes as
-    JSON in its tag, each mask as an item of its own) and read back as ``.boxes`` and
-    ``.masks`` of the PIL image ApiRun.media returns. Everything is read and checked when the
-    image is logged.
+    {"mask_data": HxW ints 0..255, "class_labels": {...}}}`` (or ``"path"``: a one-channel
+    image file of class ids, read when logged); without ``class_labels``, W&B's defaults
+    ``class_<id>`` for the ids present. Stored with the image (boxes as JSON in its tag, each
+    mask as an item of its own) and read back as ``.boxes`` and ``.masks`` of the PIL image
+    ApiRun.media returns. Everything is read and checked when the image is logged.
     """
 
     _type = "image"
@@ -234,10 +236,12 @@ def _real(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _class_labels(labels: Any, what: str, key: str, where: str) -> dict[str, str]:
-    """W&B's ``class_labels`` ({int: str}) with the ints as JSON keys (strings)."""
+def _class_labels(labels: Any, what: str, key: str, where: str,
+                  ids: Iterable[int]) -> dict[str, str]:
+    """W&B's ``class_labels`` ({int: str}) with the ints as JSON keys (strings). Without them,
+    W&B's defaults: ``class_<id>`` for each of the class ``ids`` present."""
     if labels is None:
-        return {}
+        return {str(int(i)): f"class_{int(i)}" for i in sorted(set(ids))}
     if not isinstance(labels, dict) or not all(
             isinstance(k, numbers.Integral) and not isinstance(k, bool) and isinstance(v, str)
             for k, v in labels.items()):
@@ -258,9 +262,11 @@ def _boxes(boxes: Any, key: str, where: str) -> dict[str, Any]:
                 or not isinstance(spec.get("box_data"), (list, tuple)):
             raise _bad(key, where, f"{what} must be a dict with a 'box_data' list (group names "
                                    "are strings).")
-        out[group] = {"box_data": [_box(box, f"{what}['box_data'][{i}]", key, where)
-                                   for i, box in enumerate(spec["box_data"])],
-                      "class_labels": _class_labels(spec.get("class_labels"), what, key, where)}
+        data = [_box(box, f"{what}['box_data'][{i}]", key, where)
+                for i, box in enumerate(spec["box_data"])]
+        ids = (box["class_id"] for box in data if "class_id" in box)
+        out[group] = {"box_data": data,
+                      "class_labels": _class_labels(spec.get("class_labels"), what, key, where, ids)}
     return out
 
 
@@ -322,10 +328,12 @@ def _masks(masks: Any, shape: tuple[int, int], key: str,
     out, children = {}, []
     for name, spec in masks.items():
         what = f"masks[{name!r}]"
-        if not isinstance(name, str) or not isinstance(spec, dict) or "mask_data" not in spec:
+        if not isinstance(name, str) or not isinstance(spec, dict) \
+                or ("mask_data" not in spec and "path" not in spec):
             raise _bad(key, where, f"{what} must be a dict with 'mask_data', a 2-D array of "
-                                   "class ids (a mask file by 'path' is not stored).")
-        mask = _numpy(spec["mask_data"], key, where, f"mask {name!r}")
+                                   "class ids, or 'path', a one-channel image file of them.")
+        mask = _numpy(spec["mask_data"], key, where, f"mask {name!r}") if "mask_data" in spec \
+            else _mask_file(spec["path"], what, key, where)
         if mask.shape != shape:
             raise _bad(key, where, f"{what}: mask_data has shape {mask.shape}, the image is "
                                    f"{shape[0]}x{shape[1]} (height x width); give one class id "
@@ -336,9 +344,34 @@ def _masks(masks: Any, shape: tuple[int, int], key: str,
         pixels: Any = np.ascontiguousarray(mask, dtype=np.uint8).reshape(-1)
         children.append(Item({"type": "mask", "fmt": "raw", "w": shape[1], "h": shape[0]},
                              memoryview(pixels)))
+        labels = spec.get("class_labels")  # without them, the ids present (W&B's np.unique)
+        ids = () if labels is not None else np.flatnonzero(np.bincount(pixels, minlength=256))
         out[name] = {"mask": {CHILD: len(children) - 1},
-                     "class_labels": _class_labels(spec.get("class_labels"), what, key, where)}
+                     "class_labels": _class_labels(labels, what, key, where, ids)}
     return out, tuple(children)
+
+
+def _mask_file(path: Any, what: str, key: str, where: str) -> Any:
+    """The class ids of a mask given by the path of an image file (W&B writes masks as
+    one-channel PNGs): a 2-D int array, checked as mask_data is."""
+    import numpy as np
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    if not _is_path(path):
+        raise _bad(key, where, f"{what}: 'path' must be a file path, got {type(path).__name__}.")
+    data, _ = _read_path(path, key, where, "mask")
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise _bad(key, where, f"{what}: the mask file {os.fsdecode(path)!r} cannot be read as "
+                               f"an image ({exc}).") from None
+    if array.ndim != 2:
+        raise _bad(key, where, f"{what}: the mask file {os.fsdecode(path)!r} has "
+                               f"{array.shape[2]} channels; a mask holds one class id per pixel "
+                               "(a grayscale 'L' or palette 'P' image).")
+    return array
 
 
 def overlays(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

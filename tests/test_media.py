@@ -77,6 +77,13 @@ masks = {"pred": {"mask_data": mask, "class_labels": {7: "road"}}, "truth": {"ma
 run.log({"boxed": localtrack.Image(hwc, boxes=boxes, masks=masks)}, step=101)
 run.log({"boxed": localtrack.Table(columns=["im"], data=[[localtrack.Image(hwc, masks=masks)]])},
         step=102)
+PILImage.fromarray(mask).save(tmp + "/mask.png")  # a mask file, as W&B writes them: mode L
+PILImage.fromarray(mask, "L").convert("P").save(tmp + "/mask_p.png")
+unlabelled = {"p": {"box_data": [{"position": {"minX": 0, "maxX": 1, "minY": 0, "maxY": 1},
+                                  "class_id": c} for c in (3, 1, 3)]}}
+run.log({"paths": localtrack.Image(hwc, boxes=unlabelled, masks={
+    "file": {"path": tmp + "/mask.png", "class_labels": {7: "road"}},
+    "palette": {"path": Path(tmp + "/mask_p.png")}})}, step=103)
 run.finish()
 print("done")
 """
@@ -138,6 +145,14 @@ def test_every_type_round_trips(tmp_path: Path, seal: bool) -> None:
     assert np.array_equal(boxed.masks["pred"]["mask_data"], mask)
     assert boxed.masks["pred"]["class_labels"] == {7: "road"}
     assert np.array_equal(boxed.masks["truth"]["mask_data"], (mask > 0).astype(np.uint8))
+    assert boxed.masks["truth"]["class_labels"] == {0: "class_0", 1: "class_1"}  # W&B's default
+    (_, paths), = run.media("paths")
+    assert paths.masks.keys() == {"file", "palette"}
+    for name in ("file", "palette"):  # a mask file is read into its class ids when logged
+        assert np.array_equal(paths.masks[name]["mask_data"], mask), name
+    assert paths.masks["file"]["class_labels"] == {7: "road"}
+    assert paths.masks["palette"]["class_labels"] == {0: "class_0", 7: "class_7"}
+    assert paths.boxes["p"]["class_labels"] == {1: "class_1", 3: "class_3"}
     cell = in_table.data[0][0]
     assert np.array_equal(cell.masks["pred"]["mask_data"], mask) and cell.boxes == {}
     history = run.history_table(["img", "x"]).to_pylist()
@@ -359,6 +374,18 @@ def _not_an_image(tmp: Path) -> str:
     return str(tmp / "x.png")
 
 
+def _png(folder: Path, array: Any) -> str:
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(array).save(folder / "m.png")
+    return str(folder / "m.png")
+
+
+def _file(folder: Path, data: bytes) -> str:
+    (folder / "f.png").write_bytes(data)
+    return str(folder / "f.png")
+
+
 def _boxes(position: dict[str, Any], **box: Any) -> dict[str, Any]:
     return {"predictions": {"box_data": [{"position": position, **box}]}}
 
@@ -419,8 +446,18 @@ HOSTILE = [
                  "ints from 0 to 255", id="mask-256"),
     pytest.param(lambda t: localtrack.Image(HWC, masks={"m": {"mask_data": np.zeros((12, 20))}}),
                  "ints from 0 to 255", id="mask-floats"),
-    pytest.param(lambda t: localtrack.Image(HWC, masks={"m": {"path": "mask.png"}}),
-                 "'mask_data'", id="mask-path"),
+    pytest.param(lambda t: localtrack.Image(HWC, masks={"m": {"class_labels": {1: "a"}}}),
+                 "'mask_data'", id="mask-neither-data-nor-path"),
+    pytest.param(lambda t: localtrack.Image(HWC, masks={"m": {"path": str(t / "none.png")}}),
+                 "does not exist", id="mask-path-missing"),
+    pytest.param(lambda t: localtrack.Image(HWC, masks={"m": {"path": _png(t, HWC)}}),
+                 "has 3 channels", id="mask-path-rgb"),
+    pytest.param(lambda t: localtrack.Image(HWC, masks={"m": {"path": _png(t, HWC[:6, :, 0])}}),
+                 "shape (6, 20), the image is 12x20", id="mask-path-wrong-size"),
+    pytest.param(lambda t: localtrack.Image(HWC, masks={"m": {"path": _file(t, b"not a png")}}),
+                 "cannot be read as an image", id="mask-path-not-an-image"),
+    pytest.param(lambda t: localtrack.Image(HWC, masks={"m": {"path": 7}}),
+                 "'path' must be a file path", id="mask-path-a-number"),
     pytest.param(lambda t: localtrack.Object3D(np.zeros((3, 3))), "not stored", id="object3d"),
     pytest.param(lambda t: localtrack.Molecule("x.pdb"), "not stored", id="molecule"),
 ]

@@ -219,6 +219,8 @@ for step in range(2):
                "series": wandb.plot.line_series([0, 1, 2], [[1, 2, 3], [3, 2, 1]], keys=["up", "down"]),
                "custom": wandb.plot_table("me/custom/v1", table, {{"a": "x"}}),
                "mixed": table if step == 0 else wandb.plot.bar(table, "g", "y"),
+               "grows": wandb.plot.scatter(wandb.Table(columns=["x", "y"],
+                                                       data=[[i, i] for i in range(3 + step)]), "x", "y"),
                "evil": wandb.plot.bar(wandb.Table(columns=["l", "v"], data=[[{evil!r}, 1]]), "l",
                                       "v", title={evil!r})}})
 run.finish()
@@ -355,3 +357,40 @@ def test_custom_chart_set_key_and_split_table_as_wandb(tmp_path: Path) -> None:
     assert (chart.key, plain.key) == ("curves/loss", "s")
     stored = localtrack.Api(tmp_path / "store").run("p/r1").media("curves/loss")[0][1]
     assert stored.table.data == table.data and stored.spec == chart.spec
+
+
+def test_a_chart_panel_steps_back_with_its_slider(browser, served):
+    """A chart logged at several steps: the last step's first, any other by the slider (a step
+    whose table has no chart shows the table), and back."""
+    ui, path = served
+    tab = browser_tests.Page(browser, ui.url)
+    try:
+        pg = tab.page
+        pg.goto(ui.url + f"#/p/{path.replace('/', '/r/')}", wait_until="domcontentloaded")
+        grows = pg.locator('.media-panel[data-key="grows"]')
+        chart = grows.locator(".plot-chart")
+        grows.locator(".scatterlayer").wait_for()
+
+        def points() -> list[int]:
+            return chart.evaluate("gd => gd.data.map(t => t.x.length)")
+
+        assert points() == [4] and chart.get_attribute("data-step") == "1"
+        assert "step 1" in grows.locator(".media-step").inner_text() and "4 rows" in grows.inner_text()
+        slider = grows.locator("input.media-slider")
+        assert slider.get_attribute("max") == "1"
+        slider.fill("0")
+        tab.wait("step 0's chart", lambda: chart.get_attribute("data-step") == "0" and points() == [3])
+        assert "3 rows" in grows.inner_text()
+        mixed = pg.locator('.media-panel[data-key="mixed"]')
+        assert mixed.locator(".plot-chart").get_attribute("data-spec") == "wandb/bar/v0"
+        mixed.locator("input.media-slider").fill("0")  # step 0 logged a plain table
+        tab.wait("step 0's table", lambda: mixed.locator("table tbody tr").count() == 6)
+        assert not mixed.locator(".plot-chart").is_visible()
+        assert mixed.locator("thead th").all_inner_texts() == ["x", "y", "g"]
+        mixed.locator("input.media-slider").fill("1")
+        tab.wait("the bar chart again", lambda: mixed.locator(".plot-chart").is_visible()
+                 and mixed.locator("table").count() == 0)
+        assert mixed.locator(".plot-chart").evaluate("gd => gd.data[0].type") == "bar"
+        tab.check()
+    finally:
+        tab.context.close()

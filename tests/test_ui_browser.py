@@ -9,6 +9,7 @@ main page there (how docs/ui.png is made).
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
@@ -478,8 +479,77 @@ def test_run_page_shows_media(browser, tmp_path):
         pg.locator('.media-panel[data-key="weights"] .heatmaplayer').wait_for()
         heatmap = pg.locator('.media-panel[data-key="weights"] .js-plotly-plot')
         assert heatmap.evaluate("gd => gd.data[0].x") == [0, 1, 2, 3, 4]
+        check_boxes_and_masks(tab)
         tab.check()
     finally:
         tab.context.close()
         code, _, err = proc.stop()
     assert code == 0 and "Traceback" not in err, err
+
+
+GREY, CLASS_0, ROAD, CLASS_2 = (100, 100, 100), (230, 25, 75), (60, 180, 75), (255, 225, 25)  # _media.PALETTE
+
+
+def _over_grey(rgb: tuple[int, int, int]) -> list[int]:
+    """A class colour drawn at half opacity (_media.MASK_ALPHA) over the grey image."""
+    return [round((c * 128 + 100 * 127) / 255) for c in rgb]
+
+
+def check_boxes_and_masks(tab: Page) -> None:
+    """The "seg" image of build_media_run with its boxes and mask drawn over it, read back from
+    what Chromium rendered (a screenshot of the image and its layers), each overlay hidden and
+    shown again with its checkbox, and still hidden after the slider moves."""
+    from PIL import Image
+
+    pg = tab.page
+    panel = pg.locator('.media-panel[data-key="seg"]')
+    image, mask = panel.locator("img.media-img"), panel.locator("img.media-mask")
+    tab.wait("the image and its mask", lambda: mask.count() == 1 and all(
+        el.evaluate("i => i.complete && i.naturalWidth") == 40 for el in (image, mask)))
+    assert "step 4" in panel.inner_text()
+    pred = panel.locator('.media-boxes[data-group="pred"] .media-box')
+    assert pred.all_inner_texts() == ["cat", "dog"]  # a caption, else the class's label
+    assert panel.locator('.media-boxes[data-group="truth"]').inner_text() == "class_3"  # W&B's default
+    assert pred.first.get_attribute("title") == "cat · p 0.75"
+    where = """(box) => { const i = box.closest('.media-stack').querySelector('img.media-img')
+        .getBoundingClientRect(), b = box.getBoundingClientRect(), w = i.width - 2, h = i.height - 2;
+        return [(b.left - i.left - 1) / w, (b.top - i.top - 1) / h, b.width / w, b.height / h]
+            .map(v => Math.round(v * 1000) / 1000); }"""
+    assert pred.first.evaluate(where) == [0.25, 0.2, 0.25, 0.55]  # relative: fractions of the image
+    assert pred.nth(1).evaluate(where) == [0.65, 0.3, 0.2, 0.4]  # pixels: (26, 6) 8x8 of 40x20
+    assert panel.locator('.media-boxes[data-group="truth"] .media-box').evaluate(where) == [0, 0, 1, 1]
+
+    def pixel(x: float, y: float, dx: float = 0, dy: float = 0) -> list[int]:
+        """The colour Chromium drew at (x, y) in the image's own pixels, moved (dx, dy) CSS
+        pixels (to land inside a box's 2 CSS pixel border)."""
+        shot = Image.open(io.BytesIO(panel.locator(".media-stack").screenshot())).convert("RGB")
+        scale = (shot.width - 2) / 40  # the stack is the image (1px border) and its layers
+        return list(shot.getpixel((int(1 + x * scale + dx), int(1 + y * scale + dy))))
+
+    def near(got: list[int], want: list[int] | tuple[int, ...]) -> bool:
+        return max(abs(a - b) for a, b in zip(got, want, strict=True)) <= 3
+
+    assert near(pixel(5, 17.5), _over_grey(ROAD)) and near(pixel(35, 17.5), _over_grey(CLASS_0))
+    assert near(pixel(10, 9.5, dx=1), ROAD)  # the middle of the cat box's 2px border: class 1's colour
+    assert near(pixel(30, 6, dy=1), CLASS_2)  # the dog box's top border
+    toggle = {name: panel.locator(f'.overlay-toggle[data-overlay="{name}"] input')
+              for name in ("mask:pred", "boxes:pred", "boxes:truth")}
+    toggle["mask:pred"].uncheck()
+    assert not mask.is_visible()
+    tab.wait("the image without its mask", lambda: near(pixel(5, 17.5), GREY))
+    evil = panel.locator(".media-boxes").last  # store text stays text: group, caption, toggle
+    assert evil.get_attribute("data-group") == EVIL_NAME and evil.inner_text() == EVIL_NAME
+    assert panel.locator(".overlay-toggle").last.inner_text().strip() == f"boxes {EVIL_NAME} (1)"
+    toggle["boxes:pred"].uncheck()
+    assert not pred.first.is_visible() and panel.locator('.media-boxes[data-group="truth"]').is_visible()
+    panel.locator("input.media-slider").fill("0")  # step 3: what was hidden stays hidden
+    tab.wait("step 3's image", lambda: "step 3" in panel.inner_text() and pred.count() == 2
+             and "step=3" in (image.get_attribute("src") or ""))
+    assert not pred.first.is_visible() and not panel.locator("img.media-mask").is_visible()
+    assert not toggle["mask:pred"].is_checked() and toggle["boxes:truth"].is_checked()
+    toggle["boxes:pred"].check()
+    assert pred.first.evaluate(where) == [0.25, 0.15, 0.25, 0.6]  # step 3's box
+    toggle["mask:pred"].check()
+    tab.wait("step 3's mask", lambda: panel.locator("img.media-mask").evaluate(
+        "i => i.complete && i.naturalWidth") == 40)
+    assert near(pixel(5, 17.5), _over_grey(ROAD)) and near(pixel(15, 17.5), _over_grey(CLASS_0))

@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 import localtrack
+from localtrack._ui import _media
 
+from .helpers import run_script, settle
 from .test_ui_server import get
 from .ui_helpers import UIProcess, build_media_run
 
@@ -33,11 +35,13 @@ def test_media_listing(media):
     assert status == 200
     listing = json.loads(body)
     by_key = {m["key"]: m for m in listing["media"]}
-    assert set(by_key) == {"sample", "preds", "tone", "page"}
+    assert set(by_key) == {"sample", "preds", "tone", "page", "seg"}
     assert by_key["sample"]["type"] == "image" and by_key["sample"]["steps"] == [0, 1, 2, 3, 4]
     assert by_key["sample"]["captions"] == [f"step {s}" for s in range(5)]
     assert [by_key[k]["type"] for k in ("preds", "tone", "page")] == ["table", "audio", "html"]
     assert by_key["preds"]["steps"] == [2]
+    assert by_key["sample"]["overlaid"] == [False] * 5  # no boxes or masks: no overlay to fetch
+    assert by_key["seg"]["steps"] == [3, 4] and by_key["seg"]["overlaid"] == [True, True]
     assert listing["histograms"] == ["weights"]
 
 
@@ -49,6 +53,69 @@ def test_an_image_is_sent_as_png_of_its_step(media, step):
     with Image.open(io.BytesIO(body)) as image:
         assert image.format == "PNG" and image.size == (8, 8)
         assert image.convert("RGB").getpixel((3, 3)) == (40 * step, 255 - 40 * step, 0)
+
+
+def test_an_image_s_boxes_and_masks(media):
+    """What the page draws over an image: boxes as pixel rectangles with their labels and
+    colours, each mask's classes, and each mask as a class-coloured half-transparent PNG."""
+    ui, path, _ = media
+    status, headers, body = get(ui.url, "/api/media/item", path=path, key="seg", step=4, overlay=1)
+    assert status == 200 and headers["content-type"] == "application/json"
+    drawn = json.loads(body)
+    assert (drawn["w"], drawn["h"]) == (40, 20)
+    cat, dog = drawn["boxes"]["pred"]
+    assert {k: cat[k] for k in ("x", "y", "w", "h", "label", "class_id", "scores")} == {
+        "x": 10, "y": 4, "w": 10, "h": 11, "label": "cat", "class_id": 1, "scores": {"p": 0.75}}
+    assert {k: dog[k] for k in ("x", "y", "w", "h", "label")} == {  # domain "pixel", middle/size
+        "x": 26, "y": 6, "w": 8, "h": 8, "label": "dog"}
+    (truth,) = drawn["boxes"]["truth"]
+    assert truth["label"] == "class_3" and (truth["w"], truth["h"]) == (40, 20)
+    assert len({cat["colour"], dog["colour"], truth["colour"]}) == 3  # a colour per class
+    classes = drawn["masks"]["pred"]
+    assert [(c["id"], c["label"]) for c in classes] == [(0, "class_0"), (1, "road")]
+    assert classes[1]["colour"] == cat["colour"]  # class 1 has one colour, box or mask
+
+    status, headers, body = get(ui.url, "/api/media/item", path=path, key="seg", step=4, mask="pred")
+    assert status == 200 and headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(body)) as png:
+        assert png.mode == "RGBA" and png.size == (40, 20)
+        road = tuple(int(classes[1]["colour"][i:i + 2], 16) for i in (1, 3, 5))
+        background = tuple(int(classes[0]["colour"][i:i + 2], 16) for i in (1, 3, 5))
+        assert png.getpixel((19, 5)) == (*road, 128) and png.getpixel((20, 5)) == (*background, 128)
+    _, _, step3 = get(ui.url, "/api/media/item", path=path, key="seg", step=3, mask="pred")
+    with Image.open(io.BytesIO(step3)) as png:
+        assert png.getpixel((9, 5))[:3] == road and png.getpixel((10, 5))[:3] == background
+    # each part has its own ETag: a browser never takes a mask for the image or the overlay
+    tags = {get(ui.url, "/api/media/item", path=path, key="seg", step=4, **part)[1]["etag"]
+            for part in ({}, {"overlay": "1"}, {"mask": "pred"})}
+    assert len(tags) == 3
+
+
+@pytest.mark.parametrize("seal", [False, True], ids=["wal", "sealed"])
+def test_which_steps_have_boxes_or_masks(tmp_path: Path, seal: bool):
+    """A sealed segment's reference has every field (null where unset): a step without boxes
+    or masks is still one without."""
+    root = tmp_path / "store"
+    done = run_script(f"""
+        import numpy as np, localtrack
+        run = localtrack.init(project="o", id="o1", dir={str(root)!r})
+        box = {{"p": {{"box_data": [{{"position": {{"minX": 0, "maxX": 1, "minY": 0, "maxY": 1}}}}]}}}}
+        img = np.zeros((4, 4, 3), np.uint8)
+        masked = localtrack.Image(img, masks={{"m": {{"mask_data": img[:, :, 0]}}}})
+        for s in range(4):
+            run.log({{"im": localtrack.Image(img, boxes=box) if s == 1 else localtrack.Image(img),
+                      "many": [localtrack.Image(img), masked] if s == 2 else [localtrack.Image(img)]}})
+        run.finish()
+    """, env={"LOCALTRACK_SEAL_MIN_BYTES": "0" if seal else str(1 << 40)})
+    assert done.returncode == 0, done.stderr
+    settle(root)
+    run = localtrack.Api(root).run("o/o1")
+    assert bool(list(Path(run.dir).glob("segments/*.parquet"))) == seal
+    listing = {m["key"]: m for m in _media.media_keys(run)["media"]}
+    assert listing["im"]["overlaid"] == [False, True, False, False]
+    assert listing["many"]["overlaid"] == [False, False, True, False]
+    assert _media.overlay(run.media("many", [2])[0][1][1])["masks"] == {
+        "m": [{"id": 0, "label": "class_0", "colour": _media.colour(0)}]}
 
 
 def test_table_audio_and_html_items(media):
@@ -97,6 +164,10 @@ def test_histograms_over_steps(media):
     ("/api/media/item", {"key": "loss", "step": "1"}, 404, "no media under 'loss'"),
     ("/api/media/item", {"key": "nokey", "step": "1"}, 404, "no media under 'nokey'"),
     ("/api/media/item", {"key": "sample", "step": "1", "index": "3"}, 404, "there is no item 3"),
+    ("/api/media/item", {"key": "seg", "step": "4", "mask": "truth"}, 404, "has no mask 'truth'"),
+    ("/api/media/item", {"key": "seg", "step": "4", "mask": "pred", "overlay": "1"}, 400, "not both"),
+    ("/api/media/item", {"key": "preds", "step": "2", "overlay": "1"}, 400, "is not an image"),
+    ("/api/media/item", {"key": "sample", "step": "2", "mask": "pred"}, 404, "has no mask 'pred'"),
     ("/api/histograms", {"key": "loss"}, 404, "no histogram under 'loss'"),
     ("/api/histograms", {"key": "_step"}, 400, "holds no histograms"),
     ("/api/media", {"path": "../../etc"}, 400, "Invalid project name"),

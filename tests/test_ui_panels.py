@@ -45,8 +45,11 @@ def build_panels_run(root: Path) -> None:
         run.define_metric("debug/grad", hidden=True)
         run.define_metric("train/loss", summary="min,max")  # the summary holds train/loss/min, not the key
         run.define_metric("lr", summary="none")  # no summary at all
+        run.define_metric("noise/*", summary="none")  # keys in no summary, by a glob
+        run.define_metric("ghost", step_metric="never_logged")  # an axis with no value
         for s in range(12):
-            row = {{"train/loss": 1.0 / (s + 1), "debug/grad": s * 0.1, "lr": 0.1 * 0.9 ** s}}
+            row = {{"train/loss": 1.0 / (s + 1), "debug/grad": s * 0.1, "lr": 0.1 * 0.9 ** s,
+                    "noise/a": s % 3, "ghost": s * 2}}
             if s % 4 == 3:
                 row.update({{"epoch": s // 4 + 1, "val/loss": 0.5 / (s // 4 + 1), "val/acc": 0.2 * (s // 4)}})
             if s < 3:
@@ -97,7 +100,8 @@ def test_history_carries_define_metric(ui):
 
 
 def test_odd_step_metrics_chart_or_stay_empty(tmp_path):
-    """step_metric naming a built-in column, a text key or a key never logged: no 500."""
+    """step_metric naming a built-in column, a text key or a key never logged (charted by
+    step, saying so): no 500."""
     root = tmp_path / "store"
     done = run_script(f"""
         import localtrack
@@ -118,14 +122,15 @@ def test_odd_step_metrics_chart_or_stay_empty(tmp_path):
     assert series["a"]["x"] == [0, 1, 2] and series["a"]["axis"] == "_step"
     assert series["b"]["axis"] == "_timestamp" and series["b"]["x"] == sorted(series["b"]["x"])
     assert series["c"]["x"] == [0, 1, 2] and "axis" not in series["c"]  # text is no axis: by step
-    assert series["d"]["x"] == [] and series["d"]["axis"] == "never"  # no x value, no point
+    assert series["d"]["x"] == [0, 1, 2] and "axis" not in series["d"]  # no x value: by step
+    assert series["d"]["axis_missing"] == "never" and "axis_missing" not in series["a"]
 
 
 def test_keys_summarised_by_define_metric_are_charted(ui):
     run = get_json(ui.url, "/api/run", path=RUN)
     assert "train/loss" not in run["summary"] and run["summary"]["train/loss/min"] == 1 / 12
-    assert "lr" not in run["summary"]
-    assert {"train/loss", "lr", "val/loss", "epoch"} <= set(run["metrics"])
+    assert "lr" not in run["summary"] and "noise/a" not in run["summary"]
+    assert {"train/loss", "lr", "val/loss", "epoch", "noise/a"} <= set(run["metrics"])
     listed = get_json(ui.url, "/api/runs", project="dash")["runs"]
     assert {"train/loss", "lr"} <= set(next(r for r in listed if r["path"] == RUN)["metrics"])
 
@@ -340,6 +345,12 @@ def test_define_metric_axes_and_hidden_metrics(browser, ui):
         xs = "gd => gd.data.find(t => t.name !== undefined).x.length"
         assert train.locator(".js-plotly-plot").evaluate(xs) == 12
         assert pg.locator('.panel[data-metric="lr"]').count() == 1  # summary="none", still charted
+        assert pg.locator('.panel[data-metric="noise/a"]').count() == 1  # ... by a glob too
+        ghost = pg.locator('.panel[data-metric="ghost"]')  # its step metric never logged: by step
+        assert ghost.locator(".js-plotly-plot").evaluate(xs) == 12
+        assert ghost.get_attribute("data-axis") is None
+        assert ghost.get_attribute("data-axis-missing") == "never_logged"
+        assert "step metric never_logged never logged: by _step" in ghost.inner_text()
         for hidden in ("debug/grad", "epoch"):
             assert pg.locator(f'.panel[data-metric="{hidden}"]').count() == 0
         pg.check("#show-hidden")

@@ -158,7 +158,12 @@ class UIProcess:
 
 def build_media_run(root: Path) -> str:
     """A run whose subprocess logs images (one colour per step), tables, histograms, audio and
-    HTML; returns its path. Step s's image is a solid (40 * s, 255 - 40 * s, 0) square."""
+    HTML; returns its path. Step s's image is a solid (40 * s, 255 - 40 * s, 0) square. At
+    steps 3 and 4, "seg" is a grey (100) 40x20 image with two box groups: "pred" (labelled; a
+    relative box from (0.25, 0.05 * s) to (0.5, 0.75) captioned "cat", a pixel box 8x8 around
+    (30, 10) of class 2 "dog"), "truth" (one box of class 3, no class_labels) and EVIL_NAME
+    (a box captioned EVIL_NAME in the top-left corner), and a mask
+    "pred" of class 1 ("road") in the left 10 * (s - 2) columns, 0 elsewhere."""
     done = run_script(f"""
         import numpy as np, localtrack
         run = localtrack.init(project="media", id="m1", dir={str(root)!r}, name="with-media")
@@ -172,6 +177,20 @@ def build_media_run(root: Path) -> str:
                                                 data=[[i, f"cls<{{i}}>"] for i in range(150)])
                 row["tone"] = localtrack.Audio(np.sin(np.arange(800) / 8.0) * 0.5, sample_rate=8000)
                 row["page"] = localtrack.Html("<script>alert(3)</script><b>hi</b>")
+            if s >= 3:
+                boxes = {{"pred": {{"box_data": [
+                    {{"position": {{"minX": 0.25, "maxX": 0.5, "minY": 0.05 * s, "maxY": 0.75}},
+                     "class_id": 1, "box_caption": "cat", "scores": {{"p": 0.75}}}},
+                    {{"position": {{"middle": [30, 10], "width": 8, "height": 8}}, "domain": "pixel",
+                     "class_id": 2}}], "class_labels": {{1: "cat", 2: "dog"}}}},
+                    "truth": {{"box_data": [{{"position": {{"minX": 0, "maxX": 1, "minY": 0, "maxY": 1}},
+                                             "class_id": 3}}]}},
+                    {EVIL_NAME!r}: {{"box_data": [{{"box_caption": {EVIL_NAME!r}, "class_id": 4,
+                        "position": {{"minX": 0, "maxX": 0.1, "minY": 0, "maxY": 0.1}}}}],
+                        "class_labels": {{4: {EVIL_NAME!r}}}}}}}
+                mask = np.zeros((20, 40), np.uint8); mask[:, :10 * (s - 2)] = 1
+                masks = {{"pred": {{"mask_data": mask, "class_labels": {{1: "road"}}}}}}
+                row["seg"] = localtrack.Image(np.full((20, 40, 3), 100, np.uint8), boxes=boxes, masks=masks)
             run.log(row)
         run.finish()
     """)

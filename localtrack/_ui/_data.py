@@ -79,6 +79,16 @@ def chart_keys(summary: dict[str, Any], defs: dict[str, dict[str, Any]]) -> list
     return sorted(keys)
 
 
+def _unsummarised(run: ApiRun) -> list[str]:
+    """The history's keys a glob define_metric(summary="none") keeps out of the summary (so
+    out of chart_keys): read from the history's columns, only when the run has such a glob."""
+    defs = run.metrics
+    if not any("*" in name and d.get("summary") == ["none"] for name, d in defs.items()):
+        return []
+    return [key for key in run.history_table().column_names
+            if (d := _metrics.match(defs, key)) and d.get("summary") == ["none"]]
+
+
 def signature(run: ApiRun, updated: float) -> Signature:
     """Changes whenever anything of the run changes in the store.
 
@@ -236,7 +246,7 @@ class StoreView:
             "updated": updated, "duration": _duration(run, updated, time.time()),
             "tags": list(run.tags), "group": run.group, "job_type": run.job_type, "notes": run.notes,
             "meta": run.meta, "config": flatten(run.config, "."), "summary": summary,
-            "metrics": chart_keys(summary, run.metrics),
+            "metrics": sorted({*chart_keys(summary, run.metrics), *_unsummarised(run)}),
             "events": run.events, "files": self._files(run),
         }
 
@@ -270,8 +280,8 @@ class StoreView:
     def history(self, path: str, keys: list[str], *, x: str = "step", points: int = 1000,
                 xmin: float | None = None, xmax: float | None = None) -> dict[str, Any]:
         """Downsampled series of ``keys`` of one run (see _downsample). A series carries its
-        define_metric() facts: ``axis`` (the step metric it is charted against) and
-        ``hidden``."""
+        define_metric() facts: ``axis`` (the step metric it is charted against), ``hidden``,
+        and ``axis_missing``: its step metric, never logged, so it is charted by step."""
         if x not in _X_COLUMNS:
             raise UsageError(f"Invalid x axis {x!r}: use 'step' or 'time'.")
         keys = [k for k in dict.fromkeys(keys) if k not in _X_COLUMNS.values()]
@@ -296,13 +306,18 @@ class StoreView:
         series = {}
         for key in keys:
             axis = axes.get(key)
+            missing = None
             if axis and not (pa.types.is_null(table.schema.field(axis).type)
                              or _downsample.is_numeric(table.schema.field(axis).type)):
                 axis = None  # text cannot be an x axis: chart it by step
+            if axis and table.column(axis).null_count == table.num_rows:
+                missing, axis = axis, None  # a step metric never logged: chart it by step
             one = _downsample.series(table, key, x=axis or _X_COLUMNS[x], points=points,
                                      xmin=xmin, xmax=xmax)
             if axis:
                 one["axis"] = axis
+            if missing:
+                one["axis_missing"] = missing
             if shown[key].get("hidden"):
                 one["hidden"] = True
             series[key] = one

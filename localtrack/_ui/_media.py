@@ -64,6 +64,8 @@ def media_keys(run: ApiRun) -> dict[str, Any]:
                       "captions": [r.get("caption") for r in refs],
                       "item_captions": [[r.get("caption") for r in blob_refs(v)] for _, v in rows],
                       "versions": [version(v) for _, v in rows],
+                      "overlaid": [any(r.get("boxes") or r.get("masks") for r in blob_refs(v))
+                                   for _, v in rows],
                       "chart": refs[-1].get("chart") if refs else None})
     return {"path": run.path, "media": media, "histograms": hists}
 
@@ -115,10 +117,27 @@ def address(q: dict[str, str]) -> tuple[int, tuple[int, int] | None]:
     return index, (_int(q.get("row"), "row"), _int(q.get("col"), "col"))
 
 
+def part(q: dict[str, str]) -> str | None:
+    """Which part of an image a request names: ``overlay=1``, its boxes and masks as JSON
+    (see overlay); ``mask=<name>``, that mask drawn in its classes' colours (see mask_png)."""
+    if q.get("overlay") and q.get("mask"):
+        raise UsageError("Give overlay=1 or mask=<name>, not both.")
+    if q.get("mask"):
+        return "mask:" + q["mask"]
+    return "overlay" if q.get("overlay") else None
+
+
+def etag(tag: str, index: int, cell: tuple[int, int] | None, piece: str | None) -> str:
+    """The ETag of one item (or one part of it) of a step whose version is ``tag``."""
+    named = hashlib.sha256(piece.encode()).hexdigest()[:12] if piece else ""
+    return f'"{tag}-{index}-{cell or ""}-{named}"'.replace(" ", "")
+
+
 def media_item(run: ApiRun, key: str, step: int, value: Any, index: int,
-               cell: tuple[int, int] | None) -> tuple[bytes, str]:
+               cell: tuple[int, int] | None, piece: str | None = None) -> tuple[bytes, str]:
     """(body, content type) of item ``index`` of ``key`` at ``step`` (whose stored references
-    are ``value``); with ``cell`` (row, column), the image in that cell of a table."""
+    are ``value``); with ``cell`` (row, column), the image in that cell of a table; with
+    ``piece`` (see part), the image's boxes and masks or one of its masks."""
     refs = list(blob_refs(value))
     if index >= len(refs):
         raise RunNotFoundError(f"Run {run.path!r} logged {len(refs)} item(s) under {key!r} at "
@@ -129,8 +148,10 @@ def media_item(run: ApiRun, key: str, step: int, value: Any, index: int,
     items = found[0][1] if isinstance(found[0][1], list) else [found[0][1]]
     item = items[index]
     if cell is not None:
-        return _encode(_table_image(run, key, step, item, *cell), None)
-    return _encode(item, refs[index].get("fmt"))
+        item = _table_image(run, key, step, item, *cell)
+    if piece is not None:
+        return _overlay_piece(run, key, step, item, piece)
+    return _encode(item, None if cell else refs[index].get("fmt"))
 
 
 def _table_image(run: ApiRun, key: str, step: int, item: Any, row: int, col: int) -> Any:
@@ -149,6 +170,88 @@ def _table_image(run: ApiRun, key: str, step: int, item: Any, row: int, col: int
     if not isinstance(cell, PILImage.Image):
         raise RunNotFoundError(f"Cell ({row}, {col}) of the table {where} holds no image.", path=key)
     return cell
+
+
+# Class colours of boxes and masks, by class id modulo their number (W&B's UI colours classes
+# the same way: one fixed colour per id).
+PALETTE = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0",
+           "#f032e6", "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#800000",
+           "#aaffc3", "#808000", "#000075", "#808080")
+#: Opacity of a mask drawn over its image (0..255).
+MASK_ALPHA = 128
+
+
+def colour(class_id: int | None) -> str:
+    return PALETTE[(class_id or 0) % len(PALETTE)]
+
+
+def _label(labels: dict[int, str], class_id: int | None) -> str:
+    if class_id is None:
+        return ""
+    return labels.get(class_id, f"class_{class_id}")
+
+
+def _overlay_piece(run: ApiRun, key: str, step: int, item: Any, piece: str) -> tuple[bytes, str]:
+    from PIL import Image as PILImage
+
+    where = f"the {key!r} of run {run.path!r} at step {step}"
+    if not isinstance(item, PILImage.Image):
+        raise UsageError(f"overlay= and mask= name parts of an image; {where} is not an image.")
+    if piece == "overlay":
+        return orjson.dumps(overlay(item)), "application/json"
+    name = piece.removeprefix("mask:")
+    masks = getattr(item, "masks", {})
+    if name not in masks:
+        raise RunNotFoundError(f"The image {where} has no mask {name!r} (it has "
+                               f"{sorted(masks) or 'none'}).", path=key)
+    return mask_png(masks[name]["mask_data"]), "image/png"
+
+
+def overlay(image: Any) -> dict[str, Any]:
+    """What the page draws over an image: its size; per box group its boxes as pixel
+    rectangles (x, y, w, h) with their label (the box's caption, else its class's label), class
+    colour and scores; per mask the classes it holds (id, label, colour). A box's position is
+    in pixels with ``domain="pixel"``, else in fractions of the image (W&B's rule)."""
+    import numpy as np
+
+    width, height = image.size
+    boxes = {}
+    for group, spec in getattr(image, "boxes", {}).items():
+        drawn = []
+        for box in spec["box_data"]:
+            pos = box["position"]
+            if "middle" in pos:
+                (mx, my), bw, bh = pos["middle"], pos["width"], pos["height"]
+                x0, x1, y0, y1 = mx - bw / 2, mx + bw / 2, my - bh / 2, my + bh / 2
+            else:
+                x0, x1, y0, y1 = pos["minX"], pos["maxX"], pos["minY"], pos["maxY"]
+            sx, sy = (1, 1) if box.get("domain") == "pixel" else (width, height)
+            class_id = box.get("class_id")
+            drawn.append({"x": x0 * sx, "y": y0 * sy, "w": (x1 - x0) * sx, "h": (y1 - y0) * sy,
+                          "label": box.get("box_caption") or _label(spec["class_labels"], class_id),
+                          "class_id": class_id, "colour": colour(class_id),
+                          "scores": box.get("scores", {})})
+        boxes[group] = drawn
+    masks = {}
+    for name, spec in getattr(image, "masks", {}).items():
+        ids = np.flatnonzero(np.bincount(spec["mask_data"].reshape(-1), minlength=256)).tolist()
+        masks[name] = [{"id": i, "label": _label(spec["class_labels"], i), "colour": colour(i)}
+                       for i in ids]
+    return {"w": width, "h": height, "boxes": boxes, "masks": masks}
+
+
+def mask_png(mask: Any) -> bytes:
+    """A mask as an RGBA PNG: each pixel its class's colour at MASK_ALPHA opacity."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    table = np.zeros((256, 4), np.uint8)
+    for i in range(256):
+        hexa = colour(i)
+        table[i] = (int(hexa[1:3], 16), int(hexa[3:5], 16), int(hexa[5:7], 16), MASK_ALPHA)
+    buf = io.BytesIO()
+    PILImage.fromarray(table[mask], "RGBA").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _encode(item: Any, fmt: str | None) -> tuple[bytes, str]:

@@ -302,11 +302,12 @@ class _Handler(BaseHTTPRequestHandler):
         key = _required(q, "key")
         step, value = _media.stored(run, key, q.get("step"))
         index, cell = _media.address(q)
+        piece = _media.part(q)
         tag = _media.version(value)
         cache = "private, max-age=31536000, immutable" if q.get("v") == tag else "no-cache"
-        headers = {"ETag": f'"{tag}-{index}-{cell or ""}"'.replace(" ", ""), "Cache-Control": cache}
+        headers = {"ETag": _media.etag(tag, index, cell, piece), "Cache-Control": cache}
         if not self._not_modified(headers):
-            body, ctype = _media.media_item(run, key, step, value, index, cell)
+            body, ctype = _media.media_item(run, key, step, value, index, cell, piece)
             self._send(200, body, ctype, headers=headers)
 
     def _file(self, run_path: str, name: str) -> None:

@@ -330,12 +330,13 @@ class Charts {
     const o = this.opts;
     const zoom = this.zoom.get(metric);
     const traces = [];
-    let rows = 0, sampled = false, axis = null;
+    let rows = 0, sampled = false, axis = null, missing = null;
     for (const r of runs) {
       const entry = this.hist.get(r.path);
       let s = zoom?.data.get(r.path) || entry?.data.series[metric];
       if (!s || !s.x || !s.x.length) continue;
       axis = axis || s.axis || null;   // define_metric(step_metric=...): the x axis it names
+      missing = missing || s.axis_missing || null;   // ... never logged: charted by step
       rows = Math.max(rows, s.rows);
       sampled = sampled || s.sampled;
       const color = this.colorOf(r.path);
@@ -357,7 +358,7 @@ class Charts {
         mode: markers ? "lines+markers" : "lines", marker: {size: 5, color}, line: {width: 1.7, color}});
     }
     p.info.textContent = rows ? `${INT_FORMAT.format(rows)} rows` + (sampled ? " · downsampled, band = min/max" : "") +
-      (zoom ? " · zoomed" : "") : "no points";
+      (zoom ? " · zoomed" : "") + (missing && !axis ? ` · step metric ${missing} never logged: by _step` : "") : "no points";
     const layout = {
       margin: {l: 52, r: 12, t: 6, b: 34}, height: 270, showlegend: runs.length > 1,
       legend: {orientation: "h", y: -0.18, font: {size: 11}},
@@ -369,6 +370,7 @@ class Charts {
     };
     if (runs.length > 1) layout.margin.b = 20;
     if (axis) p.el.dataset.axis = axis; else delete p.el.dataset.axis;
+    if (missing && !axis) p.el.dataset.axisMissing = missing; else delete p.el.dataset.axisMissing;
     Plotly.react(p.plot, traces, layout, {displaylogo: false, responsive: true, typesetMath: false,
       modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"]});
     if (!p.bound) {

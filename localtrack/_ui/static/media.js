@@ -28,9 +28,62 @@ async function mediaFetch(url, as) {
   return as === "json" ? res.json() : res.text();
 }
 
+// The overlays (box groups, masks) hidden with their checkboxes, by "path|key": moving the
+// slider keeps them hidden.
+const overlayHidden = new Map();
+
+/** Percent of ``whole``, for a CSS length. */
+function pct(part, whole) {
+  return `${(100 * part / whole).toFixed(4)}%`;
+}
+
+/**
+ * An image with its boxes and masks drawn over it, as W&B draws them: a box is an outlined
+ * rectangle in its class's colour with its caption (or class label) above it, a mask is a
+ * class-coloured half-transparent PNG (see _media.overlay and mask_png) the size of the image.
+ * Each box group and each mask has a checkbox that hides it.
+ */
+async function overlaidImage(path, m, i, n) {
+  const url = mediaUrl(path, m, i, n);
+  const o = await mediaFetch(url + "&overlay=1", "json");
+  const pin = `${path}|${m.key}`;
+  if (!overlayHidden.has(pin)) overlayHidden.set(pin, new Set());
+  const hidden = overlayHidden.get(pin);
+  const layers = [], toggles = [];
+  function toggle(name, layer, text, legend) {
+    layer.hidden = hidden.has(name);
+    const box = h("input", {type: "checkbox", checked: !hidden.has(name), onchange: () => {
+      layer.hidden = !box.checked;
+      if (box.checked) hidden.delete(name); else hidden.add(name);
+    }});
+    layers.push(layer);
+    toggles.push(h("label", {class: "overlay-toggle", dataset: {overlay: name}}, box, " ", text, legend));
+  }
+  for (const [name, classes] of Object.entries(o.masks)) {
+    const layer = h("img", {class: "media-mask", alt: `${m.key} mask ${name}`, dataset: {mask: name},
+      src: `${url}&mask=${enc(name)}`});
+    toggle(`mask:${name}`, layer, `mask ${name}`,
+      classes.map(c => h("span", {class: "overlay-class", style: `--c: ${c.colour}`}, c.label)));
+  }
+  for (const [group, boxes] of Object.entries(o.boxes)) {
+    const layer = h("div", {class: "media-boxes", dataset: {group}}, boxes.map(b => {
+      const scores = Object.entries(b.scores).map(([k, v]) => `${k} ${fmtNum(v)}`).join(", ");
+      return h("div", {class: "media-box", title: [b.label, scores].filter(Boolean).join(" · "),
+        style: `left: ${pct(b.x, o.w)}; top: ${pct(b.y, o.h)}; width: ${pct(b.w, o.w)}; ` +
+          `height: ${pct(b.h, o.h)}; --c: ${b.colour}`},
+      b.label ? h("span", {class: "media-box-label"}, b.label) : "");
+    }));
+    toggle(`boxes:${group}`, layer, `boxes ${group} (${boxes.length})`, "");
+  }
+  return h("div", {class: "media-overlaid"},
+    h("div", {class: "media-stack"}, h("img", {class: "media-img", alt: `${m.key} ${n}`, src: url}), layers),
+    h("div", {class: "overlay-toggles"}, toggles));
+}
+
 /** What one item of a step looks like; async where the page must fetch it to show it. */
 const ITEM_VIEWS = {
-  image: (path, m, i, n) => h("img", {class: "media-img", alt: `${m.key} ${n}`, src: mediaUrl(path, m, i, n)}),
+  image: (path, m, i, n) => (m.overlaid && m.overlaid[i] ? overlaidImage(path, m, i, n)
+    : h("img", {class: "media-img", alt: `${m.key} ${n}`, src: mediaUrl(path, m, i, n)})),
   audio: (path, m, i, n) => h("audio", {controls: true, preload: "none", src: mediaUrl(path, m, i, n)}),
   video: (path, m, i, n) => m.fmt === "gif"
     ? h("img", {class: "media-img", alt: `${m.key} ${n}`, src: mediaUrl(path, m, i, n)})
@@ -51,21 +104,37 @@ const ITEM_VIEWS = {
 };
 
 /**
+ * The step slider of a panel over the steps of ``m``: at the last step first, or at the step
+ * it was moved back to (mediaPinned); moving it calls ``show(i)`` (a promise; ``fail`` gets
+ * its error). Returns the slider and the index to show first.
+ */
+function stepSlider(path, m, show, fail) {
+  const last = m.steps.length - 1;
+  const pin = `${path}|${m.key}`;
+  const pinned = m.steps.indexOf(mediaPinned.get(pin));
+  const first = pinned >= 0 ? pinned : last;
+  const slider = h("input", {type: "range", min: 0, max: last, value: first, step: 1,
+    class: "media-slider", "aria-label": `${m.key} step`, disabled: last === 0});
+  slider.addEventListener("input", () => {
+    const i = Number(slider.value);
+    if (i === last) mediaPinned.delete(pin); else mediaPinned.set(pin, m.steps[i]);
+    show(i).catch(fail);
+  });
+  return {slider, first};
+}
+
+/**
  * A panel for one media key: every item of one step (a list of media is all of them), a
  * slider over the steps that logged one, the last step first (or the one it was moved to). A
  * slow answer for a step the slider has since left is dropped.
  */
 async function stepPanel(path, m) {
   const view = ITEM_VIEWS[m.type];
-  const last = m.steps.length - 1;
-  const pin = `${path}|${m.key}`;
-  const pinned = m.steps.indexOf(mediaPinned.get(pin));
-  const first = pinned >= 0 ? pinned : last;
   const items = h("div", {class: "media-items"});
   const label = h("span", {class: "media-step mono"});
   const caption = h("figcaption", {class: "muted"});
-  const slider = h("input", {type: "range", min: 0, max: last, value: first, step: 1,
-    class: "media-slider", "aria-label": `${m.key} step`, disabled: last === 0});
+  const {slider, first} = stepSlider(path, m, i => show(i),
+    err => items.replaceChildren(h("p", {class: "error"}, String(err.message || err))));
   let shown = 0;
   async function show(i) {
     const ticket = ++shown;
@@ -80,11 +149,6 @@ async function stepPanel(path, m) {
     }));
     if (ticket === shown) items.replaceChildren(...built);
   }
-  slider.addEventListener("input", () => {
-    const i = Number(slider.value);
-    if (i === last) mediaPinned.delete(pin); else mediaPinned.set(pin, m.steps[i]);
-    show(i).catch(err => items.replaceChildren(h("p", {class: "error"}, String(err.message || err))));
-  });
   await show(first);
   return h("figure", {}, items, caption, h("div", {class: "media-controls"}, slider, label));
 }

@@ -1,6 +1,7 @@
 // localtrack dashboard: charts logged with localtrack.plot.* (W&B's wandb.plot), drawn on the
 // run page from their table and spec (see localtrack/_plots.py). Loaded after app.js and
-// media.js, whose helpers (h, api, plotlyReady, plotText, fmtNum, stepPanel) it uses; the
+// media.js, whose helpers (h, plotlyReady, plotText, fmtNum, mediaFetch, mediaUrl, stepSlider,
+// stepPanel, ITEM_VIEWS) it uses; the
 // same safety rule holds: store data reaches the page as text, attribute values or escaped
 // plotly strings only.
 "use strict";
@@ -68,21 +69,48 @@ function plotTraces(t) {
   }
 }
 
-/** A chart panel: the chart of the last step that logged one under the key ``m.key``. */
+/**
+ * A chart panel: the chart of one step that logged one under the key ``m.key``, the last one
+ * first, with a step slider as the other media panels have (stepSlider in media.js). A step
+ * whose table has no chart this page draws (a custom Vega spec, a plain table) shows its
+ * table; a key whose shown step is such a table is a table panel (stepPanel).
+ */
 async function plotPanel(path, m) {
-  const step = m.steps[m.steps.length - 1];
-  const t = await api("/api/media/item", {path, key: m.key, step});
-  const drawn = plotTraces(t);
-  if (!drawn) return stepPanel(path, m);  // a custom Vega spec: shown as its table (media.js)
-  const title = (t.chart.string_fields || {}).title;
-  const el = h("div", {class: "plot-chart", dataset: {spec: t.chart.spec_name}});
+  const el = h("div", {class: "plot-chart"});
+  const other = h("div", {class: "media-items"});
+  const note = h("p", {class: "muted"});
+  const label = h("span", {class: "media-step mono"});
+  const fail = err => other.replaceChildren(h("p", {class: "error"}, String(err.message || err)));
+  const {slider, first} = stepSlider(path, m, i => show(i), fail);
+  const firstTable = await mediaFetch(mediaUrl(path, m, first), "json");
+  if (!firstTable.chart || !plotTraces(firstTable)) return stepPanel(path, m);
   const Plotly = await plotlyReady;
-  Plotly.newPlot(el, drawn.traces, {
-    margin: {l: 50, r: 10, t: title ? 30 : 10, b: 40}, height: 300,
-    title: title ? {text: plotText(title), font: {size: 13}} : undefined,
-    xaxis: {title: {text: plotText(drawn.x || "")}}, yaxis: {title: {text: plotText(drawn.y || "")}},
-  }, {displaylogo: false, responsive: true});
-  const note = `step ${fmtNum(step)} · ${fmtNum(t.rows)} rows` +
-    (t.rows > t.data.length ? ` (first ${fmtNum(t.data.length)} drawn)` : "");
-  return h("div", {}, el, h("p", {class: "muted"}, note));
+  let shown = 0;
+  async function show(i, known) {
+    const ticket = ++shown;
+    const t = known || await mediaFetch(mediaUrl(path, m, i), "json");
+    if (ticket !== shown) return;  // the slider has moved on
+    label.textContent = `step ${fmtNum(m.steps[i])}`;
+    const drawn = t.chart ? plotTraces(t) : null;
+    if (!drawn) {
+      el.hidden = true;
+      note.textContent = t.chart ? `a ${t.chart.spec_name} chart, shown as its table` : "a table";
+      other.replaceChildren(await ITEM_VIEWS.table(path, m, i, 0));
+      return;
+    }
+    el.hidden = false;
+    other.replaceChildren();
+    const title = (t.chart.string_fields || {}).title;
+    el.dataset.spec = t.chart.spec_name;
+    el.dataset.step = m.steps[i];
+    await Plotly.react(el, drawn.traces, {
+      margin: {l: 50, r: 10, t: title ? 30 : 10, b: 40}, height: 300,
+      title: title ? {text: plotText(title), font: {size: 13}} : undefined,
+      xaxis: {title: {text: plotText(drawn.x || "")}}, yaxis: {title: {text: plotText(drawn.y || "")}},
+    }, {displaylogo: false, responsive: true});
+    note.textContent = `${fmtNum(t.rows)} rows` +
+      (t.rows > t.data.length ? ` (first ${fmtNum(t.data.length)} drawn)` : "");
+  }
+  await show(first, firstTable);
+  return h("div", {}, el, other, note, h("div", {class: "media-controls"}, slider, label));
 }
