@@ -8,6 +8,12 @@ eight stats (see ``stamp``). A record is used only while its stamp still matches
 run is read from its files (docs/format.md, "The runs index", says why
 the stamp covers every change).
 
+Without the index (the first listing, or after it was deleted) every run is read: in one
+pass (``read_local``: each file opened once, relative to the run's folder), on a few threads
+(a read waiting on the disk lets the others go on), so that 10,000 runs take seconds, not
+tens of seconds. A run in any unusual shape is read file by file (``read_record``), which
+raises or leaves out exactly what reading that run alone does.
+
 The index is derived: never the source of truth, rebuilt by the next listing when it is
 missing, damaged or stale, and deleting it at any time loses nothing. It is written
 (atomically, without fsync: a torn one is ignored) only into a local store this process can
