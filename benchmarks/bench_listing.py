@@ -17,7 +17,10 @@ from after ``import localtrack`` (interpreter and import excluded, except the CL
   - fresh: the first listing in a fresh process with the index there (what a script pays);
   - warm: the third listing in the same process (what the dashboard's poll pays);
   - dashboard: ``StoreView.runs(project)`` first and third call in one process;
-  - cli: wall time of ``python -m localtrack runs --project P`` (interpreter included).
+  - cli: wall time of ``python -m localtrack runs --project P`` (interpreter included);
+  - with ``--drop-caches`` (root, where /proc/sys/vm/drop_caches is writable: it empties the
+    whole machine's page, dentry and inode caches), two more: the cold and the fresh listing
+    each right after ``sync; echo 3 > /proc/sys/vm/drop_caches`` (every file read from disk).
 
 Prints a markdown table: median (min .. max) of ``--repeats``.
 """
@@ -137,6 +140,12 @@ def drop_index(cache: str, project: str) -> None:
             os.unlink(path)
 
 
+def drop_caches() -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as fh:
+        fh.write("3\n")
+
+
 def fmt(values: list[float]) -> str:
     med = statistics.median(values)
     return f"{med:.3f} s ({min(values):.3f} .. {max(values):.3f})"
@@ -159,6 +168,12 @@ def measure(args: argparse.Namespace, src: str | None, size: int) -> dict[str, f
     out["cli"] = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.decode()[-2000:])
+    if args.drop_caches:
+        drop_index(args.cache, project)
+        drop_caches()
+        out["disk_cold"] = run_worker(src, "list", args.cache, project, "api")["first"]
+        drop_caches()
+        out["disk_fresh"] = run_worker(src, "list", args.cache, project, "api")["first"]
     return out
 
 
@@ -172,6 +187,8 @@ def main() -> None:
                              "run alternately (default: the installed one)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="also time the cold and fresh listings with the OS caches dropped")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -183,9 +200,14 @@ def main() -> None:
         return
     trees: list[str | None] = list(args.src or [None])
     build(args.cache, trees[0], args.rebuild)
+    keys = ["cold", "fresh", "warm", "dfirst", "dwarm", "cli"]
+    extra = ""
+    if args.drop_caches:
+        keys += ["disk_cold", "disk_fresh"]
+        extra = " cold, caches dropped | fresh, caches dropped |"
     print("| runs | tree | cold: first listing, no index | fresh process, index there | warm "
-          "(3rd listing) | dashboard first | dashboard warm | `localtrack runs` (wall) |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "(3rd listing) | dashboard first | dashboard warm | `localtrack runs` (wall) |" + extra)
+    print("| ---: | --- |" + " ---: |" * len(keys))
     for size in (int(s) for s in args.sizes.split(",")):
         results: dict[str | None, list[dict[str, float]]] = {tree: [] for tree in trees}
         for rep in range(args.repeats):
@@ -193,8 +215,7 @@ def main() -> None:
                 log(f"p{size}: repeat {rep + 1}, {tree or 'installed'} ...")
                 results[tree].append(measure(args, tree, size))
         for tree in trees:
-            cols = [fmt([r[k] for r in results[tree]])
-                    for k in ("cold", "fresh", "warm", "dfirst", "dwarm", "cli")]
+            cols = [fmt([r[k] for r in results[tree]]) for k in keys]
             print(f"| {size:,} | {tree or 'installed'} | " + " | ".join(cols) + " |", flush=True)
 
 

@@ -88,11 +88,16 @@ def read(rdir: Path) -> Mark:
     except OSError:
         return NOTHING
     try:
-        return _read_slots(os.pread(fd, 2 * _SLOT, 0))[1]
+        return parse(os.pread(fd, 2 * _SLOT, 0))
     except OSError:
         return NOTHING
     finally:
         os.close(fd)
+
+
+def parse(data: bytes) -> Mark:
+    """The watermark a ``wal/durable`` file's bytes hold (NOTHING when none)."""
+    return _read_slots(data[:2 * _SLOT])[1]
 
 
 def durable_offset(mark: Mark, seq: int) -> int:

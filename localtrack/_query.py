@@ -658,8 +658,10 @@ def list_runs(root: StorePath, project: str | None = None) -> tuple[list[ApiRun]
     runs = []
     for name in projects:
         index = _runindex.ProjectIndex(root, name)
+        index.prestamp()
         ids, bad = _store.list_runs(root, name, index.known)
         skipped += bad
+        index.prefetch(ids)
         for rid in ids:
             try:
                 runs.append(ApiRun(root, name, rid, index.record(rid)))

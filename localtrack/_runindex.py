@@ -8,6 +8,12 @@ eight stats (see ``stamp``). A record is used only while its stamp still matches
 run is read from its files (docs/format.md, "The runs index", says why
 the stamp covers every change).
 
+Without the index (the first listing, or after it was deleted) every run is read: in one
+pass (``read_local``: each file opened once, relative to the run's folder), on a few threads
+(a read waiting on the disk lets the others go on), so that 10,000 runs take seconds, not
+tens of seconds. A run in any unusual shape is read file by file (``read_record``), which
+raises or leaves out exactly what reading that run alone does.
+
 The index is derived: never the source of truth, rebuilt by the next listing when it is
 missing, damaged or stale, and deleting it at any time loses nothing. It is written
 (atomically, without fsync: a torn one is ignored) only into a local store this process can
@@ -19,12 +25,14 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from . import _fsutil, _layout, _segments, _store
+from . import _durable, _frames, _fsutil, _layout, _locks, _naming, _segments, _store, _wal
 from ._codec import dumps, loads
 from ._naming import Ctx, ProjectName, RunId
 from ._remotes import _chunks
@@ -39,6 +47,12 @@ KIND = "localtrack-runs-index"
 #: A run whose stamp changed this recently is not indexed: file times are coarse (a change in
 #: the same tick as the stamp leaves it equal), and a network file system's clock may differ.
 MARGIN_NS = 2 * 10**9
+#: Threads that read the runs a listing does not find in the index (see ProjectIndex.prefetch).
+THREADS = 8
+#: A listing stamps this many runs of the index first, and the rest on threads if they took
+#: more than SLOW_STAMP seconds each (a run's 9 stats take ~25 us from the caches, ms from a disk).
+PROBE = 64
+SLOW_STAMP = 200e-6
 #: The entries follow the header as its last member, so the checksum covers their exact bytes.
 _RUNS = b',"runs":'
 
@@ -137,6 +151,147 @@ def read_record(root: _store.StorePath, project: ProjectName, rid: RunId) -> Rec
     return record
 
 
+class _Unusual(Exception):
+    """A run not in the shape ``read_local`` handles (a link, a special file, a damaged file, a
+    log that changed while read, a writer in this process): read it with ``read_record``."""
+
+
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # as _remotes._dir opens
+
+
+def _read_at(dfd: int, name: str) -> tuple[bytes, os.stat_result] | None:
+    """A regular file's bytes and its stat, opened relative to ``dfd`` following no link;
+    None when it does not exist."""
+    try:
+        fd = os.open(name, _OPEN, dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unusual(name)
+        data = os.read(fd, st.st_size + 1)
+        if len(data) != st.st_size:  # written to meanwhile
+            raise _Unusual(name)
+        return data, st
+    finally:
+        os.close(fd)
+
+
+def _stamped(found: tuple[bytes, os.stat_result] | None) -> tuple[int, int]:
+    return (found[1].st_ctime_ns, found[1].st_size) if found else (-1, -1)
+
+
+def _live(lock: str) -> tuple[bool, tuple[int, int]]:
+    """Whether the lock at ``lock`` is held, as ``_locks.is_held`` probes it (the owner record
+    read from the descriptor probed), and its stamp."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False, (-1, -1)
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, st.st_size + 1)
+        try:
+            holder = loads(data) if data else {}
+        except ValueError:
+            holder = {}
+        if isinstance(holder, dict) and (holder.get("synced_at") or holder.get("pid") == os.getpid()):
+            raise _Unusual(lock)  # a copied record, or this process's own writer: is_held decides
+        return not _locks.try_flock(fd, shared=True), (st.st_ctime_ns, st.st_size)
+    finally:
+        os.close(fd)
+
+
+def read_local(rdir: str, lock: str, ctx: Ctx) -> tuple[Record, list[int]]:
+    """A local run's complete record and its stamp, in one pass over its files: each opened
+    once relative to the run's folder, following no link, its stamp taken from the open file
+    before it is read (what is read is at least as new as the stamp says). What ``read_record``
+    reads, with half its system calls (~45 instead of ~93: a cold listing of 10,000
+    runs pays per call). _Unusual for a run in any other shape, or damaged: read_record then
+    reads it, and raises or leaves out what it always did."""
+    try:
+        return _read_local(rdir, lock, ctx)
+    except (LocaltrackError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Unusual(rdir) from exc
+
+
+def _read_local(rdir: str, lock: str, ctx: Ctx) -> tuple[Record, list[int]]:
+    dfd = os.open(rdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        top = os.fstat(dfd)
+        run = _read_at(dfd, _store.RUN_JSON)
+        meta = loads(run[0]) if run else None
+        if not isinstance(meta, dict) or _store.meta_problem(meta) \
+                or meta.get("format", 1) > _layout.KNOWN_FORMAT:
+            raise _Unusual(rdir)
+        live, lock_stamp = _live(lock)  # before the events: see _store.is_live
+        ev = _read_at(dfd, _store.EVENTS)
+        events = [] if ev is None else _frames.records(_wal.check(ev[0], rdir, **ctx).bodies)
+        _store.check_events(events, rdir, **ctx)
+        config = _read_at(dfd, _store.CONFIG_JSON)
+        explicit = _read_at(dfd, _store.SUMMARY_JSON)
+        wfd = os.open("wal", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            wal = os.fstat(wfd)
+            names = os.listdir(wfd)
+            logs = {seq: found for name in names if (seq := _naming.log_seq(name)) is not None
+                    and (found := _read_at(wfd, name)) is not None}
+            times = [wal.st_mtime, *(found[1].st_mtime for found in logs.values())]
+            mark = _durable.LEGACY
+            for name in names:
+                if name == _durable.NAME and (found := _read_at(wfd, name)) is not None:
+                    mark = _durable.parse(found[0])
+                    times.append(found[1].st_mtime)
+                elif _naming.log_seq(name) is None:
+                    try:
+                        times.append(os.stat(name, dir_fd=wfd).st_mtime)
+                    except FileNotFoundError:
+                        continue
+        finally:
+            os.close(wfd)
+        man = _read_at(dfd, _segments.MANIFEST)  # after the logs: see _segments._snapshot
+    finally:
+        os.close(dfd)
+    path = Path(rdir)
+    manifest = (_segments.empty_manifest() if man is None
+                else _segments.parse_manifest(man[0], path / _segments.MANIFEST, **ctx))
+    last, step = _last_and_step(path, manifest, {s: f[0] for s, f in logs.items()}, mark, ctx)
+    times += [found[1].st_mtime for found in (ev, man) if found]
+    record: Record = {
+        "meta": meta, "events": events, "state": "running" if live else _store.end_state(events),
+        "config": loads(config[0]) if config else None,
+        "summary": loads(explicit[0]) if explicit else None,
+        "last": last, "last_step": step, "updated": max(times)}
+    stamp = [top.st_ino, top.st_ctime_ns, *_stamped(run), *_stamped(config), *_stamped(explicit),
+             *_stamped(man), wal.st_ctime_ns, wal.st_size, *_stamped(ev), *lock_stamp]
+    return record, stamp
+
+
+def _last_and_step(rdir: Path, manifest: _segments.Manifest, read: dict[int, bytes],
+                   mark: _durable.Mark, ctx: Ctx) -> tuple[dict[str, Any], int]:
+    """``_segments.last_and_step`` over logs already read (and the manifest read after them)."""
+    sealed = manifest["sealed_through"]
+    seqs = sorted(s for s in read if s > sealed)
+    if seqs != list(range(sealed + 1, sealed + 1 + len(seqs))):
+        raise _Unusual(str(rdir))  # a log vanished meanwhile: _snapshot reads again
+    last = _segments.manifest_last(rdir, manifest, **ctx)
+    step = _segments.at_least_rewound(manifest, int(manifest["last_step"]))
+    for seq in seqs:
+        data = read[seq]
+        durable = _durable.durable_offset(mark, seq)
+        where = f"{rdir}/wal/{seq:08d}.jsonl"  # for messages: _layout.wal_path, without a Path
+        checked = _wal.check(data, where, durable=durable, **ctx)
+        records = _frames.records(checked.bodies)
+        last.update(_segments.last_values(_segments.live(manifest, seq, records)))
+        if records:
+            step = _segments.last_step_at(manifest, seq, _wal.step_of(records[-1], where, **ctx))
+        if checked.bad_at is not None or _durable.lost_end(data, checked.end, durable,
+                                                           seq == seqs[-1]):
+            break
+    return last, step
+
+
 def complete(record: Record) -> bool:
     """Whether the record holds the values past run.json, events and state."""
     return all(key in record for key in _REST)
@@ -154,6 +309,7 @@ class ProjectIndex:
         self._new: dict[str, Any] = {}
         self._changed = False
         self._stamps: dict[str, list[int] | None] = {}
+        self._pending: dict[str, Future[tuple[Record, list[int] | None]]] = {}
         self._now_ns = time.time_ns()
         if isinstance(root, Path):
             self.path = _layout.project_dir(root, project) / INDEX
@@ -161,29 +317,82 @@ class ProjectIndex:
             self._locks = str(_layout.locks_dir(root, project))
             self._old = _load(self.path)
 
+    def prestamp(self) -> None:
+        """Stamp every run the index holds, on a few threads when the first stamps show the
+        file system's caches cold (each stat waiting on the disk; a thread waiting lets the GIL
+        go). With the caches warm a stat takes microseconds, and threads would only add their
+        switching to the warm listing."""
+        ids = cast(list[RunId], list(self._old)) if self.path is not None else []
+        start = time.perf_counter()
+        self._stamps.update(zip(ids[:PROBE], self._stamp_all(ids[:PROBE]), strict=True))
+        ids = ids[PROBE:]
+        if len(ids) < 2 * THREADS or time.perf_counter() - start < PROBE * SLOW_STAMP:
+            return
+        chunks = [ids[i:i + 256] for i in range(0, len(ids), 256)]  # a task per chunk: fewer switches
+        with ThreadPoolExecutor(THREADS, thread_name_prefix="localtrack-list") as pool:
+            for chunk, stamps in zip(chunks, pool.map(self._stamp_all, chunks), strict=True):
+                self._stamps.update(zip(chunk, stamps, strict=True))
+
+    def _stamp_all(self, ids: list[RunId]) -> list[list[int] | None]:
+        return [self._stamp(rid) for rid in ids]
+
     def known(self, rid: RunId) -> bool:
         """Whether the index holds the run under the stamp it shows now (its run.json is then
-        there: the listing need not look again). The stamp is kept for ``record``."""
-        if self.path is None:
-            return False
-        now = stamp(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock")  # strings: cheaper than paths
-        self._stamps[rid] = now
+        there: the listing need not look again). The stamp is kept for ``record``; a run the
+        index does not hold is not stamped here (its one-pass read stamps it)."""
         entry = self._old.get(rid)
-        return now is not None and entry is not None and entry.get("stamp") == now
+        if self.path is None or entry is None:
+            return False
+        now = self._stamps[rid] if rid in self._stamps else self._stamp(rid)
+        self._stamps[rid] = now
+        return now is not None and entry.get("stamp") == now
+
+    def _stamp(self, rid: RunId) -> list[int] | None:
+        return stamp(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock")  # strings: cheaper than paths
+
+    def prefetch(self, ids: list[RunId]) -> None:
+        """Start reading, on a few threads, the runs of ``ids`` the index does not hold under
+        the stamp ``known`` found, for ``record`` to take: a cold listing waits on many small
+        reads (from the disk when they are not cached), and a thread waiting lets the GIL go."""
+        if self.path is None:
+            return
+        todo = [rid for rid in ids if rid not in self._pending and not (
+            (entry := self._old.get(rid)) is not None and self._stamps.get(rid) is not None
+            and entry.get("stamp") == self._stamps[rid])]
+        if len(todo) < 2 * THREADS:
+            return
+        pool = ThreadPoolExecutor(THREADS, thread_name_prefix="localtrack-list")
+        self._pending.update((rid, pool.submit(self._read, rid)) for rid in todo)
+        pool.shutdown(wait=False)  # its threads end once every read is done
+
+    def _read(self, rid: RunId) -> tuple[Record, list[int] | None]:
+        """The run's record read from its files, and the stamp it was read under."""
+        try:
+            return read_local(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock",
+                              {"project": self.project, "run_id": rid})
+        except _Unusual:
+            # Read after the stamp: what is read is at least as new as the stamp says (a change
+            # in between only makes the next listing read the run again).
+            now = self._stamp(rid)
+            return read_record(self.root, self.project, rid), now
 
     def record(self, rid: RunId) -> Record:
-        """The run's record: the index's while its stamp matches, else read from the run."""
+        """The run's record: the index's while its stamp matches, else read from the run
+        (raising as read_record does)."""
         if self.path is None:
             return read_record(self.root, self.project, rid)
-        now = self._stamps.pop(rid) if rid in self._stamps else \
-            stamp(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock")
         entry = self._old.get(rid)
-        if now is not None and entry is not None and entry.get("stamp") == now:
-            self._new[rid] = entry
-            return dict(entry)
-        # Read after the stamp: what is read is at least as new as the stamp says (a change
-        # in between only makes the next listing read the run again).
-        record = read_record(self.root, self.project, rid)
+        now = self._stamps.pop(rid) if rid in self._stamps else None
+        future = self._pending.pop(rid, None)
+        if future is not None:
+            record, now = future.result()
+        else:
+            if entry is not None:
+                now = now if now is not None else self._stamp(rid)
+                if now is not None and entry.get("stamp") == now:
+                    self._new[rid] = entry
+                    return dict(entry)
+            record, now = self._read(rid)
         if (now is not None and complete(record) and record["state"] != "running"
                 and _newest(now) < self._now_ns - MARGIN_NS):
             self._new[rid] = {**record, "stamp": now}

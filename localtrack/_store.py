@@ -277,6 +277,12 @@ def events(rdir: StorePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
             evs = _chunks.read_records(path, **ctx)
     except FileNotFoundError:
         return []
+    check_events(evs, path, **ctx)
+    return evs
+
+
+def check_events(evs: list[dict[str, Any]], path: StorePath | str, **ctx: Unpack[Ctx]) -> None:
+    """CorruptRunError naming the file for an event holding a key of the wrong type."""
     for i, event in enumerate(evs):
         for key, (types, text) in _EVENT_TYPES.items():
             value = event.get(key)
@@ -284,7 +290,6 @@ def events(rdir: StorePath, **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
                 raise CorruptRunError(f"{path} of {run_label(ctx)} holds event {i} with {key}="
                                       f"{value!r}, not {text}; restore it from a sync remote or "
                                       "a backup, or run `localtrack doctor`.", path=str(path), **ctx)
-    return evs
 
 
 # -- listing ---------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def indexed(store: Path) -> Path:
     return store
 
 
-def test_listing_equals_reading_each_run_with_and_without_the_index(store, sealing):
+def write_shapes(store: Path) -> None:
+    """Runs of every shape: finished, failed, killed, rewound, forked."""
     write(store, "plain", steps=7)
     write(store, "failed", steps=3, code=2)
     write(store, "rewound", steps=7)
@@ -112,6 +113,10 @@ def test_listing_equals_reading_each_run_with_and_without_the_index(store, seali
             run.log({"forked": 1})
     """, str(store))
     assert res.returncode == 0, res.stderr
+
+
+def test_listing_equals_reading_each_run_with_and_without_the_index(store, sealing):
+    write_shapes(store)
     settle(store)
     truth = direct(store)
     assert truth["killed"][2] == "crashed" and truth["failed"][2] == "failed"
@@ -373,3 +378,123 @@ def test_the_dashboard_poll_sends_only_what_changed(indexed):
         assert get_json(ui.url, "/api/runs", project="p", since=full["stamp"])["runs"] == []
     finally:
         ui.stop()
+
+
+# -- the one-pass read and the threads of a cold listing (issue 19: <= 2 s for 10,000 runs) --------
+
+LIVE = """
+import sys, localtrack
+run = localtrack.init(project="p", id="live", dir=sys.argv[1], config={"k": 1})
+for i in range(3):
+    run.log({"x": i})
+run.summary["s"] = "set"
+print("ready", flush=True)
+sys.stdin.readline()
+run.finish()
+"""
+
+
+def one_pass(store: Path, rid: str) -> tuple[dict[str, Any], list[int]]:
+    return _runindex.read_local(f"{store}/p/runs/{rid}", f"{store}/p/locks/{rid}.lock",
+                                {"project": "p", "run_id": rid})
+
+
+def test_the_one_pass_read_equals_reading_the_run_file_by_file(store, sealing):
+    """read_local, the cold listing's read, gives read_record's record and stamp()'s stamp for
+    runs of every shape: finished, failed, killed, rewound, forked, sealed or not, live."""
+    write_shapes(store)
+    live = script(LIVE, str(store), stdin=subprocess.PIPE)
+    try:
+        assert live.stdout is not None and live.stdout.readline() == b"ready\n"
+        settle(store)
+        ids = sorted(p.name for p in (store / "p" / "runs").iterdir())
+        assert len(ids) == 6
+        for rid in ids:
+            record, stamp = one_pass(store, rid)
+            assert record == _runindex.read_record(store, "p", rid), rid
+            assert stamp == _runindex.stamp(f"{store}/p/runs/{rid}", f"{store}/p/locks/{rid}.lock")
+        assert one_pass(store, "live")[0]["state"] == "running"
+        assert one_pass(store, "killed")[0]["state"] == "crashed"
+    finally:
+        live.communicate(b"\n", timeout=60)
+    assert live.returncode == 0
+    assert one_pass(store, "live")[0] == _runindex.read_record(store, "p", "live")
+
+
+def write_many(store: Path, count: int) -> list[str]:
+    """``count`` small finished runs (or, already there, resumed and written on), written by
+    one real process."""
+    res = run_script("""
+        import sys, localtrack
+        for n in range(int(sys.argv[2])):
+            with localtrack.init(project="p", id=f"m{n:02d}", dir=sys.argv[1],
+                                 config={"n": n}, resume="allow") as run:
+                for i in range(3):
+                    run.log({"loss": 1.0 / (i + 1 + n)})
+    """, str(store), str(count), timeout=120)
+    assert res.returncode == 0, res.stderr
+    return [f"m{n:02d}" for n in range(count)]
+
+
+def test_a_cold_listing_on_threads_skips_damaged_runs_and_lists_the_rest(store, tmp_path, caplog):
+    """Enough runs for the listing's threads: a damaged run, a link where a file should be and
+    a run deleted meanwhile each cost only themselves, reported as reading them alone does."""
+    ids = write_many(store, 3 * _runindex.THREADS)
+    runs = store / "p" / "runs"
+    (runs / ids[1] / "run.json").write_bytes(b"{not json")
+    events = runs / ids[2] / "events.jsonl"
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_bytes(events.read_bytes())
+    events.unlink()
+    events.symlink_to(outside)  # never followed: the run is damaged, not read through the link
+    log = runs / ids[3] / "wal" / "00000000.jsonl"
+    log.write_bytes(log.read_bytes().replace(b'"loss":', b'"lozz":', 1))  # fails its checksum
+    settle(store)
+    truth = {rid: v for rid, v in direct_or_none(store).items() if v is not None}
+    assert set(truth) == set(ids) - {ids[1], ids[2], ids[3]}
+    for _ in range(2):  # no index: every run read, on threads; then from the index
+        with caplog.at_level(logging.WARNING, logger="localtrack"):
+            runs = {run.id: run for run in localtrack.Api(store).runs("p")}
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert f"skipped p/{ids[1]}" in said and "not valid JSON" in said
+        assert f"skipped p/{ids[2]}" in said and "symbolic link" in said
+        assert set(runs) == set(ids) - {ids[1], ids[2]}
+        with pytest.raises(CorruptRunError, match="corrupt from byte"):
+            _ = runs.pop(ids[3]).summary  # listed; its damage raised as reading it alone raises it
+        assert {rid: view(run) for rid, run in runs.items()} == truth
+        list_until_indexed_except(store, set(truth))
+    assert not set(entries(store)) & {ids[1], ids[2], ids[3]}
+    index_path(store).unlink()
+    shutil.rmtree(runs[ids[5]].dir)  # gone between two listings: not there, not damaged
+    assert ids[5] not in {run.id for run in localtrack.Api(store).runs("p")}
+
+
+def list_until_indexed_except(store: Path, ids: set[str]) -> None:
+    """list_until_indexed for a store with damaged runs (whose views raise)."""
+    wait_for(lambda: (localtrack.Api(store).runs("p"), set(entries(store)) >= ids)[1],
+             timeout=30, what=f"index entries for {sorted(ids)}")
+
+
+def direct_or_none(store: Path) -> dict[str, tuple[Any, ...] | None]:
+    """``direct``, with None for a run that cannot be read on its own."""
+    api = localtrack.Api(store)
+    out: dict[str, tuple[Any, ...] | None] = {}
+    for path in sorted((store / "p" / "runs").iterdir()):
+        try:
+            out[path.name] = view(api.run(f"p/{path.name}"))
+        except CorruptRunError:
+            out[path.name] = None
+    return out
+
+
+def test_a_stale_index_is_read_anew_on_threads(store):
+    """Every entry stale at once (all runs resumed and written on): the threads read them all."""
+    ids = write_many(store, 3 * _runindex.THREADS)
+    settle(store)
+    list_until_indexed(store, set(ids))
+    assert {view[3] for view in listed(store).values()} == {2}
+    write_many(store, len(ids))
+    settle(store)
+    truth = direct(store)
+    assert {view[3] for view in truth.values()} == {5}
+    assert listed(store) == truth
