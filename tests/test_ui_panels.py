@@ -111,11 +111,17 @@ def test_odd_step_metrics_chart_or_stay_empty(tmp_path):
         for s in range(3):
             run.log({{"a": s, "b": s, "c": s, "d": s, "label": f"t{{s}}"}})
         run.finish()
+        run = localtrack.init(project="odd", id="o2", dir={str(root)!r})
+        run.define_metric("*", step_metric="gs")   # as Lightning and Transformers define it
+        for s in range(3):
+            run.log({{"gs": 10 * s, "e": s}})
+        run.finish()
     """)
     assert done.returncode == 0, done.stderr
     ui = UIProcess(root)
     try:
         series = get_json(ui.url, "/api/history", path="odd/o1", keys="a,b,c,d")["series"]
+        glob = get_json(ui.url, "/api/history", path="odd/o2", keys="gs,e")["series"]
     finally:
         code, _, err = ui.stop()
     assert code == 0 and "Traceback" not in err, err
@@ -124,6 +130,9 @@ def test_odd_step_metrics_chart_or_stay_empty(tmp_path):
     assert series["c"]["x"] == [0, 1, 2] and "axis" not in series["c"]  # text is no axis: by step
     assert series["d"]["x"] == [0, 1, 2] and "axis" not in series["d"]  # no x value: by step
     assert series["d"]["axis_missing"] == "never" and "axis_missing" not in series["a"]
+    # "*" matches the step metric too: it is charted by step, not against itself
+    assert glob["e"]["axis"] == "gs" and glob["e"]["x"] == [0, 10, 20]
+    assert "axis" not in glob["gs"] and glob["gs"]["x"] == [0, 1, 2]
 
 
 def test_keys_summarised_by_define_metric_are_charted(ui):

@@ -299,8 +299,9 @@ class StoreView:
         shown = {key: _metrics.match(defs, key) or {} for key in keys}
         # define_metric(step_metric=...): on the step axis, a key is charted against its
         # step metric's values at the same rows (W&B's x axis); on the time axis, against time.
+        # A key that is its own step metric ("*" matches it too) is charted by step.
         axes = {key: d["step_metric"] for key, d in shown.items()
-                if x == "step" and isinstance(d.get("step_metric"), str)}
+                if x == "step" and isinstance(d.get("step_metric"), str) and d["step_metric"] != key}
         extra = [a for a in axes.values() if a not in _X_COLUMNS.values()]  # always read
         table = run.history_table(list(dict.fromkeys([*keys, *extra])))
         series = {}
