@@ -24,7 +24,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from . import _fsutil, _layout, _segments, _store
+from . import _fsutil, _labels, _layout, _segments, _store
 from ._codec import dumps, loads
 from ._naming import Ctx, ProjectName, RunId
 from ._remotes import _chunks
@@ -121,15 +121,16 @@ def read_record(root: _store.StorePath, project: ProjectName, rid: RunId) -> Rec
     ctx: Ctx = {"project": project, "run_id": rid}
     meta = _store.read_meta(rdir, **ctx)
     with _store.reading(rdir, **ctx):
-        live = _store.is_live(root, project, rid)  # before the events: see is_live
+        live = _labels.is_live(root, project, rid, meta)  # before the events: see _store.is_live
     events = _store.events(rdir, **ctx)
     record: Record = {"meta": meta, "events": events,
-                      "state": "running" if live else _store.end_state(events)}
+                      "state": _labels.state(root, project, rid, meta, live, events)}
     try:
         with _store.reading(rdir, **ctx):
             config = _store.read_json(rdir / _store.CONFIG_JSON, "config", **ctx)
             explicit = _store.read_json(rdir / _store.SUMMARY_JSON, "summary", **ctx)
-            last, last_step = _segments.last_and_step(rdir, **ctx)
+            last, last_step = (_labels.last_and_step if _labels.is_shared(meta)
+                               else _segments.last_and_step)(rdir, **ctx)
             when = updated(rdir, meta.get("created", 0.0), events)
     except (LocaltrackError, OSError):
         return record
@@ -184,7 +185,9 @@ class ProjectIndex:
         # Read after the stamp: what is read is at least as new as the stamp says (a change
         # in between only makes the next listing read the run again).
         record = read_record(self.root, self.project, rid)
+        # (A shared run's writers write under labels/, which the stamp does not cover.)
         if (now is not None and complete(record) and record["state"] != "running"
+                and not _labels.is_shared(record["meta"])
                 and _newest(now) < self._now_ns - MARGIN_NS):
             self._new[rid] = {**record, "stamp": now}
             self._changed = True

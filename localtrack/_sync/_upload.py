@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from .. import _blobs, _frames, _fsutil, _layout, _locks, _naming, _segments, _store, _wal
+from .. import _blobs, _frames, _fsutil, _labels, _layout, _locks, _naming, _segments, _store, _wal
 from .._codec import dumps, loads
 from .._naming import Ctx, ProjectName, RunId
 from .._remotes import Remote
@@ -362,6 +362,9 @@ class RunUpload:
 
     def sync(self) -> None:
         """Upload what is new; raise Pending (or RemoteError) when something is left."""
+        if _labels.labels(self.rdir):  # (a remote showing its run.json alone would misread it)
+            raise Pending("it is a shared run (several writers, under labels/), which sync does "
+                          "not copy yet; read it in this store")
         for _ in range(_MAX_REREADS):
             sig = self.signature()
             holder = self.live_holder(sig)
