@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _layout, _locks, _naming, _segments, _store
+from ._codec import loads
 from ._naming import Ctx, ProjectName, RunId, run_label
 from .errors import InvalidNameError, UsageError
 
@@ -76,14 +77,25 @@ def is_live(root: _store.StorePath, project: ProjectName, rid: RunId, meta: dict
     """Whether any writer of the run lives: its run lock or, for a shared run, a label's."""
     if _store.is_live(root, project, rid):
         return True
-    if not is_shared(meta) or not isinstance(root, Path):
-        return False  # a remote has no label locks (sync does not copy shared runs yet)
+    if not is_shared(meta):
+        return False
+    if not isinstance(root, Path):  # a synced copy: sync copies each live writer's owner record
+        rdir = _store.run_dir(root, project, rid)
+        return any(_copied_holder(rdir / "locks" / f"{label}.lock") for label in labels(rdir))
     locks = _layout.run_dir(root, project, rid) / "locks"  # a writer locks before its folder exists
     try:
         names = [n for n in os.listdir(locks) if n.endswith(".lock")]
     except (FileNotFoundError, NotADirectoryError):
         return False
     return any(_locks.is_held(locks / name) for name in names)
+
+
+def _copied_holder(path: _store.StorePath) -> bool:
+    try:
+        holder = loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(holder, dict) and bool(holder.get("pid"))
 
 
 def label_states(rdir: _store.StorePath, meta: dict[str, Any], run_events: list[dict[str, Any]],

@@ -16,7 +16,7 @@ import pytest
 
 import localtrack
 from localtrack import _layout
-from localtrack.errors import RunLockedError, SyncError, UsageError
+from localtrack.errors import RunLockedError, UsageError
 
 from .helpers import run_script, script, settle, wait_for
 
@@ -282,8 +282,45 @@ except localtrack.errors.CorruptRunError as exc:
 """
     res = run_script(older, str(store))
     assert "uses format 5, newer than this localtrack understands (4)" in res.stdout, res.stderr
-    with pytest.raises(SyncError, match="shared run"):
-        localtrack.sync(str(store.parent / "remote"), dir=store)
+
+
+def _same(a: localtrack.ApiRun, b: localtrack.ApiRun) -> None:
+    assert a.labels == b.labels and a.state == b.state and a.last_step == b.last_step
+    assert a.history_table().to_pylist() == b.history_table().to_pylist()
+    assert dict(a.summary) == dict(b.summary) and a.config == b.config
+
+
+def test_sync_copies_every_writer(store, tmp_path, monkeypatch):
+    """A synced copy reads as the local run: every label's rows (sealed and live), the state
+    (running while a writer lives, from the copied owner records), and --clean keeps it."""
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "3000")
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "1000")
+    remote = tmp_path / "remote"
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared", config={"a": 1},
+                              settings={"x_label": "rank0", "x_primary": True})
+    other = localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                            settings={"x_label": "rank1"})
+    for i in range(300):
+        primary.log({"x": float(i), "pad": "p" * 40})
+        if i % 2:
+            other.log({"x": -float(i)})
+    primary.finish()
+    settle(store)
+    localtrack.sync(str(remote), dir=store)
+    there = localtrack.Api(remote).run("p/job")
+    assert there.state == "running"  # rank1 lives
+    _same(localtrack.Api(store).run("p/job"), there)
+    other.log({"x": 1.5})
+    other.finish()
+    settle(store)
+    localtrack.sync(str(remote), dir=store)
+    here, there = localtrack.Api(store).run("p/job"), localtrack.Api(remote).run("p/job")
+    assert there.state == "finished"
+    _same(here, there)
+    assert len(here.history_table(label="rank0")) == 300
+    assert (store / "p" / "runs" / "job" / "labels" / "rank0" / "segments").is_dir()
+    localtrack.sync(str(remote), dir=store, clean=True)
+    assert localtrack.Api(store).run("p/job").labels == ["rank0", "rank1"]  # kept
 
 
 def test_two_writers_cannot_share_a_label(store):
