@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -180,6 +182,10 @@ def _writer(rdir: Path, label: str, primary: bool, ctx: _naming.Ctx) -> tuple[Sh
         if not existed:
             with _fsutil.storage_errors("create the writer's folder", ldir, **ctx):
                 _fsutil.ensure_dir(ldir.parent)
+                mine = re.compile(re.escape(f"{_fsutil.TMP_PREFIX}{label}-") + "[0-9a-f]{8}")
+                for dead in ldir.parent.iterdir():  # a dead start's (ours: we hold the lock)
+                    if mine.fullmatch(dead.name):
+                        shutil.rmtree(dead, ignore_errors=True)
                 tmp = ldir.parent / f"{_fsutil.TMP_PREFIX}{label}-{secrets.token_hex(4)}"
                 (tmp / "wal").mkdir(parents=True)
                 (tmp / "wal" / "durable").touch()  # nothing is durable yet (see _durable)

@@ -329,3 +329,18 @@ def test_two_writers_cannot_share_a_label(store):
     with pytest.raises(RunLockedError):
         localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
                         settings={"x_label": "rank0", "x_primary": False})
+
+
+def test_a_dead_start_of_a_label_is_swept_by_its_next_start(store):
+    """A writer killed while building its label's folder leaves labels/.tmp-<label>-<hex>, which
+    no reader lists; the next start of that label removes it, and only its own."""
+    with localtrack.init(project="p", id="job", dir=store, mode="shared",
+                         settings={"x_label": "rank0", "x_primary": True}):
+        labels = store / "p" / "runs" / "job" / "labels"
+        (labels / ".tmp-rank3-deadbeef" / "wal").mkdir(parents=True)
+        (labels / ".tmp-rank3-x-deadbeef" / "wal").mkdir(parents=True)
+        assert localtrack.Api(store).run("p/job").labels == ["rank0"]
+        localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                        settings={"x_label": "rank3"}).finish()
+        assert sorted(p.name for p in labels.iterdir()) == [".tmp-rank3-x-deadbeef", "rank0",
+                                                            "rank3"]
