@@ -197,6 +197,8 @@ def test_the_state_follows_every_writer(store, tmp_path):
     run = localtrack.Api(store).run("p/job")
     assert _label_steps(run, "rank1") == [0, 1, 2]
     assert run.history_table(label="rank0").column("_step").to_pylist() == [0]
+    with pytest.raises(UsageError, match="its labels are rank0, rank1"):
+        run.history_table(label="rank9")
 
 
 def test_only_the_primary_changes_the_config_and_summary(store, caplog):
