@@ -150,6 +150,12 @@ def read_history(rdir: _store.StorePath, keys: list[str] | None = None, label: s
     return table.sort_by([("_step", "ascending"), (LABEL, "ascending")])
 
 
+def columns(rdir: _store.StorePath, keys: list[str], ctx: Ctx) -> dict[str, list[Any]]:
+    """Every label's values of ``keys`` (those the history has), as lists (step order)."""
+    table = read_history(rdir, keys, **ctx)
+    return {k: table.column(k).to_pylist() for k in keys if k in table.column_names}
+
+
 def last_and_step(rdir: _store.StorePath, **ctx: Unpack[Ctx]) -> tuple[dict[str, Any], int]:
     """The last logged value of each key over the labels (the label whose step is latest wins;
     a tie goes to the later label) and the run's last step: the greatest of the labels'."""

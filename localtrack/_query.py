@@ -338,11 +338,16 @@ class ApiRun:
         run.summary values; nested on '/' (``summary["val"]["acc"]``), where W&B's flat
         ``summary["val/acc"]`` finds it too."""
         metrics = _metrics.fold(self.events)
-        if self._record is None and _labels.is_shared(self.meta):
-            with _store.reading(self._rdir, **self._ctx):
-                last, _ = _labels.last_and_step(self._rdir, **self._ctx)
-                explicit = _store.read_json(self._rdir / _store.SUMMARY_JSON, "summary", **self._ctx)
-            return Summary(_store.summary_of(last, explicit, self._rdir, metrics, **self._ctx))
+        if _labels.is_shared(self.meta):  # the last values and aggregates are the labels'
+            rdir, ctx = self._rdir, self._ctx
+            with _store.reading(rdir, **ctx):
+                if self._record is not None:
+                    last, explicit = self._record["last"], self._record["summary"]
+                else:
+                    last = _labels.last_and_step(rdir, **ctx)[0]
+                    explicit = _store.read_json(rdir / _store.SUMMARY_JSON, "summary", **ctx)
+            return Summary(_store.summary_of(last, explicit, rdir, metrics,
+                                             lambda keys: _labels.columns(rdir, keys, ctx), **ctx))
         if self._record is not None:
             return Summary(_store.summary_of(self._record["last"], self._record["summary"],
                                              self._rdir, metrics, **self._ctx))

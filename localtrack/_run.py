@@ -408,8 +408,9 @@ class Run(RunInfo, History):
         return _metrics.summarize(self._definitions(), self._summary_raw(), self._columns)
 
     def _columns(self, keys: list[str]) -> dict[str, list[Any]]:
-        with self._mutex:
-            return _store.columns(self._rdir, keys, self._ctx)
+        with self._mutex:  # (a shared run's writer: its own label's, as its last values)
+            history = self._rdir if self._shared is None else self._shared.dir
+            return _store.columns(history, keys, self._ctx)
 
     def _definitions(self) -> dict[str, dict[str, Any]]:
         """define_metric's definitions, this run's earlier processes' included."""

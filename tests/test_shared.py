@@ -346,3 +346,25 @@ def test_a_dead_start_of_a_label_is_swept_by_its_next_start(store):
                         settings={"x_label": "rank3"}).finish()
         assert sorted(p.name for p in labels.iterdir()) == [".tmp-rank3-x-deadbeef", "rank0",
                                                             "rank3"]
+
+
+def test_define_metric_summaries_cover_every_writer(store):
+    """The primary's define_metric() summaries are computed over every label's rows; the last
+    value of a key is the one logged at the latest step."""
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared",
+                              settings={"x_label": "rank0", "x_primary": True})
+    other = localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                            settings={"x_label": "rank1"})
+    primary.define_metric("loss", summary="min")
+    for v in (5.0, 4.0, 3.0):
+        primary.log({"loss": v, "acc": v})
+    for v in (9.0, 1.0, 8.0, 7.0):
+        other.log({"loss": v, "acc": v})
+    assert primary.summary["loss"] == {"min": 3.0}  # a writer sees its own label
+    other.finish()
+    primary.finish()
+    summary = localtrack.Api(store).run("p/job").summary
+    assert summary["loss"] == {"min": 1.0}
+    assert summary["acc"] == 7.0  # rank1's step 3 is the latest
+    listed = localtrack.Api(store).runs("p")[0].summary
+    assert listed["loss"] == {"min": 1.0} and listed["acc"] == 7.0
