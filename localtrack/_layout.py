@@ -8,6 +8,9 @@
                                wal/<seq>.jsonl     framed history records (append-only)
                                segments/<seq>.parquet   sealed, immutable history
                                seal.lock, seal.again, seal.log   the sealer's lock, request mark, log
+                               labels/<label>/     a shared run's history of one writer (format 6):
+                                                   manifest.json, wal/, segments/, events.jsonl, seal.*
+                               locks/<label>.lock  that writer's lock
     <root>/<project>/locks/<id>.lock               writer lock; holds the holder's pid/host
     <root>/<project>/auto/<key-hash>/<id>.json     auto-resume pointers: one per run started with
                                                    that (working directory, job identity)
@@ -27,7 +30,8 @@ from ._naming import ProjectName, RunId
 FORMAT_VERSION = 3  # what a run is written as, unless it uses a later feature:
 REWOUND_FORMAT = 4  # a run whose manifest holds rewinds (older readers would show their archive)
 MEDIA_FORMAT = 5  # a run with media checked by XXH3 (older readers would take them for damaged)
-KNOWN_FORMAT = 5  # the newest format this version reads
+SHARED_FORMAT = 6  # a run of several writers (init(mode="shared")): its history is per label
+KNOWN_FORMAT = 6  # the newest format this version reads
 DEFAULT_DIR = "localtrack-runs"
 REMOTE_ID = ".localtrack-remote.json"  # at the root of a store that `localtrack sync` wrote
 
@@ -55,6 +59,18 @@ def lock_path(root: Path, project: ProjectName, rid: RunId) -> Path:
 def lock_of_run_dir(rdir: Path) -> Path:
     """The writer lock of the run stored in ``rdir`` (a run directory made by run_dir)."""
     return rdir.parent.parent / "locks" / f"{rdir.name}.lock"
+
+
+def labels_dir(rdir: Path) -> Path:
+    """The folder of a shared run's writers (one history per label)."""
+    return rdir / "labels"
+
+
+def label_dir(rdir: Path, label: str) -> Path:
+    """One writer's history of a shared run: laid out as a run's history (manifest, wal/,
+    segments/), so the writer, the sealer and the readers use it as they use a run folder;
+    its lock is where lock_of_run_dir() looks: ``<rdir>/locks/<label>.lock``."""
+    return rdir / "labels" / label
 
 
 def _digest(data: bytes) -> str:

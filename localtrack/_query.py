@@ -28,6 +28,7 @@ from . import (
     _files,
     _filters,
     _fsutil,
+    _labels,
     _layout,
     _metrics,
     _naming,
@@ -249,9 +250,17 @@ class ApiRun:
             self.state: str = record["state"]
             return
         with _store.reading(self._rdir, **self._ctx):
-            live = _store.is_live(root, project, rid)  # first: see is_live
+            live = _labels.is_live(root, project, rid, meta)  # first: see _store.is_live
         self.events = _store.events(self._rdir, **self._ctx)
-        self.state = "running" if live else _store.end_state(self.events)
+        self.state = _labels.state(root, project, rid, meta, live, self.events)
+
+    @property
+    def labels(self) -> list[str]:
+        """The writers of a shared run (``init(mode="shared")``), by label; [] for others."""
+        if not _labels.is_shared(self.meta):
+            return []
+        with _store.reading(self._rdir, **self._ctx):
+            return _labels.labels(self._rdir)
 
     @functools.cached_property
     def _rdir(self) -> StorePath:
@@ -336,6 +345,16 @@ class ApiRun:
         run.summary values; nested on '/' (``summary["val"]["acc"]``), where W&B's flat
         ``summary["val/acc"]`` finds it too."""
         metrics = _metrics.fold(self.events)
+        if _labels.is_shared(self.meta):  # the last values and aggregates are the labels'
+            rdir, ctx = self._rdir, self._ctx
+            with _store.reading(rdir, **ctx):
+                if self._record is not None:
+                    last, explicit = self._record["last"], self._record["summary"]
+                else:
+                    last = _labels.last_and_step(rdir, **ctx)[0]
+                    explicit = _store.read_json(rdir / _store.SUMMARY_JSON, "summary", **ctx)
+            return Summary(_store.summary_of(last, explicit, rdir, metrics,
+                                             lambda keys: _labels.columns(rdir, keys, ctx), **ctx))
         if self._record is not None:
             return Summary(_store.summary_of(self._record["last"], self._record["summary"],
                                              self._rdir, metrics, **self._ctx))
@@ -353,6 +372,8 @@ class ApiRun:
         if self._record is not None:
             return int(self._record["last_step"])
         with _store.reading(self._rdir, **self._ctx):
+            if _labels.is_shared(self.meta):
+                return _labels.last_and_step(self._rdir, **self._ctx)[1]
             return self._last_step()
 
     def _last_step(self) -> int:
@@ -415,6 +436,8 @@ class ApiRun:
         columns = None if keys is None else list(dict.fromkeys(["_step", x_axis, *keys]))
         table = self.history_table(None if columns is None else
                                    [c for c in columns if c not in ("_step", "_timestamp")])
+        if columns is not None and _labels.LABEL in table.column_names:  # a shared run's
+            columns.append(_labels.LABEL)
         if columns is not None:
             table = _logged_all(table.select(columns), columns)
         if table.num_rows > samples:
@@ -448,8 +471,15 @@ class ApiRun:
         import pyarrow.compute as pc
 
         wanted = None if columns is None else ["_step", "_timestamp", *columns[1:]]
+        shared = _labels.is_shared(self.meta)
+        if shared and columns is not None:
+            columns = [*columns, _labels.LABEL]
         with _store.reading(self._rdir, **self._ctx):
-            for table in _segments.history_tables(self._rdir, wanted, steps=steps, **self._ctx):
+            # A shared run's labels are merged by step: read whole (not one segment at a time).
+            tables = ([_labels.read_history(self._rdir, wanted and wanted[2:], **self._ctx)]
+                      if shared else
+                      _segments.history_tables(self._rdir, wanted, steps=steps, **self._ctx))
+            for table in tables:
                 if steps != _segments.ALL_STEPS:
                     low, high = (max(steps[0], _INT64[0]), min(steps[1], _INT64[1]))
                     table = table.filter(pc.and_(pc.greater_equal(table["_step"], int(low)),
@@ -462,14 +492,32 @@ class ApiRun:
                     yield from map(_logged, table.slice(start, page_size).to_pylist())
 
     def history_table(self, keys: list[str] | None = None, *,
-                      include_rewound: bool = False) -> pa.Table:
+                      include_rewound: bool = False, label: str | None = None) -> pa.Table:
         """Every step as a pyarrow Table: ``_step``, ``_timestamp`` and one column per key (a
         key never logged: a column of nulls). The fast read: no sampling, no pandas.
 
         ``include_rewound``: also the rows rewinds archived, in the order they were written,
         with a ``_rewound`` column (which rewind archived the row, 1 for the first; null for
         the history).
+
+        A shared run (``init(mode="shared")``): every writer's rows, sorted by step then by
+        the writer's label, in a ``_label`` column (a step logged by several writers is a row
+        of each); ``label="rank3"``: that writer's rows only (see ``labels``).
         """
+        if _labels.is_shared(self.meta):
+            with _store.reading(self._rdir, **self._ctx):
+                if label is not None:
+                    _labels.check_label(self._rdir, label, **self._ctx)
+                table = _labels.read_history(self._rdir, keys, label, **self._ctx)
+            if include_rewound:  # (a shared run is never rewound)
+                import pyarrow as pa
+
+                table = table.append_column("_rewound", pa.nulls(len(table), pa.int64()))
+            return table
+        if label is not None:
+            raise UsageError(f"history_table(label={label!r}): {_naming.run_label(self._ctx)} "
+                             "has one writer (labels are a shared run's); drop label=.",
+                             **self._ctx)
         with _store.reading(self._rdir, **self._ctx):
             return _segments.read_history(self._rdir, keys, include_rewound=include_rewound,
                                           **self._ctx)
@@ -500,6 +548,10 @@ class ApiRun:
         """
         from ._mediaread import read_media
 
+        if _labels.is_shared(self.meta):
+            raise UsageError(f"media() of {_naming.run_label(self._ctx)}: reading the media of a "
+                             "shared run (several writers) is not supported yet; its scalars "
+                             "read with history_table().", **self._ctx)
         with _store.reading(self._rdir, **self._ctx):
             return read_media(self._rdir, key, steps, self._ctx, pandas=pandas)
 

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _alerts, _files, _fsutil, _metrics, _naming, _store, _wal, _watch
 from ._codec import dumps, encode_tree
@@ -36,12 +36,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("localtrack")
 
 
+class Shared(NamedTuple):
+    """This process's part of a shared run (``init(mode="shared")``, see _labels)."""
+
+    label: str
+    dir: Path  # labels/<label>: this writer's history, laid out as a run's
+    lock: RunLock  # its writer lock (<run>/locks/<label>.lock)
+    primary: bool  # owns run.json, config, summary and the run's events
+
+
 class Run(RunInfo, History):
     """A run being written by this process. Create it with ``localtrack.init()``."""
 
     def __init__(self, *, settings: Settings, rid: _naming.RunId, rdir: Path, meta: dict[str, Any],
                  lock: RunLock, pointer: Path, resumed: bool, rewind_to: int | None = None,
-                 on_close: Callable[[Run], None] = lambda run: None) -> None:
+                 on_close: Callable[[Run], None] = lambda run: None,
+                 shared: Shared | None = None) -> None:
         self.id: str = rid
         self._rid = rid
         self.project: str = settings.project
@@ -53,6 +63,12 @@ class Run(RunInfo, History):
         self._pointer = pointer
         ctx: Ctx = {"project": settings.project, "run_id": rid}
         where = f"run {rid!r} in project {settings.project!r}"
+        self._shared = shared
+        # A primary holds the run's lock and its label's; another writer its label's only.
+        self._label_lock = shared.lock if shared is not None and shared.lock is not lock else None
+        self._warned_owner = False
+        if shared is not None:
+            where += f" (writer {shared.label!r})"
         self._preempted_by: str | None = None
         self._metrics: dict[str, dict[str, Any]] | None = None  # definitions, read when needed
         self._step_sync: _metrics.StepSync | None = None
@@ -62,9 +78,10 @@ class Run(RunInfo, History):
         self._watches: list[_watch.Watch] = []
         self._signalled: str | None = None  # a signal came (perhaps still deferred): not finished
         Guarded.__init__(self)
-        History.__init__(self, LogStream(rdir, settings, self._mutex, where=where, ctx=ctx),
+        history = rdir if shared is None else shared.dir
+        History.__init__(self, LogStream(history, settings, self._mutex, where=where, ctx=ctx),
                          where=where, ctx=ctx, rewind_to=rewind_to)
-        events = rdir / _store.EVENTS
+        events = (shared.dir if shared is not None and not shared.primary else rdir) / _store.EVENTS
         _wal.refuse_link(events, **ctx)
         if events.exists():  # a writer killed mid-event leaves a torn tail: cut it before appending
             _wal.cut_torn_tail(events, _wal.last_record(events, **ctx).end, **ctx)
@@ -128,13 +145,17 @@ class Run(RunInfo, History):
                 self._preempted_by = self._signalled
                 self._event("preempted", sync=True, signal=self._signalled)
             elif self._preempted_by is None:
-                # The sealer fsyncs the event file after the logs, as it does the logs.
-                self._event("finished", sync=closed.synced, exit_code=int(exit_code))
+                # The sealer fsyncs the event file after the logs, as it does the logs (a
+                # shared run's primary: its sealer seals its label, so it fsyncs its own).
+                primary = self._shared is not None and self._shared.primary
+                self._event("finished", sync=closed.synced or primary, exit_code=int(exit_code))
                 if exit_code == 0:
                     _store.clear_pointer(self._pointer, self._rid)
         finally:
             self._events.close(sync=False)  # every event was synced, or the sealer will
             self._lock.release()
+            if self._label_lock is not None:
+                self._label_lock.release()
             self._on_close(self)
         if sealing:
             self._log.request_seal()  # after the release: the tail is closed now
@@ -145,6 +166,9 @@ class Run(RunInfo, History):
         the run continues at ``step + 1``. For a script that learns its checkpoint's step only
         after ``init(resume="auto")``."""
         self._require_running("rewind")
+        if self._shared is not None:
+            raise UsageError(f"rewind() of {self._where}: a shared run's writers cannot be "
+                             "rewound (each has its own history); start a new run.", **self._ctx)
         step = self._check_step(step)
         last = self.step if self._partial_step == self.step else self.step - 1
         self._log.rewind(last, step)
@@ -324,6 +348,8 @@ class Run(RunInfo, History):
         self._log.drop()
         self._events.abandon()
         self._lock.release()
+        if self._label_lock is not None:
+            self._label_lock.release()
         self._on_close(self)
 
     # -- internals -------------------------------------------------------------------------
@@ -338,9 +364,25 @@ class Run(RunInfo, History):
         except OSError as exc:
             raise self._storage_error(f"record the {name!r} event in", exc) from exc
 
+    def _not_owner(self, what: str) -> bool:
+        """Whether this process is a shared run's writer other than the primary, which owns
+        run.json, config and summary: its changes of ``what`` stay in this process (one
+        warning), so a script that sets them on every rank runs unchanged."""
+        if self._shared is None or self._shared.primary:
+            return False
+        if not self._warned_owner:
+            self._warned_owner = True
+            log.warning("%s is not the primary writer of this shared run: its changes of the "
+                        "%s are not stored, nor later ones of the config, summary and run "
+                        "attributes; the primary writer (x_primary=True, else rank 0) owns them.",
+                        self._where, what)
+        return True
+
     @critical
     def _write_config(self, data: dict[str, Any]) -> None:
         self._require_running("change the config of")
+        if self._not_owner("config"):
+            return
         with config_errors():
             payload = dumps(encode_tree(data, self._where))
         with _fsutil.storage_errors("write", self._rdir / _store.CONFIG_JSON, **self._ctx):
@@ -349,6 +391,8 @@ class Run(RunInfo, History):
     @critical
     def _write_summary(self, explicit: dict[str, Any]) -> None:
         self._require_running("change the summary of")
+        if self._not_owner("summary"):
+            return
         payload = dumps(encode_tree(explicit, self._where))
         with _fsutil.storage_errors("write", self._rdir / _store.SUMMARY_JSON, **self._ctx):
             _fsutil.atomic_write(self._rdir / _store.SUMMARY_JSON, payload)
@@ -364,8 +408,9 @@ class Run(RunInfo, History):
         return _metrics.summarize(self._definitions(), self._summary_raw(), self._columns)
 
     def _columns(self, keys: list[str]) -> dict[str, list[Any]]:
-        with self._mutex:
-            return _store.columns(self._rdir, keys, self._ctx)
+        with self._mutex:  # (a shared run's writer: its own label's, as its last values)
+            history = self._rdir if self._shared is None else self._shared.dir
+            return _store.columns(history, keys, self._ctx)
 
     def _definitions(self) -> dict[str, dict[str, Any]]:
         """define_metric's definitions, this run's earlier processes' included."""
@@ -378,6 +423,8 @@ class Run(RunInfo, History):
         """Write run.json, keeping the format the stream raised it to since init() read it (a
         rewind, the first media item): lowering it would let older readers misread the run."""
         self._require_running("change run.json of")
+        if self._not_owner("run attributes"):
+            return
         with _fsutil.storage_errors("write", self._rdir / _store.RUN_JSON, **self._ctx):
             on_disk = _store.read_meta(self._rdir, **self._ctx).get("format", 1)
             meta = {**meta, "format": max(meta.get("format", 1), on_disk)}

@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
-from . import _durable, _frames, _fsutil, _layout, _locks, _naming, _segments, _store, _wal
+from . import _durable, _frames, _fsutil, _labels, _layout, _locks, _naming, _segments, _store, _wal
 from ._codec import dumps, loads
 from ._naming import Ctx, ProjectName, RunId
 from ._remotes import _chunks
@@ -135,15 +135,16 @@ def read_record(root: _store.StorePath, project: ProjectName, rid: RunId) -> Rec
     ctx: Ctx = {"project": project, "run_id": rid}
     meta = _store.read_meta(rdir, **ctx)
     with _store.reading(rdir, **ctx):
-        live = _store.is_live(root, project, rid)  # before the events: see is_live
+        live = _labels.is_live(root, project, rid, meta)  # before the events: see _store.is_live
     events = _store.events(rdir, **ctx)
     record: Record = {"meta": meta, "events": events,
-                      "state": "running" if live else _store.end_state(events)}
+                      "state": _labels.state(root, project, rid, meta, live, events)}
     try:
         with _store.reading(rdir, **ctx):
             config = _store.read_json(rdir / _store.CONFIG_JSON, "config", **ctx)
             explicit = _store.read_json(rdir / _store.SUMMARY_JSON, "summary", **ctx)
-            last, last_step = _segments.last_and_step(rdir, **ctx)
+            last, last_step = (_labels.last_and_step if _labels.is_shared(meta)
+                               else _segments.last_and_step)(rdir, **ctx)
             when = updated(rdir, meta.get("created", 0.0), events)
     except (LocaltrackError, OSError):
         return record
@@ -223,8 +224,8 @@ def _read_local(rdir: str, lock: str, ctx: Ctx) -> tuple[Record, list[int]]:
         run = _read_at(dfd, _store.RUN_JSON)
         meta = loads(run[0]) if run else None
         if not isinstance(meta, dict) or _store.meta_problem(meta) \
-                or meta.get("format", 1) > _layout.KNOWN_FORMAT:
-            raise _Unusual(rdir)
+                or meta.get("format", 1) > _layout.KNOWN_FORMAT or _labels.is_shared(meta):
+            raise _Unusual(rdir)  # (a shared run's state and history are its writers')
         live, lock_stamp = _live(lock)  # before the events: see _store.is_live
         ev = _read_at(dfd, _store.EVENTS)
         events = [] if ev is None else _frames.records(_wal.check(ev[0], rdir, **ctx).bodies)
@@ -393,7 +394,9 @@ class ProjectIndex:
                     self._new[rid] = entry
                     return dict(entry)
             record, now = self._read(rid)
+        # (A shared run's writers write under labels/, which the stamp does not cover.)
         if (now is not None and complete(record) and record["state"] != "running"
+                and not _labels.is_shared(record["meta"])
                 and _newest(now) < self._now_ns - MARGIN_NS):
             self._new[rid] = {**record, "stamp": now}
             self._changed = True

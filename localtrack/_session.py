@@ -63,7 +63,8 @@ class Settings:
     Those that name an init() argument (``mode``, ``project``, ``entity``, ``run_id``,
     ``run_name``, ``run_notes``, ``run_tags``, ``run_group``, ``run_job_type``, ``resume``,
     ``reinit``, ``root_dir`` (= ``dir``), and localtrack's ``fsync``) apply when that argument
-    is not given; ``silent`` quiets init()'s warnings. Every other W&B setting
+    is not given; ``silent`` quiets init()'s warnings; with ``mode="shared"``, ``x_label`` and
+    ``x_primary`` name this writer of the run and say whether it owns it. Every other W&B setting
     (``_disable_stats``, ``start_method``, ``console``, ...) is accepted and ignored.
     """
 
@@ -245,7 +246,8 @@ def init(project: str | None = None, *, entity: str | None = None,
                         ", ".join(ignored))
         args.update(project=None, id=None, resume=None, dir=None)
     resolved = _settings.resolve(project=args["project"], run_id=args["id"], resume=args["resume"],
-                                 dir=args["dir"], mode=args["mode"], fsync=args["fsync"])
+                                 dir=args["dir"], mode=args["mode"], fsync=args["fsync"],
+                                 label=given.get("x_label"), primary=given.get("x_primary"))
     fields = _settings.run_fields(entity=args["entity"], name=args["name"], notes=args["notes"],
                                   tags=args["tags"], group=args["group"], job_type=args["job_type"])
     fields["sweep"] = sweep.sweep_id if sweep is not None else None
@@ -316,7 +318,8 @@ def _ignore(given: dict[str, Any], args: dict[str, Any]) -> None:
     """One debug log for what W&B takes and localtrack has no use for (see init()): those of
     ``args`` that are set, and the settings ``given`` that name no init() argument."""
     names = [k for k, v in args.items() if v is not None and v is not False]
-    names += [f"settings[{k!r}]" for k in given if k not in _SETTING_ARGS and k != "silent"]
+    names += [f"settings[{k!r}]" for k in given
+              if k not in _SETTING_ARGS and k not in ("silent", "x_label", "x_primary")]
     if names:
         log.debug("init() ignores %s: W&B features with no local counterpart yet",
                   ", ".join(names))

@@ -33,8 +33,8 @@ Reinit: TypeAlias = ReinitMode | bool | None
 RESUME_MODES: tuple[str, ...] = get_args(ResumeMode)
 MODES = ("offline", "disabled")
 # W&B's other modes: there is nothing online, so "online", its old name "run" and "shared"
-# (several writers of one run: here the writer lock refuses a second one) write the local
-# store; "dryrun" is W&B's old name of "offline".
+# write the local store ("shared": one of several writers of a run, see Settings.shared);
+# "dryrun" is W&B's old name of "offline".
 _MODE_ALIASES = {"online": "offline", "run": "offline", "shared": "offline", "dryrun": "offline"}
 REINIT_MODES: tuple[str, ...] = get_args(ReinitMode)
 FSYNC_POLICIES: tuple[str, ...] = get_args(FsyncPolicy)
@@ -61,6 +61,8 @@ class Settings:
     # Which job this process is (auto-resume key) and what its scheduler says (_cluster).
     resume_key: str | None = None
     cluster: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
+    # mode="shared": (this writer's label, whether it is the primary); None: the run's only writer
+    shared: tuple[_naming.RunId, bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,20 @@ def artifact_remote() -> str | None:
     return os.environ.get("LOCALTRACK_ARTIFACT_REMOTE") or None
 
 
+def shared_wait() -> float:
+    """LOCALTRACK_SHARED_WAIT: how long a writer of a shared run that is not the primary waits
+    for the primary to create the run (seconds, default 120)."""
+    text = os.environ.get("LOCALTRACK_SHARED_WAIT", "").strip() or "120"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e9:
+        raise UsageError(f"Invalid LOCALTRACK_SHARED_WAIT={text!r}: give seconds, a number >= 0 "
+                         "(default 120).")
+    return value
+
+
 def upload_chunk_bytes() -> int:
     """LOCALTRACK_UPLOAD_CHUNK_BYTES: how much of a file sync holds at a time while streaming
     it to a remote (an artifact's blob)."""
@@ -144,10 +160,11 @@ def default_project(project: str | None = None) -> str | None:
 
 
 def resolve(*, project: str | None, run_id: str | None, resume: object,
-            dir: str | os.PathLike[str] | None, mode: str | None, fsync: str | None) -> Settings:
+            dir: str | os.PathLike[str] | None, mode: str | None, fsync: str | None,
+            label: object = None, primary: object = None) -> Settings:
     env = os.environ
-    mode = (mode if mode is not None else _env("MODE") or "offline").lower()
-    mode = _MODE_ALIASES.get(mode, mode)
+    asked = (mode if mode is not None else _env("MODE") or "offline").lower()
+    mode = _MODE_ALIASES.get(asked, asked)
     if mode not in MODES:
         raise UsageError(f"Invalid mode={mode!r}: use 'offline' (the default) or 'disabled' "
                          "(W&B's 'online', 'shared' and 'dryrun' also write the local store).")
@@ -181,7 +198,35 @@ def resolve(*, project: str | None, run_id: str | None, resume: object,
         seal_min_bytes=seal_min_bytes,
         resume_key=_cluster.identity(env) if mode != "disabled" else None,
         cluster=_cluster.facts(env) if mode != "disabled" else {},
+        shared=shared_writer(label, primary, env) if asked == "shared" else None,
     )
+
+
+def shared_writer(label: object, primary: object,
+                  env: Mapping[str, str]) -> tuple[_naming.RunId, bool]:
+    """mode="shared": this writer's label and whether it is the primary. The label is W&B's
+    ``x_label``, else ``rank<N>`` from RANK (torchrun) or SLURM_PROCID, else ``<host>-<pid>``;
+    the primary is W&B's ``x_primary``, else the writer of rank 0 (label ``rank0`` without a
+    rank variable)."""
+    rank = next((env[n].strip() for n in ("RANK", "SLURM_PROCID") if env.get(n, "").strip()), None)
+    if rank is not None and not rank.isdigit():
+        rank = None
+    if label is None:
+        label = f"rank{rank}" if rank is not None else f"{os.uname().nodename}-{os.getpid()}"
+    if not isinstance(label, str):
+        raise UsageError(f"Invalid x_label={label!r}: give a string such as 'rank3'.")
+    try:
+        checked = _naming.run_id(label)
+    except UsageError:
+        raise UsageError(f"Invalid x_label={label!r}: a label names the writer's folder, so it "
+                         "takes letters, digits, '-', '_' and '.' (at most 128, starting with a "
+                         "letter or digit), e.g. 'rank3'.") from None
+    if primary is None:
+        primary = rank == "0" if rank is not None else checked == "rank0"
+    if not isinstance(primary, bool):
+        raise UsageError(f"Invalid x_primary={primary!r}: give True (this writer owns the run's "
+                         "config, summary and finish), False, or leave it out (rank 0 is).")
+    return checked, primary
 
 
 def _size(name: str, default: int, least: int) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _naming, _segments, _store
+from . import _labels, _naming, _segments, _store
 from ._codec import dumps, encode_tree
 from ._media import Histogram
 from ._naming import Ctx, ProjectName, RunId
@@ -200,9 +200,10 @@ def history_sources(root: StorePath, project: str | None) -> tuple[Any, pa.Table
         ctx: Ctx = {"project": proj, "run_id": rid}
         try:
             with _store.reading(rdir, **ctx):
-                direct = None if fs is None else _plain_segments(rdir, ctx, fs)
+                direct = None if fs is None or _labels.labels(rdir) else \
+                    _plain_segments(rdir, ctx, fs)
                 if direct is None:
-                    tables.append((_segments.read_history(rdir, **ctx), proj, rid))
+                    tables.append((_history(rdir, ctx), proj, rid))
                     continue
                 found, rest = direct
                 files += [(path, proj, rid) for path, _ in found]
@@ -228,10 +229,17 @@ def _in_memory(root: StorePath, project: str | None) -> pa.Table:
         ctx: Ctx = {"project": proj, "run_id": rid}
         try:
             with _store.reading(rdir, **ctx):
-                tables.append((_segments.read_history(rdir, **ctx), proj, rid))
+                tables.append((_history(rdir, ctx), proj, rid))
         except (CorruptRunError, StorageError) as exc:
             log.warning("skipped %s/%s: %s", proj, rid, exc)
     return _concat(tables)
+
+
+def _history(rdir: StorePath, ctx: Ctx) -> pa.Table:
+    """A run's history; a shared run's (it has labels) merged, with a ``_label`` column."""
+    if _labels.labels(rdir):
+        return _labels.read_history(rdir, **ctx)
+    return _segments.read_history(rdir, **ctx)
 
 
 def _run_dirs(root: StorePath, project: str | None) -> list[tuple[ProjectName, RunId, StorePath]]:

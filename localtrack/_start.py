@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _fsutil, _layout, _locks, _naming, _resume, _segments, _store
+from . import _fsutil, _labels, _layout, _locks, _naming, _resume, _segments, _settings, _store
 from ._codec import dumps, encode_tree
 from ._locks import RunLock
-from ._run import Run
+from ._run import Run, Shared
 from ._settings import Settings
 from .errors import RunLockedError, RunNotFoundError, UsageError
 
@@ -37,6 +41,8 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
     called when finish() has released it. ``resume_from="RUN_ID?_step=N"``: resume that run
     rewound to step N (the rows after it archived, see LogStream._rewind);
     ``fork_from="RUN_ID?_step=N"``: a new run whose history starts with that run's through N."""
+    if settings.shared is not None:
+        return _start_shared(settings, fields, config, on_close, resume_from, fork_from)
     root, project = settings.root, settings.project
     mode, rid = settings.resume, settings.run_id
     rewind_to: int | None = None
@@ -56,11 +62,7 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
             raise RunNotFoundError(f"Cannot fork run {fork[0]!r} in project {project!r}: it does "
                                    "not exist; check the id and dir=.", project=project,
                                    run_id=fork[0])
-    # Refused before any lock file is created there (a root that cannot be looked at raises).
-    if _store.is_store(root) and (root / _layout.REMOTE_ID).exists():
-        raise UsageError(f"{root} is a store written by `localtrack sync`; synced stores are "
-                         "read-only. Resume the original run, or read this one with "
-                         "localtrack.Api.", project=project, run_id=rid)
+    _refuse_synced(root, project, rid)
     adir = _layout.auto_dir(root, project, os.getcwd(), settings.resume_key)
     claimed: _store.Pointer | None = None
     lock: RunLock | None = None
@@ -91,6 +93,121 @@ def start(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | N
     return run
 
 
+def _refuse_synced(root: Path, project: _naming.ProjectName, rid: _naming.RunId | None) -> None:
+    """Refused before any lock file is created there (a root that cannot be looked at raises)."""
+    if _store.is_store(root) and (root / _layout.REMOTE_ID).exists():
+        raise UsageError(f"{root} is a store written by `localtrack sync`; synced stores are "
+                         "read-only. Resume the original run, or read this one with "
+                         "localtrack.Api.", project=project, run_id=rid)
+
+
+def _start_shared(settings: Settings, fields: dict[str, Any], config: dict[str, Any] | None,
+                  on_close: Callable[[Run], None], resume_from: str | None,
+                  fork_from: str | None) -> Run:
+    """init(mode="shared"): open this writer's part of a run several processes write (see
+    _labels). The primary creates or resumes the run as start() does, holding the run's lock;
+    every writer, the primary too, holds its label's lock and appends to its label's history.
+    Another writer waits (LOCALTRACK_SHARED_WAIT) for the primary to have created the run."""
+    assert settings.shared is not None
+    label, primary = settings.shared
+    root, project, rid = settings.root, settings.project, settings.run_id
+    if rid is None:
+        raise UsageError('mode="shared" needs an id: every writer (each rank of the job) opens '
+                         "the same run, so they must agree on its id. Pass the same id= to each "
+                         "(or set LOCALTRACK_RUN_ID / WANDB_RUN_ID), e.g. from the job's id.",
+                         project=project)
+    ctx: _naming.Ctx = {"project": project, "run_id": rid}
+    if resume_from is not None or fork_from is not None:
+        raise UsageError('mode="shared" cannot rewind or fork a run (each writer has its own '
+                         "history): drop resume_from=/fork_from=.", **ctx)
+    _refuse_synced(root, project, rid)
+    pointer = _layout.auto_pointer_path(  # never written: the writers' shared id is the resume key
+        _layout.auto_dir(root, project, os.getcwd(), settings.resume_key), rid)
+    if primary:
+        lock = RunLock(_layout.lock_path(root, project, rid), **ctx)
+        lock.acquire()
+        mode = settings.resume if settings.resume in ("must", "never") else "allow"
+        try:
+            if mode == "must":
+                _resume.decide(mode, _layout.run_dir(root, project, rid).exists(), **ctx)
+            fields = {**fields, "format": _layout.SHARED_FORMAT, "shared": {"primary": label}}
+            return _open(settings, rid, fields, config, lock, pointer, on_close, mode, None, None)
+        except BaseException:
+            lock.release()
+            raise
+    rdir = _layout.run_dir(root, project, rid)
+    meta = _wait_for_primary(rdir, _settings.shared_wait(), label, ctx)
+    shared, existed = _writer(rdir, label, primary, ctx)
+    try:
+        run = Run(settings=settings, rid=rid, rdir=rdir, meta=meta, lock=shared.lock,
+                  pointer=pointer, resumed=existed, on_close=on_close, shared=shared)
+        _record_start(run, settings)
+    except BaseException:
+        shared.lock.release()
+        raise
+    if config:
+        run.config.update(config)  # (not stored: the primary owns the config; one warning)
+    return run
+
+
+def _wait_for_primary(rdir: Path, seconds: float, label: str, ctx: _naming.Ctx) -> dict[str, Any]:
+    """The shared run's run.json, once its primary writer has created it (polled, bounded)."""
+    deadline = time.monotonic() + seconds
+    for _ in range(int(seconds / 0.05) + 2):
+        if (rdir / _store.RUN_JSON).exists():
+            meta = _store.read_meta(rdir, project=ctx["project"], run_id=ctx["run_id"])
+            if not _labels.is_shared(meta):
+                raise UsageError(f"{_naming.run_label(ctx)} exists and was written by a single "
+                                 'writer; mode="shared" cannot add writers to it. Use a new id.',
+                                 **ctx)
+            return meta
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    raise RunNotFoundError(f"Writer {label!r} of the shared {_naming.run_label(ctx)} waited "
+                           f"{seconds:g} s for its primary writer to create the run, in vain. "
+                           "Start one writer with x_primary=True (by default the one of rank 0: "
+                           "RANK or SLURM_PROCID 0), with the same id and dir; or raise "
+                           "LOCALTRACK_SHARED_WAIT.", **ctx)
+
+
+def _writer(rdir: Path, label: str, primary: bool, ctx: _naming.Ctx) -> tuple[Shared, bool]:
+    """This writer's label of a shared run: its lock held, its folder made if new (built under
+    a temporary name and renamed into place, as a run's); and whether the folder existed."""
+    lock = RunLock(rdir / "locks" / f"{label}.lock", **ctx)
+    lock.acquire()  # RunLockedError: another live process writes under this label
+    ldir = _layout.label_dir(rdir, label)
+    try:
+        existed = ldir.is_dir()
+        if not existed:
+            with _fsutil.storage_errors("create the writer's folder", ldir, **ctx):
+                _fsutil.ensure_dir(ldir.parent)
+                mine = re.compile(re.escape(f"{_fsutil.TMP_PREFIX}{label}-") + "[0-9a-f]{8}")
+                for dead in ldir.parent.iterdir():  # a dead start's (ours: we hold the lock)
+                    if mine.fullmatch(dead.name):
+                        shutil.rmtree(dead, ignore_errors=True)
+                tmp = ldir.parent / f"{_fsutil.TMP_PREFIX}{label}-{secrets.token_hex(4)}"
+                (tmp / "wal").mkdir(parents=True)
+                (tmp / "wal" / "durable").touch()  # nothing is durable yet (see _durable)
+                _fsutil.fsync_dir(tmp / "wal")
+                _fsutil.fsync_dir(tmp)
+                _fsutil.rename_durable(tmp, ldir)
+    except BaseException:
+        lock.release()
+        raise
+    return Shared(label, ldir, lock, primary), existed
+
+
+def _record_start(run: Run, settings: Settings) -> None:
+    """The ``started``/``resumed`` event, with the host and the job's facts."""
+    cluster = {k: dict(v) for k, v in settings.cluster.items()}
+    event = "resumed" if run.resumed else "started"
+    extra: dict[str, Any] = {"cluster": cluster} if cluster else {}
+    if settings.shared is not None:
+        extra["label"] = settings.shared[0]
+    run._event(event, host=_locks.hostname(), **extra)
+
+
 def _rewind_target(resume_from: str, mode: str | None,
                    rid: _naming.RunId | None) -> tuple[_naming.RunId, int]:
     """The run and step ``resume_from`` names, checked against the other arguments."""
@@ -111,7 +228,7 @@ def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
           fork: tuple[_naming.RunId, int] | None) -> Run:
     """Create or reopen the run (its lock is held) and record the start with the job's facts."""
     root, project = settings.root, settings.project
-    ctx = {"project": project, "run_id": rid}
+    ctx: _naming.Ctx = {"project": project, "run_id": rid}
     rdir = _layout.run_dir(root, project, rid)
     outcome = _resume.decide(mode, rdir.exists(), **ctx)
     cluster = {k: dict(v) for k, v in settings.cluster.items()}
@@ -136,21 +253,32 @@ def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
         rdir = _store.create_run_dir(root, project, rid, meta, config or {}, manifest)
     else:
         meta = _store.read_meta(rdir, **ctx)
+        if _labels.is_shared(meta) != (settings.shared is not None):
+            raise UsageError(f"{_naming.run_label(ctx)} was written by "
+                             + ("several writers: resume it with mode='shared'." if
+                                _labels.is_shared(meta) else
+                                "a single writer; mode='shared' cannot add writers to it. Use a "
+                                "new id."), **ctx)
         changed = {k: v for k, v in fields.items() if v is not None and meta.get(k) != v}
         if meta.get("format", 1) < _layout.FORMAT_VERSION:  # this writer's lines are newer
             changed["format"] = _layout.FORMAT_VERSION
         if changed or (not cluster and "cluster" in meta):
             meta = {k: v for k, v in {**meta, **changed}.items() if k != "cluster" or cluster}
             _fsutil.atomic_write(rdir / _store.RUN_JSON, dumps(meta))
-    run = Run(settings=settings, rid=rid, rdir=rdir, meta=meta, lock=lock, pointer=pointer,
-              resumed=outcome is _resume.Outcome.RESUME, rewind_to=rewind_to, on_close=on_close)
+    shared = None
+    if settings.shared is not None:  # the primary writer of a shared run: its label too
+        shared, _ = _writer(rdir, settings.shared[0], True, ctx)
+    try:
+        run = Run(settings=settings, rid=rid, rdir=rdir, meta=meta, lock=lock, pointer=pointer,
+                  resumed=outcome is _resume.Outcome.RESUME, rewind_to=rewind_to,
+                  on_close=on_close, shared=shared)
+    except BaseException:
+        if shared is not None:
+            shared.lock.release()
+        raise
     if config and run.resumed:
         run.config.update(config)
-    event = "resumed" if run.resumed else "started"
-    if cluster:
-        run._event(event, host=_locks.hostname(), cluster=cluster)
-    else:
-        run._event(event, host=_locks.hostname())
+    _record_start(run, settings)
     if rewind_to is not None:  # (the manifest, rewritten already, is what decides: see _stream)
         run._event("rewound", from_step=run._log.rewound_from, to=rewind_to)
     if fork is not None:

@@ -246,13 +246,17 @@ def summary(rdir: StorePath, metrics: dict[str, dict[str, Any]] | None = None,
 
 
 def summary_of(last: dict[str, Any], explicit: Any, rdir: StorePath,
-               metrics: dict[str, dict[str, Any]] | None = None, **ctx: Unpack[Ctx]) -> dict[str, Any]:
+               metrics: dict[str, dict[str, Any]] | None = None,
+               history: Callable[[list[str]], dict[str, list[Any]]] | None = None,
+               **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """summary() from what a listing read: the stored last values (flat, as in the manifest)
-    and the parsed summary.json (None: no file)."""
+    and the parsed summary.json (None: no file). ``history``: the columns define_metric's
+    aggregates are computed over (default: the run's history; a shared run's are its labels')."""
     decoded = _segments.decoded(last, rdir, ctx)
     if metrics:
         with reading(rdir, **ctx):
-            decoded = _metrics.summarize(metrics, decoded, lambda keys: columns(rdir, keys, ctx))
+            decoded = _metrics.summarize(metrics, decoded,
+                                         history or (lambda keys: columns(rdir, keys, ctx)))
     return unflatten({**decoded, **tree_of(explicit, f"{rdir}/{SUMMARY_JSON}", "summary", **ctx)})
 
 

@@ -164,7 +164,7 @@ def test_a_disabled_run_redefines_every_public_member_of_run():
     assert public <= set(vars(_session.DisabledRun)), public - set(vars(_session.DisabledRun))
 
 
-@pytest.mark.parametrize("mode", ["online", "offline", "shared", "dryrun", "run"])
+@pytest.mark.parametrize("mode", ["online", "offline", "dryrun", "run"])  # "shared": test_shared.py
 def test_wandb_modes_that_log_write_the_local_store(store, mode):
     run = localtrack.init(project="p", dir=store, mode=mode)  # type: ignore[arg-type]
     run.log({"a": 1})

@@ -449,8 +449,8 @@ API: dict[str, Call] = {
     "sweep": lambda api: api.sweep(f"{PROJECT}/{_sweep_id(api.root)}"),
 }
 APIRUN: dict[str, Call] = {
-    **{n: _get(n) for n in ("config", "created_at", "dir", "lastHistoryStep", "last_step", "metrics",
-                            "path", "rewinds", "summary", "updated", "url")},
+    **{n: _get(n) for n in ("config", "created_at", "dir", "labels", "lastHistoryStep", "last_step",
+                            "metrics", "path", "rewinds", "summary", "updated", "url")},
     "files": lambda r: r.files(),
     "file": lambda r: r.file("a.txt"),
     "history": lambda r: r.history(samples=3, keys=["x"], pandas=False),

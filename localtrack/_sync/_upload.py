@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from .. import _blobs, _frames, _fsutil, _layout, _locks, _naming, _segments, _store, _wal
+from .. import _blobs, _frames, _fsutil, _labels, _layout, _locks, _naming, _segments, _store, _wal
 from .._codec import dumps, loads
 from .._naming import Ctx, ProjectName, RunId
 from .._remotes import Remote
@@ -262,11 +262,16 @@ class RunUpload:
         self.rdir = _layout.run_dir(s.root, project, rid)
         self.lock_path = _layout.lock_path(s.root, project, rid)
         self.prefix = f"{project}/runs/{rid}"
-        self.state_path = self.rdir / STATE_DIR / f"{s.key}.json"
+        self.lock_key = f"{project}/locks/{rid}.lock"  # where the remote keeps the owner record
+        self._place()
+
+    def _place(self) -> None:
+        """Load the state of the folder set up (a run's, or a shared run's label's)."""
+        self.state_path = self.rdir / STATE_DIR / f"{self.s.key}.json"
         self.state = self._load_state()
         # No state: what the remote holds of the run is unknown, so the first pass lists it
         # (segments already there, log folders to drop), unless the remote was just created.
-        self.fresh = not self.state.sig and not s.new_remote
+        self.fresh = not self.state.sig and not self.s.new_remote
         self._claiming = False
         self.uploaded_files = 0
         self.uploaded_bytes = 0
@@ -303,9 +308,14 @@ class RunUpload:
         except FileNotFoundError:
             wal = []
         sig.append(wal)
+        sig.append([label.signature() for label in self.labels()])  # a shared run's writers
         sig.append(_files_upload.stamps(self.rdir))  # sig[-2]: the saved files
         sig.append(_stat_sig(str(self.lock_path), "lock"))  # sig[-1]: see live_holder
         return sig
+
+    def labels(self) -> list[LabelUpload]:
+        """A shared run's writers' histories (labels/<label>/), each uploaded as a run's."""
+        return [LabelUpload(self, label) for label in _labels.labels(self.rdir)]
 
     def live_holder(self, sig: list[Any] | None = None) -> dict[str, Any] | None:
         """The writer's owner record while it is alive (a synced copy's record is passed on).
@@ -338,6 +348,8 @@ class RunUpload:
     def up_to_date(self, sig: list[Any], holder: dict[str, Any] | None) -> bool:
         if holder is not None and not holder.get("synced_at"):
             return False  # a live writer appends through a memory map: sizes and times lag
+        if any(label.live_holder() is not None for label in self.labels()):
+            return False  # (as above, for a shared run's writers)
         return bool(sig == self.state.sig and self._lock_id(holder) == self.state.lock)
 
     # -- uploads -----------------------------------------------------------------------------
@@ -362,6 +374,11 @@ class RunUpload:
 
     def sync(self) -> None:
         """Upload what is new; raise Pending (or RemoteError) when something is left."""
+        for label in self.labels():  # a shared run's writers first: run.json comes after them
+            label.sync()
+            self.uploaded_files += label.uploaded_files
+            self.uploaded_bytes += label.uploaded_bytes
+            self.deleted += label.deleted
         for _ in range(_MAX_REREADS):
             sig = self.signature()
             holder = self.live_holder(sig)
@@ -431,7 +448,7 @@ class RunUpload:
         #    then metadata; run.json last, so a new run shows up once its data is there
         lock_id = self._lock_id(holder)
         if lock_id != st.lock:
-            key = f"{self.project}/locks/{self.rid}.lock"
+            key = self.lock_key
             self._stopping()
             self._claimed()
             if holder is None:
@@ -660,6 +677,9 @@ class RunUpload:
                 files, nbytes = files + 1, nbytes + len(data)
         saved = _files_upload.pending(sig[-2], self.state.files)
         files, nbytes = files + saved[0], nbytes + saved[1]
+        for label in self.labels():
+            more = label.pending()
+            files, nbytes = files + more[0], nbytes + more[1]
         if self._lock_id(holder) != self.state.lock:
             files += 1
         if OWNER not in self.state.files:
@@ -668,6 +688,8 @@ class RunUpload:
 
     def verify_remote(self) -> str | None:
         """Why the remote copy is not complete (sizes compared), or None when it is."""
+        if self.labels():  # its writers' labels are not compared: --clean keeps the run
+            return "it is a shared run, which sync --clean keeps"
         manifest = _segments.load_manifest(self.rdir, **self.ctx)
         top = self.s.call(self.remote.list, self.prefix)
         for name in (*METADATA, _segments.MANIFEST):
@@ -700,6 +722,42 @@ class RunUpload:
                 return f"{blob} is not complete"
         return _files_upload.verify(_files_upload.stamps(self.rdir), lambda folder: self.s.call(
             self.remote.list, f"{self.prefix}/{folder}"))
+
+
+class LabelUpload(RunUpload):
+    """One writer's history of a shared run (``labels/<label>/``, laid out as a run's), uploaded
+    by a run's rules to the same place on the remote, with its lock record at
+    ``runs/<id>/locks/<label>.lock``; the run's claim is the run's (see docs/format.md,
+    "Shared runs"). Its state file is in its own folder."""
+
+    def __init__(self, run: RunUpload, label: str) -> None:
+        self.s = run.s
+        self.remote = run.remote
+        self.project = run.project
+        self.rid = run.rid
+        self.path = f"{run.path} (writer {label!r})"
+        self.ctx = run.ctx
+        self.rdir = _layout.label_dir(run.rdir, label)
+        self.lock_path = run.rdir / "locks" / f"{label}.lock"
+        self.prefix = f"{run.prefix}/labels/{label}"
+        self.lock_key = f"{run.prefix}/locks/{label}.lock"
+        self._run = run
+        self._place()
+
+    def labels(self) -> list[LabelUpload]:
+        return []
+
+    def _claimed(self) -> None:
+        self._run._claimed()
+
+    def _claim_object(self) -> tuple[str, bytes]:
+        return self._run._claim_object()
+
+    def pending(self) -> tuple[int, int]:
+        files, nbytes = super().pending()
+        if OWNER not in self.state.files:  # (the run's claim, counted by the run)
+            files, nbytes = files - 1, nbytes - len(self._claim_object()[1])
+        return files, nbytes
 
 
 def _size(path: Path) -> int:

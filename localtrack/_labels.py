@@ -1,0 +1,171 @@
+"""A shared run's writers (``init(mode="shared")``, format 6), read side: their labels, the
+run's state from all of them, and their histories merged by step with a ``_label`` column.
+
+Each writer (label) keeps its history in ``labels/<label>/``, laid out as a run's history
+(manifest, wal/, segments/), and its lifecycle events there (the primary's are the run's own
+``events.jsonl``); so one label reads with the single-writer code (``_segments``) and the run
+is the labels side by side. See docs/format.md, "Shared runs".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _layout, _locks, _naming, _segments, _store
+from ._codec import loads
+from ._naming import Ctx, ProjectName, RunId, run_label
+from .errors import InvalidNameError, UsageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from typing_extensions import Unpack
+
+LABEL = "_label"
+# How the labels' end states make the run's (the first that any label has wins): a failed
+# writer fails the job; a preempted one means the job was preempted (ranks SIGKILLed after
+# the grace time are part of that); a writer killed without a word is a crash; only when
+# every writer finished cleanly is the run finished.
+_PRECEDENCE = ("failed", "preempted", "crashed", "finished")
+
+
+def is_shared(meta: dict[str, Any]) -> bool:
+    """Whether run.json says the run has several writers (its history is per label)."""
+    return isinstance(meta.get("shared"), dict)
+
+
+def primary(meta: dict[str, Any]) -> str | None:
+    shared = meta.get("shared")
+    value = shared.get("primary") if isinstance(shared, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def labels(rdir: _store.StorePath) -> list[str]:
+    """The labels of a shared run, sorted (a name that is not a label is not one: a .tmp- folder)."""
+    folder = rdir / "labels"
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if _is_label(n))
+
+
+def _is_label(name: str) -> bool:
+    try:
+        _naming.run_id(name)
+    except InvalidNameError:
+        return False
+    return True
+
+
+def label_rdir(rdir: _store.StorePath, label: str) -> _store.StorePath:
+    return rdir / "labels" / label
+
+
+def check_label(rdir: _store.StorePath, label: str, **ctx: Unpack[Ctx]) -> str:
+    """``label`` if the shared run has it, else a UsageError naming those it has."""
+    known = labels(rdir)
+    if label not in known:
+        raise UsageError(f"{run_label(ctx)} has no writer labelled {label!r}; its labels are "
+                         f"{', '.join(known) or 'none yet'}.", **ctx)
+    return label
+
+
+def is_live(root: _store.StorePath, project: ProjectName, rid: RunId, meta: dict[str, Any]) -> bool:
+    """Whether any writer of the run lives: its run lock or, for a shared run, a label's."""
+    if _store.is_live(root, project, rid):
+        return True
+    if not is_shared(meta):
+        return False
+    if not isinstance(root, Path):  # a synced copy: sync copies each live writer's owner record
+        rdir = _store.run_dir(root, project, rid)
+        return any(_copied_holder(rdir / "locks" / f"{label}.lock") for label in labels(rdir))
+    locks = _layout.run_dir(root, project, rid) / "locks"  # a writer locks before its folder exists
+    try:
+        names = [n for n in os.listdir(locks) if n.endswith(".lock")]
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return any(_locks.is_held(locks / name) for name in names)
+
+
+def _copied_holder(path: _store.StorePath) -> bool:
+    try:
+        holder = loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return False
+    return isinstance(holder, dict) and bool(holder.get("pid"))
+
+
+def label_states(rdir: _store.StorePath, meta: dict[str, Any], run_events: list[dict[str, Any]],
+                 **ctx: Unpack[Ctx]) -> dict[str, str]:
+    """Each label's end state (read once no writer lives): from its events; the primary's from
+    the run's events."""
+    first = primary(meta)
+    out = {}
+    for label in labels(rdir):
+        evs = run_events if label == first else _store.events(label_rdir(rdir, label), **ctx)
+        out[label] = _store.end_state(evs)
+    return out
+
+
+def state(root: _store.StorePath, project: ProjectName, rid: RunId, meta: dict[str, Any],
+          live: bool, run_events: list[dict[str, Any]]) -> str:
+    """The run's state: ``running`` while any writer lives (``live``, from is_live asked before
+    the events were read), else the first of failed, preempted, crashed, finished that a label
+    has (a run without labels: from its events, as a single writer's)."""
+    if live:
+        return "running"
+    if not is_shared(meta):
+        return _store.end_state(run_events)
+    ctx: Ctx = {"project": project, "run_id": rid}
+    ends = set(label_states(_store.run_dir(root, project, rid), meta, run_events, **ctx).values())
+    ends.add(_store.end_state(run_events))
+    return next(s for s in _PRECEDENCE if s in ends)
+
+
+def history_tables(rdir: _store.StorePath, wanted: list[str] | None, label: str | None = None,
+                   *, steps: _segments.Steps = _segments.ALL_STEPS,
+                   **ctx: Unpack[Ctx]) -> Iterator[pa.Table]:
+    """Each label's history tables (see _segments.history_tables) with a ``_label`` column,
+    label after label (the caller merges by step)."""
+    import pyarrow as pa
+
+    for name in [label] if label is not None else labels(rdir):
+        for table in _segments.history_tables(label_rdir(rdir, name), wanted, steps=steps, **ctx):
+            yield table.append_column(LABEL, pa.array([name] * table.num_rows, pa.string()))
+
+
+def read_history(rdir: _store.StorePath, keys: list[str] | None = None, label: str | None = None,
+                 **ctx: Unpack[Ctx]) -> pa.Table:
+    """Every label's history (or one label's) as one table, sorted by step then label."""
+    wanted = None if keys is None else ["_step", "_timestamp", *keys]
+    tables = list(history_tables(rdir, wanted, label, **ctx))
+    table = _segments._concat(tables, None if wanted is None else [*wanted, LABEL])
+    if LABEL not in table.column_names:  # (no rows at all)
+        import pyarrow as pa
+
+        table = table.append_column(LABEL, pa.nulls(0, pa.string()))
+    return table.sort_by([("_step", "ascending"), (LABEL, "ascending")])
+
+
+def columns(rdir: _store.StorePath, keys: list[str], ctx: Ctx) -> dict[str, list[Any]]:
+    """Every label's values of ``keys`` (those the history has), as lists (step order)."""
+    table = read_history(rdir, keys, **ctx)
+    return {k: table.column(k).to_pylist() for k in keys if k in table.column_names}
+
+
+def last_and_step(rdir: _store.StorePath, **ctx: Unpack[Ctx]) -> tuple[dict[str, Any], int]:
+    """The last logged value of each key over the labels (the label whose step is latest wins;
+    a tie goes to the later label) and the run's last step: the greatest of the labels'."""
+    last: dict[str, Any] = {}
+    step = -1
+    ranked = []
+    for label in labels(rdir):
+        values, at = _segments.last_and_step(label_rdir(rdir, label), **ctx)
+        ranked.append((at, label, values))
+    for at, _, values in sorted(ranked, key=lambda r: (r[0], r[1])):
+        last.update(values)
+        step = max(step, at)
+    return last, step

@@ -1,0 +1,370 @@
+"""Shared runs (init(mode="shared")): several real writer processes on one run id, each with
+its own label's log; SIGKILL some, resume all, read the merged history; the run's state from
+every writer; what a writer that is not the primary may change; older readers refuse it."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import localtrack
+from localtrack import _layout
+from localtrack.errors import RunLockedError, UsageError
+
+from .helpers import run_script, script, settle, wait_for
+
+WRITER = """
+import sys, localtrack
+store, label, primary, n = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
+run = localtrack.init(project="p", id="job", dir=store, config={"lr": 0.1},
+                      settings=localtrack.Settings(mode="shared", x_label=label,
+                                                   x_primary=primary))
+print("start", run.step, flush=True)
+for i in range(n):
+    s = run.step
+    run.log({"x": float(s), "rank": label, "pad": "z" * (i % 7 * 60)})
+    print(s, flush=True)  # step s is acknowledged: log() returned
+run.finish()
+print("finished", flush=True)
+"""
+
+LABELS = [f"rank{i}" for i in range(8)]
+ENV = {"LOCALTRACK_ROTATE_BYTES": "6000", "LOCALTRACK_SEAL_MIN_BYTES": "1000",
+       "LOCALTRACK_SHARED_WAIT": "120"}
+
+
+class Writer:
+    """A writer process and the steps it acknowledged (read from its stdout by a thread)."""
+
+    def __init__(self, store: Path, label: str, n: int, kill_after: int | None = None) -> None:
+        self.label = label
+        self.kill_after = kill_after
+        self.start: int | None = None
+        self.acked: list[int] = []
+        self.finished = False
+        self.proc = script(WRITER, str(store), label, "1" if label == "rank0" else "0", str(n),
+                           env=ENV)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            word = line.decode().split()
+            if word[0] == "start":
+                self.start = int(word[1])
+            elif word[0] == "finished":
+                self.finished = True
+            else:
+                self.acked.append(int(word[0]))
+                if self.kill_after is not None and len(self.acked) == self.kill_after:
+                    self.proc.send_signal(signal.SIGKILL)
+
+    def wait(self) -> int:
+        code = self.proc.wait(timeout=180)
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        assert self.proc.stderr is not None and self.proc.stdout is not None
+        self.err = self.proc.stderr.read().decode()
+        self.proc.stderr.close()
+        self.proc.stdout.close()
+        return code
+
+
+def _label_steps(run: localtrack.ApiRun, label: str) -> list[int]:
+    return run.history_table(["x"], label=label).column("_step").to_pylist()
+
+
+def test_eight_writers_killed_and_resumed(store):
+    """8 writers on one id, 3 SIGKILLed at random: every acknowledged step of every label is on
+    disk, contiguous; the run is crashed, not running; all 8 resume, each at its own last step
+    + 1; the merged history has every label's rows; each label's logs were sealed."""
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    victims = set(rng.sample(LABELS, 3))
+    writers = [Writer(store, label, 300, rng.randint(1, 280) if label in victims else None)
+               for label in LABELS]
+    codes = {w.label: w.wait() for w in writers}
+    for w in writers:
+        if w.label in victims:
+            assert codes[w.label] == -signal.SIGKILL, (seed, w.label, w.err)
+        else:
+            assert codes[w.label] == 0 and w.finished, (seed, w.label, w.err)
+    settle(store)
+    run = localtrack.Api(store).run("p/job")
+    assert run.labels == LABELS
+    assert run.state == "crashed", seed  # no writer lives; 3 died without a word
+    last = {}
+    for w in writers:
+        steps = _label_steps(run, w.label)
+        assert steps == list(range(len(steps))), (seed, w.label)  # contiguous from 0
+        assert set(w.acked) <= set(steps), (seed, w.label)  # every acknowledged step is there
+        assert w.start == 0
+        last[w.label] = steps[-1] if steps else -1
+    assert run.config == {"lr": 0.1}
+
+    resumed = [Writer(store, label, 40) for label in LABELS]
+    for w in resumed:
+        assert w.wait() == 0 and w.finished, (seed, w.label, w.err)
+        assert w.start == last[w.label] + 1, (seed, w.label)  # each at its own last step + 1
+        assert w.acked == list(range(last[w.label] + 1, last[w.label] + 41))
+    settle(store)
+    run = localtrack.Api(store).run("p/job")
+    assert run.state == "finished"
+    table = run.history_table(["x"])
+    assert set(table.column("_label").to_pylist()) == set(LABELS)
+    assert table.column("_step").to_pylist() == sorted(table.column("_step").to_pylist())
+    for label in LABELS:
+        steps = _label_steps(run, label)
+        assert steps == list(range(last[label] + 41)), (seed, label)
+        rows = [r for r in table.to_pylist() if r["_label"] == label]
+        assert [r["_step"] for r in rows] == steps
+        assert all(r["x"] == float(r["_step"]) for r in rows)
+        ldir = _layout.label_dir(store / "p" / "runs" / "job", label)
+        manifest = json.loads((ldir / "manifest.json").read_bytes())
+        assert manifest["segments"] and manifest["sealed_through"] >= 0, label  # sealed
+    assert run.last_step == max(last.values()) + 40
+    assert run.summary["x"] == float(max(last.values()) + 40)
+    sql = localtrack.Api(store).query("SELECT _label, max(_step) AS m FROM history GROUP BY 1")
+    assert dict(zip(sql.column("_label").to_pylist(), sql.column("m").to_pylist(),
+                    strict=True)) == {label: last[label] + 40 for label in LABELS}
+
+
+HOLD = """
+import os, sys, time, localtrack
+run = localtrack.init(project="p", id="job", dir=sys.argv[1], settings={"mode": "shared"})
+run.log({"x": 1.0})
+print("open", run.step, flush=True)
+deadline = time.monotonic() + 120
+while not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
+    time.sleep(0.01)
+run.finish()
+"""
+
+
+def _hold(store: Path, stop: Path, rank: str) -> subprocess.Popen:
+    proc = script(HOLD, str(store), str(stop), env={"SLURM_PROCID": rank})
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    assert line.startswith("open"), proc.stderr.read() if proc.stderr else line
+    return proc
+
+
+def _end(proc: subprocess.Popen) -> int:
+    """Wait for ``proc`` and close its pipes; its exit code (stderr checked by the caller's
+    assert message)."""
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode is not None, err
+    return proc.returncode
+
+
+def _state(store: Path) -> str:
+    return localtrack.Api(store).run("p/job").state
+
+
+def test_the_state_follows_every_writer(store, tmp_path):
+    """running while any writer lives (the primary finished or not); then crashed when one was
+    killed, preempted when one was preempted, finished only when every writer finished."""
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared",
+                              settings=localtrack.Settings(x_label="rank0", x_primary=True))
+    primary.log({"x": 0.0})
+    stop = tmp_path / "stop"
+    other = _hold(store, stop, "1")  # label from SLURM_PROCID: rank1
+    primary.finish()
+    assert _state(store) == "running"
+    assert localtrack.Api(store).runs("p")[0].state == "running"
+    other.send_signal(signal.SIGKILL)
+    _end(other)
+    wait_for(lambda: _state(store) == "crashed", timeout=30, what="the killed writer's lock")
+    assert localtrack.Api(store).run("p/job").labels == ["rank0", "rank1"]
+    other = _hold(store, stop, "1")  # resumed
+    assert _state(store) == "running"
+    other.send_signal(signal.SIGTERM)
+    assert _end(other) != 0
+    assert _state(store) == "preempted"
+    stop.touch()
+    other = script(HOLD, str(store), str(stop), env={"SLURM_PROCID": "1"})
+    assert _end(other) == 0
+    assert _state(store) == "finished"
+    run = localtrack.Api(store).run("p/job")
+    assert _label_steps(run, "rank1") == [0, 1, 2]
+    assert run.history_table(label="rank0").column("_step").to_pylist() == [0]
+    with pytest.raises(UsageError, match="its labels are rank0, rank1"):
+        run.history_table(label="rank9")
+
+
+def test_only_the_primary_changes_the_config_and_summary(store, caplog):
+    """A writer that is not the primary keeps its config and summary changes to itself, with
+    one warning; the primary's are stored."""
+    primary = localtrack.init(project="p", id="job", dir=store, config={"lr": 0.1},
+                              settings=localtrack.Settings(mode="shared", x_label="rank0",
+                                                           x_primary=True))
+    other = localtrack.init(project="p", id="job", dir=store, config={"lr": 9.0},
+                            reinit="create_new",
+                            settings=localtrack.Settings(mode="shared", x_label="rank1"))
+    other.config.update({"b": 2})
+    other.summary["best"] = 1
+    other.name = "renamed"
+    warned = [r for r in caplog.records if "not the primary writer" in r.getMessage()]
+    assert len(warned) == 1
+    primary.summary["best"] = 7
+    primary.config.update({"c": 3})
+    other.finish()
+    primary.finish()
+    run = localtrack.Api(store).run("p/job")
+    assert run.config == {"lr": 0.1, "c": 3}
+    assert run.summary["best"] == 7
+    assert run.name == "job"
+
+
+def test_shared_needs_an_id_and_distinct_labels(store, monkeypatch):
+    with pytest.raises(UsageError, match="must agree on its id"):
+        localtrack.init(project="p", dir=store, mode="shared")
+    with pytest.raises(UsageError, match="must agree on its id"):
+        localtrack.init(project="p", dir=store, settings=localtrack.Settings(mode="shared"))
+    with pytest.raises(UsageError, match="x_label"):
+        localtrack.init(project="p", id="job", dir=store,
+                        settings=localtrack.Settings(mode="shared", x_label="../x"))
+    with pytest.raises(UsageError, match="x_primary"):
+        localtrack.init(project="p", id="job", dir=store,
+                        settings=localtrack.Settings(mode="shared", x_primary="yes"))
+    monkeypatch.setenv("RANK", "0")  # torchrun's: label rank0, the primary
+    first = localtrack.init(project="p", id="job", dir=store, mode="shared")
+    assert first._shared is not None and first._shared.label == "rank0" and first._shared.primary
+    res = run_script("""
+import sys, localtrack
+try:
+    localtrack.init(project="p", id="job", dir=sys.argv[1], mode="shared")
+except localtrack.errors.RunLockedError as exc:
+    print("locked")
+""", str(store), env={"RANK": "0"})
+    assert res.stdout.strip() == "locked", res.stderr
+    first.finish()
+    with pytest.raises(UsageError, match="several writers"):
+        localtrack.init(project="p", id="job", dir=store, resume="allow")  # not shared: refused
+    localtrack.init(project="p", id="solo", dir=store).finish()
+    with pytest.raises(UsageError, match="single writer"):
+        localtrack.init(project="p", id="solo", dir=store, mode="shared")
+    with pytest.raises(UsageError, match="one writer"):
+        localtrack.Api(store).run("p/solo").history_table(label="rank0")
+
+
+def test_a_writer_waits_for_its_primary_then_gives_up(store, monkeypatch):
+    monkeypatch.setenv("LOCALTRACK_SHARED_WAIT", "0.2")
+    began = time.monotonic()
+    with pytest.raises(localtrack.errors.RunNotFoundError, match="primary"):
+        localtrack.init(project="p", id="job", dir=store,
+                        settings=localtrack.Settings(mode="shared", x_label="rank5"))
+    assert time.monotonic() - began < 60
+    assert not (store / "p" / "runs" / "job").exists()
+
+
+def test_an_older_reader_refuses_a_shared_run(store):
+    """A shared run records format 6: a localtrack that reads format 5 refuses it rather than
+    showing its (empty) top-level history; sync leaves it pending rather than copy half."""
+    with localtrack.init(project="p", id="job", dir=store, mode="shared",
+                         settings={"x_label": "rank0", "x_primary": True}) as run:
+        run.log({"x": 1.0})
+    older = """
+import sys, localtrack
+from localtrack import _layout
+_layout.KNOWN_FORMAT = 5
+try:
+    localtrack.Api(sys.argv[1]).run("p/job").history_table()
+except localtrack.errors.CorruptRunError as exc:
+    print(exc)
+"""
+    res = run_script(older, str(store))
+    assert "uses format 6, newer than this localtrack understands (5)" in res.stdout, res.stderr
+
+
+def _same(a: localtrack.ApiRun, b: localtrack.ApiRun) -> None:
+    assert a.labels == b.labels and a.state == b.state and a.last_step == b.last_step
+    assert a.history_table().to_pylist() == b.history_table().to_pylist()
+    assert dict(a.summary) == dict(b.summary) and a.config == b.config
+
+
+def test_sync_copies_every_writer(store, tmp_path, monkeypatch):
+    """A synced copy reads as the local run: every label's rows (sealed and live), the state
+    (running while a writer lives, from the copied owner records), and --clean keeps it."""
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "3000")
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "1000")
+    remote = tmp_path / "remote"
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared", config={"a": 1},
+                              settings={"x_label": "rank0", "x_primary": True})
+    other = localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                            settings={"x_label": "rank1"})
+    for i in range(300):
+        primary.log({"x": float(i), "pad": "p" * 40})
+        if i % 2:
+            other.log({"x": -float(i)})
+    primary.finish()
+    settle(store)
+    localtrack.sync(str(remote), dir=store)
+    there = localtrack.Api(remote).run("p/job")
+    assert there.state == "running"  # rank1 lives
+    _same(localtrack.Api(store).run("p/job"), there)
+    other.log({"x": 1.5})
+    other.finish()
+    settle(store)
+    localtrack.sync(str(remote), dir=store)
+    here, there = localtrack.Api(store).run("p/job"), localtrack.Api(remote).run("p/job")
+    assert there.state == "finished"
+    _same(here, there)
+    assert len(here.history_table(label="rank0")) == 300
+    assert (store / "p" / "runs" / "job" / "labels" / "rank0" / "segments").is_dir()
+    localtrack.sync(str(remote), dir=store, clean=True)
+    assert localtrack.Api(store).run("p/job").labels == ["rank0", "rank1"]  # kept
+
+
+def test_two_writers_cannot_share_a_label(store):
+    localtrack.init(project="p", id="job", dir=store, mode="shared",
+                    settings={"x_label": "rank0", "x_primary": True})
+    with pytest.raises(RunLockedError):
+        localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                        settings={"x_label": "rank0", "x_primary": False})
+
+
+def test_a_dead_start_of_a_label_is_swept_by_its_next_start(store):
+    """A writer killed while building its label's folder leaves labels/.tmp-<label>-<hex>, which
+    no reader lists; the next start of that label removes it, and only its own."""
+    with localtrack.init(project="p", id="job", dir=store, mode="shared",
+                         settings={"x_label": "rank0", "x_primary": True}):
+        labels = store / "p" / "runs" / "job" / "labels"
+        (labels / ".tmp-rank3-deadbeef" / "wal").mkdir(parents=True)
+        (labels / ".tmp-rank3-x-deadbeef" / "wal").mkdir(parents=True)
+        assert localtrack.Api(store).run("p/job").labels == ["rank0"]
+        localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                        settings={"x_label": "rank3"}).finish()
+        assert sorted(p.name for p in labels.iterdir()) == [".tmp-rank3-x-deadbeef", "rank0",
+                                                            "rank3"]
+
+
+def test_define_metric_summaries_cover_every_writer(store):
+    """The primary's define_metric() summaries are computed over every label's rows; the last
+    value of a key is the one logged at the latest step."""
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared",
+                              settings={"x_label": "rank0", "x_primary": True})
+    other = localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                            settings={"x_label": "rank1"})
+    primary.define_metric("loss", summary="min")
+    for v in (5.0, 4.0, 3.0):
+        primary.log({"loss": v, "acc": v})
+    for v in (9.0, 1.0, 8.0, 7.0):
+        other.log({"loss": v, "acc": v})
+    assert primary.summary["loss"] == {"min": 3.0}  # a writer sees its own label
+    other.finish()
+    primary.finish()
+    summary = localtrack.Api(store).run("p/job").summary
+    assert summary["loss"] == {"min": 1.0}
+    assert summary["acc"] == 7.0  # rank1's step 3 is the latest
+    listed = localtrack.Api(store).runs("p")[0].summary
+    assert listed["loss"] == {"min": 1.0} and listed["acc"] == 7.0
