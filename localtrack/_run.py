@@ -160,6 +160,13 @@ class Run(RunInfo, History):
         if sealing:
             self._log.request_seal()  # after the release: the tail is closed now
 
+    def _store_media(self, enc: dict[str, Any], keys: list[str]) -> None:
+        if self._shared is not None:  # (refused before anything is written)
+            raise UsageError(f"Cannot log media ({', '.join(map(repr, keys))}) to {self._where}: "
+                             "a shared run's writers store scalars and histograms only for now; "
+                             "log media from a run of their own.", **self._ctx)
+        super()._store_media(enc, keys)
+
     @critical
     def rewind(self, step: int) -> None:
         """Go back to ``step``: the rows after it are archived (see ``init(resume_from=)``) and

@@ -368,3 +368,18 @@ def test_define_metric_summaries_cover_every_writer(store):
     assert summary["acc"] == 7.0  # rank1's step 3 is the latest
     listed = localtrack.Api(store).runs("p")[0].summary
     assert listed["loss"] == {"min": 1.0} and listed["acc"] == 7.0
+
+
+def test_media_in_a_shared_run_are_refused_clearly(store):
+    """Media of shared runs are not stored yet: a clear UsageError naming the key and the writer,
+    nothing written, and the writer goes on logging."""
+    import numpy as np
+
+    with localtrack.init(project="p", id="med", dir=store, mode="shared",
+                         settings={"x_label": "rank0", "x_primary": True}) as run:
+        run.log({"x": 1.0})
+        with pytest.raises(localtrack.errors.UsageError, match="'img'.*writer 'rank0'"):
+            run.log({"img": localtrack.Image(np.zeros((4, 4, 3), np.uint8)), "x": 2.0})
+        run.log({"x": 3.0})
+    table = localtrack.Api(store).run("p/med").history_table(["x"])
+    assert table.column("x").to_pylist() == [1.0, 3.0]
