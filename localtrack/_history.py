@@ -25,7 +25,7 @@ from ._guard import Guarded
 from ._naming import Ctx
 from ._richmedia import Item, splice
 from ._stream import LogStream
-from .errors import LocaltrackError, RunStateError, StorageError, UsageError
+from .errors import LocaltrackError, RunStateError, RunStoppedError, StorageError, UsageError
 
 log = logging.getLogger("localtrack")
 
@@ -51,6 +51,7 @@ class History(Guarded):
         self._ctx = ctx
         self._state = State.RUNNING
         self._open = True  # log()'s one-attribute check of the state
+        self._stop_due = False  # a sweep agent stopped the run: the next log() raises (_request_stop)
         self._owner_pid = os.getpid()  # another pid: a forked child, which must not write
         self._warned_step = False
         self._partial_step = -1  # the step of a commit=False record not yet committed
@@ -123,7 +124,19 @@ class History(Guarded):
             if self._deferred:
                 self._run_deferred()
 
+    def _request_stop(self) -> None:
+        """A sweep agent's early termination, from its thread: the next log() raises
+        RunStoppedError before writing anything, at a point where the writer is consistent
+        (rather than an exception landing at any instruction, inside the writer too). It takes
+        log()'s slow path, so the hot path pays nothing."""
+        self._stop_due = True
+        self._open = False
+
     def _log_general(self, data: Any, step: int | None, commit: bool | None) -> None:
+        if self._stop_due:
+            self._stop_due = False
+            self._open = self._state is State.RUNNING and os.getpid() == self._owner_pid
+            raise RunStoppedError(**self._ctx)
         self._require_running("log to", " Start or resume it with localtrack.init().")
         if data is None:
             if step is None:  # log() or log(commit=True): commit the open step; no row to write

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -266,7 +267,8 @@ def test_a_program_that_ignores_sigterm_is_killed_after_the_kill_delay(store, tm
 
 def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch):
     """function= mode: the stopped run's function gets RunStoppedError (as W&B's agent raises in
-    it) at its next instruction; the agent settles the job stopped and goes on."""
+    it), raised by its next log() before anything is written (never inside the writer); the
+    agent settles the job stopped and goes on."""
     monkeypatch.setenv("LOCALTRACK_AGENT_POLL", "0.05")
     config = {"method": "grid", "metric": {"name": "acc", "goal": "maximize"},
               "early_terminate": {"type": "hyperband", "min_iter": 2},   # eta 3
@@ -282,8 +284,10 @@ def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch)
                 run.log({"acc": acc})
                 time.sleep(0.01)
             seen[acc] = "completed"
-        except localtrack.errors.RunStoppedError:
+        except localtrack.errors.RunStoppedError as exc:
             seen[acc] = "stopped"
+            where = traceback.extract_tb(exc.__traceback__)
+            assert where[-1].name == "_log_general", where  # at log()'s start, not mid-write
             raise
 
     assert localtrack.agent(sweep_id, function=train, project="p", dir=str(store)) == 2
@@ -301,6 +305,36 @@ def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch)
     assert stop["band"] in (2, 6, 18, 54) and stop["band"] <= len(steps_of(store, f"p/{bad['id']}"))
     assert [r["stop"] for r in view["runs"] if r["status"] == "stopped"] == [stop]
     assert ui.sweeps(localtrack.Api(store), "p")[0]["counts"]["stopped"] == 1
+
+
+def test_a_function_that_stops_logging_is_stopped_after_the_kill_delay(store, monkeypatch):
+    """A stopped function that logs no more (a long evaluation) gets RunStoppedError at its next
+    instruction once the kill delay passed, as W&B's agent raises it."""
+    monkeypatch.setenv("LOCALTRACK_AGENT_POLL", "0.05")
+    monkeypatch.setenv("LOCALTRACK_AGENT_KILL_DELAY", "0.3")
+    config = {"method": "grid", "metric": {"name": "acc", "goal": "maximize"},
+              "early_terminate": {"type": "hyperband", "min_iter": 2},
+              "parameters": {"acc": {"values": [0.9, 0.1]}}}
+    sweep_id = localtrack.sweep(config, project="p", dir=str(store))
+    seen: dict[float, str] = {}
+
+    def train() -> None:
+        run = localtrack.init()
+        acc = run.config.acc
+        for _ in range(3):
+            run.log({"acc": acc})
+        try:
+            deadline = time.monotonic() + (60 if acc < 0.5 else 3)   # bounded either way
+            while time.monotonic() < deadline:
+                time.sleep(0.01)   # no log(): only the asynchronous raise can stop it
+            seen[acc] = "completed"
+        except localtrack.errors.RunStoppedError:
+            seen[acc] = "stopped"
+            raise
+
+    assert localtrack.agent(sweep_id, function=train, project="p", dir=str(store)) == 2
+    assert seen == {0.9: "completed", 0.1: "stopped"}
+    assert localtrack.Api(store).sweep(f"p/{sweep_id}").counts() == {"finished": 1, "stopped": 1}
 
 
 FASHION = Path(__file__).parent / "wandb_scripts" / "pytorch_cnn_fashion_sweep"

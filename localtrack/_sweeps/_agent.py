@@ -86,9 +86,11 @@ def _heartbeat(store: SweepStore, agent_id: str) -> Any:
 
 
 class _FunctionStop:
-    """Stops a function job the way W&B's agent does: an exception (RunStoppedError) raised
-    asynchronously in the thread that runs it, at its next Python instruction. Armed only
-    while the function runs; a raise still pending when it returned is withdrawn."""
+    """Stops a function job with RunStoppedError, as W&B's agent does: raised by its run's next
+    log() (a point where the writer is consistent), or, if the function has not ended after
+    the kill delay (it does not log), raised asynchronously in its thread at its next Python
+    instruction, as W&B's. Armed only while the function runs; a raise still pending when it
+    returned is withdrawn."""
 
     def __init__(self) -> None:
         self.guard = threading.Lock()
@@ -105,9 +107,15 @@ class _FunctionStop:
             self.thread = None
 
     def deliver(self, again: bool) -> None:
-        """Raise in the function (``again``: once more, after the kill delay)."""
+        """Stop the function: at its run's next log(), or (``again``: after the kill delay) at
+        its next instruction."""
         with self.guard:
-            if self.thread is not None:
+            if self.thread is None:
+                return
+            run = _session.current()
+            if not again and run is not None:
+                run._request_stop()
+            else:
                 _async_raise(self.thread, RunStoppedError)
 
 
