@@ -279,10 +279,18 @@ class RecordingRemote(DirRemote):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.puts: list[str] = []
+        self.streamed: list[tuple[str, int, int]] = []  # (key, chunk, bytes) of put_file
 
     def put(self, key: str, data: bytes) -> None:
         super().put(key, data)
         self.puts.append(key)
+
+    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None,
+                 opener=None) -> int:
+        size = super().put_file(key, path, chunk, sha256, opener)
+        self.puts.append(key)
+        self.streamed.append((key, chunk, size))
+        return size
 
 
 def check_code(run: localtrack.ApiRun, job: Path, dest: Path) -> None:
@@ -335,6 +343,33 @@ def test_sync_sends_only_changed_files_and_before_run_json(job: Path, tmp_path: 
     with localtrack.Api(dir=tmp_path / "remote").run("p/r1").file("ckpt/a.txt").download(
             root=tmp_path / "dl") as f:
         assert f.read() == "alpha, again"
+
+
+def test_a_big_saved_file_is_streamed_up(job: Path, tmp_path: Path, monkeypatch) -> None:
+    """A saved checkpoint goes up LOCALTRACK_UPLOAD_CHUNK_BYTES at a time (as artifacts' blobs),
+    never read whole into memory, and arrives whole; a link planted in files/ is not followed."""
+    monkeypatch.setenv("LOCALTRACK_UPLOAD_CHUNK_BYTES", str(64 << 10))
+    big = os.urandom(3 << 20)
+    (job / "ckpt").mkdir(exist_ok=True)
+    (job / "ckpt" / "model.bin").write_bytes(big)
+    ok(run_py(job, """
+        import localtrack as wandb
+        run = wandb.init(project="p", id="big", dir="store")
+        wandb.save("ckpt/model.bin", policy="now")
+        run.finish()
+    """, name="big.py"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the run's")
+    os.symlink(secret, job / "store" / "p" / "runs" / "big" / "files" / "planted.txt")
+    remote = RecordingRemote(tmp_path / "remote")
+    with _sync.Syncer(job / "store", remote) as syncer:
+        syncer.check()
+        assert syncer.run_once().ok
+    assert ("p/runs/big/files/ckpt/model.bin", 64 << 10, len(big)) in remote.streamed
+    got = localtrack.Api(dir=tmp_path / "remote").run("p/big")
+    got.file("ckpt/model.bin").download(root=tmp_path / "dl").close()
+    assert (tmp_path / "dl" / "ckpt" / "model.bin").read_bytes() == big
+    assert not (tmp_path / "remote" / "p" / "runs" / "big" / "files" / "planted.txt").exists()
 
 
 def test_a_killed_sync_rerun_leaves_every_saved_file_whole(job: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RemoteError
-from ._base import Entry, FileChunks, Remote, check_key
+from ._base import Entry, FileChunks, Opener, Remote, check_key
 
 _OBJECT_STORES = ("s3", "gcs")
 _PERMANENT_MARKERS = ("ACCESS_DENIED", "NO_SUCH_BUCKET", "INVALID_ACCESS_KEY", "SIGNATURE_DOES_NOT_MATCH",
@@ -78,7 +78,8 @@ class ArrowRemote(Remote):
         except (OSError, pa.ArrowException) as exc:
             raise self._error("write", key, exc) from exc
 
-    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None) -> int:
+    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None,
+                 opener: Opener | None = None) -> int:
         """As put, streamed: an object store gets a multipart upload once the bytes pass
         pyarrow's part size (completed on close, so a reader sees the whole object or none;
         a process killed before leaves an unfinished upload no reader sees), other filesystems
@@ -92,7 +93,7 @@ class ArrowRemote(Remote):
         try:
             if not self._object_store:
                 self.fs.create_dir(parent, recursive=True)
-            size = self._stream(FileChunks(path, chunk, sha256), tmp)
+            size = self._stream(FileChunks(path, chunk, sha256, opener), tmp)
             if tmp != target:
                 # If we die here: a temporary that readers skip (its name starts with .tmp-).
                 self.fs.move(tmp, target)

@@ -16,11 +16,13 @@ import errno
 import hashlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from ..errors import CorruptRunError, RemoteError
+
+Opener = Callable[[], BinaryIO]  # opens the local file to upload (e.g. following no link)
 
 
 def check_key(key: str, url: str) -> str:
@@ -57,12 +59,14 @@ class Remote(abc.ABC):
     def put(self, key: str, data: bytes) -> None:
         """Create or replace the object atomically (parents are implied)."""
 
-    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None) -> int:
+    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None,
+                 opener: Opener | None = None) -> int:
         """Create or replace the object with a local file's bytes, atomically, and return how many
-        went up; with ``sha256``, only if the bytes hash to it (see FileChunks). The in-tree
-        remotes stream it ``chunk`` bytes at a time (a checkpoint of many GiB is never held in
-        memory); this default, for a remote that cannot, reads it whole."""
-        chunks = FileChunks(path, chunk, sha256)
+        went up; with ``sha256``, only if the bytes hash to it; ``opener`` opens the file (see
+        FileChunks). The in-tree remotes stream it ``chunk`` bytes at a time (a checkpoint of
+        many GiB is never held in memory); this default, for a remote that cannot, reads it
+        whole."""
+        chunks = FileChunks(path, chunk, sha256, opener)
         data = b"".join(bytes(piece) for piece in chunks)
         self.put(key, data)
         return chunks.size
@@ -99,16 +103,20 @@ class FileChunks:
     each piece before asking for the next). Hashed as it goes: when the iteration ends, a
     file that changed size while read is an OSError, and one whose bytes do not hash to the
     ``sha256`` expected a CorruptRunError, raised before the caller completes its upload, so
-    a damaged blob of a content-addressed store never reaches a remote under its name."""
+    a damaged blob of a content-addressed store never reaches a remote under its name.
+    ``opener`` opens the file (default: open(path)), e.g. following no link inside a store."""
 
-    def __init__(self, path: Path, chunk: int, sha256: str | None) -> None:
+    def __init__(self, path: Path, chunk: int, sha256: str | None,
+                 opener: Opener | None = None) -> None:
         self.path, self.chunk, self.sha256, self.size = path, chunk, sha256, 0
+        self.opener = opener
 
     def __iter__(self) -> Iterator[memoryview]:
         h = hashlib.sha256()
         buf = bytearray(self.chunk)
         view = memoryview(buf)
-        with open(self.path, "rb") as fh:
+        fh: Any  # (BinaryIO's stub lacks readinto, which every binary file has)
+        with self.opener() if self.opener is not None else open(self.path, "rb") as fh:
             expected = os.fstat(fh.fileno()).st_size
             while n := fh.readinto(buf):
                 if self.sha256 is not None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .. import _fsutil
 from .._naming import Ctx, run_label
 from ..errors import CorruptRunError, RemoteError
-from ._base import Entry, FileChunks, Remote, check_key
+from ._base import Entry, FileChunks, Opener, Remote, check_key
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -150,10 +150,11 @@ class DirRemote(Remote):
     def put(self, key: str, data: bytes) -> None:
         self._write(key, lambda fh: fh.write(data))
 
-    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None) -> int:
+    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None,
+                 opener: Opener | None = None) -> int:
         """As put, streamed from ``path`` ``chunk`` bytes at a time (see FileChunks)."""
         def fill(fh: BinaryIO) -> int:
-            chunks = FileChunks(path, chunk, sha256)
+            chunks = FileChunks(path, chunk, sha256, opener)
             for piece in chunks:
                 fh.write(piece)
             return chunks.size

@@ -1,7 +1,8 @@
 """A run's saved files (``files/``, from run.save()) and code (``code/``, save_code) on a remote.
 
 Each file is uploaded whole, as one object, so a reader of the remote sees its old or its new
-bytes, never a part. A file is sent again only when its (size, mtime, inode) stamp changed;
+bytes, never a part; it is streamed (LOCALTRACK_UPLOAD_CHUNK_BYTES at a time, as artifacts'
+blobs), never held whole in memory. A file is sent again only when its (size, mtime, inode) stamp changed;
 the stamp is taken before the file is read, so one that changes while it is read is sent
 again on the next pass. The stamps sent are kept in the run's sync state (``files``, under
 the keys ``files/<path>`` and ``code/<path>``), saved every SAVE_EVERY seconds and at the
@@ -14,6 +15,7 @@ are left out, and no file is read through a link.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -22,8 +24,8 @@ from typing import TYPE_CHECKING
 
 from .. import _files, _fsutil
 from .._naming import Ctx
-from .._remotes._base import Entry
-from .._remotes._dir import read_file
+from .._remotes._base import Entry, Opener
+from .._remotes._dir import open_file
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -55,9 +57,11 @@ def stamps(rdir: Path) -> list[list[str]]:
 
 
 def upload(rdir: Path, found: list[list[str]], sent: dict[str, str],
-           put: Callable[[str, bytes], None], save: Callable[[], None], **ctx: Unpack[Ctx]) -> None:
+           put_file: Callable[[str, Path, Opener], None], save: Callable[[], None],
+           **ctx: Unpack[Ctx]) -> None:
     """Send each file of ``found`` (from ``stamps``) whose stamp is not the one in ``sent``;
-    ``put(key, data)`` uploads, then ``sent`` is updated and ``save()`` records it, at most
+    ``put_file(key, path, opener)`` streams it up (``opener`` opens it following no link),
+    then ``sent`` is updated and ``save()`` records it, at most
     every SAVE_EVERY seconds (the state holds every file: saving it after each of thousands
     of small files would rewrite it thousands of times; a kill costs those re-uploads only)."""
     saved, unsaved = time.monotonic(), False
@@ -65,11 +69,11 @@ def upload(rdir: Path, found: list[list[str]], sent: dict[str, str],
         for key, stamp in found:
             if sent.get(key) == stamp:
                 continue
+            path = rdir / key
             try:
-                data = read_file(rdir / key, rdir, **ctx)
+                put_file(key, path, functools.partial(open_file, path, rdir, **ctx))
             except FileNotFoundError:  # replaced since it was listed: the next pass sends it
                 continue
-            put(key, data)
             sent[key], unsaved = stamp, True
             if time.monotonic() - saved >= SAVE_EVERY:
                 save()

@@ -36,10 +36,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from .. import _blobs, _frames, _fsutil, _labels, _layout, _locks, _naming, _segments, _store, _wal
+from .. import _blobs, _frames, _fsutil, _labels, _layout, _locks, _naming, _segments, _settings, _store, _wal
 from .._codec import dumps, loads
 from .._naming import Ctx, ProjectName, RunId
 from .._remotes import Remote
+from .._remotes._base import Opener
 from .._remotes._chunks import chain_end, chunk_name, read_log
 from .._remotes._dir import open_file, read_file
 from ..errors import CorruptRunError, LocaltrackError
@@ -366,6 +367,16 @@ class RunUpload:
         self.uploaded_bytes += len(data)
         self.s.advance(len(data))
 
+    def _put_file(self, key: str, path: Path, opener: Opener) -> None:
+        """A local file streamed up (see Remote.put_file), not read whole."""
+        self._stopping()
+        self._claimed()
+        size = self.s.call(self.remote.put_file, f"{self.prefix}/{key}", path,
+                           _settings.upload_chunk_bytes(), None, opener)
+        self.uploaded_files += 1
+        self.uploaded_bytes += size
+        self.s.advance(size)
+
     def _delete(self, key: str) -> None:
         self._stopping()
         self._claimed()
@@ -458,7 +469,7 @@ class RunUpload:
                 self.s.call(self.remote.put, key, record)
             st.lock = lock_id
             self._save()
-        _files_upload.upload(self.rdir, sig[-2], st.files, self._put, self._save, **self.ctx)
+        _files_upload.upload(self.rdir, sig[-2], st.files, self._put_file, self._save, **self.ctx)
         for name in METADATA:
             self._file(name)
         st.sig = sig
