@@ -99,7 +99,7 @@ import numpy as np, localtrack
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs, make_classification, make_regression
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -124,6 +124,16 @@ localtrack.sklearn.plot_classifier(model, X_train, X_test, y_train, y_test,
                                    ["a", "b", "c"])
 localtrack.finish()
 
+# One row of coefficients per class: no importances either (W&B's rule); the elbow curve's
+# clones fitted by two joblib workers.
+localtrack.init(project="p", id="lr3")
+model = LogisticRegression().fit(X_train, y_train)
+localtrack.sklearn.plot_classifier(model, X_train, X_test, y_train, y_test,
+                                   model.predict(X_test), model.predict_proba(X_test), None)
+localtrack.sklearn.plot_elbow_curve(KMeans(n_clusters=2, n_init=1).fit(X_train), X_train,
+                                    [3, 2], n_jobs=2)
+localtrack.finish()
+
 localtrack.init(project="p", id="reg")
 X, y = make_regression(n_samples=120, n_features=4, noise=5.0, random_state=0)
 X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
@@ -143,12 +153,14 @@ localtrack.finish()
 
 def test_the_composites_log_each_plot_as_wandb_does(tmp_path: Path, sk: Any) -> None:
     run_script(tmp_path, COMPOSITES)
-    logged = {name: charts(tmp_path, f"p/{name}") for name in ("clf", "knn", "reg", "km")}
+    logged = {name: charts(tmp_path, f"p/{name}") for name in ("clf", "knn", "lr3", "reg", "km")}
     expected = {
         "clf": ["feature_importances", "learning_curve", "confusion_matrix", "summary_metrics",
                 "class_proportions", "calibration_curve", "roc", "precision_recall"],
         "knn": ["confusion_matrix", "summary_metrics", "class_proportions", "roc",
                 "precision_recall"],
+        "lr3": ["confusion_matrix", "summary_metrics", "class_proportions", "roc",
+                "precision_recall", "elbow_curve"],
         "reg": ["summary_metrics", "learning_curve", "outlier_candidates", "residuals"],
         "km": ["elbow_curve", "silhouette_plot"],
     }
@@ -162,7 +174,9 @@ def test_the_composites_log_each_plot_as_wandb_does(tmp_path: Path, sk: Any) -> 
             assert isinstance(chart, localtrack.plot.CustomChart), (name, key)
             assert (chart.spec["spec_name"], chart.table.columns) == CHARTS[key], (name, key)
             assert chart.table.data, (name, key)
-    clf, knn, reg, km = (logged[n] for n in ("clf", "knn", "reg", "km"))
+    clf, knn, lr3, reg, km = (logged[n] for n in ("clf", "knn", "lr3", "reg", "km"))
+    assert [r[0] for r in lr3["elbow_curve"][0].table.data] == [2, 3]  # sorted, as W&B's
+    assert {r[0] for r in lr3["class_proportions"][0].table.data} == {0, 1, 2}
     # The training set's 150 samples and the test set's 50, each class named by labels.
     counts = {(c, d): n for c, d, n in clf["class_proportions"][0].table.data}
     assert set(counts) == {(c, d) for c in ("no", "yes") for d in ("train", "test")}
@@ -330,6 +344,14 @@ def _no_importances() -> None:
     localtrack.sklearn.plot_feature_importances(KNeighborsClassifier().fit(X, y))
 
 
+def _importances_per_class() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    _, X, y = _data()
+    y = y + (X[:, 0] > 1)
+    localtrack.sklearn.plot_feature_importances(LogisticRegression().fit(X, y))
+
+
 def _calibration_of_three_classes() -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -374,6 +396,8 @@ def _nan_in_x() -> None:
                  "classifier", id="regressor-as-classifier"),
     pytest.param(_no_importances, UnsupportedTypeError, "KNeighborsClassifier has no "
                  "feature_importances_", id="no-importances"),
+    pytest.param(_importances_per_class, UnsupportedTypeError, r"LogisticRegression's coef_ "
+                 r"has shape \(3, 4\) \(a row per class\)", id="importances-per-class"),
     pytest.param(_calibration_of_three_classes, InvalidValueError, "needs binary labels 0 and "
                  "1", id="calibration-multiclass"),
     pytest.param(_too_few_labels, InvalidValueError, r"2 labels for the 3 classes \[0, 1, 2\]",

@@ -191,9 +191,9 @@ def plot_classifier(model: Any, X_train: Any, X_test: Any, y_train: Any, y_test:
 
     multinomial = isinstance(model, naive_bayes.MultinomialNB)
     if not multinomial:
-        if _importances(model) is None:
-            log.warning("%s: %s has no feature_importances_, feature_log_prob_ or coef_: no "
-                        "feature importances plotted", what, type(model).__name__)
+        importances, problem = _importances(model)
+        if problem:
+            log.warning("%s: no feature importances plotted: %s", what, problem)
         else:
             plot_feature_importances(model, feature_names)
     if log_learning_curve:
@@ -290,11 +290,20 @@ def _kept(classes: Any, wanted: Any, what: str, name: str) -> list[int]:
     return [i for i, c in enumerate(classes.tolist()) if c in wanted]
 
 
-def _importances(model: Any) -> Any:
-    for attribute in ("feature_importances_", "feature_log_prob_", "coef_"):
-        if hasattr(model, attribute):
-            return getattr(model, attribute)
-    return None
+def _importances(model: Any) -> tuple[Any, str]:
+    """The model's importances as one row, or why it has none to plot (W&B's rule)."""
+    import numpy as np
+
+    name = type(model).__name__
+    found = next((a for a in ("feature_importances_", "feature_log_prob_", "coef_")
+                  if hasattr(model, a)), None)
+    if found is None:
+        return None, f"{name} has no feature_importances_, feature_log_prob_ or coef_ to plot"
+    importances = np.asarray(getattr(model, found))
+    if sum(n > 1 for n in importances.shape) > 1:
+        return None, (f"{name}'s {found} has shape {importances.shape} (a row per class); "
+                      "only one row of importances can be plotted, as in W&B's")
+    return importances.reshape(-1), ""
 
 
 @_boundary
@@ -311,16 +320,9 @@ def plot_feature_importances(model: Any = None, feature_names: Any = None,
     _run(what)
     _fitted(sk, model, what)
     _kind(sk, model, what, "model", ("classifier", "regressor"))
-    importances = _importances(model)
-    if importances is None:
-        raise UnsupportedTypeError(f"{what}: {type(model).__name__} has no "
-                                   "feature_importances_, feature_log_prob_ or coef_ to plot.")
-    importances = np.asarray(importances)
-    if sum(n > 1 for n in importances.shape) > 1:
-        raise UnsupportedTypeError(f"{what}: {type(model).__name__}'s importances have shape "
-                                   f"{importances.shape} (one row per class); only one row of "
-                                   "importances can be plotted, as in W&B's.")
-    importances = importances.reshape(-1)
+    importances, problem = _importances(model)
+    if problem:
+        raise UnsupportedTypeError(f"{what}: {problem}.")
     order = np.argsort(importances)[::-1]
     if feature_names is None:
         names = order
@@ -591,16 +593,18 @@ def plot_elbow_curve(clusterer: Any = None, X: Any = None,  # noqa: N803
     sizes = range(1, 10, 2) if cluster_ranges is None else sorted(cluster_ranges)
     from joblib import Parallel, delayed
 
-    results = Parallel(n_jobs=n_jobs)(delayed(_score_clusters)(sk, clusterer, X, k)
-                                      for k in sizes)
+    results = Parallel(n_jobs=n_jobs)(delayed(_score_clusters)(clusterer, X, k) for k in sizes)
     rows = [[k, abs(err), took] for k, (err, took) in zip(sizes, results, strict=True)]
     _log("elbow_curve", _table(["cluster_ranges", "errors", "clustering_time"], rows),
          "wandb/elbow/v1")
 
 
-def _score_clusters(sk: Any, clusterer: Any, X: Any, k: int) -> tuple[float, float]:  # noqa: N803
+def _score_clusters(clusterer: Any, X: Any, k: int) -> tuple[float, float]:  # noqa: N803
+    """(score, seconds) of a clone with ``k`` clusters; run by joblib, maybe in a worker."""
+    from sklearn.base import clone
+
     start = time.time()
-    model = sk.base.clone(clusterer).set_params(n_clusters=k)
+    model = clone(clusterer).set_params(n_clusters=k)
     return float(model.fit(X).score(X)), time.time() - start
 
 
