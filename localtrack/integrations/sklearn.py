@@ -62,6 +62,7 @@ def _sklearn(what: str) -> Any:
     try:
         import sklearn
         import sklearn.base
+        import sklearn.exceptions
         import sklearn.metrics
         import sklearn.model_selection
         import sklearn.utils.validation
