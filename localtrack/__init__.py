@@ -227,7 +227,7 @@ def sync(to: str | _os.PathLike[str], *, dir: str | _os.PathLike[str] | None = N
 
 # W&B's integrations as attributes of the module (``wandb.xgboost.WandbCallback``): each
 # imports its framework, so it is imported when first named, never by ``import localtrack``.
-_INTEGRATIONS = ("keras", "lightgbm", "xgboost")
+_INTEGRATIONS = ("keras", "lightgbm", "sklearn", "xgboost")
 
 
 def __getattr__(name: str) -> _Any:

@@ -286,7 +286,9 @@ def exists(name: str, scope: dict[str, Any]) -> bool:
 
 def test_the_compatibility_page_matches_the_code(tmp_path: Path) -> None:
     rows = doc_rows()
-    assert len(rows) > 80 and {status for *_, status in rows} == STATUSES
+    statuses = {status for *_, status in rows}
+    # every status is one of the page's; "not yet" may have no row left (issue 16's last landed)
+    assert len(rows) > 80 and STATUSES - {"not yet"} <= statuses <= STATUSES
     localtrack.init(project="p", id="done", dir=tmp_path).finish()
     run = localtrack.init(project="p", id="live", dir=tmp_path)
     scope = {"localtrack": localtrack, "run": run, "Api()": localtrack.Api(tmp_path)}

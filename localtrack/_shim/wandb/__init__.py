@@ -35,7 +35,7 @@ _log = logging.getLogger("localtrack")
 _SHIM_DIR = Path(__file__).resolve().parent.parent
 # W&B's submodules named as attributes (``wandb.sdk.lib``, ``wandb.env.set_project``) without
 # being imported first, as the real package's lazy loader allows.
-_SUBMODULES = ("apis", "env", "errors", "integration", "keras", "lightgbm", "plot", "sdk",
+_SUBMODULES = ("apis", "env", "errors", "integration", "keras", "lightgbm", "plot", "sdk", "sklearn",
                "util", "wandb_run", "xgboost")
 
 
