@@ -480,6 +480,8 @@ def _copy_in(adir: Path, fin: BufferedReader, check: Callable[[], str | None]) -
 _SLICE = 64 << 20
 
 
+
+
 def _copy_hashing(fin: BufferedReader, fout: BufferedRandom) -> tuple[str, int]:
     """Copy all of ``fin`` into the empty ``fout`` and hash what was written: the kernel copies
     (copy_file_range, as cp does: no bytes through this process) slice by slice while a second
@@ -504,6 +506,9 @@ def _copy_hashing(fin: BufferedReader, fout: BufferedRandom) -> tuple[str, int]:
         try:
             while n := os.copy_file_range(src, dst, _SLICE, offset, offset):
                 hashed.append(hasher.submit(hash_slice, offset, offset + n))
+                # The disk writes the slice while the slower hash goes on: the blob's fsync,
+                # when it is whole, then has little left to do.
+                _fsutil.start_writeback(dst, offset, n)
                 offset += n
         except OSError as exc:
             if offset or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,

@@ -138,7 +138,32 @@ def sweep_tmp(directory: Path) -> None:
 
 
 _KEEP_SIZE = 1  # FALLOC_FL_KEEP_SIZE (linux/falloc.h)
-_fallocate: Any = None  # libc's fallocate(2), looked up on first use; False where there is none
+_WRITE = 2  # SYNC_FILE_RANGE_WRITE (linux/fs.h)
+_libc_funcs: dict[str, Any] = {}  # libc functions looked up on first use; False where missing
+
+
+def _libc(name: str) -> Any:
+    """libc's ``name`` (fallocate, sync_file_range: Linux calls Python's os lacks), typed for
+    (int, int, int64, int64) or (int, int64, int64, uint), or False where there is none."""
+    if name not in _libc_funcs:
+        import ctypes
+
+        func = getattr(ctypes.CDLL(None, use_errno=True), name, None)
+        if func is not None:
+            func.argtypes = ((ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+                             if name == "fallocate" else
+                             (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint))
+        _libc_funcs[name] = func or False
+    return _libc_funcs[name]
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing those bytes of a file to disk, without waiting for it (sync_file_range
+    with SYNC_FILE_RANGE_WRITE): an fsync that comes later then has less left to do. A hint,
+    never a durability step (that stays the fsync); nothing where there is no such call."""
+    func = _libc("sync_file_range")
+    if func is not False:
+        func(fd, offset, length, _WRITE)
 
 
 def reserve(fd: int, offset: int, length: int) -> bool:
@@ -148,17 +173,10 @@ def reserve(fd: int, offset: int, length: int) -> bool:
     than a short write. False where the system or file system has no such call (nothing to do,
     appends allocate as usual); OSError (ENOSPC, ...) otherwise. Truncating the file to its size
     gives the rest back."""
-    global _fallocate
-    if _fallocate is None:
-        import ctypes
-
-        func = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
-        if func is not None:
-            func.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-        _fallocate = func or False
-    if _fallocate is False:
+    fallocate = _libc("fallocate")
+    if fallocate is False:
         return False
-    if _fallocate(fd, _KEEP_SIZE, offset, length) == 0:
+    if fallocate(fd, _KEEP_SIZE, offset, length) == 0:
         return True
     import ctypes
 
