@@ -80,6 +80,13 @@ def _run(what: str) -> localtrack.Run:
     return run
 
 
+def _start(what: str) -> Any:
+    """scikit-learn, once it is known there is an active run to log the plot to."""
+    sk = _sklearn(what)
+    _run(what)
+    return sk
+
+
 def _log(key: str, table: Any, spec_name: str, fields: dict[str, Any] | None = None) -> None:
     """Log ``table`` as a chart of W&B's spec ``spec_name`` under ``key`` (W&B's
     ``wandb.log({key: wandb.visualize(spec_name, table)})``)."""
@@ -157,6 +164,19 @@ def _labels(y: Any) -> Any:
     return np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
 
 
+def _classes(what: str, **arrays: Any) -> tuple[list[Any], Any]:
+    """The arrays as label arrays, and the sorted classes they hold between them."""
+    from sklearn.utils.multiclass import unique_labels
+
+    _arrays(what, **arrays)
+    got = [_labels(a) for a in arrays.values()]
+    try:
+        return got, unique_labels(*got)
+    except ValueError as exc:
+        raise InvalidValueError(f"{what}: {' and '.join(arrays)} are not class labels of one "
+                                f"kind: {exc}") from None
+
+
 def _named(labels: Any, value: Any, what: str) -> Any:
     """W&B's rule: an integer class is named by ``labels[class]`` when labels are given."""
     import numpy as np
@@ -181,8 +201,7 @@ def plot_classifier(model: Any, X_train: Any, X_test: Any, y_train: Any, y_test:
     the learning curve (``log_learning_curve``), confusion matrix, summary metrics, class
     proportions, calibration curve (binary 0/1 labels only), ROC and PR curves."""
     what = "localtrack.sklearn.plot_classifier()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, model, what)
     _kind(sk, model, what, "model", ("classifier",))
     _arrays(what, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
@@ -244,17 +263,8 @@ def plot_confusion_matrix(y_true: Any = None, y_pred: Any = None, labels: Any = 
     import numpy as np
 
     what = "localtrack.sklearn.plot_confusion_matrix()"
-    sk = _sklearn(what)
-    _run(what)
-    _arrays(what, y_true=y_true, y_pred=y_pred)
-    truth, pred = _labels(y_true), _labels(y_pred)
-    from sklearn.utils.multiclass import unique_labels
-
-    try:
-        found = unique_labels(truth, pred)
-    except ValueError as exc:
-        raise InvalidValueError(f"{what}: y_true and y_pred are not class labels of one kind: "
-                                f"{exc}") from None
+    sk = _start(what)
+    (truth, pred), found = _classes(what, y_true=y_true, y_pred=y_pred)
     cm = sk.metrics.confusion_matrix(truth, pred, labels=found)
     if labels is None:
         classes = found
@@ -317,8 +327,7 @@ def plot_feature_importances(model: Any = None, feature_names: Any = None,
     import numpy as np
 
     what = "localtrack.sklearn.plot_feature_importances()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, model, what)
     _kind(sk, model, what, "model", ("classifier", "regressor"))
     importances, problem = _importances(model)
@@ -344,17 +353,8 @@ def plot_class_proportions(y_train: Any = None, y_test: Any = None, labels: Any 
     """How many samples of each class the training and test sets hold, under
     ``class_proportions``: rows (class, dataset, count), "train" then "test" per class."""
     what = "localtrack.sklearn.plot_class_proportions()"
-    _sklearn(what)
-    _run(what)
-    _arrays(what, y_train=y_train, y_test=y_test)
-    from sklearn.utils.multiclass import unique_labels
-
-    train, test = _labels(y_train), _labels(y_test)
-    try:
-        classes = unique_labels(train, test)
-    except ValueError as exc:
-        raise InvalidValueError(f"{what}: y_train and y_test are not class labels of one kind: "
-                                f"{exc}") from None
+    _start(what)
+    (train, test), classes = _classes(what, y_train=y_train, y_test=y_test)
     rows = []
     for i, cls in enumerate(classes):
         name = _named(labels, cls, what)
@@ -379,8 +379,7 @@ def plot_calibration_curve(clf: Any = None, X: Any = None, y: Any = None,  # noq
     import numpy as np
 
     what = "localtrack.sklearn.plot_calibration_curve()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, clf, what, "clf")
     _kind(sk, clf, what, "clf", ("classifier",))
     _arrays(what, X=X, y=y)
@@ -426,8 +425,7 @@ def plot_summary_metrics(model: Any = None, X: Any = None, y: Any = None,  # noq
     rows (metric_name, metric_value, model_name); a classifier's accuracy_score and weighted
     precision, recall, f1_score, a regressor's mae, mse, r2_score."""
     what = "localtrack.sklearn.plot_summary_metrics()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, model, what)
     _kind(sk, model, what, "model", ("classifier", "regressor"))
     _arrays(what, X=X, y=y, X_test=X_test, y_test=y_test)
@@ -461,8 +459,7 @@ def plot_learning_curve(model: Any = None, X: Any = None, y: Any = None,  # noqa
     import numpy as np
 
     what = "localtrack.sklearn.plot_learning_curve()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     if model is None:
         raise InvalidValueError(f"{what}: model is None; pass the estimator.")
     _kind(sk, model, what, "model", ("classifier", "regressor"))
@@ -488,8 +485,7 @@ def plot_regressor(model: Any, X_train: Any, X_test: Any, y_train: Any, y_test: 
     """Every regressor plot of W&B's: summary metrics, learning curve, outlier candidates
     and residuals."""
     what = "localtrack.sklearn.plot_regressor()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, model, what)
     _kind(sk, model, what, "model", ("regressor",))
     _arrays(what, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test)
@@ -508,8 +504,7 @@ def plot_outlier_candidates(regressor: Any = None, X: Any = None, y: Any = None)
     import numpy as np
 
     what = "localtrack.sklearn.plot_outlier_candidates()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, regressor, what, "regressor")
     _kind(sk, regressor, what, "regressor", ("regressor",))
     _arrays(what, X=X, y=y)
@@ -536,8 +531,7 @@ def plot_residuals(regressor: Any = None, X: Any = None, y: Any = None) -> None:
     ``X`` (scored on the other 20%), under ``residuals``: rows (dataset, y_pred, residuals,
     train_score, test_score), the first 101 of "train" then of "test"."""
     what = "localtrack.sklearn.plot_residuals()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, regressor, what, "regressor")
     _kind(sk, regressor, what, "regressor", ("regressor",))
     _arrays(what, X=X, y=y)
@@ -562,8 +556,7 @@ def plot_clusterer(model: Any, X_train: Any, cluster_labels: Any, labels: Any = 
     """Every clusterer plot of W&B's: the elbow curve (KMeans only) and the silhouette
     plot; ``cluster_labels`` is the cluster of each sample of ``X_train``."""
     what = "localtrack.sklearn.plot_clusterer()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, model, what)
     _kind(sk, model, what, "model", ("clusterer",))
     _arrays(what, X_train=X_train, cluster_labels=cluster_labels)
@@ -584,8 +577,7 @@ def plot_elbow_curve(clusterer: Any = None, X: Any = None,  # noqa: N803
     clusters in ``cluster_ranges`` (1, 3, 5, 7, 9), each a clone fitted on ``X``, under
     ``elbow_curve``: rows (cluster_ranges, errors, clustering_time)."""
     what = "localtrack.sklearn.plot_elbow_curve()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, clusterer, what, "clusterer")
     if not hasattr(clusterer, "n_clusters"):
         raise UnsupportedTypeError(f"{what}: {type(clusterer).__name__} has no n_clusters: "
@@ -619,8 +611,7 @@ def plot_silhouette(clusterer: Any = None, X: Any = None, cluster_labels: Any = 
     import numpy as np
 
     what = "localtrack.sklearn.plot_silhouette()"
-    sk = _sklearn(what)
-    _run(what)
+    sk = _start(what)
     _fitted(sk, clusterer, what, "clusterer")
     _arrays(what, X=X, cluster_labels=cluster_labels)
     X = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X)  # noqa: N806
