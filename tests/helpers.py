@@ -45,3 +45,25 @@ def settle(root: Path) -> None:
 
     for lock in Path(root).rglob(_sealer.SEAL_LOCK):
         _sealer.wait_idle(lock.parent, timeout=120)
+
+
+_OLDER_READER = """
+import sys, localtrack
+from localtrack import _layout
+_layout.KNOWN_FORMAT = int(sys.argv[2])
+api = localtrack.Api(sys.argv[1])
+for path in sys.argv[3:]:
+    try:
+        api.run(path).history_table()
+        print(api.run(path).last_step)
+    except localtrack.errors.CorruptRunError as exc:
+        print(exc)
+"""
+
+
+def read_as_older(store: Path, known_format: int, *paths: str) -> list[str]:
+    """What a localtrack that reads formats up to ``known_format`` says of each run: its last
+    step, or the error it refuses the run with (one line each, in a real process)."""
+    res = run_script(_OLDER_READER, str(store), str(known_format), *paths)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()

@@ -24,7 +24,7 @@ import localtrack
 from localtrack import _blobs
 from localtrack.errors import InvalidValueError, UnsupportedTypeError
 
-from .helpers import run_script, script, settle
+from .helpers import read_as_older, run_script, script, settle
 
 RNG = np.random.default_rng(20)
 HWC = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
@@ -538,17 +538,8 @@ def test_an_older_reader_is_told_a_run_with_media_is_newer(store: Path) -> None:
     run = localtrack.init(project="p", id="m", dir=store)
     run.log({"img": localtrack.Image(HWC)})
     run.finish()
-    older = """
-import sys, localtrack
-from localtrack import _layout
-_layout.KNOWN_FORMAT = 4
-try:
-    localtrack.Api(sys.argv[1]).run("p/m").history_table()
-except localtrack.errors.CorruptRunError as exc:
-    print(exc)
-"""
-    res = run_script(older, str(store))
-    assert "uses format 5, newer than this localtrack understands (4)" in res.stdout, res
+    [said] = read_as_older(store, 4, "p/m")
+    assert "uses format 5, newer than this localtrack understands (4)" in said
 
 
 def test_items_of_an_older_format_read_beside_new_ones(store: Path, monkeypatch) -> None:

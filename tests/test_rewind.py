@@ -22,7 +22,7 @@ import pytest
 import localtrack
 from localtrack.errors import RunLockedError, RunNotFoundError, UsageError
 
-from .helpers import run_script, script, settle
+from .helpers import read_as_older, run_script, script, settle
 
 
 def _log(store: Path, rid: str, steps: range, base: float = 0.0) -> None:
@@ -267,21 +267,9 @@ def test_an_older_reader_is_told_the_run_is_newer(store):
     _log(store, "r", range(10))
     _log(store, "plain", range(10))
     localtrack.init(project="p", dir=store, resume_from="r?_step=4").finish()
-    older = """
-import sys, localtrack
-from localtrack import _layout
-_layout.KNOWN_FORMAT = 3
-api = localtrack.Api(sys.argv[1])
-print(api.run("p/plain").last_step)
-try:
-    api.run("p/r").history_table()
-except localtrack.errors.CorruptRunError as exc:
-    print(exc)
-"""
-    res = run_script(older, str(store))
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines()[0] == "9"
-    assert "uses format 4, newer than this localtrack understands (3)" in res.stdout
+    plain, rewound = read_as_older(store, 3, "p/plain", "p/r")
+    assert plain == "9"
+    assert "uses format 4, newer than this localtrack understands (3)" in rewound
 
 
 def test_show_and_the_dashboard_data_show_the_rewind(store):

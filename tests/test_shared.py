@@ -18,7 +18,7 @@ import localtrack
 from localtrack import _layout
 from localtrack.errors import RunLockedError, UsageError
 
-from .helpers import run_script, script, settle, wait_for
+from .helpers import read_as_older, run_script, script, settle, wait_for
 
 WRITER = """
 import sys, localtrack
@@ -273,17 +273,8 @@ def test_an_older_reader_refuses_a_shared_run(store):
     with localtrack.init(project="p", id="job", dir=store, mode="shared",
                          settings={"x_label": "rank0", "x_primary": True}) as run:
         run.log({"x": 1.0})
-    older = """
-import sys, localtrack
-from localtrack import _layout
-_layout.KNOWN_FORMAT = 5
-try:
-    localtrack.Api(sys.argv[1]).run("p/job").history_table()
-except localtrack.errors.CorruptRunError as exc:
-    print(exc)
-"""
-    res = run_script(older, str(store))
-    assert "uses format 6, newer than this localtrack understands (5)" in res.stdout, res.stderr
+    [said] = read_as_older(store, 5, "p/job")
+    assert "uses format 6, newer than this localtrack understands (5)" in said
 
 
 def _same(a: localtrack.ApiRun, b: localtrack.ApiRun) -> None:
