@@ -265,15 +265,22 @@ def test_a_program_that_ignores_sigterm_is_killed_after_the_kill_delay(store, tm
     assert len(terms) == 1   # one SIGTERM, then the SIGKILL
 
 
+def _function_sweep(store: Path, monkeypatch, train) -> str:
+    """Run ``train`` under a function agent over a grid of acc 0.9 (kept) and 0.1 (stopped at
+    the first band: hyperband with min_iter 2, eta 3) and return the sweep's id."""
+    monkeypatch.setenv("LOCALTRACK_AGENT_POLL", "0.05")
+    config = {"method": "grid", "metric": {"name": "acc", "goal": "maximize"},
+              "early_terminate": {"type": "hyperband", "min_iter": 2},
+              "parameters": {"acc": {"values": [0.9, 0.1]}}}
+    sweep_id = localtrack.sweep(config, project="p", dir=str(store))
+    assert localtrack.agent(sweep_id, function=train, project="p", dir=str(store)) == 2
+    return sweep_id
+
+
 def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch):
     """function= mode: the stopped run's function gets RunStoppedError (as W&B's agent raises in
     it), raised by its next log() before anything is written (never inside the writer); the
     agent settles the job stopped and goes on."""
-    monkeypatch.setenv("LOCALTRACK_AGENT_POLL", "0.05")
-    config = {"method": "grid", "metric": {"name": "acc", "goal": "maximize"},
-              "early_terminate": {"type": "hyperband", "min_iter": 2},   # eta 3
-              "parameters": {"acc": {"values": [0.9, 0.1]}}}
-    sweep_id = localtrack.sweep(config, project="p", dir=str(store))
     seen: dict[float, str] = {}
 
     def train() -> None:
@@ -290,7 +297,7 @@ def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch)
             assert where[-1].name == "_log_general", where  # at log()'s start, not mid-write
             raise
 
-    assert localtrack.agent(sweep_id, function=train, project="p", dir=str(store)) == 2
+    sweep_id = _function_sweep(store, monkeypatch, train)
     assert seen == {0.9: "completed", 0.1: "stopped"}
     sweep = localtrack.Api(store).sweep(f"p/{sweep_id}")
     assert sweep.counts() == {"finished": 1, "stopped": 1}
@@ -310,12 +317,7 @@ def test_a_function_run_is_stopped_by_an_exception(store, tmp_path, monkeypatch)
 def test_a_function_that_stops_logging_is_stopped_after_the_kill_delay(store, monkeypatch):
     """A stopped function that logs no more (a long evaluation) gets RunStoppedError at its next
     instruction once the kill delay passed, as W&B's agent raises it."""
-    monkeypatch.setenv("LOCALTRACK_AGENT_POLL", "0.05")
     monkeypatch.setenv("LOCALTRACK_AGENT_KILL_DELAY", "0.3")
-    config = {"method": "grid", "metric": {"name": "acc", "goal": "maximize"},
-              "early_terminate": {"type": "hyperband", "min_iter": 2},
-              "parameters": {"acc": {"values": [0.9, 0.1]}}}
-    sweep_id = localtrack.sweep(config, project="p", dir=str(store))
     seen: dict[float, str] = {}
 
     def train() -> None:
@@ -332,7 +334,7 @@ def test_a_function_that_stops_logging_is_stopped_after_the_kill_delay(store, mo
             seen[acc] = "stopped"
             raise
 
-    assert localtrack.agent(sweep_id, function=train, project="p", dir=str(store)) == 2
+    sweep_id = _function_sweep(store, monkeypatch, train)
     assert seen == {0.9: "completed", 0.1: "stopped"}
     assert localtrack.Api(store).sweep(f"p/{sweep_id}").counts() == {"finished": 1, "stopped": 1}
 
