@@ -5,6 +5,7 @@ real processes at once."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,75 @@ def test_a_shared_runs_charts_draw_a_line_per_writer(browser, ui):
         tab.check()
     finally:
         tab.context.close()
+
+
+LIVE = """
+import sys, localtrack
+run = localtrack.init(project="sh", id="live", dir=sys.argv[1], name="live-job",
+                      settings={"mode": "shared"})
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.strip() == "q":
+        break
+    for _ in range(int(line)):
+        run.log({"loss": 1.0 / (run.step + 1)})
+    print("at", run.step, flush=True)
+run.finish()
+"""
+
+
+class SharedWriter:
+    """One writer of the shared run "sh/live" (rank ``rank``) that logs N more steps each time
+    it is told to (over stdin)."""
+
+    def __init__(self, root: Path, rank: int) -> None:
+        self.proc = script(LIVE, str(root), env={"SLURM_PROCID": str(rank)}, stdin=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line == b"ready\n", self.proc.stderr.read() if self.proc.stderr else line
+
+    def log(self, n: int) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{n}\n".encode())
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("at "), line
+        return int(line.split()[1])
+
+    def close(self) -> None:
+        try:
+            out, err = self.proc.communicate(b"q\n", timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        assert self.proc.returncode == 0, err.decode()
+
+
+def test_a_live_shared_run_follows_each_writer(browser, ui, store):
+    """While two writers log, the page follows the one that lags behind: its rows move the
+    run's last write (not its step count), so the poll sees them and the chart grows."""
+    primary = SharedWriter(store, 0)
+    other = None
+    try:
+        primary.log(50)
+        other = SharedWriter(store, 1)
+        other.log(5)
+        tab = Page(browser, ui.url)
+        try:
+            pg = tab.page
+            tab.goto("#/p/sh/r/live")
+            tab.wait("both writers' lines", lambda: [t["n"] for t in pg.evaluate(TRACES, "loss")] == [50, 5])
+            before = get_json(ui.url, "/api/status", paths="sh/live")["sh/live"]
+            other.log(7)
+            tab.wait("the lagging writer's new rows", lambda: [
+                t["n"] for t in pg.evaluate(TRACES, "loss")] == [50, 12], timeout=30)
+            after = get_json(ui.url, "/api/status", paths="sh/live")["sh/live"]
+            assert after["steps"] == before["steps"] == 50 and after["updated"] > before["updated"]
+            assert after["state"] == "running"
+            tab.check()
+        finally:
+            tab.context.close()
+    finally:
+        for writer in (other, primary):
+            if writer is not None:
+                writer.close()
