@@ -211,7 +211,7 @@ class Charts {
     this.st = st;   // shared with the view, so neither overwrites the other's settings
     this.opts = Object.assign({x: "step", smooth: 0, log: false, filter: "", hidden: false, labels: true}, this.st.data.chart || {});
     this.hist = new Map();          // path -> {sig, data}
-    this.zoom = new Map();          // metric -> {range: [x0, x1], data: Map(path -> series)}
+    this.zoom = new Map();          // metric -> {range: [x0, x1], data: Map(path -> /api/history answer)}
     this.panels = new Map();        // metric -> {el, plot, info}
     this.controls = this.buildControls();
     this.grid = h("div", {class: "panels", id: "panels"});
@@ -339,14 +339,14 @@ class Charts {
     const traces = [];
     let rows = 0, sampled = false, axis = null, missing = null;
     const lines = runs.flatMap(r => this.linesOf(r, metric, zoom, runs.length > 1));
-    for (const {s, group, name, color, dash, meta, label} of lines) {
+    for (const {s, group, name, color, dash, meta} of lines) {
       if (!s || !s.x || !s.x.length) continue;
       axis = axis || s.axis || null;   // define_metric(step_metric=...): the x axis it names
       missing = missing || s.axis_missing || null;   // ... never logged: charted by step
       rows = Math.max(rows, s.rows);
       sampled = sampled || s.sampled;
       const xs = o.x === "time" ? s.x.map(plotDate) : s.x;
-      const common = {x: xs, type: "scatter", legendgroup: group, meta, customdata: label};
+      const common = {x: xs, type: "scatter", legendgroup: group, meta};
       if (s.sampled) {
         // The band's thin edges keep a one-bucket spike visible.
         const edge = {width: 0.6, color: hexAlpha(color, 0.45)};
@@ -361,7 +361,7 @@ class Charts {
       traces.push({...common, y: o.smooth > 0 ? ema(s.y, o.smooth) : s.y, name: plotText(name),
         mode: markers ? "lines+markers" : "lines", marker: {size: 5, color}, line: {width: 1.7, color, dash}});
     }
-    const legend = lines.filter(l => l.s?.x?.length).length > 1;
+    const legend = runs.length > 1 || lines.filter(l => l.s?.x?.length).length > 1;
     p.info.textContent = rows ? `${INT_FORMAT.format(rows)} rows` + (sampled ? " · downsampled, band = min/max" : "") +
       (zoom ? " · zoomed" : "") + (missing && !axis ? ` · step metric ${missing} never logged: by _step` : "") : "no points";
     const layout = {
@@ -395,7 +395,7 @@ class Charts {
     const color = this.colorOf(r.path);
     if (this.opts.labels && data.labels) {
       return Object.entries(data.labels).map(([label, series], i) => ({
-        s: series[metric], group: `${r.path}|${label}`, meta: r.path, label,
+        s: series[metric], group: `${r.path}|${label}`, meta: r.path,
         name: many ? `${r.name} · ${label}` : label, color: many ? color : PALETTE[i % PALETTE.length],
         dash: many ? DASHES[i % DASHES.length] : "solid"}));
     }
