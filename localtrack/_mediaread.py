@@ -18,7 +18,7 @@ from ._codec import decode_tree, loads
 from ._naming import Ctx, chunk_offset, run_label
 from ._remotes import RemotePath
 from ._remotes._chunks import read_log
-from ._richmedia import Table, decode_audio, decode_image, decode_mask, overlays
+from ._richmedia import Table, decode_audio, decode_image, decode_mask, fill_default_labels, overlays
 from .errors import CorruptRunError
 
 if TYPE_CHECKING:
@@ -168,6 +168,7 @@ def _decode(rdir: StorePath, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any
                 if mask is None:
                     raise ValueError("a mask without a media reference")
                 spec["mask_data"] = decode_mask(mask, _bytes(rdir, mask, ctx))
+            fill_default_labels(image.boxes, image.masks)  # runs written with {} for them
             return image
         if kind == "audio":
             return decode_audio(ref, data)

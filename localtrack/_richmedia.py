@@ -241,13 +241,34 @@ def _class_labels(labels: Any, what: str, key: str, where: str,
     """W&B's ``class_labels`` ({int: str}) with the ints as JSON keys (strings). Without them,
     W&B's defaults: ``class_<id>`` for each of the class ``ids`` present."""
     if labels is None:
-        return {str(int(i)): f"class_{int(i)}" for i in sorted(set(ids))}
+        return {str(k): v for k, v in default_labels(ids).items()}
     if not isinstance(labels, dict) or not all(
             isinstance(k, numbers.Integral) and not isinstance(k, bool) and isinstance(v, str)
             for k, v in labels.items()):
         raise _bad(key, where, f"class_labels of {what} must map ints to strings, e.g. "
                                "{1: 'cat'}.")
     return {str(int(k)): v for k, v in labels.items()}
+
+
+def default_labels(ids: Iterable[int]) -> dict[int, str]:
+    """W&B's labels for classes given none: ``class_<id>`` for each id present."""
+    return {int(i): f"class_{int(i)}" for i in sorted({int(i) for i in ids})}
+
+
+def fill_default_labels(boxes: dict[str, Any], masks: dict[str, Any]) -> None:
+    """Give the read box groups and masks (``mask_data`` decoded) whose ``class_labels`` are
+    empty W&B's defaults for the ids they hold: runs written before the writer stored those
+    defaults (issue 20) hold ``{}`` where no labels were given. Labels that were given stay."""
+    import numpy as np
+
+    for spec in boxes.values():
+        if not spec["class_labels"]:
+            spec["class_labels"] = default_labels(
+                box["class_id"] for box in spec["box_data"] if box.get("class_id") is not None)
+    for spec in masks.values():
+        if not spec["class_labels"]:
+            pixels = np.asarray(spec["mask_data"], np.uint8).reshape(-1)
+            spec["class_labels"] = default_labels(np.flatnonzero(np.bincount(pixels, minlength=256)))
 
 
 def _boxes(boxes: Any, key: str, where: str) -> dict[str, Any]:

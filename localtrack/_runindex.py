@@ -109,6 +109,8 @@ def updated(rdir: _store.StorePath, created: float, events: list[dict[str, Any]]
             times.append(os.stat(path).st_mtime)
         except FileNotFoundError:
             continue
+    if os.path.isdir(base + "/labels"):  # a shared run: its writers log under labels/<label>/
+        times += [updated(_labels.label_rdir(rdir, label), created, []) for label in _labels.labels(rdir)]
     return max(times, default=created)
 
 

@@ -660,6 +660,47 @@ def test_doctor_finds_and_fixes_a_row_whose_media_were_lost(store: Path) -> None
     assert [s for s, _ in localtrack.Api(store).run("p/d").media("img")] == [0, 1]
 
 
+# A writer from before issue 20's defaults (27f6185): class_labels not given were stored as {}.
+OLD_WRITER = """
+import sys, json, numpy as np, localtrack
+from localtrack import _richmedia
+given = _richmedia._class_labels
+_richmedia._class_labels = lambda labels, *a: {} if labels is None else given(labels, *a)
+img = np.zeros((6, 8, 3), np.uint8)
+mask = np.zeros((6, 8), np.uint8); mask[:, 4:] = 5
+box = lambda c: {"position": {"minX": 0, "maxX": 1, "minY": 0, "maxY": 1}, "class_id": c}
+boxes = {"bare": {"box_data": [box(3), box(1), box(3), {"position": box(0)["position"]}]},
+         "named": {"box_data": [box(2), box(9)], "class_labels": {2: "dog"}}}
+masks = {"bare": {"mask_data": mask}, "named": {"mask_data": mask, "class_labels": {5: "road"}}}
+run = localtrack.init(project="p", id="old", dir=sys.argv[1])
+image = localtrack.Image(img, boxes=boxes, masks=masks)
+run.log({"im": image, "t": localtrack.Table(columns=["im"], data=[[image]])})
+run.finish()
+"""
+
+
+@pytest.mark.parametrize("seal", [False, True], ids=["live-log", "sealed"])
+def test_labels_of_a_run_written_with_empty_class_labels(tmp_path: Path, seal: bool) -> None:
+    """Boxes and masks stored with ``{}`` class labels (no class_labels given, written before
+    the writer stored W&B's defaults) read back with those defaults, ``class_<id>`` for the
+    ids present, as the dashboard labels them; labels that were given are kept as given."""
+    store = tmp_path / "store"
+    env = {"LOCALTRACK_SEAL_MIN_BYTES": "0" if seal else str(1 << 40)}
+    done = run_script(OLD_WRITER, str(store), env=env)
+    assert done.returncode == 0, done.stderr
+    settle(store)
+    run = localtrack.Api(store).run("p/old")
+    tag = run.history_table(["im"]).to_pylist()[0]["im"][_blobs.TAG]
+    assert '"class_labels":{}' in tag["boxes"] and '"class_labels":{}' in tag["masks"]  # the old way
+    (_, image), = run.media("im")
+    (_, table), = run.media("t")
+    for read in (image, table.data[0][0]):
+        assert read.boxes["bare"]["class_labels"] == {1: "class_1", 3: "class_3"}
+        assert read.boxes["named"]["class_labels"] == {2: "dog"}
+        assert read.masks["bare"]["class_labels"] == {0: "class_0", 5: "class_5"}
+        assert read.masks["named"]["class_labels"] == {5: "road"}
+
+
 @pytest.mark.parametrize("fields", [
     pytest.param({"masks": "{not json"}, id="masks-not-json"),
     pytest.param({"masks": '{"m": {"mask": 1, "class_labels": {}}}'}, id="mask-not-a-reference"),

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,10 +30,14 @@ from .._query import Api, ApiRun
 from ..errors import CorruptRunError, LocaltrackError, RunNotFoundError, StorageError, UsageError
 from . import _downsample
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 #: Strings longer than this are cut in the runs list (the run page shows them whole).
 _LIST_STR_MAX = 200
 _HISTORY_CACHE = 256
 _X_COLUMNS = {"step": "_step", "time": "_timestamp"}
+_LABEL = "_label"  # a shared run's history: which writer logged the row (docs/format.md)
 
 Signature = tuple[float, int, str]
 
@@ -278,23 +282,25 @@ class StoreView:
         return target
 
     def history(self, path: str, keys: list[str], *, x: str = "step", points: int = 1000,
-                xmin: float | None = None, xmax: float | None = None) -> dict[str, Any]:
+                xmin: float | None = None, xmax: float | None = None,
+                by_label: bool = False) -> dict[str, Any]:
         """Downsampled series of ``keys`` of one run (see _downsample). A series carries its
         define_metric() facts: ``axis`` (the step metric it is charted against), ``hidden``,
-        and ``axis_missing``: its step metric, never logged, so it is charted by step."""
+        and ``axis_missing``: its step metric, never logged, so it is charted by step.
+        ``by_label``: a shared run's answer also has ``labels``, per writer label the series
+        of its own rows (each downsampled on its own), beside ``series``, every label's rows
+        merged by step; another run's answer has no ``labels``."""
         if x not in _X_COLUMNS:
             raise UsageError(f"Invalid x axis {x!r}: use 'step' or 'time'.")
         keys = [k for k in dict.fromkeys(keys) if k not in _X_COLUMNS.values()]
         run = self.api.run(path)
         sig = signature(run, run.updated)
-        cache_key = (path, sig, tuple(keys), x, points, xmin, xmax)
+        cache_key = (path, sig, tuple(keys), x, points, xmin, xmax, by_label)
         with self._lock:
             hit = self._history.get(cache_key)
             if hit is not None:
                 self._history.move_to_end(cache_key)
                 return hit
-        import pyarrow as pa
-
         defs = run.metrics
         shown = {key: _metrics.match(defs, key) or {} for key in keys}
         # define_metric(step_metric=...): on the step axis, a key is charted against its
@@ -304,28 +310,47 @@ class StoreView:
                 if x == "step" and isinstance(d.get("step_metric"), str) and d["step_metric"] != key}
         extra = [a for a in axes.values() if a not in _X_COLUMNS.values()]  # always read
         table = run.history_table(list(dict.fromkeys([*keys, *extra])))
-        series = {}
-        for key in keys:
-            axis = axes.get(key)
-            missing = None
-            if axis and not (pa.types.is_null(table.schema.field(axis).type)
-                             or _downsample.is_numeric(table.schema.field(axis).type)):
-                axis = None  # text cannot be an x axis: chart it by step
-            if axis and table.column(axis).null_count == table.num_rows:
-                missing, axis = axis, None  # a step metric never logged: chart it by step
-            one = _downsample.series(table, key, x=axis or _X_COLUMNS[x], points=points,
-                                     xmin=xmin, xmax=xmax)
-            if axis:
-                one["axis"] = axis
-            if missing:
-                one["axis_missing"] = missing
-            if shown[key].get("hidden"):
-                one["hidden"] = True
-            series[key] = one
+
+        def series(rows: pa.Table) -> dict[str, Any]:
+            return _series(rows, keys, axes, x=x, points=points, xmin=xmin, xmax=xmax,
+                           hidden={k for k, d in shown.items() if d.get("hidden")})
+
         out = {"path": path, "state": run.state, "steps": run.last_step + 1, "rows": table.num_rows,
-               "x": x, "series": series}
+               "x": x, "series": series(table)}
+        labels = run.labels if by_label else []
+        if labels:
+            import pyarrow.compute as pc
+
+            column = table.column(_LABEL)
+            out["labels"] = {label: series(table.filter(pc.equal(column, label))) for label in labels}
         with self._lock:
             self._history[cache_key] = out
             while len(self._history) > _HISTORY_CACHE:
                 self._history.popitem(last=False)
         return out
+
+
+def _series(table: pa.Table, keys: list[str], axes: dict[str, str], *, x: str, points: int,
+            xmin: float | None, xmax: float | None, hidden: set[str]) -> dict[str, Any]:
+    """Each key of ``table`` downsampled against its x axis (see StoreView.history)."""
+    import pyarrow as pa
+
+    series = {}
+    for key in keys:
+        axis = axes.get(key)
+        missing = None
+        if axis and not (pa.types.is_null(table.schema.field(axis).type)
+                         or _downsample.is_numeric(table.schema.field(axis).type)):
+            axis = None  # text cannot be an x axis: chart it by step
+        if axis and table.column(axis).null_count == table.num_rows:
+            missing, axis = axis, None  # a step metric never logged: chart it by step
+        one = _downsample.series(table, key, x=axis or _X_COLUMNS[x], points=points,
+                                 xmin=xmin, xmax=xmax)
+        if axis:
+            one["axis"] = axis
+        if missing:
+            one["axis_missing"] = missing
+        if key in hidden:
+            one["hidden"] = True
+        series[key] = one
+    return series

@@ -288,12 +288,15 @@ def _encode(item: Any, fmt: str | None) -> tuple[bytes, str]:
 
 def _cell(value: Any, row: int, col: int) -> Any:
     """A table cell as JSON: an image as ``{"image": [row, col]}`` (the page asks for it with
-    row= and col=), other media by their type's name."""
+    row= and col=), with ``"overlaid": true`` when it has boxes or masks (asked for with
+    overlay=1 and mask=), other media by their type's name."""
     from PIL import Image as PILImage
 
     if isinstance(value, (type(None), bool, int, float, str)):
         return value
     if isinstance(value, PILImage.Image):
+        if getattr(value, "boxes", None) or getattr(value, "masks", None):
+            return {"image": [row, col], "overlaid": True}
         return {"image": [row, col]}
     return f"[{type(value).__name__}]"
 

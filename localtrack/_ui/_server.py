@@ -256,7 +256,8 @@ class _Handler(BaseHTTPRequestHandler):
             keys = [k for k in q.get("keys", "").split(",") if k]
             points = int(_float(q.get("points")) or 1000)
             self._json(view.history(_required(q, "path"), keys, x=q.get("x", "step"), points=points,
-                                    xmin=_float(q.get("xmin")), xmax=_float(q.get("xmax"))))
+                                    xmin=_float(q.get("xmin")), xmax=_float(q.get("xmax")),
+                                    by_label=_by(q.get("by"))))
         elif path == "/api/sweeps":
             project = _required(q, "project")
             self._json({"root": str(view.root), "project": project,
@@ -320,6 +321,14 @@ class _Handler(BaseHTTPRequestHandler):
         filename = json.dumps(target.name)  # quoted and escaped for the header
         self._send(200, body, ctype, headers={"Content-Disposition": f"{disposition}; filename={filename}",
                                               "Cache-Control": "no-store"})
+
+
+def _by(value: str | None) -> bool:
+    """``by=label``: a shared run's history per writer label too (StoreView.history)."""
+    if value not in (None, "label"):
+        raise UsageError(f"Invalid by={value!r}: the one grouping is by=label (a shared run's "
+                         "writers).")
+    return value == "label"
 
 
 def _required(q: dict[str, str], name: str) -> str:

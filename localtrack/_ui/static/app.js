@@ -12,6 +12,7 @@ const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2
 const STATUS_EVERY_MS = 2000;   // selected/open runs: charts of a live run follow within ~2 s
 const LIST_EVERY_MS = 4000;     // the runs table (new runs, states)
 const MARKERS_UP_TO = 60;       // short series are drawn with a marker per point
+const DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"];  // a shared run's writers beside other runs
 const enc = encodeURIComponent;
 
 // plotly.js is 4.8 MB: load it beside the page, so the runs table shows before it is parsed.
@@ -208,9 +209,9 @@ class Charts {
     this.runs = runs;
     this.colorOf = colorOf;
     this.st = st;   // shared with the view, so neither overwrites the other's settings
-    this.opts = Object.assign({x: "step", smooth: 0, log: false, filter: "", hidden: false}, this.st.data.chart || {});
+    this.opts = Object.assign({x: "step", smooth: 0, log: false, filter: "", hidden: false, labels: true}, this.st.data.chart || {});
     this.hist = new Map();          // path -> {sig, data}
-    this.zoom = new Map();          // metric -> {range: [x0, x1], data: Map(path -> series)}
+    this.zoom = new Map();          // metric -> {range: [x0, x1], data: Map(path -> /api/history answer)}
     this.panels = new Map();        // metric -> {el, plot, info}
     this.controls = this.buildControls();
     this.grid = h("div", {class: "panels", id: "panels"});
@@ -230,6 +231,11 @@ class Charts {
       onchange: e => { o.log = e.target.checked; save(); this.draw(); }});
     const hidden = h("input", {type: "checkbox", id: "show-hidden", checked: o.hidden,
       onchange: e => { o.hidden = e.target.checked; save(); this.draw(); }});
+    const labels = h("input", {type: "checkbox", id: "by-label", checked: o.labels,
+      onchange: e => { o.labels = e.target.checked; save(); this.draw(); }});
+    this.labelControl = h("label", {class: "inline", hidden: true,
+      title: "a shared run (init(mode=\"shared\")): a line per writer, or every writer's rows merged by step"},
+    labels, " a line per writer");
     const filter = h("input", {type: "search", id: "metric-filter", placeholder: "filter metrics", value: o.filter,
       oninput: e => { o.filter = e.target.value; save(); this.draw(); }});
     return h("div", {class: "chart-controls"},
@@ -237,7 +243,7 @@ class Charts {
       h("label", {class: "inline"}, "smoothing ", smooth, smoothVal),
       h("label", {class: "inline"}, log, " log y"),
       h("label", {class: "inline", title: "metrics define_metric(hidden=True) keeps off the charts"}, hidden, " hidden metrics"),
-      filter,
+      this.labelControl, filter,
       h("span", {class: "muted"}, "drag to zoom (full resolution inside the zoom), double-click to reset"));
   }
 
@@ -260,7 +266,8 @@ class Charts {
     const fetches = runs.filter(r => force || !this.hist.has(r.path) || this.hist.get(r.path).sig !== this.sig(r))
       .map(async r => {
         const sig = this.sig(r);
-        const data = await api("/api/history", {path: r.path, keys: r.metrics.join(","), x: this.opts.x, points: this.points()});
+        const data = await api("/api/history", {path: r.path, keys: r.metrics.join(","), x: this.opts.x, points: this.points(),
+          by: "label"});
         this.hist.set(r.path, {sig, data});
         for (const [metric, z] of this.zoom) {
           if (r.metrics.includes(metric)) z.data.set(r.path, await this.fetchZoom(r, metric, z.range));
@@ -272,9 +279,8 @@ class Charts {
   }
 
   async fetchZoom(run, metric, range) {
-    const data = await api("/api/history", {path: run.path, keys: metric, x: this.opts.x, points: this.points(),
-      xmin: range[0], xmax: range[1]});
-    return data.series[metric];
+    return api("/api/history", {path: run.path, keys: metric, x: this.opts.x, points: this.points(),
+      xmin: range[0], xmax: range[1], by: "label"});
   }
 
   metrics() {
@@ -306,6 +312,7 @@ class Charts {
       return;
     }
     this.grid.querySelector(".empty")?.remove();
+    this.labelControl.hidden = !runs.some(r => this.hist.get(r.path)?.data.labels);
     for (const m of metrics) {
       let p = this.panels.get(m);
       if (!p) {
@@ -331,18 +338,15 @@ class Charts {
     const zoom = this.zoom.get(metric);
     const traces = [];
     let rows = 0, sampled = false, axis = null, missing = null;
-    for (const r of runs) {
-      const entry = this.hist.get(r.path);
-      let s = zoom?.data.get(r.path) || entry?.data.series[metric];
+    const lines = runs.flatMap(r => this.linesOf(r, metric, zoom, runs.length > 1));
+    for (const {s, group, name, color, dash, meta} of lines) {
       if (!s || !s.x || !s.x.length) continue;
       axis = axis || s.axis || null;   // define_metric(step_metric=...): the x axis it names
       missing = missing || s.axis_missing || null;   // ... never logged: charted by step
       rows = Math.max(rows, s.rows);
       sampled = sampled || s.sampled;
-      const color = this.colorOf(r.path);
       const xs = o.x === "time" ? s.x.map(plotDate) : s.x;
-      const name = plotText(r.name);
-      const common = {x: xs, type: "scatter", legendgroup: r.path, meta: r.path};
+      const common = {x: xs, type: "scatter", legendgroup: group, meta};
       if (s.sampled) {
         // The band's thin edges keep a one-bucket spike visible.
         const edge = {width: 0.6, color: hexAlpha(color, 0.45)};
@@ -354,13 +358,14 @@ class Charts {
         traces.push({...common, y: s.y, mode: "lines", line: {width: 1, color}, opacity: 0.28, hoverinfo: "skip", showlegend: false});
       }
       const markers = s.y.length <= MARKERS_UP_TO;
-      traces.push({...common, y: o.smooth > 0 ? ema(s.y, o.smooth) : s.y, name,
-        mode: markers ? "lines+markers" : "lines", marker: {size: 5, color}, line: {width: 1.7, color}});
+      traces.push({...common, y: o.smooth > 0 ? ema(s.y, o.smooth) : s.y, name: plotText(name),
+        mode: markers ? "lines+markers" : "lines", marker: {size: 5, color}, line: {width: 1.7, color, dash}});
     }
+    const legend = runs.length > 1 || lines.filter(l => l.s?.x?.length).length > 1;
     p.info.textContent = rows ? `${INT_FORMAT.format(rows)} rows` + (sampled ? " · downsampled, band = min/max" : "") +
       (zoom ? " · zoomed" : "") + (missing && !axis ? ` · step metric ${missing} never logged: by _step` : "") : "no points";
     const layout = {
-      margin: {l: 52, r: 12, t: 6, b: 34}, height: 270, showlegend: runs.length > 1,
+      margin: {l: 52, r: 12, t: 6, b: 34}, height: 270, showlegend: legend,
       legend: {orientation: "h", y: -0.18, font: {size: 11}},
       xaxis: {type: o.x === "time" ? "date" : "linear", zeroline: false, automargin: true,
         title: axis ? {text: plotText(axis), standoff: 4, font: {size: 11}} : undefined},
@@ -368,7 +373,7 @@ class Charts {
       hovermode: "closest", uirevision: `${metric}|${o.x}|${o.log}`,
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", font: {size: 11},
     };
-    if (runs.length > 1) layout.margin.b = 20;
+    if (legend) layout.margin.b = 20;
     if (axis) p.el.dataset.axis = axis; else delete p.el.dataset.axis;
     if (missing && !axis) p.el.dataset.axisMissing = missing; else delete p.el.dataset.axisMissing;
     Plotly.react(p.plot, traces, layout, {displaylogo: false, responsive: true, typesetMath: false,
@@ -377,6 +382,24 @@ class Charts {
       p.bound = true;
       p.plot.on("plotly_relayout", ev => this.onRelayout(metric, ev));
     }
+  }
+
+  /**
+   * The lines of run ``r`` in one metric's panel: a shared run's one per writer label (its
+   * legend: the label) while "a line per writer" is ticked, else one, every writer's rows
+   * merged by step. Beside other runs a writer's line has its run's colour and a dash per label.
+   */
+  linesOf(r, metric, zoom, many) {
+    const data = zoom?.data.get(r.path) || this.hist.get(r.path)?.data;
+    if (!data) return [];
+    const color = this.colorOf(r.path);
+    if (this.opts.labels && data.labels) {
+      return Object.entries(data.labels).map(([label, series], i) => ({
+        s: series[metric], group: `${r.path}|${label}`, meta: r.path,
+        name: many ? `${r.name} · ${label}` : label, color: many ? color : PALETTE[i % PALETTE.length],
+        dash: many ? DASHES[i % DASHES.length] : "solid"}));
+    }
+    return [{s: data.series[metric], group: r.path, meta: r.path, name: r.name, color, dash: "solid"}];
   }
 
   async onRelayout(metric, ev) {

@@ -37,47 +37,116 @@ function pct(part, whole) {
   return `${(100 * part / whole).toFixed(4)}%`;
 }
 
+/** The set of overlays hidden under ``pin`` (made empty the first time). */
+function hiddenOverlays(pin) {
+  if (!overlayHidden.has(pin)) overlayHidden.set(pin, new Set());
+  return overlayHidden.get(pin);
+}
+
 /**
- * An image with its boxes and masks drawn over it, as W&B draws them: a box is an outlined
- * rectangle in its class's colour with its caption (or class label) above it, a mask is a
- * class-coloured half-transparent PNG (see _media.overlay and mask_png) the size of the image.
- * Each box group and each mask has a checkbox that hides it.
+ * The layers drawn over the image at ``url`` from its overlay JSON ``o`` (see _media.overlay),
+ * as W&B draws them: a mask is a class-coloured half-transparent PNG (mask_png) the size of
+ * the image, a box an outlined rectangle in its class's colour with its caption (or class
+ * label) above it. Each part: {name ("mask:<name>" or "boxes:<group>"), text, count (boxes),
+ * classes (a mask's), layer}; a part whose name is in ``hidden`` starts hidden.
+ */
+function overlayParts(url, o, alt, hidden) {
+  const parts = [];
+  for (const [name, classes] of Object.entries(o.masks)) {
+    parts.push({name: `mask:${name}`, text: `mask ${name}`, classes,
+      layer: h("img", {class: "media-mask", alt: `${alt} mask ${name}`, dataset: {mask: name},
+        src: `${url}&mask=${enc(name)}`})});
+  }
+  for (const [group, boxes] of Object.entries(o.boxes)) {
+    parts.push({name: `boxes:${group}`, text: `boxes ${group}`, count: boxes.length, classes: [],
+      layer: h("div", {class: "media-boxes", dataset: {group}}, boxes.map(b => {
+        const scores = Object.entries(b.scores).map(([k, v]) => `${k} ${fmtNum(v)}`).join(", ");
+        return h("div", {class: "media-box", title: [b.label, scores].filter(Boolean).join(" · "),
+          style: `left: ${pct(b.x, o.w)}; top: ${pct(b.y, o.h)}; width: ${pct(b.w, o.w)}; ` +
+            `height: ${pct(b.h, o.h)}; --c: ${b.colour}`},
+        b.label ? h("span", {class: "media-box-label"}, b.label) : "");
+      }))});
+  }
+  for (const p of parts) p.layer.hidden = hidden.has(p.name);
+  return parts;
+}
+
+/**
+ * The checkbox of one overlay: it shows or hides each of ``layers()`` and remembers it in
+ * ``hidden``; ``classes`` (a mask's) are its legend.
+ */
+function overlayToggle(name, text, classes, hidden, layers) {
+  const box = h("input", {type: "checkbox", checked: !hidden.has(name), onchange: () => {
+    if (box.checked) hidden.delete(name); else hidden.add(name);
+    for (const layer of layers()) layer.hidden = !box.checked;
+  }});
+  return h("label", {class: "overlay-toggle", dataset: {overlay: name}}, box, " ", text,
+    classes.map(c => h("span", {class: "overlay-class", style: `--c: ${c.colour}`}, c.label)));
+}
+
+/** An image with its layers (overlayParts) stacked over it. */
+function overlayStack(url, alt, parts, cls = "media-stack") {
+  return h("div", {class: cls}, h("img", {class: "media-img", alt, src: url}), parts.map(p => p.layer));
+}
+
+/**
+ * An image with its boxes and masks drawn over it (overlayParts), and a checkbox per box
+ * group and per mask that hides it, kept as the slider moves (by "path|key").
  */
 async function overlaidImage(path, m, i, n) {
   const url = mediaUrl(path, m, i, n);
   const o = await mediaFetch(url + "&overlay=1", "json");
-  const pin = `${path}|${m.key}`;
-  if (!overlayHidden.has(pin)) overlayHidden.set(pin, new Set());
-  const hidden = overlayHidden.get(pin);
-  const layers = [], toggles = [];
-  function toggle(name, layer, text, legend) {
-    layer.hidden = hidden.has(name);
-    const box = h("input", {type: "checkbox", checked: !hidden.has(name), onchange: () => {
-      layer.hidden = !box.checked;
-      if (box.checked) hidden.delete(name); else hidden.add(name);
-    }});
-    layers.push(layer);
-    toggles.push(h("label", {class: "overlay-toggle", dataset: {overlay: name}}, box, " ", text, legend));
+  const hidden = hiddenOverlays(`${path}|${m.key}`);
+  const parts = overlayParts(url, o, m.key, hidden);
+  return h("div", {class: "media-overlaid"}, overlayStack(url, `${m.key} ${n}`, parts),
+    h("div", {class: "overlay-toggles"}, parts.map(p =>
+      overlayToggle(p.name, p.count === undefined ? p.text : `${p.text} (${p.count})`, p.classes,
+        hidden, () => [p.layer]))));
+}
+
+/**
+ * A table: its first rows, an image cell as a thumbnail; an image cell with boxes or masks
+ * drawn larger with them over it (overlayParts), and a checkbox per box group and mask in its
+ * column's header that hides that overlay in every cell of the column (kept as the slider
+ * moves, by "path|key|column"); a mask's legend there is every class its column's cells hold.
+ */
+async function tableView(path, m, i, n) {
+  const t = await mediaFetch(mediaUrl(path, m, i, n), "json");
+  const rows = t.data.slice(0, MEDIA_TABLE_ROWS);
+  async function cell(c, col) {   // [what the cell shows, its overlays]
+    if (!(c && typeof c === "object" && Array.isArray(c.image))) return [c ?? "", []];
+    const url = mediaUrl(path, m, i, n, c.image);
+    const alt = `${m.key} cell ${c.image.join(",")}`;
+    if (!c.overlaid) return [h("img", {class: "media-thumb", alt, loading: "lazy", src: url}), []];
+    const o = await mediaFetch(url + "&overlay=1", "json");
+    const parts = overlayParts(url, o, alt, hiddenOverlays(`${path}|${m.key}|${col}`));
+    return [overlayStack(url, alt, parts, "media-stack media-cell"), parts];
   }
-  for (const [name, classes] of Object.entries(o.masks)) {
-    const layer = h("img", {class: "media-mask", alt: `${m.key} mask ${name}`, dataset: {mask: name},
-      src: `${url}&mask=${enc(name)}`});
-    toggle(`mask:${name}`, layer, `mask ${name}`,
-      classes.map(c => h("span", {class: "overlay-class", style: `--c: ${c.colour}`}, c.label)));
+  const body = await Promise.all(rows.map(r => Promise.all(r.map((c, col) => cell(c, col)))));
+  const columns = new Map();   // column -> Map(overlay name -> {text, classes, layers}), in row order
+  for (const r of body) {
+    r.forEach(([, parts], col) => {
+      if (!parts.length) return;
+      if (!columns.has(col)) columns.set(col, new Map());
+      const known = columns.get(col);
+      for (const p of parts) {
+        if (!known.has(p.name)) known.set(p.name, {text: p.text, classes: new Map(), layers: []});
+        const k = known.get(p.name);
+        k.layers.push(p.layer);
+        for (const cl of p.classes) k.classes.set(cl.id, cl);
+      }
+    });
   }
-  for (const [group, boxes] of Object.entries(o.boxes)) {
-    const layer = h("div", {class: "media-boxes", dataset: {group}}, boxes.map(b => {
-      const scores = Object.entries(b.scores).map(([k, v]) => `${k} ${fmtNum(v)}`).join(", ");
-      return h("div", {class: "media-box", title: [b.label, scores].filter(Boolean).join(" · "),
-        style: `left: ${pct(b.x, o.w)}; top: ${pct(b.y, o.h)}; width: ${pct(b.w, o.w)}; ` +
-          `height: ${pct(b.h, o.h)}; --c: ${b.colour}`},
-      b.label ? h("span", {class: "media-box-label"}, b.label) : "");
-    }));
-    toggle(`boxes:${group}`, layer, `boxes ${group} (${boxes.length})`, "");
-  }
-  return h("div", {class: "media-overlaid"},
-    h("div", {class: "media-stack"}, h("img", {class: "media-img", alt: `${m.key} ${n}`, src: url}), layers),
-    h("div", {class: "overlay-toggles"}, toggles));
+  const head = t.columns.map((name, col) => {
+    const known = columns.get(col);
+    const hidden = hiddenOverlays(`${path}|${m.key}|${col}`);
+    return h("th", {}, name, known ? h("div", {class: "overlay-toggles"}, [...known].map(([k, o]) =>
+      overlayToggle(k, o.text, [...o.classes.values()].sort((a, b) => a.id - b.id), hidden, () => o.layers))) : "");
+  });
+  return h("div", {class: "media-table"},
+    h("p", {class: "muted"}, `${fmtNum(t.rows)} rows` + (t.rows > rows.length ? ` (first ${rows.length} shown)` : "")),
+    h("table", {}, h("thead", {}, h("tr", {}, head)),
+      h("tbody", {}, body.map(r => h("tr", {}, r.map(([c]) => h("td", {}, c)))))));
 }
 
 /** What one item of a step looks like; async where the page must fetch it to show it. */
@@ -89,18 +158,7 @@ const ITEM_VIEWS = {
     ? h("img", {class: "media-img", alt: `${m.key} ${n}`, src: mediaUrl(path, m, i, n)})
     : h("video", {controls: true, preload: "metadata", class: "media-video", src: mediaUrl(path, m, i, n)}),
   html: async (path, m, i, n) => h("pre", {class: "media-html"}, await mediaFetch(mediaUrl(path, m, i, n), "text")),
-  table: async (path, m, i, n) => {
-    const t = await mediaFetch(mediaUrl(path, m, i, n), "json");
-    const rows = t.data.slice(0, MEDIA_TABLE_ROWS);
-    const cell = c => c && typeof c === "object" && Array.isArray(c.image)
-      ? h("img", {class: "media-thumb", alt: `${m.key} cell ${c.image.join(",")}`, loading: "lazy",
-        src: mediaUrl(path, m, i, n, c.image)})
-      : c ?? "";
-    return h("div", {class: "media-table"},
-      h("p", {class: "muted"}, `${fmtNum(t.rows)} rows` + (t.rows > rows.length ? ` (first ${rows.length} shown)` : "")),
-      h("table", {}, h("thead", {}, h("tr", {}, t.columns.map(c => h("th", {}, c)))),
-        h("tbody", {}, rows.map(r => h("tr", {}, r.map(c => h("td", {}, cell(c))))))));
-  },
+  table: tableView,
 };
 
 /**

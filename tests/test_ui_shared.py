@@ -1,0 +1,246 @@
+"""A shared run's charts (init(mode="shared"), several writers): a line per writer label, each
+label downsampled on its own, over HTTP and in Debian's Chromium, on a run written by three
+real processes at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import localtrack
+
+from . import test_ui_browser
+from .helpers import script
+from .test_ui_browser import Page
+from .test_ui_server import get, get_json
+from .ui_helpers import UIProcess
+
+browser = test_ui_browser.browser  # the Chromium fixture
+LABELS = ["rank0", "rank1", "rank2"]
+STEPS = {"rank0": 20, "rank1": 30, "rank2": 3000}
+SPIKE = 1500  # rank2's loss is 100 at this step
+
+WRITER = f"""
+import sys, localtrack
+rank = int(sys.argv[2])
+run = localtrack.init(project="sh", id="job", dir=sys.argv[1], name="job-name",
+                      settings={{"mode": "shared"}})
+for s in range(int(sys.argv[3])):
+    run.log({{"loss": 100.0 if (rank, s) == (2, {SPIKE}) else rank + s / 1000, "acc": rank}})
+run.finish()
+"""
+
+
+def loss(label: str, step: int) -> float:
+    rank = int(label[-1])
+    return 100.0 if (rank, step) == (2, SPIKE) else rank + step / 1000
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared run "sh/job", its three writers started at once (SLURM_PROCID: labels rank0,
+    the primary, rank1 and rank2), a single-writer run "sh/solo" and a project "other"."""
+    root = tmp_path_factory.mktemp("uishared") / "store"
+    procs = [script(WRITER, str(root), str(rank), str(STEPS[label]), env={"SLURM_PROCID": str(rank)})
+             for rank, label in enumerate(LABELS)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    solo = localtrack.init(project="sh", id="solo", dir=root, name="solo-run")
+    for s in range(10):
+        solo.log({"loss": 5 - s / 10, "acc": 0.5})
+    solo.finish()
+    localtrack.init(project="other", id="o", dir=root).finish()  # two projects: the home page lists them
+    run = localtrack.Api(root).run("sh/job")
+    assert run.labels == LABELS and run.state == "finished"
+    return root
+
+
+@pytest.fixture(scope="module")
+def ui(store: Path):
+    proc = UIProcess(store)
+    yield proc
+    code, out, err = proc.stop()
+    assert code == 0 and "Traceback" not in err, (out, err)
+
+
+# -- over HTTP -------------------------------------------------------------------------------
+
+def test_history_by_label(ui):
+    """by=label: per writer label the series of its own rows, each downsampled on its own (a
+    spike of one label stays in that label's band), beside the merged series."""
+    d = get_json(ui.url, "/api/history", path="sh/job", keys="loss,acc", points=100, by="label")
+    assert list(d["labels"]) == LABELS
+    for label in ("rank0", "rank1"):
+        one = d["labels"][label]["loss"]
+        assert one["sampled"] is False and one["rows"] == STEPS[label]
+        assert one["x"] == list(range(STEPS[label]))
+        assert one["y"] == [loss(label, s) for s in range(STEPS[label])]
+        assert d["labels"][label]["acc"]["y"] == [int(label[-1])] * STEPS[label]
+    big = d["labels"]["rank2"]["loss"]
+    assert big["sampled"] is True and big["rows"] == 3000 and len(big["x"]) <= 100
+    assert max(big["ymax"]) == 100.0 and min(big["ymin"]) == 2.0
+    assert big["x"][0] < 30 and big["x"][-1] > 2970  # its own steps, not the merged x range
+    merged = d["series"]["loss"]
+    assert merged["rows"] == sum(STEPS.values())  # every label's rows, as without by=
+    plain = get_json(ui.url, "/api/history", path="sh/job", keys="loss,acc", points=100)
+    assert "labels" not in plain and plain["series"] == d["series"]
+
+
+def test_history_by_label_zoomed_and_by_time(ui):
+    zoomed = get_json(ui.url, "/api/history", path="sh/job", keys="loss", xmin=10, xmax=25, by="label")
+    assert zoomed["labels"]["rank0"]["loss"]["x"] == list(range(10, 20))
+    assert zoomed["labels"]["rank1"]["loss"]["x"] == list(range(10, 26))
+    assert zoomed["labels"]["rank2"]["loss"]["x"] == list(range(10, 26))
+    timed = get_json(ui.url, "/api/history", path="sh/job", keys="loss", x="time", by="label")
+    assert all(len(timed["labels"][label]["loss"]["x"]) == STEPS[label] for label in ("rank0", "rank1"))
+    assert timed["labels"]["rank0"]["loss"]["x"][0] > 1e9  # wall time
+
+
+def test_by_label_of_a_single_writer_run_is_its_history(ui):
+    d = get_json(ui.url, "/api/history", path="sh/solo", keys="loss", by="label")
+    assert "labels" not in d and d["series"]["loss"]["x"] == list(range(10))
+
+
+@pytest.mark.parametrize("by", ["run", "", "LABEL"])
+def test_a_bad_grouping_is_a_400(ui, by):
+    status, _, body = get(ui.url, "/api/history", path="sh/job", keys="loss", by=by)
+    if by == "":  # an empty parameter is no parameter
+        assert status == 200 and "labels" not in json.loads(body)
+        return
+    assert status == 400 and "the one grouping is by=label" in json.loads(body)["error"]
+
+
+# -- in Chromium -----------------------------------------------------------------------------
+
+TRACES = """(metric) => {
+    const gd = [...document.querySelectorAll('.panel')].find(p => p.dataset.metric === metric)
+        ?.querySelector('.js-plotly-plot');
+    return gd && gd.data ? gd.data.filter(t => t.name !== undefined)
+        .map(t => ({name: t.name, color: t.line.color, dash: t.line.dash, n: t.x.length})) : [];
+}"""
+
+
+def test_a_shared_runs_charts_draw_a_line_per_writer(browser, ui):
+    """The run page: a line per label in every chart, the legend naming the labels, each its
+    colour; unticking "a line per writer" draws the merged line, and the choice is kept. A
+    single writer's page has no such control; compare draws each writer in its run's colour."""
+    tab = Page(browser, ui.url)
+    try:
+        pg = tab.page
+        tab.goto("#/p/sh/r/job")
+        pg.locator('.panel[data-metric="loss"] .scatterlayer .trace').first.wait_for()
+        tab.wait("a line per writer", lambda: len(pg.evaluate(TRACES, "loss")) == 3)
+        traces = pg.evaluate(TRACES, "loss")
+        assert [t["name"] for t in traces] == LABELS
+        assert len({t["color"] for t in traces}) == 3
+        assert [t["n"] for t in traces[:2]] == [20, 30] and traces[2]["n"] < 3000  # rank2 downsampled
+        panel = pg.locator('.panel[data-metric="loss"]')
+        assert panel.locator(".legendtext").all_text_contents() == LABELS
+        # rank2's one-step spike survives its downsampling, in its own band
+        assert pg.evaluate("""() => {
+            const gd = document.querySelector('.panel[data-metric="loss"] .js-plotly-plot');
+            return Math.max(...gd.data.filter(t => t.legendgroup === 'sh/job|rank2' && t.fill)
+                .flatMap(t => t.y)); }""") == 100
+        control = pg.locator("#by-label")
+        assert control.is_visible() and control.is_checked()
+        control.uncheck()
+        tab.wait("the merged line", lambda: [t["name"] for t in pg.evaluate(TRACES, "loss")] == ["job-name"])
+        assert pg.evaluate(TRACES, "loss")[0]["n"] > 0
+        assert panel.locator(".legendtext").count() == 0  # one line: no legend
+        tab.goto("#/p/sh/r/solo")  # (goto clears the saved settings: ticked again)
+        pg.locator('.panel[data-metric="loss"] .scatterlayer .trace').first.wait_for()
+        assert [t["name"] for t in pg.evaluate(TRACES, "loss")] == ["solo-run"]
+        assert not pg.locator("#by-label").is_visible()
+        tab.goto("#/p/sh/compare/job,solo")
+        tab.wait("compare's lines", lambda: len(pg.evaluate(TRACES, "loss")) == 4)
+        traces = pg.evaluate(TRACES, "loss")
+        assert [t["name"] for t in traces] == [f"job-name · {label}" for label in LABELS] + ["solo-run"]
+        assert len({t["color"] for t in traces[:3]}) == 1 and traces[3]["color"] != traces[0]["color"]
+        assert [t["dash"] for t in traces[:3]] == ["solid", "dash", "dot"]
+        pg.locator("#by-label").uncheck()
+        tab.wait("compare's merged lines", lambda: [t["name"] for t in pg.evaluate(TRACES, "loss")]
+                 == ["job-name", "solo-run"])
+        pg.reload(wait_until="domcontentloaded")  # the choice is kept (localStorage)
+        pg.locator('.panel[data-metric="loss"] .scatterlayer .trace').first.wait_for()
+        tab.wait("compare's merged lines after a reload", lambda: [
+            t["name"] for t in pg.evaluate(TRACES, "loss")] == ["job-name", "solo-run"])
+        assert not pg.locator("#by-label").is_checked()
+        tab.check()
+    finally:
+        tab.context.close()
+
+
+LIVE = """
+import sys, localtrack
+run = localtrack.init(project="sh", id="live", dir=sys.argv[1], name="live-job",
+                      settings={"mode": "shared"})
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.strip() == "q":
+        break
+    for _ in range(int(line)):
+        run.log({"loss": 1.0 / (run.step + 1)})
+    print("at", run.step, flush=True)
+run.finish()
+"""
+
+
+class SharedWriter:
+    """One writer of the shared run "sh/live" (rank ``rank``) that logs N more steps each time
+    it is told to (over stdin)."""
+
+    def __init__(self, root: Path, rank: int) -> None:
+        self.proc = script(LIVE, str(root), env={"SLURM_PROCID": str(rank)}, stdin=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line == b"ready\n", self.proc.stderr.read() if self.proc.stderr else line
+
+    def log(self, n: int) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{n}\n".encode())
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("at "), line
+        return int(line.split()[1])
+
+    def close(self) -> None:
+        try:
+            out, err = self.proc.communicate(b"q\n", timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        assert self.proc.returncode == 0, err.decode()
+
+
+def test_a_live_shared_run_follows_each_writer(browser, ui, store):
+    """While two writers log, the page follows the one that lags behind: its rows move the
+    run's last write (not its step count), so the poll sees them and the chart grows."""
+    primary = SharedWriter(store, 0)
+    other = None
+    try:
+        primary.log(50)
+        other = SharedWriter(store, 1)
+        other.log(5)
+        tab = Page(browser, ui.url)
+        try:
+            pg = tab.page
+            tab.goto("#/p/sh/r/live")
+            tab.wait("both writers' lines", lambda: [t["n"] for t in pg.evaluate(TRACES, "loss")] == [50, 5])
+            before = get_json(ui.url, "/api/status", paths="sh/live")["sh/live"]
+            other.log(7)
+            tab.wait("the lagging writer's new rows", lambda: [
+                t["n"] for t in pg.evaluate(TRACES, "loss")] == [50, 12], timeout=30)
+            after = get_json(ui.url, "/api/status", paths="sh/live")["sh/live"]
+            assert after["steps"] == before["steps"] == 50 and after["updated"] > before["updated"]
+            assert after["state"] == "running"
+            tab.check()
+        finally:
+            tab.context.close()
+    finally:
+        for writer in (other, primary):
+            if writer is not None:
+                writer.close()
