@@ -255,6 +255,8 @@ except localtrack.errors.RunLockedError as exc:
         localtrack.init(project="p", id="solo", dir=store, mode="shared")
     with pytest.raises(UsageError, match="one writer"):
         localtrack.Api(store).run("p/solo").history_table(label="rank0")
+    with pytest.raises(UsageError, match=r"media\(label='rank0'\).*one writer"):
+        localtrack.Api(store).run("p/solo").media("img", label="rank0")
 
 
 def test_a_writer_waits_for_its_primary_then_gives_up(store, monkeypatch):
@@ -370,16 +372,177 @@ def test_define_metric_summaries_cover_every_writer(store):
     assert listed["loss"] == {"min": 1.0} and listed["acc"] == 7.0
 
 
-def test_media_in_a_shared_run_are_refused_clearly(store):
-    """Media of shared runs are not stored yet: a clear UsageError naming the key and the writer,
-    nothing written, and the writer goes on logging."""
+MEDIA_WRITER = """
+import sys, numpy as np, localtrack
+store, label, primary, n = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
+run = localtrack.init(project="p", id="job", dir=store,
+                      settings=localtrack.Settings(mode="shared", x_label=label,
+                                                   x_primary=primary))
+print("start", run.step, flush=True)
+rank = int(label[4:])
+for i in range(n):
+    s = run.step
+    pixels = np.zeros((6, 5, 3), np.uint8)
+    pixels[..., 0], pixels[..., 1], pixels[..., 2] = rank, s % 256, s // 256
+    row = {"img": localtrack.Image(pixels, caption=f"{label}@{s}"), "x": float(s),
+           "pad": "z" * (i % 5 * 80)}
+    if s % 10 == 3:  # a list of media under another key
+        row["pair"] = [localtrack.Image(pixels[:2]), localtrack.Image(pixels[:3])]
+    run.log(row)
+    print(s, flush=True)  # step s and its image are acknowledged: log() returned
+run.finish()
+print("finished", flush=True)
+"""
+MEDIA_LABELS = ["rank0", "rank1", "rank2", "rank3"]
+
+
+class MediaWriter(Writer):
+    def __init__(self, store: Path, label: str, n: int, kill_after: int | None = None) -> None:
+        self.label = label
+        self.kill_after = kill_after
+        self.start = None
+        self.acked = []
+        self.finished = False
+        self.proc = script(MEDIA_WRITER, str(store), label, "1" if label == "rank0" else "0",
+                           str(n), env=ENV)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+
+def _check_pixels(items: list, expect: dict[str, list[int]]) -> None:
+    """Each item is the image its writer logged at its step (by its pixels), every step of
+    ``expect`` is there once, in step then label order."""
     import numpy as np
 
-    with localtrack.init(project="p", id="med", dir=store, mode="shared",
-                         settings={"x_label": "rank0", "x_primary": True}) as run:
-        run.log({"x": 1.0})
-        with pytest.raises(localtrack.errors.UsageError, match="'img'.*writer 'rank0'"):
-            run.log({"img": localtrack.Image(np.zeros((4, 4, 3), np.uint8)), "x": 2.0})
-        run.log({"x": 3.0})
-    table = localtrack.Api(store).run("p/med").history_table(["x"])
-    assert table.column("x").to_pylist() == [1.0, 3.0]
+    got: dict[str, list[int]] = {}
+    for pair in items:
+        step, image = pair
+        rank = int(pair.label[4:])
+        pixels = np.asarray(image)
+        assert pixels.shape == (6, 5, 3)
+        assert (pixels[..., 0] == rank).all() and (pixels[..., 1] == step % 256).all()
+        assert (pixels[..., 2] == step // 256).all()
+        got.setdefault(pair.label, []).append(step)
+    assert got == expect
+    order = [(pair[0], pair.label) for pair in items]
+    assert order == sorted(order)
+
+
+def test_media_of_every_writer_killed_resumed_and_synced(store, tmp_path):
+    """4 writers log an image per step under one key (and lists under another), one SIGKILLed
+    mid-stream: every acknowledged image of every label reads back by its pixels, with its
+    writer's label, in step then label order; a synced copy reads the same; all resume, each at
+    its own last step + 1, its blobs sealed beside its segments; history() has the references
+    per label; sync again and read the copy."""
+    import numpy as np
+
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    victim = rng.choice(MEDIA_LABELS[1:])
+    writers = [MediaWriter(store, label, 90, rng.randint(5, 80) if label == victim else None)
+               for label in MEDIA_LABELS]
+    for w in writers:
+        code = w.wait()
+        assert code == (-signal.SIGKILL if w.label == victim else 0), (seed, w.label, w.err)
+    settle(store)
+    run = localtrack.Api(store).run("p/job")
+    assert run.state == "crashed"
+    steps = {label: _label_steps(run, label) for label in MEDIA_LABELS}
+    for w in writers:
+        assert set(w.acked) <= set(steps[w.label]) == set(range(len(steps[w.label]))), seed
+    items = run.media("img")
+    _check_pixels(items, steps)
+    remote = tmp_path / "remote"
+    localtrack.sync(str(remote), dir=store)
+    _check_pixels(localtrack.Api(remote).run("p/job").media("img"), steps)
+
+    resumed = [MediaWriter(store, label, 25) for label in MEDIA_LABELS]
+    for w in resumed:
+        assert w.wait() == 0 and w.finished, (seed, w.label, w.err)
+        assert w.start == len(steps[w.label]), (seed, w.label)
+        steps[w.label] += w.acked
+    settle(store)
+    run = localtrack.Api(store).run("p/job")
+    assert run.state == "finished"
+    _check_pixels(run.media("img"), steps)
+    for label in MEDIA_LABELS:
+        assert list(_layout.label_dir(store / "p" / "runs" / "job", label).glob(
+            "segments/*.blob")), (seed, label)  # sealed with their segments
+    one = run.media("img", label=victim)
+    assert [s for s, _ in one] == steps[victim] and {p.label for p in one} == {victim}
+    some = run.media("img", steps=[3, 4])
+    assert [(p[0], p.label) for p in some] == [
+        (s, label) for s in (3, 4) for label in MEDIA_LABELS]
+    pairs = run.media("pair")
+    assert [len(items) for _, items in pairs] == [2] * len(pairs)
+    assert {(p[0], p.label) for p in pairs} == {
+        (s, label) for label in MEDIA_LABELS for s in steps[label] if s % 10 == 3}
+    assert np.asarray(pairs[0][1][1]).shape == (3, 5, 3)
+    rows = run.history(keys=["img"], samples=100000, pandas=False)
+    assert {r["_label"] for r in rows} == set(MEDIA_LABELS)
+    assert all(r["img"]["$m"]["caption"] == f"{r['_label']}@{r['_step']}" for r in rows)
+    assert len(rows) == sum(map(len, steps.values()))
+    with pytest.raises(UsageError, match="its labels are rank0, rank1, rank2, rank3"):
+        run.media("img", label="rank9")
+    localtrack.sync(str(remote), dir=store)
+    there = localtrack.Api(remote).run("p/job")
+    _check_pixels(there.media("img"), steps)
+    assert [len(v) for _, v in there.media("pair")] == [len(v) for _, v in pairs]
+
+
+def test_a_shared_run_s_media_in_show_sync_and_the_dashboard(store, tmp_path):
+    """A live writer's blob log synced as chunks reads back from the copy; `localtrack show`
+    counts each key's steps per writer; the dashboard lists a shared run's media with each
+    row's writer and serves an item by step and label (a label is needed: two writers logged
+    the step)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from .test_cli import cli
+    from .test_ui_server import get
+    from .ui_helpers import UIProcess
+
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared",
+                              settings={"x_label": "rank0", "x_primary": True})
+    other = localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                            settings={"x_label": "rank1"})
+    for s in range(3):
+        primary.log({"img": localtrack.Image(np.full((4, 4, 3), 10 + s, np.uint8))})
+        other.log({"img": localtrack.Image(np.full((4, 4, 3), 20 + s, np.uint8)), "x": 1})
+    other.log({"img": localtrack.Image(np.full((4, 4, 3), 23, np.uint8))})
+    remote = tmp_path / "remote"
+    localtrack.sync(str(remote), dir=store)  # both writers live: their blobs go up as chunks
+    assert (remote / "p" / "runs" / "job" / "labels" / "rank1" / "wal" / "00000000.blob").is_dir()
+    there = localtrack.Api(remote).run("p/job").media("img")
+    assert [(p[0], p.label, np.asarray(p[1])[0, 0, 0]) for p in there] == [
+        (0, "rank0", 10), (0, "rank1", 20), (1, "rank0", 11), (1, "rank1", 21), (2, "rank0", 12),
+        (2, "rank1", 22), (3, "rank1", 23)]
+    other.finish()
+    primary.finish()
+    res = cli("show", "p/job", "--dir", str(store))
+    assert res.returncode == 0, res.stderr
+    assert "img: 7 step(s) (rank0 3, rank1 4)" in res.stdout
+    ui = UIProcess(store)
+    try:
+        status, _, body = get(ui.url, "/api/media", path="p/job")
+        assert status == 200, body
+        (img,) = json.loads(body)["media"]
+        assert img["steps"] == [0, 0, 1, 1, 2, 2, 3]
+        assert img["labels"] == ["rank0", "rank1"] * 3 + ["rank1"]
+        for step, label, value in [(1, "rank0", 11), (1, "rank1", 21), (3, "rank1", 23)]:
+            status, headers, body = get(ui.url, "/api/media/item", path="p/job", key="img",
+                                        step=step, label=label)
+            assert status == 200 and headers["content-type"] == "image/png", body
+            with Image.open(io.BytesIO(body)) as image:
+                assert image.convert("RGB").getpixel((1, 1)) == (value,) * 3
+        status, _, body = get(ui.url, "/api/media/item", path="p/job", key="img", step=1)
+        assert status == 400 and b"label=" in body
+        status, _, body = get(ui.url, "/api/media/item", path="p/job", key="img", step=3,
+                              label="rank0")
+        assert status == 404 and b"by writer 'rank0'" in body
+    finally:
+        code, out, err = ui.stop()
+    assert code == 0 and "Traceback" not in err, (out, err)
