@@ -5,6 +5,7 @@ every writer; what a writer that is not the primary may change; older readers re
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -546,3 +547,84 @@ def test_a_shared_run_s_media_in_show_sync_and_the_dashboard(store, tmp_path):
     finally:
         code, out, err = ui.stop()
     assert code == 0 and "Traceback" not in err, (out, err)
+
+
+KILLED_WRITER = """
+import os, signal, sys, numpy as np, localtrack
+store, label, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+run = localtrack.init(project="p", id="job", dir=store,
+                      settings=localtrack.Settings(mode="shared", x_label=label, fsync="never"))
+for s in range(n):
+    run.log({"img": localtrack.Image(np.full((4, 4), s, np.uint8))} if label == "rank1" else
+            {"x": float(s)})
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_doctor_checks_and_repairs_every_writer_s_folder(store):
+    """Two writers SIGKILLed, then a power cut's damage: rank1's blob lost its last items
+    (rows refer to media that is gone), rank2's log has a torn record, and both have temp
+    files; a dead start of rank1's folder lies beside. `localtrack doctor` names each writer's
+    problem, `--fix` repairs them as the writers would (the live primary's left alone), and
+    the run reads back with the damaged rows cut."""
+    import numpy as np
+
+    from localtrack import _blobs, _frames
+
+    from .test_cli import cli
+
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared",
+                              settings={"x_label": "rank0", "x_primary": True})
+    primary.log({"x": 0.0})
+    for label in ("rank1", "rank2"):
+        res = run_script(KILLED_WRITER, str(store), label, "8")
+        assert res.returncode == -signal.SIGKILL, res.stderr
+    rdir = store / "p" / "runs" / "job"
+    labels = rdir / "labels"
+    os.truncate(labels / "rank1" / "wal" / _blobs.name(0), 16 * 5 + 3)  # items 0..4 whole
+    log2 = labels / "rank2" / "wal" / "00000000.jsonl"
+    data = log2.read_bytes()
+    with open(log2, "r+b") as fh:  # a torn copy into the mapped window: part of a record
+        fh.seek(_frames.data_end(data))
+        fh.write(b'{"x":8.0,"_st')
+    for folder in (labels / "rank1" / "wal", labels / "rank2", labels / "rank0" / "wal"):
+        (folder / ".tmp-x.1234").write_bytes(b"half")
+    (labels / ".tmp-rank1-deadbeef" / "wal").mkdir(parents=True)  # rank1 exists: dead for good
+    (labels / ".tmp-rank7-deadbeef").mkdir()  # rank7's next start removes it
+
+    res = cli("doctor", "--dir", str(store))
+    assert res.returncode == 1, res.stderr
+    lines = res.stdout.splitlines()
+
+    def says(label: str, text: str) -> list[str]:
+        return [ln for ln in lines if f"p/job (writer '{label}')" in ln and text in ln]
+
+    assert says("rank1", "refers to media that a crash lost"), res.stdout
+    assert says("rank1", "temp file") and says("rank2", "temp file") and says("rank0", "temp file")
+    assert says("rank2", "torn tail of 13 bytes"), res.stdout
+    assert [ln for ln in lines if "died while creating its label" in ln and "fixable" in ln
+            and ".tmp-rank1-deadbeef" in ln]
+    assert [ln for ln in lines if "NEEDS ATTENTION" in ln and ".tmp-rank7-deadbeef" in ln]
+
+    res = cli("doctor", "--fix", "--dir", str(store))
+    assert res.returncode == 1, res.stdout  # rank0 lives; rank7's folder waits for rank7
+    lines = res.stdout.splitlines()
+    assert all("fixed" in ln for ln in says("rank1", "") + says("rank2", "")), res.stdout
+    assert says("rank0", "[not repaired: the run is live]")
+    assert not (labels / ".tmp-rank1-deadbeef").exists() and (labels / ".tmp-rank7-deadbeef").exists()
+    assert (labels / "rank0" / "wal" / ".tmp-x.1234").exists()
+    assert not (labels / "rank1" / "wal" / ".tmp-x.1234").exists()
+    assert (labels / "rank2" / "wal" / "00000000.jsonl.broken").exists()
+    primary.finish()
+    res = cli("doctor", "--fix", "--dir", str(store))
+    lines = res.stdout.splitlines()
+    assert not says("rank1", "") and not says("rank2", ""), res.stdout  # nothing left to repair
+    assert not (labels / "rank0" / "wal" / ".tmp-x.1234").exists()
+    run = localtrack.Api(store).run("p/job")
+    assert [(p[0], int(np.asarray(p[1])[0, 0]), p.label) for p in run.media("img")] == [
+        (s, s, "rank1") for s in range(5)]
+    assert _label_steps(run, "rank2") == list(range(8))
+    resumed = run_script(KILLED_WRITER.replace("os.kill(os.getpid(), signal.SIGKILL)",
+                                               "run.finish()"), str(store), "rank1", "2")
+    assert resumed.returncode == 0 and "torn tail" not in resumed.stderr, resumed.stderr
+    assert [s for s, _ in localtrack.Api(store).run("p/job").media("img")] == list(range(7))
