@@ -92,6 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         if e.get("event") == "metric":  # define_metric()
             extra += " " + " ".join(f"{k}={e[k]!r}" for k in ("name", *_METRIC_FIELDS) if k in e)
         extra += f"  [{_job_facts(e['cluster'])}]" if isinstance(e.get("cluster"), dict) else ""
+        extra += f"  (writer {e['label']})" if isinstance(e.get("label"), str) else ""  # shared
         print(f"event    {_fmt_time(e.get('time', 0))}  {e.get('event')} at step {e.get('step')}{extra}")
     print("config")
     for key, value in sorted(run.config.items()):

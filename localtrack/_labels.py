@@ -1,5 +1,6 @@
 """A shared run's writers (``init(mode="shared")``, format 6), read side: their labels, the
-run's state from all of them, and their histories merged by step with a ``_label`` column.
+run's state from all of them, their events side by side, and their histories merged by step
+with a ``_label`` column.
 
 Each writer (label) keeps its history in ``labels/<label>/``, laid out as a run's history
 (manifest, wal/, segments/), and its lifecycle events there (the primary's are the run's own
@@ -108,6 +109,27 @@ def label_states(rdir: _store.StorePath, meta: dict[str, Any], run_events: list[
         evs = run_events if label == first else _store.events(label_rdir(rdir, label), **ctx)
         out[label] = _store.end_state(evs)
     return out
+
+
+def events(rdir: _store.StorePath, meta: dict[str, Any], run_events: list[dict[str, Any]],
+           **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
+    """What readers see of the run's events: a shared run's are the run's own (the primary's)
+    and every other writer's (its lifecycle, ``metric`` and ``alert`` events), each of those
+    with its ``label``, in time order (at equal times the run's first, then by label); so
+    define_metric() and alert() of any writer count. A run of one writer: ``run_events``."""
+    if not is_shared(meta):
+        return run_events
+    first = primary(meta)
+    merged = list(run_events)
+    for label in labels(rdir):
+        if label != first:
+            merged += [{**e, "label": label} for e in _store.events(label_rdir(rdir, label), **ctx)]
+    return sorted(merged, key=_time_of)  # stable: the run's, then the labels' in label order
+
+
+def _time_of(event: dict[str, Any]) -> float:
+    when = event.get("time")
+    return float(when) if isinstance(when, (int, float)) and not isinstance(when, bool) else 0.0
 
 
 def state(root: _store.StorePath, project: ProjectName, rid: RunId, meta: dict[str, Any],

@@ -251,8 +251,9 @@ class ApiRun:
             return
         with _store.reading(self._rdir, **self._ctx):
             live = _labels.is_live(root, project, rid, meta)  # first: see _store.is_live
-        self.events = _store.events(self._rdir, **self._ctx)
-        self.state = _labels.state(root, project, rid, meta, live, self.events)
+        run_events = _store.events(self._rdir, **self._ctx)
+        self.state = _labels.state(root, project, rid, meta, live, run_events)
+        self.events = _labels.events(self._rdir, meta, run_events, **self._ctx)  # every writer's
 
     @property
     def labels(self) -> list[str]:

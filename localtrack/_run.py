@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _alerts, _files, _fsutil, _metrics, _naming, _store, _wal, _watch
+from . import _alerts, _files, _fsutil, _labels, _metrics, _naming, _store, _wal, _watch
 from ._codec import dumps, encode_tree
 from ._config import Config, Summary, config_errors
 from ._frames import frame
@@ -415,8 +415,10 @@ class Run(RunInfo, History):
 
     def _definitions(self) -> dict[str, dict[str, Any]]:
         """define_metric's definitions, this run's earlier processes' included."""
-        if self._metrics is None:
-            self._metrics = _metrics.fold(_store.events(self._rdir, **self._ctx))
+        if self._metrics is None:  # (a shared run's: every writer's, see _labels.events)
+            events = _labels.events(self._rdir, self._meta,
+                                    _store.events(self._rdir, **self._ctx), **self._ctx)
+            self._metrics = _metrics.fold(events)
         return self._metrics
 
     @critical

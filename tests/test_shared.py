@@ -628,3 +628,50 @@ def test_doctor_checks_and_repairs_every_writer_s_folder(store):
                                                "run.finish()"), str(store), "rank1", "2")
     assert resumed.returncode == 0 and "torn tail" not in resumed.stderr, resumed.stderr
     assert [s for s, _ in localtrack.Api(store).run("p/job").media("img")] == list(range(7))
+
+
+DEFINING_WRITER = """
+import sys, localtrack
+run = localtrack.init(project="p", id="job", dir=sys.argv[1],
+                      settings=localtrack.Settings(mode="shared", x_label="rank1"))
+if sys.argv[2] == "define":
+    run.define_metric("acc", summary="max")
+    run.alert("diverged", "rank1 saw a NaN", level="WARN")
+for v in sys.argv[3:]:
+    run.log({"acc": float(v), "loss": float(v)})
+print(sorted(run.summary["acc"].items()) if "acc" in run.summary else None, flush=True)
+run.finish()
+"""
+
+
+def test_every_writer_s_define_metric_and_alert_are_read(store):
+    """A writer that is not the primary (a real process) defines a metric and raises an alert:
+    readers see both (the run's definitions, its summary over every label, its events with the
+    writer's label, `localtrack show`, the SQL events view), and the writer itself, resumed,
+    still applies its definition."""
+    from .test_cli import cli
+
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared",
+                              settings={"x_label": "rank0", "x_primary": True})
+    primary.define_metric("loss", summary="min")
+    primary.log({"acc": 0.5, "loss": 0.5})
+    res = run_script(DEFINING_WRITER, str(store), "define", "0.7", "0.2", "0.6")
+    assert res.returncode == 0 and res.stdout.strip() == "[('max', 0.7)]", res.stderr
+    res = run_script(DEFINING_WRITER, str(store), "resume", "0.1")  # its definition holds
+    assert res.returncode == 0 and res.stdout.strip() == "[('max', 0.7)]", res.stderr
+    primary.log({"acc": 0.9, "loss": 0.9})
+    assert primary.summary["acc"] == 0.9  # read when the primary opened: rank1 had not defined it
+    primary.finish()
+    for run in (localtrack.Api(store).run("p/job"), localtrack.Api(store).runs("p")[0]):
+        assert set(run.metrics) == {"loss", "acc"}
+        assert run.summary["acc"] == {"max": 0.9} and run.summary["loss"] == {"min": 0.1}
+        alerts = [e for e in run.events if e["event"] == "alert"]
+        assert [(e["title"], e["level"], e["label"]) for e in alerts] == [("diverged", "WARN", "rank1")]
+        times = [e["time"] for e in run.events]
+        assert times == sorted(times)
+        assert [e["event"] for e in run.events if e.get("label") == "rank1"] == [
+            "started", "metric", "alert", "finished", "resumed", "finished"]
+    res = cli("show", "p/job", "--dir", str(store))
+    assert "[WARN] diverged: rank1 saw a NaN  (writer rank1)" in res.stdout, res.stdout
+    sql = localtrack.Api(store).query("SELECT label FROM events WHERE event = 'alert'")
+    assert sql.column("label").to_pylist() == ["rank1"]
