@@ -19,7 +19,11 @@ import localtrack
 from localtrack import _layout
 from localtrack.errors import RunLockedError, UsageError
 
+from . import s3server, test_sync_media
 from .helpers import run_script, script, settle, wait_for
+
+s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
+remote_uri = test_sync_media.remote_uri  # a directory remote or a bucket on loopback S3
 
 WRITER = """
 import sys, localtrack
@@ -374,8 +378,9 @@ def test_define_metric_summaries_cover_every_writer(store):
 
 
 MEDIA_WRITER = """
-import sys, numpy as np, localtrack
+import sys, time, numpy as np, localtrack
 store, label, primary, n = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
+pace = float(sys.argv[5])  # seconds of "training" between steps
 run = localtrack.init(project="p", id="job", dir=store,
                       settings=localtrack.Settings(mode="shared", x_label=label,
                                                    x_primary=primary))
@@ -391,6 +396,7 @@ for i in range(n):
         row["pair"] = [localtrack.Image(pixels[:2]), localtrack.Image(pixels[:3])]
     run.log(row)
     print(s, flush=True)  # step s and its image are acknowledged: log() returned
+    time.sleep(pace)
 run.finish()
 print("finished", flush=True)
 """
@@ -398,21 +404,22 @@ MEDIA_LABELS = ["rank0", "rank1", "rank2", "rank3"]
 
 
 class MediaWriter(Writer):
-    def __init__(self, store: Path, label: str, n: int, kill_after: int | None = None) -> None:
+    def __init__(self, store: Path, label: str, n: int, kill_after: int | None = None,
+                 pace: float = 0.0) -> None:
         self.label = label
         self.kill_after = kill_after
         self.start = None
         self.acked = []
         self.finished = False
         self.proc = script(MEDIA_WRITER, str(store), label, "1" if label == "rank0" else "0",
-                           str(n), env=ENV)
+                           str(n), str(pace), env=ENV)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
 
-def _check_pixels(items: list, expect: dict[str, list[int]]) -> None:
-    """Each item is the image its writer logged at its step (by its pixels), every step of
-    ``expect`` is there once, in step then label order."""
+def _pixel_steps(items: list) -> dict[str, list[int]]:
+    """Each writer's steps in ``items`` (media() pairs), each item checked to be the image its
+    writer logged at its step (by its pixels), the pairs in step then label order."""
     import numpy as np
 
     got: dict[str, list[int]] = {}
@@ -424,9 +431,13 @@ def _check_pixels(items: list, expect: dict[str, list[int]]) -> None:
         assert (pixels[..., 0] == rank).all() and (pixels[..., 1] == step % 256).all()
         assert (pixels[..., 2] == step // 256).all()
         got.setdefault(pair.label, []).append(step)
-    assert got == expect
     order = [(pair[0], pair.label) for pair in items]
     assert order == sorted(order)
+    return got
+
+
+def _check_pixels(items: list, expect: dict[str, list[int]]) -> None:
+    assert _pixel_steps(items) == expect
 
 
 def test_media_of_every_writer_killed_resumed_and_synced(store, tmp_path):
@@ -675,3 +686,34 @@ def test_every_writer_s_define_metric_and_alert_are_read(store):
     assert "[WARN] diverged: rank1 saw a NaN  (writer rank1)" in res.stdout, res.stdout
     sql = localtrack.Api(store).query("SELECT label FROM events WHERE event = 'alert'")
     assert sql.column("label").to_pylist() == ["rank1"]
+
+
+@pytest.mark.parametrize("remote_uri", ["dir", "s3"], indirect=True)
+def test_live_writers_media_synced_again_and_again_always_read_whole(store, remote_uri):
+    """3 writers log an image per step (rotating and sealing as they go) while sync runs again
+    and again: every read of the copy gets each writer's images from step 0 on, contiguous,
+    every one by its pixels (blobs go up before the rows and manifests that refer to them);
+    once they finish, the copy holds everything."""
+    labels = MEDIA_LABELS[:3]
+    writers = [MediaWriter(store, label, 300, pace=0.005) for label in labels]
+    seen = dict.fromkeys(labels, 0)
+    try:
+        wait_for(lambda: all(w.start is not None or w.proc.poll() is not None for w in writers),
+                 timeout=120, what="every writer's start")
+        for _ in range(60):
+            live = any(w.proc.poll() is None for w in writers)
+            localtrack.sync(remote_uri, dir=store)
+            got = _pixel_steps(localtrack.Api(remote_uri).run("p/job").media("img"))
+            for label, steps in got.items():
+                assert steps == list(range(len(steps))), label
+                assert len(steps) >= seen[label]  # the copy never goes back
+                seen[label] = len(steps)
+            if not live:
+                break
+    finally:
+        codes = [w.wait() for w in writers]
+    assert codes == [0, 0, 0], [w.err for w in writers]
+    settle(store)
+    localtrack.sync(remote_uri, dir=store)
+    _check_pixels(localtrack.Api(remote_uri).run("p/job").media("img"),
+                  dict.fromkeys(labels, list(range(300))))
