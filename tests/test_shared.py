@@ -717,3 +717,36 @@ def test_live_writers_media_synced_again_and_again_always_read_whole(store, remo
     localtrack.sync(remote_uri, dir=store)
     _check_pixels(localtrack.Api(remote_uri).run("p/job").media("img"),
                   dict.fromkeys(labels, list(range(300))))
+
+
+def test_a_writer_cuts_the_rows_whose_media_a_power_cut_lost_from_its_label(store):
+    """A writer killed with its last images' bytes lost (unsynced pages gone, rows kept): when
+    it opens its label again it cuts its log before the first such row (a .broken copy kept),
+    as a single writer does, and logs on; the other writers' media are untouched."""
+    import numpy as np
+
+    from localtrack import _blobs
+
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared",
+                              settings={"x_label": "rank0", "x_primary": True})
+    other = localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                            settings={"x_label": "rank1", "fsync": "never"})
+    for s in range(6):
+        primary.log({"img": localtrack.Image(np.full((4, 4), 100 + s, np.uint8))})
+        other.log({"img": localtrack.Image(np.full((4, 4), s, np.uint8))})
+    other._drop()  # killed: nothing more written or synced
+    ldir = _layout.label_dir(store / "p" / "runs" / "job", "rank1")
+    os.truncate(ldir / "wal" / _blobs.name(0), 16 * 3 + 7)  # items 0..2 whole, 3 torn, 4..5 lost
+    with pytest.warns(RuntimeWarning, match="torn tail"):
+        other = localtrack.init(project="p", id="job", dir=store, mode="shared",
+                                reinit="create_new", settings={"x_label": "rank1"})
+    assert other.step == 3
+    other.log({"img": localtrack.Image(np.full((4, 4), 33, np.uint8))})
+    other.finish()
+    primary.finish()
+    assert (ldir / "wal" / "00000000.jsonl.broken").exists()
+    run = localtrack.Api(store).run("p/job")
+    assert [(p[0], int(np.asarray(p[1])[0, 0])) for p in run.media("img", label="rank1")] == [
+        (0, 0), (1, 1), (2, 2), (3, 33)]
+    assert [(p[0], int(np.asarray(p[1])[0, 0])) for p in run.media("img", label="rank0")] == [
+        (s, 100 + s) for s in range(6)]
