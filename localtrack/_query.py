@@ -519,10 +519,11 @@ class ApiRun:
             return _segments.read_history(self._rdir, keys, include_rewound=include_rewound,
                                           **self._ctx)
 
-    def histograms(self, key: str) -> list[tuple[int, Histogram]]:
+    def histograms(self, key: str, *, label: str | None = None) -> list[tuple[int, Histogram]]:
         """``(step, Histogram)`` of every step that logged a histogram under ``key``, in order
-        (other values under that key are left out)."""
-        table = self.history_table([key])
+        (other values under that key are left out). A shared run: every writer's, in the
+        order of history_table(); ``label="rank3"``: that writer's only."""
+        table = self.history_table([key], label=label)
         try:
             return _segments.histograms_of(table, key)
         except ValueError as exc:  # counts or edges no writer stores (a damaged segment)

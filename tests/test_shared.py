@@ -507,7 +507,7 @@ def test_a_shared_run_s_media_in_show_sync_and_the_dashboard(store, tmp_path):
     """A live writer's blob log synced as chunks reads back from the copy; `localtrack show`
     counts each key's steps per writer; the dashboard lists a shared run's media with each
     row's writer and serves an item by step and label (a label is needed: two writers logged
-    the step)."""
+    the step), and one writer's histograms."""
     import io
 
     import numpy as np
@@ -523,7 +523,8 @@ def test_a_shared_run_s_media_in_show_sync_and_the_dashboard(store, tmp_path):
                             settings={"x_label": "rank1"})
     for s in range(3):
         primary.log({"img": localtrack.Image(np.full((4, 4, 3), 10 + s, np.uint8))})
-        other.log({"img": localtrack.Image(np.full((4, 4, 3), 20 + s, np.uint8)), "x": 1})
+        other.log({"img": localtrack.Image(np.full((4, 4, 3), 20 + s, np.uint8)), "x": 1,
+                   "h": localtrack.Histogram(np_histogram=([s, 1], [0.0, 1.0, 2.0]))})
     other.log({"img": localtrack.Image(np.full((4, 4, 3), 23, np.uint8))})
     remote = tmp_path / "remote"
     localtrack.sync(str(remote), dir=store)  # both writers live: their blobs go up as chunks
@@ -554,6 +555,10 @@ def test_a_shared_run_s_media_in_show_sync_and_the_dashboard(store, tmp_path):
         assert status == 400 and b"label=" in body
         status, _, body = get(ui.url, "/api/media/item", path="p/job", key="img", step=3,
                               label="rank0")
+        assert status == 404 and b"by writer 'rank0'" in body
+        status, _, body = get(ui.url, "/api/histograms", path="p/job", key="h", label="rank1")
+        assert status == 200 and json.loads(body)["steps"] == [0, 1, 2], body
+        status, _, body = get(ui.url, "/api/histograms", path="p/job", key="h", label="rank0")
         assert status == 404 and b"by writer 'rank0'" in body
     finally:
         code, out, err = ui.stop()

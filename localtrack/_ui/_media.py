@@ -311,15 +311,17 @@ def _cell(value: Any, row: int, col: int) -> Any:
     return f"[{type(value).__name__}]"
 
 
-def histograms(run: ApiRun, key: str) -> dict[str, Any]:
-    """Every histogram of ``key`` on one grid of HIST_BINS bins from the smallest edge to the
-    largest (a bin's count goes to the grid bin holding its centre): ``steps``, ``edges`` and
-    ``counts`` (one list per step)."""
-    if key in ("_step", "_timestamp"):
+def histograms(run: ApiRun, key: str, label: str | None = None) -> dict[str, Any]:
+    """Every histogram of ``key`` (a shared run's: writer ``label``'s, or every writer's) on
+    one grid of HIST_BINS bins from the smallest edge to the largest (a bin's count goes to the
+    grid bin holding its centre): ``steps``, ``edges`` and ``counts`` (one list per step)."""
+    if key in ("_step", "_timestamp", LABEL):
         raise UsageError(f"{key!r} holds no histograms.")
-    hists = run.histograms(key)
+    hists = run.histograms(key, label=label)
     if not hists:
-        raise RunNotFoundError(f"Run {run.path!r} logged no histogram under {key!r}.", path=key)
+        by = f" by writer {label!r}" if label is not None else ""
+        raise RunNotFoundError(f"Run {run.path!r} logged no histogram under {key!r}{by}.",
+                               path=key)
     low = min(h.edges[0] for _, h in hists)
     high = max(h.edges[-1] for _, h in hists)
     width = (high - low) / HIST_BINS or 1.0

@@ -268,7 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/media/item":
             self._media_item(q)
         elif path == "/api/histograms":
-            self._json(_media.histograms(view.api.run(_required(q, "path")), _required(q, "key")))
+            self._json(_media.histograms(view.api.run(_required(q, "path")), _required(q, "key"),
+                                         q.get("label") or None))
         elif path == "/api/file":
             self._file(_required(q, "path"), _required(q, "name"))
         else:
