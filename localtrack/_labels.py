@@ -149,26 +149,26 @@ def state(root: _store.StorePath, project: ProjectName, rid: RunId, meta: dict[s
 
 def history_tables(rdir: _store.StorePath, wanted: list[str] | None, label: str | None = None,
                    *, steps: _segments.Steps = _segments.ALL_STEPS,
-                   **ctx: Unpack[Ctx]) -> Iterator[pa.Table]:
-    """Each label's history tables (see _segments.history_tables) with a ``_label`` column,
-    label after label (the caller merges by step)."""
-    import pyarrow as pa
-
+                   **ctx: Unpack[Ctx]) -> Iterator[tuple[str, pa.Table]]:
+    """Each label's history tables (see _segments.history_tables), label after label, each
+    with the label that wrote it (the caller merges by step)."""
     for name in [label] if label is not None else labels(rdir):
         for table in _segments.history_tables(label_rdir(rdir, name), wanted, steps=steps, **ctx):
-            yield table.append_column(LABEL, pa.array([name] * table.num_rows, pa.string()))
+            yield name, table
 
 
 def read_history(rdir: _store.StorePath, keys: list[str] | None = None, label: str | None = None,
                  **ctx: Unpack[Ctx]) -> pa.Table:
     """Every label's history (or one label's) as one table, sorted by step then label."""
-    wanted = None if keys is None else ["_step", "_timestamp", *keys]
-    tables = list(history_tables(rdir, wanted, label, **ctx))
-    table = _segments._concat(tables, None if wanted is None else [*wanted, LABEL])
-    if LABEL not in table.column_names:  # (no rows at all)
-        import pyarrow as pa
+    import pyarrow as pa
 
-        table = table.append_column(LABEL, pa.nulls(0, pa.string()))
+    wanted = None if keys is None else ["_step", "_timestamp", *keys]
+    parts = list(history_tables(rdir, wanted, label, **ctx))
+    table = _segments._concat([t for _, t in parts], wanted)
+    # The writers' column goes on after the tables are joined: when a key's kind differs
+    # between them, the join turns the logged keys into JSON text, never this one.
+    writers = pa.array([name for name, t in parts for _ in range(t.num_rows)], pa.string())
+    table = table.append_column(LABEL, writers)
     return table.sort_by([("_step", "ascending"), (LABEL, "ascending")])
 
 

@@ -755,3 +755,33 @@ def test_a_writer_cuts_the_rows_whose_media_a_power_cut_lost_from_its_label(stor
         (0, 0), (1, 1), (2, 2), (3, 33)]
     assert [(p[0], int(np.asarray(p[1])[0, 0])) for p in run.media("img", label="rank0")] == [
         (s, 100 + s) for s in range(6)]
+
+
+@pytest.mark.parametrize("seal", [False, True], ids=["logs", "sealed"])
+def test_a_key_of_other_kinds_in_another_writer_keeps_every_label(store, monkeypatch, seal):
+    """One writer logs images under a key, another text and a list of images under it: the
+    joined history holds the key as JSON text (its kinds differ) but `_label` stays the
+    writers' names, and each writer's media read back."""
+    import numpy as np
+
+    if seal:
+        monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "0")
+    primary = localtrack.init(project="p", id="job", dir=store, mode="shared",
+                              settings={"x_label": "rank0", "x_primary": True})
+    other = localtrack.init(project="p", id="job", dir=store, mode="shared", reinit="create_new",
+                            settings={"x_label": "rank1"})
+    for s in range(3):
+        primary.log({"img": localtrack.Image(np.full((4, 4), s, np.uint8)), "x": s})
+        other.log({"img": [localtrack.Image(np.full((4, 4), 50 + s, np.uint8))] * 2 if s == 1
+                   else "text"})
+    primary.finish()
+    settle(store)
+    run = localtrack.Api(store).run("p/job")
+    table = run.history_table()
+    assert table.column("_label").to_pylist() == ["rank0", "rank1"] * 3
+    assert [(p[0], p.label) for p in run.media("img")] == [(0, "rank0"), (1, "rank0"),
+                                                            (1, "rank1"), (2, "rank0")]
+    assert [int(np.asarray(i)[0, 0]) for i in run.media("img", label="rank1")[0][1]] == [51, 51]
+    rows = run.history(keys=["img"], pandas=False)
+    assert [r["_label"] for r in rows] == ["rank0", "rank1"] * 3
+    other.finish()
