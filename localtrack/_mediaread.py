@@ -80,6 +80,9 @@ class Logged(tuple[int, Any]):
         pair.label = label
         return pair
 
+    def __getnewargs__(self) -> tuple[int, Any, str | None]:  # (pickle, copy)
+        return self[0], self[1], self.label
+
 
 def media(rdir: StorePath, meta: dict[str, Any], key: str, steps: Any, ctx: Ctx, *,
           label: str | None = None, pandas: bool = False) -> list[Logged]:

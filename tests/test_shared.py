@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -782,6 +783,8 @@ def test_a_key_of_other_kinds_in_another_writer_keeps_every_label(store, monkeyp
     assert [(p[0], p.label) for p in run.media("img")] == [(0, "rank0"), (1, "rank0"),
                                                             (1, "rank1"), (2, "rank0")]
     assert [int(np.asarray(i)[0, 0]) for i in run.media("img", label="rank1")[0][1]] == [51, 51]
+    pair = run.media("img", label="rank1")[0]
+    assert pickle.loads(pickle.dumps(pair)).label == "rank1"  # a pair survives pickling
     rows = run.history(keys=["img"], pandas=False)
     assert [r["_label"] for r in rows] == ["rank0", "rank1"] * 3
     other.finish()
