@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ import orjson
 
 from . import __version__, _blobs, _settings, _store
 from ._media import Histogram
-from ._mediaread import refs_column
+from ._mediaread import refs_rows
 from ._query import Api, list_runs
 from .errors import CorruptRunError, LocaltrackError, RemoteError, StorageError, UsageError
 
@@ -91,6 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         if e.get("event") == "metric":  # define_metric()
             extra += " " + " ".join(f"{k}={e[k]!r}" for k in ("name", *_METRIC_FIELDS) if k in e)
         extra += f"  [{_job_facts(e['cluster'])}]" if isinstance(e.get("cluster"), dict) else ""
+        extra += f"  (writer {e['label']})" if isinstance(e.get("label"), str) else ""  # shared
         print(f"event    {_fmt_time(e.get('time', 0))}  {e.get('event')} at step {e.get('step')}{extra}")
     print("config")
     for key, value in sorted(run.config.items()):
@@ -99,12 +101,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     for key, value in sorted(run.summary.items()):
         print(f"  {key}: {_histogram_text(value) or _media_text(value) or repr(value)}")
     table = run.history_table()
-    media = {key: len(refs_column(table, key)) for key in table.column_names[2:]}
+    media = {key: refs_rows(table, key) for key in table.column_names[2:]}
     if any(media.values()):
         print("media")
-        for key, count in sorted(media.items()):
-            if count:
-                print(f"  {key}: {count} step(s)")
+        for key, rows in sorted(media.items()):
+            writers = Counter(label for _, _, label in rows if label is not None)
+            by = f" ({', '.join(f'{w} {n}' for w, n in sorted(writers.items()))})" if writers else ""
+            if rows:  # a shared run's: the steps of each writer
+                print(f"  {key}: {len(rows)} step(s){by}")
     if args.rows and table.num_rows:
         tail = table.slice(max(0, table.num_rows - args.rows)).drop_columns(["_timestamp"])
         print(f"last {tail.num_rows} of {table.num_rows} rows")

@@ -5,7 +5,9 @@ reopen: cut a torn log tail (keeping a ``.broken`` copy), delete orphan
 segments, log files a manifest already covers, and temp files. Damage with
 good data after it (a bad record in the middle, a missing segment, a garbled
 metadata file) is reported with the file and offset, never "fixed" by
-dropping data. A live run is only inspected. A folder that is not a run (a
+dropping data. A live run is only inspected. A shared run's writers' folders
+(labels/<label>/) are checked and repaired as a run's history each, a live
+writer's only inspected. A folder that is not a run (a
 stray copy, a bad name, no run.json) and a run that cannot be read at all are
 findings too: one of them never stops the check of the others. A copy that `localtrack sync`
 wrote is checked the way readers read it, and never repaired (sync again to do that).
@@ -13,15 +15,30 @@ wrote is checked the way readers read it, and never repaired (sync again to do t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _blobs, _durable, _frames, _fsutil, _layout, _locks, _naming, _sealer, _segments, _store, _wal
+from . import (
+    _blobs,
+    _durable,
+    _frames,
+    _fsutil,
+    _labels,
+    _layout,
+    _locks,
+    _naming,
+    _sealer,
+    _segments,
+    _store,
+    _wal,
+)
 from ._artifacts import GRACE_SECONDS, artifacts_dir, orphan_blobs
 from ._remotes._dir import open_file
 from .errors import CorruptRunError, LocaltrackError, RunNotFoundError, UsageError
 
 _SEALER_WAIT = 60.0
+_BUILDING = re.compile(re.escape(_fsutil.TMP_PREFIX) + r"(.+)-[0-9a-f]{8}")  # see _start._writer
 
 
 @dataclass
@@ -44,17 +61,68 @@ def check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId,
     try:
         with _store.reading(rdir, project=project, run_id=rid):
             with _sealer.hold(rdir, timeout=_SEALER_WAIT, create=False):
-                return _check_run(root, project, rid, rdir, fix)
+                return _check_run(project, rid, rdir, fix)
     except TimeoutError as exc:
         return [Finding(f"{project}/{rid}", str(rdir), f"not checked: {exc}", False)]
     except LocaltrackError as exc:  # e.g. the run folder cannot be read: the next run can
         return [Finding(f"{project}/{rid}", exc.path or str(rdir), f"not checked: {exc}", False)]
 
 
-def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdir: Path,
+def _check_run(project: _naming.ProjectName, rid: _naming.RunId, rdir: Path,
                fix: bool) -> list[Finding]:
     name = f"{project}/{rid}"
     ctx: _naming.Ctx = {"project": project, "run_id": rid}
+    found: list[Finding] = []
+    meta = None
+    try:
+        meta = _store.read_meta(rdir, **ctx)
+    except LocaltrackError as exc:
+        found.append(Finding(name, str(rdir / _store.RUN_JSON), str(exc), False))
+    for file, what in ((_store.CONFIG_JSON, "config"), (_store.SUMMARY_JSON, "summary")):
+        try:
+            _store.read_tree(rdir / file, what, **ctx)
+        except LocaltrackError as exc:
+            found.append(Finding(name, str(rdir / file), str(exc), False))
+    found += _check_history(name, rdir, fix, ctx)
+    if meta is not None and _labels.is_shared(meta):
+        found += _check_labels(name, rdir, fix, ctx)
+    return found
+
+
+def _check_labels(name: str, rdir: Path, fix: bool, ctx: _naming.Ctx) -> list[Finding]:
+    """A shared run's writers (see _labels): each label's folder is checked and repaired as a
+    run's history, under its own seal lock, unless its writer lives; a folder a writer died
+    building (``labels/.tmp-<label>-<hex>``) is removed once its label's folder exists (no
+    writer builds that label again; before, the label's next start removes it)."""
+    found: list[Finding] = []
+    names = _labels.labels(rdir)
+    for label in names:
+        ldir = _layout.label_dir(rdir, label)
+        where = f"{name} (writer {label!r})"
+        try:
+            with _sealer.hold(ldir, timeout=_SEALER_WAIT, create=False):
+                found += _check_history(where, ldir, fix, ctx)
+        except TimeoutError as exc:
+            found.append(Finding(where, str(ldir), f"not checked: {exc}", False))
+    folder = rdir / "labels"
+    dead = sorted(p for p in folder.iterdir() if p.name.startswith(_fsutil.TMP_PREFIX)) \
+        if folder.is_dir() else []
+    for path in dead:
+        built = _BUILDING.fullmatch(path.name)
+        done = built is not None and built.group(1) in names
+        finding = Finding(name, str(path), "the folder of a writer that died while creating its "
+                          "label" + ("" if done else " (removed by that label's next start)"), done)
+        if fix and done:
+            _fsutil.remove_tree(path)
+            finding.fixed = True
+        found.append(finding)
+    return found
+
+
+def _check_history(name: str, rdir: Path, fix: bool, ctx: _naming.Ctx) -> list[Finding]:
+    """A run's history folder (a run's, or a shared run's label's): its manifest, segments,
+    logs, events and temp files; with ``fix``, the repairs a writer makes when it opens it,
+    unless its writer lives (holds the lock _layout.lock_of_run_dir names)."""
     found: list[Finding] = []
 
     def report(path: Path, problem: str, fixable: bool) -> Finding:
@@ -62,15 +130,6 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
         found.append(finding)
         return finding
 
-    try:
-        _store.read_meta(rdir, **ctx)
-    except LocaltrackError as exc:
-        report(rdir / _store.RUN_JSON, str(exc), False)
-    for file, what in ((_store.CONFIG_JSON, "config"), (_store.SUMMARY_JSON, "summary")):
-        try:
-            _store.read_tree(rdir / file, what, **ctx)
-        except LocaltrackError as exc:
-            report(rdir / file, str(exc), False)
     try:
         manifest = _segments.load_manifest(rdir, **ctx)
     except LocaltrackError as exc:
@@ -135,14 +194,14 @@ def _check_run(root: Path, project: _naming.ProjectName, rid: _naming.RunId, rdi
                    "(never synced): a torn tail", True)
             hole = True
     if fix and any(f.fixable for f in found):
-        if _locks.is_held(_layout.lock_path(root, project, rid)):
+        if _locks.is_held(_layout.lock_of_run_dir(rdir)):
             for f in found:
                 f.problem += " [not repaired: the run is live]"
         else:
-            _durable.repair(rdir, seqs, warn=False, project=project, run_id=rid)
+            _durable.repair(rdir, seqs, warn=False, **ctx)
             for path, good_end in torn:  # the events (the logs are repaired as a writer does)
                 if path.name == _store.EVENTS:
-                    _wal.cut_torn_tail(path, good_end, project=project, run_id=rid, warn=False)
+                    _wal.cut_torn_tail(path, good_end, warn=False, **ctx)
             _segments.cleanup(rdir, manifest, everything=True)
             for path in temps:
                 _fsutil.unlink(path)

@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -126,6 +127,11 @@ def create_exclusive(path: Path, data: bytes) -> bool:
 
 def unlink(path: Path) -> None:
     path.unlink(missing_ok=True)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder a dead writer left behind, whole (what cannot be removed stays)."""
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def sweep_tmp(directory: Path) -> None:

@@ -1,5 +1,6 @@
 """A shared run's writers (``init(mode="shared")``, format 6), read side: their labels, the
-run's state from all of them, and their histories merged by step with a ``_label`` column.
+run's state from all of them, their events side by side, and their histories merged by step
+with a ``_label`` column.
 
 Each writer (label) keeps its history in ``labels/<label>/``, laid out as a run's history
 (manifest, wal/, segments/), and its lifecycle events there (the primary's are the run's own
@@ -110,6 +111,27 @@ def label_states(rdir: _store.StorePath, meta: dict[str, Any], run_events: list[
     return out
 
 
+def events(rdir: _store.StorePath, meta: dict[str, Any], run_events: list[dict[str, Any]],
+           **ctx: Unpack[Ctx]) -> list[dict[str, Any]]:
+    """What readers see of the run's events: a shared run's are the run's own (the primary's)
+    and every other writer's (its lifecycle, ``metric`` and ``alert`` events), each of those
+    with its ``label``, in time order (at equal times the run's first, then by label); so
+    define_metric() and alert() of any writer count. A run of one writer: ``run_events``."""
+    if not is_shared(meta):
+        return run_events
+    first = primary(meta)
+    merged = list(run_events)
+    for label in labels(rdir):
+        if label != first:
+            merged += [{**e, "label": label} for e in _store.events(label_rdir(rdir, label), **ctx)]
+    return sorted(merged, key=_time_of)  # stable: the run's, then the labels' in label order
+
+
+def _time_of(event: dict[str, Any]) -> float:
+    when = event.get("time")
+    return float(when) if isinstance(when, (int, float)) and not isinstance(when, bool) else 0.0
+
+
 def state(root: _store.StorePath, project: ProjectName, rid: RunId, meta: dict[str, Any],
           live: bool, run_events: list[dict[str, Any]]) -> str:
     """The run's state: ``running`` while any writer lives (``live``, from is_live asked before
@@ -127,26 +149,26 @@ def state(root: _store.StorePath, project: ProjectName, rid: RunId, meta: dict[s
 
 def history_tables(rdir: _store.StorePath, wanted: list[str] | None, label: str | None = None,
                    *, steps: _segments.Steps = _segments.ALL_STEPS,
-                   **ctx: Unpack[Ctx]) -> Iterator[pa.Table]:
-    """Each label's history tables (see _segments.history_tables) with a ``_label`` column,
-    label after label (the caller merges by step)."""
-    import pyarrow as pa
-
+                   **ctx: Unpack[Ctx]) -> Iterator[tuple[str, pa.Table]]:
+    """Each label's history tables (see _segments.history_tables), label after label, each
+    with the label that wrote it (the caller merges by step)."""
     for name in [label] if label is not None else labels(rdir):
         for table in _segments.history_tables(label_rdir(rdir, name), wanted, steps=steps, **ctx):
-            yield table.append_column(LABEL, pa.array([name] * table.num_rows, pa.string()))
+            yield name, table
 
 
 def read_history(rdir: _store.StorePath, keys: list[str] | None = None, label: str | None = None,
                  **ctx: Unpack[Ctx]) -> pa.Table:
     """Every label's history (or one label's) as one table, sorted by step then label."""
-    wanted = None if keys is None else ["_step", "_timestamp", *keys]
-    tables = list(history_tables(rdir, wanted, label, **ctx))
-    table = _segments._concat(tables, None if wanted is None else [*wanted, LABEL])
-    if LABEL not in table.column_names:  # (no rows at all)
-        import pyarrow as pa
+    import pyarrow as pa
 
-        table = table.append_column(LABEL, pa.nulls(0, pa.string()))
+    wanted = None if keys is None else ["_step", "_timestamp", *keys]
+    parts = list(history_tables(rdir, wanted, label, **ctx))
+    table = _segments._concat([t for _, t in parts], wanted)
+    # The writers' column goes on after the tables are joined: when a key's kind differs
+    # between them, the join turns the logged keys into JSON text, never this one.
+    writers = pa.array([name for name, t in parts for _ in range(t.num_rows)], pa.string())
+    table = table.append_column(LABEL, writers)
     return table.sort_by([("_step", "ascending"), (LABEL, "ascending")])
 
 

@@ -2,9 +2,12 @@
 
 The rows come from _segments.read_history (so rewinds leave out what they archived, as for
 any key); each reference names the log whose blob holds the item (see _blobs), read and
-checked against its CRC-32. A fork's rows up to its fork point are its parent's, whose
+checked against its checksum. A fork's rows up to its fork point are its parent's, whose
 references point into the parent's blobs: they are read from the parent (as the parent's
 history is now: a rewind the parent made below the fork point after the fork hides them).
+A shared run's writers each keep their media beside their history, in their label's folder
+(see _labels): a row's references point into its own label's blobs, so each label is read as
+a run and the items merged by step, then label.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import wave
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _blobs, _plots, _segments
+from . import _blobs, _labels, _plots, _segments
 from ._codec import decode_tree, loads
 from ._naming import Ctx, chunk_offset, run_label
 from ._remotes import RemotePath
@@ -32,15 +35,24 @@ _REREADS = 10  # listings of a live blob's chunks while sync merges them, as _re
 
 def refs_column(table: pa.Table, key: str) -> list[tuple[int, Any]]:
     """(step, stored value) of each row whose ``key`` holds media references."""
+    return [(step, value) for step, value, _ in refs_rows(table, key)]
+
+
+def refs_rows(table: pa.Table, key: str) -> list[tuple[int, Any, str | None]]:
+    """(step, stored value, writer) of each row whose ``key`` holds media references; the
+    writer is the row's ``_label`` (a shared run's history, see _labels), else None."""
     if key not in table.column_names:
         return []
     field = table.schema.field(key)
+    writers = (table[_labels.LABEL].to_pylist() if _labels.LABEL in table.column_names
+               else [None] * table.num_rows)
     out = []
-    for step, value in zip(table["_step"].to_pylist(), table[key].to_pylist(), strict=True):
+    for step, value, writer in zip(table["_step"].to_pylist(), table[key].to_pylist(), writers,
+                                   strict=True):
         if isinstance(value, str) and field.metadata == _JSON:
             value = loads(value) if value.startswith(("{", "[")) else None
         if value is not None and next(_blobs.refs(value), None) is not None:
-            out.append((step, value))
+            out.append((step, value, writer))
     return out
 
 
@@ -55,6 +67,34 @@ def media_counts(rdir: StorePath, **ctx: Any) -> dict[str, int]:
         if n:
             counts[key] = n
     return counts
+
+
+class Logged(tuple[int, Any]):
+    """``(step, item)`` of ApiRun.media, and ``label``: the shared-run writer that logged it
+    (None for a run of one writer). A pair, so ``for step, item in run.media(key)`` unpacks it."""
+
+    label: str | None
+
+    def __new__(cls, step: int, item: Any, label: str | None) -> Logged:
+        pair = super().__new__(cls, (step, item))
+        pair.label = label
+        return pair
+
+    def __getnewargs__(self) -> tuple[int, Any, str | None]:  # (pickle, copy)
+        return self[0], self[1], self.label
+
+
+def media(rdir: StorePath, meta: dict[str, Any], key: str, steps: Any, ctx: Ctx, *,
+          label: str | None = None, pandas: bool = False) -> list[Logged]:
+    """ApiRun.media: every row of ``key`` with media, as Logged pairs in step order; a shared
+    run's from every label (or ``label``'s), a step logged by several labels once per label,
+    in label order (as its history_table())."""
+    if not _labels.is_shared(meta):
+        return [Logged(s, v, None) for s, v in read_media(rdir, key, steps, ctx, pandas=pandas)]
+    names = [label] if label is not None else _labels.labels(rdir)
+    out = [Logged(s, v, name) for name in names
+           for s, v in read_media(_labels.label_rdir(rdir, name), key, steps, ctx, pandas=pandas)]
+    return sorted(out, key=lambda row: row[0])  # stable: labels stay in order within a step
 
 
 def read_media(rdir: StorePath, key: str, steps: Any, ctx: Ctx, *,

@@ -251,8 +251,9 @@ class ApiRun:
             return
         with _store.reading(self._rdir, **self._ctx):
             live = _labels.is_live(root, project, rid, meta)  # first: see _store.is_live
-        self.events = _store.events(self._rdir, **self._ctx)
-        self.state = _labels.state(root, project, rid, meta, live, self.events)
+        run_events = _store.events(self._rdir, **self._ctx)
+        self.state = _labels.state(root, project, rid, meta, live, run_events)
+        self.events = _labels.events(self._rdir, meta, run_events, **self._ctx)  # every writer's
 
     @property
     def labels(self) -> list[str]:
@@ -506,26 +507,23 @@ class ApiRun:
         """
         if _labels.is_shared(self.meta):
             with _store.reading(self._rdir, **self._ctx):
-                if label is not None:
-                    _labels.check_label(self._rdir, label, **self._ctx)
+                self._check_label("history_table", label)
                 table = _labels.read_history(self._rdir, keys, label, **self._ctx)
             if include_rewound:  # (a shared run is never rewound)
                 import pyarrow as pa
 
                 table = table.append_column("_rewound", pa.nulls(len(table), pa.int64()))
             return table
-        if label is not None:
-            raise UsageError(f"history_table(label={label!r}): {_naming.run_label(self._ctx)} "
-                             "has one writer (labels are a shared run's); drop label=.",
-                             **self._ctx)
+        self._check_label("history_table", label)
         with _store.reading(self._rdir, **self._ctx):
             return _segments.read_history(self._rdir, keys, include_rewound=include_rewound,
                                           **self._ctx)
 
-    def histograms(self, key: str) -> list[tuple[int, Histogram]]:
+    def histograms(self, key: str, *, label: str | None = None) -> list[tuple[int, Histogram]]:
         """``(step, Histogram)`` of every step that logged a histogram under ``key``, in order
-        (other values under that key are left out)."""
-        table = self.history_table([key])
+        (other values under that key are left out). A shared run: every writer's, in the
+        order of history_table(); ``label="rank3"``: that writer's only."""
+        table = self.history_table([key], label=label)
         try:
             return _segments.histograms_of(table, key)
         except ValueError as exc:  # counts or edges no writer stores (a damaged segment)
@@ -534,7 +532,8 @@ class ApiRun:
                                   "a sync remote or a backup.", path=str(self._rdir),
                                   **self._ctx) from exc
 
-    def media(self, key: str, steps: Any = None, *, pandas: bool = False) -> list[tuple[int, Any]]:
+    def media(self, key: str, steps: Any = None, *, pandas: bool = False,
+              label: str | None = None) -> list[tuple[int, Any]]:
         """``(step, item)`` of every step that logged media under ``key`` (a list of items for
         a list of media), in order; ``steps``: only those steps.
 
@@ -545,15 +544,28 @@ class ApiRun:
         in it as PIL images), or with ``pandas=True`` a DataFrame; a chart
         (``localtrack.plot.*``) a ``localtrack.plot.CustomChart`` (``.table``, ``.spec``), or
         with ``pandas=True`` its table's DataFrame, the spec in ``.attrs["chart"]``.
-        """
-        from ._mediaread import read_media
 
-        if _labels.is_shared(self.meta):
-            raise UsageError(f"media() of {_naming.run_label(self._ctx)}: reading the media of a "
-                             "shared run (several writers) is not supported yet; its scalars "
-                             "read with history_table().", **self._ctx)
+        A shared run (``init(mode="shared")``): every writer's items, ordered by step then by
+        the writer's label (a step logged by several writers once per writer), each pair's
+        ``.label`` naming its writer (None for a run of one writer); ``label="rank3"``: that
+        writer's only (see ``labels``).
+        """
+        from ._mediaread import media
+
         with _store.reading(self._rdir, **self._ctx):
-            return read_media(self._rdir, key, steps, self._ctx, pandas=pandas)
+            self._check_label("media", label)
+            return list(media(self._rdir, self.meta, key, steps, self._ctx, label=label,
+                              pandas=pandas))
+
+    def _check_label(self, call: str, label: str | None) -> None:
+        """A ``label=`` given to ``call``: one of a shared run's writers (see history_table)."""
+        if label is None:
+            return
+        if not _labels.is_shared(self.meta):
+            raise UsageError(f"{call}(label={label!r}): {_naming.run_label(self._ctx)} "
+                             "has one writer (labels are a shared run's); drop label=.",
+                             **self._ctx)
+        _labels.check_label(self._rdir, label, **self._ctx)
 
     def history_df(self, keys: list[str] | None = None, *,
                    include_rewound: bool = False) -> pandas.DataFrame:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import _alerts, _files, _fsutil, _metrics, _naming, _store, _wal, _watch
+from . import _alerts, _files, _fsutil, _labels, _metrics, _naming, _store, _wal, _watch
 from ._codec import dumps, encode_tree
 from ._config import Config, Summary, config_errors
 from ._frames import frame
@@ -79,7 +79,8 @@ class Run(RunInfo, History):
         self._signalled: str | None = None  # a signal came (perhaps still deferred): not finished
         Guarded.__init__(self)
         history = rdir if shared is None else shared.dir
-        History.__init__(self, LogStream(history, settings, self._mutex, where=where, ctx=ctx),
+        History.__init__(self, LogStream(history, settings, self._mutex, where=where, ctx=ctx,
+                                         run_dir=rdir),
                          where=where, ctx=ctx, rewind_to=rewind_to)
         events = (shared.dir if shared is not None and not shared.primary else rdir) / _store.EVENTS
         _wal.refuse_link(events, **ctx)
@@ -159,13 +160,6 @@ class Run(RunInfo, History):
             self._on_close(self)
         if sealing:
             self._log.request_seal()  # after the release: the tail is closed now
-
-    def _store_media(self, enc: dict[str, Any], keys: list[str]) -> None:
-        if self._shared is not None:  # (refused before anything is written)
-            raise UsageError(f"Cannot log media ({', '.join(map(repr, keys))}) to {self._where}: "
-                             "a shared run's writers store scalars and histograms only for now; "
-                             "log media from a run of their own.", **self._ctx)
-        super()._store_media(enc, keys)
 
     @critical
     def rewind(self, step: int) -> None:
@@ -421,8 +415,10 @@ class Run(RunInfo, History):
 
     def _definitions(self) -> dict[str, dict[str, Any]]:
         """define_metric's definitions, this run's earlier processes' included."""
-        if self._metrics is None:
-            self._metrics = _metrics.fold(_store.events(self._rdir, **self._ctx))
+        if self._metrics is None:  # (a shared run's: every writer's, see _labels.events)
+            events = _labels.events(self._rdir, self._meta,
+                                    _store.events(self._rdir, **self._ctx), **self._ctx)
+            self._metrics = _metrics.fold(events)
         return self._metrics
 
     @critical

@@ -138,9 +138,10 @@ def read_record(root: _store.StorePath, project: ProjectName, rid: RunId) -> Rec
     meta = _store.read_meta(rdir, **ctx)
     with _store.reading(rdir, **ctx):
         live = _labels.is_live(root, project, rid, meta)  # before the events: see _store.is_live
-    events = _store.events(rdir, **ctx)
+    run_events = _store.events(rdir, **ctx)
+    events = _labels.events(rdir, meta, run_events, **ctx)  # (a shared run's: every writer's)
     record: Record = {"meta": meta, "events": events,
-                      "state": _labels.state(root, project, rid, meta, live, events)}
+                      "state": _labels.state(root, project, rid, meta, live, run_events)}
     try:
         with _store.reading(rdir, **ctx):
             config = _store.read_json(rdir / _store.CONFIG_JSON, "config", **ctx)

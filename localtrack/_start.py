@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -185,7 +184,7 @@ def _writer(rdir: Path, label: str, primary: bool, ctx: _naming.Ctx) -> tuple[Sh
                 mine = re.compile(re.escape(f"{_fsutil.TMP_PREFIX}{label}-") + "[0-9a-f]{8}")
                 for dead in ldir.parent.iterdir():  # a dead start's (ours: we hold the lock)
                     if mine.fullmatch(dead.name):
-                        shutil.rmtree(dead, ignore_errors=True)
+                        _fsutil.remove_tree(dead)
                 tmp = ldir.parent / f"{_fsutil.TMP_PREFIX}{label}-{secrets.token_hex(4)}"
                 (tmp / "wal").mkdir(parents=True)
                 (tmp / "wal" / "durable").touch()  # nothing is durable yet (see _durable)

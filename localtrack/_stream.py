@@ -42,8 +42,11 @@ class LogStream:
     """The history log of one run, open for appending (see the module docstring)."""
 
     def __init__(self, rdir: Path, settings: Settings, mutex: threading.RLock, *, where: str,
-                 ctx: Ctx) -> None:
+                 ctx: Ctx, run_dir: Path | None = None) -> None:
         self._rdir = rdir
+        # Where run.json is: the run's folder, also for a shared run's label (``rdir`` is then
+        # labels/<label>/, whose history needs no format a shared run's run.json lacks).
+        self._run_dir = rdir if run_dir is None else run_dir
         self._policy = settings.fsync
         self._interval = settings.fsync_interval
         self._rotate_bytes = settings.rotate_bytes  # a log file this big is closed between steps
@@ -272,9 +275,9 @@ class LogStream:
         feature of that format, so that an older reader refuses the run rather than misread it."""
         if self._format >= version:
             return
-        meta = _store.read_meta(self._rdir, **self._ctx)
+        meta = _store.read_meta(self._run_dir, **self._ctx)
         if meta.get("format", 1) < version:
-            _fsutil.atomic_write(self._rdir / _store.RUN_JSON, dumps({**meta, "format": version}))
+            _fsutil.atomic_write(self._run_dir / _store.RUN_JSON, dumps({**meta, "format": version}))
         self._format = max(version, meta.get("format", 1))
 
     def _close_blob(self, *, sync: bool) -> None:

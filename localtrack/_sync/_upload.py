@@ -349,8 +349,11 @@ class RunUpload:
     def up_to_date(self, sig: list[Any], holder: dict[str, Any] | None) -> bool:
         if holder is not None and not holder.get("synced_at"):
             return False  # a live writer appends through a memory map: sizes and times lag
-        if any(label.live_holder() is not None for label in self.labels()):
-            return False  # (as above, for a shared run's writers)
+        for label in self.labels():  # a shared run's writers: each by its own state, whose
+            # signature was taken before its files were read (the run's, taken after its
+            # labels were uploaded, may already cover rows a label's upload did not send)
+            if label.live_holder() is not None or not label.up_to_date(label.signature(), None):
+                return False
         return bool(sig == self.state.sig and self._lock_id(holder) == self.state.lock)
 
     # -- uploads -----------------------------------------------------------------------------

@@ -6,7 +6,8 @@ as PNG (Pillow), audio as WAV (a file logged in another format: its bytes), a ta
 source; store HTML never runs), a video as its file. Each step's references have a
 ``version``, so the page can cache an item for good while the step keeps them.
 Histograms come from ApiRun.histograms, put on one grid of bins so the page can draw
-counts over steps as a heatmap.
+counts over steps as a heatmap. A shared run's history has a row per writer and step: its
+keys name each row's writer (``labels``), and an item is asked for by step and label.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 import orjson
 
 from .._blobs import refs as blob_refs
-from .._mediaread import refs_column
+from .._labels import LABEL
+from .._mediaread import refs_rows
 from .._query import ApiRun
 from ..errors import RunNotFoundError, UsageError
 
@@ -43,30 +45,33 @@ def _is_histogram_column(table: Any, key: str) -> bool:
 
 def media_keys(run: ApiRun) -> dict[str, Any]:
     """``media``: per key its type and format, steps, item counts, captions (of the first item
-    of each step, and of every item) and versions (see ``version``); ``histograms``: the keys
-    holding histograms."""
+    of each step, and of every item) and versions (see ``version``), and a shared run's
+    ``labels`` (the writer of each step's row); ``histograms``: the keys holding histograms."""
     table = run.history_table()
     media, hists = [], []
     for key in table.column_names:
-        if key in ("_step", "_timestamp"):
+        if key in ("_step", "_timestamp", LABEL):
             continue
         if _is_histogram_column(table, key):
             hists.append(key)
             continue
-        rows = refs_column(table, key)
+        rows = refs_rows(table, key)
         if not rows:
             continue
-        refs = [next(blob_refs(value), {}) for _, value in rows]
-        media.append({"key": key, "type": refs[0].get("type") if refs else None,
-                      "fmt": refs[0].get("fmt") if refs else None,
-                      "steps": [step for step, _ in rows],
-                      "counts": [len(v) if type(v) is list else 1 for _, v in rows],
-                      "captions": [r.get("caption") for r in refs],
-                      "item_captions": [[r.get("caption") for r in blob_refs(v)] for _, v in rows],
-                      "versions": [version(v) for _, v in rows],
-                      "overlaid": [any(r.get("boxes") or r.get("masks") for r in blob_refs(v))
-                                   for _, v in rows],
-                      "chart": refs[-1].get("chart") if refs else None})
+        refs = [next(blob_refs(value), {}) for _, value, _ in rows]
+        entry = {"key": key, "type": refs[0].get("type") if refs else None,
+                 "fmt": refs[0].get("fmt") if refs else None,
+                 "steps": [step for step, _, _ in rows],
+                 "counts": [len(v) if type(v) is list else 1 for _, v, _ in rows],
+                 "captions": [r.get("caption") for r in refs],
+                 "item_captions": [[r.get("caption") for r in blob_refs(v)] for _, v, _ in rows],
+                 "versions": [version(v) for _, v, _ in rows],
+                 "overlaid": [any(r.get("boxes") or r.get("masks") for r in blob_refs(v))
+                              for _, v, _ in rows],
+                 "chart": refs[-1].get("chart") if refs else None}
+        if LABEL in table.column_names:
+            entry["labels"] = [label for _, _, label in rows]
+        media.append(entry)
     return {"path": run.path, "media": media, "histograms": hists}
 
 
@@ -82,18 +87,24 @@ def _int(value: str | None, name: str) -> int:
     return number
 
 
-def stored(run: ApiRun, key: str, step_text: str | None) -> tuple[int, Any]:
-    """(step, stored references) of ``key`` at the step ``step_text`` names."""
+def stored(run: ApiRun, key: str, step_text: str | None,
+           label: str | None = None) -> tuple[int, Any]:
+    """(step, stored references) of ``key`` at the step ``step_text`` names; of a shared run,
+    those of the writer ``label`` (one is needed: several may have logged the step)."""
     step = _int(step_text, "step")
-    rows = [] if key in ("_step", "_timestamp") else refs_column(run.history_table([key]), key)
-    for at, value in rows:
+    table = run.history_table([key], label=label) if key not in ("_step", "_timestamp") else None
+    if table is not None and label is None and LABEL in table.column_names:
+        raise UsageError(f"Run {run.path!r} is a shared run: name the writer of the item with "
+                         f"label= (one of {', '.join(run.labels)}).")
+    for at, value, _ in [] if table is None else refs_rows(table, key):
         if at == step:
             return step, value
-    raise _no_media(run, key, step)
+    raise _no_media(run, key, step, label)
 
 
-def _no_media(run: ApiRun, key: str, step: int) -> RunNotFoundError:
-    return RunNotFoundError(f"Run {run.path!r} logged no media under {key!r} at step {step}.",
+def _no_media(run: ApiRun, key: str, step: int, label: str | None = None) -> RunNotFoundError:
+    by = f" by writer {label!r}" if label is not None else ""
+    return RunNotFoundError(f"Run {run.path!r} logged no media under {key!r} at step {step}{by}.",
                             path=key)
 
 
@@ -134,17 +145,19 @@ def etag(tag: str, index: int, cell: tuple[int, int] | None, piece: str | None) 
 
 
 def media_item(run: ApiRun, key: str, step: int, value: Any, index: int,
-               cell: tuple[int, int] | None, piece: str | None = None) -> tuple[bytes, str]:
+               cell: tuple[int, int] | None, piece: str | None = None,
+               label: str | None = None) -> tuple[bytes, str]:
     """(body, content type) of item ``index`` of ``key`` at ``step`` (whose stored references
-    are ``value``); with ``cell`` (row, column), the image in that cell of a table; with
-    ``piece`` (see part), the image's boxes and masks or one of its masks."""
+    are ``value``; a shared run's: writer ``label``'s); with ``cell`` (row, column), the image
+    in that cell of a table; with ``piece`` (see part), the image's boxes and masks or one of
+    its masks."""
     refs = list(blob_refs(value))
     if index >= len(refs):
         raise RunNotFoundError(f"Run {run.path!r} logged {len(refs)} item(s) under {key!r} at "
                                f"step {step}; there is no item {index}.", path=key)
-    found = run.media(key, [step])
+    found = run.media(key, [step], label=label)
     if not found:  # rewound since its references were read
-        raise _no_media(run, key, step)
+        raise _no_media(run, key, step, label)
     items = found[0][1] if isinstance(found[0][1], list) else [found[0][1]]
     item = items[index]
     if cell is not None:
@@ -301,15 +314,17 @@ def _cell(value: Any, row: int, col: int) -> Any:
     return f"[{type(value).__name__}]"
 
 
-def histograms(run: ApiRun, key: str) -> dict[str, Any]:
-    """Every histogram of ``key`` on one grid of HIST_BINS bins from the smallest edge to the
-    largest (a bin's count goes to the grid bin holding its centre): ``steps``, ``edges`` and
-    ``counts`` (one list per step)."""
-    if key in ("_step", "_timestamp"):
+def histograms(run: ApiRun, key: str, label: str | None = None) -> dict[str, Any]:
+    """Every histogram of ``key`` (a shared run's: writer ``label``'s, or every writer's) on
+    one grid of HIST_BINS bins from the smallest edge to the largest (a bin's count goes to the
+    grid bin holding its centre): ``steps``, ``edges`` and ``counts`` (one list per step)."""
+    if key in ("_step", "_timestamp", LABEL):
         raise UsageError(f"{key!r} holds no histograms.")
-    hists = run.histograms(key)
+    hists = run.histograms(key, label=label)
     if not hists:
-        raise RunNotFoundError(f"Run {run.path!r} logged no histogram under {key!r}.", path=key)
+        by = f" by writer {label!r}" if label is not None else ""
+        raise RunNotFoundError(f"Run {run.path!r} logged no histogram under {key!r}{by}.",
+                               path=key)
     low = min(h.edges[0] for _, h in hists)
     high = max(h.edges[-1] for _, h in hists)
     width = (high - low) / HIST_BINS or 1.0

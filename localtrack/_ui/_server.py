@@ -269,7 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/media/item":
             self._media_item(q)
         elif path == "/api/histograms":
-            self._json(_media.histograms(view.api.run(_required(q, "path")), _required(q, "key")))
+            self._json(_media.histograms(view.api.run(_required(q, "path")), _required(q, "key"),
+                                         q.get("label") or None))
         elif path == "/api/file":
             self._file(_required(q, "path"), _required(q, "name"))
         else:
@@ -301,14 +302,15 @@ class _Handler(BaseHTTPRequestHandler):
         as the page's do) may be kept for good, so moving a step slider back costs nothing."""
         run = self.server.view.api.run(_required(q, "path"))
         key = _required(q, "key")
-        step, value = _media.stored(run, key, q.get("step"))
+        label = q.get("label") or None  # a shared run's writer
+        step, value = _media.stored(run, key, q.get("step"), label)
         index, cell = _media.address(q)
         piece = _media.part(q)
         tag = _media.version(value)
         cache = "private, max-age=31536000, immutable" if q.get("v") == tag else "no-cache"
         headers = {"ETag": _media.etag(tag, index, cell, piece), "Cache-Control": cache}
         if not self._not_modified(headers):
-            body, ctype = _media.media_item(run, key, step, value, index, cell, piece)
+            body, ctype = _media.media_item(run, key, step, value, index, cell, piece, label)
             self._send(200, body, ctype, headers=headers)
 
     def _file(self, run_path: str, name: str) -> None:

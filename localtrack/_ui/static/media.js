@@ -15,7 +15,8 @@ const mediaPinned = new Map();
  */
 function mediaUrl(path, m, i, index = 0, cell = null) {
   const at = cell ? `&row=${cell[0]}&col=${cell[1]}` : "";
-  return `/api/media/item?path=${enc(path)}&key=${enc(m.key)}&step=${m.steps[i]}&index=${index}${at}` +
+  const by = m.labels ? `&label=${enc(m.labels[i])}` : "";   // a shared run's writer
+  return `/api/media/item?path=${enc(path)}&key=${enc(m.key)}&step=${m.steps[i]}&index=${index}${at}${by}` +
     `&v=${enc(m.versions[i])}`;
 }
 
@@ -197,7 +198,8 @@ async function stepPanel(path, m) {
   async function show(i) {
     const ticket = ++shown;
     const many = m.counts[i] > 1;   // a list of media: each item with its own caption
-    label.textContent = `step ${fmtNum(m.steps[i])}` + (many ? ` · ${m.counts[i]} items` : "");
+    label.textContent = `step ${fmtNum(m.steps[i])}` + (m.labels ? ` · ${m.labels[i]}` : "") +
+      (many ? ` · ${m.counts[i]} items` : "");
     caption.textContent = many ? "" : m.captions[i] || "";
     const n = Array.from({length: m.counts[i]}, (_, k) => k);
     const built = await Promise.all(n.map(async k => {
