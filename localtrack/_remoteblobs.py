@@ -41,6 +41,7 @@ class _Cache:
         self.items: OrderedDict[ItemKey, bytes] = OrderedDict()
         self.size = 0
         self.handles: OrderedDict[str, tuple[Any, threading.Lock]] = OrderedDict()
+        self.listed: OrderedDict[str, list[tuple[int, int, str]]] = OrderedDict()
 
     def get(self, key: ItemKey) -> bytes | None:
         with self.lock:
@@ -57,6 +58,56 @@ class _Cache:
             self.size += len(data)
             while self.size > _ITEM_BYTES:
                 self.size -= len(self.items.popitem(last=False)[1])
+
+
+    def handle(self, path: RemotePath) -> tuple[Any, threading.Lock]:
+        """An open handle of an object that does not change (a sealed blob, a chunk), kept;
+        FileNotFoundError when it is not there."""
+        with self.lock:
+            held = self.handles.get(path.key)
+            if held is not None:
+                self.handles.move_to_end(path.key)
+                return held
+        held = (path.open_input(), threading.Lock())
+        with self.lock:
+            self.handles[path.key] = held
+            while len(self.handles) > _HANDLES:
+                self.handles.popitem(last=False)[1][0].close()
+        return held
+
+    def chunks(self, live: RemotePath, end: int) -> list[tuple[int, int, str]]:
+        """The chunks (offset, size, name) of a live blob, listed again unless a listing kept
+        covers its bytes up to ``end`` (what it covered then cannot have changed: the log is
+        append-only; what lies past it may have grown)."""
+        with self.lock:
+            chunks = self.listed.get(live.key)
+        if chunks is None or _chain_end(chunks) < end:
+            chunks = sorted((o, e.size, n) for n, e in live.entries().items()
+                            if (o := chunk_offset(n)) is not None)
+            with self.lock:
+                self.listed[live.key] = chunks
+                while len(self.listed) > _HANDLES:
+                    self.listed.popitem(last=False)
+        return chunks
+
+    def forget(self, rdir: RemotePath, seq: int) -> None:
+        """Drop what is kept of log ``seq``'s blob (after a failed read: merged chunks, a blob
+        sealed or replaced meanwhile)."""
+        prefix = (rdir / "wal" / _blobs.name(seq)).key
+        sealed = (rdir / "segments" / _blobs.name(seq)).key
+        with self.lock:
+            self.listed.pop(prefix, None)
+            for key in [k for k in self.handles if k == sealed or k.startswith(prefix + "/")]:
+                self.handles.pop(key)[0].close()
+
+
+def _chain_end(chunks: list[tuple[int, int, str]]) -> int:
+    end = 0
+    for offset, size, _ in chunks:
+        if offset > end:
+            break
+        end = max(end, offset + size)
+    return end
 
 
 _caches: weakref.WeakKeyDictionary[Remote, _Cache] = weakref.WeakKeyDictionary()
@@ -100,7 +151,8 @@ def prefetch(rdir: RemotePath, refs: list[dict[str, Any]], sealed_through: int =
             by_log.setdefault(key[1], {})[key] = ref
     for seq, wanted in by_log.items():
         try:
-            reader = _open_blob(rdir, seq, cache, seq <= sealed_through)
+            need = max(key[2] + key[3] for key in wanted)
+            reader = _open_blob(rdir, seq, cache, seq <= sealed_through, need)
             if reader is None:
                 continue
             for start, end, keys in _spans(sorted(wanted, key=lambda k: k[2])):
@@ -111,8 +163,8 @@ def prefetch(rdir: RemotePath, refs: list[dict[str, Any]], sealed_through: int =
                         cache.put(key, _blobs.check(item, wanted[key], rdir))
                     except ValueError:
                         continue  # (short or damaged: the item's own read reports it)
-        except (OSError, ValueError):
-            continue  # (moved or merged meanwhile, or unreadable: read one at a time)
+        except (OSError, ValueError):  # (moved or merged meanwhile: read one at a time)
+            cache.forget(rdir, seq)
 
 
 def _spans(keys: list[ItemKey]) -> list[tuple[int, int, list[ItemKey]]]:
@@ -129,60 +181,46 @@ def _spans(keys: list[ItemKey]) -> list[tuple[int, int, list[ItemKey]]]:
     return out
 
 
-def _open_blob(rdir: RemotePath, seq: int, cache: _Cache, sealed: bool) -> Any:
-    """A function reading (offset, length) of log ``seq``'s blob, or None when it is neither
-    sealed nor a folder of chunks (the one-at-a-time path looks again). A blob the manifest
-    read says ``sealed`` is looked for in segments/ first (once there it is whole and final,
-    whatever wal/ still holds), another in wal/ first."""
+def _open_blob(rdir: RemotePath, seq: int, cache: _Cache, sealed: bool, need: int) -> Any:
+    """A function reading (offset, length) of log ``seq``'s blob (``need``: the end of the
+    bytes wanted), or None when it is neither sealed nor a folder of chunks (the one-at-a-time
+    path looks again). A blob the manifest read says ``sealed`` is looked for in segments/
+    first (once there it is whole and final, whatever wal/ still holds), another in wal/."""
     name = _blobs.name(seq)
     live = rdir / "wal" / name
     if not sealed:
-        reader = _open_chunks(live)
+        reader = _open_chunks(live, cache, need)
         if reader is not None:
             return reader
-    segment = rdir / "segments" / name
-    with cache.lock:
-        held = cache.handles.get(segment.key)
-        if held is not None:
-            cache.handles.move_to_end(segment.key)
-    if held is None:
-        try:
-            held = (segment.open_input(), threading.Lock())
-        except FileNotFoundError:
-            held = None
-        if held is not None:
-            with cache.lock:
-                cache.handles[segment.key] = held
-                while len(cache.handles) > _HANDLES:
-                    cache.handles.popitem(last=False)[1][0].close()
-    if held is not None:
-        handle, lock = held
+    try:
+        handle, lock = cache.handle(rdir / "segments" / name)
+    except FileNotFoundError:
+        return _open_chunks(live, cache, need) if sealed else None
 
-        def read_sealed(off: int, length: int) -> bytes:
-            with lock:  # (one position per handle)
-                handle.seek(off)
-                return bytes(handle.read(length))
-        return read_sealed
-    return _open_chunks(live) if sealed else None
+    def read_sealed(off: int, length: int) -> bytes:
+        with lock:  # (one position per handle)
+            handle.seek(off)
+            return bytes(handle.read(length))
+    return read_sealed
 
 
-def _open_chunks(live: RemotePath) -> Any:
-    """A reader of a live blob (a folder of chunks, listed now), or None when it is not one."""
-    chunks = sorted((o, e.size, n) for n, e in live.entries().items()
-                    if (o := chunk_offset(n)) is not None)
+def _open_chunks(live: RemotePath, cache: _Cache, need: int) -> Any:
+    """A reader of a live blob (a folder of chunks), or None when it is not one."""
+    chunks = cache.chunks(live, need)
     if not chunks:
         return None
 
     def read_chunks(off: int, length: int) -> bytes:
-        return read_chunk_range(live, chunks, off, length)
+        return read_chunk_range(live, chunks, off, length, cache)
     return read_chunks
 
 
 def read_chunk_range(path: RemotePath, chunks: list[tuple[int, int, str]], off: int,
-                     length: int) -> bytes:
+                     length: int, cache: _Cache | None = None) -> bytes:
     """Bytes ``off`` to ``off + length`` of a log kept as the chunks listed (offset, size,
-    name; overlapping chunks hold the same bytes), short at a gap or the end. A chunk merged
-    away since the listing: FileNotFoundError."""
+    name; overlapping chunks hold the same bytes), short at a gap or the end; the chunks'
+    handles kept in ``cache``. A chunk merged away since the listing: FileNotFoundError (or
+    the remote's error for an object gone)."""
     out = bytearray()
     end = off + length
     while off + len(out) < end:
@@ -191,9 +229,16 @@ def read_chunk_range(path: RemotePath, chunks: list[tuple[int, int, str]], off: 
         if cover is None:
             break
         start, size, chunk = cover
-        with (path / chunk).open_input() as fh:
-            fh.seek(pos - start)
-            data = fh.read(min(end, start + size) - pos)
+        want = min(end, start + size) - pos
+        if cache is None:
+            with (path / chunk).open_input() as fh:
+                fh.seek(pos - start)
+                data = fh.read(want)
+        else:
+            handle, lock = cache.handle(path / chunk)
+            with lock:
+                handle.seek(pos - start)
+                data = handle.read(want)
         if not data:
             break
         out += data
