@@ -90,12 +90,14 @@ def _prefetch(rdir: RemotePath, rows: list[tuple[int, Any]], first: int, sealed:
     size = 0
     end = first
     while end < len(rows) and (end == first or size < _PREFETCH):
+        row = []
         for ref in _blobs.refs(rows[end][1]):
-            refs.append(ref)
+            row.append(ref)
             if type(ref.get("masks")) is str:
                 with contextlib.suppress(ValueError):
-                    refs += _blobs._table_refs(loads(ref["masks"]))
-        size = sum(r["len"] for r in refs if type(r.get("len")) is int)
+                    row += _blobs._table_refs(loads(ref["masks"]))
+        refs += row
+        size += sum(r["len"] for r in row if type(r.get("len")) is int)
         end += 1
     _remoteblobs.prefetch(rdir, refs, sealed)
     return end

@@ -5,13 +5,13 @@ item when each is read on its own. Here the items a ``media()`` call wants are r
 grouped by blob, their ranges merged where they are adjacent or close (``_GAP``; at most
 ``_SPAN`` bytes a read), each blob looked up once. What stays, per remote (for the life of the
 remote object, i.e. of an ``Api`` and its runs, or the dashboard's): the open handles of
-sealed blobs (``segments/<seq>.blob``: written whole once, never changed), and the items read,
-by their reference (log, offset, length, checksum: a blob is append-only, and an item at the
-same place with other bytes has another checksum), both bounded. A live blob (``wal/``, a
-folder of chunks that sync extends) is listed afresh by every call: its length is never
-cached. Anything unexpected (a chunk merged away, a blob sealed meanwhile) leaves the item to
-the one-at-a-time path, which looks again in the order sync moves blobs (see
-_mediaread._remote_item).
+sealed blobs (``segments/<seq>.blob``: written whole once, never changed) and of chunks, the
+items read, by their reference (log, offset, length, checksum: a blob is append-only, and an
+item at the same place with other bytes has another checksum), and a live blob's chunk
+listing (``wal/``, a folder of chunks that sync extends), used only for the bytes it covered:
+an item past them lists the folder again. All bounded. Anything unexpected (a chunk merged
+away, a blob sealed meanwhile) leaves the item to the one-at-a-time path, which looks again
+in the order sync moves blobs (see _mediaread._remote_item).
 """
 
 from __future__ import annotations
