@@ -29,7 +29,7 @@ import localtrack
 from localtrack import _doctor, _sealer
 
 from . import s3server
-from .helpers import script, settle
+from .helpers import script, settle, wait_for
 from .test_powerloss import KINDS, _durable_state, _mix, _synced_steps
 
 s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
@@ -98,7 +98,10 @@ def _write_and_kill(root: Path, seed: int, rotate: bool) -> tuple[Path, Path]:
     for proc in procs[1:]:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"start 0\n", proc.communicate(timeout=30)[1].decode()
-    time.sleep(random.Random(seed).uniform(0.15, 0.6))
+    run_dir = store / "p" / "runs" / "job"
+    wait_for(lambda: all(_synced_steps(_label_wal(run_dir, label), _durable_state(snaps / label))
+                         for label in LABELS), timeout=60, what="a synced step of every writer")
+    time.sleep(random.Random(seed).uniform(0.1, 0.5))
     for proc in procs:  # the power goes: every writer stops at once
         proc.send_signal(signal.SIGKILL)
     for proc in procs:
