@@ -100,9 +100,7 @@ def refs(value: Any) -> Iterator[dict[str, Any]]:
 def read(path: Path, ref: dict[str, Any]) -> bytes:
     """The bytes of the item ``ref`` in the blob file ``path``; ValueError when they are not
     whole (past the file's end) or fail their checksum; OSError when the file cannot be read."""
-    off, length = ref.get("off"), ref.get("len")
-    if type(off) is not int or type(length) is not int or off < 0 or length < 0:
-        raise ValueError(f"a media reference without a valid offset and length: {ref!r}")
+    off, length = span(ref)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         data = os.pread(fd, length, off)
@@ -111,13 +109,12 @@ def read(path: Path, ref: dict[str, Any]) -> bytes:
     return check(data, ref, path)
 
 
-def item(blob: bytes, ref: dict[str, Any], path: object) -> bytes:
-    """The item ``ref`` out of a whole blob file's bytes ``blob`` (a remote copy's, read whole);
-    ValueError as read()."""
+def span(ref: dict[str, Any]) -> tuple[int, int]:
+    """The offset and length of the item of ``ref``; ValueError when it has no valid ones."""
     off, length = ref.get("off"), ref.get("len")
     if type(off) is not int or type(length) is not int or off < 0 or length < 0:
         raise ValueError(f"a media reference without a valid offset and length: {ref!r}")
-    return check(blob[off:off + length], ref, path)
+    return off, length
 
 
 def check(data: bytes, ref: dict[str, Any], path: object) -> bytes:

@@ -12,15 +12,16 @@ a run and the items merged by step, then label.
 
 from __future__ import annotations
 
+import contextlib
 import wave
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _blobs, _labels, _plots, _segments
+from . import _blobs, _labels, _plots, _remoteblobs, _segments
 from ._codec import decode_tree, loads
 from ._naming import Ctx, chunk_offset, run_label
 from ._remotes import RemotePath
-from ._remotes._chunks import read_log
+from ._remotes._chunks import read_range
 from ._richmedia import Table, decode_audio, decode_image, decode_mask, fill_default_labels, overlays
 from .errors import CorruptRunError
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ._segments import StorePath
 
 _JSON = {b"localtrack.encoding": b"json"}  # _segments' mark of a column of JSON text
+_PREFETCH = 16 << 20  # bytes of items a remote read asks for together (see _remoteblobs)
 _REREADS = 10  # listings of a live blob's chunks while sync merges them, as _remotes._chunks
 
 
@@ -109,14 +111,36 @@ def read_media(rdir: StorePath, key: str, steps: Any, ctx: Ctx, *,
         top = parent["step"]
         out = [(s, v) for s, v in read_media(pdir, key, steps, pctx, pandas=pandas) if s <= top]
     table = _segments.read_history(rdir, [key], **ctx)
-    for step, value in refs_column(table, key):
-        if parent is not None and step <= parent["step"]:
-            continue  # the parent's (read above, from its blobs)
-        if wanted is not None and step not in wanted:
-            continue
+    rows = [(step, value) for step, value in refs_column(table, key)
+            if (parent is None or step > parent["step"])  # (else the parent's, read above)
+            and (wanted is None or step in wanted)]
+    batch = 0
+    for i, (step, value) in enumerate(rows):
+        if isinstance(rdir, RemotePath) and i == batch:  # the next items, read together
+            batch = _prefetch(rdir, rows, i, manifest["sealed_through"])
         items = [_decode(rdir, ref, ctx, pandas) for ref in _blobs.refs(value)]
         out.append((step, items if type(value) is list else items[0]))
     return out
+
+
+def _prefetch(rdir: RemotePath, rows: list[tuple[int, Any]], first: int, sealed: int) -> int:
+    """Read the items of rows ``first``... (their masks too) from a remote together, up to
+    _PREFETCH bytes of them; the index of the first row left."""
+    refs: list[dict[str, Any]] = []
+    size = 0
+    end = first
+    while end < len(rows) and (end == first or size < _PREFETCH):
+        row = []
+        for ref in _blobs.refs(rows[end][1]):
+            row.append(ref)
+            if type(ref.get("masks")) is str:
+                with contextlib.suppress(ValueError):
+                    row += _blobs._table_refs(loads(ref["masks"]))
+        refs += row
+        size += sum(r["len"] for r in row if type(r.get("len")) is int)
+        end += 1
+    _remoteblobs.prefetch(rdir, refs, sealed)
+    return end
 
 
 def _bytes(rdir: StorePath, ref: dict[str, Any], ctx: Ctx) -> bytes:
@@ -130,7 +154,7 @@ def _bytes(rdir: StorePath, ref: dict[str, Any], ctx: Ctx) -> bytes:
             if path is None:
                 raise FileNotFoundError(f"no blob file for log {seq!r}")
             if path.is_dir():  # a store synced to a directory: a live blob is a folder of chunks
-                return _blobs.item(read_log(path, rdir, **ctx), ref, path)
+                return _blobs.check(read_range(path, *_blobs.span(ref), rdir, **ctx), ref, path)
             return _blobs.read(path, ref)
         return _remote_item(rdir, seq, ref)
     except (OSError, ValueError) as exc:
@@ -145,9 +169,10 @@ def _remote_item(rdir: RemotePath, seq: int, ref: dict[str, Any]) -> bytes:
     before the rows that refer to it), the sealed one a plain object; looked up in the order
     sync moves it (wal/, then segments/ once the manifest covers the log, then wal/ again).
     Only the item's range is read (a ranged GET on S3), not the whole blob."""
-    off, length = ref.get("off"), ref.get("len")
-    if type(off) is not int or type(length) is not int or off < 0 or length < 0:
-        raise ValueError(f"a media reference without a valid offset and length: {ref!r}")
+    off, length = _blobs.span(ref)
+    data = _remoteblobs.cached(rdir, ref)
+    if data is not None:  # read with its neighbours (see _prefetch), checked
+        return data
     name = _blobs.name(seq)
     for path in (rdir / "wal" / name, rdir / "segments" / name, rdir / "wal" / name):
         for _ in range(_REREADS):
@@ -174,24 +199,10 @@ def _read_range(path: RemotePath, off: int, length: int) -> bytes:
             fh.seek(off)
             return bytes(fh.read(length))
     chunks = sorted((o, e.size, n) for n, e in entries.items() if (o := chunk_offset(n)) is not None)
-    out = bytearray()
-    end = off + length
-    while off + len(out) < end:
-        pos = off + len(out)
-        cover = next(((o, size, n) for o, size, n in chunks if o <= pos < o + size), None)
-        if cover is None:
-            break
-        start, size, chunk = cover
-        try:
-            with (path / chunk).open_input() as fh:
-                fh.seek(pos - start)
-                data = fh.read(min(end, start + size) - pos)
-        except FileNotFoundError:
-            raise _ChunkGone from None
-        if not data:
-            break
-        out += data
-    return bytes(out)
+    try:
+        return _remoteblobs.read_chunk_range(path, chunks, off, length)
+    except FileNotFoundError:
+        raise _ChunkGone from None
 
 
 def _decode(rdir: StorePath, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any:
@@ -218,6 +229,8 @@ def _decode(rdir: StorePath, ref: dict[str, Any], ctx: Ctx, pandas: bool) -> Any
             return data
         if kind == "table":
             stored = loads(data)
+            if isinstance(rdir, RemotePath):  # its images, read together
+                _remoteblobs.prefetch(rdir, list(_blobs._table_refs(stored["data"])))
             table = Table(columns=stored["columns"])
             table.data = [[_cell(rdir, v, ctx) for v in row] for row in stored["data"]]
             if "chart" in stored:  # a chart: its spec beside the table (see _plots)

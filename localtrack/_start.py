@@ -266,6 +266,7 @@ def _open(settings: Settings, rid: _naming.RunId, fields: dict[str, Any],
             _fsutil.atomic_write(rdir / _store.RUN_JSON, dumps(meta))
     shared = None
     if settings.shared is not None:  # the primary writer of a shared run: its label too
+        _fsutil.sweep_tmp(rdir)  # (its history's cleanup sweeps the label's folder, not the run's)
         shared, _ = _writer(rdir, settings.shared[0], True, ctx)
     try:
         run = Run(settings=settings, rid=rid, rdir=rdir, meta=meta, lock=lock, pointer=pointer,

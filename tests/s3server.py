@@ -13,6 +13,8 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -31,6 +33,7 @@ class S3Server:
         self.port = _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._server = None
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path?query, Range) served
 
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
@@ -47,6 +50,16 @@ class S3Server:
                     raise
                 time.sleep(0.1)
         self._server = server
+        wsgi = server._server  # werkzeug's server, made before start() returns
+        app = wsgi.app
+
+        def counted(environ: dict, start_response: Any) -> Any:
+            query = environ.get("QUERY_STRING")
+            path = environ.get("PATH_INFO", "") + (f"?{unquote(query)}" if query else "")
+            self.requests.append((environ["REQUEST_METHOD"], path, environ.get("HTTP_RANGE")))
+            return app(environ, start_response)
+
+        wsgi.app = counted  # every request served, counted (readers' costs; see test_media_remote)
 
     def stop(self) -> None:
         if self._server is not None:

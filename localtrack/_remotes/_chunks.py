@@ -12,6 +12,7 @@ Only sync writes chunks; this module is the one place that reads them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,36 @@ def read_log(path: Path | RemotePath, under: Path | None = None, **ctx: Unpack[C
                          if (o := chunk_offset(n)) is not None])
         except FileNotFoundError:
             continue
+    raise FileNotFoundError(f"the chunks of {path} keep changing")
+
+
+def read_range(path: Path, off: int, length: int, under: Path, **ctx: Unpack[Ctx]) -> bytes:
+    """Bytes ``off`` to ``off + length`` of a log kept as a local folder of chunks (a store
+    synced to a directory), reading only the chunks that hold them; short at a gap or the end.
+    A chunk merged away meanwhile is looked for again (see read_log)."""
+    for _ in range(_REREADS):
+        chunks = []
+        for entry in os.scandir(path):
+            if (o := chunk_offset(entry.name)) is not None:
+                chunks.append((o, entry.stat(follow_symlinks=False).st_size, entry.name))
+        chunks.sort()
+        out = bytearray()
+        end = off + length
+        try:
+            while off + len(out) < end:
+                pos = off + len(out)
+                cover = next(((o, n) for o, size, n in chunks if o <= pos < o + size), None)
+                if cover is None:
+                    break
+                with open_file(path / cover[1], under, **ctx) as fh:
+                    fh.seek(pos - cover[0])
+                    data = fh.read(end - pos)
+                if not data:
+                    break
+                out += data
+        except FileNotFoundError:
+            continue
+        return bytes(out)
     raise FileNotFoundError(f"the chunks of {path} keep changing")
 
 
