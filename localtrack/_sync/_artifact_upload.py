@@ -7,7 +7,9 @@ missing blob), then the aliases and use records. A blob is streamed from its fil
 (LOCALTRACK_UPLOAD_CHUNK_BYTES at a time), never read whole into memory. What went up is recorded locally, per
 remote id (``.sync/<remote>-artifacts-<project>.json``), so a pass with nothing new makes no
 request; a blob already on the remote (another store synced it) is not sent again. Blobs of
-both artifact formats go up the same way, each checked against its name's hash as it is read.
+both artifact formats go up the same way, each checked against its name's hash as it is read;
+the state records them by path under ``artifacts/`` (a state written before format 2 by their
+bare SHA-256: such a blob, if a manifest not yet sent names it, costs one look on the remote).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _artifacts, _digests, _fsutil, _settings
+from .. import _artifacts, _fsutil, _settings
 from .._codec import dumps, loads
 from ..errors import LocaltrackError
 
@@ -51,10 +53,6 @@ def _load(path: Path, remote_id: str | None) -> dict[str, Any]:
     for key, kind in (("blobs", list), ("manifests", list), ("small", dict)):
         if not isinstance(state.get(key), kind):
             state[key] = kind()
-    # Blobs sent are recorded by their path under artifacts/; a state written before format 2
-    # holds the bare SHA-256 of each.
-    state["blobs"] = [_artifacts.blob_path(_digests.SHA256, b) if _digests.is_hex(b) else b
-                      for b in state["blobs"]]
     return state
 
 
