@@ -795,7 +795,7 @@ def _manifest_problem(m: object, version: int, name: str) -> str | None:
     if not isinstance(m, dict):
         return "not an object"
     fmt = m.get("format")
-    algorithm = _ALGORITHM.get(fmt) if type(fmt) is int else None
+    algorithm = _ALGORITHM.get(fmt) if type(fmt) is int and fmt <= ARTIFACT_FORMAT else None
     if algorithm is None:
         return f"format {m.get('format')!r}, this version reads 1 to {ARTIFACT_FORMAT}"
     if m.get("version") != version or m.get("name") != name:

@@ -206,6 +206,8 @@ def test_a_mixed_store_syncs_and_downloads_from_the_copy(
     assert report.ok
     assert report.uploaded_bytes >= len(A) * 2 + len(B) + len(b"changed")
     assert localtrack.sync(uri, dir=store).uploaded_files == 0
+    if not env:  # the directory copy holds the same blobs, under the same paths
+        assert _blob_files(Path(uri)) == _blob_files(store) and len(_blob_files(store)) == 4
     reader = f"""
 import sys, localtrack
 from pathlib import Path
