@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 import localtrack
+from localtrack._doctor import check_store
 from localtrack.errors import CorruptRunError
 
 from . import s3server
@@ -143,14 +144,19 @@ def test_a_format_1_store_downloads_dedups_and_is_gc_safe(tmp_path: Path) -> Non
     orphans = [_adir(store) / "blobs" / "ee" / ("ee" * 32),
                _adir(store) / "blobs" / "blake3" / "ff" / ("ff" * 32),
                _adir(store) / "blobs" / ".tmp-0123456789abcdef"]
-    for path in orphans:
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(b"no manifest names me")
-    named = _blob_files(store) - {p.relative_to(_adir(store)).as_posix() for p in orphans}
-    _age(store)
-    done = _gc(store)
-    assert done.returncode == 0 and "3 garbage file(s) deleted" in done.stdout, done
-    assert _blob_files(store) == named
+    named = _blob_files(store)
+    for collect in ("doctor --fix", "gc"):
+        for path in orphans:
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"no manifest names me")
+        _age(store)
+        if collect == "gc":
+            done = _gc(store)
+            assert done.returncode == 0 and "3 garbage file(s) deleted" in done.stdout, done
+        else:
+            fixed = [f for f in check_store(store, fix=True) if "orphan" in f.problem]
+            assert sorted(Path(f.path) for f in fixed if f.fixed) == sorted(orphans)
+        assert _blob_files(store) == named
     for v, want in ((0, {"a.bin": A, "sub/b.bin": B}), (1, {"a.bin": A, "sub/b.bin": B}),
                     (2, {"a.bin": A, "sub/b.bin": b"new"})):
         assert _downloaded(api.artifact(f"p/model:v{v}"), tmp_path / f"out{v}") == want
