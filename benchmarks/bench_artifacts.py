@@ -6,6 +6,13 @@
         whole process against `cp FILE DEST` (and `cp` + `sync DEST`: log_artifact fsyncs) with
         any process timer, e.g. /usr/bin/time -v; remove STORE and DEST before each run, or the
         second run only hashes (the blob is stored already).
+    python benchmarks/bench_artifacts.py parts FILE DIR --slices 16,64,256 --hashes blake3,sha256
+        [--threads 1,auto] [--repeats 3]
+        the call's parts, in this process, for each slice size and hash (and BLAKE3's threads:
+        1 = one hashing thread beside the kernel's copy, as log_artifact does; auto = BLAKE3's
+        own threads too): the copy+hash of FILE into DIR (_artifacts._copy_hashing), then the
+        fsync that follows it (what start_writeback left to do), with the process's CPU seconds;
+        the variants alternate, each repeat in another order; medians.
     python benchmarks/bench_artifacts.py delta DIR STORE --files 100 --kib 1024
         logs DIR's files as v0, rewrites 10% of them, logs v1, prints the bytes v1 added to the
         store against the bytes changed.
@@ -73,6 +80,42 @@ def delta(folder: Path, store: Path, files: int, kib: int) -> None:
           f"in {took:.3f} s")
 
 
+def parts(path: Path, folder: Path, slices: list[int], hashes: list[str], threads: list[str],
+          repeats: int) -> None:
+    import statistics
+
+    import blake3
+
+    from localtrack import _artifacts, _digests, _fsutil
+
+    variants = [(s, h, t) for s in slices for h in hashes for t in (threads if h == "blake3" else ["1"])]
+    plain = _digests.hasher
+    times: dict[tuple[int, str, str], list[tuple[float, float, float]]] = {v: [] for v in variants}
+    for r in range(repeats):
+        for size, algo, thr in variants[r % len(variants):] + variants[:r % len(variants)]:
+            _artifacts._SLICE = size << 20
+            _digests.hasher = (lambda a: blake3.blake3(max_threads=blake3.blake3.AUTO)) \
+                if thr == "auto" else plain  # type: ignore[assignment]
+            dst = folder / "parts.tmp"
+            cpu0, start = os.times(), time.perf_counter()
+            with open(path, "rb") as fin, open(dst, "w+b") as fout:
+                _artifacts._copy_hashing(fin, fout, algo)
+                copied = time.perf_counter()
+                _fsutil.fsync(fout.fileno())
+            end, cpu1 = time.perf_counter(), os.times()
+            dst.unlink()
+            cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system
+            times[(size, algo, thr)].append((copied - start, end - copied, cpu))
+    _digests.hasher = plain
+    print("| slice | hash | threads | copy+hash | fsync after | total | CPU |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: |")
+    for (size, algo, thr), runs in times.items():
+        ch, fs, cpu = (statistics.median(x[i] for x in runs) for i in range(3))
+        tot = statistics.median(x[0] + x[1] for x in runs)
+        print(f"| {size} MiB | {algo} | {thr} | {ch:.3f} s | {fs:.3f} s | {tot:.3f} s | {cpu:.2f} s |")
+    print(f"(medians of {repeats}; load average {os.getloadavg()[0]:.1f} at the end)")
+
+
 def _peak_mib() -> float:
     import resource
 
@@ -100,6 +143,13 @@ def main() -> None:
     p = sub.add_parser("log")
     p.add_argument("file", type=Path)
     p.add_argument("store", type=Path)
+    p = sub.add_parser("parts")
+    p.add_argument("file", type=Path)
+    p.add_argument("dir", type=Path)
+    p.add_argument("--slices", default="64", help="MiB per copy_file_range slice, comma-separated")
+    p.add_argument("--hashes", default="blake3")
+    p.add_argument("--threads", default="1")
+    p.add_argument("--repeats", type=int, default=3)
     p = sub.add_parser("delta")
     p.add_argument("dir", type=Path)
     p.add_argument("store", type=Path)
@@ -115,6 +165,9 @@ def main() -> None:
         log(args.file, args.store)
     elif args.what == "sync":
         sync(args.store, args.remote)
+    elif args.what == "parts":
+        parts(args.file, args.dir, [int(x) for x in args.slices.split(",")],
+              args.hashes.split(","), args.threads.split(","), args.repeats)
     else:
         delta(args.dir, args.store, args.files, args.kib)
 

@@ -1,6 +1,7 @@
 """Artifacts: versioned sets of files (checkpoints, datasets) in a project's content-addressed store.
 
-    <root>/<project>/artifacts/blobs/<sh>/<sha256>              one file's bytes, stored once
+    <root>/<project>/artifacts/blobs/blake3/<sh>/<blake3>       one file's bytes, stored once
+                               blobs/<sh>/<sha256>              (format-1 versions' blobs)
                                names/<name>/v<N>.json           a version's manifest (immutable)
                                names/<name>/aliases/<alias>.json   {"version": N} (atomically replaced)
                                names/<name>/used/<N>/<project>@<run id>.json   who used version N
@@ -15,14 +16,15 @@ blob it is about to name is never that old). See docs/format.md ("Artifacts").
 Reading works on a local store and on a synced copy (a directory, or ``s3://`` through
 _remotes), which has the same layout: a node without the artifact in its own store reads it
 from there (``Api(dir=remote)``, or use_artifact through LOCALTRACK_ARTIFACT_REMOTE).
-A download checks every file against its manifest's SHA-256 before any lands in place.
+A download checks every file against its manifest's hash before any lands in place.
+Format 2 names blobs by BLAKE3 (``_digests``); format-1 versions, whose blobs are named by
+SHA-256, are read, downloaded, synced and kept by gc as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import secrets
 import time
@@ -30,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import _fsutil, _locks, _naming, _settings
+from . import _digests, _fsutil, _locks, _naming, _settings
 from ._codec import decode_tree, dumps, encode_tree, loads
 from ._remotes import RemotePath, open_store, redact
 from .errors import (
@@ -49,11 +51,12 @@ if TYPE_CHECKING:
 
     from ._query import ApiRun
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
+# The hash each format names a version's blobs by, also the key of its file entries.
+_ALGORITHM = {1: _digests.SHA256, 2: _digests.BLAKE3}
 GRACE_SECONDS = 24 * 3600.0  # an unnamed blob younger than this may belong to a live writer
 _LOCK_SECONDS = 120.0
 _CHUNK = 8 << 20
-_HEX = frozenset("0123456789abcdef")
 
 Where = Path | RemotePath  # a store read: local, or a synced copy
 W = TypeVar("W", Path, RemotePath, Where)
@@ -63,8 +66,22 @@ def artifacts_dir(root: W, project: str) -> W:
     return root / project / "artifacts"
 
 
-def _blob(adir: W, sha: str) -> W:
-    return adir / "blobs" / sha[:2] / sha
+def blob_path(algorithm: str, hexdigest: str) -> str:
+    """A blob's path under ``artifacts/``: format 1's SHA-256 blobs where they always were,
+    BLAKE3's in a folder of their own (a blob's path says which hash to check it against)."""
+    if algorithm == _digests.SHA256:
+        return f"blobs/{hexdigest[:2]}/{hexdigest}"
+    return f"blobs/{algorithm}/{hexdigest[:2]}/{hexdigest}"
+
+
+def _blob(adir: W, algorithm: str, hexdigest: str) -> W:
+    return adir / blob_path(algorithm, hexdigest)
+
+
+def address(info: dict[str, Any]) -> tuple[str, str]:
+    """(algorithm, hex) naming a checked manifest's file entry: its ``blake3`` or ``sha256``."""
+    algorithm = _digests.BLAKE3 if _digests.BLAKE3 in info else _digests.SHA256
+    return algorithm, str(info[algorithm])
 
 
 def _name_dir(adir: W, name: str) -> W:
@@ -79,12 +96,18 @@ def _listing(folder: Where) -> list[str]:
 
 
 class ArtifactFile(NamedTuple):
-    """One entry of an artifact: a stored file (``sha256``, ``size``) or a reference (``uri``)."""
+    """One entry of an artifact: a stored file (``size``, ``digest``) or a reference (``uri``).
+
+    ``digest`` is the content address of a stored file, ``"blake3:<hex>"`` (versions logged
+    since artifact format 2) or ``"sha256:<hex>"`` (format 1); ``sha256`` is the hex of the
+    latter, kept for format-1 versions and None for the others. Not W&B's
+    ArtifactManifestEntry.digest, which is a base64 MD5."""
 
     path: str
     size: int | None = None
     sha256: str | None = None
     uri: str | None = None
+    digest: str | None = None
 
 
 def _check_policy(policy: object, artifact: str) -> None:
@@ -247,8 +270,11 @@ class Artifact:
             out = [ArtifactFile(e) for e in self._sources] + \
                   [ArtifactFile(e, uri=u) for e, u in self._refs.items()]
             return sorted(out, key=lambda f: f.path)
-        files = self._manifest["files"]
-        out = [ArtifactFile(e, size=v["size"], sha256=v["sha256"]) for e, v in files.items()]
+        out = []
+        for entry, info in self._manifest["files"].items():
+            algorithm, hexdigest = address(info)
+            out.append(ArtifactFile(entry, size=info["size"], digest=f"{algorithm}:{hexdigest}",
+                                    sha256=hexdigest if algorithm == _digests.SHA256 else None))
         out += [ArtifactFile(e, uri=u) for e, u in self._manifest["references"].items()]
         return sorted(out, key=lambda f: f.path)
 
@@ -262,8 +288,9 @@ class Artifact:
         for entry, info in sorted(self._manifest["files"].items()):
             target = dest.joinpath(*entry.split("/"))
             with _fsutil.storage_errors(f"download artifact {self.qualified_name!r} into", target):
+                algorithm, hexdigest = address(info)
                 if target.is_file() and target.stat().st_size == info["size"] \
-                        and _hash_file(target) == info["sha256"]:
+                        and _hash_file(target, algorithm) == hexdigest:
                     continue  # already there (a second download)
             todo.append((entry, info, target))
         _download(adir, todo, self.qualified_name)
@@ -344,7 +371,7 @@ def _download(adir: Where, todo: list[tuple[str, dict[str, Any], Path]], artifac
             with _fsutil.storage_errors(f"download {what} into", target):
                 made += _make_dirs(target.parent)
                 staged.append((tmp, target))
-                _fetch(_blob(adir, info["sha256"]), tmp, info, what)
+                _fetch(_blob(adir, *address(info)), tmp, info, what)
         for tmp, target in staged:
             with _fsutil.storage_errors(f"download artifact {artifact!r} into", target):
                 # Not made durable: a download is a copy; one cut short by a crash is redone
@@ -381,24 +408,25 @@ def _fetch(blob: Where, tmp: Path, info: dict[str, Any], what: str) -> None:
                               "artifacts/blobs from a backup.", path=str(blob)) from None
     except OSError as exc:
         raise _fsutil.storage_error(f"read the stored copy of {what} at", str(blob), exc) from exc
-    h = hashlib.sha256()
+    algorithm, want = address(info)
+    h = _digests.hasher(algorithm)
     size = 0
     with src, open(tmp, "xb") as dst:
         while chunk := src.read(_CHUNK):
             h.update(chunk)
             dst.write(chunk)
             size += len(chunk)
-    sha = h.hexdigest()
-    if (sha, size) != (info["sha256"], info["size"]):
+    got = h.hexdigest()
+    if (got, size) != (want, info["size"]):
         raise CorruptRunError(f"The stored copy {str(blob)!r} of {what} is damaged: it holds "
-                              f"{size} bytes hashing to {sha[:16]}..., the version's manifest "
-                              f"says {info['size']} bytes hashing to {info['sha256'][:16]}...; "
+                              f"{size} bytes whose {algorithm} is {got[:16]}..., the version's "
+                              f"manifest says {info['size']} bytes of {algorithm} {want[:16]}...; "
                               "nothing was downloaded. Sync the store that logged it again, or "
                               "restore the blob from a backup.", path=str(blob))
 
 
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
+def _hash_file(path: Path, algorithm: str) -> str:
+    h = _digests.hasher(algorithm)
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
@@ -410,9 +438,11 @@ def _hash_file(path: Path) -> str:
 
 def _store_blob(adir: Path, src: Path, entry: str, artifact: str,
                 hint: dict[str, Any] | None) -> tuple[str, int]:
-    """Store ``src`` in the blob store under its SHA-256; an existing blob is only touched.
+    """Store ``src`` in the blob store under its BLAKE3 (the hash of ARTIFACT_FORMAT); an
+    existing blob is only touched; returns its hex and size.
 
-    A file the newest version held at the same path and size (``hint``) is likely unchanged
+    A file the newest version held at the same path and size (``hint``, when that version
+    names blobs by the same hash: not a format-1 one) is likely unchanged
     (the other shards of a checkpoint): it is hashed first and copied only if its blob is
     missing. Any other file is copied by the kernel (copy_file_range, as cp does) and the copy
     is hashed, so a blob's name is always the hash of its bytes; a source that changed while it
@@ -424,27 +454,28 @@ def _store_blob(adir: Path, src: Path, entry: str, artifact: str,
         raise ArtifactError(f"Cannot log artifact {artifact!r}: its file {entry!r} "
                             f"({str(src)!r}) disappeared after it was added; nothing was "
                             "logged. Add it again or remove it.") from None
+    algorithm = _ALGORITHM[ARTIFACT_FORMAT]
     with fin:
         before = os.fstat(fin.fileno())
-        if hint is not None and hint.get("size") == before.st_size:
-            sha, size = _hash_stream(fin)
-            dst = _blob(adir, sha)
+        if hint is not None and algorithm in hint and hint.get("size") == before.st_size:
+            hexdigest, size = _hash_stream(fin, algorithm)
+            dst = _blob(adir, algorithm, hexdigest)
             if dst.exists() and size == before.st_size:
                 os.utime(dst)  # young again: doctor's collection leaves it to this writer
-                return sha, size
-        sha, size = _copy_in(adir, fin, lambda: None if _unchanged(before, os.fstat(fin.fileno()))
-                             else f"Cannot log artifact {artifact!r}: its file {entry!r} "
-                             f"({str(src)!r}) changed while it was read; nothing was logged. "
-                             "Log it once the file is complete.")
-    return sha, size
+                return hexdigest, size
+        return _copy_in(adir, fin, algorithm,
+                        lambda: None if _unchanged(before, os.fstat(fin.fileno()))
+                        else f"Cannot log artifact {artifact!r}: its file {entry!r} "
+                        f"({str(src)!r}) changed while it was read; nothing was logged. "
+                        "Log it once the file is complete.")
 
 
 def _unchanged(before: os.stat_result, after: os.stat_result) -> bool:
     return (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
 
 
-def _hash_stream(fh: BufferedReader | BufferedRandom) -> tuple[str, int]:
-    h = hashlib.sha256()
+def _hash_stream(fh: BufferedReader | BufferedRandom, algorithm: str) -> tuple[str, int]:
+    h = _digests.hasher(algorithm)
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     size = 0
@@ -454,25 +485,26 @@ def _hash_stream(fh: BufferedReader | BufferedRandom) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def _copy_in(adir: Path, fin: BufferedReader, check: Callable[[], str | None]) -> tuple[str, int]:
+def _copy_in(adir: Path, fin: BufferedReader, algorithm: str,
+             check: Callable[[], str | None]) -> tuple[str, int]:
     """Copy ``fin`` to a temp file, hashing the copy, and make it the blob of that hash
     (durably); ``check`` says what is wrong with the source once it was copied."""
     tmp = adir / "blobs" / f"{_fsutil.TMP_PREFIX}{secrets.token_hex(8)}"
     try:
         with open(tmp, "w+b") as fout:
-            sha, size = _copy_hashing(fin, fout)
+            hexdigest, size = _copy_hashing(fin, fout, algorithm)
             problem = check()
             if problem:
                 raise ArtifactError(problem)
-            dst = _blob(adir, sha)
+            dst = _blob(adir, algorithm, hexdigest)
             if dst.exists():
                 os.utime(dst)
-                return sha, size
+                return hexdigest, size
             _fsutil.fsync(fout.fileno())
         os.chmod(tmp, 0o444)
         _fsutil.ensure_dir(dst.parent)
         _fsutil.rename_durable(tmp, dst)
-        return sha, size
+        return hexdigest, size
     finally:
         _fsutil.unlink(tmp)
 
@@ -480,25 +512,27 @@ def _copy_in(adir: Path, fin: BufferedReader, check: Callable[[], str | None]) -
 _SLICE = 64 << 20
 
 
-
-
-def _copy_hashing(fin: BufferedReader, fout: BufferedRandom) -> tuple[str, int]:
+def _copy_hashing(fin: BufferedReader, fout: BufferedRandom, algorithm: str) -> tuple[str, int]:
     """Copy all of ``fin`` into the empty ``fout`` and hash what was written: the kernel copies
     (copy_file_range, as cp does: no bytes through this process) slice by slice while a second
-    thread hashes the slices already in the copy (from the page cache), so the hash is the
-    copy's. A plain read/write loop where the kernel or the file systems cannot."""
+    thread hashes the slices already in the copy (from the page cache, into one reused buffer),
+    so the hash is the copy's. One hashing thread beside the copy, not BLAKE3's own threads:
+    on two cores the copy holds the other (benchmarks/RESULTS.md). A plain read/write loop
+    where the kernel or the file systems cannot."""
     from concurrent.futures import Future, ThreadPoolExecutor  # (not on import's path)
 
-    h = hashlib.sha256()
+    h = _digests.hasher(algorithm)
     src, dst = fin.fileno(), fout.fileno()
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
 
     def hash_slice(start: int, end: int) -> None:
         while start < end:
-            data = os.pread(dst, min(_CHUNK, end - start), start)
-            if not data:
+            n = os.preadv(dst, [view[:min(_CHUNK, end - start)]], start)
+            if not n:
                 raise OSError(errno.EIO, "the copy is shorter than what was copied into it")
-            h.update(data)
-            start += len(data)
+            h.update(view[:n])
+            start += n
 
     offset = 0
     with ThreadPoolExecutor(1) as hasher:  # one worker: the slices are hashed in order
@@ -519,8 +553,6 @@ def _copy_hashing(fin: BufferedReader, fout: BufferedRandom) -> tuple[str, int]:
     if offset:
         return h.hexdigest(), offset
     fin.seek(0)
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
     while n := fin.readinto(buf):
         h.update(view[:n])
         fout.write(view[:n])
@@ -531,22 +563,28 @@ def _copy_hashing(fin: BufferedReader, fout: BufferedRandom) -> tuple[str, int]:
 
 def _manifest_of(artifact: Artifact, files: dict[str, dict[str, Any]], logged_by: str | None,
                  version: int) -> dict[str, Any]:
+    """A new version's manifest: format ARTIFACT_FORMAT, its files' blobs named by that
+    format's hash, and the digest by the same hash."""
     return {"format": ARTIFACT_FORMAT, "name": artifact.name, "type": artifact.type,
             "version": version, "description": artifact.description,
             "metadata": _metadata(artifact),
             "created": time.time(), "logged_by": logged_by,
             "files": files, "references": dict(sorted(artifact._refs.items())),
-            "digest": _digest(files, artifact._refs)}
+            "digest": _digest(files, artifact._refs, _ALGORITHM[ARTIFACT_FORMAT])}
 
 
 def _metadata(artifact: Artifact) -> Any:
     return encode_tree(artifact.metadata, f"the metadata of artifact {artifact.name!r}")
 
 
-def _digest(files: dict[str, dict[str, Any]], refs: dict[str, str]) -> str:
-    listing = "\n".join([f"{e}\0{files[e]['sha256']}" for e in sorted(files)]
+def _digest(files: dict[str, dict[str, Any]], refs: dict[str, str], algorithm: str) -> str:
+    """A version's digest: ``algorithm`` (its files' hash) of its sorted listing. Two versions
+    of different formats never have one digest, even when they hold the same files."""
+    listing = "\n".join([f"{e}\0{files[e][algorithm]}" for e in sorted(files)]
                         + [f"{e}\0ref\0{refs[e]}" for e in sorted(refs)])
-    return hashlib.sha256(listing.encode()).hexdigest()
+    h = _digests.hasher(algorithm)
+    h.update(listing.encode())
+    return h.hexdigest()
 
 
 def log(artifact: Artifact, root: Path, project: str, aliases: list[str] | None,
@@ -570,8 +608,8 @@ def log(artifact: Artifact, root: Path, project: str, aliases: list[str] | None,
         for entry, src in sorted(artifact._sources.items()):
             with _fsutil.storage_errors(f"store file {entry!r} ({str(src)!r}) of artifact "
                                         f"{artifact.name!r} in", adir / "blobs"):
-                sha, size = _store_blob(adir, src, entry, artifact.name, hints.get(entry))
-            files[entry] = {"sha256": sha, "size": size}
+                hexdigest, size = _store_blob(adir, src, entry, artifact.name, hints.get(entry))
+            files[entry] = {_ALGORITHM[ARTIFACT_FORMAT]: hexdigest, "size": size}
         _fsutil.ensure_dir(ndir / "aliases")
         try:
             with _locks.hold(ndir / "lock", _LOCK_SECONDS):
@@ -738,6 +776,12 @@ def _read_manifest(ndir: Where, version: int, name: str, *, project: str | None 
         raise CorruptRunError(f"The manifest {str(path)!r} of artifact {name!r} cannot be parsed "
                               f"({exc}); restore it from a backup or a sync remote.",
                               path=str(path)) from exc
+    newer = manifest.get("format") if isinstance(manifest, dict) else None
+    if isinstance(newer, int) and newer > ARTIFACT_FORMAT:
+        raise CorruptRunError(f"The manifest {str(path)!r} of artifact {name!r} uses artifact "
+                              f"format {newer}, newer than this localtrack understands "
+                              f"({ARTIFACT_FORMAT}); upgrade localtrack to read it.",
+                              path=str(path))
     problem = _manifest_problem(manifest, version, name)
     if problem:
         raise CorruptRunError(f"The manifest {str(path)!r} of artifact {name!r} is not valid "
@@ -750,8 +794,10 @@ def _manifest_problem(m: object, version: int, name: str) -> str | None:
     """What is wrong with a manifest read from disk (a received store is input like any other)."""
     if not isinstance(m, dict):
         return "not an object"
-    if m.get("format") != ARTIFACT_FORMAT:
-        return f"format {m.get('format')!r}, this version reads {ARTIFACT_FORMAT}"
+    fmt = m.get("format")
+    algorithm = _ALGORITHM.get(fmt) if type(fmt) is int and fmt <= ARTIFACT_FORMAT else None
+    if algorithm is None:
+        return f"format {m.get('format')!r}, this version reads 1 to {ARTIFACT_FORMAT}"
     if m.get("version") != version or m.get("name") != name:
         return "its name or version is not the file's"
     files, refs = m.get("files"), m.get("references")
@@ -769,10 +815,10 @@ def _manifest_problem(m: object, version: int, name: str) -> str | None:
             _entry_path(entry, name)
         except InvalidNameError:
             return f"file name {entry!r} leaves the artifact"
-        sha = info.get("sha256") if isinstance(info, dict) else None
-        if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _HEX
-                and isinstance(info.get("size"), int)):
-            return f"entry {entry!r} has no valid sha256 and size"
+        if not (isinstance(info, dict) and _digests.is_hex(info.get(algorithm))
+                and isinstance(info.get("size"), int)
+                and not any(a in info for a in _digests.ALGORITHMS if a != algorithm)):
+            return f"entry {entry!r} has no valid {algorithm} and size"
     return None
 
 
@@ -840,7 +886,7 @@ def orphan_blobs(root: Path, project: str, now: float | None = None,
     blobs = adir / "blobs"
     if not blobs.is_dir():
         return [], []
-    named: set[str] = set()
+    named: set[Path] = set()
     damaged: list[LocaltrackError] = []
     names_dir = adir / "names"
     for ndir in names_dir.iterdir() if names_dir.is_dir() else []:
@@ -850,17 +896,19 @@ def orphan_blobs(root: Path, project: str, now: float | None = None,
             except LocaltrackError as exc:
                 damaged.append(exc)
                 continue
-            named.update(i["sha256"] for i in manifest["files"].values())
+            named.update(_blob(adir, *address(i)) for i in manifest["files"].values())
     if damaged:
         return [], damaged
     cutoff = (time.time() if now is None else now) - grace
     found = []
-    for path in [*blobs.iterdir(), *(p for d in blobs.iterdir() if d.is_dir() for p in d.iterdir())]:
-        if path.is_dir() or path.name in named:
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            if path.lstat().st_mtime < cutoff:
-                found.append(path)
+    # Every file under blobs/ (links not followed): SHA-256 blobs, BLAKE3 ones, temporaries.
+    for folder, _, names in os.walk(blobs):
+        for path in (Path(folder, n) for n in names):
+            if path in named:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if path.lstat().st_mtime < cutoff:
+                    found.append(path)
     return sorted(found), []
 
 

@@ -44,13 +44,20 @@ def _age_blobs(store: Path) -> None:
         os.utime(path, (old, old))
 
 
+def _hex(f: _artifacts.ArtifactFile) -> str:
+    """The hex of a stored file's content address (its blob's name)."""
+    assert f.digest is not None
+    return f.digest.partition(":")[2]
+
+
 def _complete(store: Path, name: str, version: int, out: Path) -> None:
     """The version's every file is stored and downloads to the bytes its manifest names."""
     art = localtrack.Api(store).artifact(f"p/{name}:v{version}")
     root = Path(art.download(root=out))
     for f in art.files():
-        assert f.sha256 is not None
-        assert _artifacts._hash_file(root / f.path) == f.sha256
+        assert f.digest is not None
+        algorithm, hexdigest = f.digest.split(":")
+        assert _artifacts._hash_file(root / f.path, algorithm) == hexdigest
 
 
 def test_log_use_download_and_lineage(tmp_path: Path) -> None:
@@ -217,7 +224,7 @@ def test_sigkill_while_logging_leaves_whole_versions_and_collectable_orphans(tmp
     found = check_store(store, fix=True)
     assert not [f for f in found if "orphan artifact blob" in f.problem and f.fixed]
     _age_blobs(store)
-    named = {f.sha256 for v in _versions(store, "model")
+    named = {_hex(f) for v in _versions(store, "model")
              for f in localtrack.Api(store).artifact(f"p/model:v{v}").files()}
     found = check_store(store, fix=True)
     assert all(f.fixed for f in found if "orphan" in f.problem)
@@ -478,6 +485,6 @@ def test_gc_beside_a_live_writer_never_breaks_a_version(tmp_path: Path) -> None:
     assert len(versions) >= 4
     for v in versions:
         _complete(store, "model", v, tmp_path / f"out{v}")
-    named = {f.sha256 for v in versions for f in localtrack.Api(store).artifact(f"p/model:v{v}").files()}
+    named = {_hex(f) for v in versions for f in localtrack.Api(store).artifact(f"p/model:v{v}").files()}
     assert _gc(store, "--older-than", "0s").returncode == 0  # the writer is dead: all is old enough
     assert {p.name for p in _blobs(store)} == named

@@ -4,13 +4,13 @@ against the manifest, blobs streamed up by sync."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
 import localtrack
+from localtrack import _artifacts
 from localtrack._remotes import open_remote
 from localtrack.errors import ArtifactNotFoundError, CorruptRunError, SyncError
 
@@ -59,17 +59,22 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[st
     return server.uri(server.new_bucket()), server.env()
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _digest(path: Path) -> str:
+    """The content address this version's writer gives a file (format 2: BLAKE3)."""
+    return "blake3:" + _artifacts._hash_file(path, "blake3")
 
 
 def _files(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): _sha(p) for p in root.rglob("*") if p.is_file()}
+    return {p.relative_to(root).as_posix(): _digest(p) for p in root.rglob("*") if p.is_file()}
 
 
-def _corrupt_blob(uri: str, sha: str, server: s3server.S3Server | None) -> None:
+def _blob_key(art: localtrack.Artifact, entry: str) -> str:
+    """The key of an artifact file's blob in a synced copy of project p."""
+    return "p/artifacts/" + _artifacts.blob_path(*_artifacts.address(art._manifest["files"][entry]))
+
+
+def _corrupt_blob(uri: str, key: str, server: s3server.S3Server | None) -> None:
     """Flip the remote copy of one blob (same size: only its hash can tell)."""
-    key = f"p/artifacts/blobs/{sha[:2]}/{sha}"
     if server is None:
         path = Path(uri) / key
         os.chmod(path, 0o644)
@@ -105,7 +110,7 @@ def test_another_node_uses_and_downloads_what_a_node_synced(
     assert (latest, best, step) == ("v2", "v1", "2")
     local = localtrack.Api(store_a)
     for name, version in (("latest", 2), ("v0", 0)):
-        want = {f.path: f.sha256 for f in local.artifact(f"p/model:v{version}").files()}
+        want = {f.path: f.digest for f in local.artifact(f"p/model:v{version}").files()}
         assert _files(tmp_path / "out" / name) == want
     assert not list((store_b / "p" / "artifacts").rglob("v*.json"))  # nothing copied into B
     used = sorted(p.name for p in (store_b / "p" / "artifacts").rglob(f"p@{user}.json"))
@@ -124,9 +129,8 @@ def test_another_node_uses_and_downloads_what_a_node_synced(
     assert localtrack.sync(uri, dir=store_b).ok
     assert [r.id for r in localtrack.Api(uri).artifact("p/model:v2").used_by()] == [user]
     # A damaged blob: a clear error naming the file and the version, nothing in the root.
-    sha = art._manifest["files"]["weights.bin"]["sha256"]
     server = request.getfixturevalue("s3") if env else None
-    _corrupt_blob(uri, sha, server)
+    _corrupt_blob(uri, _blob_key(art, "weights.bin"), server)
     with pytest.raises(CorruptRunError, match=r"'weights\.bin' of artifact 'p/model:v1'.*damaged"):
         localtrack.Api(uri).artifact("p/model:v1").download(root=tmp_path / "bad" / "x")
     assert not (tmp_path / "bad" / "x").exists()
@@ -152,8 +156,7 @@ def test_a_missing_remote_blob_leaves_nothing_half_written(
         art = localtrack.Artifact("m", "model").add_file(tmp_path / "a.bin")
         run.log_artifact(art.add_file(tmp_path / "b.bin", name="sub/b.bin"))
     localtrack.sync(uri, dir=store)
-    sha = art._manifest["files"]["sub/b.bin"]["sha256"]
-    key = f"p/artifacts/blobs/{sha[:2]}/{sha}"
+    key = _blob_key(art, "sub/b.bin")
     if env:
         bucket = uri.split("://", 1)[1].split("/", 1)[0]
         request.getfixturevalue("s3").filesystem().delete_file(f"{bucket}/team/{key}")
@@ -186,7 +189,7 @@ def test_sync_streams_a_blob_larger_than_its_chunk(tmp_path: Path, kind: str,
     report = localtrack.sync(uri, dir=store)
     assert report.ok and report.uploaded_bytes > 11 << 20
     out = Path(localtrack.Api(uri).artifact("p/model:latest").download(root=tmp_path / "out"))
-    assert _sha(out / "ckpt.bin") == _sha(big)
+    assert _digest(out / "ckpt.bin") == _digest(big)
 
 
 def test_a_damaged_local_blob_is_not_uploaded(tmp_path: Path, remote: tuple[str, dict[str, str]],
@@ -200,8 +203,9 @@ def test_a_damaged_local_blob_is_not_uploaded(tmp_path: Path, remote: tuple[str,
     (tmp_path / "w.bin").write_bytes(os.urandom(50_000))
     with localtrack.init(project="p", dir=store) as run:
         art = run.log_artifact(tmp_path / "w.bin", name="model", type="model")
-    sha = art._manifest["files"]["w.bin"]["sha256"]
-    blob = store / "p" / "artifacts" / "blobs" / sha[:2] / sha
+    key = _blob_key(art, "w.bin")
+    sha = key.rpartition("/")[2]
+    blob = store / key
     good = blob.read_bytes()
     os.chmod(blob, 0o644)
     blob.write_bytes(good[:40_000] + bytes([good[40_000] ^ 1]) + good[40_001:])
@@ -209,7 +213,7 @@ def test_a_damaged_local_blob_is_not_uploaded(tmp_path: Path, remote: tuple[str,
         localtrack.sync(uri, dir=store)
     why = refused.value.pending["p/artifacts"]
     assert sha in why and "damaged" in why and "not uploaded" in why
-    assert open_remote(uri).info(f"p/artifacts/blobs/{sha[:2]}/{sha}") is None
+    assert open_remote(uri).info(key) is None
     with pytest.raises(ArtifactNotFoundError):
         localtrack.Api(uri).artifact("p/model:v0")
     blob.write_bytes(good)

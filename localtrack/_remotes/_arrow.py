@@ -78,7 +78,7 @@ class ArrowRemote(Remote):
         except (OSError, pa.ArrowException) as exc:
             raise self._error("write", key, exc) from exc
 
-    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None,
+    def put_file(self, key: str, path: Path, chunk: int, digest: str | None = None,
                  opener: Opener | None = None) -> int:
         """As put, streamed: an object store gets a multipart upload once the bytes pass
         pyarrow's part size (completed on close, so a reader sees the whole object or none;
@@ -93,7 +93,7 @@ class ArrowRemote(Remote):
         try:
             if not self._object_store:
                 self.fs.create_dir(parent, recursive=True)
-            size = self._stream(FileChunks(path, chunk, sha256, opener), tmp)
+            size = self._stream(FileChunks(path, chunk, digest, opener), tmp)
             if tmp != target:
                 # If we die here: a temporary that readers skip (its name starts with .tmp-).
                 self.fs.move(tmp, target)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import abc
 import errno
-import hashlib
 import io
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from .. import _digests
 from ..errors import CorruptRunError, RemoteError
 
 Opener = Callable[[], BinaryIO]  # opens the local file to upload (e.g. following no link)
@@ -59,14 +59,14 @@ class Remote(abc.ABC):
     def put(self, key: str, data: bytes) -> None:
         """Create or replace the object atomically (parents are implied)."""
 
-    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None,
+    def put_file(self, key: str, path: Path, chunk: int, digest: str | None = None,
                  opener: Opener | None = None) -> int:
         """Create or replace the object with a local file's bytes, atomically, and return how many
-        went up; with ``sha256``, only if the bytes hash to it; ``opener`` opens the file (see
-        FileChunks). The in-tree remotes stream it ``chunk`` bytes at a time (a checkpoint of
-        many GiB is never held in memory); this default, for a remote that cannot, reads it
-        whole."""
-        chunks = FileChunks(path, chunk, sha256, opener)
+        went up; with ``digest`` (``"blake3:<hex>"``, ``"sha256:<hex>"``), only if the bytes
+        hash to it; ``opener`` opens the file (see FileChunks). The in-tree remotes stream it
+        ``chunk`` bytes at a time (a checkpoint of many GiB is never held in memory); this
+        default, for a remote that cannot, reads it whole."""
+        chunks = FileChunks(path, chunk, digest, opener)
         data = b"".join(bytes(piece) for piece in chunks)
         self.put(key, data)
         return chunks.size
@@ -102,34 +102,38 @@ class FileChunks:
     """A local file read for an upload, ``chunk`` bytes at a time (one buffer, reused: write
     each piece before asking for the next). Hashed as it goes: when the iteration ends, a
     file that changed size while read is an OSError, and one whose bytes do not hash to the
-    ``sha256`` expected a CorruptRunError, raised before the caller completes its upload, so
-    a damaged blob of a content-addressed store never reaches a remote under its name.
+    ``digest`` expected (``"<algorithm>:<hex>"``) a CorruptRunError, raised before the caller
+    completes its upload, so a damaged blob of a content-addressed store never reaches a
+    remote under its name.
     ``opener`` opens the file (default: open(path)), e.g. following no link inside a store."""
 
-    def __init__(self, path: Path, chunk: int, sha256: str | None,
+    def __init__(self, path: Path, chunk: int, digest: str | None,
                  opener: Opener | None = None) -> None:
-        self.path, self.chunk, self.sha256, self.size = path, chunk, sha256, 0
+        self.path, self.chunk, self.size = path, chunk, 0
+        self.want = _digests.parse(digest) if digest is not None else None
+        if digest is not None and self.want is None:
+            raise ValueError(f"not a content address: {digest!r}")
         self.opener = opener
 
     def __iter__(self) -> Iterator[memoryview]:
-        h = hashlib.sha256()
+        h = _digests.hasher(self.want[0] if self.want else _digests.SHA256)
         buf = bytearray(self.chunk)
         view = memoryview(buf)
         fh: Any  # (BinaryIO's stub lacks readinto, which every binary file has)
         with self.opener() if self.opener is not None else open(self.path, "rb") as fh:
             expected = os.fstat(fh.fileno()).st_size
             while n := fh.readinto(buf):
-                if self.sha256 is not None:
+                if self.want is not None:
                     h.update(view[:n])
                 self.size += n
                 yield view[:n]
         if self.size != expected:
             raise OSError(errno.EIO, f"{self.path} changed while it was read ({expected} bytes "
                           f"before, {self.size} read)")
-        if self.sha256 is not None and h.hexdigest() != self.sha256:
-            raise CorruptRunError(f"The stored file {str(self.path)!r} is damaged: its bytes "
-                                  f"hash to {h.hexdigest()[:16]}..., not to its name; it was not "
-                                  "uploaded. Restore it from a backup or a sync remote.",
+        if self.want is not None and h.hexdigest() != self.want[1]:
+            raise CorruptRunError(f"The stored file {str(self.path)!r} is damaged: its bytes' "
+                                  f"{self.want[0]} is {h.hexdigest()[:16]}..., not its name; "
+                                  "it was not uploaded. Restore it from a backup or a sync remote.",
                                   path=str(self.path))
 
 

@@ -150,11 +150,11 @@ class DirRemote(Remote):
     def put(self, key: str, data: bytes) -> None:
         self._write(key, lambda fh: fh.write(data))
 
-    def put_file(self, key: str, path: Path, chunk: int, sha256: str | None = None,
+    def put_file(self, key: str, path: Path, chunk: int, digest: str | None = None,
                  opener: Opener | None = None) -> int:
         """As put, streamed from ``path`` ``chunk`` bytes at a time (see FileChunks)."""
         def fill(fh: BinaryIO) -> int:
-            chunks = FileChunks(path, chunk, sha256, opener)
+            chunks = FileChunks(path, chunk, digest, opener)
             for piece in chunks:
                 fh.write(piece)
             return chunks.size

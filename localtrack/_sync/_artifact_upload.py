@@ -6,7 +6,10 @@ remote lacks, then its manifest (a reader of the remote never meets a manifest n
 missing blob), then the aliases and use records. A blob is streamed from its file
 (LOCALTRACK_UPLOAD_CHUNK_BYTES at a time), never read whole into memory. What went up is recorded locally, per
 remote id (``.sync/<remote>-artifacts-<project>.json``), so a pass with nothing new makes no
-request; a blob already on the remote (another store synced it) is not sent again.
+request; a blob already on the remote (another store synced it) is not sent again. Blobs of
+both artifact formats go up the same way, each checked against its name's hash as it is read;
+the state records them by path under ``artifacts/`` (a state written before format 2 by their
+bare SHA-256: such a blob, if a manifest not yet sent names it, costs one look on the remote).
 """
 
 from __future__ import annotations
@@ -65,10 +68,10 @@ def _upload(syncer: Syncer, project: str, adir: Path, state: dict[str, Any],
             report.uploaded_bytes += len(data)
         syncer.advance(len(data))
 
-    def put_file(key: str, path: Path, sha: str) -> None:
+    def put_file(key: str, path: Path, digest: str) -> None:
         """A blob streamed (a checkpoint of many GiB is never held in memory) and checked
         against its name as it goes: a blob damaged here never lands on the remote."""
-        size = syncer.call(syncer.remote.put_file, key, path, chunk, sha)
+        size = syncer.call(syncer.remote.put_file, key, path, chunk, digest)
         with syncer._mutex:
             report.uploaded_files += 1
             report.uploaded_bytes += size
@@ -84,11 +87,12 @@ def _upload(syncer: Syncer, project: str, adir: Path, state: dict[str, Any],
                 continue
             manifest = _artifacts._read_manifest(ndir, version, ndir.name)
             for info in manifest["files"].values():
-                sha = info["sha256"]
-                blob_key = f"{base}/blobs/{sha[:2]}/{sha}"
-                if sha not in blobs and syncer.call(syncer.remote.info, blob_key) is None:
-                    put_file(blob_key, _artifacts._blob(adir, sha), sha)
-                blobs.add(sha)
+                algorithm, hexdigest = _artifacts.address(info)
+                blob = _artifacts.blob_path(algorithm, hexdigest)
+                blob_key = f"{base}/{blob}"
+                if blob not in blobs and syncer.call(syncer.remote.info, blob_key) is None:
+                    put_file(blob_key, adir / blob, f"{algorithm}:{hexdigest}")
+                blobs.add(blob)
                 state["blobs"] = sorted(blobs)
             put(key, (ndir / f"v{version}.json").read_bytes())
             manifests.add(key)
