@@ -57,31 +57,54 @@ SLOW_STAMP = 200e-6
 _RUNS = b',"runs":'
 
 Record = dict[str, Any]
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _REST = ("config", "summary", "last", "last_step", "updated")
 
 
 _STAMPED = (_store.RUN_JSON, _store.CONFIG_JSON, _store.SUMMARY_JSON, _segments.MANIFEST, "wal",
             _store.EVENTS)
+_STAMP_LEN = 2 + 2 * len(_STAMPED) + 2  # the folder, each file, the lock
 
 
-def stamp(rdir: str, lock: str) -> list[int] | None:
+def stamp(rdir: str, lock: str, old: list[int] | None = None,
+          dirs: tuple[int, int] | None = None) -> list[int] | None:
     """What changes whenever anything a record holds changes: the run folder's inode and
     change time, then the change time (which a write, a rename into a folder and a chmod all
     set, and no tool sets back) and size of each file a record comes from and of the writer
-    lock file; -1, -1 for a missing one. None: the folder cannot be looked at (read the run)."""
+    lock file; -1, -1 for a missing one. None: the folder cannot be looked at (read the run).
+
+    ``old`` (the stamp the index holds): while the folder's inode and change time are still
+    its, a file it shows missing is still missing (nothing enters a folder without setting
+    its change time), so it is not looked at again. ``dirs``: descriptors of the project's
+    ``runs/`` and ``locks/`` that ``rdir`` and ``lock`` are then relative to (shorter lookups)."""
+    runs_fd, locks_fd = dirs if dirs is not None else (None, None)
     try:
-        run = os.stat(rdir)
+        run = os.stat(rdir, dir_fd=runs_fd)
     except OSError:
         return None
     out = [run.st_ino, run.st_ctime_ns]
-    for path in [*(f"{rdir}/{name}" for name in _STAMPED), lock]:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
+    same = old if old is not None and len(old) == _STAMP_LEN and old[:2] == out else None
+    at = 2
+    for name in _STAMPED:
+        if same is not None and same[at] == -1 and same[at + 1] == -1:
             out += (-1, -1)
-            continue
-        except OSError:
-            return None
+        else:
+            try:
+                st = os.stat(f"{rdir}/{name}", dir_fd=runs_fd)
+            except FileNotFoundError:
+                out += (-1, -1)
+            except OSError:
+                return None
+            else:
+                out += (st.st_ctime_ns, st.st_size)
+        at += 2
+    try:
+        st = os.stat(lock, dir_fd=locks_fd)
+    except FileNotFoundError:
+        out += (-1, -1)
+    except OSError:
+        return None
+    else:
         out += (st.st_ctime_ns, st.st_size)
     return out
 
@@ -218,7 +241,7 @@ def read_local(rdir: str, lock: str, ctx: Ctx) -> tuple[Record, list[int]]:
 
 
 def _read_local(rdir: str, lock: str, ctx: Ctx) -> tuple[Record, list[int]]:
-    dfd = os.open(rdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dfd = os.open(rdir, _DIR)
     try:
         top = os.fstat(dfd)
         run = _read_at(dfd, _store.RUN_JSON)
@@ -319,15 +342,16 @@ class ProjectIndex:
             self._old = _load(self.path)
 
     def prestamp(self) -> None:
-        """Stamp every run the index holds, on a few threads when the first stamps show the
+        """Stamp every run the index holds: on a few threads when the first stamps show the
         file system's caches cold (each stat waiting on the disk; a thread waiting lets the GIL
-        go). With the caches warm a stat takes microseconds, and threads would only add their
-        switching to the warm listing."""
+        go), else here (with the caches warm a stat takes microseconds, and threads would only
+        add their switching to the warm listing)."""
         ids = cast(list[RunId], list(self._old)) if self.path is not None else []
         start = time.perf_counter()
         self._stamps.update(zip(ids[:PROBE], self._stamp_all(ids[:PROBE]), strict=True))
         ids = ids[PROBE:]
         if len(ids) < 2 * THREADS or time.perf_counter() - start < PROBE * SLOW_STAMP:
+            self._stamps.update(zip(ids, self._stamp_all(ids), strict=True))
             return
         chunks = [ids[i:i + 256] for i in range(0, len(ids), 256)]  # a task per chunk: fewer switches
         with ThreadPoolExecutor(THREADS, thread_name_prefix="localtrack-list") as pool:
@@ -335,7 +359,23 @@ class ProjectIndex:
                 self._stamps.update(zip(chunk, stamps, strict=True))
 
     def _stamp_all(self, ids: list[RunId]) -> list[list[int] | None]:
-        return [self._stamp(rid) for rid in ids]
+        """Stamps of ``ids``, each file looked up from descriptors of runs/ and locks/."""
+        try:
+            runs_fd = os.open(self._runs, _DIR)
+        except OSError:
+            return [self._stamp(rid) for rid in ids]
+        try:
+            locks_fd = os.open(self._locks, _DIR)
+        except OSError:  # (no locks/ yet, say): by full paths
+            os.close(runs_fd)
+            return [self._stamp(rid) for rid in ids]
+        try:
+            old = self._old
+            return [stamp(rid, f"{rid}.lock", (old.get(rid) or {}).get("stamp"), (runs_fd, locks_fd))
+                    for rid in ids]
+        finally:
+            os.close(runs_fd)
+            os.close(locks_fd)
 
     def known(self, rid: RunId) -> bool:
         """Whether the index holds the run under the stamp it shows now (its run.json is then
@@ -349,7 +389,8 @@ class ProjectIndex:
         return now is not None and entry.get("stamp") == now
 
     def _stamp(self, rid: RunId) -> list[int] | None:
-        return stamp(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock")  # strings: cheaper than paths
+        return stamp(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock",  # strings: cheaper than paths
+                     (self._old.get(rid) or {}).get("stamp"))
 
     def prefetch(self, ids: list[RunId]) -> None:
         """Start reading, on a few threads, the runs of ``ids`` the index does not hold under

@@ -24,7 +24,7 @@ import pytest
 import localtrack
 from localtrack import _runindex
 from localtrack._ui._data import StoreView
-from localtrack.errors import CorruptRunError
+from localtrack.errors import CorruptRunError, InvalidNameError
 
 from .helpers import run_script, script, settle, wait_for
 from .test_damaged_store import chmod_restore, cli, unprivileged  # noqa: F401 - fixtures
@@ -498,3 +498,63 @@ def test_a_stale_index_is_read_anew_on_threads(store):
     truth = direct(store)
     assert {view[3] for view in truth.values()} == {5}
     assert listed(store) == truth
+
+
+@pytest.mark.parametrize("how", ["written-in-place", "renamed-in", "hard-linked"])
+def test_a_file_added_after_indexing_is_seen(store, how):
+    """A stamp's missing file is not looked at again while the run's folder is unchanged: a
+    file that then appears, however it is made, changes the folder, so the run is read anew."""
+    res = run_script("""
+        import sys, localtrack
+        with localtrack.init(project="p", id="bare", dir=sys.argv[1], config={"lr": 1}) as run:
+            run.log({"loss": 0.5})
+    """, str(store))
+    assert res.returncode == 0, res.stderr
+    settle(store)
+    list_until_indexed(store, {"bare"})
+    rdir = store / "p" / "runs" / "bare"
+    assert not (rdir / "summary.json").exists()
+    old = entries(store)["bare"]["stamp"]
+    assert old[6:8] == [-1, -1]  # summary.json: missing
+    assert listed(store)["bare"][7] == {"loss": 0.5}
+    data = b'{"best": 7}'
+    if how == "written-in-place":
+        with open(rdir / "summary.json", "wb") as fh:
+            fh.write(data)
+    elif how == "renamed-in":
+        (store / "s.tmp").write_bytes(data)
+        os.rename(store / "s.tmp", rdir / "summary.json")
+    else:
+        (store / "s.json").write_bytes(data)
+        os.link(store / "s.json", rdir / "summary.json")
+    lock = str(store / "p" / "locks" / "bare.lock")
+    now = _runindex.stamp(str(rdir), lock, old)  # what a listing computes from the index's
+    assert now == _runindex.stamp(str(rdir), lock) and now is not None and now[6:8] != [-1, -1]
+    assert listed(store)["bare"][7] == {"loss": 0.5, "best": 7} == direct(store)["bare"][7]
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["collector-on", "collector-off"])
+def test_listing_leaves_the_garbage_collector_as_it_found_it(indexed, enabled):
+    """A listing pauses the collector while it builds its runs: afterwards it is on or off as
+    before, also after listings on several threads at once and one that fails."""
+    import gc
+    import threading
+
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        assert len(localtrack.Api(indexed).runs("p")) == 3
+        assert gc.isenabled() is enabled
+        results: list[int] = []
+        threads = [threading.Thread(target=lambda: results.append(len(
+            localtrack.Api(indexed).runs("p")))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert results == [3] * 4 and gc.isenabled() is enabled
+        with pytest.raises(InvalidNameError):  # raised inside the listing
+            localtrack.Api(indexed).runs("no such!")
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
