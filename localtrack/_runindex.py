@@ -10,9 +10,10 @@ the stamp covers every change).
 
 Without the index (the first listing, or after it was deleted) every run is read: in one
 pass (``read_local``: each file opened once, relative to the run's folder), on a few threads
-(a read waiting on the disk lets the others go on), so that 10,000 runs take seconds, not
-tens of seconds. A run in any unusual shape is read file by file (``read_record``), which
-raises or leaves out exactly what reading that run alone does.
+when the first reads show them waiting on the disk (a read waiting lets the others go on), so
+that 10,000 runs take seconds, not tens of seconds; from the page cache, on the calling
+thread. A run in any unusual shape is read file by file (``read_record``), which raises or
+leaves out exactly what reading that run alone does.
 
 The index is derived: never the source of truth, rebuilt by the next listing when it is
 missing, damaged or stale, and deleting it at any time loses nothing. It is written
@@ -32,7 +33,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
-from . import _durable, _frames, _fsutil, _labels, _layout, _locks, _naming, _segments, _store, _wal
+from . import (
+    _durable,
+    _frames,
+    _fsutil,
+    _labels,
+    _layout,
+    _locks,
+    _naming,
+    _segments,
+    _settings,
+    _store,
+    _wal,
+)
 from ._codec import dumps, loads
 from ._naming import Ctx, ProjectName, RunId
 from ._remotes import _chunks
@@ -53,6 +66,11 @@ THREADS = 8
 #: more than SLOW_STAMP seconds each (a run's 9 stats take ~25 us from the caches, ms from a disk).
 PROBE = 64
 SLOW_STAMP = 200e-6
+#: Without the index (LOCALTRACK_LIST_THREADS unset), the first PROBE runs are read on the
+#: calling thread, and the rest on THREADS threads if each of those reads waited more than
+#: SLOW_READ seconds (wall time beyond its CPU time): from the page cache a read is CPU work, and
+#: threads contending for the GIL only add theirs (a fifth of a cold listing of 10,000 runs).
+SLOW_READ = 1e-3
 #: The entries follow the header as its last member, so the checksum covers their exact bytes.
 _RUNS = b',"runs":'
 
@@ -334,6 +352,10 @@ class ProjectIndex:
         self._changed = False
         self._stamps: dict[str, list[int] | None] = {}
         self._pending: dict[str, Future[tuple[Record, list[int] | None]]] = {}
+        self._threads = _settings.list_threads()
+        self._probe: list[RunId] = []  # runs prefetch left to record() to read and time
+        self._probed: set[RunId] = set()
+        self._waited = 0.0
         self._now_ns = time.time_ns()
         if isinstance(root, Path):
             self.path = _layout.project_dir(root, project) / INDEX
@@ -393,19 +415,42 @@ class ProjectIndex:
                      (self._old.get(rid) or {}).get("stamp"))
 
     def prefetch(self, ids: list[RunId]) -> None:
-        """Start reading, on a few threads, the runs of ``ids`` the index does not hold under
-        the stamp ``known`` found, for ``record`` to take: a cold listing waits on many small
-        reads (from the disk when they are not cached), and a thread waiting lets the GIL go."""
+        """Have the runs of ``ids`` the index does not hold under the stamp ``known`` found read
+        for ``record`` to take: on a few threads when the reads wait on the disk (a cold
+        listing then waits on many small reads, and a thread waiting lets the GIL go), else by
+        ``record`` itself (see SLOW_READ)."""
         if self.path is None:
             return
         todo = [rid for rid in ids if rid not in self._pending and not (
             (entry := self._old.get(rid)) is not None and self._stamps.get(rid) is not None
             and entry.get("stamp") == self._stamps[rid])]
-        if len(todo) < 2 * THREADS:
+        threads = THREADS if self._threads is None else self._threads
+        if threads == 0 or len(todo) < 2 * threads:
             return
-        pool = ThreadPoolExecutor(THREADS, thread_name_prefix="localtrack-list")
+        if self._threads is None:
+            self._probe = todo  # record() reads the first ones and decides
+            return
+        self._start(todo, threads)
+
+    def _start(self, todo: list[RunId], threads: int) -> None:
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="localtrack-list")
         self._pending.update((rid, pool.submit(self._read, rid)) for rid in todo)
         pool.shutdown(wait=False)  # its threads end once every read is done
+
+    def _read_here(self, rid: RunId) -> tuple[Record, list[int] | None]:
+        """``_read`` on the calling thread; while probing, timed (see SLOW_READ)."""
+        if not self._probe:
+            return self._read(rid)
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return self._read(rid)
+        finally:
+            self._waited += (time.perf_counter() - wall) - (time.thread_time() - cpu)
+            self._probed.add(rid)
+            if len(self._probed) >= PROBE:
+                todo, self._probe = self._probe, []
+                if self._waited > PROBE * SLOW_READ:
+                    self._start([r for r in todo if r not in self._probed], THREADS)
 
     def _read(self, rid: RunId) -> tuple[Record, list[int] | None]:
         """The run's record read from its files, and the stamp it was read under."""
@@ -434,7 +479,7 @@ class ProjectIndex:
                 if now is not None and entry.get("stamp") == now:
                     self._new[rid] = entry
                     return dict(entry)
-            record, now = self._read(rid)
+            record, now = self._read_here(rid)
         # (A shared run's writers write under labels/, which the stamp does not cover.)
         if (now is not None and complete(record) and record["state"] != "running"
                 and not _labels.is_shared(record["meta"])
