@@ -67,10 +67,13 @@ THREADS = 8
 PROBE = 64
 SLOW_STAMP = 200e-6
 #: Without the index (LOCALTRACK_LIST_THREADS unset), the first PROBE runs are read on the
-#: calling thread, and the rest on THREADS threads if each of those reads waited more than
-#: SLOW_READ seconds (wall time beyond its CPU time): from the page cache a read is CPU work, and
-#: threads contending for the GIL only add theirs (a fifth of a cold listing of 10,000 runs).
-SLOW_READ = 1e-3
+#: calling thread, and the rest on THREADS threads if those reads blocked (the thread gave up
+#: the CPU at least BLOCKED times: ~7 times a run from the disk, never from the page cache; where
+#: that is not counted, if they waited SLOW_READ seconds a run beyond their CPU time). From the
+#: page cache a read is CPU work, and threads contending for the GIL only add theirs (a fifth
+#: of a cold listing of 10,000 runs).
+BLOCKED = PROBE // 8
+SLOW_READ = 100e-6
 #: The entries follow the header as its last member, so the checksum covers their exact bytes.
 _RUNS = b',"runs":'
 
@@ -125,6 +128,17 @@ def stamp(rdir: str, lock: str, old: list[int] | None = None,
     else:
         out += (st.st_ctime_ns, st.st_size)
     return out
+
+
+def _blocked() -> int | None:
+    """How often the calling thread has given up the CPU waiting (on the disk, when reading
+    runs), or None where that is not counted."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+    except (ImportError, AttributeError, OSError):
+        return None
 
 
 def _newest(stamp: list[int]) -> int:
@@ -356,6 +370,7 @@ class ProjectIndex:
         self._probe: list[RunId] = []  # runs prefetch left to record() to read and time
         self._probed: set[RunId] = set()
         self._waited = 0.0
+        self._blocked: int | None = None
         self._now_ns = time.time_ns()
         if isinstance(root, Path):
             self.path = _layout.project_dir(root, project) / INDEX
@@ -438,9 +453,11 @@ class ProjectIndex:
         pool.shutdown(wait=False)  # its threads end once every read is done
 
     def _read_here(self, rid: RunId) -> tuple[Record, list[int] | None]:
-        """``_read`` on the calling thread; while probing, timed (see SLOW_READ)."""
+        """``_read`` on the calling thread; while probing, watched (see BLOCKED)."""
         if not self._probe:
             return self._read(rid)
+        if not self._probed:
+            self._blocked = _blocked()
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
             return self._read(rid)
@@ -449,7 +466,9 @@ class ProjectIndex:
             self._probed.add(rid)
             if len(self._probed) >= PROBE:
                 todo, self._probe = self._probe, []
-                if self._waited > PROBE * SLOW_READ:
+                now = _blocked()
+                if (self._waited > PROBE * SLOW_READ if now is None or self._blocked is None
+                        else now - self._blocked >= BLOCKED):
                     self._start([r for r in todo if r not in self._probed], THREADS)
 
     def _read(self, rid: RunId) -> tuple[Record, list[int] | None]:
