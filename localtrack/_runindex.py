@@ -79,7 +79,7 @@ _RUNS = b',"runs":'
 
 Record = dict[str, Any]
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_REST = ("config", "summary", "last", "last_step", "updated")
+_REST = frozenset(("config", "summary", "last", "last_step", "updated"))
 
 
 _STAMPED = (_store.RUN_JSON, _store.CONFIG_JSON, _store.SUMMARY_JSON, _segments.MANIFEST, "wal",
@@ -350,7 +350,7 @@ def _last_and_step(rdir: Path, manifest: _segments.Manifest, read: dict[int, byt
 
 def complete(record: Record) -> bool:
     """Whether the record holds the values past run.json, events and state."""
-    return all(key in record for key in _REST)
+    return record.keys() >= _REST
 
 
 class ProjectIndex:
