@@ -397,6 +397,8 @@ class ProjectIndex:
 
     def _stamp_all(self, ids: list[RunId]) -> list[list[int] | None]:
         """Stamps of ``ids``, each file looked up from descriptors of runs/ and locks/."""
+        if not ids:
+            return []
         try:
             runs_fd = os.open(self._runs, _DIR)
         except OSError:

@@ -101,12 +101,23 @@ def _register_history(con: Any, root: StorePath, project: str | None) -> None:
     """The ``history`` view: the sealed segments of plain runs scanned where they lie (DuckDB's
     own Parquet reader over one list of files for a local store; a pyarrow dataset for a
     remote one), the other rows from memory. Either way a query reads only the columns and
-    row groups it needs, and DuckDB plans the joins and filters over the whole history."""
+    row groups it needs, and DuckDB plans the joins and filters over the whole history.
+    Segments DuckDB cannot make one view of (one without ``_step``, say) are read into memory
+    instead, where the reader leaves out a damaged run with a warning."""
     sources = history_sources(root, project)
+    if sources.files:
+        try:
+            _segments_view(con, root, sources)
+            return
+        except _duckdb().Error as exc:
+            log.info("history read into memory: %s", exc)
+            sources = sources._replace(files=[], memory=_in_memory(root, project))
     con.register("_history_memory", sources.memory)
-    if not sources.files:
-        con.execute("CREATE VIEW history AS SELECT * FROM _history_memory")
-        return
+    con.execute("CREATE OR REPLACE VIEW history AS SELECT * FROM _history_memory")
+
+
+def _segments_view(con: Any, root: StorePath, sources: HistorySources) -> None:
+    con.register("_history_memory", sources.memory)
     segments = None
     if isinstance(root, Path) and not any(_GLOB.search(path) for path, _, _ in sources.files):
         segments = _parquet_view(con, sources)
@@ -114,7 +125,7 @@ def _register_history(con: Any, root: StorePath, project: str | None) -> None:
         con.register("_history_dataset", _dataset(_filesystem(root), sources))
         segments = f"SELECT {_FIRST}, * EXCLUDE ({_FIRST}) FROM _history_dataset"
     memory = sources.memory
-    if memory.num_rows == 0 and set(memory.column_names) <= set(sources.schema.names) | {"run_id", "project"}:
+    if memory.num_rows == 0 and set(memory.column_names) <= {*sources.schema.names, "run_id", "project"}:
         con.execute(f"CREATE VIEW history AS {segments}")  # nothing to add: no union to plan
         return
     con.execute(f"CREATE VIEW history AS SELECT {_FIRST}, * EXCLUDE ({_FIRST}) FROM "
