@@ -108,26 +108,29 @@ def stamp(rdir: str, lock: str, old: list[int] | None = None,
     at = 2
     for name in _STAMPED:
         if same is not None and same[at] == -1 and same[at + 1] == -1:
-            out += (-1, -1)
+            part: tuple[int, int] | None = _MISSING
         else:
-            try:
-                st = os.stat(f"{rdir}/{name}", dir_fd=runs_fd)
-            except FileNotFoundError:
-                out += (-1, -1)
-            except OSError:
-                return None
-            else:
-                out += (st.st_ctime_ns, st.st_size)
+            part = _file_stamp(f"{rdir}/{name}", runs_fd)
+        if part is None:
+            return None
+        out += part
         at += 2
+    part = _file_stamp(lock, locks_fd)
+    return None if part is None else out + list(part)
+
+
+_MISSING = (-1, -1)
+
+
+def _file_stamp(path: str, dir_fd: int | None) -> tuple[int, int] | None:
+    """(change time, size) of a file, -1, -1 when missing; None when it cannot be looked at."""
     try:
-        st = os.stat(lock, dir_fd=locks_fd)
+        st = os.stat(path, dir_fd=dir_fd)
     except FileNotFoundError:
-        out += (-1, -1)
+        return _MISSING
     except OSError:
         return None
-    else:
-        out += (st.st_ctime_ns, st.st_size)
-    return out
+    return st.st_ctime_ns, st.st_size
 
 
 def _blocked() -> int | None:
