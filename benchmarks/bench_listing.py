@@ -22,7 +22,8 @@ from after ``import localtrack`` (interpreter and import excluded, except the CL
     whole machine's page, dentry and inode caches), two more: the cold and the fresh listing
     each right after ``sync; echo 3 > /proc/sys/vm/drop_caches`` (every file read from disk).
 
-Prints a markdown table: median (min .. max) of ``--repeats``.
+Prints a markdown table: median wall time (min .. max) of ``--repeats``, and the median CPU
+time (user + system, all threads) beside it: the steadier figure on a shared machine.
 """
 
 from __future__ import annotations
@@ -79,19 +80,21 @@ def worker_list(store: str, project: str, mode: str) -> None:
         from localtrack._ui._data import StoreView
 
         view = StoreView(localtrack.Api(dir=store))
-        times = []
+        times, cpus = [], []
         for _ in range(3):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             rows = view.runs(project)
             times.append(time.perf_counter() - t)
-        out.update(first=times[0], warm=times[2], n=len(rows))
+            cpus.append(time.process_time() - c)
+        out.update(first=times[0], warm=times[2], first_cpu=cpus[0], warm_cpu=cpus[2], n=len(rows))
     else:
-        times = []
+        times, cpus = [], []
         for _ in range(3):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             n = _read_all(localtrack.Api(dir=store).runs(project))
             times.append(time.perf_counter() - t)
-        out.update(first=times[0], warm=times[2], n=n)
+            cpus.append(time.process_time() - c)
+        out.update(first=times[0], warm=times[2], first_cpu=cpus[0], warm_cpu=cpus[2], n=n)
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -146,9 +149,11 @@ def drop_caches() -> None:
         fh.write("3\n")
 
 
-def fmt(values: list[float]) -> str:
+def fmt(values: list[float], cpus: list[float] | None = None) -> str:
+    """Median wall (min .. max), and the median CPU time (user + system) when measured."""
     med = statistics.median(values)
-    return f"{med:.3f} s ({min(values):.3f} .. {max(values):.3f})"
+    cpu = "" if not cpus else f" / CPU {statistics.median(cpus):.3f}"
+    return f"{med:.3f} s ({min(values):.3f} .. {max(values):.3f}){cpu}"
 
 
 def measure(args: argparse.Namespace, src: str | None, size: int) -> dict[str, float]:
@@ -157,23 +162,28 @@ def measure(args: argparse.Namespace, src: str | None, size: int) -> dict[str, f
     drop_index(args.cache, project)
     r = run_worker(src, "list", args.cache, project, "api")
     assert r["n"] == size, r
-    out = {"cold": r["first"]}
+    out = {"cold": r["first"], "cold_cpu": r["first_cpu"]}
     r = run_worker(src, "list", args.cache, project, "api")
-    out.update(fresh=r["first"], warm=r["warm"])
+    out.update(fresh=r["first"], warm=r["warm"], fresh_cpu=r["first_cpu"], warm_cpu=r["warm_cpu"])
     r = run_worker(src, "list", args.cache, project, "dashboard")
-    out.update(dfirst=r["first"], dwarm=r["warm"])
-    t = time.perf_counter()
+    out.update(dfirst=r["first"], dwarm=r["warm"], dfirst_cpu=r["first_cpu"], dwarm_cpu=r["warm_cpu"])
+    t, before = time.perf_counter(), os.times()
     proc = subprocess.run([sys.executable, "-m", "localtrack", "runs", "--dir", args.cache, project],
                           env=child_env(src), capture_output=True, timeout=600)
     out["cli"] = time.perf_counter() - t
+    after = os.times()  # the child's CPU time, imports included
+    out["cli_cpu"] = (after.children_user - before.children_user
+                      + after.children_system - before.children_system)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.decode()[-2000:])
     if args.drop_caches:
         drop_index(args.cache, project)
         drop_caches()
-        out["disk_cold"] = run_worker(src, "list", args.cache, project, "api")["first"]
+        r = run_worker(src, "list", args.cache, project, "api")
+        out.update(disk_cold=r["first"], disk_cold_cpu=r["first_cpu"])
         drop_caches()
-        out["disk_fresh"] = run_worker(src, "list", args.cache, project, "api")["first"]
+        r = run_worker(src, "list", args.cache, project, "api")
+        out.update(disk_fresh=r["first"], disk_fresh_cpu=r["first_cpu"])
     return out
 
 
@@ -200,6 +210,7 @@ def main() -> None:
         return
     trees: list[str | None] = list(args.src or [None])
     build(args.cache, trees[0], args.rebuild)
+    print(f"load average {os.getloadavg()[0]:.1f} at start ({os.cpu_count()} CPUs)")
     keys = ["cold", "fresh", "warm", "dfirst", "dwarm", "cli"]
     extra = ""
     if args.drop_caches:
@@ -215,8 +226,10 @@ def main() -> None:
                 log(f"p{size}: repeat {rep + 1}, {tree or 'installed'} ...")
                 results[tree].append(measure(args, tree, size))
         for tree in trees:
-            cols = [fmt([r[k] for r in results[tree]]) for k in keys]
+            cols = [fmt([r[k] for r in results[tree]],
+                        [r[f"{k}_cpu"] for r in results[tree] if f"{k}_cpu" in r]) for k in keys]
             print(f"| {size:,} | {tree or 'installed'} | " + " | ".join(cols) + " |", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -262,12 +262,17 @@ def decode_tree(value: Any, depth: int = 0) -> Any:
             return untag(value)
         if depth >= MAX_DEPTH:
             raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
-        return {key: decode_tree(item, depth + 1) for key, item in value.items()}
+        # A scalar is itself: no call for it (a listing decodes 10,000 configs).
+        return {key: item if type(item) not in _NESTED else decode_tree(item, depth + 1)
+                for key, item in value.items()}
     if type(value) is list:
         if depth >= MAX_DEPTH:
             raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
-        return [decode_tree(item, depth + 1) for item in value]
+        return [item if type(item) not in _NESTED else decode_tree(item, depth + 1) for item in value]
     return value
+
+
+_NESTED = (dict, list)
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:

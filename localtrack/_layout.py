@@ -48,6 +48,11 @@ def run_dir(root: Path, project: ProjectName, rid: RunId) -> Path:
     return root.joinpath(project, "runs", rid)  # one parse: listings call it per run
 
 
+def run_dir_text(root: str, project: ProjectName, rid: RunId) -> str:
+    """``str(run_dir(Path(root), project, rid))`` for an absolute root, without making a Path."""
+    return os.path.join(root, project, "runs", rid)
+
+
 def locks_dir(root: Path, project: ProjectName) -> Path:
     return root.joinpath(project, "locks")
 

@@ -10,9 +10,10 @@ the stamp covers every change).
 
 Without the index (the first listing, or after it was deleted) every run is read: in one
 pass (``read_local``: each file opened once, relative to the run's folder), on a few threads
-(a read waiting on the disk lets the others go on), so that 10,000 runs take seconds, not
-tens of seconds. A run in any unusual shape is read file by file (``read_record``), which
-raises or leaves out exactly what reading that run alone does.
+when the first reads show them waiting on the disk (a read waiting lets the others go on), so
+that 10,000 runs take seconds, not tens of seconds; from the page cache, on the calling
+thread. A run in any unusual shape is read file by file (``read_record``), which raises or
+leaves out exactly what reading that run alone does.
 
 The index is derived: never the source of truth, rebuilt by the next listing when it is
 missing, damaged or stale, and deleting it at any time loses nothing. It is written
@@ -32,7 +33,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
-from . import _durable, _frames, _fsutil, _labels, _layout, _locks, _naming, _segments, _store, _wal
+from . import (
+    _durable,
+    _frames,
+    _fsutil,
+    _labels,
+    _layout,
+    _locks,
+    _naming,
+    _segments,
+    _settings,
+    _store,
+    _wal,
+)
 from ._codec import dumps, loads
 from ._naming import Ctx, ProjectName, RunId
 from ._remotes import _chunks
@@ -53,37 +66,82 @@ THREADS = 8
 #: more than SLOW_STAMP seconds each (a run's 9 stats take ~25 us from the caches, ms from a disk).
 PROBE = 64
 SLOW_STAMP = 200e-6
+#: Without the index (LOCALTRACK_LIST_THREADS unset), the first PROBE runs are read on the
+#: calling thread, and the rest on THREADS threads if those reads blocked (the thread gave up
+#: the CPU at least BLOCKED times: ~7 times a run from the disk, never from the page cache; where
+#: that is not counted, if they waited SLOW_READ seconds a run beyond their CPU time). From the
+#: page cache a read is CPU work, and threads contending for the GIL only add theirs (a fifth
+#: of a cold listing of 10,000 runs).
+BLOCKED = PROBE // 8
+SLOW_READ = 100e-6
 #: The entries follow the header as its last member, so the checksum covers their exact bytes.
 _RUNS = b',"runs":'
 
 Record = dict[str, Any]
-_REST = ("config", "summary", "last", "last_step", "updated")
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_REST = frozenset(("config", "summary", "last", "last_step", "updated"))
 
 
 _STAMPED = (_store.RUN_JSON, _store.CONFIG_JSON, _store.SUMMARY_JSON, _segments.MANIFEST, "wal",
             _store.EVENTS)
+_STAMP_LEN = 2 + 2 * len(_STAMPED) + 2  # the folder, each file, the lock
 
 
-def stamp(rdir: str, lock: str) -> list[int] | None:
+def stamp(rdir: str, lock: str, old: list[int] | None = None,
+          dirs: tuple[int, int] | None = None) -> list[int] | None:
     """What changes whenever anything a record holds changes: the run folder's inode and
     change time, then the change time (which a write, a rename into a folder and a chmod all
     set, and no tool sets back) and size of each file a record comes from and of the writer
-    lock file; -1, -1 for a missing one. None: the folder cannot be looked at (read the run)."""
+    lock file; -1, -1 for a missing one. None: the folder cannot be looked at (read the run).
+
+    ``old`` (the stamp the index holds): while the folder's inode and change time are still
+    its, a file it shows missing is still missing (nothing enters a folder without setting
+    its change time), so it is not looked at again. ``dirs``: descriptors of the project's
+    ``runs/`` and ``locks/`` that ``rdir`` and ``lock`` are then relative to (shorter lookups)."""
+    runs_fd, locks_fd = dirs if dirs is not None else (None, None)
     try:
-        run = os.stat(rdir)
+        run = os.stat(rdir, dir_fd=runs_fd)
     except OSError:
         return None
     out = [run.st_ino, run.st_ctime_ns]
-    for path in [*(f"{rdir}/{name}" for name in _STAMPED), lock]:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            out += (-1, -1)
-            continue
-        except OSError:
+    same = old if old is not None and len(old) == _STAMP_LEN and old[:2] == out else None
+    at = 2
+    for name in _STAMPED:
+        if same is not None and same[at] == -1 and same[at + 1] == -1:
+            part: tuple[int, int] | None = _MISSING
+        else:
+            part = _file_stamp(f"{rdir}/{name}", runs_fd)
+        if part is None:
             return None
-        out += (st.st_ctime_ns, st.st_size)
-    return out
+        out += part
+        at += 2
+    part = _file_stamp(lock, locks_fd)
+    return None if part is None else out + list(part)
+
+
+_MISSING = (-1, -1)
+
+
+def _file_stamp(path: str, dir_fd: int | None) -> tuple[int, int] | None:
+    """(change time, size) of a file, -1, -1 when missing; None when it cannot be looked at."""
+    try:
+        st = os.stat(path, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return _MISSING
+    except OSError:
+        return None
+    return st.st_ctime_ns, st.st_size
+
+
+def _blocked() -> int | None:
+    """How often the calling thread has given up the CPU waiting (on the disk, when reading
+    runs), or None where that is not counted."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+    except (ImportError, AttributeError, OSError):
+        return None
 
 
 def _newest(stamp: list[int]) -> int:
@@ -221,7 +279,7 @@ def read_local(rdir: str, lock: str, ctx: Ctx) -> tuple[Record, list[int]]:
 
 
 def _read_local(rdir: str, lock: str, ctx: Ctx) -> tuple[Record, list[int]]:
-    dfd = os.open(rdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dfd = os.open(rdir, _DIR)
     try:
         top = os.fstat(dfd)
         run = _read_at(dfd, _store.RUN_JSON)
@@ -298,7 +356,7 @@ def _last_and_step(rdir: Path, manifest: _segments.Manifest, read: dict[int, byt
 
 def complete(record: Record) -> bool:
     """Whether the record holds the values past run.json, events and state."""
-    return all(key in record for key in _REST)
+    return record.keys() >= _REST
 
 
 class ProjectIndex:
@@ -314,6 +372,11 @@ class ProjectIndex:
         self._changed = False
         self._stamps: dict[str, list[int] | None] = {}
         self._pending: dict[str, Future[tuple[Record, list[int] | None]]] = {}
+        self._threads = _settings.list_threads()
+        self._probe: list[RunId] = []  # runs prefetch left to record() to read and time
+        self._probed: set[RunId] = set()
+        self._waited = 0.0
+        self._blocked: int | None = None
         self._now_ns = time.time_ns()
         if isinstance(root, Path):
             self.path = _layout.project_dir(root, project) / INDEX
@@ -322,15 +385,16 @@ class ProjectIndex:
             self._old = _load(self.path)
 
     def prestamp(self) -> None:
-        """Stamp every run the index holds, on a few threads when the first stamps show the
+        """Stamp every run the index holds: on a few threads when the first stamps show the
         file system's caches cold (each stat waiting on the disk; a thread waiting lets the GIL
-        go). With the caches warm a stat takes microseconds, and threads would only add their
-        switching to the warm listing."""
+        go), else here (with the caches warm a stat takes microseconds, and threads would only
+        add their switching to the warm listing)."""
         ids = cast(list[RunId], list(self._old)) if self.path is not None else []
         start = time.perf_counter()
         self._stamps.update(zip(ids[:PROBE], self._stamp_all(ids[:PROBE]), strict=True))
         ids = ids[PROBE:]
         if len(ids) < 2 * THREADS or time.perf_counter() - start < PROBE * SLOW_STAMP:
+            self._stamps.update(zip(ids, self._stamp_all(ids), strict=True))
             return
         chunks = [ids[i:i + 256] for i in range(0, len(ids), 256)]  # a task per chunk: fewer switches
         with ThreadPoolExecutor(THREADS, thread_name_prefix="localtrack-list") as pool:
@@ -338,7 +402,25 @@ class ProjectIndex:
                 self._stamps.update(zip(chunk, stamps, strict=True))
 
     def _stamp_all(self, ids: list[RunId]) -> list[list[int] | None]:
-        return [self._stamp(rid) for rid in ids]
+        """Stamps of ``ids``, each file looked up from descriptors of runs/ and locks/."""
+        if not ids:
+            return []
+        try:
+            runs_fd = os.open(self._runs, _DIR)
+        except OSError:
+            return [self._stamp(rid) for rid in ids]
+        try:
+            locks_fd = os.open(self._locks, _DIR)
+        except OSError:  # (no locks/ yet, say): by full paths
+            os.close(runs_fd)
+            return [self._stamp(rid) for rid in ids]
+        try:
+            old = self._old
+            return [stamp(rid, f"{rid}.lock", (old.get(rid) or {}).get("stamp"), (runs_fd, locks_fd))
+                    for rid in ids]
+        finally:
+            os.close(runs_fd)
+            os.close(locks_fd)
 
     def known(self, rid: RunId) -> bool:
         """Whether the index holds the run under the stamp it shows now (its run.json is then
@@ -352,22 +434,50 @@ class ProjectIndex:
         return now is not None and entry.get("stamp") == now
 
     def _stamp(self, rid: RunId) -> list[int] | None:
-        return stamp(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock")  # strings: cheaper than paths
+        return stamp(f"{self._runs}/{rid}", f"{self._locks}/{rid}.lock",  # strings: cheaper than paths
+                     (self._old.get(rid) or {}).get("stamp"))
 
     def prefetch(self, ids: list[RunId]) -> None:
-        """Start reading, on a few threads, the runs of ``ids`` the index does not hold under
-        the stamp ``known`` found, for ``record`` to take: a cold listing waits on many small
-        reads (from the disk when they are not cached), and a thread waiting lets the GIL go."""
+        """Have the runs of ``ids`` the index does not hold under the stamp ``known`` found read
+        for ``record`` to take: on a few threads when the reads wait on the disk (a cold
+        listing then waits on many small reads, and a thread waiting lets the GIL go), else by
+        ``record`` itself (see SLOW_READ)."""
         if self.path is None:
             return
         todo = [rid for rid in ids if rid not in self._pending and not (
             (entry := self._old.get(rid)) is not None and self._stamps.get(rid) is not None
             and entry.get("stamp") == self._stamps[rid])]
-        if len(todo) < 2 * THREADS:
+        threads = THREADS if self._threads is None else self._threads
+        if threads == 0 or len(todo) < 2 * threads:
             return
-        pool = ThreadPoolExecutor(THREADS, thread_name_prefix="localtrack-list")
+        if self._threads is None:
+            self._probe = todo  # record() reads the first ones and decides
+            return
+        self._start(todo, threads)
+
+    def _start(self, todo: list[RunId], threads: int) -> None:
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="localtrack-list")
         self._pending.update((rid, pool.submit(self._read, rid)) for rid in todo)
         pool.shutdown(wait=False)  # its threads end once every read is done
+
+    def _read_here(self, rid: RunId) -> tuple[Record, list[int] | None]:
+        """``_read`` on the calling thread; while probing, watched (see BLOCKED)."""
+        if not self._probe:
+            return self._read(rid)
+        if not self._probed:
+            self._blocked = _blocked()
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return self._read(rid)
+        finally:
+            self._waited += (time.perf_counter() - wall) - (time.thread_time() - cpu)
+            self._probed.add(rid)
+            if len(self._probed) >= PROBE:
+                todo, self._probe = self._probe, []
+                now = _blocked()
+                if (self._waited > PROBE * SLOW_READ if now is None or self._blocked is None
+                        else now - self._blocked >= BLOCKED):
+                    self._start([r for r in todo if r not in self._probed], THREADS)
 
     def _read(self, rid: RunId) -> tuple[Record, list[int] | None]:
         """The run's record read from its files, and the stamp it was read under."""
@@ -396,7 +506,7 @@ class ProjectIndex:
                 if now is not None and entry.get("stamp") == now:
                     self._new[rid] = entry
                     return dict(entry)
-            record, now = self._read(rid)
+            record, now = self._read_here(rid)
         # (A shared run's writers write under labels/, which the stamp does not cover.)
         if (now is not None and complete(record) and record["state"] != "running"
                 and not _labels.is_shared(record["meta"])

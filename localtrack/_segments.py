@@ -752,7 +752,7 @@ def last_and_step(rdir: StorePath, **ctx: Unpack[Ctx]) -> tuple[dict[str, Any], 
     return last, step
 
 
-def decoded(last: dict[str, Any], rdir: StorePath, ctx: Ctx) -> dict[str, Any]:
+def decoded(last: dict[str, Any], rdir: StorePath | str, ctx: Ctx) -> dict[str, Any]:
     """Stored last values decoded (see _codec.untag): a tag no writer makes is a damaged or
     foreign file, a CorruptRunError naming the run."""
     try:
@@ -862,7 +862,7 @@ def _rewound(table: pa.Table, manifest: Manifest, seq: int, include: bool) -> pa
     return table.append_column("_rewound", pa.array(marks, pa.int64()))
 
 
-def _foreign(path: StorePath, exc: Exception, ctx: Ctx) -> CorruptRunError:
+def _foreign(path: StorePath | str, exc: Exception, ctx: Ctx) -> CorruptRunError:
     return CorruptRunError(f"{path} of {run_label(ctx)} holds history no localtrack writer stores "
                            f"({exc}); restore it from a sync remote or a backup, or run "
                            "`localtrack doctor`.", path=str(path), **ctx)

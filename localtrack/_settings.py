@@ -144,6 +144,23 @@ def shared_wait() -> float:
     return value
 
 
+def list_threads() -> int | None:
+    """LOCALTRACK_LIST_THREADS: how many threads a listing reads the runs the runs index does
+    not hold on; None (unset or ``auto``): on the calling thread while the first reads come from
+    the page cache, on a few threads once they wait on the disk."""
+    text = os.environ.get("LOCALTRACK_LIST_THREADS", "").strip()
+    if not text or text.lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 256:
+        raise UsageError(f"Invalid LOCALTRACK_LIST_THREADS={text!r}: give 'auto' (the default) or "
+                         "a number of threads from 0 (read on the calling thread) to 256.")
+    return value
+
+
 def upload_chunk_bytes() -> int:
     """LOCALTRACK_UPLOAD_CHUNK_BYTES: how much of a file sync holds at a time while streaming
     it to a remote (an artifact's blob)."""

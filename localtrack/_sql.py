@@ -2,11 +2,11 @@
 
 The views come from what localtrack's readers return, not from a glob of the files: a
 rewound run's archived rows, a fork's inherited rows and the unsealed JSONL logs are all read
-by the rules of docs/format.md. The sealed segments of a plain run (no rewinds, no parent) are
-handed to DuckDB as one pyarrow dataset, so only the columns and row groups a query needs are
-read; everything else is read into memory through ``_segments``. A remote store is read the
-same way, its segments through the pyarrow filesystem sync uses (no DuckDB extension, no
-network beyond the remote's).
+by the rules of docs/format.md. The sealed segments of plain runs (no rewinds, no parent, no
+labels) are one scan for DuckDB (its own Parquet reader over the list of files; for a remote
+store, a pyarrow dataset through the filesystem sync uses: no DuckDB extension, no network
+beyond the remote's), so only the columns and row groups a query needs are read; everything
+else is read into memory through ``_segments``.
 
 DuckDB is an optional extra (``pip install localtrack[sql]``), imported only here.
 """
@@ -20,7 +20,7 @@ import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _labels, _naming, _segments, _store
 from ._codec import dumps, encode_tree
@@ -87,19 +87,79 @@ def _register(con: Any, name: str, root: StorePath, project: str | None,
               runs_cache: list[ApiRun] | None) -> list[ApiRun] | None:
     """Register view ``name``; the runs listed for ``runs`` serve ``events`` too."""
     if name == "history":
-        dataset, table = history_sources(root, project)
-        con.register("_history_memory", table)
-        if dataset is None:
-            con.execute("CREATE VIEW history AS SELECT * FROM _history_memory")
-            return runs_cache
-        con.register("_history_segments", dataset)
-        first = "run_id, project, _step, _timestamp"
-        con.execute(f"CREATE VIEW history AS SELECT {first}, * EXCLUDE ({first}) FROM "
-                    "(SELECT * FROM _history_segments UNION ALL BY NAME SELECT * FROM _history_memory)")
+        _register_history(con, root, project)
         return runs_cache
     runs = runs_cache if runs_cache is not None else _runs(root, project)
     con.register(name, runs_table(runs) if name == "runs" else events_table(runs))
     return runs
+
+
+_FIRST = "run_id, project, _step, _timestamp"
+
+
+def _register_history(con: Any, root: StorePath, project: str | None) -> None:
+    """The ``history`` view: the sealed segments of plain runs scanned where they lie (DuckDB's
+    own Parquet reader over one list of files for a local store; a pyarrow dataset for a
+    remote one), the other rows from memory. Either way a query reads only the columns and
+    row groups it needs, and DuckDB plans the joins and filters over the whole history.
+    Segments DuckDB cannot make one view of (one without ``_step``, say) are read into memory
+    instead, where the reader leaves out a damaged run with a warning."""
+    sources = history_sources(root, project)
+    if sources.files:
+        try:
+            _segments_view(con, root, sources)
+            return
+        except _duckdb().Error as exc:
+            log.info("history read into memory: %s", exc)
+            sources = sources._replace(files=[], memory=_in_memory(root, project))
+    con.register("_history_memory", sources.memory)
+    con.execute("CREATE OR REPLACE VIEW history AS SELECT * FROM _history_memory")
+
+
+def _segments_view(con: Any, root: StorePath, sources: HistorySources) -> None:
+    con.register("_history_memory", sources.memory)
+    segments = None
+    if isinstance(root, Path) and not any(_GLOB.search(path) for path, _, _ in sources.files):
+        segments = _parquet_view(con, sources)
+    if segments is None:
+        con.register("_history_dataset", _dataset(_filesystem(root), sources))
+        segments = f"SELECT {_FIRST}, * EXCLUDE ({_FIRST}) FROM _history_dataset"
+    memory = sources.memory
+    if memory.num_rows == 0 and set(memory.column_names) <= {*sources.schema.names, "run_id", "project"}:
+        con.execute(f"CREATE VIEW history AS {segments}")  # nothing to add: no union to plan
+        return
+    con.execute(f"CREATE VIEW history AS SELECT {_FIRST}, * EXCLUDE ({_FIRST}) FROM "
+                f"({segments} UNION ALL BY NAME SELECT * FROM _history_memory)")
+
+
+# Characters DuckDB would read as a glob pattern in a path: such a store is read through the
+# pyarrow dataset instead.
+_GLOB = re.compile(r"[*?\[\]{}]")
+
+
+def _parquet_view(con: Any, sources: HistorySources) -> str | None:
+    """A query over every segment file through DuckDB's Parquet reader, each row's ``run_id``
+    and ``project`` joined from the file's position in the list (``file_index``): one scan
+    DuckDB parallelises and prunes (a filter on a run pushes down to the files), no per-row
+    string work. None when DuckDB cannot bind it (the pyarrow dataset is used instead)."""
+    import pyarrow as pa
+
+    duckdb = _duckdb()
+    files = sources.files
+    con.register("_history_files", pa.table({
+        "file_index": pa.array(range(len(files)), pa.uint64()),
+        "run_id": pa.array([rid for _, _, rid in files], pa.string()),
+        "project": pa.array([proj for _, proj, _ in files], pa.string())}))
+    paths = ", ".join("'" + path.replace("'", "''") + "'" for path, _, _ in files)
+    union = ", union_by_name = true" if len(set(sources.schemas)) > 1 else ""
+    sql = (f"SELECT f.run_id, f.project, s._step, s._timestamp, s.* EXCLUDE (_step, _timestamp) "
+           f"FROM read_parquet([{paths}]{union}) s JOIN _history_files f USING (file_index)")
+    try:
+        con.execute(f"CREATE VIEW _history_segments AS {sql}")
+    except duckdb.Error as exc:
+        log.info("segments read through pyarrow: %s", exc)
+        return None
+    return "SELECT * FROM _history_segments"
 
 
 def _runs(root: StorePath, project: str | None) -> list[ApiRun]:
@@ -182,9 +242,20 @@ def _text(value: Any) -> str:
 # -- history: segments as a dataset, the rest in memory ---------------------------------------
 
 
-def history_sources(root: StorePath, project: str | None) -> tuple[Any, pa.Table]:
-    """The history of every readable run as (a pyarrow dataset of the sealed segments of plain
-    runs, or None; a table of all other rows), each row with ``run_id`` and ``project``.
+class HistorySources(NamedTuple):
+    """Where the ``history`` view's rows are: segment files of plain runs (path, project, run
+    id) with their schemas and the union of those (numbers widened), and a table of all the
+    other rows, each row with ``run_id`` and ``project``."""
+
+    files: list[tuple[str, str, str]]
+    schemas: list[pa.Schema]
+    schema: pa.Schema
+    memory: pa.Table
+
+
+def history_sources(root: StorePath, project: str | None) -> HistorySources:
+    """The history of every readable run, as segment files where they can be scanned whole
+    and a table of the rest.
 
     A run that cannot be read is left out with a warning, as the listing leaves it out. When
     the rows cannot be one dataset (a key stored as numbers in one run and text or histograms
@@ -213,14 +284,16 @@ def history_sources(root: StorePath, project: str | None) -> tuple[Any, pa.Table
             log.warning("skipped %s/%s: %s", proj, rid, exc)
     memory = _concat(tables)
     if not files:
-        return None, memory
+        return HistorySources([], [], memory.schema, memory)
     try:
-        dataset = _dataset(fs, files, schemas)
-        pa.unify_schemas([dataset.schema, memory.schema], promote_options="permissive")
+        keys = pa.schema([("run_id", pa.string()), ("project", pa.string())])
+        schema = pa.unify_schemas([keys, *dict.fromkeys(schemas)], promote_options="permissive")
+        pa.unify_schemas([schema, memory.schema], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         log.info("history read into memory: %s", exc)
-        return None, _in_memory(root, project)
-    return dataset, memory
+        memory = _in_memory(root, project)
+        return HistorySources([], [], memory.schema, memory)
+    return HistorySources(files, schemas, schema, memory)
 
 
 def _in_memory(root: StorePath, project: str | None) -> pa.Table:
@@ -300,16 +373,14 @@ def _plain_segments(rdir: StorePath, ctx: Ctx, fs: Any
     return found, rest
 
 
-def _dataset(fs: Any, files: list[tuple[str, str, str]], schemas: list[pa.Schema]) -> Any:
+def _dataset(fs: Any, sources: HistorySources) -> Any:
     """One pyarrow dataset over the segment files, ``project`` and ``run_id`` filled in from
-    each file's partition expression, its schema the union of theirs (numbers widened)."""
-    import pyarrow as pa
+    each file's partition expression, its schema the union of theirs."""
     import pyarrow.dataset as ds
 
-    schema = pa.unify_schemas([pa.schema([("run_id", pa.string()), ("project", pa.string())]),
-                               *schemas], promote_options="permissive")
+    files = sources.files
     parts = [(ds.field("project") == proj) & (ds.field("run_id") == rid) for _, proj, rid in files]
-    return ds.FileSystemDataset.from_paths([p for p, _, _ in files], schema=schema,
+    return ds.FileSystemDataset.from_paths([p for p, _, _ in files], schema=sources.schema,
                                            format=ds.ParquetFileFormat(), filesystem=fs,
                                            partitions=parts)
 

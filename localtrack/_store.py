@@ -226,7 +226,8 @@ def tree_of(value: Any, path: StorePath | str, what: str, **ctx: Unpack[Ctx]) ->
                               f"{type(value).__name__}, not an object; restore it or run "
                               "`localtrack doctor`.", path=str(path), **ctx)
     try:
-        return dict(decode_tree(value))
+        tree = decode_tree(value)  # a new dict, unless the object is one tag (not a dict then)
+        return tree if type(tree) is dict else dict(tree)
     except ValueError as exc:
         raise CorruptRunError(f"The {what} file {path} of {run_label(ctx)} holds what no writer stores "
                               f"({exc}); restore it or run `localtrack doctor`.",
@@ -245,19 +246,18 @@ def summary(rdir: StorePath, metrics: dict[str, dict[str, Any]] | None = None,
     return unflatten({**last, **explicit})
 
 
-def summary_of(last: dict[str, Any], explicit: Any, rdir: StorePath,
-               metrics: dict[str, dict[str, Any]] | None = None,
-               history: Callable[[list[str]], dict[str, list[Any]]] | None = None,
-               **ctx: Unpack[Ctx]) -> dict[str, Any]:
+def summary_of(last: dict[str, Any], explicit: Any, where: str,
+               metrics: dict[str, dict[str, Any]],
+               history: Callable[[list[str]], dict[str, list[Any]]], **ctx: Unpack[Ctx]) -> dict[str, Any]:
     """summary() from what a listing read: the stored last values (flat, as in the manifest)
-    and the parsed summary.json (None: no file). ``history``: the columns define_metric's
-    aggregates are computed over (default: the run's history; a shared run's are its labels')."""
-    decoded = _segments.decoded(last, rdir, ctx)
+    and the parsed summary.json (None: no file). ``where``: the run's folder, for messages;
+    ``history``: the columns define_metric's aggregates are computed over (the run's
+    history, or a shared run's labels'), read only when ``metrics`` has aggregates."""
+    decoded = _segments.decoded(last, where, ctx)
     if metrics:
-        with reading(rdir, **ctx):
-            decoded = _metrics.summarize(metrics, decoded,
-                                         history or (lambda keys: columns(rdir, keys, ctx)))
-    return unflatten({**decoded, **tree_of(explicit, f"{rdir}/{SUMMARY_JSON}", "summary", **ctx)})
+        with reading(where, **ctx):
+            decoded = _metrics.summarize(metrics, decoded, history)
+    return unflatten({**decoded, **tree_of(explicit, f"{where}/{SUMMARY_JSON}", "summary", **ctx)})
 
 
 def columns(rdir: StorePath, keys: list[str], ctx: Ctx) -> dict[str, list[Any]]:

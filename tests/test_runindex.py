@@ -24,7 +24,7 @@ import pytest
 import localtrack
 from localtrack import _runindex
 from localtrack._ui._data import StoreView
-from localtrack.errors import CorruptRunError
+from localtrack.errors import CorruptRunError, InvalidNameError
 
 from .helpers import run_script, script, settle, wait_for
 from .test_damaged_store import chmod_restore, cli, unprivileged  # noqa: F401 - fixtures
@@ -427,18 +427,22 @@ def write_many(store: Path, count: int) -> list[str]:
     res = run_script("""
         import sys, localtrack
         for n in range(int(sys.argv[2])):
-            with localtrack.init(project="p", id=f"m{n:02d}", dir=sys.argv[1],
+            with localtrack.init(project="p", id=f"m{n:03d}", dir=sys.argv[1],
                                  config={"n": n}, resume="allow") as run:
                 for i in range(3):
                     run.log({"loss": 1.0 / (i + 1 + n)})
     """, str(store), str(count), timeout=120)
     assert res.returncode == 0, res.stderr
-    return [f"m{n:02d}" for n in range(count)]
+    return [f"m{n:03d}" for n in range(count)]
 
 
-def test_a_cold_listing_on_threads_skips_damaged_runs_and_lists_the_rest(store, tmp_path, caplog):
+@pytest.mark.parametrize("threads", ["8", "0"], ids=["threads", "calling-thread"])
+def test_a_cold_listing_on_threads_skips_damaged_runs_and_lists_the_rest(
+        store, tmp_path, caplog, monkeypatch, threads):
     """Enough runs for the listing's threads: a damaged run, a link where a file should be and
-    a run deleted meanwhile each cost only themselves, reported as reading them alone does."""
+    a run deleted meanwhile each cost only themselves, reported as reading them alone does;
+    the same read on the calling thread."""
+    monkeypatch.setenv("LOCALTRACK_LIST_THREADS", threads)
     ids = write_many(store, 3 * _runindex.THREADS)
     runs = store / "p" / "runs"
     (runs / ids[1] / "run.json").write_bytes(b"{not json")
@@ -487,8 +491,9 @@ def direct_or_none(store: Path) -> dict[str, tuple[Any, ...] | None]:
     return out
 
 
-def test_a_stale_index_is_read_anew_on_threads(store):
+def test_a_stale_index_is_read_anew_on_threads(store, monkeypatch):
     """Every entry stale at once (all runs resumed and written on): the threads read them all."""
+    monkeypatch.setenv("LOCALTRACK_LIST_THREADS", "8")
     ids = write_many(store, 3 * _runindex.THREADS)
     settle(store)
     list_until_indexed(store, set(ids))
@@ -498,3 +503,86 @@ def test_a_stale_index_is_read_anew_on_threads(store):
     truth = direct(store)
     assert {view[3] for view in truth.values()} == {5}
     assert listed(store) == truth
+
+
+@pytest.mark.parametrize("how", ["written-in-place", "renamed-in", "hard-linked"])
+def test_a_file_added_after_indexing_is_seen(store, how):
+    """A stamp's missing file is not looked at again while the run's folder is unchanged: a
+    file that then appears, however it is made, changes the folder, so the run is read anew."""
+    res = run_script("""
+        import sys, localtrack
+        with localtrack.init(project="p", id="bare", dir=sys.argv[1], config={"lr": 1}) as run:
+            run.log({"loss": 0.5})
+    """, str(store))
+    assert res.returncode == 0, res.stderr
+    settle(store)
+    list_until_indexed(store, {"bare"})
+    rdir = store / "p" / "runs" / "bare"
+    assert not (rdir / "summary.json").exists()
+    old = entries(store)["bare"]["stamp"]
+    assert old[6:8] == [-1, -1]  # summary.json: missing
+    assert listed(store)["bare"][7] == {"loss": 0.5}
+    data = b'{"best": 7}'
+    if how == "written-in-place":
+        with open(rdir / "summary.json", "wb") as fh:
+            fh.write(data)
+    elif how == "renamed-in":
+        (store / "s.tmp").write_bytes(data)
+        os.rename(store / "s.tmp", rdir / "summary.json")
+    else:
+        (store / "s.json").write_bytes(data)
+        os.link(store / "s.json", rdir / "summary.json")
+    lock = str(store / "p" / "locks" / "bare.lock")
+    now = _runindex.stamp(str(rdir), lock, old)  # what a listing computes from the index's
+    assert now == _runindex.stamp(str(rdir), lock) and now is not None and now[6:8] != [-1, -1]
+    assert listed(store)["bare"][7] == {"loss": 0.5, "best": 7} == direct(store)["bare"][7]
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["collector-on", "collector-off"])
+def test_listing_leaves_the_garbage_collector_as_it_found_it(indexed, enabled):
+    """A listing pauses the collector while it builds its runs: afterwards it is on or off as
+    before, also after listings on several threads at once and one that fails."""
+    import gc
+    import threading
+
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        assert len(localtrack.Api(indexed).runs("p")) == 3
+        assert gc.isenabled() is enabled
+        results: list[int] = []
+        threads = [threading.Thread(target=lambda: results.append(len(
+            localtrack.Api(indexed).runs("p")))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert results == [3] * 4 and gc.isenabled() is enabled
+        with pytest.raises(InvalidNameError):  # raised inside the listing
+            localtrack.Api(indexed).runs("no such!")
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
+
+
+def test_a_cold_listing_reads_here_then_decides_and_equals_each_run_read_alone(store):
+    """LOCALTRACK_LIST_THREADS unset: more runs than the first reads that decide whether to
+    go on on threads (the page cache here: on the calling thread); every run as read alone,
+    runs resumed meanwhile read anew."""
+    ids = write_many(store, _runindex.PROBE + 10)
+    settle(store)
+    truth = direct(store)
+    assert listed(store) == truth and set(truth) == set(ids)
+    list_until_indexed(store, set(ids))
+    write_many(store, _runindex.PROBE + 10)  # every entry stale: read again, the same way
+    settle(store)
+    assert listed(store) == direct(store) != truth
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "1000"])
+def test_a_bad_list_threads_setting_is_a_usage_error(indexed, monkeypatch, value):
+    from localtrack.errors import UsageError
+
+    monkeypatch.setenv("LOCALTRACK_LIST_THREADS", value)
+    with pytest.raises(UsageError, match="LOCALTRACK_LIST_THREADS"):
+        localtrack.Api(indexed).runs("p")

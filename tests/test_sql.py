@@ -384,3 +384,69 @@ def test_json_output_is_strict_json_with_nan_as_null(store):
     assert res.returncode == 0, res.stderr
     row = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
     assert row == {"id": "a", "x": None, "y": None, "z": 1.5}
+
+
+def test_history_of_segments_with_different_columns_live_tails_and_labels(store):
+    """The history view over every kind of run at once: a run sealed into several segments
+    whose columns differ (a key added later, an integer key widened to float), a run whose
+    rows are all in its JSONL log, and a shared run of two labels: each row is its run's, with
+    its own values; a filter on one run or label returns exactly its rows."""
+    res = run_script("""
+        import os, sys, localtrack
+        from pathlib import Path
+        from localtrack import _sealer
+        root = sys.argv[1]
+        os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0"  # each finish() seals its tail
+        for steps in (range(300), range(300, 600)):  # two sessions: two segments
+            run = localtrack.init(project="p", id="multi", dir=root, resume="allow")
+            for s in steps:
+                run.log({"a": s * 3} if s < 300 else {"a": s * 3 + 0.5, "b": -s})
+            run.finish()
+            _sealer.wait_idle(Path(run.dir), timeout=60)  # sealed before the next session
+        os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = str(1 << 40)
+        run = localtrack.init(project="p", id="tail", dir=root)
+        for s in range(20):
+            run.log({"a": s * 5, "c": "t%d" % s})
+        run.finish()
+        os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = "0"
+        for label, k in (("rank0", 7), ("rank1", 11)):
+            run = localtrack.init(project="p", id="shared", dir=root, settings=localtrack.Settings(
+                mode="shared", x_label=label, x_primary=label == "rank0"))
+            for s in range(40):
+                run.log({"a": s * k})
+            run.finish()
+    """, str(store), timeout=120)
+    assert res.returncode == 0, res.stderr
+    settle(store)
+    segs = {p.parts[-3] for p in store.glob("p/runs/*/segments/*.parquet")}
+    assert segs == {"multi"}
+    import pyarrow.parquet as pq
+
+    columns = {tuple(pq.read_schema(p).names) for p in store.glob("p/runs/multi/segments/*.parquet")}
+    assert len(columns) > 1  # the segments' schemas differ: one dataset of several schemas
+    assert list(store.glob("p/runs/shared/labels/*/segments/*.parquet"))
+    api = localtrack.Api(store)
+
+    rows = api.query('SELECT run_id, project, _label, _step, a, b, c FROM history').to_pylist()
+    expected = [("multi", None, s, s * 3 + (0.5 if s >= 300 else 0), -s if s >= 300 else None, None)
+                for s in range(600)]
+    expected += [("tail", None, s, s * 5, None, f"t{s}") for s in range(20)]
+    expected += [("shared", label, s, s * k, None, None)
+                 for label, k in (("rank0", 7), ("rank1", 11)) for s in range(40)]
+    got = [(r["run_id"], r["_label"], r["_step"], r["a"], r["b"], r["c"]) for r in rows]
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    assert {r["project"] for r in rows} == {"p"}
+    assert api.query("SELECT * FROM history LIMIT 1").column_names[:4] == \
+        ["run_id", "project", "_step", "_timestamp"]
+
+    one = api.query("SELECT _step, a FROM history WHERE run_id = 'multi' AND _step >= 598 "
+                    "ORDER BY _step").to_pylist()
+    assert one == [{"_step": 598, "a": 1794.5}, {"_step": 599, "a": 1797.5}]
+    per_run = api.query("SELECT h.run_id, r.state, count(*) AS n, max(h._step) AS last "
+                        "FROM history h JOIN runs r ON r.id = h.run_id "
+                        "GROUP BY ALL ORDER BY h.run_id").to_pylist()
+    assert per_run == [{"run_id": "multi", "state": "finished", "n": 600, "last": 599},
+                       {"run_id": "shared", "state": "finished", "n": 80, "last": 39},
+                       {"run_id": "tail", "state": "finished", "n": 20, "last": 19}]
+    rank1 = api.query("SELECT max(a) AS top FROM history WHERE _label = 'rank1'").to_pylist()
+    assert rank1 == [{"top": 39 * 11}]
