@@ -58,19 +58,6 @@ def refs_rows(table: pa.Table, key: str) -> list[tuple[int, Any, str | None]]:
     return out
 
 
-def media_counts(rdir: StorePath, **ctx: Any) -> dict[str, int]:
-    """How many steps logged media under each key (for ``localtrack show``)."""
-    table = _segments.read_history(rdir, **ctx)
-    counts = {}
-    for key in table.column_names:
-        if key in ("_step", "_timestamp"):
-            continue
-        n = len(refs_column(table, key))
-        if n:
-            counts[key] = n
-    return counts
-
-
 class Logged(tuple[int, Any]):
     """``(step, item)`` of ApiRun.media, and ``label``: the shared-run writer that logged it
     (None for a run of one writer). A pair, so ``for step, item in run.media(key)`` unpacks it."""
