@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 NAME = "durable"
 _SLOT = 64
 ALL = sys.maxsize  # durable_offset() of a log the watermark covers in full
+_CLOSING_WINDOW = 256  # bytes before a log's end that hold its closing line, if it has one
 
 
 class Mark(NamedTuple):
@@ -152,12 +153,16 @@ def repair(rdir: Path, seqs: list[int], *, warn: bool = True, **ctx: Unpack[Ctx]
     mark = read(rdir)
     for i, seq in enumerate(seqs):
         path = _layout.wal_path(rdir, seq)
+        last = i == len(seqs) - 1
         durable = durable_offset(mark, seq)
         end = _wal.data_size(path)
         if durable >= end:  # all synced: damage would be corruption, for readers to report
-            if i < len(seqs) - 1:
+            if not last and (durable == ALL or _ends_closed(path, end)):
                 continue
-            start = _tail_start(path, end)  # but a SIGKILL may have torn the last record
+            # But a SIGKILL may have torn the last record; and a closed log that the watermark
+            # covers only through ``durable`` may have lost every byte after it, closing line
+            # and all (the check below finds no closing line: lost_end).
+            start = _tail_start(path, end)
         else:
             start = durable
         with open(path, "rb") as fh:
@@ -166,7 +171,7 @@ def repair(rdir: Path, seqs: list[int], *, warn: bool = True, **ctx: Unpack[Ctx]
         checked = _frames.validate(data, anchored=start > 0)
         torn_media = _blobs.first_bad_ref(rdir, data, checked.end)  # its row outlived its media
         if torn_media is None and checked.bad_at is None \
-                and not lost_end(data, checked.end, durable, i == len(seqs) - 1):
+                and not lost_end(data, checked.end, durable, last):
             continue
         _wal.cut_torn_tail(path, start + (checked.end if torn_media is None else torn_media),
                            warn=warn, **ctx)
@@ -180,6 +185,17 @@ def _tail_start(path: Path, end: int) -> int:
     """Where to check a log the watermark covers in full (its writer may have been SIGKILLed
     mid-append after that): the start of a checksum range near its end."""
     return _wal.last_record(path).frame_end if end else 0
+
+
+def _ends_closed(path: Path, end: int) -> bool:
+    """Whether the log's good bytes (``end`` of them) end with its closing line."""
+    with open(path, "rb") as fh:
+        start = max(0, end - _CLOSING_WINDOW)
+        fh.seek(start)
+        tail = fh.read(end - start)
+    if start and tail.rfind(b"\n", 0, len(tail) - 1) < 0:
+        return False  # the last line is longer than any closing line
+    return _frames.ends_closed(tail, len(tail))
 
 
 def _set_aside(path: Path, *, warn: bool, **ctx: Unpack[Ctx]) -> None:

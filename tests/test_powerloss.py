@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import localtrack
-from localtrack import _doctor, _durable, _frames, _sealer, _wal
+from localtrack import _codec, _doctor, _durable, _frames, _sealer, _wal
 
 from .helpers import script, settle, wait_for
 
@@ -259,3 +259,42 @@ def test_damage_is_corruption_only_where_the_watermark_says_synced(store, where,
             again = localtrack.init(project="p", id="d", resume="must", dir=store)
         assert again.step == 50
         again.finish()
+
+
+def test_a_closed_log_that_lost_its_end_past_the_watermark_ends_the_history(store, monkeypatch):
+    """The watermark covers a closed log through one of its rows; its pages after that, the
+    closing line with them, never reached the disk (they read as zeros), while the next logs'
+    pages did. Those logs' steps follow a hole: the reader stops at the loss, and the resuming
+    writer continues right after it (it once kept the later logs and resumed past the hole)."""
+    monkeypatch.setenv("LOCALTRACK_FSYNC_INTERVAL", "3600")  # no fsync but the ones made here
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "4096")
+    monkeypatch.setattr(_sealer, "request", lambda *a, **k: None)  # every step stays in the logs
+    run = localtrack.init(project="p", id="d", dir=store)
+    for i in range(300):
+        run.log({"x": float(i)}, step=i)  # every row framed: any line end is a frame end
+    run._drop()  # the power goes: nothing more is written or synced
+    rdir = store / "p" / "runs" / "d"
+    logs = sorted((rdir / "wal").glob("*.jsonl"))
+    assert len(logs) >= 3, logs
+    first = logs[0]
+    data = first.read_bytes()
+    lines = data[:_frames.data_end(data)].splitlines(keepends=True)
+    assert lines[-1].startswith(_frames.END_BODY), lines[-1]
+    lost_step = _codec.loads(lines[-3])["_step"]  # the last three lines never synced
+    mark_at = sum(len(line) for line in lines[:-3])
+    marks = _durable.Writer(rdir)
+    marks.record(_durable.Mark(int(first.stem), mark_at))
+    marks.close()
+    first.write_bytes(data[:mark_at] + bytes(len(data) - mark_at))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        steps = localtrack.Api(store).run("p/d").history_table(["x"]).column("_step").to_pylist()
+        assert steps == list(range(lost_step))
+        with pytest.warns(RuntimeWarning, match="Set aside"):
+            again = localtrack.init(project="p", id="d", resume="must", dir=store)
+    assert again.step == lost_step
+    again.log({"x": float(lost_step)})
+    again.finish()
+    steps = localtrack.Api(store).run("p/d").history_table(["x"]).column("_step").to_pylist()
+    assert steps == list(range(lost_step + 1))
+    assert all((rdir / "wal" / f"{p.name}.broken").exists() for p in logs[1:])
