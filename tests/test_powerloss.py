@@ -31,15 +31,8 @@ from localtrack import _codec, _doctor, _durable, _frames, _sealer, _wal
 
 from .helpers import script, settle, wait_for
 
-WRITER = """
-import os, sys, random, threading, numpy as np, localtrack
-from localtrack import _frames, _logfile, _sealer, _stream, _wal
-store, snaps, seed, rotate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-media = sys.argv[5] == "1"
-os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = str(1 << 40)
-_sealer.request = lambda *a, **k: None   # no sealing: every durable step stays in the logs
-if rotate:
-    os.environ["LOCALTRACK_ROTATE_BYTES"] = "100000"
+SNAPSHOT_FSYNCS = """
+import os, threading
 real_fsync, lock, count = os.fsync, threading.Lock(), [0]
 
 def fsync(fd):
@@ -56,6 +49,18 @@ def fsync(fd):
         os.rename(os.path.join(snaps, name + ".tmp"), os.path.join(snaps, name))
 
 os.fsync = fsync
+"""  # a writer script's prelude: every fsync of a file under wal/ snapshots it into ``snaps``
+
+WRITER = """
+import os, sys, random, numpy as np, localtrack
+from localtrack import _frames, _logfile, _sealer, _stream, _wal
+store, snaps, seed, rotate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+media = sys.argv[5] == "1"
+os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = str(1 << 40)
+_sealer.request = lambda *a, **k: None   # no sealing: every durable step stays in the logs
+if rotate:
+    os.environ["LOCALTRACK_ROTATE_BYTES"] = "100000"
+""" + SNAPSHOT_FSYNCS + """
 rng = random.Random(seed)
 run = localtrack.init(project="p", id="w", dir=store)
 print("start", flush=True)

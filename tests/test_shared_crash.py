@@ -30,32 +30,17 @@ from localtrack import _doctor, _sealer
 
 from . import s3server
 from .helpers import script, settle, wait_for
-from .test_powerloss import KINDS, _durable_state, _mix, _synced_steps
+from .test_powerloss import KINDS, SNAPSHOT_FSYNCS, _durable_state, _mix, _synced_steps
 
 s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
 
 WRITER = """
-import os, sys, random, threading, localtrack
+import os, sys, random, localtrack
 from localtrack import _sealer
 store, snaps, label, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 os.environ["LOCALTRACK_SEAL_MIN_BYTES"] = str(1 << 40)
 _sealer.request = lambda *a, **k: None   # no sealing: every durable step stays in the logs
-real_fsync, lock, count = os.fsync, threading.Lock(), [0]
-
-def fsync(fd):
-    path = os.readlink(f"/proc/self/fd/{fd}")
-    if "/wal/" not in path:
-        return real_fsync(fd)
-    data = os.pread(fd, 1 << 30, 0)      # fsync persists at least these bytes
-    real_fsync(fd)
-    with lock:                           # completed: the snapshot counts
-        count[0] += 1
-        name = f"{count[0]:06d}-" + os.path.basename(path)
-        with open(os.path.join(snaps, name + ".tmp"), "wb") as fh:
-            fh.write(data)
-        os.rename(os.path.join(snaps, name + ".tmp"), os.path.join(snaps, name))
-
-os.fsync = fsync
+""" + SNAPSHOT_FSYNCS + """
 rng = random.Random(seed)
 run = localtrack.init(project="p", id="job", dir=store, config={"lr": 0.1},
                       settings=localtrack.Settings(mode="shared", x_label=label,
