@@ -163,8 +163,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from ._ui import make_server
 
     server = make_server(args.dir, host=args.host, port=args.port, allow_remote=args.allow_remote)
-    print(f"localtrack ui: serving {server.root} at {server.url}  (Ctrl-C to stop)", flush=True)
-    try:
+    try:  # a Ctrl-C right after the line below stops the server as one later does
+        print(f"localtrack ui: serving {server.root} at {server.url}  (Ctrl-C to stop)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("localtrack ui: stopped", flush=True)
