@@ -885,6 +885,7 @@ def _check_steps(table: pa.Table, path: StorePath, ctx: Ctx) -> pa.Table:
 
 
 def _read_segment(path: StorePath, wanted: list[str] | None, rdir: StorePath, ctx: Ctx) -> pa.Table:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     def read(source: Any) -> pa.Table:
@@ -893,8 +894,11 @@ def _read_segment(path: StorePath, wanted: list[str] | None, rdir: StorePath, ct
         return pf.read(columns=cols)
 
     if isinstance(path, Path):
+        # Arrow gets the bytes, not the Python file: its I/O threads would call back into
+        # Python for them, and a process exiting while a daemon thread (the dashboard's)
+        # was in such a read hung for good in Arrow's thread-pool shutdown.
         with open_file(path, rdir if isinstance(rdir, Path) else None, **ctx) as fh:
-            return read(fh)
+            return read(pa.BufferReader(fh.read()))
     key = (path.key, None if wanted is None else tuple(wanted))
     table = _remote_segments.get(path.remote, key)
     if table is None:

@@ -4,12 +4,15 @@ acknowledged row on disk exactly once, no raw exceptions."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import warnings
 
 import pytest
 
 import localtrack
+
+from .helpers import script, settle
 
 
 @pytest.fixture
@@ -121,3 +124,40 @@ def test_finish_from_another_thread_while_threads_log(store, small_logs):
     on_disk = list(zip(table.column("t").to_pylist(), table.column("i").to_pylist(), strict=True))
     for t in range(3):
         assert [i for tt, i in on_disk if tt == t] == acked[t]
+
+
+EXIT_WHILE_READING = """
+import sys, threading, time, localtrack
+api = localtrack.Api(sys.argv[1])
+
+def read():
+    while True:
+        api.run("p/sealed").history_table()
+
+threading.Thread(target=read, daemon=True).start()
+time.sleep(float(sys.argv[2]))
+print("exiting", flush=True)
+"""
+
+
+def test_a_process_exits_while_a_daemon_thread_reads_sealed_history(store, monkeypatch):
+    """A script (or the dashboard, whose request threads are daemons) ends while a daemon thread
+    is inside a Parquet read: the process exits. It hung for good in Arrow's thread-pool
+    shutdown, which waited for a read that called back into the finalized interpreter."""
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "200000")
+    monkeypatch.setenv("LOCALTRACK_SEAL_MIN_BYTES", "0")
+    run = localtrack.init(project="p", id="sealed", dir=store)
+    for i in range(20000):
+        run.log({f"k{j}": float(i + j) for j in range(20)})
+    run.finish()
+    settle(store)
+    assert len(list((store / "p" / "runs" / "sealed" / "segments").glob("*.parquet"))) >= 5
+    for delay in ("0.3", "0.5", "0.8", "1.1", "1.5"):
+        proc = script(EXIT_WHILE_READING, str(store), delay)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail(f"the process did not exit within 60 s of its end (delay {delay})")
+        assert proc.returncode == 0 and out == b"exiting\n", (proc.returncode, out, err.decode())

@@ -384,11 +384,3 @@ def test_thousand_runs_are_listed_first_and_from_the_cache(tmp_path):
     assert len(first) == len(again) == 1000 and first == again
     assert {r["steps"] for r in again} == {20} and {r["state"] for r in again} == {"finished"}
     assert sorted(r["id"] for r in again) == sorted(["seed"] + [f"r{i:04d}" for i in range(999)])
-
-
-def test_ctrl_c_right_after_start_stops_the_server_cleanly(store: Path) -> None:
-    """Ctrl-C as soon as the server says it serves (no request made): a clean stop, exit 0."""
-    for _ in range(3):
-        code, out, err = UIProcess(store).stop()
-        assert code == 0 and "stopped" in out, (code, out, err)
-        assert "Traceback" not in err, err
