@@ -101,10 +101,11 @@ class LiveWriter:
         print("done", flush=True)
     """
 
-    def __init__(self, root: Path) -> None:
-        self.proc = script(self.CODE, str(root), stdin=subprocess.PIPE)
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.proc = script(self.CODE, str(root), env=env, stdin=subprocess.PIPE)
         assert self.proc.stdout is not None and self.proc.stdin is not None
-        assert self.proc.stdout.readline() == b"ready\n", self.proc.stderr.read() if self.proc.stderr else ""
+        line = self.proc.stdout.readline()
+        assert line == b"ready\n", self.proc.stderr.read() if self.proc.stderr else line
 
     def log(self, n: int) -> int:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -114,18 +115,14 @@ class LiveWriter:
         assert line.startswith("at "), line
         return int(line.split()[1])
 
-    def close(self) -> None:
-        if self.proc.poll() is None and self.proc.stdin is not None:
-            try:
-                self.proc.stdin.write(b"q\n")
-                self.proc.stdin.flush()
-            except BrokenPipeError:
-                pass
+    def close(self) -> bytes:
+        """Tell it to finish (kill it if it does not within a minute); returns its stderr."""
         try:
-            self.proc.communicate(timeout=30)
+            _, err = self.proc.communicate(b"q\n", timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.communicate()
+            _, err = self.proc.communicate()
+        return err
 
 
 class UIProcess:
