@@ -11,11 +11,11 @@ import pytest
 
 import localtrack
 
-from . import test_ui_browser
+from . import test_ui_browser, ui_helpers
 from .helpers import script
 from .test_ui_browser import Page
 from .test_ui_server import get, get_json
-from .ui_helpers import LiveWriter, UIProcess
+from .ui_helpers import LiveWriter
 
 browser = test_ui_browser.browser  # the Chromium fixture
 LABELS = ["rank0", "rank1", "rank2"]
@@ -58,12 +58,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def ui(store: Path):
-    proc = UIProcess(store)
-    yield proc
-    code, out, err = proc.stop()
-    assert code == 0 and "Traceback" not in err, (out, err)
+ui = ui_helpers.ui  # the dashboard over this module's store
 
 
 # -- over HTTP -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -9,7 +10,10 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 import localtrack
 
@@ -151,6 +155,26 @@ class UIProcess:
             self.proc.kill()
             out, err = self.proc.communicate()
         return self.proc.returncode, out.decode(), err.decode()
+
+
+@contextlib.contextmanager
+def serving(root: Path, *args: str) -> Iterator[UIProcess]:
+    """`localtrack ui` over ``root`` while the block runs, then Ctrl-C: it must stop cleanly
+    (exit 0, "stopped", no traceback). A failure inside the block is raised as it is."""
+    proc = UIProcess(root, *args)
+    try:
+        yield proc
+    finally:
+        code, out, err = proc.stop()
+    assert code == 0 and "localtrack ui: stopped" in out and "Traceback" not in err, (code, out, err)
+
+
+@pytest.fixture(scope="module")
+def ui(store: Path) -> Iterator[UIProcess]:
+    """The dashboard over the test module's own ``store`` fixture, shared by its tests (a
+    module takes it as ``ui = ui_helpers.ui``)."""
+    with serving(store) as proc:
+        yield proc
 
 
 def build_media_run(root: Path) -> str:
