@@ -64,6 +64,21 @@ def _manifest(store: Path, name: str, version: int) -> dict:
     return orjson.loads((_adir(store) / "names" / name / f"v{version}.json").read_bytes())
 
 
+def _one_version(tmp_path: Path) -> Path:
+    """A store holding p/model:v0, a format-2 version of one file w.bin (A); returns the store."""
+    store = tmp_path / "store"
+    (tmp_path / "w.bin").write_bytes(A)
+    with localtrack.init(project="p", dir=store) as run:
+        run.log_artifact(tmp_path / "w.bin", name="model", type="model")
+    return store
+
+
+def _rewrite_v0(store: Path, **fields: object) -> None:
+    """Replace ``fields`` in p/model:v0's manifest, as a damaged or newer store holds it."""
+    path = _adir(store) / "names" / "model" / "v0.json"
+    path.write_bytes(orjson.dumps({**_manifest(store, "model", 0), **fields}))
+
+
 def _blob_files(store: Path) -> set[str]:
     """Every file under blobs/, as a path relative to artifacts/."""
     blobs = _adir(store) / "blobs"
@@ -246,10 +261,7 @@ print(len(orphans), len(damaged))
 def test_an_older_reader_is_told_a_format_2_artifact_is_newer(tmp_path: Path) -> None:
     """A localtrack that reads format 1 only refuses a format-2 manifest, and its gc (which
     cannot read it) collects no blob: one it cannot read the manifest of may be named."""
-    store = tmp_path / "store"
-    (tmp_path / "w.bin").write_bytes(A)
-    with localtrack.init(project="p", dir=store) as run:
-        run.log_artifact(tmp_path / "w.bin", name="model", type="model")
+    store = _one_version(tmp_path)
     res = run_script(OLDER_READER, str(store))
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
@@ -259,12 +271,8 @@ def test_an_older_reader_is_told_a_format_2_artifact_is_newer(tmp_path: Path) ->
 
 @pytest.mark.parametrize("fmt", [0, 3, "2", True, None], ids=["zero", "three", "text", "bool", "none"])
 def test_a_manifest_of_an_unknown_format_is_refused(tmp_path: Path, fmt: object) -> None:
-    store = tmp_path / "store"
-    (tmp_path / "w.bin").write_bytes(A)
-    with localtrack.init(project="p", dir=store) as run:
-        run.log_artifact(tmp_path / "w.bin", name="model", type="model")
-    path = _adir(store) / "names" / "model" / "v0.json"
-    path.write_bytes(orjson.dumps({**_manifest(store, "model", 0), "format": fmt}))
+    store = _one_version(tmp_path)
+    _rewrite_v0(store, format=fmt)
     with pytest.raises(CorruptRunError, match="upgrade localtrack" if fmt == 3 else "not valid"):
         localtrack.Api(store).artifact("p/model:v0")
 
@@ -277,11 +285,7 @@ def test_a_manifest_of_an_unknown_format_is_refused(tmp_path: Path, fmt: object)
     pytest.param({"blake3": "ab" * 32, "size": "3"}, id="size-text"),
 ])
 def test_a_format_2_entry_without_one_valid_blake3_is_refused(tmp_path: Path, entry: dict) -> None:
-    store = tmp_path / "store"
-    (tmp_path / "w.bin").write_bytes(A)
-    with localtrack.init(project="p", dir=store) as run:
-        run.log_artifact(tmp_path / "w.bin", name="model", type="model")
-    path = _adir(store) / "names" / "model" / "v0.json"
-    path.write_bytes(orjson.dumps({**_manifest(store, "model", 0), "files": {"w.bin": entry}}))
+    store = _one_version(tmp_path)
+    _rewrite_v0(store, files={"w.bin": entry})
     with pytest.raises(CorruptRunError, match="has no valid blake3 and size"):
         localtrack.Api(store).artifact("p/model:v0")
