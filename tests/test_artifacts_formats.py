@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,9 +18,9 @@ from localtrack._doctor import check_store
 from localtrack.errors import CorruptRunError
 
 from . import s3server
-from .helpers import run_script
+from .helpers import run_gc, run_script
 
-s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
+s3_server, s3, remote = s3server.s3_server, s3server.s3, s3server.remote  # the loopback S3 fixtures
 
 A, B = b"shared shard " * 1000, b"format-1 only " * 700
 
@@ -96,12 +94,6 @@ def _age(store: Path) -> None:
         os.utime(p, (old, old))
 
 
-def _gc(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "WANDB_"))}
-    return subprocess.run([sys.executable, "-m", "localtrack", "gc", "--dir", str(store), *args],
-                          capture_output=True, text=True, timeout=120, env=env)
-
-
 def test_a_new_version_is_format_2_with_blake3_names(tmp_path: Path) -> None:
     (tmp_path / "w.bin").write_bytes(A)
     store = tmp_path / "store"
@@ -166,7 +158,7 @@ def test_a_format_1_store_downloads_dedups_and_is_gc_safe(tmp_path: Path) -> Non
             path.write_bytes(b"no manifest names me")
         _age(store)
         if collect == "gc":
-            done = _gc(store)
+            done = run_gc(store)
             assert done.returncode == 0 and "3 garbage file(s) deleted" in done.stdout, done
         else:
             fixed = [f for f in check_store(store, fix=True) if "orphan" in f.problem]
@@ -201,14 +193,6 @@ def test_a_blob_whose_bytes_are_not_its_blake3_name_is_refused_on_download(tmp_p
     with pytest.raises(CorruptRunError, match=r"'w\.bin' of artifact 'p/model:v0' is damaged.*blake3"):
         localtrack.Api(store).artifact("p/model:v0").download(root=tmp_path / "out")
     assert not (tmp_path / "out").exists()  # not even the good file
-
-
-@pytest.fixture(params=["dir", "s3"])
-def remote(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
-    if request.param == "dir":
-        return str(tmp_path / "remote"), {}
-    server = request.getfixturevalue("s3")
-    return server.uri(server.new_bucket()), server.env()
 
 
 def test_a_mixed_store_syncs_and_downloads_from_the_copy(
