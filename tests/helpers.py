@@ -20,6 +20,13 @@ def script(code: str, *args: str, cwd: Path | None = None, env: dict[str, str] |
                             **popen)
 
 
+def run_gc(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`localtrack gc --dir store ...` as a real command."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "WANDB_"))}
+    return subprocess.run([sys.executable, "-m", "localtrack", "gc", "--dir", str(store), *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
 def run_script(code: str, *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     proc = script(code, *args, **kw)
     out, err = proc.communicate(timeout=timeout)

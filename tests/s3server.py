@@ -13,6 +13,7 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -102,3 +103,13 @@ def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return s3_server
+
+
+@pytest.fixture(params=["dir", "s3"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """A synced copy: a directory, or a fresh bucket on the loopback S3 server (and the env a
+    process needs to reach it)."""
+    if request.param == "dir":
+        return str(tmp_path / "remote"), {}
+    server = request.getfixturevalue("s3")  # the module takes s3 (and s3_server) too
+    return server.uri(server.new_bucket()), server.env()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from localtrack.errors import (
     UnsupportedTypeError,
 )
 
-from .helpers import run_script, script, wait_for
+from .helpers import run_gc, run_script, script, wait_for
 
 
 def _blobs(store: Path, project: str = "p") -> list[Path]:
@@ -431,12 +429,6 @@ def test_module_level_calls_act_on_the_active_run(tmp_path: Path) -> None:
     assert [r.id for r in localtrack.Api(store).artifact("p/model:v0").used_by()] == [reader.id]
 
 
-def _gc(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "WANDB_"))}
-    return subprocess.run([sys.executable, "-m", "localtrack", "gc", "--dir", str(store), *args],
-                          capture_output=True, text=True, timeout=120, env=env)
-
-
 def test_gc_collects_old_orphans_and_keeps_named_and_young_blobs(tmp_path: Path) -> None:
     store = tmp_path / "store"
     (tmp_path / "f").write_bytes(b"kept")
@@ -449,21 +441,21 @@ def test_gc_collects_old_orphans_and_keeps_named_and_young_blobs(tmp_path: Path)
         path.write_bytes(b"no manifest names me")
     _age_blobs(store)  # the named blob too: its age does not matter, its manifest does
     os.utime(young)
-    dry = _gc(store, "--dry-run")
+    dry = run_gc(store, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would delete: orphan artifact blob of 20 bytes" in dry.stdout and str(old) in dry.stdout
     assert str(young) not in dry.stdout and old.exists()
-    done = _gc(store)
+    done = run_gc(store)
     assert done.returncode == 0 and "1 garbage file(s) deleted" in done.stdout, done
     assert not old.exists() and young.exists() and named.exists()
     _complete(store, "m", 0, tmp_path / "out")
-    assert "0 garbage" in _gc(store, "--older-than", "1h").stdout and young.exists()
-    assert "1 garbage" in _gc(store, "--older-than", "0s").stdout and not young.exists()
-    bad = _gc(store, "--older-than", "soon")
+    assert "0 garbage" in run_gc(store, "--older-than", "1h").stdout and young.exists()
+    assert "1 garbage" in run_gc(store, "--older-than", "0s").stdout and not young.exists()
+    bad = run_gc(store, "--older-than", "soon")
     assert bad.returncode != 0 and "Invalid --older-than 'soon'" in bad.stderr
     # A sync copy is not collected: a blob there may be waiting for its manifest's upload.
     localtrack.sync(str(tmp_path / "copy"), dir=store)
-    refused = _gc(tmp_path / "copy")
+    refused = run_gc(tmp_path / "copy")
     assert refused.returncode != 0 and "copy that `localtrack sync` wrote" in refused.stderr
 
 
@@ -476,7 +468,7 @@ def test_gc_beside_a_live_writer_never_breaks_a_version(tmp_path: Path) -> None:
     try:
         for _ in range(4):
             proc.stdout.readline()  # a version is logged; the next is being written
-            result = _gc(store)
+            result = run_gc(store)
             assert result.returncode == 0, result.stdout + result.stderr
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -486,5 +478,5 @@ def test_gc_beside_a_live_writer_never_breaks_a_version(tmp_path: Path) -> None:
     for v in versions:
         _complete(store, "model", v, tmp_path / f"out{v}")
     named = {_hex(f) for v in versions for f in localtrack.Api(store).artifact(f"p/model:v{v}").files()}
-    assert _gc(store, "--older-than", "0s").returncode == 0  # the writer is dead: all is old enough
+    assert run_gc(store, "--older-than", "0s").returncode == 0  # the writer is dead: all is old enough
     assert {p.name for p in _blobs(store)} == named

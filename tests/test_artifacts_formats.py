@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,9 +18,9 @@ from localtrack._doctor import check_store
 from localtrack.errors import CorruptRunError
 
 from . import s3server
-from .helpers import run_script
+from .helpers import run_gc, run_script
 
-s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
+s3_server, s3, remote = s3server.s3_server, s3server.s3, s3server.remote  # the loopback S3 fixtures
 
 A, B = b"shared shard " * 1000, b"format-1 only " * 700
 
@@ -64,6 +62,21 @@ def _manifest(store: Path, name: str, version: int) -> dict:
     return orjson.loads((_adir(store) / "names" / name / f"v{version}.json").read_bytes())
 
 
+def _one_version(tmp_path: Path) -> Path:
+    """A store holding p/model:v0, a format-2 version of one file w.bin (A); returns the store."""
+    store = tmp_path / "store"
+    (tmp_path / "w.bin").write_bytes(A)
+    with localtrack.init(project="p", dir=store) as run:
+        run.log_artifact(tmp_path / "w.bin", name="model", type="model")
+    return store
+
+
+def _rewrite_v0(store: Path, **fields: object) -> None:
+    """Replace ``fields`` in p/model:v0's manifest, as a damaged or newer store holds it."""
+    path = _adir(store) / "names" / "model" / "v0.json"
+    path.write_bytes(orjson.dumps({**_manifest(store, "model", 0), **fields}))
+
+
 def _blob_files(store: Path) -> set[str]:
     """Every file under blobs/, as a path relative to artifacts/."""
     blobs = _adir(store) / "blobs"
@@ -79,12 +92,6 @@ def _age(store: Path) -> None:
     old = time.time() - 2 * 24 * 3600
     for p in (_adir(store) / "blobs").rglob("*"):
         os.utime(p, (old, old))
-
-
-def _gc(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALTRACK_", "WANDB_"))}
-    return subprocess.run([sys.executable, "-m", "localtrack", "gc", "--dir", str(store), *args],
-                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_a_new_version_is_format_2_with_blake3_names(tmp_path: Path) -> None:
@@ -151,7 +158,7 @@ def test_a_format_1_store_downloads_dedups_and_is_gc_safe(tmp_path: Path) -> Non
             path.write_bytes(b"no manifest names me")
         _age(store)
         if collect == "gc":
-            done = _gc(store)
+            done = run_gc(store)
             assert done.returncode == 0 and "3 garbage file(s) deleted" in done.stdout, done
         else:
             fixed = [f for f in check_store(store, fix=True) if "orphan" in f.problem]
@@ -186,14 +193,6 @@ def test_a_blob_whose_bytes_are_not_its_blake3_name_is_refused_on_download(tmp_p
     with pytest.raises(CorruptRunError, match=r"'w\.bin' of artifact 'p/model:v0' is damaged.*blake3"):
         localtrack.Api(store).artifact("p/model:v0").download(root=tmp_path / "out")
     assert not (tmp_path / "out").exists()  # not even the good file
-
-
-@pytest.fixture(params=["dir", "s3"])
-def remote(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
-    if request.param == "dir":
-        return str(tmp_path / "remote"), {}
-    server = request.getfixturevalue("s3")
-    return server.uri(server.new_bucket()), server.env()
 
 
 def test_a_mixed_store_syncs_and_downloads_from_the_copy(
@@ -246,10 +245,7 @@ print(len(orphans), len(damaged))
 def test_an_older_reader_is_told_a_format_2_artifact_is_newer(tmp_path: Path) -> None:
     """A localtrack that reads format 1 only refuses a format-2 manifest, and its gc (which
     cannot read it) collects no blob: one it cannot read the manifest of may be named."""
-    store = tmp_path / "store"
-    (tmp_path / "w.bin").write_bytes(A)
-    with localtrack.init(project="p", dir=store) as run:
-        run.log_artifact(tmp_path / "w.bin", name="model", type="model")
+    store = _one_version(tmp_path)
     res = run_script(OLDER_READER, str(store))
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
@@ -259,12 +255,8 @@ def test_an_older_reader_is_told_a_format_2_artifact_is_newer(tmp_path: Path) ->
 
 @pytest.mark.parametrize("fmt", [0, 3, "2", True, None], ids=["zero", "three", "text", "bool", "none"])
 def test_a_manifest_of_an_unknown_format_is_refused(tmp_path: Path, fmt: object) -> None:
-    store = tmp_path / "store"
-    (tmp_path / "w.bin").write_bytes(A)
-    with localtrack.init(project="p", dir=store) as run:
-        run.log_artifact(tmp_path / "w.bin", name="model", type="model")
-    path = _adir(store) / "names" / "model" / "v0.json"
-    path.write_bytes(orjson.dumps({**_manifest(store, "model", 0), "format": fmt}))
+    store = _one_version(tmp_path)
+    _rewrite_v0(store, format=fmt)
     with pytest.raises(CorruptRunError, match="upgrade localtrack" if fmt == 3 else "not valid"):
         localtrack.Api(store).artifact("p/model:v0")
 
@@ -277,11 +269,7 @@ def test_a_manifest_of_an_unknown_format_is_refused(tmp_path: Path, fmt: object)
     pytest.param({"blake3": "ab" * 32, "size": "3"}, id="size-text"),
 ])
 def test_a_format_2_entry_without_one_valid_blake3_is_refused(tmp_path: Path, entry: dict) -> None:
-    store = tmp_path / "store"
-    (tmp_path / "w.bin").write_bytes(A)
-    with localtrack.init(project="p", dir=store) as run:
-        run.log_artifact(tmp_path / "w.bin", name="model", type="model")
-    path = _adir(store) / "names" / "model" / "v0.json"
-    path.write_bytes(orjson.dumps({**_manifest(store, "model", 0), "files": {"w.bin": entry}}))
+    store = _one_version(tmp_path)
+    _rewrite_v0(store, files={"w.bin": entry})
     with pytest.raises(CorruptRunError, match="has no valid blake3 and size"):
         localtrack.Api(store).artifact("p/model:v0")

@@ -17,7 +17,7 @@ from localtrack.errors import ArtifactNotFoundError, CorruptRunError, SyncError
 from . import s3server
 from .helpers import run_script
 
-s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
+s3_server, s3, remote = s3server.s3_server, s3server.s3, s3server.remote  # the loopback S3 fixtures
 
 NODE_A = """
 import sys, localtrack
@@ -47,16 +47,6 @@ with localtrack.init(project="p", dir=store) as run:
     print(latest.download(root=out / "latest"))
     print(run.use_artifact("p/model:v0").download(root=out / "v0"))
 """
-
-
-@pytest.fixture(params=["dir", "s3"])
-def remote(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
-    """A synced copy: a directory, or a fresh bucket on the loopback S3 server (and the env a
-    process needs to reach it)."""
-    if request.param == "dir":
-        return str(tmp_path / "remote"), {}
-    server = request.getfixturevalue("s3")
-    return server.uri(server.new_bucket()), server.env()
 
 
 def _digest(path: Path) -> str:

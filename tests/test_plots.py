@@ -20,7 +20,7 @@ from localtrack.plot import CustomChart
 from . import test_ui_browser as browser_tests
 from .helpers import run_script, settle
 from .test_ui_server import get
-from .ui_helpers import UIProcess
+from .ui_helpers import serving
 
 browser = browser_tests.browser  # the module-scoped Chromium fixture
 
@@ -284,10 +284,8 @@ def test_a_script_logs_every_kind_and_api_reads_them_back(tmp_path: Path, seal: 
 def served(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("plots") / "store"
     path = log_every_kind(root, seal=False)
-    proc = UIProcess(root)
-    yield proc, path
-    code, out, err = proc.stop()
-    assert code == 0 and "Traceback" not in err, (out, err)
+    with serving(root) as proc:
+        yield proc, path
 
 
 def test_the_server_lists_and_sends_charts(served):

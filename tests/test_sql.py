@@ -24,7 +24,7 @@ import localtrack
 from localtrack.errors import UsageError
 
 from .helpers import run_script, settle
-from .s3server import S3Server, s3, s3_server  # noqa: F401  (fixtures)
+from .s3server import remote, s3, s3_server  # noqa: F401  (fixtures)
 
 duckdb = pytest.importorskip("duckdb")
 
@@ -305,24 +305,14 @@ def _synced_queries(uri: str) -> list[list[tuple[object, ...]]]:
                         "SELECT run_id, event, step FROM events")]
 
 
-def test_query_reads_a_directory_remote_after_sync(store, tmp_path):
+def test_query_reads_a_remote_after_sync(store, remote: tuple[str, dict[str, str]]):  # noqa: F811
+    """A directory copy, and an S3 one (read through pyarrow.fs)."""
+    uri, env = remote
     write(store)
-    remote = tmp_path / "remote"
-    res = cli("sync", "--to", str(remote), "--dir", str(store))
-    assert res.returncode == 0, res.stderr
-    assert _synced_queries(str(remote)) == _synced_queries(str(store))
-    res = cli("query", "SELECT count(*) AS n FROM history", "--dir", str(remote), "--format", "csv")
-    assert res.returncode == 0 and res.stdout.splitlines() == ["n", str(len(LRS) * STEPS)], res.stderr
-
-
-def test_query_reads_an_s3_remote_after_sync_through_pyarrow_fs(store, s3: S3Server):  # noqa: F811
-    write(store)
-    uri = s3.uri(s3.new_bucket())
-    res = cli("sync", "--to", uri, "--dir", str(store), env=s3.env())
+    res = cli("sync", "--to", uri, "--dir", str(store), env=env)
     assert res.returncode == 0, res.stderr
     assert _synced_queries(uri) == _synced_queries(str(store))
-    res = cli("query", "SELECT count(*) AS n FROM history", "--dir", uri, "--format", "csv",
-              env=s3.env())
+    res = cli("query", "SELECT count(*) AS n FROM history", "--dir", uri, "--format", "csv", env=env)
     assert res.returncode == 0 and res.stdout.splitlines() == ["n", str(len(LRS) * STEPS)], res.stderr
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import localtrack
 
-from .ui_helpers import EVIL_CONFIG, EVIL_NAME, LiveWriter, UIProcess, build_media_run, build_store
+from .ui_helpers import EVIL_CONFIG, EVIL_NAME, LiveWriter, UIProcess, build_media_run, build_store, serving
 
 # Read at import: the autouse fixture in conftest.py clears LOCALTRACK_* before each test.
 ALLOW_NO_BROWSER = bool(os.environ.get("LOCALTRACK_ALLOW_NO_BROWSER"))
@@ -69,11 +69,8 @@ def live(store: Path):
 
 @pytest.fixture(scope="module")
 def ui(store: Path, live: LiveWriter):
-    proc = UIProcess(store)
-    yield proc
-    code, out, err = proc.stop()
-    assert code == 0, (out, err)
-    assert "Traceback" not in err, err
+    with serving(store) as proc:
+        yield proc
 
 
 class Page:

@@ -13,7 +13,7 @@ from . import test_ui_browser
 from .helpers import run_script
 from .test_ui_browser import CLASS_0, GREY, ROAD, Page, _over_grey
 from .test_ui_server import get
-from .ui_helpers import EVIL_NAME, UIProcess
+from .ui_helpers import EVIL_NAME, serving
 
 browser = test_ui_browser.browser  # the Chromium fixture
 RUN = "cells/t1"
@@ -51,10 +51,8 @@ def build_cells_run(root: Path) -> None:
 def ui(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("uicells") / "store"
     build_cells_run(root)
-    proc = UIProcess(root)
-    yield proc
-    code, out, err = proc.stop()
-    assert code == 0 and "Traceback" not in err, (out, err)
+    with serving(root) as proc:
+        yield proc
 
 
 # -- over HTTP -------------------------------------------------------------------------------

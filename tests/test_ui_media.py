@@ -16,17 +16,15 @@ from localtrack._ui import _media
 
 from .helpers import run_script, settle
 from .test_ui_server import get
-from .ui_helpers import UIProcess, build_media_run
+from .ui_helpers import UIProcess, build_media_run, serving
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("uim") / "store"
     path = build_media_run(root)
-    proc = UIProcess(root)
-    yield proc, path, root
-    code, out, err = proc.stop()
-    assert code == 0 and "Traceback" not in err, (out, err)
+    with serving(root) as proc:
+        yield proc, path, root
 
 
 def test_media_listing(media):

@@ -15,7 +15,7 @@ import pytest
 
 import localtrack
 
-from . import s3server, test_ui_browser
+from . import s3server, test_ui_browser, ui_helpers
 from .helpers import run_script, script, wait_for
 from .test_ui_server import get, get_json
 from .ui_helpers import EVIL_NAME, UIProcess
@@ -75,12 +75,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def ui(store: Path):
-    proc = UIProcess(store)
-    yield proc
-    code, out, err = proc.stop()
-    assert code == 0 and "Traceback" not in err, (out, err)
+ui = ui_helpers.ui  # the dashboard over this module's store
 
 
 # -- over HTTP -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from localtrack._ui._assets import STATIC_DIR, plotly_js
 from localtrack._ui._downsample import series
 from localtrack.errors import UsageError
 
+from . import ui_helpers
 from .ui_helpers import EVIL_NAME, UIProcess, build_store
 
 
@@ -39,13 +40,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def ui(store: Path):
-    proc = UIProcess(store)
-    yield proc
-    code, out, err = proc.stop()
-    assert code == 0 and "stopped" in out, (code, out, err)
-    assert "Traceback" not in err, err
+ui = ui_helpers.ui  # the dashboard over this module's store
 
 
 def get(url: str, route: str, headers: dict[str, str] | None = None, **params: object):

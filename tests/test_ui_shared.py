@@ -5,18 +5,17 @@ real processes at once."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 import localtrack
 
-from . import test_ui_browser
+from . import test_ui_browser, ui_helpers
 from .helpers import script
 from .test_ui_browser import Page
 from .test_ui_server import get, get_json
-from .ui_helpers import UIProcess
+from .ui_helpers import LiveWriter
 
 browser = test_ui_browser.browser  # the Chromium fixture
 LABELS = ["rank0", "rank1", "rank2"]
@@ -59,12 +58,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def ui(store: Path):
-    proc = UIProcess(store)
-    yield proc
-    code, out, err = proc.stop()
-    assert code == 0 and "Traceback" not in err, (out, err)
+ui = ui_helpers.ui  # the dashboard over this module's store
 
 
 # -- over HTTP -------------------------------------------------------------------------------
@@ -189,31 +183,18 @@ run.finish()
 """
 
 
-class SharedWriter:
-    """One writer of the shared run "sh/live" (rank ``rank``) that logs N more steps each time
-    it is told to (over stdin)."""
+class SharedWriter(LiveWriter):
+    """One writer of the shared run "sh/live" (rank ``rank``); it must finish cleanly."""
+
+    CODE = LIVE
 
     def __init__(self, root: Path, rank: int) -> None:
-        self.proc = script(LIVE, str(root), env={"SLURM_PROCID": str(rank)}, stdin=subprocess.PIPE)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line == b"ready\n", self.proc.stderr.read() if self.proc.stderr else line
+        super().__init__(root, env={"SLURM_PROCID": str(rank)})
 
-    def log(self, n: int) -> int:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"{n}\n".encode())
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("at "), line
-        return int(line.split()[1])
-
-    def close(self) -> None:
-        try:
-            out, err = self.proc.communicate(b"q\n", timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
+    def close(self) -> bytes:
+        err = super().close()
         assert self.proc.returncode == 0, err.decode()
+        return err
 
 
 def test_a_live_shared_run_follows_each_writer(browser, ui, store):

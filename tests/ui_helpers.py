@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -9,7 +10,10 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 import localtrack
 
@@ -101,10 +105,11 @@ class LiveWriter:
         print("done", flush=True)
     """
 
-    def __init__(self, root: Path) -> None:
-        self.proc = script(self.CODE, str(root), stdin=subprocess.PIPE)
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.proc = script(self.CODE, str(root), env=env, stdin=subprocess.PIPE)
         assert self.proc.stdout is not None and self.proc.stdin is not None
-        assert self.proc.stdout.readline() == b"ready\n", self.proc.stderr.read() if self.proc.stderr else ""
+        line = self.proc.stdout.readline()
+        assert line == b"ready\n", self.proc.stderr.read() if self.proc.stderr else line
 
     def log(self, n: int) -> int:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -114,18 +119,14 @@ class LiveWriter:
         assert line.startswith("at "), line
         return int(line.split()[1])
 
-    def close(self) -> None:
-        if self.proc.poll() is None and self.proc.stdin is not None:
-            try:
-                self.proc.stdin.write(b"q\n")
-                self.proc.stdin.flush()
-            except BrokenPipeError:
-                pass
+    def close(self) -> bytes:
+        """Tell it to finish (kill it if it does not within a minute); returns its stderr."""
         try:
-            self.proc.communicate(timeout=30)
+            _, err = self.proc.communicate(b"q\n", timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.communicate()
+            _, err = self.proc.communicate()
+        return err
 
 
 class UIProcess:
@@ -154,6 +155,26 @@ class UIProcess:
             self.proc.kill()
             out, err = self.proc.communicate()
         return self.proc.returncode, out.decode(), err.decode()
+
+
+@contextlib.contextmanager
+def serving(root: Path, *args: str) -> Iterator[UIProcess]:
+    """`localtrack ui` over ``root`` while the block runs, then Ctrl-C: it must stop cleanly
+    (exit 0, "stopped", no traceback). A failure inside the block is raised as it is."""
+    proc = UIProcess(root, *args)
+    try:
+        yield proc
+    finally:
+        code, out, err = proc.stop()
+    assert code == 0 and "localtrack ui: stopped" in out and "Traceback" not in err, (code, out, err)
+
+
+@pytest.fixture(scope="module")
+def ui(store: Path) -> Iterator[UIProcess]:
+    """The dashboard over the test module's own ``store`` fixture, shared by its tests (a
+    module takes it as ``ui = ui_helpers.ui``)."""
+    with serving(store) as proc:
+        yield proc
 
 
 def build_media_run(root: Path) -> str:
