@@ -2,17 +2,18 @@
 
     python benchmarks/bench_artifacts.py make FILE --mib 1024      a file of random bytes
     python benchmarks/bench_artifacts.py log FILE STORE            one process: init,
-        log_artifact(FILE), finish; prints the seconds log_artifact took inside it. Time it as a
-        whole process against `cp FILE DEST` (and `cp` + `sync DEST`: log_artifact fsyncs) with
-        any process timer, e.g. /usr/bin/time -v; remove STORE and DEST before each run, or the
-        second run only hashes (the blob is stored already).
+        log_artifact(FILE), wait(), finish; prints the seconds log_artifact took inside it (the
+        copy: what the caller waits for) and then wait() (the commit thread's hash, fsync and
+        manifest). Time it as a whole process against `cp FILE DEST` (and `cp` + `sync DEST`:
+        the commit fsyncs) with any process timer, e.g. /usr/bin/time -v; remove STORE and DEST
+        before each run, or the second run only hashes (the blob is stored already).
     python benchmarks/bench_artifacts.py parts FILE DIR --slices 16,64,256 --hashes blake3,sha256
         [--threads 1,auto] [--repeats 3]
-        the call's parts, in this process, for each slice size and hash (and BLAKE3's threads:
-        1 = one hashing thread beside the kernel's copy, as log_artifact does; auto = BLAKE3's
-        own threads too): the copy+hash of FILE into DIR (_artifacts._copy_hashing), then the
-        fsync that follows it (what start_writeback left to do), with the process's CPU seconds;
-        the variants alternate, each repeat in another order; medians.
+        the parts, in this process, for each slice size and hash (and BLAKE3's threads: 1, as
+        the commit hashes; auto = BLAKE3's own threads): the copy of FILE into DIR that the call
+        makes (_artifacts._copy), then the commit's hash + fsync + rename of it
+        (_artifacts._name_copy), with the process's CPU seconds; the variants alternate, each
+        repeat in another order; medians.
     python benchmarks/bench_artifacts.py delta DIR STORE --files 100 --kib 1024
         logs DIR's files as v0, rewrites 10% of them, logs v1, prints the bytes v1 added to the
         store against the bytes changed.
@@ -46,8 +47,11 @@ def log(path: Path, store: Path) -> None:
     start = time.perf_counter()
     art = run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(path))
     took = time.perf_counter() - start
+    art.wait()
+    committed = time.perf_counter() - start - took
     run.finish()
-    print(f"log_artifact {art.version} of {path.stat().st_size} bytes: {took:.3f} s")
+    print(f"log_artifact {art.version} of {path.stat().st_size} bytes: {took:.3f} s, "
+          f"then wait() {committed:.3f} s")
 
 
 def _stored(store: Path) -> int:
@@ -90,29 +94,31 @@ def parts(path: Path, folder: Path, slices: list[int], hashes: list[str], thread
 
     variants = [(s, h, t) for s in slices for h in hashes for t in (threads if h == "blake3" else ["1"])]
     plain = _digests.hasher
-    times: dict[tuple[int, str, str], list[tuple[float, float, float]]] = {v: [] for v in variants}
+    times: dict[tuple[int, str, str], list[tuple[float, ...]]] = {v: [] for v in variants}
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
     for r in range(repeats):
         for size, algo, thr in variants[r % len(variants):] + variants[:r % len(variants)]:
             _artifacts._SLICE = size << 20
             _digests.hasher = (lambda a: blake3.blake3(max_threads=blake3.blake3.AUTO)) \
                 if thr == "auto" else plain  # type: ignore[assignment]
-            dst = folder / "parts.tmp"
+            dst = folder / "blobs" / "parts.tmp"
             cpu0, start = os.times(), time.perf_counter()
-            with open(path, "rb") as fin, open(dst, "w+b") as fout:
-                _artifacts._copy_hashing(fin, fout, algo)
-                copied = time.perf_counter()
-                _fsutil.fsync(fout.fileno())
-            end, cpu1 = time.perf_counter(), os.times()
-            dst.unlink()
-            cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system
-            times[(size, algo, thr)].append((copied - start, end - copied, cpu))
+            with open(path, "rb") as fin, open(dst, "wb") as fout:
+                n = _artifacts._copy(fin, fout)
+            copied, cpu1 = time.perf_counter(), os.times()
+            hexdigest = _artifacts._name_copy(folder, _artifacts._Copy(n, tmp=dst), algo)
+            end, cpu2 = time.perf_counter(), os.times()
+            _fsutil.unlink(folder / _artifacts.blob_path(algo, hexdigest))
+            times[(size, algo, thr)].append(
+                (copied - start, end - copied, cpu1.user + cpu1.system - cpu0.user - cpu0.system,
+                 cpu2.user + cpu2.system - cpu1.user - cpu1.system))
     _digests.hasher = plain
-    print("| slice | hash | threads | copy+hash | fsync after | total | CPU |")
+    print("| slice | hash | threads | copy (the call) | hash+fsync+rename (the commit) "
+          "| CPU: copy | CPU: commit |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: |")
     for (size, algo, thr), runs in times.items():
-        ch, fs, cpu = (statistics.median(x[i] for x in runs) for i in range(3))
-        tot = statistics.median(x[0] + x[1] for x in runs)
-        print(f"| {size} MiB | {algo} | {thr} | {ch:.3f} s | {fs:.3f} s | {tot:.3f} s | {cpu:.2f} s |")
+        c, h, cc, hc = (statistics.median(x[i] for x in runs) for i in range(4))
+        print(f"| {size} MiB | {algo} | {thr} | {c:.3f} s | {h:.3f} s | {cc:.2f} s | {hc:.2f} s |")
     print(f"(medians of {repeats}; load average {os.getloadavg()[0]:.1f} at the end)")
 
 
