@@ -224,3 +224,18 @@ def test_a_forked_child_does_not_wait_for_its_parents_commit(tmp_path: Path) -> 
     assert line == b"child exited\n", err.decode()
     assert proc.returncode == 0, err.decode()
     assert localtrack.Api(store).artifact(f"p/{NAME}:latest").version == "v0"
+
+
+def test_wait_on_an_artifact_with_no_commit_returns_it(tmp_path: Path) -> None:
+    """A disabled run logs nothing (its log_artifact returns the draft): W&B code calling
+    wait() on it goes on; so does wait() on a version read from a store."""
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"w")
+    run = localtrack.init(project="p", dir=tmp_path / "store", mode="disabled")
+    draft = localtrack.Artifact(NAME, "model").add_file(src)
+    assert run.log_artifact(draft).wait() is draft and draft.version is None
+    run.finish()
+    with localtrack.init(project="p", dir=tmp_path / "store") as real:
+        real.log_artifact(draft)
+    read = localtrack.Api(tmp_path / "store").artifact(f"p/{NAME}:v0")
+    assert read.wait() is read and read.version == "v0"
