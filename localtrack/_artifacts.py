@@ -355,8 +355,11 @@ class Artifact:
         return self._adir
 
     def __repr__(self) -> str:
-        if self._commit is not None and not self._commit.done.is_set():
+        commit = self._commit  # (never waited for here)
+        if commit is not None and not commit.done.is_set():
             return f"<localtrack.Artifact {self.name} ({self.type}), being stored>"
+        if commit is not None and commit.error is not None:
+            return f"<localtrack.Artifact {self.name} ({self.type}), not stored>"
         return f"<localtrack.Artifact {self.qualified_name} ({self.type})>"
 
 

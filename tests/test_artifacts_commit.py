@@ -117,6 +117,7 @@ def test_a_commit_error_reaches_wait_or_finish_naming_artifact_and_run(
         assert run.state == "finished"
     with pytest.raises(ArtifactError, match="was not stored"):
         _ = art.version  # still not logged
+    assert "not stored" in repr(art)
     assert localtrack.Api(store).artifact(f"p/{NAME}:latest").type == "dataset"
     with localtrack.init(project="p", dir=store) as again:  # the draft can be logged again
         art.type = "dataset"
