@@ -14,6 +14,12 @@
         makes (_artifacts._copy), then the commit's hash + fsync + rename of it
         (_artifacts._name_copy), with the process's CPU seconds; the variants alternate, each
         repeat in another order; medians.
+    python benchmarks/bench_artifacts.py pair FILE DIR --repeats 7
+        the call against `cp FILE DIR/cpdest`, in one process, alternating (cp first on even
+        repeats): the seconds log_artifact(FILE) takes to return, the seconds `cp` takes as a
+        subprocess (its start included, a few ms), their ratio pair by pair, and wait()'s seconds
+        after the call; the store and the copy are removed and `sync` run between the two, not
+        timed, so each starts with no dirty pages of the other's; medians.
     python benchmarks/bench_artifacts.py delta DIR STORE --files 100 --kib 1024
         logs DIR's files as v0, rewrites 10% of them, logs v1, prints the bytes v1 added to the
         store against the bytes changed.
@@ -52,6 +58,50 @@ def log(path: Path, store: Path) -> None:
     run.finish()
     print(f"log_artifact {art.version} of {path.stat().st_size} bytes: {took:.3f} s, "
           f"then wait() {committed:.3f} s")
+
+
+def pair(path: Path, folder: Path, repeats: int) -> None:
+    import statistics
+    import subprocess
+
+    import localtrack
+
+    folder.mkdir(parents=True, exist_ok=True)
+    store, dest = folder / "store", folder / "cpdest"
+    run = localtrack.init(project="bench", dir=store)
+
+    def clean() -> None:
+        shutil.rmtree(store / "bench" / "artifacts", ignore_errors=True)
+        dest.unlink(missing_ok=True)
+        os.sync()
+
+    def copy() -> float:
+        start = time.perf_counter()
+        subprocess.run(["cp", str(path), str(dest)], check=True)
+        return time.perf_counter() - start
+
+    def call() -> tuple[float, float]:
+        start = time.perf_counter()
+        art = run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(path))
+        took = time.perf_counter() - start
+        if hasattr(art, "wait"):  # (a tree before it committed in the background has none)
+            art.wait()
+        return took, time.perf_counter() - start - took
+
+    rows = []
+    for r in range(repeats):
+        clean()
+        first = copy() if r % 2 == 0 else call()
+        clean()
+        second = call() if r % 2 == 0 else copy()
+        (cp_s, (call_s, wait_s)) = (first, second) if r % 2 == 0 else (second, first)
+        rows.append((call_s, cp_s, call_s / cp_s, wait_s))
+    clean()
+    run.finish()
+    call_m, cp_m, ratio_m, wait_m = (statistics.median(x[i] for x in rows) for i in range(4))
+    print(f"log_artifact call {call_m:.3f} s, cp {cp_m:.3f} s, call/cp {ratio_m:.2f} "
+          f"({min(x[2] for x in rows):.2f} .. {max(x[2] for x in rows):.2f}), then wait() "
+          f"{wait_m:.3f} s; medians of {repeats}, load average {os.getloadavg()[0]:.1f} at the end")
 
 
 def _stored(store: Path) -> int:
@@ -156,6 +206,10 @@ def main() -> None:
     p.add_argument("--hashes", default="blake3")
     p.add_argument("--threads", default="1")
     p.add_argument("--repeats", type=int, default=3)
+    p = sub.add_parser("pair")
+    p.add_argument("file", type=Path)
+    p.add_argument("dir", type=Path)
+    p.add_argument("--repeats", type=int, default=7)
     p = sub.add_parser("delta")
     p.add_argument("dir", type=Path)
     p.add_argument("store", type=Path)
@@ -169,6 +223,8 @@ def main() -> None:
         make(args.file, args.mib)
     elif args.what == "log":
         log(args.file, args.store)
+    elif args.what == "pair":
+        pair(args.file, args.dir, args.repeats)
     elif args.what == "sync":
         sync(args.store, args.remote)
     elif args.what == "parts":
