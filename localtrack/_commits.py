@@ -47,11 +47,6 @@ class Commit:
         finally:
             self.done.set()
 
-    @property
-    def settled(self) -> bool:
-        """Done, and nothing left to tell: a run need not keep it."""
-        return self.done.is_set() and (self.error is None or self.reported)
-
     def wait(self, timeout: float | None = None) -> None:
         """Block until committed; raise its error (a LocaltrackError naming the artifact and
         the run), or ArtifactError when ``timeout`` seconds pass first."""

@@ -309,7 +309,7 @@ class Run(RunInfo, History):
         art = _artifacts.log_for_run(artifact_or_path, name, type, aliases,
                                      self._rdir.parent.parent.parent, self.project, self.id)
         if art._commit is not None:
-            self._commits = [c for c in self._commits if not c.settled] + [art._commit]
+            self._commits.append(art._commit)
         return art
 
     def use_artifact(self, artifact_or_name: Artifact | str) -> Artifact:

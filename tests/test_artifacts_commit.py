@@ -82,6 +82,9 @@ def test_reads_in_the_same_process_wait_for_its_commits(tmp_path: Path) -> None:
     art = run.log_artifact(localtrack.Artifact("other", "dataset").add_file(src))
     assert [a.name for a in localtrack.Api(store).artifacts(project="p", type="dataset")] == ["other"]
     assert art.size == src.stat().st_size
+    run.log_artifact(localtrack.Artifact("synced", "dataset").add_file(src))
+    localtrack.sync(str(tmp_path / "remote"), dir=store)  # the version logged before goes up
+    assert localtrack.Api(tmp_path / "remote").artifact("p/synced:latest").version == "v0"
     run.finish()
 
 
