@@ -243,3 +243,20 @@ def test_wait_on_an_artifact_with_no_commit_returns_it(tmp_path: Path) -> None:
         real.log_artifact(draft)
     read = localtrack.Api(tmp_path / "store").artifact(f"p/{NAME}:v0")
     assert read.wait() is read and read.version == "v0"
+
+
+def test_a_commit_error_at_exit_is_logged_not_lost(tmp_path: Path) -> None:
+    """A script that ends without wait() or finish(), whose commit then fails: the exit waits
+    for it and the error is on stderr, naming the artifact and the run."""
+    store, src = tmp_path / "store", tmp_path / "f.bin"
+    src.write_bytes(os.urandom(1 << 20))
+    other = _dataset_manifest(tmp_path, src)
+    with _held(store):
+        proc = script(EXITS, str(store), str(src))
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"returned\n"  # now exiting: waiting for the lock
+        shutil.copy(_ndir(other) / "v0.json", _ndir(store) / "v0.json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert f"'{NAME}' logged by run 'p/" in err.decode() and "type 'dataset'" in err.decode()
+    assert localtrack.Api(store).artifact(f"p/{NAME}:latest").type == "dataset"
