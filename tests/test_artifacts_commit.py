@@ -260,3 +260,38 @@ def test_a_commit_error_at_exit_is_logged_not_lost(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert f"'{NAME}' logged by run 'p/" in err.decode() and "type 'dataset'" in err.decode()
     assert localtrack.Api(store).artifact(f"p/{NAME}:latest").type == "dataset"
+
+
+FULL = """
+import resource, signal, sys, localtrack
+store, src = sys.argv[1], sys.argv[2]
+run = localtrack.init(project="p", dir=store)
+art = run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(src))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (16, limits[1]))  # the manifest cannot be written
+print("limited", flush=True)
+try:
+    art.wait()
+except localtrack.LocaltrackError as exc:
+    print(type(exc).__name__, exc, flush=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+run.finish()
+"""
+
+
+def test_a_full_disk_in_the_commit_is_raised_by_wait_and_leaves_no_version(tmp_path: Path) -> None:
+    """The file size limit (what a full disk does to a write) hit by the manifest's write,
+    on the commit thread: wait() raises the StorageError, naming the artifact and the run."""
+    store, src = tmp_path / "store", tmp_path / "f.bin"
+    src.write_bytes(os.urandom(1 << 20))
+    with _held(store):  # the limit is set while the commit waits for the lock
+        proc = script(FULL, str(store), str(src))
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"limited\n"
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    line = out.decode()
+    assert line.startswith("StorageError Artifact 'ckpt' logged by run 'p/"), line
+    assert "A file size limit was hit" in line and "log it again" in line, line
+    assert _artifacts._versions(_ndir(store)) == []
