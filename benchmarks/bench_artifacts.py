@@ -2,17 +2,24 @@
 
     python benchmarks/bench_artifacts.py make FILE --mib 1024      a file of random bytes
     python benchmarks/bench_artifacts.py log FILE STORE            one process: init,
-        log_artifact(FILE), finish; prints the seconds log_artifact took inside it. Time it as a
-        whole process against `cp FILE DEST` (and `cp` + `sync DEST`: log_artifact fsyncs) with
-        any process timer, e.g. /usr/bin/time -v; remove STORE and DEST before each run, or the
-        second run only hashes (the blob is stored already).
+        log_artifact(FILE), wait(), finish; prints the seconds log_artifact took inside it (the
+        copy: what the caller waits for) and then wait() (the commit thread's hash, fsync and
+        manifest). Time it as a whole process against `cp FILE DEST` (and `cp` + `sync DEST`:
+        the commit fsyncs) with any process timer, e.g. /usr/bin/time -v; remove STORE and DEST
+        before each run, or the second run only hashes (the blob is stored already).
     python benchmarks/bench_artifacts.py parts FILE DIR --slices 16,64,256 --hashes blake3,sha256
         [--threads 1,auto] [--repeats 3]
-        the call's parts, in this process, for each slice size and hash (and BLAKE3's threads:
-        1 = one hashing thread beside the kernel's copy, as log_artifact does; auto = BLAKE3's
-        own threads too): the copy+hash of FILE into DIR (_artifacts._copy_hashing), then the
-        fsync that follows it (what start_writeback left to do), with the process's CPU seconds;
-        the variants alternate, each repeat in another order; medians.
+        the parts, in this process, for each slice size and hash (and BLAKE3's threads: 1, as
+        the commit hashes; auto = BLAKE3's own threads): the copy of FILE into DIR that the call
+        makes (_artifacts._copy), then the commit's hash + fsync + rename of it
+        (_artifacts._name_copy), with the process's CPU seconds; the variants alternate, each
+        repeat in another order; medians.
+    python benchmarks/bench_artifacts.py pair FILE DIR --repeats 7
+        the call against `cp FILE DIR/cpdest`, in one process, alternating (cp first on even
+        repeats): the seconds log_artifact(FILE) takes to return, the seconds `cp` takes as a
+        subprocess (its start included, a few ms), their ratio pair by pair, and wait()'s seconds
+        after the call; the store and the copy are removed and `sync` run between the two, not
+        timed, so each starts with no dirty pages of the other's; medians.
     python benchmarks/bench_artifacts.py delta DIR STORE --files 100 --kib 1024
         logs DIR's files as v0, rewrites 10% of them, logs v1, prints the bytes v1 added to the
         store against the bytes changed.
@@ -46,8 +53,55 @@ def log(path: Path, store: Path) -> None:
     start = time.perf_counter()
     art = run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(path))
     took = time.perf_counter() - start
+    art.wait()
+    committed = time.perf_counter() - start - took
     run.finish()
-    print(f"log_artifact {art.version} of {path.stat().st_size} bytes: {took:.3f} s")
+    print(f"log_artifact {art.version} of {path.stat().st_size} bytes: {took:.3f} s, "
+          f"then wait() {committed:.3f} s")
+
+
+def pair(path: Path, folder: Path, repeats: int) -> None:
+    import statistics
+    import subprocess
+
+    import localtrack
+
+    folder.mkdir(parents=True, exist_ok=True)
+    store, dest = folder / "store", folder / "cpdest"
+    run = localtrack.init(project="bench", dir=store)
+
+    def clean() -> None:
+        shutil.rmtree(store / "bench" / "artifacts", ignore_errors=True)
+        dest.unlink(missing_ok=True)
+        os.sync()
+
+    def copy() -> float:
+        start = time.perf_counter()
+        subprocess.run(["cp", str(path), str(dest)], check=True)
+        return time.perf_counter() - start
+
+    def call() -> tuple[float, float]:
+        start = time.perf_counter()
+        art = run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(path))
+        took = time.perf_counter() - start
+        if hasattr(art, "wait"):  # (a tree before it committed in the background has none)
+            art.wait()
+        return took, time.perf_counter() - start - took
+
+    rows = []
+    for r in range(repeats):
+        clean()
+        first = copy() if r % 2 == 0 else call()
+        clean()
+        second = call() if r % 2 == 0 else copy()
+        (cp_s, (call_s, wait_s)) = (first, second) if r % 2 == 0 else (second, first)
+        rows.append((call_s, cp_s, call_s / cp_s, wait_s))
+    clean()
+    run.finish()
+    call_m, cp_m, ratio_m, wait_m = (statistics.median(x[i] for x in rows) for i in range(4))
+    print(f"log_artifact call {call_m:.3f} s, cp {cp_m:.3f} s, call/cp {ratio_m:.2f} "
+          f"({min(x[2] for x in rows):.2f} .. {max(x[2] for x in rows):.2f}), then wait() "
+          f"{wait_m:.3f} s; medians of {repeats}, load average {os.getloadavg()[0]:.1f} at the end")
 
 
 def _stored(store: Path) -> int:
@@ -90,29 +144,31 @@ def parts(path: Path, folder: Path, slices: list[int], hashes: list[str], thread
 
     variants = [(s, h, t) for s in slices for h in hashes for t in (threads if h == "blake3" else ["1"])]
     plain = _digests.hasher
-    times: dict[tuple[int, str, str], list[tuple[float, float, float]]] = {v: [] for v in variants}
+    times: dict[tuple[int, str, str], list[tuple[float, ...]]] = {v: [] for v in variants}
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
     for r in range(repeats):
         for size, algo, thr in variants[r % len(variants):] + variants[:r % len(variants)]:
             _artifacts._SLICE = size << 20
             _digests.hasher = (lambda a: blake3.blake3(max_threads=blake3.blake3.AUTO)) \
                 if thr == "auto" else plain  # type: ignore[assignment]
-            dst = folder / "parts.tmp"
+            dst = folder / "blobs" / "parts.tmp"
             cpu0, start = os.times(), time.perf_counter()
-            with open(path, "rb") as fin, open(dst, "w+b") as fout:
-                _artifacts._copy_hashing(fin, fout, algo)
-                copied = time.perf_counter()
-                _fsutil.fsync(fout.fileno())
-            end, cpu1 = time.perf_counter(), os.times()
-            dst.unlink()
-            cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system
-            times[(size, algo, thr)].append((copied - start, end - copied, cpu))
+            with open(path, "rb") as fin, open(dst, "wb") as fout:
+                n = _artifacts._copy(fin, fout)
+            copied, cpu1 = time.perf_counter(), os.times()
+            hexdigest = _artifacts._name_copy(folder, _artifacts._Copy(n, tmp=dst), algo)
+            end, cpu2 = time.perf_counter(), os.times()
+            _fsutil.unlink(folder / _artifacts.blob_path(algo, hexdigest))
+            times[(size, algo, thr)].append(
+                (copied - start, end - copied, cpu1.user + cpu1.system - cpu0.user - cpu0.system,
+                 cpu2.user + cpu2.system - cpu1.user - cpu1.system))
     _digests.hasher = plain
-    print("| slice | hash | threads | copy+hash | fsync after | total | CPU |")
+    print("| slice | hash | threads | copy (the call) | hash+fsync+rename (the commit) "
+          "| CPU: copy | CPU: commit |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: |")
     for (size, algo, thr), runs in times.items():
-        ch, fs, cpu = (statistics.median(x[i] for x in runs) for i in range(3))
-        tot = statistics.median(x[0] + x[1] for x in runs)
-        print(f"| {size} MiB | {algo} | {thr} | {ch:.3f} s | {fs:.3f} s | {tot:.3f} s | {cpu:.2f} s |")
+        c, h, cc, hc = (statistics.median(x[i] for x in runs) for i in range(4))
+        print(f"| {size} MiB | {algo} | {thr} | {c:.3f} s | {h:.3f} s | {cc:.2f} s | {hc:.2f} s |")
     print(f"(medians of {repeats}; load average {os.getloadavg()[0]:.1f} at the end)")
 
 
@@ -150,6 +206,10 @@ def main() -> None:
     p.add_argument("--hashes", default="blake3")
     p.add_argument("--threads", default="1")
     p.add_argument("--repeats", type=int, default=3)
+    p = sub.add_parser("pair")
+    p.add_argument("file", type=Path)
+    p.add_argument("dir", type=Path)
+    p.add_argument("--repeats", type=int, default=7)
     p = sub.add_parser("delta")
     p.add_argument("dir", type=Path)
     p.add_argument("store", type=Path)
@@ -163,6 +223,8 @@ def main() -> None:
         make(args.file, args.mib)
     elif args.what == "log":
         log(args.file, args.store)
+    elif args.what == "pair":
+        pair(args.file, args.dir, args.repeats)
     elif args.what == "sync":
         sync(args.store, args.remote)
     elif args.what == "parts":

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import _digests, _fsutil, _locks, _naming, _settings
+from . import _commits, _digests, _fsutil, _locks, _naming, _settings
 from ._codec import decode_tree, dumps, encode_tree, loads
 from ._remotes import RemotePath, open_store, redact
 from .errors import (
@@ -46,7 +46,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from io import BufferedRandom, BufferedReader
+    from io import BufferedReader, BufferedWriter
     from tempfile import TemporaryDirectory
 
     from ._query import ApiRun
@@ -150,6 +150,7 @@ class Artifact:
         self._sources: dict[str, Path] = {}  # a draft's files, read when it is logged
         self._refs: dict[str, str] = {}
         self._staging: TemporaryDirectory[str] | None = None
+        self._commit: _commits.Commit | None = None  # its log_artifact's, once logged
 
     # -- building a draft ---------------------------------------------------------------------
 
@@ -236,19 +237,36 @@ class Artifact:
                                 "pass name= to add it under another.")
 
     def _require_draft(self, what: str) -> None:
+        if self._commit is not None:
+            self._commit.done.wait()  # logged or not, once its commit is over
         if self._version is not None:
             raise ArtifactError(f"Cannot {what} artifact {self.qualified_name!r}: a logged "
                                 "version never changes. Make a new Artifact and log it.")
 
     # -- a logged version ---------------------------------------------------------------------
 
+    def wait(self, timeout: float | None = None) -> Artifact:
+        """W&B's: wait until the log_artifact() of this artifact is stored (its version,
+        files and aliases written) and return it. Raises the commit's error, e.g. a full disk
+        (a LocaltrackError naming the artifact and the run), or ArtifactError once ``timeout``
+        seconds pass. Returns at once for an artifact read from a store, or never logged."""
+        self._settle(timeout)
+        return self
+
+    def _settle(self, timeout: float | None = None) -> None:
+        """Wait for a pending commit (the version, files and aliases are known after it)."""
+        if self._commit is not None:
+            self._commit.wait(timeout)
+
     @property
     def version(self) -> str | None:
-        """``"v3"`` once logged (None for a draft)."""
+        """``"v3"`` once logged (None for a draft); waits for a log_artifact() under way."""
+        self._settle()
         return None if self._version is None else f"v{self._version}"
 
     @property
     def aliases(self) -> list[str]:
+        self._settle()
         return list(self._aliases)
 
     @property
@@ -257,6 +275,7 @@ class Artifact:
 
     @property
     def digest(self) -> str | None:
+        self._settle()
         return self._manifest.get("digest")
 
     @property
@@ -266,6 +285,7 @@ class Artifact:
 
     def files(self) -> list[ArtifactFile]:
         """The entries, sorted by path."""
+        self._settle()
         if self._version is None:
             out = [ArtifactFile(e) for e in self._sources] + \
                   [ArtifactFile(e, uri=u) for e, u in self._refs.items()]
@@ -328,12 +348,18 @@ class Artifact:
         return [run for _, run in sorted(uses, key=lambda u: u[0])]
 
     def _require_logged(self, what: str) -> Where:
+        self._settle()
         if self._adir is None:
             raise ArtifactError(f"Cannot {what} artifact {self.name!r}: it has not been logged "
                                 "(run.log_artifact) or fetched (run.use_artifact, Api().artifact).")
         return self._adir
 
     def __repr__(self) -> str:
+        commit = self._commit  # (never waited for here)
+        if commit is not None and not commit.done.is_set():
+            return f"<localtrack.Artifact {self.name} ({self.type}), being stored>"
+        if commit is not None and commit.error is not None:
+            return f"<localtrack.Artifact {self.name} ({self.type}), not stored>"
         return f"<localtrack.Artifact {self.qualified_name} ({self.type})>"
 
 
@@ -434,19 +460,34 @@ def _hash_file(path: Path, algorithm: str) -> str:
 
 
 # -- writing ------------------------------------------------------------------------------------
+#
+# log() copies each file into the store before it returns; the commit thread (_commits) then
+# hashes the copies, names them and writes the manifest. The order of writes, and what a crash
+# leaves at each point:
+#   1. each file copied to blobs/.tmp-<random> (not synced)   -> temp files only (gc collects)
+#   2. each copy hashed, fsynced, renamed to its hash          -> blobs no manifest names (gc)
+#   3. the manifest created exclusively under the name's lock  -> the whole version
+#   4. the aliases replaced atomically                         -> the version, aliases older
 
 
-def _store_blob(adir: Path, src: Path, entry: str, artifact: str,
-                hint: dict[str, Any] | None) -> tuple[str, int]:
-    """Store ``src`` in the blob store under its BLAKE3 (the hash of ARTIFACT_FORMAT); an
-    existing blob is only touched; returns its hex and size.
+class _Copy(NamedTuple):
+    """A file of a version being logged: its copy in the store (``tmp``, to hash and name), or
+    an existing blob that holds the same bytes (``hexdigest``)."""
+
+    size: int
+    tmp: Path | None = None
+    hexdigest: str | None = None
+
+
+def _stage(adir: Path, src: Path, entry: str, artifact: str, hint: dict[str, Any] | None) -> _Copy:
+    """Take ``src``'s bytes into the store now (the caller may rewrite it once log returns).
 
     A file the newest version held at the same path and size (``hint``, when that version
-    names blobs by the same hash: not a format-1 one) is likely unchanged
-    (the other shards of a checkpoint): it is hashed first and copied only if its blob is
-    missing. Any other file is copied by the kernel (copy_file_range, as cp does) and the copy
-    is hashed, so a blob's name is always the hash of its bytes; a source that changed while it
-    was copied (size or mtime) is refused. A copy whose blob exists is removed unsynced.
+    names blobs by the same hash: not a format-1 one) is likely unchanged (the other shards of
+    a checkpoint): it is hashed first and copied only if its blob is missing. Any other file is
+    copied by the kernel (copy_file_range, as cp does) to a temp blob, which the commit hashes:
+    a blob's name is always the hash of its bytes. A source that changed while it was copied
+    (size or mtime) is refused.
     """
     try:
         fin = open(src, "rb")
@@ -462,19 +503,26 @@ def _store_blob(adir: Path, src: Path, entry: str, artifact: str,
             dst = _blob(adir, algorithm, hexdigest)
             if dst.exists() and size == before.st_size:
                 os.utime(dst)  # young again: doctor's collection leaves it to this writer
-                return hexdigest, size
-        return _copy_in(adir, fin, algorithm,
-                        lambda: None if _unchanged(before, os.fstat(fin.fileno()))
-                        else f"Cannot log artifact {artifact!r}: its file {entry!r} "
-                        f"({str(src)!r}) changed while it was read; nothing was logged. "
-                        "Log it once the file is complete.")
+                return _Copy(size, hexdigest=hexdigest)
+        tmp = adir / "blobs" / f"{_fsutil.TMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            with open(tmp, "xb") as fout:
+                size = _copy(fin, fout)
+            if not _unchanged(before, os.fstat(fin.fileno())):
+                raise ArtifactError(f"Cannot log artifact {artifact!r}: its file {entry!r} "
+                                    f"({str(src)!r}) changed while it was read; nothing was "
+                                    "logged. Log it once the file is complete.")
+        except BaseException:
+            _fsutil.unlink(tmp)
+            raise
+    return _Copy(size, tmp=tmp)
 
 
 def _unchanged(before: os.stat_result, after: os.stat_result) -> bool:
     return (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
 
 
-def _hash_stream(fh: BufferedReader | BufferedRandom, algorithm: str) -> tuple[str, int]:
+def _hash_stream(fh: BufferedReader, algorithm: str) -> tuple[str, int]:
     h = _digests.hasher(algorithm)
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
@@ -485,92 +533,82 @@ def _hash_stream(fh: BufferedReader | BufferedRandom, algorithm: str) -> tuple[s
     return h.hexdigest(), size
 
 
-def _copy_in(adir: Path, fin: BufferedReader, algorithm: str,
-             check: Callable[[], str | None]) -> tuple[str, int]:
-    """Copy ``fin`` to a temp file, hashing the copy, and make it the blob of that hash
-    (durably); ``check`` says what is wrong with the source once it was copied."""
-    tmp = adir / "blobs" / f"{_fsutil.TMP_PREFIX}{secrets.token_hex(8)}"
-    try:
-        with open(tmp, "w+b") as fout:
-            hexdigest, size = _copy_hashing(fin, fout, algorithm)
-            problem = check()
-            if problem:
-                raise ArtifactError(problem)
-            dst = _blob(adir, algorithm, hexdigest)
-            if dst.exists():
-                os.utime(dst)
-                return hexdigest, size
-            _fsutil.fsync(fout.fileno())
-        os.chmod(tmp, 0o444)
-        _fsutil.ensure_dir(dst.parent)
-        _fsutil.rename_durable(tmp, dst)
-        return hexdigest, size
-    finally:
-        _fsutil.unlink(tmp)
-
-
 _SLICE = 64 << 20
 
 
-def _copy_hashing(fin: BufferedReader, fout: BufferedRandom, algorithm: str) -> tuple[str, int]:
-    """Copy all of ``fin`` into the empty ``fout`` and hash what was written: the kernel copies
-    (copy_file_range, as cp does: no bytes through this process) slice by slice while a second
-    thread hashes the slices already in the copy (from the page cache, into one reused buffer),
-    so the hash is the copy's. One hashing thread beside the copy, not BLAKE3's own threads:
-    on two cores the copy holds the other (benchmarks/RESULTS.md). A plain read/write loop
-    where the kernel or the file systems cannot."""
-    from concurrent.futures import Future, ThreadPoolExecutor  # (not on import's path)
-
-    h = _digests.hasher(algorithm)
+def _copy(fin: BufferedReader, fout: BufferedWriter) -> int:
+    """Copy all of ``fin`` into the empty ``fout``: by the kernel (copy_file_range, as cp does:
+    no bytes through this process), or a plain read/write loop where the kernel or the file
+    systems cannot. Nothing is hashed here: the copy is hashed by the commit (the bytes stored
+    are the bytes named), so the caller waits for the copy only."""
     src, dst = fin.fileno(), fout.fileno()
+    offset = 0
+    try:
+        while n := os.copy_file_range(src, dst, _SLICE, offset, offset):
+            offset += n
+    except OSError as exc:
+        if offset or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                       errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    if offset:
+        return offset
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
-
-    def hash_slice(start: int, end: int) -> None:
-        while start < end:
-            n = os.preadv(dst, [view[:min(_CHUNK, end - start)]], start)
-            if not n:
-                raise OSError(errno.EIO, "the copy is shorter than what was copied into it")
-            h.update(view[:n])
-            start += n
-
-    offset = 0
-    with ThreadPoolExecutor(1) as hasher:  # one worker: the slices are hashed in order
-        hashed: list[Future[None]] = []
-        try:
-            while n := os.copy_file_range(src, dst, _SLICE, offset, offset):
-                hashed.append(hasher.submit(hash_slice, offset, offset + n))
-                # The disk writes the slice while the slower hash goes on: the blob's fsync,
-                # when it is whole, then has little left to do.
-                _fsutil.start_writeback(dst, offset, n)
-                offset += n
-        except OSError as exc:
-            if offset or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
-                                           errno.EOPNOTSUPP, errno.EBADF):
-                raise
-        for done in hashed:
-            done.result()
-    if offset:
-        return h.hexdigest(), offset
     fin.seek(0)
     while n := fin.readinto(buf):
-        h.update(view[:n])
         fout.write(view[:n])
         offset += n
-    fout.flush()
-    return h.hexdigest(), offset
+    return offset
 
 
-def _manifest_of(artifact: Artifact, files: dict[str, dict[str, Any]], logged_by: str | None,
-                 version: int) -> dict[str, Any]:
+def _name_copy(adir: Path, copy: _Copy, algorithm: str) -> str:
+    """Hash a temp copy and make it the blob of that hash, durably (an existing blob is only
+    touched, the copy removed unsynced); the commit thread's part of storing a file. The disk
+    writes each slice while the hash goes on, so the fsync at the end has little left to do."""
+    assert copy.tmp is not None
+    h = _digests.hasher(algorithm)
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    try:
+        with open(copy.tmp, "rb") as fh:
+            fd, offset = fh.fileno(), 0
+            while offset < copy.size:
+                if offset % _SLICE == 0:
+                    _fsutil.start_writeback(fd, offset, _SLICE)
+                n = os.preadv(fd, [view[:min(_CHUNK, copy.size - offset)]], offset)
+                if not n:
+                    raise OSError(errno.EIO, "the copy is shorter than what was copied into it")
+                h.update(view[:n])
+                offset += n
+            hexdigest = h.hexdigest()
+            dst = _blob(adir, algorithm, hexdigest)
+            if dst.exists():
+                os.utime(dst)
+                return hexdigest
+            _fsutil.fsync(fd)
+        os.chmod(copy.tmp, 0o444)
+        _fsutil.ensure_dir(dst.parent)
+        # If we die here: the blob is whole under its temp name (gc collects it once old).
+        _fsutil.rename_durable(copy.tmp, dst)
+        return hexdigest
+    finally:
+        _fsutil.unlink(copy.tmp)
+
+
+def _head(artifact: Artifact, logged_by: str | None) -> dict[str, Any]:
+    """A new version's manifest but its files: taken when log_artifact is called (a change to
+    the Artifact object afterwards is not the logged version's)."""
+    return {"format": ARTIFACT_FORMAT, "name": artifact.name, "type": artifact.type,
+            "version": 0, "description": artifact.description,
+            "metadata": _metadata(artifact), "created": time.time(), "logged_by": logged_by}
+
+
+def _manifest_of(head: dict[str, Any], files: dict[str, dict[str, Any]],
+                 refs: dict[str, str]) -> dict[str, Any]:
     """A new version's manifest: format ARTIFACT_FORMAT, its files' blobs named by that
     format's hash, and the digest by the same hash."""
-    return {"format": ARTIFACT_FORMAT, "name": artifact.name, "type": artifact.type,
-            "version": version, "description": artifact.description,
-            "metadata": _metadata(artifact),
-            "created": time.time(), "logged_by": logged_by,
-            "files": files, "references": dict(sorted(artifact._refs.items())),
-            "digest": _digest(files, artifact._refs, _ALGORITHM[ARTIFACT_FORMAT])}
+    return {**head, "files": files, "references": refs,
+            "digest": _digest(files, refs, _ALGORITHM[ARTIFACT_FORMAT])}
 
 
 def _metadata(artifact: Artifact) -> Any:
@@ -589,60 +627,104 @@ def _digest(files: dict[str, dict[str, Any]], refs: dict[str, str], algorithm: s
 
 def log(artifact: Artifact, root: Path, project: str, aliases: list[str] | None,
         logged_by: str | None) -> Artifact:
-    """Store a draft as the name's next version: blobs first, the manifest last, then aliases."""
+    """Store a draft as the name's next version: its files are copied into the store before
+    this returns; the commit thread names them, then writes the manifest, then the aliases.
+    Returns the artifact at once; its version is known once committed (``wait()``, or any
+    read of the version, waits for it)."""
     if not isinstance(artifact, Artifact):
         raise UsageError(f"log_artifact() takes a localtrack.Artifact or a path, got "
                          f"{type(artifact).__name__}.")
     artifact._require_draft("log")
     if isinstance(aliases, str):
         aliases = [aliases]  # W&B takes one alias as a string too
-    _metadata(artifact)  # a value that cannot be stored fails before any file is copied
+    head = _head(artifact, logged_by)  # a value that cannot be stored fails before any copy
+    refs = dict(sorted(artifact._refs.items()))
     wanted = [a for a in (_naming.alias_name(a) for a in aliases or []) if a != "latest"]
     adir = artifacts_dir(root, project)
     ndir = _name_dir(adir, artifact.name)
     what = f"log artifact {artifact.name!r} of project {project!r} into"
-    files: dict[str, dict[str, Any]] = {}
-    hints = _newest_files(ndir, artifact.name)
+    copies: dict[str, _Copy] = {}
     with _fsutil.storage_errors(what, adir):
         _fsutil.ensure_dir(adir / "blobs")
-        for entry, src in sorted(artifact._sources.items()):
-            with _fsutil.storage_errors(f"store file {entry!r} ({str(src)!r}) of artifact "
-                                        f"{artifact.name!r} in", adir / "blobs"):
-                hexdigest, size = _store_blob(adir, src, entry, artifact.name, hints.get(entry))
-            files[entry] = {_ALGORITHM[ARTIFACT_FORMAT]: hexdigest, "size": size}
         _fsutil.ensure_dir(ndir / "aliases")
+        _commits.settle(adir, artifact.name)  # this process's last version of it: the hints
+        hints = _check_newest(ndir, artifact)
         try:
-            with _locks.hold(ndir / "lock", _LOCK_SECONDS):
-                version = _commit(artifact, ndir, files, logged_by, wanted)
-        except TimeoutError as exc:
-            raise ArtifactError(f"Cannot log artifact {artifact.name!r}: {exc}; another "
-                                "process is logging it. Retry when it is done.") from exc
-    manifest = _read_manifest(ndir, version, artifact.name)
-    if artifact._staging is not None:  # new_file()'s files are stored now
-        artifact._staging.cleanup()
-    _attach(artifact, root, project, manifest, _aliases_of(ndir, version))
+            for entry, src in sorted(artifact._sources.items()):
+                with _fsutil.storage_errors(f"store file {entry!r} ({str(src)!r}) of artifact "
+                                            f"{artifact.name!r} in", adir / "blobs"):
+                    copies[entry] = _stage(adir, src, entry, artifact.name, hints.get(entry))
+        except BaseException:
+            for copy in copies.values():
+                if copy.tmp is not None:
+                    _fsutil.unlink(copy.tmp)
+            raise
+
+    def commit() -> None:
+        _commit_log(artifact, root, project, (head, refs, copies, wanted), what)
+
+    artifact._commit = _commits.submit(_commits.Commit(adir, artifact.name, logged_by, commit))
     return artifact
 
 
-def _newest_files(ndir: Path, name: str) -> dict[str, dict[str, Any]]:
-    """The files of the name's newest version (hints only: a damaged one gives none)."""
-    with contextlib.suppress(LocaltrackError, OSError):
-        versions = _versions(ndir)
-        if versions:
-            return dict(_read_manifest(ndir, versions[-1], name)["files"])
-    return {}
+def _check_newest(ndir: Path, artifact: Artifact) -> dict[str, dict[str, Any]]:
+    """The newest version's files (hints for _stage), refusing now a type the name's versions
+    are not of (the commit checks again under the lock)."""
+    versions = _versions(ndir)
+    if not versions:
+        return {}
+    latest = _read_manifest(ndir, versions[-1], artifact.name)
+    _check_type(latest, artifact.name, artifact.type)
+    return dict(latest["files"])
 
 
-def _commit(artifact: Artifact, ndir: Path, files: dict[str, dict[str, Any]],
-            logged_by: str | None, aliases: list[str]) -> int:
+def _check_type(latest: dict[str, Any], name: str, type: str) -> None:
+    if latest["type"] != type:
+        raise ArtifactError(f"Cannot log artifact {name!r} as type {type!r}: its versions are "
+                            f"of type {latest['type']!r}. Use another name.")
+
+
+def _commit_log(artifact: Artifact, root: Path, project: str,
+                draft: tuple[dict[str, Any], dict[str, str], dict[str, _Copy], list[str]],
+                what: str) -> None:
+    """The commit thread's part of log(): name the copies, write the manifest and aliases,
+    then make ``artifact`` the stored version. A copy not yet named is removed on a failure."""
+    head, refs, copies, wanted = draft
+    adir = artifacts_dir(root, project)
+    ndir = _name_dir(adir, head["name"])
+    algorithm = _ALGORITHM[ARTIFACT_FORMAT]
+    files: dict[str, dict[str, Any]] = {}
+    try:
+        with _fsutil.storage_errors(what, adir):
+            for entry, copy in copies.items():
+                with _fsutil.storage_errors(f"store file {entry!r} of artifact "
+                                            f"{head['name']!r} in", adir / "blobs"):
+                    hexdigest = copy.hexdigest or _name_copy(adir, copy, algorithm)
+                files[entry] = {algorithm: hexdigest, "size": copy.size}
+            try:
+                with _locks.hold(ndir / "lock", _LOCK_SECONDS):
+                    version = _commit(ndir, _manifest_of(head, files, refs), wanted)
+            except TimeoutError as exc:
+                raise ArtifactError(f"Cannot log artifact {head['name']!r}: {exc}; another "
+                                    "process is logging it. Retry when it is done.") from exc
+    finally:
+        for copy in copies.values():
+            if copy.tmp is not None:
+                _fsutil.unlink(copy.tmp)
+    manifest = _read_manifest(ndir, version, head["name"])
+    if artifact._staging is not None:  # new_file()'s files are stored now
+        artifact._staging.cleanup()
+    _attach(artifact, root, project, manifest, _aliases_of(ndir, version))
+
+
+def _commit(ndir: Path, draft: dict[str, Any], aliases: list[str]) -> int:
     """Under the name's lock: the next version's manifest (or the latest's, when nothing
     changed, as W&B does), then the aliases."""
+    name = draft["name"]
     versions = _versions(ndir)
-    latest = _read_manifest(ndir, versions[-1], artifact.name) if versions else None
-    if latest is not None and latest["type"] != artifact.type:
-        raise ArtifactError(f"Cannot log artifact {artifact.name!r} as type {artifact.type!r}: "
-                            f"its versions are of type {latest['type']!r}. Use another name.")
-    draft = _manifest_of(artifact, files, logged_by, 0)
+    latest = _read_manifest(ndir, versions[-1], name) if versions else None
+    if latest is not None:
+        _check_type(latest, name, draft["type"])
     if latest is not None and latest["digest"] == draft["digest"]:
         version = int(latest["version"])
     else:
@@ -653,7 +735,7 @@ def _commit(artifact: Artifact, ndir: Path, files: dict[str, dict[str, Any]],
                 break
             version += 1
         else:
-            raise ArtifactError(f"Cannot log artifact {artifact.name!r}: no free version number "
+            raise ArtifactError(f"Cannot log artifact {name!r}: no free version number "
                                 f"after v{version} in {str(ndir)!r}.")
     for alias in aliases:
         _fsutil.atomic_write(ndir / "aliases" / f"{alias}.json", dumps({"version": version}))
@@ -727,6 +809,8 @@ def parse_spec(spec: object, project: str | None) -> tuple[str, str, str]:
 def find(root: Where, spec: str, project: str | None = None) -> Artifact:
     project, name, alias = parse_spec(spec, project)
     adir = artifacts_dir(root, project)
+    if isinstance(adir, Path):
+        _commits.settle(adir, name)  # this process's own versions of it are read, not missed
     ndir = _name_dir(adir, name)
     version = _naming.version_number(alias)
     if alias == "latest":
@@ -752,6 +836,7 @@ def find(root: Where, spec: str, project: str | None = None) -> Artifact:
                                         str(pointer), exc) from exc
     manifest = _read_manifest(ndir, version, name, project=project, root=root)
     artifact = Artifact.__new__(Artifact)
+    artifact._commit = None
     _attach(artifact, root, project, manifest, _aliases_of(ndir, version))
     return artifact
 
@@ -863,6 +948,8 @@ def list_artifacts(root: Where, project: str, type: str | None = None,
     if name and "/" in name:
         project, name, _ = parse_spec(name, None)
     adir = artifacts_dir(root, _naming.project_name(project))
+    if isinstance(adir, Path):
+        _commits.settle(adir)
     names = [_naming.artifact_name(name)] if name else \
         sorted(n for n in _listing(adir / "names") if not n.startswith("."))
     out = []

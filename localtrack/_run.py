@@ -32,6 +32,7 @@ from .errors import LocaltrackError, UsageError
 
 if TYPE_CHECKING:
     from ._artifacts import Artifact
+    from ._commits import Commit
 
 log = logging.getLogger("localtrack")
 
@@ -76,6 +77,7 @@ class Run(RunInfo, History):
         self._saves: list[tuple[str, str]] = []  # save(policy="live"/"end"): copied at finish
         self._saver = _files.Saver(rdir, self._save_failed)
         self._watches: list[_watch.Watch] = []
+        self._commits: list[Commit] = []  # its log_artifact()s: finish() waits for them
         self._signalled: str | None = None  # a signal came (perhaps still deferred): not finished
         Guarded.__init__(self)
         history = rdir if shared is None else shared.dir
@@ -110,14 +112,21 @@ class Run(RunInfo, History):
         return f"{self.project}/{self.id}"
 
     def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
-        """Close the log, record the exit code (None: 0, success), release the run; a child
-        process seals the tail. ``quiet`` is W&B's and changes nothing here."""
+        """Wait for the run's artifacts to be stored, close the log, record the exit code
+        (None: 0, success), release the run; a child process seals the tail. An artifact that
+        could not be stored is raised once the run is finished. ``quiet`` is W&B's and changes
+        nothing here."""
         if self._state is State.FINISHED or os.getpid() != self._owner_pid:
             return
         exit_code = 0 if exit_code is None else exit_code
         if isinstance(exit_code, bool) or not isinstance(exit_code, int):
             raise UsageError(f"finish(exit_code={exit_code!r}): give an int (0 is success) or "
                              f"None ({self._where}).", **self._ctx)
+        failed = None
+        if self._commits:
+            from . import _commits
+
+            failed = _commits.wait_all(self._commits)
         try:
             self.unwatch()
         except Exception:  # a model's own hook handles: the run must still finish
@@ -129,6 +138,8 @@ class Run(RunInfo, History):
             except LocaltrackError as exc:
                 log.warning("finish() could not copy the files saved as %r: %s", pattern, exc)
         self._finish(exit_code)
+        if failed is not None:
+            raise failed
 
     @critical
     def _finish(self, exit_code: int) -> None:
@@ -289,12 +300,17 @@ class Run(RunInfo, History):
                      name: str | None = None, type: str | None = None,
                      aliases: list[str] | None = None) -> Artifact:
         """Store an Artifact (or a file or folder) as the next version of its name, v0, v1, …
-        in the project's artifact store (see _artifacts); ``latest`` follows the newest."""
+        in the project's artifact store (see _artifacts); ``latest`` follows the newest. Returns
+        once the files are copied; the version is committed in the background (see _commits:
+        ``wait()`` on the result, finish() and exit wait for it)."""
         from . import _artifacts
 
         self._require_running("log an artifact in")
-        return _artifacts.log_for_run(artifact_or_path, name, type, aliases,
-                                      self._rdir.parent.parent.parent, self.project, self.id)
+        art = _artifacts.log_for_run(artifact_or_path, name, type, aliases,
+                                     self._rdir.parent.parent.parent, self.project, self.id)
+        if art._commit is not None:
+            self._commits.append(art._commit)
+        return art
 
     def use_artifact(self, artifact_or_name: Artifact | str) -> Artifact:
         """A stored version (``"name:latest"``, ``"name:v3"``, ``"project/name:best"``), recorded

@@ -138,11 +138,11 @@ def test_files_are_stored_once_and_a_new_version_costs_what_changed(tmp_path: Pa
     (src / "copy.bin").write_bytes((src / "shard0.bin").read_bytes())  # identical content
     store = tmp_path / "store"
     with localtrack.init(project="p", dir=store) as run:
-        run.log_artifact(localtrack.Artifact("ckpt", "model").add_dir(src))
+        run.log_artifact(localtrack.Artifact("ckpt", "model").add_dir(src)).wait()
         assert len(_blobs(store)) == 10
         (src / "shard3.bin").write_bytes(os.urandom(10_000))
         before = sum(p.stat().st_size for p in _blobs(store))
-        v1 = run.log_artifact(localtrack.Artifact("ckpt", "model").add_dir(src))
+        v1 = run.log_artifact(localtrack.Artifact("ckpt", "model").add_dir(src)).wait()
         assert sum(p.stat().st_size for p in _blobs(store)) - before == 10_000
         assert v1.version == "v1"
         # Logging the same files again is no new version (W&B's rule): the aliases move only.
@@ -382,7 +382,7 @@ for step in range(start, 60):
     if step % 10 == 9:
         (work / "state.txt").write_text(str(step))
         art = localtrack.Artifact("model", "model", metadata={"step": step})
-        run.log_artifact(art.add_file(work / "state.txt"))
+        run.log_artifact(art.add_file(work / "state.txt")).wait()  # stored before it says so
         print("saved", step, flush=True)
 run.finish()
 """

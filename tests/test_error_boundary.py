@@ -85,7 +85,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         settle(store)
         _artifacts.log(localtrack.Artifact(ART, "model").add_file(store / PROJECT / "runs" / RUN
                                                                   / "run.json"),
-                       store, PROJECT, ["best"], f"{PROJECT}/{RUN}")
+                       store, PROJECT, ["best"], f"{PROJECT}/{RUN}").wait()
     rdir = store / PROJECT / "runs" / RUN
     assert (rdir / "segments" / "00000000.parquet").is_file() and (rdir / "wal" / "00000001.jsonl").is_file()
     assert (rdir / "segments" / "00000000.blob").is_file() and (rdir / "wal" / "00000001.blob").is_file()
@@ -415,7 +415,7 @@ TOP_LEVEL: dict[str, Call] = {
     "init": lambda c: localtrack.init(project=PROJECT, dir=c.store),
     "log": _log,
     "log_artifact": lambda c: (c.resumed(), localtrack.log_artifact(
-        c.store / PROJECT / "runs" / RUN / "run.json", name=ART, type="model")),
+        c.store / PROJECT / "runs" / RUN / "run.json", name=ART, type="model").wait()),
     "use_artifact": lambda c: (c.resumed(), localtrack.use_artifact(f"{ART}:latest").download(
         root=c.store.parent / "download")),
     **{name: _log_media(name) for name in ("Audio", "Html", "Image", "Molecule", "Object3D",
@@ -472,7 +472,8 @@ RUN_MEMBERS: dict[str, Call] = {
     "watch": lambda r: r.watch(_Model(), log="all"),
     "unwatch": lambda r: r.unwatch(),
     "log": lambda r: r.log({"x": 100}),
-    "log_artifact": lambda r: r.log_artifact(Path(r.dir) / "run.json", name=ART, type="model"),
+    "log_artifact": lambda r: r.log_artifact(Path(r.dir) / "run.json", name=ART,
+                                             type="model").wait(),  # the commit's errors too
     "use_artifact": lambda r: r.use_artifact(f"{ART}:latest").download(
         root=Path(r.dir).parents[3] / "download"),
     "mark_preempting": lambda r: r.mark_preempting(),

@@ -18,7 +18,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _artifacts, _fsutil, _settings
+from .. import _artifacts, _commits, _fsutil, _settings
 from .._codec import dumps, loads
 from ..errors import LocaltrackError
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 def upload(syncer: Syncer, project: str, report: SyncReport) -> None:
     """Upload what is new in ``project``'s artifacts; a failure leaves the project pending."""
     adir = _artifacts.artifacts_dir(syncer.root, project)
+    _commits.settle(adir)  # a version this process logged before the sync goes up with it
     if not (adir / "names").is_dir():
         return
     state_path = syncer.root / ".sync" / f"{syncer.key}-artifacts-{project}.json"

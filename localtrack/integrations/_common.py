@@ -118,10 +118,12 @@ def define_best(run: localtrack.Run, key: str, metric: str, minimize: Collection
 def log_model_file(run: localtrack.Run, artifact: str, filename: str,
                    save: Callable[[str], object], aliases: list[str] | None = None) -> None:
     """Save a model with ``save(path)`` into a scratch folder and log that file as the next
-    version of the ``artifact`` (type "model"); the store keeps its own copy."""
+    version of the ``artifact`` (type "model"); the store keeps its own copy. The version is
+    committed before this returns (a model logged once, at the end of training: a script
+    killed next keeps it), unlike a bare log_artifact's."""
     with tempfile.TemporaryDirectory(prefix="localtrack-model-") as scratch:
         path = os.path.join(scratch, filename)
         save(path)
         model = localtrack.Artifact(artifact, "model")
         model.add_file(path)
-        run.log_artifact(model, aliases=aliases)
+        run.log_artifact(model, aliases=aliases).wait()
