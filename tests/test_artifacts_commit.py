@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -295,3 +296,33 @@ def test_a_full_disk_in_the_commit_is_raised_by_wait_and_leaves_no_version(tmp_p
     assert line.startswith("StorageError Artifact 'ckpt' logged by run 'p/"), line
     assert "A file size limit was hit" in line and "log it again" in line, line
     assert _artifacts._versions(_ndir(store)) == []
+
+
+PREEMPTED = """
+import signal, sys, localtrack
+store, src = sys.argv[1], sys.argv[2]
+run = localtrack.init(project="p", dir=store)
+run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(src))
+print("returned", flush=True)
+signal.pause()
+"""
+
+
+def test_a_preemption_signal_waits_for_the_commit(tmp_path: Path) -> None:
+    """SIGTERM (SLURM's preemption) while a commit waits at the name's lock: the run ends
+    preempted only after the version is stored whole."""
+    store, src = tmp_path / "store", tmp_path / "f.bin"
+    src.write_bytes(os.urandom(4 << 20))
+    with _held(store):
+        proc = script(PREEMPTED, str(store), str(src))
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == b"returned\n", proc.communicate(timeout=60)[1].decode()
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):  # it waits for the lock
+            proc.wait(timeout=1)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err.decode()
+    art = localtrack.Api(store).artifact(f"p/{NAME}:latest")
+    assert (Path(art.download(root=tmp_path / "out")) / "f.bin").read_bytes() == src.read_bytes()
+    assert localtrack.Api(store).runs("p")[0].state == "preempted"
