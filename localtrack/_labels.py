@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _layout, _locks, _naming, _segments, _store
+from . import _frames, _layout, _locks, _naming, _segments, _store
 from ._codec import loads
 from ._naming import Ctx, ProjectName, RunId, run_label
+from ._remotes import _chunks
 from .errors import InvalidNameError, UsageError
 
 if TYPE_CHECKING:
@@ -97,6 +98,64 @@ def _copied_holder(path: _store.StorePath) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     return isinstance(holder, dict) and bool(holder.get("pid"))
+
+
+# A synced copy's chunk that ends a label's log: the time of its last row, by (its path, its
+# size), so that a dashboard polling the run reads a label again only when its log grew.
+# (A value is a 1-tuple: None is a time too; get() is safe beside another thread's clear().)
+_CHUNK_TIMES: dict[tuple[str, int], tuple[float | None]] = {}
+_CHUNK_TIMES_MAX = 4096
+_TAIL = 4096  # bytes of a chunk's end read first: a row is usually in its last few lines
+
+
+def copy_times(rdir: _store.StorePath, **ctx: Unpack[Ctx]) -> list[float]:
+    """In a synced copy, the time of each label's last row (the run's last write counts
+    them, see _runindex.updated): one listing of ``labels/`` (every label's log chunks, no
+    read), then of each label's newest log the end of the chunk that ends it. A label whose
+    rows are all sealed is left out (its events, which the run's last write counts, are
+    later)."""
+    ends: dict[str, tuple[int, int, str, int]] = {}  # label -> (log seq, log end, chunk, size)
+    for rel, entry in _chunks.walk(rdir / "labels").items():
+        parts = rel.split("/")
+        if len(parts) != 4 or parts[1] != "wal" or not _is_label(parts[0]):
+            continue
+        seq, offset = _naming.log_seq(parts[2]), _naming.chunk_offset(parts[3])
+        if seq is None or offset is None:
+            continue
+        end = (seq, offset + entry.size, rel, entry.size)
+        if end[:2] > ends.get(parts[0], (-1, -1))[:2]:
+            ends[parts[0]] = end
+    times = []
+    for _, _, rel, size in ends.values():
+        when = _chunk_time(rdir / "labels" / rel, size, ctx)
+        if when is not None:
+            times.append(when)
+    return times
+
+
+def _chunk_time(path: _store.StorePath, size: int, ctx: Ctx) -> float | None:
+    """The _timestamp of the last framed row of a chunk (see _frames.last_framed_row): its
+    last 4 KiB read, then four times more each time until a row is found or the whole chunk
+    was read (a chunk starts at a line of the log)."""
+    key = (str(path), size)
+    known = _CHUNK_TIMES.get(key)
+    if known is not None:
+        return known[0]
+    length = _TAIL
+    while True:
+        try:
+            row = _frames.last_framed_row(_chunks.tail(path, size, length, **ctx), length >= size)
+        except FileNotFoundError:  # merged into a longer chunk since the listing: next time
+            return None
+        if row is not None or length >= size:
+            break
+        length *= 4
+    stamp = row.get("_timestamp") if row is not None else None
+    when = float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None
+    if len(_CHUNK_TIMES) >= _CHUNK_TIMES_MAX:
+        _CHUNK_TIMES.clear()
+    _CHUNK_TIMES[key] = (when,)
+    return when
 
 
 def label_states(rdir: _store.StorePath, meta: dict[str, Any], run_events: list[dict[str, Any]],

@@ -423,7 +423,8 @@ class ApiRun:
         if self._record is not None:
             return float(self._record["updated"])
         with _store.reading(self._rdir, **self._ctx):
-            return _runindex.updated(self._rdir, self.created, self.events)
+            return _runindex.updated(self._rdir, self.created, self.events,
+                                     _labels.is_shared(self.meta))
 
     def history(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",
                 pandas: bool = True, stream: str = "default") -> pandas.DataFrame | list[dict[str, Any]]:

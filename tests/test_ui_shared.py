@@ -12,13 +12,15 @@ import pytest
 
 import localtrack
 
-from . import test_ui_browser
+from . import s3server, test_sync_media, test_ui_browser
 from .helpers import script
 from .test_ui_browser import Page
 from .test_ui_server import get, get_json
 from .ui_helpers import UIProcess
 
 browser = test_ui_browser.browser  # the Chromium fixture
+s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
+remote_uri = test_sync_media.remote_uri  # a directory remote or a bucket on loopback S3
 LABELS = ["rank0", "rank1", "rank2"]
 STEPS = {"rank0": 20, "rank1": 30, "rank2": 3000}
 SPIKE = 1500  # rank2's loss is 100 at this step
@@ -241,6 +243,55 @@ def test_a_live_shared_run_follows_each_writer(browser, ui, store):
         finally:
             tab.context.close()
     finally:
+        for writer in (other, primary):
+            if writer is not None:
+                writer.close()
+
+
+@pytest.mark.parametrize("remote_uri", ["dir", "s3"], indirect=True)
+def test_a_remote_dashboard_follows_a_lagging_writer(request, tmp_path, remote_uri):
+    """A live shared run synced twice, only its lagging writer (not the primary) logging in
+    between: the copy's last write moves to that writer's last row (its step count does not),
+    in the read API and in a dashboard over the copy (its status poll). On S3 the labels' logs
+    cost one listing, and a poll with nothing new no read of them."""
+    root = tmp_path / "store"
+    primary = SharedWriter(root, 0)
+    other = None
+    ui = None
+    try:
+        primary.log(50)
+        other = SharedWriter(root, 1)
+        other.log(5)
+        localtrack.sync(remote_uri, dir=root)
+        there = localtrack.Api(remote_uri).run("sh/live")
+        assert there.state == "running" and there.last_step == 49
+        before = there.updated
+        ui = UIProcess(remote_uri)  # (a URI where the helper expects a Path: it only formats it)
+        polled = get_json(ui.url, "/api/status", paths="sh/live")["sh/live"]
+        assert polled == {"state": "running", "steps": 50, "updated": before}
+        other.log(7)
+        localtrack.sync(remote_uri, dir=root)
+        s3 = request.getfixturevalue("s3") if remote_uri.startswith("s3://") else None
+        there = localtrack.Api(remote_uri).run("sh/live")
+        if s3 is not None:
+            s3.requests.clear()
+        after = there.updated
+        asked = list(s3.requests) if s3 is not None else []
+        last_row = max(there.history_table(label="rank1").column("_timestamp").to_pylist())
+        assert after == last_row > before and there.last_step == 49
+        if s3 is not None:
+            lists = [r for r in asked if "list-type" in r[1] and "/labels/" in r[1]]
+            assert len(lists) == 1 and "delimiter" not in lists[0][1], asked
+            s3.requests.clear()
+            assert localtrack.Api(remote_uri).run("sh/live").updated == after
+            assert not [r for r in s3.requests if "/labels/" in r[1] and "/wal/" in r[1]
+                        and "list-type" not in r[1]]  # the chunks' times are known
+        polled = get_json(ui.url, "/api/status", paths="sh/live")["sh/live"]
+        assert polled == {"state": "running", "steps": 50, "updated": after}
+    finally:
+        if ui is not None:
+            code, out, err = ui.stop()
+            assert code == 0 and "Traceback" not in err, (out, err)
         for writer in (other, primary):
             if writer is not None:
                 writer.close()

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _frames, _wal
+from .. import _frames, _fsutil, _wal
 from .._naming import Ctx, chunk_offset
 from ._base import Entry, RemotePath
 from ._dir import open_file, read_file
@@ -52,6 +52,41 @@ def chain_end(entries: dict[str, Entry]) -> int:
             break
         end = max(end, offset + size)
     return end
+
+
+def walk(folder: Path | RemotePath) -> dict[str, Entry]:
+    """Every file below ``folder`` by its path relative to it (temporaries left out): one
+    listing of a remote (see Remote.walk), a local folder (a directory remote) folder by
+    folder. No link is followed; ``{}`` when there is no such folder."""
+    if isinstance(folder, RemotePath):
+        return folder.walk()
+    out: dict[str, Entry] = {}
+    try:
+        with os.scandir(folder) as it:
+            found = list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for entry in found:
+        if entry.name.startswith(_fsutil.TMP_PREFIX) or entry.is_symlink():
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            out.update((f"{entry.name}/{rel}", e) for rel, e in walk(Path(entry.path)).items())
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # merged into another chunk since the listing
+            continue
+        out[entry.name] = Entry(False, st.st_size, st.st_mtime)
+    return out
+
+
+def tail(path: Path | RemotePath, size: int, length: int, **ctx: Unpack[Ctx]) -> bytes:
+    """The last ``length`` bytes of the chunk ``path``, listed at ``size`` bytes (a chunk
+    only grows): a ranged read of an object. FileNotFoundError when it was merged away."""
+    start = max(0, size - length)
+    with path.open_input() if isinstance(path, RemotePath) else open_file(path, **ctx) as fh:
+        fh.seek(start)
+        return bytes(fh.read(size - start))
 
 
 def read_log(path: Path | RemotePath, under: Path | None = None, **ctx: Unpack[Ctx]) -> bytes:
