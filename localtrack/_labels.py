@@ -33,6 +33,29 @@ LABEL = "_label"
 _PRECEDENCE = ("failed", "preempted", "crashed", "finished")
 
 
+class Logged(tuple[int, Any]):
+    """``(step, value)`` of ApiRun.media and ApiRun.histograms, and ``label``: the shared-run
+    writer that logged it (None for a run of one writer). A pair, so ``for step, item in
+    run.media(key)`` unpacks it."""
+
+    label: str | None
+
+    def __new__(cls, step: int, value: Any, label: str | None) -> Logged:
+        pair = super().__new__(cls, (step, value))
+        pair.label = label
+        return pair
+
+    def __getnewargs__(self) -> tuple[int, Any, str | None]:  # (pickle, copy)
+        return self[0], self[1], self.label
+
+
+def writers(table: pa.Table) -> list[str | None]:
+    """The writer of each row of a history table: a shared run's ``_label``, else None."""
+    if LABEL in table.column_names:
+        return table[LABEL].to_pylist()  # type: ignore[no-any-return]
+    return [None] * table.num_rows
+
+
 def is_shared(meta: dict[str, Any]) -> bool:
     """Whether run.json says the run has several writers (its history is per label)."""
     return isinstance(meta.get("shared"), dict)

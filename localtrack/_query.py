@@ -41,7 +41,6 @@ from . import (
     _store,
     _wal,
 )
-from ._media import Histogram
 from ._naming import Ctx
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
@@ -532,13 +531,21 @@ class ApiRun:
             return _segments.read_history(self._rdir, keys, include_rewound=include_rewound,
                                           **self._ctx)
 
-    def histograms(self, key: str, *, label: str | None = None) -> list[tuple[int, Histogram]]:
+    def histograms(self, key: str, *, label: str | None = None) -> list[_labels.Logged]:
         """``(step, Histogram)`` of every step that logged a histogram under ``key``, in order
-        (other values under that key are left out). A shared run: every writer's, in the
-        order of history_table(); ``label="rank3"``: that writer's only."""
+        (other values under that key are left out).
+
+        A shared run (``init(mode="shared")``): every writer's histograms, ordered by step then
+        by the writer's label (a step logged by several writers once per writer), each pair's
+        ``.label`` naming its writer (None for a run of one writer), as ``media()``: the
+        writers' histograms of a step are separate series, never merged;
+        ``label="rank3"``: that writer's only (see ``labels``).
+        """
         table = self.history_table([key], label=label)
         try:
-            return _segments.histograms_of(table, key)
+            writers = _labels.writers(table)
+            return [_labels.Logged(step, hist, writers[row])
+                    for row, step, hist in _segments.histogram_rows(table, key)]
         except ValueError as exc:  # counts or edges no writer stores (a damaged segment)
             raise CorruptRunError(f"The histograms under {key!r} of {_naming.run_label(self._ctx)} "
                                   f"in {self._rdir} cannot be read ({exc}); restore the run from "
