@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _frames, _layout, _locks, _naming, _segments, _store
+from . import _blobs, _frames, _layout, _locks, _naming, _segments, _store
 from ._codec import loads
 from ._naming import Ctx, ProjectName, RunId, run_label
 from ._remotes import _chunks
@@ -260,16 +260,33 @@ def columns(rdir: _store.StorePath, keys: list[str], ctx: Ctx) -> dict[str, list
     return {k: table.column(k).to_pylist() for k in keys if k in table.column_names}
 
 
-def last_and_step(rdir: _store.StorePath, **ctx: Unpack[Ctx]) -> tuple[dict[str, Any], int]:
-    """The last logged value of each key over the labels (the label whose step is latest wins;
-    a tie goes to the later label) and the run's last step: the greatest of the labels'."""
-    last: dict[str, Any] = {}
-    step = -1
+def last_and_step(rdir: _store.StorePath, first: str | None,
+                  **ctx: Unpack[Ctx]) -> tuple[dict[str, Any], int]:
+    """The last logged value of each key over the labels, and the run's last step: the
+    greatest of the labels'. A key's value is that of the label furthest ahead (the greatest
+    last step) of those that logged it; at equal last steps the primary's (``first``), else
+    the later label's. By label, not by the step a key was last logged at: a label's sealed
+    rows keep no such step (the manifest's ``last`` holds values), and a rule by label
+    gives the same value before and after a label's logs are sealed. A media value (a
+    reference into its label's blobs, see _mediaread) gets its ``label`` in its references:
+    references of two labels may be equal and name different bytes."""
     ranked = []
     for label in labels(rdir):
         values, at = _segments.last_and_step(label_rdir(rdir, label), **ctx)
-        ranked.append((at, label, values))
-    for at, _, values in sorted(ranked, key=lambda r: (r[0], r[1])):
-        last.update(values)
+        ranked.append((at, label == first, label, values))
+    last: dict[str, Any] = {}
+    step = -1
+    for at, _, label, values in sorted(ranked, key=lambda r: r[:3]):  # the winner last
+        last.update((key, _labelled(value, label)) for key, value in values.items())
         step = max(step, at)
     return last, step
+
+
+def _labelled(value: Any, label: str) -> Any:
+    """A stored value with ``label`` added to each media reference it holds (a list of
+    media: to each); any other value as it is."""
+    if type(value) is dict and type(value.get(_blobs.TAG)) is dict:
+        return {**value, _blobs.TAG: {**value[_blobs.TAG], "label": label}}
+    if type(value) is list and next(_blobs.refs(value), None) is not None:
+        return [_labelled(item, label) for item in value]
+    return value

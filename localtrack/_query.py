@@ -362,7 +362,7 @@ class ApiRun:
                 if self._record is not None:
                     last, explicit = self._record["last"], self._record["summary"]
                 else:
-                    last = _labels.last_and_step(rdir, **ctx)[0]
+                    last = _labels.last_and_step(rdir, _labels.primary(self.meta), **ctx)[0]
                     explicit = _store.read_json(rdir / _store.SUMMARY_JSON, "summary", **ctx)
             return Summary(_store.summary_of(last, explicit, self._where, metrics,
                                              lambda keys: _labels.columns(rdir, keys, ctx), **ctx))
@@ -385,7 +385,7 @@ class ApiRun:
             return int(self._record["last_step"])
         with _store.reading(self._rdir, **self._ctx):
             if _labels.is_shared(self.meta):
-                return _labels.last_and_step(self._rdir, **self._ctx)[1]
+                return _labels.last_and_step(self._rdir, None, **self._ctx)[1]
             return self._last_step()
 
     def _last_step(self) -> int:

@@ -207,8 +207,8 @@ def read_record(root: _store.StorePath, project: ProjectName, rid: RunId) -> Rec
         with _store.reading(rdir, **ctx):
             config = _store.read_json(rdir / _store.CONFIG_JSON, "config", **ctx)
             explicit = _store.read_json(rdir / _store.SUMMARY_JSON, "summary", **ctx)
-            last, last_step = (_labels.last_and_step if _labels.is_shared(meta)
-                               else _segments.last_and_step)(rdir, **ctx)
+            last, last_step = (_labels.last_and_step(rdir, _labels.primary(meta), **ctx)
+                               if _labels.is_shared(meta) else _segments.last_and_step(rdir, **ctx))
             when = updated(rdir, meta.get("created", 0.0), events, _labels.is_shared(meta))
     except (LocaltrackError, OSError):
         return record
