@@ -354,7 +354,11 @@ class ApiRun:
     def summary(self) -> Summary:
         """Last logged value of each key (or define_metric's aggregates), overridden by
         run.summary values; nested on '/' (``summary["val"]["acc"]``), where W&B's flat
-        ``summary["val/acc"]`` finds it too."""
+        ``summary["val/acc"]`` finds it too.
+
+        A shared run: each key's value is that of the writer furthest ahead of those that
+        logged it (at equal last steps the primary's), a media value's references naming
+        that writer's ``label`` (docs/format.md, "Shared runs")."""
         metrics = _metrics.fold(self.events)
         if _labels.is_shared(self.meta):  # the last values and aggregates are the labels'
             rdir, ctx = self._rdir, self._ctx
