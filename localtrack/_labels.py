@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _blobs, _frames, _layout, _locks, _naming, _segments, _store
+from . import _blobs, _layout, _locks, _naming, _segments, _store
 from ._codec import loads
 from ._naming import Ctx, ProjectName, RunId, run_label
 from ._remotes import _chunks
@@ -128,7 +128,6 @@ def _copied_holder(path: _store.StorePath) -> bool:
 # (A value is a 1-tuple: None is a time too; get() is safe beside another thread's clear().)
 _CHUNK_TIMES: dict[tuple[str, int], tuple[float | None]] = {}
 _CHUNK_TIMES_MAX = 4096
-_TAIL = 4096  # bytes of a chunk's end read first: a row is usually in its last few lines
 
 
 def copy_times(rdir: _store.StorePath, **ctx: Unpack[Ctx]) -> list[float]:
@@ -157,22 +156,16 @@ def copy_times(rdir: _store.StorePath, **ctx: Unpack[Ctx]) -> list[float]:
 
 
 def _chunk_time(path: _store.StorePath, size: int, ctx: Ctx) -> float | None:
-    """The _timestamp of the last framed row of a chunk (see _frames.last_framed_row): its
-    last 4 KiB read, then four times more each time until a row is found or the whole chunk
-    was read (a chunk starts at a line of the log)."""
+    """The _timestamp of the last framed row of a chunk (see _chunks.last_row); a plain row
+    after it was logged in the same millisecond (see _frames)."""
     key = (str(path), size)
     known = _CHUNK_TIMES.get(key)
     if known is not None:
         return known[0]
-    length = _TAIL
-    while True:
-        try:
-            row = _frames.last_framed_row(_chunks.tail(path, size, length, **ctx), length >= size)
-        except FileNotFoundError:  # merged into a longer chunk since the listing: next time
-            return None
-        if row is not None or length >= size:
-            break
-        length *= 4
+    try:
+        row = _chunks.last_row(path, size, **ctx)
+    except FileNotFoundError:  # merged into a longer chunk since the listing: next time
+        return None
     stamp = row.get("_timestamp") if row is not None else None
     when = float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None
     if len(_CHUNK_TIMES) >= _CHUNK_TIMES_MAX:

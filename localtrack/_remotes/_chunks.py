@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 CHUNK_SUFFIX = ".jsonl"
 _DIGITS = 16
 _REREADS = 10
+_TAIL = 4096  # bytes of a chunk's end read first for its last row: usually in its last lines
 
 
 def chunk_name(offset: int) -> str:
@@ -80,13 +81,21 @@ def walk(folder: Path | RemotePath) -> dict[str, Entry]:
     return out
 
 
-def tail(path: Path | RemotePath, size: int, length: int, **ctx: Unpack[Ctx]) -> bytes:
-    """The last ``length`` bytes of the chunk ``path``, listed at ``size`` bytes (a chunk
-    only grows): a ranged read of an object. FileNotFoundError when it was merged away."""
-    start = max(0, size - length)
+def last_row(path: Path | RemotePath, size: int, **ctx: Unpack[Ctx]) -> dict[str, Any] | None:
+    """The last framed history row of the chunk ``path``, listed at ``size`` bytes (a chunk
+    only grows; see _frames.last_framed_row: parsed, not checked), read from its end: 4 KiB,
+    then four times more each time until a row is found or the whole chunk was read (a chunk
+    starts at a line of the log), from one handle (on S3: ranged reads of one object).
+    FileNotFoundError when it was merged into a longer chunk since it was listed."""
+    length = _TAIL
     with path.open_input() if isinstance(path, RemotePath) else open_file(path, **ctx) as fh:
-        fh.seek(start)
-        return bytes(fh.read(size - start))
+        while True:
+            start = max(0, size - length)
+            fh.seek(start)
+            row = _frames.last_framed_row(bytes(fh.read(size - start)), start == 0)
+            if row is not None or start == 0:
+                return row
+            length *= 4
 
 
 def read_log(path: Path | RemotePath, under: Path | None = None, **ctx: Unpack[Ctx]) -> bytes:
