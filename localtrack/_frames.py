@@ -178,6 +178,25 @@ def last_of(bodies: list[bytes], framed: bool) -> tuple[dict[str, Any] | None, b
     return last, False
 
 
+def last_framed_row(tail: bytes, whole: bool) -> dict[str, Any] | None:
+    """The last framed history row among the lines of ``tail`` (bytes that end at a line end;
+    its first line is cut off unless ``whole``), parsed but not checked: its checksum covers
+    bytes before it. A time to list, not data to read (see _labels.copy_times). None when
+    those lines hold none (plain rows, events, a closing line)."""
+    first = 0 if whole else tail.find(b"\n") + 1
+    end = len(tail)
+    while end > first:
+        start = max(first, tail.rfind(b"\n", first, end - 1) + 1)
+        if _STEP_MARK in tail[start:end]:
+            try:
+                row = loads(tail[start:end])
+            except ValueError:
+                return None
+            return row if isinstance(row, dict) else None
+        end = start
+    return None
+
+
 def data_end(data: bytes) -> int:
     """The length of a log's bytes without their NUL padding (see end_of_data)."""
     end = len(data)

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _layout, _locks, _naming, _segments, _store
+from . import _blobs, _layout, _locks, _naming, _segments, _store
 from ._codec import loads
 from ._naming import Ctx, ProjectName, RunId, run_label
+from ._remotes import _chunks
 from .errors import InvalidNameError, UsageError
 
 if TYPE_CHECKING:
@@ -30,6 +31,29 @@ LABEL = "_label"
 # the grace time are part of that); a writer killed without a word is a crash; only when
 # every writer finished cleanly is the run finished.
 _PRECEDENCE = ("failed", "preempted", "crashed", "finished")
+
+
+class Logged(tuple[int, Any]):
+    """``(step, value)`` of ApiRun.media and ApiRun.histograms, and ``label``: the shared-run
+    writer that logged it (None for a run of one writer). A pair, so ``for step, item in
+    run.media(key)`` unpacks it."""
+
+    label: str | None
+
+    def __new__(cls, step: int, value: Any, label: str | None) -> Logged:
+        pair = super().__new__(cls, (step, value))
+        pair.label = label
+        return pair
+
+    def __getnewargs__(self) -> tuple[int, Any, str | None]:  # (pickle, copy)
+        return self[0], self[1], self.label
+
+
+def writers(table: pa.Table) -> list[str | None]:
+    """The writer of each row of a history table: a shared run's ``_label``, else None."""
+    if LABEL in table.column_names:
+        return table[LABEL].to_pylist()  # type: ignore[no-any-return]
+    return [None] * table.num_rows
 
 
 def is_shared(meta: dict[str, Any]) -> bool:
@@ -97,6 +121,57 @@ def _copied_holder(path: _store.StorePath) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     return isinstance(holder, dict) and bool(holder.get("pid"))
+
+
+# A synced copy's chunk that ends a label's log: the time of its last row, by (its path, its
+# size), so that a dashboard polling the run reads a label again only when its log grew.
+# (A value is a 1-tuple: None is a time too; get() is safe beside another thread's clear().)
+_CHUNK_TIMES: dict[tuple[str, int], tuple[float | None]] = {}
+_CHUNK_TIMES_MAX = 4096
+
+
+def copy_times(rdir: _store.StorePath, **ctx: Unpack[Ctx]) -> list[float]:
+    """In a synced copy, the time of each label's last row (the run's last write counts
+    them, see _runindex.updated): one listing of ``labels/`` (every label's log chunks, no
+    read), then of each label's newest log the end of the chunk that ends it. A label whose
+    rows are all sealed is left out (its events, which the run's last write counts, are
+    later)."""
+    ends: dict[str, tuple[int, int, str, int]] = {}  # label -> (log seq, log end, chunk, size)
+    for rel, entry in _chunks.walk(rdir / "labels").items():
+        parts = rel.split("/")
+        if len(parts) != 4 or parts[1] != "wal" or not _is_label(parts[0]):
+            continue
+        seq, offset = _naming.log_seq(parts[2]), _naming.chunk_offset(parts[3])
+        if seq is None or offset is None:
+            continue
+        end = (seq, offset + entry.size, rel, entry.size)
+        if end[:2] > ends.get(parts[0], (-1, -1))[:2]:
+            ends[parts[0]] = end
+    times = []
+    for _, _, rel, size in ends.values():
+        when = _chunk_time(rdir / "labels" / rel, size, ctx)
+        if when is not None:
+            times.append(when)
+    return times
+
+
+def _chunk_time(path: _store.StorePath, size: int, ctx: Ctx) -> float | None:
+    """The _timestamp of the last framed row of a chunk (see _chunks.last_row); a plain row
+    after it was logged in the same millisecond (see _frames)."""
+    key = (str(path), size)
+    known = _CHUNK_TIMES.get(key)
+    if known is not None:
+        return known[0]
+    try:
+        row = _chunks.last_row(path, size, **ctx)
+    except FileNotFoundError:  # merged into a longer chunk since the listing: next time
+        return None
+    stamp = row.get("_timestamp") if row is not None else None
+    when = float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None
+    if len(_CHUNK_TIMES) >= _CHUNK_TIMES_MAX:
+        _CHUNK_TIMES.clear()
+    _CHUNK_TIMES[key] = (when,)
+    return when
 
 
 def label_states(rdir: _store.StorePath, meta: dict[str, Any], run_events: list[dict[str, Any]],
@@ -178,16 +253,33 @@ def columns(rdir: _store.StorePath, keys: list[str], ctx: Ctx) -> dict[str, list
     return {k: table.column(k).to_pylist() for k in keys if k in table.column_names}
 
 
-def last_and_step(rdir: _store.StorePath, **ctx: Unpack[Ctx]) -> tuple[dict[str, Any], int]:
-    """The last logged value of each key over the labels (the label whose step is latest wins;
-    a tie goes to the later label) and the run's last step: the greatest of the labels'."""
-    last: dict[str, Any] = {}
-    step = -1
+def last_and_step(rdir: _store.StorePath, first: str | None,
+                  **ctx: Unpack[Ctx]) -> tuple[dict[str, Any], int]:
+    """The last logged value of each key over the labels, and the run's last step: the
+    greatest of the labels'. A key's value is that of the label furthest ahead (the greatest
+    last step) of those that logged it; at equal last steps the primary's (``first``), else
+    the later label's. By label, not by the step a key was last logged at: a label's sealed
+    rows keep no such step (the manifest's ``last`` holds values), and a rule by label
+    gives the same value before and after a label's logs are sealed. A media value (a
+    reference into its label's blobs, see _mediaread) gets its ``label`` in its references:
+    references of two labels may be equal and name different bytes."""
     ranked = []
     for label in labels(rdir):
         values, at = _segments.last_and_step(label_rdir(rdir, label), **ctx)
-        ranked.append((at, label, values))
-    for at, _, values in sorted(ranked, key=lambda r: (r[0], r[1])):
-        last.update(values)
+        ranked.append((at, label == first, label, values))
+    last: dict[str, Any] = {}
+    step = -1
+    for at, _, label, values in sorted(ranked, key=lambda r: r[:3]):  # the winner last
+        last.update((key, _labelled(value, label)) for key, value in values.items())
         step = max(step, at)
     return last, step
+
+
+def _labelled(value: Any, label: str) -> Any:
+    """A stored value with ``label`` added to each media reference it holds (a list of
+    media: to each); any other value as it is."""
+    if type(value) is dict and type(value.get(_blobs.TAG)) is dict:
+        return {**value, _blobs.TAG: {**value[_blobs.TAG], "label": label}}
+    if type(value) is list and next(_blobs.refs(value), None) is not None:
+        return [_labelled(item, label) for item in value]
+    return value

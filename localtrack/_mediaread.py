@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _blobs, _labels, _plots, _remoteblobs, _segments
 from ._codec import decode_tree, loads
+from ._labels import Logged
 from ._naming import Ctx, chunk_offset, run_label
 from ._remotes import RemotePath
 from ._remotes._chunks import read_range
@@ -46,31 +47,14 @@ def refs_rows(table: pa.Table, key: str) -> list[tuple[int, Any, str | None]]:
     if key not in table.column_names:
         return []
     field = table.schema.field(key)
-    writers = (table[_labels.LABEL].to_pylist() if _labels.LABEL in table.column_names
-               else [None] * table.num_rows)
     out = []
-    for step, value, writer in zip(table["_step"].to_pylist(), table[key].to_pylist(), writers,
-                                   strict=True):
+    for step, value, writer in zip(table["_step"].to_pylist(), table[key].to_pylist(),
+                                   _labels.writers(table), strict=True):
         if isinstance(value, str) and field.metadata == _JSON:
             value = loads(value) if value.startswith(("{", "[")) else None
         if value is not None and next(_blobs.refs(value), None) is not None:
             out.append((step, value, writer))
     return out
-
-
-class Logged(tuple[int, Any]):
-    """``(step, item)`` of ApiRun.media, and ``label``: the shared-run writer that logged it
-    (None for a run of one writer). A pair, so ``for step, item in run.media(key)`` unpacks it."""
-
-    label: str | None
-
-    def __new__(cls, step: int, item: Any, label: str | None) -> Logged:
-        pair = super().__new__(cls, (step, item))
-        pair.label = label
-        return pair
-
-    def __getnewargs__(self) -> tuple[int, Any, str | None]:  # (pickle, copy)
-        return self[0], self[1], self.label
 
 
 def media(rdir: StorePath, meta: dict[str, Any], key: str, steps: Any, ctx: Ctx, *,

@@ -41,7 +41,6 @@ from . import (
     _store,
     _wal,
 )
-from ._media import Histogram
 from ._naming import Ctx
 from ._remotes import _chunks
 from ._remotes._base import RemotePath
@@ -355,7 +354,11 @@ class ApiRun:
     def summary(self) -> Summary:
         """Last logged value of each key (or define_metric's aggregates), overridden by
         run.summary values; nested on '/' (``summary["val"]["acc"]``), where W&B's flat
-        ``summary["val/acc"]`` finds it too."""
+        ``summary["val/acc"]`` finds it too.
+
+        A shared run: each key's value is that of the writer furthest ahead of those that
+        logged it (at equal last steps the primary's), a media value's references naming
+        that writer's ``label`` (docs/format.md, "Shared runs")."""
         metrics = _metrics.fold(self.events)
         if _labels.is_shared(self.meta):  # the last values and aggregates are the labels'
             rdir, ctx = self._rdir, self._ctx
@@ -363,7 +366,7 @@ class ApiRun:
                 if self._record is not None:
                     last, explicit = self._record["last"], self._record["summary"]
                 else:
-                    last = _labels.last_and_step(rdir, **ctx)[0]
+                    last = _labels.last_and_step(rdir, _labels.primary(self.meta), **ctx)[0]
                     explicit = _store.read_json(rdir / _store.SUMMARY_JSON, "summary", **ctx)
             return Summary(_store.summary_of(last, explicit, self._where, metrics,
                                              lambda keys: _labels.columns(rdir, keys, ctx), **ctx))
@@ -386,7 +389,7 @@ class ApiRun:
             return int(self._record["last_step"])
         with _store.reading(self._rdir, **self._ctx):
             if _labels.is_shared(self.meta):
-                return _labels.last_and_step(self._rdir, **self._ctx)[1]
+                return _labels.last_and_step(self._rdir, None, **self._ctx)[1]
             return self._last_step()
 
     def _last_step(self) -> int:
@@ -423,7 +426,8 @@ class ApiRun:
         if self._record is not None:
             return float(self._record["updated"])
         with _store.reading(self._rdir, **self._ctx):
-            return _runindex.updated(self._rdir, self.created, self.events)
+            return _runindex.updated(self._rdir, self.created, self.events,
+                                     _labels.is_shared(self.meta))
 
     def history(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",
                 pandas: bool = True, stream: str = "default") -> pandas.DataFrame | list[dict[str, Any]]:
@@ -531,13 +535,21 @@ class ApiRun:
             return _segments.read_history(self._rdir, keys, include_rewound=include_rewound,
                                           **self._ctx)
 
-    def histograms(self, key: str, *, label: str | None = None) -> list[tuple[int, Histogram]]:
+    def histograms(self, key: str, *, label: str | None = None) -> list[_labels.Logged]:
         """``(step, Histogram)`` of every step that logged a histogram under ``key``, in order
-        (other values under that key are left out). A shared run: every writer's, in the
-        order of history_table(); ``label="rank3"``: that writer's only."""
+        (other values under that key are left out).
+
+        A shared run (``init(mode="shared")``): every writer's histograms, ordered by step then
+        by the writer's label (a step logged by several writers once per writer), each pair's
+        ``.label`` naming its writer (None for a run of one writer), as ``media()``: the
+        writers' histograms of a step are separate series, never merged;
+        ``label="rank3"``: that writer's only (see ``labels``).
+        """
         table = self.history_table([key], label=label)
         try:
-            return _segments.histograms_of(table, key)
+            writers = _labels.writers(table)
+            return [_labels.Logged(step, hist, writers[row])
+                    for row, step, hist in _segments.histogram_rows(table, key)]
         except ValueError as exc:  # counts or edges no writer stores (a damaged segment)
             raise CorruptRunError(f"The histograms under {key!r} of {_naming.run_label(self._ctx)} "
                                   f"in {self._rdir} cannot be read ({exc}); restore the run from "

@@ -149,12 +149,15 @@ def _newest(stamp: list[int]) -> int:
     return max(stamp[1], *stamp[2::2])  # [ino, ctime, then (ctime, size) per file]
 
 
-def updated(rdir: _store.StorePath, created: float, events: list[dict[str, Any]]) -> float:
+def updated(rdir: _store.StorePath, created: float, events: list[dict[str, Any]],
+            shared: bool = False) -> float:
     """When anything of the run last changed (seconds since the epoch): its files' times, or in
     a sync copy (events and logs are folders of chunks, their times when sync copied them) the
-    run's own times: its events, and the time of the last row of its newest log."""
+    run's own times: its events, and the time of the last row of its newest log (of a
+    ``shared`` run's, each label's: see _labels.copy_times)."""
     if isinstance(rdir, RemotePath) or os.path.isdir(f"{rdir}/{_store.EVENTS}"):
-        return _copy_updated(rdir, created, events)
+        copied = _copy_updated(rdir, created, events)
+        return max(copied, *_labels.copy_times(rdir)) if shared else copied
     base = str(rdir)
     paths = [base + "/wal", base + "/" + _store.EVENTS, base + "/" + _segments.MANIFEST]
     try:
@@ -204,9 +207,9 @@ def read_record(root: _store.StorePath, project: ProjectName, rid: RunId) -> Rec
         with _store.reading(rdir, **ctx):
             config = _store.read_json(rdir / _store.CONFIG_JSON, "config", **ctx)
             explicit = _store.read_json(rdir / _store.SUMMARY_JSON, "summary", **ctx)
-            last, last_step = (_labels.last_and_step if _labels.is_shared(meta)
-                               else _segments.last_and_step)(rdir, **ctx)
-            when = updated(rdir, meta.get("created", 0.0), events)
+            last, last_step = (_labels.last_and_step(rdir, _labels.primary(meta), **ctx)
+                               if _labels.is_shared(meta) else _segments.last_and_step(rdir, **ctx))
+            when = updated(rdir, meta.get("created", 0.0), events, _labels.is_shared(meta))
     except (LocaltrackError, OSError):
         return record
     record.update(config=config, summary=explicit, last=last, last_step=last_step, updated=when)

@@ -268,8 +268,8 @@ def _histogram_array(values: list[Any]) -> pa.Array:
                      for v in values], histogram_type())
 
 
-def histograms_of(table: pa.Table, key: str) -> list[tuple[int, Histogram]]:
-    """``(step, Histogram)`` of the rows of ``table`` whose ``key`` holds a histogram: in a
+def histogram_rows(table: pa.Table, key: str) -> list[tuple[int, int, Histogram]]:
+    """``(row, step, Histogram)`` of the rows of ``table`` whose ``key`` holds a histogram: in a
     histogram column, or in the JSON text of a key of mixed kinds."""
     import pyarrow as pa
 
@@ -281,7 +281,8 @@ def histograms_of(table: pa.Table, key: str) -> list[tuple[int, Histogram]]:
         values = [_histogram_text(text) for text in table[key].to_pylist()]
     else:
         return []
-    return [(step, histogram_of(v)) for step, v in zip(steps, values, strict=True) if v is not None]
+    return [(row, step, histogram_of(v))
+            for row, (step, v) in enumerate(zip(steps, values, strict=True)) if v is not None]
 
 
 def _histogram_text(text: str | None) -> Any:

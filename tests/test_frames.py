@@ -239,3 +239,25 @@ def test_resume_counts_plain_rows_far_past_the_last_framed_one(store):
     again = localtrack.init(project="p", id="r", resume="must", dir=store)
     assert again.step == 20_000
     again.finish()
+
+
+def test_the_last_framed_row_of_a_chunk_s_end(store):
+    """_frames.last_framed_row over a real log's bytes, cut anywhere: the last framed row in
+    the whole lines (a cut first line skipped unless the bytes start the log), past plain
+    rows and the closing line; None when the lines hold no framed row."""
+    run = localtrack.init(project="p", id="r", dir=store)
+    for s in range(50):
+        run.log({"x": s, "note": '"_step": 9\n'})  # (a string cannot fake a frame: quotes escaped)
+    run.finish()
+    data = _log_file(store).read_bytes().rstrip(b"\0")
+    rows = [json.loads(line) for line in data.splitlines()]
+    framed = [r for r in rows if "_step" in r]
+    assert framed and "_end" in rows[-1]  # plain rows between frames, then the closing line
+    assert _frames.last_framed_row(data, True) == framed[-1]
+    for cut in range(0, len(data), 97):
+        tail = data[cut:]
+        lines = [json.loads(x) for x in (tail if cut == 0 else tail.split(b"\n", 1)[-1]).splitlines()]
+        expect = next((r for r in reversed(lines) if "_step" in r), None)
+        assert _frames.last_framed_row(tail, cut == 0) == expect, cut
+    assert _frames.last_framed_row(b'{"x":1}\n{"x":2}\n', True) is None
+    assert _frames.last_framed_row(b"", True) is None

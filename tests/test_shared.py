@@ -781,3 +781,53 @@ def test_a_key_of_other_kinds_in_another_writer_keeps_every_label(store, monkeyp
     rows = run.history(keys=["img"], pandas=False)
     assert [r["_label"] for r in rows] == ["rank0", "rank1"] * 3
     other.finish()
+
+
+SUMMARY_WRITER = """
+import sys, numpy as np, localtrack
+store, label, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rank = int(label[4:])
+run = localtrack.init(project="p", id="job", dir=store,
+                      settings=localtrack.Settings(mode="shared", x_label=label,
+                                                   x_primary=rank == 0))
+for s in range(n):
+    run.log({"x": rank * 100 + s, "img": localtrack.Image(np.full((2, 3, 3), rank * 16 + s, np.uint8)),
+             "pair": [localtrack.Image(np.full((2, 2, 3), rank, np.uint8))] * 2})
+run.finish()
+"""
+
+
+@pytest.mark.parametrize(("steps", "winner"), [
+    pytest.param({"rank0": 5, "rank1": 10, "rank2": 3}, "rank1", id="furthest-ahead"),
+    pytest.param({"rank0": 6, "rank1": 6, "rank2": 6}, "rank0", id="a-tie-goes-to-the-primary"),
+    pytest.param({"rank0": 3, "rank1": 8, "rank2": 8}, "rank2", id="else-to-the-later-label"),
+])
+def test_a_media_key_s_summary_is_the_furthest_writer_s(store, tmp_path, steps, winner):
+    """Three writer processes log an image (and a list of two) per step: the run's summary
+    value of a media key is, as a number's, the value of the writer furthest ahead (at equal
+    last steps the primary's, else the later label's), its references naming that writer's
+    label; it is that writer's last item, read by media(label=); the same in a listing and in
+    a synced copy."""
+    import numpy as np
+
+    procs = [script(SUMMARY_WRITER, str(store), label, str(n), env=ENV) for label, n in steps.items()]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    settle(store)
+    remote = tmp_path / "remote"
+    localtrack.sync(str(remote), dir=store)
+    rank, last = int(winner[4:]), steps[winner] - 1
+    for run in (localtrack.Api(store).run("p/job"), localtrack.Api(store).runs("p")[0],
+                localtrack.Api(remote).run("p/job")):
+        summary = run.summary
+        assert summary["x"] == rank * 100 + last
+        ref = summary["img"]["$m"]
+        assert ref["label"] == winner
+        assert [r["$m"]["label"] for r in summary["pair"]] == [winner] * 2
+        item = run.media("img", label=winner)[-1]
+        assert item[0] == last and (np.asarray(item[1]) == rank * 16 + last).all()
+        (row,) = [r for r in run.history(keys=["img"], samples=1000, pandas=False)
+                  if r["_label"] == winner and r["_step"] == last]
+        assert {k: v for k, v in row["img"]["$m"].items() if v is not None} == {
+            k: v for k, v in ref.items() if k != "label"}  # the reference of that item

@@ -401,6 +401,30 @@ def test_chunks_join_overlaps_and_stop_at_gaps():
     assert _chunks.chain_end(entries) == 5
 
 
+def test_a_walk_lists_every_object_below_a_folder(tmp_path, s3):
+    """Remote.walk: every object below a key by its relative path, temporaries (files and
+    folders) left out, the same from a local folder, a directory remote (folder by folder)
+    and S3 (one listing of the prefix)."""
+    files = {"a/wal/00000000.jsonl/0000000000000000.jsonl": b"x", "a/events.jsonl": b"yz",
+             "b/c/d": b"", "top": b"t"}
+    skipped = {"a/.tmp-part": b"no", ".tmp-sync/a/b": b"no"}
+    root = tmp_path / "remote"
+    for rel, data in {**files, **skipped}.items():
+        (root / "labels" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "labels" / rel).write_bytes(data)
+    bucket = open_remote(s3.uri(s3.new_bucket()))
+    for rel, data in {**files, **skipped}.items():
+        bucket.put(f"labels/{rel}", data)
+    s3.requests.clear()
+    listed = bucket.walk("labels")
+    assert [r for r in s3.requests if r[0] == "GET"] == [s3.requests[0]]  # one listing
+    for walk in (listed, DirRemote(root).walk("labels"), _chunks.walk(root / "labels")):
+        assert {rel: e.size for rel, e in walk.items()} == {rel: len(d) for rel, d in files.items()}
+        assert not any(e.is_dir for e in walk.values())
+    assert bucket.walk("nothing") == DirRemote(root).walk("nothing") == {}
+    assert _chunks.walk(root / "nothing") == {}
+
+
 def test_merge_counts_like_a_binary_counter():
     assert _upload.merge_count([[0, 10]]) == 1
     assert _upload.merge_count([[0, 10], [10, 10]]) == 2

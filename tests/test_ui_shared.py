@@ -11,16 +11,19 @@ import pytest
 
 import localtrack
 
-from . import test_ui_browser, ui_helpers
+from . import s3server, test_sync_media, test_ui_browser, ui_helpers
 from .helpers import script
 from .test_ui_browser import Page
 from .test_ui_server import get, get_json
-from .ui_helpers import LiveWriter
+from .ui_helpers import LiveWriter, UIProcess
 
 browser = test_ui_browser.browser  # the Chromium fixture
+s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
+remote_uri = test_sync_media.remote_uri  # a directory remote or a bucket on loopback S3
 LABELS = ["rank0", "rank1", "rank2"]
 STEPS = {"rank0": 20, "rank1": 30, "rank2": 3000}
 SPIKE = 1500  # rank2's loss is 100 at this step
+HIST_EVERY = 10  # each writer logs a histogram "h" every 10 steps
 
 WRITER = f"""
 import sys, localtrack
@@ -28,7 +31,10 @@ rank = int(sys.argv[2])
 run = localtrack.init(project="sh", id="job", dir=sys.argv[1], name="job-name",
                       settings={{"mode": "shared"}})
 for s in range(int(sys.argv[3])):
-    run.log({{"loss": 100.0 if (rank, s) == (2, {SPIKE}) else rank + s / 1000, "acc": rank}})
+    row = {{"loss": 100.0 if (rank, s) == (2, {SPIKE}) else rank + s / 1000, "acc": rank}}
+    if s % {HIST_EVERY} == 0:  # the same steps of every writer: a histogram of each, apart
+        row["h"] = localtrack.Histogram(np_histogram=([rank + 1, s + 1], [rank, rank + 1, rank + 2]))
+    run.log(row)
 run.finish()
 """
 
@@ -49,7 +55,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
     solo = localtrack.init(project="sh", id="solo", dir=root, name="solo-run")
-    for s in range(10):
+    solo.log({"loss": 5.0, "acc": 0.5, "h": localtrack.Histogram(np_histogram=([1], [0.0, 1.0]))})
+    for s in range(1, 10):
         solo.log({"loss": 5 - s / 10, "acc": 0.5})
     solo.finish()
     localtrack.init(project="other", id="o", dir=root).finish()  # two projects: the home page lists them
@@ -106,6 +113,33 @@ def test_a_bad_grouping_is_a_400(ui, by):
         assert status == 200 and "labels" not in json.loads(body)
         return
     assert status == 400 and "the one grouping is by=label" in json.loads(body)["error"]
+
+
+def _hist_steps(label: str) -> list[int]:
+    return list(range(0, STEPS[label], HIST_EVERY))
+
+
+def test_histograms_of_every_writer_apart(store, ui):
+    """histograms(key): every writer's histograms of a step, each tagged with its writer
+    (never mixed into one series); label= reads one writer's; /api/histograms names each
+    histogram's writer, on one grid."""
+    run = localtrack.Api(store).run("sh/job")
+    pairs = run.histograms("h")
+    assert [(p[0], p.label) for p in pairs] == sorted(
+        (s, label) for label in LABELS for s in _hist_steps(label))
+    for pair in pairs:  # each the histogram its writer logged at its step
+        step, hist = pair
+        rank = int(pair.label[-1])
+        assert hist.counts == (rank + 1, step + 1) and hist.edges == (rank, rank + 1, rank + 2)
+    one = run.histograms("h", label="rank1")
+    assert [(p[0], p.label) for p in one] == [(s, "rank1") for s in _hist_steps("rank1")]
+    assert [(p[0], p.label) for p in localtrack.Api(store).run("sh/solo").histograms("h")] == [
+        (0, None)]  # a run of one writer
+    d = get_json(ui.url, "/api/histograms", path="sh/job", key="h")
+    assert list(zip(d["steps"], d["labels"], strict=True)) == [(p[0], p.label) for p in pairs]
+    assert d["edges"][0] == 0 and d["edges"][-1] == 4 and len(d["counts"]) == len(pairs)
+    by_one = get_json(ui.url, "/api/histograms", path="sh/job", key="h", label="rank0")
+    assert by_one["steps"] == _hist_steps("rank0") and set(by_one["labels"]) == {"rank0"}
 
 
 # -- in Chromium -----------------------------------------------------------------------------
@@ -168,6 +202,38 @@ def test_a_shared_runs_charts_draw_a_line_per_writer(browser, ui):
         tab.context.close()
 
 
+HEATMAPS = """(key) => [...document.querySelectorAll(`.media-panel[data-key="${key}"] .media-hist-writer`)]
+    .map(w => { const gd = w.querySelector('.js-plotly-plot');
+        return {title: w.querySelector('h4').textContent, label: w.dataset.label,
+                x: gd.data[0].x, zmax: gd.data[0].zmax, range: gd.layout.xaxis.range}; })"""
+
+
+def test_a_shared_runs_histograms_draw_a_heatmap_per_writer(browser, ui):
+    """The run page draws a shared run's histogram key as a heatmap per writer, headed by its
+    label, each of its own histograms only, on one step range and colour scale; a single
+    writer's run keeps its one heatmap."""
+    tab = Page(browser, ui.url)
+    try:
+        pg = tab.page
+        tab.goto("#/p/sh/r/job")
+        pg.locator('.media-panel[data-key="h"] .media-hist-writer .heatmaplayer').first.wait_for()
+        tab.wait("a heatmap per writer", lambda: len(pg.evaluate(HEATMAPS, "h")) == 3)
+        maps = pg.evaluate(HEATMAPS, "h")
+        assert [m["title"] for m in maps] == [m["label"] for m in maps] == LABELS
+        assert [m["x"] for m in maps] == [_hist_steps(label) for label in LABELS]
+        assert {m["zmax"] for m in maps} == {3000 - HIST_EVERY + 1}  # rank2's last: one scale
+        assert all(m["range"] == maps[0]["range"] for m in maps)  # one step range
+        assert maps[0]["range"][0] < 0 and maps[0]["range"][1] > 2990
+        tab.goto("#/p/sh/r/solo")
+        pg.locator('.media-panel[data-key="h"] .heatmaplayer').wait_for()
+        assert pg.evaluate(HEATMAPS, "h") == []
+        gd = pg.locator('.media-panel[data-key="h"] .js-plotly-plot')
+        assert gd.evaluate("gd => gd.data[0].x") == [0]
+        tab.check()
+    finally:
+        tab.context.close()
+
+
 LIVE = """
 import sys, localtrack
 run = localtrack.init(project="sh", id="live", dir=sys.argv[1], name="live-job",
@@ -222,6 +288,55 @@ def test_a_live_shared_run_follows_each_writer(browser, ui, store):
         finally:
             tab.context.close()
     finally:
+        for writer in (other, primary):
+            if writer is not None:
+                writer.close()
+
+
+@pytest.mark.parametrize("remote_uri", ["dir", "s3"], indirect=True)
+def test_a_remote_dashboard_follows_a_lagging_writer(request, tmp_path, remote_uri):
+    """A live shared run synced twice, only its lagging writer (not the primary) logging in
+    between: the copy's last write moves to that writer's last row (its step count does not),
+    in the read API and in a dashboard over the copy (its status poll). On S3 the labels' logs
+    cost one listing, and a poll with nothing new no read of them."""
+    root = tmp_path / "store"
+    primary = SharedWriter(root, 0)
+    other = None
+    ui = None
+    try:
+        primary.log(50)
+        other = SharedWriter(root, 1)
+        other.log(5)
+        localtrack.sync(remote_uri, dir=root)
+        there = localtrack.Api(remote_uri).run("sh/live")
+        assert there.state == "running" and there.last_step == 49
+        before = there.updated
+        ui = UIProcess(remote_uri)  # (a URI where the helper expects a Path: it only formats it)
+        polled = get_json(ui.url, "/api/status", paths="sh/live")["sh/live"]
+        assert polled == {"state": "running", "steps": 50, "updated": before}
+        other.log(7)
+        localtrack.sync(remote_uri, dir=root)
+        s3 = request.getfixturevalue("s3") if remote_uri.startswith("s3://") else None
+        there = localtrack.Api(remote_uri).run("sh/live")
+        if s3 is not None:
+            s3.requests.clear()
+        after = there.updated
+        asked = list(s3.requests) if s3 is not None else []
+        last_row = max(there.history_table(label="rank1").column("_timestamp").to_pylist())
+        assert after == last_row > before and there.last_step == 49
+        if s3 is not None:
+            lists = [r for r in asked if "list-type" in r[1] and "/labels/" in r[1]]
+            assert len(lists) == 1 and "delimiter" not in lists[0][1], asked
+            s3.requests.clear()
+            assert localtrack.Api(remote_uri).run("sh/live").updated == after
+            assert not [r for r in s3.requests if "/labels/" in r[1] and "/wal/" in r[1]
+                        and "list-type" not in r[1]]  # the chunks' times are known
+        polled = get_json(ui.url, "/api/status", paths="sh/live")["sh/live"]
+        assert polled == {"state": "running", "steps": 50, "updated": after}
+    finally:
+        if ui is not None:
+            code, out, err = ui.stop()
+            assert code == 0 and "Traceback" not in err, (out, err)
         for writer in (other, primary):
             if writer is not None:
                 writer.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -121,24 +122,44 @@ class ArrowRemote(Remote):
         return chunks.size
 
     def list(self, key: str) -> dict[str, Entry]:
-        import pyarrow as pa
         import pyarrow.fs as pafs
 
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self._path(key), allow_not_found=True))
-        except FileNotFoundError:
-            return {}
-        except (OSError, pa.ArrowException) as exc:
-            if "Not a directory" in str(exc):
-                return {}
-            raise self._error("list", key, exc) from exc
         out = {}
-        for info in infos:
+        for info in self._infos(key, recursive=False):
             if info.base_name.startswith(".tmp-"):
                 continue
             mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
             out[info.base_name] = Entry(info.type == pafs.FileType.Directory, info.size or 0, mtime)
         return out
+
+    def walk(self, key: str) -> dict[str, Entry]:
+        """One recursive listing (on S3 a listing of the prefix: a request per 1,000 objects)."""
+        import pyarrow.fs as pafs
+
+        out = {}
+        start = len(self._path(key)) + 1
+        for info in self._infos(key, recursive=True):
+            rel = info.path[start:]
+            if info.type != pafs.FileType.File or any(part.startswith(".tmp-")
+                                                      for part in rel.split("/")):
+                continue
+            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+            out[rel] = Entry(False, info.size or 0, mtime)
+        return out
+
+    def _infos(self, key: str, *, recursive: bool) -> Iterable[Any]:
+        import pyarrow as pa
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self._path(key), allow_not_found=True, recursive=recursive)
+        try:
+            return self.fs.get_file_info(selector)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return []
+        except (OSError, pa.ArrowException) as exc:
+            if "Not a directory" in str(exc):
+                return []
+            raise self._error("list", key, exc) from exc
 
     def info(self, key: str) -> Entry | None:
         import pyarrow as pa

@@ -75,6 +75,19 @@ class Remote(abc.ABC):
     def list(self, key: str) -> dict[str, Entry]:
         """The children of a directory (``{}`` when there is none); temporaries are left out."""
 
+    def walk(self, key: str) -> dict[str, Entry]:
+        """Every object below ``key`` by its path relative to it (folders are not entries;
+        ``{}`` when there is none); temporaries are left out. This default lists folder by
+        folder; an object store lists the prefix at once."""
+        out: dict[str, Entry] = {}
+        for name, entry in self.list(key).items():
+            if entry.is_dir:
+                below = self.walk(f"{key}/{name}" if key else name)
+                out.update((f"{name}/{rel}", e) for rel, e in below.items())
+            else:
+                out[name] = entry
+        return out
+
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object or a whole directory; a missing one is fine."""
@@ -173,6 +186,9 @@ class RemotePath:
 
     def entries(self) -> dict[str, Entry]:
         return self.remote.list(self.key)
+
+    def walk(self) -> dict[str, Entry]:
+        return self.remote.walk(self.key)
 
     def is_dir(self) -> bool:
         entry = self.remote.info(self.key) if self.key else Entry(True, 0, 0.0)

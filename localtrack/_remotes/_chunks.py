@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import _frames, _wal
+from .. import _frames, _fsutil, _wal
 from .._naming import Ctx, chunk_offset
 from ._base import Entry, RemotePath
 from ._dir import open_file, read_file
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 CHUNK_SUFFIX = ".jsonl"
 _DIGITS = 16
 _REREADS = 10
+_TAIL = 4096  # bytes of a chunk's end read first for its last row: usually in its last lines
 
 
 def chunk_name(offset: int) -> str:
@@ -52,6 +53,49 @@ def chain_end(entries: dict[str, Entry]) -> int:
             break
         end = max(end, offset + size)
     return end
+
+
+def walk(folder: Path | RemotePath) -> dict[str, Entry]:
+    """Every file below ``folder`` by its path relative to it (temporaries left out): one
+    listing of a remote (see Remote.walk), a local folder (a directory remote) folder by
+    folder. No link is followed; ``{}`` when there is no such folder."""
+    if isinstance(folder, RemotePath):
+        return folder.walk()
+    out: dict[str, Entry] = {}
+    try:
+        with os.scandir(folder) as it:
+            found = list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for entry in found:
+        if entry.name.startswith(_fsutil.TMP_PREFIX) or entry.is_symlink():
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            out.update((f"{entry.name}/{rel}", e) for rel, e in walk(Path(entry.path)).items())
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # merged into another chunk since the listing
+            continue
+        out[entry.name] = Entry(False, st.st_size, st.st_mtime)
+    return out
+
+
+def last_row(path: Path | RemotePath, size: int, **ctx: Unpack[Ctx]) -> dict[str, Any] | None:
+    """The last framed history row of the chunk ``path``, listed at ``size`` bytes (a chunk
+    only grows; see _frames.last_framed_row: parsed, not checked), read from its end: 4 KiB,
+    then four times more each time until a row is found or the whole chunk was read (a chunk
+    starts at a line of the log), from one handle (on S3: ranged reads of one object).
+    FileNotFoundError when it was merged into a longer chunk since it was listed."""
+    length = _TAIL
+    with path.open_input() if isinstance(path, RemotePath) else open_file(path, **ctx) as fh:
+        while True:
+            start = max(0, size - length)
+            fh.seek(start)
+            row = _frames.last_framed_row(bytes(fh.read(size - start)), start == 0)
+            if row is not None or start == 0:
+                return row
+            length *= 4
 
 
 def read_log(path: Path | RemotePath, under: Path | None = None, **ctx: Unpack[Ctx]) -> bytes:

@@ -317,7 +317,8 @@ def _cell(value: Any, row: int, col: int) -> Any:
 def histograms(run: ApiRun, key: str, label: str | None = None) -> dict[str, Any]:
     """Every histogram of ``key`` (a shared run's: writer ``label``'s, or every writer's) on
     one grid of HIST_BINS bins from the smallest edge to the largest (a bin's count goes to the
-    grid bin holding its centre): ``steps``, ``edges`` and ``counts`` (one list per step)."""
+    grid bin holding its centre): ``steps``, ``edges`` and ``counts`` (one list per histogram),
+    and a shared run's ``labels``, the writer of each (the page draws each writer's apart)."""
     if key in ("_step", "_timestamp", LABEL):
         raise UsageError(f"{key!r} holds no histograms.")
     hists = run.histograms(key, label=label)
@@ -335,5 +336,8 @@ def histograms(run: ApiRun, key: str, label: str | None = None) -> dict[str, Any
         for count, a, b in zip(hist.counts, hist.edges, hist.edges[1:], strict=False):
             row[min(HIST_BINS - 1, max(0, int(((a + b) / 2 - low) / width)))] += count
         grid.append(row)
-    return {"path": run.path, "key": key, "steps": [s for s, _ in hists], "edges": edges,
-            "counts": grid}
+    out = {"path": run.path, "key": key, "steps": [s for s, _ in hists], "edges": edges,
+           "counts": grid}
+    if run.labels:
+        out["labels"] = [pair.label for pair in hists]
+    return out

@@ -213,17 +213,49 @@ async function stepPanel(path, m) {
   return h("figure", {}, items, caption, h("div", {class: "media-controls"}, slider, label));
 }
 
-async function histogramPanel(path, key) {
-  const d = await api("/api/histograms", {path, key});
+/**
+ * The heatmap of the histograms ``rows`` (indices into d.steps and d.counts) of the answer
+ * ``d`` of /api/histograms: counts over steps, on d's grid of bins. ``common``: the step
+ * range and the largest count of several heatmaps that are to compare.
+ */
+async function heatmap(d, rows, common = null, height = 260) {
   const el = h("div", {class: "media-hist"});
   const centres = d.edges.slice(1).map((e, i) => (e + d.edges[i]) / 2);
-  const z = centres.map((_, b) => d.counts.map(row => row[b]));  // bins x steps
+  const z = centres.map((_, b) => rows.map(i => d.counts[i][b]));  // bins x steps
+  const trace = {type: "heatmap", x: rows.map(i => d.steps[i]), y: centres, z, colorscale: "Viridis",
+    hovertemplate: "step %{x}<br>value %{y:.3g}<br>count %{z}<extra></extra>"};
+  const xaxis = {title: {text: "step"}};
+  if (common) {
+    Object.assign(trace, {zmin: 0, zmax: common.zmax});
+    if (common.last > common.first) xaxis.range = [common.first - 0.5, common.last + 0.5];
+  }
   const Plotly = await plotlyReady;
-  Plotly.newPlot(el, [{type: "heatmap", x: d.steps, y: centres, z, colorscale: "Viridis",
-    hovertemplate: "step %{x}<br>value %{y:.3g}<br>count %{z}<extra></extra>"}],
-  {margin: {l: 50, r: 10, t: 10, b: 40}, height: 260, xaxis: {title: {text: "step"}}},
-  {displaylogo: false, responsive: true});
+  Plotly.newPlot(el, [trace], {margin: {l: 50, r: 10, t: 10, b: 40}, height, xaxis},
+    {displaylogo: false, responsive: true});
   return el;
+}
+
+/**
+ * A histogram key's panel: its histograms over steps as a heatmap. A shared run's writers
+ * each log their own histograms (a step may have one per writer): a heatmap per writer,
+ * headed by its label, all on one grid of bins, one step range and one colour scale, so
+ * they compare at a glance.
+ */
+async function histogramPanel(path, key) {
+  const d = await api("/api/histograms", {path, key});
+  const all = d.steps.map((_, i) => i);
+  if (!d.labels) return heatmap(d, all);
+  let first = Infinity, last = -Infinity, zmax = 0;
+  for (const i of all) {   // (no spread: a long run's counts would overflow the call stack)
+    first = Math.min(first, d.steps[i]);
+    last = Math.max(last, d.steps[i]);
+    for (const n of d.counts[i]) zmax = Math.max(zmax, n);
+  }
+  const labels = [...new Set(d.labels)].sort();
+  const height = labels.length > 1 ? 180 : 260;
+  return h("div", {class: "media-hists"}, await Promise.all(labels.map(async label =>
+    h("div", {class: "media-hist-writer", dataset: {label}}, h("h4", {class: "mono"}, label),
+      await heatmap(d, all.filter(i => d.labels[i] === label), {first, last, zmax}, height)))));
 }
 
 /** Fill ``root`` with a panel per media key and per histogram key of the run ``path``. */
