@@ -120,24 +120,44 @@ class ArrowRemote(Remote):
         dst.close()
         return chunks.size
 
-    def list(self, key: str) -> dict[str, Entry]:
+    def _select(self, key: str, recursive: bool) -> list[Any]:
+        """The FileInfos below ``key`` (every level: one flat listing, a request per 1,000
+        objects on S3); [] when there is no such folder."""
         import pyarrow as pa
         import pyarrow.fs as pafs
 
         try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self._path(key), allow_not_found=True))
+            return list(self.fs.get_file_info(pafs.FileSelector(self._path(key), recursive=recursive,
+                                                                allow_not_found=True)))
         except FileNotFoundError:
-            return {}
+            return []
         except (OSError, pa.ArrowException) as exc:
             if "Not a directory" in str(exc):
-                return {}
+                return []
             raise self._error("list", key, exc) from exc
+
+    def list(self, key: str) -> dict[str, Entry]:
+        import pyarrow.fs as pafs
+
         out = {}
-        for info in infos:
+        for info in self._select(key, False):
             if info.base_name.startswith(".tmp-"):
                 continue
             mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
             out[info.base_name] = Entry(info.type == pafs.FileType.Directory, info.size or 0, mtime)
+        return out
+
+    def walk(self, key: str) -> dict[str, Entry]:
+        import pyarrow.fs as pafs
+
+        base = self._path(key) + "/"
+        out = {}
+        for info in self._select(key, True):
+            rel = info.path.removeprefix(base)
+            if info.type != pafs.FileType.File or any(p.startswith(".tmp-") for p in rel.split("/")):
+                continue
+            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+            out[rel] = Entry(False, info.size or 0, mtime)
         return out
 
     def info(self, key: str) -> Entry | None:

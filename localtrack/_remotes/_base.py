@@ -15,9 +15,11 @@ import abc
 import errno
 import io
 import os
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, Generic, NamedTuple, TypeVar
 
 from .. import _digests
 from ..errors import CorruptRunError, RemoteError
@@ -79,6 +81,19 @@ class Remote(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove an object or a whole directory; a missing one is fine."""
 
+    def walk(self, key: str) -> dict[str, Entry]:
+        """Every object below ``key`` (folders left out) by its key relative to ``key``; ``{}``
+        when there is none. An object store's listing is flat: one request per 1,000 objects
+        (this default lists each folder)."""
+        out = {}
+        for name, entry in self.list(key).items():
+            if entry.is_dir:
+                below = self.walk(f"{key}/{name}" if key else name)
+                out.update({f"{name}/{rel}": e for rel, e in below.items()})
+            else:
+                out[name] = entry
+        return out
+
     def info(self, key: str) -> Entry | None:
         parent, _, name = key.rpartition("/")
         return self.list(parent).get(name)
@@ -96,6 +111,26 @@ class Remote(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
+
+
+T = TypeVar("T")
+
+
+class PerRemote(Generic[T]):
+    """One ``T`` per remote object, made on first use and dropped with the remote: what the
+    read side keeps of a remote for an Api and its runs, or for the dashboard."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._made: weakref.WeakKeyDictionary[Remote, T] = weakref.WeakKeyDictionary()
+
+    def __call__(self, remote: Remote) -> T:
+        with self._lock:
+            made = self._made.get(remote)
+            if made is None:
+                made = self._made[remote] = self._factory()
+            return made
 
 
 class FileChunks:
@@ -173,6 +208,9 @@ class RemotePath:
 
     def entries(self) -> dict[str, Entry]:
         return self.remote.list(self.key)
+
+    def walk(self) -> dict[str, Entry]:
+        return self.remote.walk(self.key)
 
     def is_dir(self) -> bool:
         entry = self.remote.info(self.key) if self.key else Entry(True, 0, 0.0)
