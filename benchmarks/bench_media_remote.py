@@ -9,7 +9,10 @@ alternating order:
 
 - ``all``: ``Api(uri).run(p).media("img")``, every image in one call;
 - ``each``: one ``media("img", steps=[s])`` call per image through one Api, as the dashboard
-  asks for the items it shows (each call reads the key's history too).
+  asks for the items it shows (each call reads the key's history too);
+- ``ui``: the dashboard (``make_server`` on the URI, in the child) asked for its media keys
+  once, then for each image by its item route (``/api/media/item``), one at a time, as the
+  run page's slider does; counted from when its warm-up (which reads every run) is over.
 
 Reported per tree, state and mode: requests served (GET/HEAD), wall time and CPU time (user +
 system of the child) of the reads only, medians of ``--repeats``.
@@ -33,22 +36,65 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+MARK = ".bench-mark"  # a key the ui worker looks up: the requests before it are its start's
+
+
 def worker(uri: str, mode: str, images: int) -> None:
-    """Read the images (``mode``: all, each) and print the wall and CPU seconds it took."""
+    """Read the images (``mode``: all, each, ui) and print the wall and CPU seconds it took."""
     import localtrack
 
     def cpu() -> float:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ru.ru_utime + ru.ru_stime
 
+    if mode == "ui":
+        server = _dashboard(uri)
     t0, c0 = time.perf_counter(), cpu()
-    run = localtrack.Api(uri).run("p/r")
-    if mode == "all":
-        got = len(run.media("img"))
+    if mode == "ui":
+        got = _items(server.port, images)
+        server.shutdown()
     else:
-        got = sum(len(run.media("img", steps=[s])) for s in range(images))
+        run = localtrack.Api(uri).run("p/r")
+        if mode == "all":
+            got = len(run.media("img"))
+        else:
+            got = sum(len(run.media("img", steps=[s])) for s in range(images))
     assert got == images, got
     print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0}))
+
+
+def _dashboard(uri: str) -> Any:
+    """The dashboard over ``uri``, serving on a thread once its warm-up is over (then MARK is
+    looked up on the remote, for the driver to count from)."""
+    import threading
+
+    from localtrack._remotes import open_remote
+    from localtrack._ui import make_server
+
+    server = make_server(uri, port=0)
+    for thread in threading.enumerate():
+        if thread.name == "localtrack-ui-warmup":
+            thread.join()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    open_remote(uri).info(MARK)
+    return server
+
+
+def _items(port: int, images: int) -> int:
+    """Ask the dashboard on ``port`` for the media keys, then for each image; how many came."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    got = 0
+    for route in ["/api/media?path=p/r", *(f"/api/media/item?path=p/r&key=img&step={s}"
+                                             for s in range(images))]:
+        conn.request("GET", route)
+        res = conn.getresponse()
+        body = res.read()
+        assert res.status == 200, body[:200]
+        got += route.startswith("/api/media/item")
+    conn.close()
+    return got
 
 
 def make(server: Any, tmp: str, images: int, state: str) -> str:
@@ -105,7 +151,7 @@ def main() -> None:
         for r in range(args.repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:  # alternating order
                 for state, uri in uris.items():
-                    for mode in ("all", "each"):
+                    for mode in ("all", "each", "ui"):
                         env = {**os.environ, "PYTHONPATH": trees[name]}
                         env = {k: v for k, v in env.items() if not k.startswith("LOCALTRACK_")}
                         server.requests.clear()
@@ -113,8 +159,11 @@ def main() -> None:
                                               str(args.images)], env=env, check=True,
                                              capture_output=True, text=True, timeout=1800)
                         took = json.loads(out.stdout.strip().splitlines()[-1])
+                        served = [r[1] for r in server.requests]
+                        marks = [i for i, path in enumerate(served) if path.endswith("/" + MARK)]
+                        count = len(served) - (marks[0] + 1 if marks else 0)
                         results.setdefault((name, state, mode), []).append(
-                            (len(server.requests), took["wall"], took["cpu"]))
+                            (count, took["wall"], took["cpu"]))
     server.stop()
     print(f"{args.images} images of 224x224x3 from loopback S3, median of {args.repeats}\n")
     print("| tree | blobs | reads | requests | per image | wall s | CPU s |")

@@ -7,7 +7,9 @@ references point into the parent's blobs: they are read from the parent (as the 
 history is now: a rewind the parent made below the fork point after the fork hides them).
 A shared run's writers each keep their media beside their history, in their label's folder
 (see _labels): a row's references point into its own label's blobs, so each label is read as
-a run and the items merged by step, then label.
+a run and the items merged by step, then label. ApiRun.media is ``load(find(...))``: find reads
+the rows (one snapshot of each history folder), load their items; the dashboard looks at a
+row's references (its ETag) before it reads the items, if at all.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import wave
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _blobs, _labels, _plots, _remoteblobs, _segments
 from ._codec import decode_tree, loads
@@ -57,61 +59,87 @@ def refs_rows(table: pa.Table, key: str) -> list[tuple[int, Any, str | None]]:
     return out
 
 
-def media(rdir: StorePath, meta: dict[str, Any], key: str, steps: Any, ctx: Ctx, *,
-          label: str | None = None, pandas: bool = False) -> list[Logged]:
-    """ApiRun.media: every row of ``key`` with media, as Logged pairs in step order; a shared
-    run's from every label (or ``label``'s), a step logged by several labels once per label,
-    in label order (as its history_table())."""
-    if not _labels.is_shared(meta):
-        return [Logged(s, v, None) for s, v in read_media(rdir, key, steps, ctx, pandas=pandas)]
-    names = [label] if label is not None else _labels.labels(rdir)
-    out = [Logged(s, v, name) for name in names
-           for s, v in read_media(_labels.label_rdir(rdir, name), key, steps, ctx, pandas=pandas)]
-    return sorted(out, key=lambda row: row[0])  # stable: labels stay in order within a step
+class Found(NamedTuple):
+    """A row of a key with media, before its items are read: its ``step``, stored references
+    (``value``) and writer (``label``: a shared run's, else None), and where its items are:
+    ``rdir`` and ``ctx`` (a fork's rows up to its fork point are its parent's), ``sealed`` (the
+    manifest's sealed_through there: which blobs are in segments/)."""
+
+    step: int
+    value: Any
+    label: str | None
+    rdir: StorePath
+    ctx: Ctx
+    sealed: int
 
 
-def read_media(rdir: StorePath, key: str, steps: Any, ctx: Ctx, *,
-               pandas: bool = False) -> list[tuple[int, Any]]:
-    """(step, decoded item, or a list of them for a list of media) of every row of ``key``."""
+def find(rdir: StorePath, meta: dict[str, Any], key: str, steps: Any, ctx: Ctx, *,
+         label: str | None = None) -> list[Found]:
+    """The rows of ``key`` with media (of ``steps`` only, when given) in step order, from one
+    read of each history folder; a shared run's from every label (or ``label``'s), a step
+    logged by several labels once per label, in label order (as its history_table())."""
     wanted = None if steps is None else set(steps)
-    manifest = _segments.load_manifest(rdir, **ctx)
+    if not _labels.is_shared(meta):
+        return _found(rdir, key, wanted, ctx, None)
+    names = [label] if label is not None else _labels.labels(rdir)
+    out = [row for name in names
+           for row in _found(_labels.label_rdir(rdir, name), key, wanted, ctx, name)]
+    return sorted(out, key=lambda row: row.step)  # stable: labels stay in order within a step
+
+
+def _found(rdir: StorePath, key: str, wanted: set[int] | None, ctx: Ctx,
+           label: str | None) -> list[Found]:
+    snap = _segments._snapshot(rdir, ctx)  # the manifest and the rows, read together
+    manifest = snap[0]
     parent = manifest.get("parent")
-    out: list[tuple[int, Any]] = []
+    out: list[Found] = []
     if parent is not None:
         pdir, pctx = _segments._parent_dir(rdir, parent, ctx, 0)
-        top = parent["step"]
-        out = [(s, v) for s, v in read_media(pdir, key, steps, pctx, pandas=pandas) if s <= top]
-    table = _segments.read_history(rdir, [key], **ctx)
-    rows = [(step, value) for step, value in refs_column(table, key)
-            if (parent is None or step > parent["step"])  # (else the parent's, read above)
-            and (wanted is None or step in wanted)]
-    batch = 0
-    for i, (step, value) in enumerate(rows):
-        if isinstance(rdir, RemotePath) and i == batch:  # the next items, read together
-            batch = _prefetch(rdir, rows, i, manifest["sealed_through"])
-        items = [_decode(rdir, ref, ctx, pandas) for ref in _blobs.refs(value)]
-        out.append((step, items if type(value) is list else items[0]))
+        out = [row for row in _found(pdir, key, wanted, pctx, label) if row.step <= parent["step"]]
+    table = _segments.read_history(rdir, [key], snap=snap, inherit=False, **ctx)
+    return out + [Found(step, value, label, rdir, ctx, manifest["sealed_through"])
+                  for step, value in refs_column(table, key)
+                  if (parent is None or step > parent["step"])  # (else the parent's, read above)
+                  and (wanted is None or step in wanted)]
+
+
+def load(rows: list[Found], *, pandas: bool = False) -> list[Logged]:
+    """The items of ``rows`` (see find) decoded, a list of them for a list of media; from a
+    remote, read together (see _prefetch)."""
+    out = []
+    read: set[int] = set()
+    for i, row in enumerate(rows):
+        if isinstance(row.rdir, RemotePath) and i not in read:  # the next items, read together
+            read |= _prefetch(rows, i)
+        items = [_decode(row.rdir, ref, row.ctx, pandas) for ref in _blobs.refs(row.value)]
+        out.append(Logged(row.step, items if type(row.value) is list else items[0], row.label))
     return out
 
 
-def _prefetch(rdir: RemotePath, rows: list[tuple[int, Any]], first: int, sealed: int) -> int:
-    """Read the items of rows ``first``... (their masks too) from a remote together, up to
-    _PREFETCH bytes of them; the index of the first row left."""
+def _prefetch(rows: list[Found], first: int) -> set[int]:
+    """Read the items of row ``first`` and of the rows after it in the same folder (their masks
+    too) from a remote together, up to _PREFETCH bytes of them; the indexes of the rows read."""
+    rdir = rows[first].rdir
+    assert isinstance(rdir, RemotePath)
     refs: list[dict[str, Any]] = []
     size = 0
-    end = first
-    while end < len(rows) and (end == first or size < _PREFETCH):
+    read = set()
+    for i in range(first, len(rows)):
+        if size >= _PREFETCH:
+            break
+        if rows[i].rdir != rdir:
+            continue
         row = []
-        for ref in _blobs.refs(rows[end][1]):
+        for ref in _blobs.refs(rows[i].value):
             row.append(ref)
             if type(ref.get("masks")) is str:
                 with contextlib.suppress(ValueError):
                     row += _blobs._table_refs(loads(ref["masks"]))
         refs += row
         size += sum(r["len"] for r in row if type(r.get("len")) is int)
-        end += 1
-    _remoteblobs.prefetch(rdir, refs, sealed)
-    return end
+        read.add(i)
+    _remoteblobs.prefetch(rdir, refs, rows[first].sealed)
+    return read
 
 
 def _bytes(rdir: StorePath, ref: dict[str, Any], ctx: Ctx) -> bytes:

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow as pa
 
+    from . import _mediaread
     from ._artifacts import Artifact
     from ._sweeps._view import Sweep
 
@@ -574,12 +575,24 @@ class ApiRun:
         ``.label`` naming its writer (None for a run of one writer); ``label="rank3"``: that
         writer's only (see ``labels``).
         """
-        from ._mediaread import media
+        return list(self._media_items(self._media_rows(key, steps, label), pandas=pandas))
+
+    def _media_rows(self, key: str, steps: Any, label: str | None) -> list[_mediaread.Found]:
+        """media()'s rows before their items are read (the dashboard looks at a row's
+        references first: they are its item's ETag)."""
+        from ._mediaread import find
 
         with _store.reading(self._rdir, **self._ctx):
             self._check_label("media", label)
-            return list(media(self._rdir, self.meta, key, steps, self._ctx, label=label,
-                              pandas=pandas))
+            return find(self._rdir, self.meta, key, steps, self._ctx, label=label)
+
+    def _media_items(self, rows: list[_mediaread.Found], *,
+                     pandas: bool = False) -> list[_labels.Logged]:
+        """The items of ``rows`` (see _media_rows), as media() gives them."""
+        from ._mediaread import load
+
+        with _store.reading(self._rdir, **self._ctx):
+            return load(rows, pandas=pandas)
 
     def _check_label(self, call: str, label: str | None) -> None:
         """A ``label=`` given to ``call``: one of a shared run's writers (see history_table)."""

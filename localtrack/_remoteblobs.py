@@ -17,13 +17,12 @@ in the order sync moves blobs (see _mediaread._remote_item).
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from typing import Any
 
 from . import _blobs
 from ._naming import chunk_offset
-from ._remotes import Remote, RemotePath
+from ._remotes import PerRemote, RemotePath
 
 _GAP = 1 << 18  # bytes between two items read rather than ask again (a request costs more)
 _SPAN = 16 << 20  # at most this much in one ranged read
@@ -110,16 +109,7 @@ def _chain_end(chunks: list[tuple[int, int, str]]) -> int:
     return end
 
 
-_caches: weakref.WeakKeyDictionary[Remote, _Cache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
-
-
-def _cache(remote: Remote) -> _Cache:
-    with _caches_lock:
-        cache = _caches.get(remote)
-        if cache is None:
-            cache = _caches[remote] = _Cache()
-        return cache
+_cache = PerRemote(_Cache)
 
 
 def _key(rdir: RemotePath, ref: dict[str, Any]) -> ItemKey | None:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from . import _blobs, _durable, _frames, _fsutil, _layout, _wal
+from . import _blobs, _durable, _frames, _fsutil, _layout, _remotesnap, _wal
 from ._codec import HIST_TAG, decode_tree, dumps, encode_tree, histogram_of, loads, untag
 from ._media import Histogram
 from ._naming import Ctx, log_seq, run_label, segment_seq
@@ -541,7 +541,11 @@ def cleanup(rdir: Path, manifest: Manifest, *, everything: bool = False) -> None
                 _fsutil.unlink(path)
 
 
-def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[Manifest, list[tuple[int, list[bytes], bytes]]]:
+Logs = list[tuple[int, list[bytes], bytes]]  # (seq, record bodies, checked bytes) per unsealed log
+Snapshot = tuple[Manifest, Logs]
+
+
+def _snapshot(rdir: StorePath, ctx: Ctx) -> Snapshot:
     """A consistent (manifest, [(seq, record bodies, checked bytes)] per unsealed log), however fast
     a sealer works. A torn tail is left out (a writer may be mid-append).
 
@@ -550,36 +554,66 @@ def _snapshot(rdir: StorePath, ctx: Ctx) -> tuple[Manifest, list[tuple[int, list
     that it covers is dropped (its steps are in a segment now). Reading the manifest first
     raced: a listing taken after the sealer deleted the last logs was empty, and the older
     manifest lacked their steps; with a backlog of logs, every pass lost its first log.
+    A remote run folder is read through one listing, in the same order (see _remotesnap).
     """
-    for _ in range(50):
-        read: dict[int, bytes] = {}
-        for seq in wal_seqs(rdir):
-            try:
-                read[seq] = _chunks.read_log(wal_log(rdir, seq), rdir if isinstance(rdir, Path)
-                                             else None, **ctx)
-            except FileNotFoundError:  # sealed (or, remotely, dropped) while we read
-                continue
-        manifest = load_manifest(rdir, **ctx)
-        sealed = manifest["sealed_through"]
-        seqs = sorted(s for s in read if s > sealed)
-        if seqs != list(range(sealed + 1, sealed + 1 + len(seqs))):
-            continue  # a log the manifest does not cover vanished: read again
-        # A crash's damage past the durable watermark is a torn tail wherever it lies, and the
-        # logs after a torn one follow a hole: left out, as the next writer sets them aside.
-        mark = _durable.read(rdir) if isinstance(rdir, Path) else _durable.Mark(_durable.ALL, 0)
-        logs = []
-        for seq in seqs:
-            data = read[seq]
-            durable = _durable.durable_offset(mark, seq)
-            checked = _wal.check(data, str(wal_log(rdir, seq)), durable=durable, **ctx)
-            logs.append((seq, checked.bodies, data[:checked.end]))
-            if checked.bad_at is not None or _durable.lost_end(data, checked.end, durable,
-                                                               seq == seqs[-1]):
-                break
-        return manifest, logs
+    if isinstance(rdir, RemotePath):
+        snap = _remotesnap.snapshot(rdir, lambda reader: _remote_snapshot(reader, ctx))
+        if snap is not None:
+            return snap
+    else:
+        for _ in range(50):
+            read: dict[int, bytes] = {}
+            for seq in wal_seqs(rdir):
+                try:
+                    read[seq] = _chunks.read_log(wal_log(rdir, seq), rdir, **ctx)
+                except FileNotFoundError:  # sealed while we read
+                    continue
+            manifest = load_manifest(rdir, **ctx)
+            logs = _unsealed(rdir, manifest, read, ctx)
+            if logs is not None:
+                return manifest, logs
     raise CorruptRunError(f"Could not get a consistent view of {rdir}: a log file that the "
                           "manifest does not cover keeps vanishing, or a sequence number is "
                           "missing.", path=str(rdir), **ctx)
+
+
+def _remote_snapshot(reader: _remotesnap.Reader, ctx: Ctx) -> tuple[Snapshot, bool] | None:
+    """_snapshot of a remote run folder from one listing (taken before the manifest is read, as
+    the logs are read before it locally), and whether it may be kept: not while the listing
+    holds a segment the manifest does not name (the manifest naming it is on its way)."""
+    data = reader.get(MANIFEST)
+    path = reader.rdir / MANIFEST
+    manifest = empty_manifest() if data is None else parse_manifest(data, path, **ctx)
+    read = {seq: reader.log(f"wal/{name}") for name in reader.names("wal/")
+            if (seq := log_seq(name)) is not None and seq > manifest["sealed_through"]}
+    logs = _unsealed(reader.rdir, manifest, read, ctx)
+    if logs is None:
+        return None
+    named = {seg["file"] for seg in manifest["segments"]}
+    return (manifest, logs), all(segment_seq(name) is None or name in named
+                                 for name in reader.names("segments/"))
+
+
+def _unsealed(rdir: StorePath, manifest: Manifest, read: dict[int, bytes], ctx: Ctx) -> Logs | None:
+    """The logs read (``read``: bytes by seq) that ``manifest`` does not cover, checked; None
+    when one of them vanished (read again)."""
+    sealed = manifest["sealed_through"]
+    seqs = sorted(s for s in read if s > sealed)
+    if seqs != list(range(sealed + 1, sealed + 1 + len(seqs))):
+        return None
+    # A crash's damage past the durable watermark is a torn tail wherever it lies, and the
+    # logs after a torn one follow a hole: left out, as the next writer sets them aside.
+    mark = _durable.read(rdir) if isinstance(rdir, Path) else _durable.Mark(_durable.ALL, 0)
+    logs = []
+    for seq in seqs:
+        data = read[seq]
+        durable = _durable.durable_offset(mark, seq)
+        checked = _wal.check(data, str(wal_log(rdir, seq)), durable=durable, **ctx)
+        logs.append((seq, checked.bodies, data[:checked.end]))
+        if checked.bad_at is not None or _durable.lost_end(data, checked.end, durable,
+                                                           seq == seqs[-1]):
+            break
+    return logs
 
 
 def known_last(manifest: Manifest) -> dict[str, Any] | None:
@@ -763,17 +797,20 @@ def decoded(last: dict[str, Any], rdir: StorePath | str, ctx: Ctx) -> dict[str, 
 
 
 def read_history(rdir: StorePath, keys: list[str] | None = None, *, include_rewound: bool = False,
+                 snap: Snapshot | None = None, inherit: bool = True,
                  **ctx: Unpack[Ctx]) -> pa.Table:
     """The whole history as one table: sealed segments, then the unsealed logs.
 
     Rows a rewind archived are left out, or with ``include_rewound`` kept in the order they
     were written, with a ``_rewound`` column: the number of the rewind that archived the row
-    (1 for the run's first rewind), null for a row of the history.
+    (1 for the run's first rewind), null for a row of the history. ``snap``: the run's
+    snapshot, when the caller took it; ``inherit=False``: a fork's own rows only.
     """
     import pyarrow as pa
 
     wanted = None if keys is None else ["_step", "_timestamp", *keys]
-    tables = list(history_tables(rdir, wanted, include_rewound=include_rewound, **ctx))
+    tables = list(history_tables(rdir, wanted, include_rewound=include_rewound, snap=snap,
+                                 inherit=inherit, **ctx))
     if not include_rewound:
         return _concat(tables, wanted)
     tables = [t if "_rewound" in t.column_names
@@ -794,13 +831,16 @@ def _meets(seg: Segment, steps: Steps) -> bool:
 
 
 def history_tables(rdir: StorePath, wanted: list[str] | None, *, include_rewound: bool = False,
-                   steps: Steps = ALL_STEPS, **ctx: Unpack[Ctx]) -> Iterator[pa.Table]:
+                   steps: Steps = ALL_STEPS, snap: Snapshot | None = None, inherit: bool = True,
+                   **ctx: Unpack[Ctx]) -> Iterator[pa.Table]:
     """The history's tables (``wanted`` columns as found), one per segment or unsealed log,
     oldest first, each read as the caller iterates: a scan holds one segment at a time. The
-    logs are read up front (the snapshot); segments, immutable, later. Segments wholly outside
-    ``steps`` are not read; the tables' rows are not cut to ``steps``."""
-    manifest, logs = _snapshot(rdir, ctx)
-    yield from _inherited(rdir, manifest.get("parent"), wanted, ctx, sys.maxsize, steps)
+    logs are read up front (the snapshot, or ``snap``); segments, immutable, later. Segments
+    wholly outside ``steps`` are not read; the tables' rows are not cut to ``steps``.
+    ``inherit=False``: without a fork's rows from its parent."""
+    manifest, logs = _snapshot(rdir, ctx) if snap is None else snap
+    if inherit:
+        yield from _inherited(rdir, manifest.get("parent"), wanted, ctx, sys.maxsize, steps)
     for seg in manifest["segments"]:
         if _meets(seg, steps):
             yield _rewound(segment_table(rdir, seg, wanted, ctx), manifest, seq_of(seg),

@@ -15,9 +15,11 @@ import abc
 import errno
 import io
 import os
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, Generic, NamedTuple, TypeVar
 
 from .. import _digests
 from ..errors import CorruptRunError, RemoteError
@@ -109,6 +111,26 @@ class Remote(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
+
+
+T = TypeVar("T")
+
+
+class PerRemote(Generic[T]):
+    """One ``T`` per remote object, made on first use and dropped with the remote: what the
+    read side keeps of a remote for an Api and its runs, or for the dashboard."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._made: weakref.WeakKeyDictionary[Remote, T] = weakref.WeakKeyDictionary()
+
+    def __call__(self, remote: Remote) -> T:
+        with self._lock:
+            made = self._made.get(remote)
+            if made is None:
+                made = self._made[remote] = self._factory()
+            return made
 
 
 class FileChunks:

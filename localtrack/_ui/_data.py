@@ -9,6 +9,8 @@ one again only when it wrote something. Downsampled history is cached the same
 way, so a finished 10^6-step run costs one Parquet read however often it is shown.
 The listing itself comes from Api.runs, whose runs carry their record (the runs index,
 _runindex), and ``poll`` sends a poller only the rows changed since its last listing.
+The media routes keep the runs they read (``media_run``): one image at a time costs the
+item's history check and its bytes only.
 Files are listed and served only for a local store.
 """
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 #: Strings longer than this are cut in the runs list (the run page shows them whole).
 _LIST_STR_MAX = 200
 _HISTORY_CACHE = 256
+_RUNS_KEPT = 64  # runs the media routes keep (see StoreView.media_run)
 _X_COLUMNS = {"step": "_step", "time": "_timestamp"}
 _LABEL = "_label"  # a shared run's history: which writer logged the row (docs/format.md)
 
@@ -139,6 +142,7 @@ class StoreView:
         self._tick = 0
         self._changed: dict[str, int] = {}
         self._history: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._runs_kept: OrderedDict[str, ApiRun] = OrderedDict()
 
     @property
     def root(self) -> str:
@@ -253,6 +257,23 @@ class StoreView:
             "metrics": sorted({*chart_keys(summary, run.metrics), *_unsummarised(run)}),
             "events": run.events, "files": self._files(run),
         }
+
+    def media_run(self, path: str, *, fresh: bool = False) -> ApiRun:
+        """The run for the media routes, kept (_RUNS_KEPT): making one reads run.json, its
+        events and its lock (7 requests on S3), and an item needs none of that, only whether
+        the run is shared (set when it is created); its history is read afresh by each request.
+        ``fresh``: made again (the run page asks for its media keys so when it opens)."""
+        with self._lock:
+            run = None if fresh else self._runs_kept.get(path)
+            if run is not None:
+                self._runs_kept.move_to_end(path)
+                return run
+        run = self.api.run(path)
+        with self._lock:
+            self._runs_kept[path] = run
+            while len(self._runs_kept) > _RUNS_KEPT:
+                self._runs_kept.popitem(last=False)
+        return run
 
     @staticmethod
     def _files(run: ApiRun) -> list[dict[str, Any]]:

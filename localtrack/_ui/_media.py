@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from .._blobs import refs as blob_refs
-from .._labels import LABEL
-from .._mediaread import refs_rows
+from .._labels import LABEL, is_shared
+from .._mediaread import Found, refs_rows
 from .._query import ApiRun
 from ..errors import RunNotFoundError, UsageError
 
@@ -87,19 +87,18 @@ def _int(value: str | None, name: str) -> int:
     return number
 
 
-def stored(run: ApiRun, key: str, step_text: str | None,
-           label: str | None = None) -> tuple[int, Any]:
-    """(step, stored references) of ``key`` at the step ``step_text`` names; of a shared run,
-    those of the writer ``label`` (one is needed: several may have logged the step)."""
+def stored(run: ApiRun, key: str, step_text: str | None, label: str | None = None) -> Found:
+    """The row of ``key`` at the step ``step_text`` names (its stored references: ``.value``);
+    of a shared run, the writer ``label``'s (one is needed: several may have logged the step).
+    One read of the history, which media_item's read of the items then uses."""
     step = _int(step_text, "step")
-    table = run.history_table([key], label=label) if key not in ("_step", "_timestamp") else None
-    if table is not None and label is None and LABEL in table.column_names:
+    if label is None and is_shared(run.meta):
         raise UsageError(f"Run {run.path!r} is a shared run: name the writer of the item with "
                          f"label= (one of {', '.join(run.labels)}).")
-    for at, value, _ in [] if table is None else refs_rows(table, key):
-        if at == step:
-            return step, value
-    raise _no_media(run, key, step, label)
+    rows = run._media_rows(key, [step], label) if key not in ("_step", "_timestamp") else []
+    if not rows:
+        raise _no_media(run, key, step, label)
+    return rows[0]
 
 
 def _no_media(run: ApiRun, key: str, step: int, label: str | None = None) -> RunNotFoundError:
@@ -144,22 +143,18 @@ def etag(tag: str, index: int, cell: tuple[int, int] | None, piece: str | None) 
     return f'"{tag}-{index}-{cell or ""}-{named}"'.replace(" ", "")
 
 
-def media_item(run: ApiRun, key: str, step: int, value: Any, index: int,
-               cell: tuple[int, int] | None, piece: str | None = None,
-               label: str | None = None) -> tuple[bytes, str]:
-    """(body, content type) of item ``index`` of ``key`` at ``step`` (whose stored references
-    are ``value``; a shared run's: writer ``label``'s); with ``cell`` (row, column), the image
-    in that cell of a table; with ``piece`` (see part), the image's boxes and masks or one of
-    its masks."""
-    refs = list(blob_refs(value))
+def media_item(run: ApiRun, key: str, row: Found, index: int, cell: tuple[int, int] | None,
+               piece: str | None = None) -> tuple[bytes, str]:
+    """(body, content type) of item ``index`` of ``key`` in ``row`` (see stored); with ``cell``
+    (row, column), the image in that cell of a table; with ``piece`` (see part), the image's
+    boxes and masks or one of its masks."""
+    step = row.step
+    refs = list(blob_refs(row.value))
     if index >= len(refs):
         raise RunNotFoundError(f"Run {run.path!r} logged {len(refs)} item(s) under {key!r} at "
                                f"step {step}; there is no item {index}.", path=key)
-    found = run.media(key, [step], label=label)
-    if not found:  # rewound since its references were read
-        raise _no_media(run, key, step, label)
-    items = found[0][1] if isinstance(found[0][1], list) else [found[0][1]]
-    item = items[index]
+    logged = run._media_items([row])[0][1]
+    item = (logged if isinstance(logged, list) else [logged])[index]
     if cell is not None:
         item = _table_image(run, key, step, item, *cell)
     if piece is not None:

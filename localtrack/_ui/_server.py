@@ -265,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/sweep":
             self._json({"root": str(view.root), **_sweeps.sweep(view.api, _required(q, "path"))})
         elif path == "/api/media":
-            self._json(_media.media_keys(view.api.run(_required(q, "path"))))
+            self._json(_media.media_keys(view.media_run(_required(q, "path"), fresh=True)))
         elif path == "/api/media/item":
             self._media_item(q)
         elif path == "/api/histograms":
@@ -300,17 +300,17 @@ class _Handler(BaseHTTPRequestHandler):
         """One media item. Its ETag is its step's version (see _media.version): a browser that
         holds it gets a 304 without a blob read, and a URL that carries the version (``v=``,
         as the page's do) may be kept for good, so moving a step slider back costs nothing."""
-        run = self.server.view.api.run(_required(q, "path"))
+        run = self.server.view.media_run(_required(q, "path"))
         key = _required(q, "key")
         label = q.get("label") or None  # a shared run's writer
-        step, value = _media.stored(run, key, q.get("step"), label)
+        row = _media.stored(run, key, q.get("step"), label)
         index, cell = _media.address(q)
         piece = _media.part(q)
-        tag = _media.version(value)
+        tag = _media.version(row.value)
         cache = "private, max-age=31536000, immutable" if q.get("v") == tag else "no-cache"
         headers = {"ETag": _media.etag(tag, index, cell, piece), "Cache-Control": cache}
         if not self._not_modified(headers):
-            body, ctype = _media.media_item(run, key, step, value, index, cell, piece, label)
+            body, ctype = _media.media_item(run, key, row, index, cell, piece)
             self._send(200, body, ctype, headers=headers)
 
     def _file(self, run_path: str, name: str) -> None:
