@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import localtrack
+from localtrack import _sealer, _segments
+from localtrack._sync import _upload
 
 from . import s3server
 from .helpers import settle
@@ -117,3 +119,39 @@ def test_a_run_synced_before_claims_is_recognised_by_its_run_json(tmp_path):
     (code, err), = race([stores[0]], str(remote), {})
     assert code == 0, err
     assert owner_of(localtrack.Api(remote).run("p/shared"), stores) == stores[0]
+
+
+def test_a_log_sealed_between_two_reads_of_one_pass_is_synced_from_its_segment(tmp_path, monkeypatch):
+    """A pass reads a closed log's new rows, then reads the log again to send them merged with
+    the small chunk sent before; a sealer takes the log into a segment in between (here: at
+    that very moment). The pass starts again from the manifest. It failed the run with a bare
+    "No such file or directory: '00000008.jsonl'" instead (once in CI: three writers logging
+    images while sync ran again and again)."""
+    store, remote = tmp_path / "store", str(tmp_path / "remote")
+    monkeypatch.setenv("LOCALTRACK_ROTATE_BYTES", "20000")
+    monkeypatch.setattr(_sealer, "request", lambda *a, **k: None)  # sealing when the test says
+    run = localtrack.init(project="p", id="r", dir=store)
+    for i in range(20):
+        run.log({"x": float(i)})
+    localtrack.sync(remote, dir=store)  # log 0's first rows: a small chunk
+    for i in range(20, 2000):
+        run.log({"x": float(i)})  # log 0 fills and is closed; newer logs follow
+    rdir = store / "p" / "runs" / "r"
+    assert _segments.wal_seqs(rdir)[:2] == [0, 1]
+    real, sealed = _upload._read_range, []
+
+    def read_range(path, under, start, end=None, **ctx):
+        if end is not None and path.name == "00000000.jsonl" and not sealed:  # the merge's read
+            with _sealer.hold(rdir):
+                _sealer.seal_closed(rdir, 0)
+            sealed.append(path)
+        return real(path, under, start, end, **ctx)
+
+    monkeypatch.setattr(_upload, "_read_range", read_range)
+    localtrack.sync(remote, dir=store)
+    assert sealed and 0 not in _segments.wal_seqs(rdir)
+    run.finish()
+    localtrack.sync(remote, dir=store)
+    there = localtrack.Api(remote).run("p/r").history_table(["x"])
+    assert same_table(there, localtrack.Api(store).run("p/r").history_table(["x"]))
+    assert there.column("_step").to_pylist() == list(range(2000))

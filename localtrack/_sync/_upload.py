@@ -242,6 +242,16 @@ def _read_range(path: Path, under: Path, start: int, end: int | None = None,
         return data[start:] if end is None else data[start:end]
 
 
+def _reread_range(path: Path, under: Path, start: int, end: int | None = None,
+                  **ctx: Unpack[Ctx]) -> bytes:
+    """_read_range of a log or blob this pass has seen: gone now means a sealer took it (into
+    a segment) meanwhile, so the pass starts again from the manifest."""
+    try:
+        return _read_range(path, under, start, end, **ctx)
+    except FileNotFoundError:
+        raise _Reread from None
+
+
 def no_link(path: Path, **ctx: Unpack[Ctx]) -> None:
     """Refuse to write into a folder of the store that is a symbolic link (it leads elsewhere)."""
     if path.is_symlink():
@@ -572,7 +582,7 @@ class RunUpload:
         if len(data) < k or zlib.crc32(data[k - t:k]) != entry["tail"]:
             self._rewritten(name, sent)
             entry, sent, t, frame, lo, k = _NOTHING_SENT, 0, 0, 0, 0, 0
-            data = _read_range(local, self.rdir, 0, **self.ctx)
+            data = _reread_range(local, self.rdir, 0, **self.ctx)
         checked = _frames.validate(data[frame - lo:], anchored=frame > 0)
         frame_end = frame + checked.frame_end
         damaged = checked.corrupt or (closed and checked.bad_at is not None)
@@ -593,8 +603,8 @@ class RunUpload:
         chunks = [*entry["chunks"], [sent, n]]
         k = merge_count(chunks)
         start = chunks[-k][0]
-        payload = bytes(new[:n]) if k == 1 else _read_range(local, self.rdir, start, sent + n,
-                                                            **self.ctx)
+        payload = bytes(new[:n]) if k == 1 else _reread_range(local, self.rdir, start, sent + n,
+                                                              **self.ctx)
         if len(payload) != sent + n - start:
             raise _Reread
         self._put(f"{name}/{chunk_name(start)}", payload)
@@ -628,13 +638,13 @@ class RunUpload:
             return  # no media in this log
         chunks = self.state.blobs.get(name, [])
         sent = chunks[-1][0] + chunks[-1][1] if chunks else 0
-        data = _read_range(path, self.rdir, sent, **self.ctx)
+        data = _reread_range(path, self.rdir, sent, **self.ctx)
         if not data:
             return
         chunks = [*chunks, [sent, len(data)]]
         k = merge_count(chunks)
         start, end = chunks[-k][0], sent + len(data)
-        payload = data if k == 1 else _read_range(path, self.rdir, start, end, **self.ctx)
+        payload = data if k == 1 else _reread_range(path, self.rdir, start, end, **self.ctx)
         if len(payload) != end - start:
             raise _Reread
         self._put(f"{name}/{chunk_name(start)}", payload)
