@@ -143,6 +143,10 @@ class Cluster:
                              f"{self.logs()}")
 
     def requeue(self, jobid: str) -> None:
+        """Requeue an ended job. slurmd refuses to launch a job whose credential was made in
+        the second its kill revoked the old one ("Job credential revoked": it compares whole
+        seconds), so the requeue waits for the next second."""
+        time.sleep(1.05 - time.time() % 1)
         self.run("scontrol", "requeue", jobid)
 
     def release(self, jobid: str, timeout: float = 30) -> None:
