@@ -22,9 +22,9 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, cast
 
-from . import _blobs, _durable, _frames, _fsutil, _layout, _remotesnap, _wal
+from . import _blobs, _durable, _exitgate, _frames, _fsutil, _layout, _remotesnap, _wal
 from ._codec import HIST_TAG, decode_tree, dumps, encode_tree, histogram_of, loads, untag
 from ._media import Histogram
 from ._naming import Ctx, log_seq, run_label, segment_seq
@@ -339,6 +339,7 @@ _TAG_LITERALS = ((b'{"$f":"NaN"}', b"NaN"), (b'{"$f":"Infinity"}', b"Infinity"),
                  (b'{"$f":"-Infinity"}', b"-Infinity"))
 
 
+@_exitgate.gated
 def log_table(data: bytes) -> pa.Table | None:
     """Checked log bytes as a table, one row per step, parsed by pyarrow's C++ JSON reader.
 
@@ -360,7 +361,7 @@ def log_table(data: bytes) -> pa.Table | None:
     if b'"$f"' in data:
         return None
     try:
-        table = pj.read_json(pa.BufferReader(data))
+        table = pj.read_json(pa.BufferReader(_arrow_copy(data)))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     if "_crc" in table.column_names:
@@ -925,6 +926,7 @@ def _check_steps(table: pa.Table, path: StorePath, ctx: Ctx) -> pa.Table:
     return table
 
 
+@_exitgate.gated
 def _read_segment(path: StorePath, wanted: list[str] | None, rdir: StorePath, ctx: Ctx) -> pa.Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -939,7 +941,7 @@ def _read_segment(path: StorePath, wanted: list[str] | None, rdir: StorePath, ct
         # Python for them, and a process exiting while a daemon thread (the dashboard's)
         # was in such a read hung for good in Arrow's thread-pool shutdown.
         with open_file(path, rdir if isinstance(rdir, Path) else None, **ctx) as fh:
-            return read(pa.BufferReader(fh.read()))
+            return read(pa.BufferReader(_arrow_copy(fh)))
     key = (path.key, None if wanted is None else tuple(wanted))
     table = _remote_segments.get(path.remote, key)
     if table is None:
@@ -947,6 +949,26 @@ def _read_segment(path: StorePath, wanted: list[str] | None, rdir: StorePath, ct
             table = read(fh)
         _remote_segments.put(path.remote, key, table)
     return table
+
+
+def _arrow_copy(source: bytes | BinaryIO) -> pa.Buffer:
+    """The bytes (or a file's) in memory of Arrow's own. A buffer over a Python object takes
+    the GIL when Arrow frees it, possibly in one of Arrow's threads after the read returned;
+    at interpreter exit that thread is then ended by pthread_exit in a destructor, and the
+    process dies of SIGABRT (see _exitgate)."""
+    import pyarrow as pa
+
+    if isinstance(source, bytes):
+        buf = pa.allocate_buffer(len(source))
+        memoryview(buf).cast("B")[:] = source
+        return buf
+    fd = source.fileno()
+    size = os.fstat(fd).st_size
+    buf = pa.allocate_buffer(size)
+    view, got = memoryview(buf), 0
+    while got < size and (n := os.preadv(fd, [view[got:]], got)):
+        got += n
+    return buf if got == size else buf.slice(0, got)
 
 
 class _RemoteSegments:
