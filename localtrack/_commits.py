@@ -86,8 +86,17 @@ _starting = threading.Lock()
 
 
 def submit(commit: Commit) -> Commit:
-    """Queue ``commit`` behind the ones before it (the thread starts on the first)."""
+    """Queue ``commit`` behind the ones before it (the thread starts on the first).
+
+    Once the process is exiting (the main thread has ended: atexit handlers run) the commit
+    is made in the caller, after the queued ones: Python 3.12+ refuses to start a thread
+    then, and an atexit handler that runs after _at_exit would leave it to a daemon thread
+    that finalization stops."""
     global _worker
+    if not threading.main_thread().is_alive():
+        settle_all()
+        commit.run()
+        return commit
     _pending.append(commit)
     with _starting:
         if _worker is None:
@@ -130,10 +139,15 @@ def wait_all(commits: list[Commit]) -> LocaltrackError | None:
     return first
 
 
-def _at_exit() -> None:
-    """The process ends: every commit is finished first; errors nobody was told are logged."""
+def settle_all() -> None:
+    """Wait for every commit this process queued."""
     for commit in list(_pending):
         commit.done.wait()
+
+
+def _at_exit() -> None:
+    """The process ends: every commit is finished first; errors nobody was told are logged."""
+    settle_all()
     for commit in _failed:
         if not commit.reported:
             commit.reported = True

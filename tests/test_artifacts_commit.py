@@ -148,6 +148,44 @@ def test_the_process_exit_waits_for_the_commit(tmp_path: Path) -> None:
     assert (Path(art.download(root=tmp_path / "out")) / "f.bin").read_bytes() == data
 
 
+AT_EXIT = """
+import atexit, sys, threading, localtrack
+store, first, last = sys.argv[1], sys.argv[2], sys.argv[3]
+run = localtrack.init(project="p", dir=store)
+if first != "-":
+    run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(first, name="f.bin"))
+
+def save_on_exit():
+    run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(last, name="f.bin"))
+    print("threads:", sorted(t.name for t in threading.enumerate()), flush=True)
+
+atexit.register(save_on_exit)
+"""
+
+
+@pytest.mark.parametrize("queued_before", [False, True], ids=["alone", "after-a-queued-one"])
+def test_an_atexit_handler_s_artifact_is_committed_in_the_handler(
+        tmp_path: Path, queued_before: bool) -> None:
+    """A checkpoint saved by an atexit handler (after the main thread ended) is committed in the
+    handler, after any queued before it: no thread is started then (Python 3.12+ refuses one),
+    and no daemon thread is left to be stopped by finalization with the version unmade."""
+    store, first, last = tmp_path / "store", tmp_path / "first.bin", tmp_path / "last.bin"
+    first.write_bytes(os.urandom(4 << 20))
+    last.write_bytes(os.urandom(4 << 20))
+    res = run_script(AT_EXIT, str(store), str(first) if queued_before else "-", str(last),
+                     timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert ("localtrack-artifacts" in res.stdout) == queued_before, res.stdout
+    api = localtrack.Api(store)
+    versions = ["v0", "v1"] if queued_before else ["v0"]
+    for version, src in zip(versions, [first, last][-len(versions):], strict=True):
+        art = api.artifact(f"p/{NAME}:{version}")
+        assert (Path(art.download(root=tmp_path / version)) / "f.bin").read_bytes() == \
+            src.read_bytes()
+    assert api.artifact(f"p/{NAME}:latest").version == versions[-1]
+    assert api.run(f"p/{api.runs('p')[0].id}").state == "finished"
+
+
 KILLED = """
 import os, signal, sys, localtrack
 store, src, when = sys.argv[1], sys.argv[2], sys.argv[3]
