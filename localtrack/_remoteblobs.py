@@ -17,12 +17,11 @@ in the order sync moves blobs (see _mediaread._remote_item).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from typing import Any
 
 from . import _blobs
 from ._naming import chunk_offset
-from ._remotes import PerRemote, RemotePath
+from ._remotes import Lru, PerRemote, RemotePath
 
 _GAP = 1 << 18  # bytes between two items read rather than ask again (a request costs more)
 _SPAN = 16 << 20  # at most this much in one ranged read
@@ -33,60 +32,39 @@ ItemKey = tuple[str, int, int, int, Any]  # (run folder key, log, offset, length
 
 
 class _Cache:
-    """One remote's sealed blob handles and read items, least recently used dropped first."""
+    """One remote's read items, open sealed blobs and live blobs' chunk listings."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.items: OrderedDict[ItemKey, bytes] = OrderedDict()
-        self.size = 0
-        self.handles: OrderedDict[str, tuple[Any, threading.Lock]] = OrderedDict()
-        self.listed: OrderedDict[str, list[tuple[int, int, str]]] = OrderedDict()
+        self.items = Lru[ItemKey, bytes](size=_ITEM_BYTES, size_of=len)
+        self.handles = Lru[str, tuple[Any, threading.Lock]](
+            count=_HANDLES, on_drop=lambda held: held[0].close())
+        self.listed = Lru[str, list[tuple[int, int, str]]](count=_HANDLES)
 
     def get(self, key: ItemKey) -> bytes | None:
-        with self.lock:
-            data = self.items.get(key)
-            if data is not None:
-                self.items.move_to_end(key)
-            return data
+        return self.items.get(key)
 
     def put(self, key: ItemKey, data: bytes) -> None:
-        with self.lock:
-            if key in self.items or len(data) > _ITEM_BYTES // 4:
-                return
-            self.items[key] = data
-            self.size += len(data)
-            while self.size > _ITEM_BYTES:
-                self.size -= len(self.items.popitem(last=False)[1])
-
+        if len(data) <= _ITEM_BYTES // 4:
+            self.items.put(key, data)
 
     def handle(self, path: RemotePath) -> tuple[Any, threading.Lock]:
         """An open handle of an object that does not change (a sealed blob, a chunk), kept;
         FileNotFoundError when it is not there."""
-        with self.lock:
-            held = self.handles.get(path.key)
-            if held is not None:
-                self.handles.move_to_end(path.key)
-                return held
-        held = (path.open_input(), threading.Lock())
-        with self.lock:
-            self.handles[path.key] = held
-            while len(self.handles) > _HANDLES:
-                self.handles.popitem(last=False)[1][0].close()
+        held = self.handles.get(path.key)
+        if held is None:
+            held = (path.open_input(), threading.Lock())
+            self.handles.put(path.key, held)
         return held
 
     def chunks(self, live: RemotePath, end: int) -> list[tuple[int, int, str]]:
         """The chunks (offset, size, name) of a live blob, listed again unless a listing kept
         covers its bytes up to ``end`` (what it covered then cannot have changed: the log is
         append-only; what lies past it may have grown)."""
-        with self.lock:
-            chunks = self.listed.get(live.key)
+        chunks = self.listed.get(live.key)
         if chunks is None or _chain_end(chunks) < end:
             chunks = sorted((o, e.size, n) for n, e in live.entries().items()
                             if (o := chunk_offset(n)) is not None)
-            with self.lock:
-                self.listed[live.key] = chunks
-                while len(self.listed) > _HANDLES:
-                    self.listed.popitem(last=False)
+            self.listed.put(live.key, chunks)
         return chunks
 
     def forget(self, rdir: RemotePath, seq: int) -> None:
@@ -94,10 +72,8 @@ class _Cache:
         sealed or replaced meanwhile)."""
         prefix = (rdir / "wal" / _blobs.name(seq)).key
         sealed = (rdir / "segments" / _blobs.name(seq)).key
-        with self.lock:
-            self.listed.pop(prefix, None)
-            for key in [k for k in self.handles if k == sealed or k.startswith(prefix + "/")]:
-                self.handles.pop(key)[0].close()
+        self.listed.drop(lambda key: key == prefix)
+        self.handles.drop(lambda key: key == sealed or key.startswith(prefix + "/"))
 
 
 def _chain_end(chunks: list[tuple[int, int, str]]) -> int:

@@ -22,13 +22,11 @@ manifest does not name (_segments). docs/format.md, "Remote stores", states the 
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
 from ._naming import chunk_offset
-from ._remotes import Entry, PerRemote, RemotePath
+from ._remotes import Entry, Lru, PerRemote, RemotePath
 from ._remotes._chunks import join
 
 T = TypeVar("T")
@@ -85,36 +83,8 @@ class _Kept(NamedTuple):
     size: int
 
 
-class _Cache:
-    """One remote's run folders read, least recently used dropped first."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.folders: OrderedDict[str, _Kept] = OrderedDict()
-        self.size = 0
-
-    def get(self, key: str) -> _Kept | None:
-        with self.lock:
-            kept = self.folders.get(key)
-            if kept is not None:
-                self.folders.move_to_end(key)
-            return kept
-
-    def put(self, key: str, kept: _Kept) -> None:
-        with self.lock:
-            old = self.folders.pop(key, None)
-            self.size += kept.size - (old.size if old is not None else 0)
-            self.folders[key] = kept
-            while self.folders and (len(self.folders) > _FOLDERS or self.size > _BYTES):
-                self.size -= self.folders.popitem(last=False)[1].size
-
-    def drop(self, key: str) -> None:
-        with self.lock:
-            old = self.folders.pop(key, None)
-            self.size -= old.size if old is not None else 0
-
-
-_cache = PerRemote(_Cache)
+_cache = PerRemote(lambda: Lru[str, _Kept](count=_FOLDERS, size=_BYTES,
+                                            size_of=lambda kept: kept.size))
 
 
 def version(listing: Listing) -> Version:
@@ -145,6 +115,6 @@ def snapshot(rdir: RemotePath, build: Callable[[Reader], tuple[T, bool] | None])
             size = sum(len(data) for _, data in reader.chunks.values())
             cache.put(rdir.key, _Kept(now, value, reader.chunks, 2 * size))  # (the logs joined too)
         else:
-            cache.drop(rdir.key)
+            cache.drop(lambda key: key == rdir.key)
         return value
     return None

@@ -17,9 +17,6 @@ import math
 import os
 import re
 import sys
-import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, cast
@@ -29,7 +26,7 @@ from ._codec import HIST_TAG, decode_tree, dumps, encode_tree, histogram_of, loa
 from ._media import Histogram
 from ._naming import Ctx, log_seq, run_label, segment_seq
 from ._remotes import _chunks
-from ._remotes._base import RemotePath
+from ._remotes._base import Lru, PerRemote, RemotePath
 from ._remotes._dir import open_file, read_file
 from .errors import CorruptRunError, RemoteError, UsageError
 
@@ -943,11 +940,12 @@ def _read_segment(path: StorePath, wanted: list[str] | None, rdir: StorePath, ct
         with open_file(path, rdir if isinstance(rdir, Path) else None, **ctx) as fh:
             return read(pa.BufferReader(_arrow_copy(fh)))
     key = (path.key, None if wanted is None else tuple(wanted))
-    table = _remote_segments.get(path.remote, key)
+    kept = _remote_segments(path.remote)
+    table = kept.get(key)
     if table is None:
         with path.open_input() as fh:
             table = read(fh)
-        _remote_segments.put(path.remote, key, table)
+        kept.put(key, table)
     return table
 
 
@@ -971,36 +969,12 @@ def _arrow_copy(source: bytes | BinaryIO) -> pa.Buffer:
     return buf if got == size else buf.slice(0, got)
 
 
-class _RemoteSegments:
-    """Segments read from remotes, kept per remote object (an Api's, the dashboard's) up to
-    _REMOTE_SEGMENT_BYTES each, least recently used dropped first: a segment named in a
-    manifest is written once and never changed, and a dashboard reads a key's history again
-    for every media item it shows (three requests a segment: a HEAD and two ranged GETs)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.tables: weakref.WeakKeyDictionary[Any, OrderedDict[Any, pa.Table]] = \
-            weakref.WeakKeyDictionary()
-
-    def get(self, remote: Any, key: Any) -> pa.Table | None:
-        with self.lock:
-            tables = self.tables.get(remote)
-            table = None if tables is None else tables.get(key)
-            if tables is not None and table is not None:
-                tables.move_to_end(key)
-            return table
-
-    def put(self, remote: Any, key: Any, table: pa.Table) -> None:
-        with self.lock:
-            tables = self.tables.setdefault(remote, OrderedDict())
-            tables[key] = table
-            size = sum(t.nbytes for t in tables.values())
-            while size > _REMOTE_SEGMENT_BYTES and tables:
-                size -= tables.popitem(last=False)[1].nbytes
-
-
 _REMOTE_SEGMENT_BYTES = 64 << 20
-_remote_segments = _RemoteSegments()
+# Segments read from remotes, kept per remote object (an Api's, the dashboard's): a segment
+# named in a manifest is written once and never changed, and a dashboard reads a key's history
+# again for every media item it shows (three requests a segment: a HEAD and two ranged GETs).
+_remote_segments = PerRemote(lambda: Lru[tuple[str, tuple[str, ...] | None], "pa.Table"](
+    size=_REMOTE_SEGMENT_BYTES, size_of=lambda table: table.nbytes))
 
 
 def _concat(tables: list[pa.Table], wanted: list[str] | None) -> pa.Table:

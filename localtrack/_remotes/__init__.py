@@ -14,11 +14,11 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import UsageError
-from ._base import Entry, PerRemote, Remote, RemotePath
+from ._base import Entry, Lru, PerRemote, Remote, RemotePath
 from ._dir import DirRemote
 
-__all__ = ["Entry", "PerRemote", "Remote", "RemotePath", "is_uri", "open_remote", "open_store", "redact",
-           "remote_key"]
+__all__ = ["Entry", "Lru", "PerRemote", "Remote", "RemotePath", "is_uri", "open_remote", "open_store",
+           "redact", "remote_key"]
 
 _S3_QUERY = ("endpoint_override", "region", "scheme", "access_key", "secret_key", "session_token",
              "allow_bucket_creation")

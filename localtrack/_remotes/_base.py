@@ -17,6 +17,7 @@ import io
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, NamedTuple, TypeVar
@@ -131,6 +132,54 @@ class PerRemote(Generic[T]):
             if made is None:
                 made = self._made[remote] = self._factory()
             return made
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Lru(Generic[K, V]):
+    """Values by key, the least recently used dropped first once more than ``count`` are kept
+    or their ``size_of`` passes ``size``; ``on_drop`` is called with each one dropped (a handle
+    closed; not with one replaced by put, which a reader may still hold). Thread-safe: what
+    the read side keeps of a remote is shared by the dashboard's request threads."""
+
+    def __init__(self, *, count: int | None = None, size: int | None = None,
+                 size_of: Callable[[V], int] = lambda _: 0,
+                 on_drop: Callable[[V], None] = lambda _: None) -> None:
+        self._count, self._size, self._size_of, self._on_drop = count, size, size_of, on_drop
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[K, V] = OrderedDict()
+        self._total = 0
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._kept.get(key)
+            if value is not None:
+                self._kept.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._pop(key, replaced=True)
+            self._kept[key] = value
+            self._total += self._size_of(value)
+            while self._kept and ((self._count is not None and len(self._kept) > self._count)
+                                  or (self._size is not None and self._total > self._size)):
+                self._pop(next(iter(self._kept)))
+
+    def drop(self, chosen: Callable[[K], bool]) -> None:
+        """Drop every key ``chosen`` says."""
+        with self._lock:
+            for key in [k for k in self._kept if chosen(k)]:
+                self._pop(key)
+
+    def _pop(self, key: K, replaced: bool = False) -> None:
+        value = self._kept.pop(key, None)
+        if value is not None:
+            self._total -= self._size_of(value)
+            if not replaced:
+                self._on_drop(value)
 
 
 class FileChunks:
