@@ -193,7 +193,7 @@ KINDS = ("prefix", "pages", "sectors", "lost-page")
 
 
 def test_power_loss_images(tmp_path):
-    images = int(os.environ.get("POWERLOSS_IMAGES", "100"))
+    images = int(os.environ.get("POWERLOSS_IMAGES", "60"))
     per_writer = 24
     rng = random.Random(20261130)
     checked = 0
@@ -217,7 +217,7 @@ def test_power_loss_images(tmp_path):
 def test_power_loss_images_with_media(tmp_path):
     """The same, with images in the blob logs: a row whose media a crash image lost is cut
     as a torn tail when the run is opened, and every item left reads back whole."""
-    images = max(8, int(os.environ.get("POWERLOSS_IMAGES", "100")) // 4)
+    images = max(8, int(os.environ.get("POWERLOSS_IMAGES", "60")) // 4)
     per_writer = 12
     rng = random.Random(20261201)
     checked = 0

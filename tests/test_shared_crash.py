@@ -169,7 +169,7 @@ def _check_image(image: Path, synced: dict[str, int], what: str) -> None:
 
 
 def test_power_loss_images_of_a_shared_run(tmp_path: Path) -> None:
-    images = max(8, int(os.environ.get("POWERLOSS_IMAGES", "100")) // 12)
+    images = max(8, int(os.environ.get("POWERLOSS_IMAGES", "60")) // 12)
     per_crash = 4
     rng = random.Random(20261202)
     checked = 0

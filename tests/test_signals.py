@@ -65,7 +65,7 @@ def _events_of(store, pid: int, since: float) -> list[dict]:
 
 
 def test_signal_loop(store):
-    trials = int(os.environ.get("SIGNAL_TRIALS", "100"))
+    trials = int(os.environ.get("SIGNAL_TRIALS", "60"))
     rng = random.Random(20261130)
     on_disk, preempted, deaths = 0, 0, {}
     for k in range(trials):
