@@ -234,6 +234,41 @@ def test_a_shared_runs_histograms_draw_a_heatmap_per_writer(browser, ui):
         tab.context.close()
 
 
+WIDE = """
+import sys, localtrack
+rank = int(sys.argv[2])
+run = localtrack.init(project="sh", id="wide", dir=sys.argv[1], settings={"mode": "shared"})
+for s in range(3):
+    run.log({"h": localtrack.Histogram(np_histogram=([rank + 1, s + 1], [0, 1, 2]))})
+run.finish()
+"""
+
+
+def test_a_shared_run_of_many_writers_shows_one_heatmap_chosen_in_a_list(browser, ui, store):
+    """Past 8 writers (64 ranks would be 64 plots) the panel draws the heatmap of the writer
+    chosen in a list (the primary first), on the range and colour scale of all of them."""
+    ranks = range(9)
+    procs = [script(WIDE, str(store), str(rank), env={"SLURM_PROCID": str(rank)}) for rank in ranks]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    tab = Page(browser, ui.url)
+    try:
+        pg = tab.page
+        tab.goto("#/p/sh/r/wide")
+        pick = pg.locator('.media-panel[data-key="h"] select.media-hist-pick')
+        pick.wait_for()
+        assert pick.evaluate("s => [...s.options].map(o => o.value)") == [f"rank{r}" for r in ranks]
+        tab.wait("rank0's heatmap", lambda: [m["label"] for m in pg.evaluate(HEATMAPS, "h")] == ["rank0"])
+        pick.select_option("rank7")
+        tab.wait("rank7's heatmap", lambda: [m["label"] for m in pg.evaluate(HEATMAPS, "h")] == ["rank7"])
+        (shown,) = pg.evaluate(HEATMAPS, "h")
+        assert shown["x"] == [0, 1, 2] and shown["zmax"] == 9  # rank8's largest count: one scale
+        tab.check()
+    finally:
+        tab.context.close()
+
+
 LIVE = """
 import sys, localtrack
 run = localtrack.init(project="sh", id="live", dir=sys.argv[1], name="live-job",

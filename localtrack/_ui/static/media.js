@@ -235,11 +235,15 @@ async function heatmap(d, rows, common = null, height = 260) {
   return el;
 }
 
+/** Up to this many writers get a heatmap each; a run with more shows one, chosen in a list. */
+const HEATMAP_WRITERS = 8;
+
 /**
  * A histogram key's panel: its histograms over steps as a heatmap. A shared run's writers
  * each log their own histograms (a step may have one per writer): a heatmap per writer,
  * headed by its label, all on one grid of bins, one step range and one colour scale, so
- * they compare at a glance.
+ * they compare at a glance; past HEATMAP_WRITERS writers (64 ranks would be 64 plots), the
+ * heatmap of the writer chosen in a list, on the same range and scale.
  */
 async function histogramPanel(path, key) {
   const d = await api("/api/histograms", {path, key});
@@ -252,10 +256,22 @@ async function histogramPanel(path, key) {
     for (const n of d.counts[i]) zmax = Math.max(zmax, n);
   }
   const labels = [...new Set(d.labels)].sort();
-  const height = labels.length > 1 ? 180 : 260;
-  return h("div", {class: "media-hists"}, await Promise.all(labels.map(async label =>
+  const writer = async (label, height) =>
     h("div", {class: "media-hist-writer", dataset: {label}}, h("h4", {class: "mono"}, label),
-      await heatmap(d, all.filter(i => d.labels[i] === label), {first, last, zmax}, height)))));
+      await heatmap(d, all.filter(i => d.labels[i] === label), {first, last, zmax}, height));
+  if (labels.length <= HEATMAP_WRITERS) {
+    const height = labels.length > 1 ? 180 : 260;
+    return h("div", {class: "media-hists"}, await Promise.all(labels.map(label => writer(label, height))));
+  }
+  const shown = h("div", {}, await writer(labels[0], 260));
+  let ticket = 0;  // the last choice wins, however long an earlier one takes to draw
+  const pick = h("select", {class: "media-hist-pick", onchange: async e => {
+    const mine = ++ticket;
+    const el = await writer(e.target.value, 260);
+    if (mine === ticket) shown.replaceChildren(el);
+  }}, labels.map(label => h("option", {value: label}, label)));
+  return h("div", {class: "media-hists"},
+    h("label", {}, `${labels.length} writers, one shown: `, pick), shown);
 }
 
 /** Fill ``root`` with a panel per media key and per histogram key of the run ``path``. */
