@@ -346,8 +346,9 @@ def _node(store: Path, tmp_path: Path, sweep_id: str, env: dict[str, str]) -> su
                             start_new_session=True)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of group ``pgid`` still runs (zombies do not: nothing may reap them)."""
+def _group_states(pgid: int) -> list[str]:
+    """The scheduler states (R, S, T, Z, ...) of the processes of group ``pgid``."""
+    states = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -355,9 +356,22 @@ def _group_alive(pgid: int) -> bool:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+        if int(fields[2]) == pgid:
+            states.append(fields[0])
+    return states
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies do not: nothing may reap them)."""
+    return any(state not in ("Z", "X") for state in _group_states(pgid))
+
+
+def _freeze(node: subprocess.Popen) -> None:
+    """SIGSTOP the node and wait until each of its processes has stopped: kill() returns while
+    a process may still be finishing a write (an event) it began before the signal."""
+    os.killpg(node.pid, signal.SIGSTOP)
+    wait_for(lambda: all(state in ("T", "t", "Z", "X") for state in _group_states(node.pid)),
+             what=f"node {node.pid} to stop")
 
 
 def _lose_node(node: subprocess.Popen) -> str:
@@ -370,15 +384,21 @@ def _lose_node(node: subprocess.Popen) -> str:
 
 def _phase(sweep: SweepStore, node: subprocess.Popen) -> str:
     """Where the node's job is: 'idle' (none), 'starting' (its run has no events: the program
-    has not reached init()), 'unmarked' (started, mark_preempting() not called yet) or 'running'."""
+    has not reached init()), 'unmarked' (the last process to start the run has not called
+    mark_preempting() yet) or 'running'. Like the queue's settling, only the last process's
+    events count: a resumed run's earlier mark_preempting() does not hold for its new process."""
     prefix = f"{socket.gethostname()}-{node.pid}-"
     jobs = [rid for rid, job in sweep.read_state()["jobs"].items()
             if job["status"] == "running" and job.get("agent", "").startswith(prefix)]
     if not jobs:
         return "idle"
     rdir = _layout.run_dir(sweep.root, sweep.project, _naming.run_id(jobs[0]))
-    events = {e.get("event") for e in _store.events(rdir)}
-    return "starting" if not events else "running" if "preempting" in events else "unmarked"
+    events = [e.get("event") for e in _store.events(rdir)]
+    if not events:
+        return "starting"
+    starts = [i for i, e in enumerate(events) if e in ("started", "resumed")]
+    life = events[starts[-1]:] if starts else events
+    return "running" if "preempting" in life else "unmarked"
 
 
 def test_lost_nodes_never_lose_grid_points(store, tmp_path):
@@ -403,7 +423,7 @@ def test_lost_nodes_never_lose_grid_points(store, tmp_path):
                 break   # the sweep is done
             aim = ("starting", "running", "anywhere")[len(lost) % 3]
             node = rng.choice(live)
-            os.killpg(node.pid, signal.SIGSTOP)   # freeze the node to look at its job
+            _freeze(node)   # to look at its job
             phase = _phase(sweep, node)
             if phase == aim or (aim == "anywhere" and phase != "unmarked"):
                 outs.append(_lose_node(node))
