@@ -6,16 +6,28 @@ that holds the mutex; ``_busy`` then says so, and the handler's call is queued a
 the interrupted call ends, never in the middle of it (see docs/reliability.md, "Signals").
 ``History.log`` writes this protocol out inline (a call less per row); every other writer
 method takes it through ``critical``.
+
+The public calls that wait or take locks of their own (finish(), save(), log_artifact(),
+Artifact.wait()) are ``entry`` calls: a signal that interrupts one in the main thread has its
+action (for SIGTERM: finish every run, then die) queued for the end of the outermost one. Run
+inside it, that action would take a lock the interrupted code holds: a second SIGTERM (SLURM's
+and a sweep agent's, or Ctrl-C twice) landing inside the first one's finish() hung for good.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 _F = TypeVar("_F", bound=Callable[..., None])
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_entered = 0  # how deep the main thread is in entry calls
+_queued: list[Callable[[], Any]] = []  # signal handlers' actions that came meanwhile
 
 
 class Guarded:
@@ -74,3 +86,43 @@ def critical(method: _F) -> _F:
             if self._deferred:
                 self._run_deferred()
     return guarded  # type: ignore[return-value]
+
+
+def entry(fn: Callable[P, R]) -> Callable[P, R]:
+    """A public call that waits or takes locks of its own: in the main thread, a signal
+    handler's action that interrupts it is made when the outermost such call ends."""
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        global _entered
+        if threading.current_thread() is not threading.main_thread():
+            return fn(*args, **kwargs)
+        _entered += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _entered -= 1
+            if not _entered:
+                while _queued:
+                    _queued.pop(0)()
+    return call
+
+
+def in_entry() -> bool:
+    """In a signal handler: whether it interrupted an entry call (the handler runs in the
+    main thread, the only one that counts)."""
+    return _entered > 0
+
+
+def queue_for_entry(action: Callable[[], Any]) -> None:
+    """Make ``action`` when the interrupted entry call ends (see in_entry)."""
+    _queued.append(action)
+
+
+def _after_fork_in_child() -> None:
+    """A child forked inside an entry call (by another thread) never returns from it."""
+    global _entered
+    _entered = 0
+    _queued.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -20,7 +20,7 @@ from . import _alerts, _files, _fsutil, _labels, _metrics, _naming, _store, _wal
 from ._codec import dumps, encode_tree
 from ._config import Config, Summary, config_errors
 from ._frames import frame
-from ._guard import Guarded, critical
+from ._guard import Guarded, critical, entry
 from ._history import History, State
 from ._locks import RunLock
 from ._logfile import Appender
@@ -111,6 +111,7 @@ class Run(RunInfo, History):
     def path(self) -> str:
         return f"{self.project}/{self.id}"
 
+    @entry
     def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
         """Wait for the run's artifacts to be stored, close the log, record the exit code
         (None: 0, success), release the run; a child process seals the tail. An artifact that
@@ -236,6 +237,7 @@ class Run(RunInfo, History):
         if _alerts.due(self._alerted, title, fields.get("wait_duration"), time.monotonic()):
             self._event("alert", **fields)
 
+    @entry
     def save(self, glob_str: str | os.PathLike[str], base_path: str | os.PathLike[str] | None = None,
              policy: str = "live") -> list[str]:
         """Copy the files matching ``glob_str`` into the run's ``files/`` (see _files):
@@ -296,6 +298,7 @@ class Run(RunInfo, History):
         self._require_running("mark_preempting")
         self._event("preempting")
 
+    @entry
     def log_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str],
                      name: str | None = None, type: str | None = None,
                      aliases: list[str] | None = None) -> Artifact:
@@ -312,6 +315,7 @@ class Run(RunInfo, History):
             self._commits.append(art._commit)
         return art
 
+    @entry
     def use_artifact(self, artifact_or_name: Artifact | str) -> Artifact:
         """A stored version (``"name:latest"``, ``"name:v3"``, ``"project/name:best"``), recorded
         as used by this run; from the local store, so it works offline (else from the synced

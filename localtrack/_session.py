@@ -441,13 +441,17 @@ def _install_hooks() -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    """Record the signal; act on it now unless it interrupted init() or a run's writer."""
+    """Record the signal; act on it now unless it interrupted init(), a run's writer or an
+    entry call (see _guard)."""
     name = signal.Signals(signum).name
     runs = list(_active)
     for run in runs:
         run._signalled = name  # finish() under way ends the run as preempted
     if _starting:
         _pending.append((signum, frame))
+        return
+    if _guard.in_entry():
+        _guard.queue_for_entry(lambda: _act(signum, frame))
         return
     for run in runs:
         if run._interrupted():
