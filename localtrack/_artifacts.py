@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from . import _commits, _digests, _fsutil, _guard, _locks, _naming, _settings
+from . import _commits, _digests, _fsutil, _locks, _naming, _settings
 from ._codec import decode_tree, dumps, encode_tree, loads
 from ._remotes import RemotePath, open_store, redact
 from .errors import (
@@ -245,7 +245,6 @@ class Artifact:
 
     # -- a logged version ---------------------------------------------------------------------
 
-    @_guard.entry
     def wait(self, timeout: float | None = None) -> Artifact:
         """W&B's: wait until the log_artifact() of this artifact is stored (its version,
         files and aliases written) and return it. Raises the commit's error, e.g. a full disk

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from . import _guard
 from .errors import ArtifactError, LocaltrackError
 
 log = logging.getLogger("localtrack")
@@ -47,6 +48,7 @@ class Commit:
         finally:
             self.done.set()
 
+    @_guard.entry
     def wait(self, timeout: float | None = None) -> None:
         """Block until committed; raise its error (a LocaltrackError naming the artifact and
         the run), or ArtifactError when ``timeout`` seconds pass first."""
@@ -113,6 +115,7 @@ def _work() -> None:
         _pending.remove(commit)
 
 
+@_guard.entry
 def settle(adir: Path, name: str | None = None) -> None:
     """Wait for this process's commits into ``adir`` (of ``name``), failed or not: a read
     then sees every version this process logged before it."""
@@ -124,6 +127,7 @@ def settle(adir: Path, name: str | None = None) -> None:
             commit.done.wait()
 
 
+@_guard.entry
 def wait_all(commits: list[Commit]) -> LocaltrackError | None:
     """Wait for ``commits``; the first error not raised yet is returned (the others logged)."""
     first = None
@@ -139,6 +143,7 @@ def wait_all(commits: list[Commit]) -> LocaltrackError | None:
     return first
 
 
+@_guard.entry
 def settle_all() -> None:
     """Wait for every commit this process queued."""
     for commit in list(_pending):

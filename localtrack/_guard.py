@@ -8,10 +8,11 @@ the interrupted call ends, never in the middle of it (see docs/reliability.md, "
 method takes it through ``critical``.
 
 The public calls that wait or take locks of their own (finish(), save(), log_artifact(),
-Artifact.wait()) are ``entry`` calls: a signal that interrupts one in the main thread has its
-action (for SIGTERM: finish every run, then die) queued for the end of the outermost one. Run
-inside it, that action would take a lock the interrupted code holds: a second SIGTERM (SLURM's
-and a sweep agent's, or Ctrl-C twice) landing inside the first one's finish() hung for good.
+use_artifact(), and the waits for artifact commits) are ``entry`` calls: a signal that
+interrupts one in the main thread has its action (for SIGTERM: finish every run, then die)
+queued for the end of the outermost one. Run inside it, that action would take a lock the
+interrupted code holds: a second SIGTERM (SLURM's and a sweep agent's, or Ctrl-C twice)
+landing inside the first one's finish() hung for good.
 """
 
 from __future__ import annotations

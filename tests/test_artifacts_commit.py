@@ -364,3 +364,48 @@ def test_a_preemption_signal_waits_for_the_commit(tmp_path: Path) -> None:
     art = localtrack.Api(store).artifact(f"p/{NAME}:latest")
     assert (Path(art.download(root=tmp_path / "out")) / "f.bin").read_bytes() == src.read_bytes()
     assert localtrack.Api(store).runs("p")[0].state == "preempted"
+
+
+SIGNAL_IN_READ = """
+import os, signal, sys, threading, localtrack
+store, src = sys.argv[1], sys.argv[2]
+run = localtrack.init(project="p", dir=store)
+art = run.log_artifact(localtrack.Artifact("ckpt", "model").add_file(src))
+commit = art._commit
+
+
+class Done(threading.Event):  # the commit's event: the SIGTERM lands inside its lock
+    def wait(self, timeout=None):
+        with self._cond:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().wait(timeout)
+
+
+commit.done = Done()  # (the commit waits at the name's lock the test holds: not done yet)
+print("reading", flush=True)
+localtrack.Api(store).artifact("p/ckpt:latest")  # waits for this process's commit first
+print("not reached", flush=True)
+"""
+
+
+def test_a_signal_inside_a_read_waiting_for_a_commit_is_acted_on_when_the_read_ends(
+        tmp_path: Path) -> None:
+    """An Api read of an artifact this process is still storing waits for the commit; a SIGTERM
+    landing inside that wait's lock is acted on when the wait ends (acting inside it, the
+    handler's finish() waited for the same commit, took the same lock and hung)."""
+    store, src = tmp_path / "store", tmp_path / "f.bin"
+    src.write_bytes(os.urandom(1 << 20))
+    with _held(store):
+        proc = script(SIGNAL_IN_READ, str(store), str(src))
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"reading\n", proc.communicate(timeout=60)[1].decode()
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the process hung after the signal\n{proc.communicate()[1].decode()}")
+    assert proc.returncode == -signal.SIGTERM, err.decode()
+    assert b"not reached" not in out
+    art = localtrack.Api(store).artifact(f"p/{NAME}:latest")
+    assert (Path(art.download(root=tmp_path / "out")) / "f.bin").read_bytes() == src.read_bytes()
+    assert localtrack.Api(store).runs("p")[0].state == "preempted"
