@@ -33,11 +33,12 @@ def run_script(code: str, *args: str, timeout: float = 60, **kw) -> subprocess.C
     return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    """``predicate()``'s value once it is truthy; fails naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        if value := predicate():
+            return value
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
 

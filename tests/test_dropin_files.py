@@ -13,9 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,6 +23,7 @@ from localtrack._remotes import open_remote
 from localtrack._remotes._dir import DirRemote
 from localtrack.errors import UsageError
 from tests import s3server
+from tests.helpers import wait_for
 from tests.test_dropin import ok, run_py
 
 s3_server, s3 = s3server.s3_server, s3server.s3  # the loopback S3 fixtures
@@ -135,17 +134,6 @@ for i in range(100_000):                     # rewritten until the test kills us
 """
 
 
-def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
-    """``check()`` once it is truthy; fails naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def read(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -165,10 +153,10 @@ def test_live_save_follows_changes_and_a_kill_leaves_whole_copies(job: Path) -> 
         assert read(files / "live.txt") == "v1" and read(files / "now.txt") == "n1"
         (job / "go").touch()
         # Another process (this one) sees the new content while the writer still runs.
-        wait_for("the live copy of v2", lambda: read(files / "live.txt") == "v2")
+        wait_for(lambda: read(files / "live.txt") == "v2", 60, "the live copy of v2")
         assert proc.stdout.readline() == "writing\n"
-        copies = wait_for("live copies of chk/model.bin",
-                          lambda: read(files / "chk" / "model.bin"))
+        copies = wait_for(lambda: read(files / "chk" / "model.bin"), 60,
+                          "live copies of chk/model.bin")
         for _ in range(20):  # every copy read while it is being replaced is whole
             text = read(files / "chk" / "model.bin")
             assert text is not None and text.endswith("|end") and len(text) >= 1004, text
@@ -389,8 +377,8 @@ def test_a_killed_sync_rerun_leaves_every_saved_file_whole(job: Path, tmp_path: 
                              "--dir", str(job / "store")], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        wait_for("the first saved file on the remote",
-                 lambda: proc.poll() is not None or any((remote / "p/runs/r1/files/many").glob("*.bin")))
+        wait_for(lambda: proc.poll() is not None or any((remote / "p/runs/r1/files/many").glob("*.bin")),
+                 60, "the first saved file on the remote")
     finally:
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
