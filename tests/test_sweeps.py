@@ -366,12 +366,35 @@ def _group_alive(pgid: int) -> bool:
     return any(state not in ("Z", "X") for state in _group_states(pgid))
 
 
-def _freeze(node: subprocess.Popen) -> None:
-    """SIGSTOP the node and wait until each of its processes has stopped: kill() returns while
-    a process may still be finishing a write (an event) it began before the signal."""
-    os.killpg(node.pid, signal.SIGSTOP)
-    wait_for(lambda: all(state in ("T", "t", "Z", "X") for state in _group_states(node.pid)),
-             what=f"node {node.pid} to stop")
+def _freeze(node: subprocess.Popen) -> bool:
+    """SIGSTOP the node until each of its processes has stopped; False if none is left. kill()
+    returns while a process may still be finishing a write (an event) it began before the
+    signal, and a program the agent was starting can miss a signal sent to the group
+    meanwhile: it is sent again until every process shows it. An agent inside vfork() waits
+    (state D) for its child to exec, which it never does once stopped: a process in D for a
+    second counts as stopped (a write of an event takes milliseconds)."""
+    since: list[float] = []  # when every process was stopped or in D, without a break
+
+    def stopped() -> bool:
+        try:
+            os.killpg(node.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.005)
+        states = _group_states(node.pid)
+        if all(state in ("T", "t", "Z", "X") for state in states):
+            return True
+        if not all(state in ("T", "t", "Z", "X", "D") for state in states):
+            since.clear()
+            return False
+        since[:] = since or [time.monotonic()]
+        return time.monotonic() - since[0] >= 1.0
+
+    try:
+        wait_for(stopped, what=f"node {node.pid} to stop")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its processes' states: {_group_states(node.pid)}") from None
+    return _group_alive(node.pid)
 
 
 def _lose_node(node: subprocess.Popen) -> str:
@@ -423,7 +446,8 @@ def test_lost_nodes_never_lose_grid_points(store, tmp_path):
                 break   # the sweep is done
             aim = ("starting", "running", "anywhere")[len(lost) % 3]
             node = rng.choice(live)
-            _freeze(node)   # to look at its job
+            if not _freeze(node):   # to look at its job (or it ended by itself)
+                continue
             phase = _phase(sweep, node)
             if phase == aim or (aim == "anywhere" and phase != "unmarked"):
                 outs.append(_lose_node(node))
