@@ -5,10 +5,11 @@ with pthread_exit, which unwinds the thread's C++ frames; in a frame that may no
 (pyarrow's ParquetReader dealloc, which frees the reader without the GIL) that is
 std::terminate: the process dies of SIGABRT after its own work is done ("terminate called
 without an active exception"; about one exit in 30-60 of a process whose daemon thread
-reads history: the dashboard's request threads, a user's reader thread). So the read
-paths that create such objects run inside ``arrow_work()``; at exit (atexit, before
-finalization) new entries of daemon threads wait for good and the ones inside are waited
-for, up to DRAIN_SECONDS. The main thread never waits: it is the one finalizing.
+reads history: the dashboard's request threads, a user's reader thread); pyarrow compute in
+such a thread crashed a plain script's exit too (SIGSEGV, 2 exits in 60). So the segment and
+log reads, the Api's history reads and each dashboard request run inside ``arrow_work()``;
+at exit (atexit, before finalization) new entries of daemon threads wait for good and the
+ones inside are waited for, up to DRAIN_SECONDS. The main thread never waits: it is the one finalizing.
 """
 
 from __future__ import annotations

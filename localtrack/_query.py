@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from . import (
     _durable,
+    _exitgate,
     _files,
     _filters,
     _fsutil,
@@ -430,6 +431,7 @@ class ApiRun:
             return _runindex.updated(self._rdir, self.created, self.events,
                                      _labels.is_shared(self.meta))
 
+    @_exitgate.gated
     def history(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",
                 pandas: bool = True, stream: str = "default") -> pandas.DataFrame | list[dict[str, Any]]:
         """W&B's sampled history: at most ``samples`` rows, evenly spaced over the run (the first
@@ -509,6 +511,7 @@ class ApiRun:
                 for start in range(0, table.num_rows, page_size):
                     yield from map(_logged, table.slice(start, page_size).to_pylist())
 
+    @_exitgate.gated
     def history_table(self, keys: list[str] | None = None, *,
                       include_rewound: bool = False, label: str | None = None) -> pa.Table:
         """Every step as a pyarrow Table: ``_step``, ``_timestamp`` and one column per key (a
@@ -536,6 +539,7 @@ class ApiRun:
             return _segments.read_history(self._rdir, keys, include_rewound=include_rewound,
                                           **self._ctx)
 
+    @_exitgate.gated
     def histograms(self, key: str, *, label: str | None = None) -> list[_labels.Logged]:
         """``(step, Histogram)`` of every step that logged a histogram under ``key``, in order
         (other values under that key are left out).
@@ -557,6 +561,7 @@ class ApiRun:
                                   "a sync remote or a backup.", path=str(self._rdir),
                                   **self._ctx) from exc
 
+    @_exitgate.gated
     def media(self, key: str, steps: Any = None, *, pandas: bool = False,
               label: str | None = None) -> list[tuple[int, Any]]:
         """``(step, item)`` of every step that logged media under ``key`` (a list of items for
@@ -604,6 +609,7 @@ class ApiRun:
                              **self._ctx)
         _labels.check_label(self._rdir, label, **self._ctx)
 
+    @_exitgate.gated
     def history_df(self, keys: list[str] | None = None, *,
                    include_rewound: bool = False) -> pandas.DataFrame:
         """history_table() as a pandas DataFrame (needs pandas): every row, unlike history()."""
@@ -694,6 +700,7 @@ class Api:
                                    project=project, run_id=rid)
         return ApiRun(self.root, project, rid)
 
+    @_exitgate.gated
     def query(self, sql: str, project: str | None = None) -> pa.Table:
         """Run a DuckDB ``sql`` query over the views ``runs``, ``history`` and ``events`` of
         this store (of one ``project``, or all), unsealed rows included; needs

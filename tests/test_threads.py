@@ -5,6 +5,7 @@ acknowledged row on disk exactly once, no raw exceptions."""
 from __future__ import annotations
 
 import subprocess
+import textwrap
 import threading
 import warnings
 
@@ -195,3 +196,58 @@ def test_exit_waits_for_arrow_work_of_daemon_threads_and_lets_no_new_one_start()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
     assert out.decode().split("\n") == ["first in", "exiting", "first out", ""], err.decode()
+
+
+# Work on Arrow objects after a gated read (compute, conversions), in a daemon thread while the
+# process exits: a dashboard request, a user's Api read. Each is made slow where it would be
+# past the gated segment reads; the exit must wait for it.
+SLOW_AFTER_THE_READ = {
+    "dashboard-request": """
+        import urllib.request
+        from localtrack._ui import _server
+        server = _server.make_server(store, port=0)
+        server.view.history = slowed(server.view.history)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = server.url + "api/history?path=p/r&keys=loss"
+        threading.Thread(target=lambda: urllib.request.urlopen(url, timeout=60).read(),
+                         daemon=True).start()
+        """,
+    "api-read": """
+        from localtrack import _segments
+        _segments.read_history = slowed(_segments.read_history)
+        threading.Thread(target=lambda: localtrack.Api(store).run("p/r").history_table(["loss"]),
+                         daemon=True).start()
+        """,
+}
+
+
+@pytest.mark.parametrize("case", sorted(SLOW_AFTER_THE_READ))
+def test_exit_waits_for_a_daemon_thread_s_read_past_its_segment_reads(store, case):
+    """pyarrow compute in a daemon thread at interpreter exit crashed a plain script (SIGSEGV,
+    2 exits in 60): a dashboard request and an Api history read are Arrow work as a whole."""
+    with localtrack.init(project="p", id="r", dir=store) as run:
+        for i in range(20):
+            run.log({"loss": 1.0 / (i + 1)})
+    settle(store)
+    code = textwrap.dedent("""
+        import sys, threading, time, localtrack
+        store = sys.argv[1]
+        inside = threading.Event()
+
+        def slowed(real):  # the call, then 2 s more of its thread's work on what it read
+            def slow(*args, **kwargs):
+                out = real(*args, **kwargs)
+                print("in", flush=True)
+                inside.set()
+                time.sleep(2.0)
+                print("out", flush=True)
+                return out
+            return slow
+        """) + textwrap.dedent(SLOW_AFTER_THE_READ[case]) + textwrap.dedent("""
+        inside.wait(30)
+        print("exiting", flush=True)
+        """)
+    proc = script(code, str(store))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().split("\n") == ["in", "exiting", "out", ""], err.decode()

@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from .. import _exitgate
 from .._query import Api
 from ..errors import LocaltrackError, RunNotFoundError, SweepNotFoundError, UsageError
 from . import _media, _sweeps
@@ -221,7 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
-            self._route(url.path, query)
+            with _exitgate.arrow_work():  # its Arrow objects, compute too, end before the exit
+                self._route(url.path, query)
         except (BrokenPipeError, ConnectionResetError):
             pass
         except (RunNotFoundError, SweepNotFoundError) as exc:
