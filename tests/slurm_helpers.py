@@ -143,15 +143,13 @@ class Cluster:
                              f"{self.logs()}")
 
     def requeue(self, jobid: str) -> None:
-        """Requeue an ended job. slurmd refuses to launch a job whose credential was made in
-        the second its kill revoked the old one ("Job credential revoked": it compares whole
-        seconds), so the requeue waits for the next second."""
-        time.sleep(1.05 - time.time() % 1)
+        """Requeue a job, running (SLURM kills it) or ended; release() starts it again."""
         self.run("scontrol", "requeue", jobid)
 
     def release(self, jobid: str, timeout: float = 30) -> None:
         """Start a requeued job now: SLURM holds it back for two minutes (its BeginTime)."""
         self.wait_state(jobid, "PENDING", timeout=timeout)
+        _next_second()
         self.run("scontrol", "update", f"JobId={jobid}", "StartTime=now")
 
     def preempt_all(self, cwd: Path) -> str:
@@ -163,6 +161,7 @@ class Cluster:
         now PENDING; the others had ended); returns them."""
         self.wait_state(high, "COMPLETED", timeout=timeout)
         pending = [j for j in jobids if self.state(j) == "PENDING"]
+        _next_second()
         for jobid in pending:
             self.run("scontrol", "update", f"JobId={jobid}", "StartTime=now")
         return pending
@@ -256,3 +255,10 @@ def _wait_path(path: Path, proc: subprocess.Popen[bytes], root: Path) -> None:
 def _stderr(root: Path) -> str:
     return "".join(f"\n--- {p.name} ---\n{p.read_text(errors='replace')[-2000:]}"
                    for p in sorted(root.glob("*.stderr")))
+
+
+def _next_second() -> None:
+    """Wait for the next whole second. slurmd refuses to launch a job whose credential was
+    made in the second its kill (a requeue, a preemption, scancel) revoked the old one ("Job
+    credential revoked": it compares whole seconds), so a requeued job is started later."""
+    time.sleep(1.05 - time.time() % 1)
